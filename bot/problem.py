@@ -1,0 +1,178 @@
+"""The problem repository contract: `kohai.toml`, parsed and validated.
+
+Shared by the bot and the GPU hosts, so it depends on the standard library only.
+The budget lives here, in a file the agents may not edit (it is never in
+`files.editable`), and the trainer enforces it; a prompt never does.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_FILE = "kohai.toml"
+PROGRAM_FILE = "program.md"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+class ProblemError(ValueError):
+    """A `kohai.toml` that cannot be used; the message names the field."""
+
+
+def parse_duration(value: str | int | float, *, field_name: str = "duration") -> float:
+    """Seconds from `"5m"`, `"30s"`, `"1.5h"`, `"250ms"` or a bare number of seconds."""
+    if isinstance(value, bool):
+        raise ProblemError(f"{field_name}: expected a duration like '5m', got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ProblemError(f"{field_name}: expected a duration like '5m' or '30s', got {value!r}")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ProblemError(f"{field_name}: must be positive, got {value!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One searchable setting of the offline strategy: a float range or a list of choices."""
+
+    name: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+    choices: tuple[Any, ...] | None = None
+
+    @classmethod
+    def from_toml(cls, name: str, spec: dict[str, Any]) -> Knob:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ProblemError(f"search.{name}: knob names must be identifiers")
+        if "choices" in spec:
+            choices = spec["choices"]
+            if not isinstance(choices, list) or not choices:
+                raise ProblemError(f"search.{name}.choices: expected a non-empty list")
+            return cls(name=name, choices=tuple(choices))
+        if "min" not in spec or "max" not in spec:
+            raise ProblemError(f"search.{name}: expected min and max, or choices")
+        low, high = spec["min"], spec["max"]
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)):
+            raise ProblemError(f"search.{name}: min and max must be numbers")
+        if low >= high:
+            raise ProblemError(f"search.{name}: min must be below max")
+        log = bool(spec.get("log", False))
+        if log and low <= 0:
+            raise ProblemError(f"search.{name}: a log range needs min > 0")
+        integer = bool(spec.get("int", isinstance(low, int) and isinstance(high, int) and not log))
+        return cls(name=name, low=float(low), high=float(high), log=log, integer=integer)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Everything the bot and the trainer need to know about a problem repository."""
+
+    metric: str = "val_bpb"
+    direction: str = "minimize"
+    command: str = "python train.py"
+    budget_s: float = 300.0
+    grace_s: float = 60.0
+    seeds: int = 1
+    confirm_seeds: int = 3
+    baseline_seeds: int = 3
+    editable: tuple[str, ...] = ("train.py",)
+    frozen: tuple[str, ...] = ("prepare.py",)
+    knobs: tuple[Knob, ...] = field(default_factory=tuple)
+
+    @property
+    def minimize(self) -> bool:
+        return self.direction == "minimize"
+
+    def better(self, a: float, b: float) -> bool:
+        """True when metric value `a` is strictly better than `b`."""
+        return a < b if self.minimize else a > b
+
+    def knob(self, name: str) -> Knob | None:
+        return next((k for k in self.knobs if k.name == name), None)
+
+
+def _int_at_least(table: dict[str, Any], key: str, default: int, minimum: int, where: str) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ProblemError(f"{where}.{key}: expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _paths(table: dict[str, Any], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    value = table.get(key, list(default))
+    if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
+        raise ProblemError(f"files.{key}: expected a list of paths")
+    for path in value:
+        if path.startswith("/") or ".." in Path(path).parts:
+            raise ProblemError(f"files.{key}: {path!r} must be relative to the repository root")
+    return tuple(value)
+
+
+def parse_problem(data: dict[str, Any]) -> Problem:
+    """Validate a parsed `kohai.toml`; raise ProblemError naming the first bad field."""
+    metric = data.get("metric", {})
+    train = data.get("train", {})
+    files = data.get("files", {})
+    search = data.get("search", {})
+    for name, table in (("metric", metric), ("train", train), ("files", files), ("search", search)):
+        if not isinstance(table, dict):
+            raise ProblemError(f"[{name}] must be a table")
+    name = metric.get("name", "val_bpb")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][\w./-]*", name):
+        raise ProblemError(f"metric.name: expected a metric name, got {name!r}")
+    direction = metric.get("direction", "minimize")
+    if direction not in ("minimize", "maximize"):
+        raise ProblemError(f"metric.direction: expected 'minimize' or 'maximize', got {direction!r}")
+    command = train.get("command", "python train.py")
+    if not isinstance(command, str) or not command.strip():
+        raise ProblemError("train.command: expected a command line")
+    editable = _paths(files, "editable", ("train.py",))
+    frozen = _paths(files, "frozen", ())
+    overlap = set(editable) & set(frozen)
+    if overlap:
+        raise ProblemError(f"files: {sorted(overlap)} cannot be both editable and frozen")
+    if CONFIG_FILE in editable:
+        raise ProblemError(f"files.editable: {CONFIG_FILE} holds the budget and cannot be editable")
+    knobs = tuple(Knob.from_toml(k, v) for k, v in search.items() if isinstance(v, dict))
+    if len(knobs) != len(search):
+        raise ProblemError("search: every knob must be a table like { min = 1, max = 2 }")
+    problem = Problem(
+        metric=name,
+        direction=direction,
+        command=command,
+        budget_s=parse_duration(train.get("budget", "5m"), field_name="train.budget"),
+        grace_s=parse_duration(train.get("grace", "60s"), field_name="train.grace"),
+        seeds=_int_at_least(train, "seeds", 1, 1, "train"),
+        confirm_seeds=_int_at_least(train, "confirm_seeds", 3, 1, "train"),
+        baseline_seeds=_int_at_least(train, "baseline_seeds", 3, 1, "train"),
+        editable=editable,
+        frozen=frozen,
+        knobs=knobs,
+    )
+    return problem
+
+
+def loads_problem(text: str) -> Problem:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProblemError(f"{CONFIG_FILE}: {exc}") from exc
+    return parse_problem(data)
+
+
+def load_problem(root: str | Path) -> Problem:
+    path = Path(root) / CONFIG_FILE
+    if not path.is_file():
+        raise ProblemError(f"{path}: not found; run `kohai init` to scaffold a problem repository")
+    return loads_problem(path.read_text(encoding="utf-8"))

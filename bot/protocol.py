@@ -1,0 +1,133 @@
+"""The job protocol between the bot and GPU hosts, as plain JSON-able dataclasses.
+
+Shared by both sides and kept to the standard library: hosts do not install
+the server's dependencies. The bot leases a `Job`; the host streams
+`JobEvent`s and finishes with one `JobResult` (posting it twice is harmless).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+JobKind = Literal["experiment", "baseline"]
+RunStatus = Literal["ok", "crash", "timeout", "refused"]
+# What a whole job came to: every seed ran ("ok", even if some crashed), the
+# run was refused before training (diff check), or the student could not implement.
+JobStatus = Literal["ok", "crash", "timeout", "refused", "implement_failed"]
+EventKind = Literal["heartbeat", "phase", "progress", "log"]
+
+LEASE_SECONDS = 60.0
+MAX_ATTEMPTS = 3
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Build a dataclass from a dict, ignoring unknown keys (newer peers may send more)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class Implement:
+    """What the student must do to the PR's branch before training, if anything."""
+
+    hypothesis: str
+    title: str = ""
+    knobs: dict[str, Any] = field(default_factory=dict)  # offline: knob values to set
+    mode: Literal["offline", "claude"] = "offline"
+    feedback: str = ""  # reviewer's change request or a crash's log tail
+
+
+@dataclass
+class Job:
+    id: int
+    kind: JobKind
+    student: str
+    repo: str  # owner/name
+    clone_url: str  # smart-HTTP URL; authenticate as x-access-token:<token>
+    token: str  # installation token narrowed to this repo, contents write
+    token_expires_at: str
+    base_ref: str
+    base_sha: str
+    seeds: list[int]
+    attempt: int = 1
+    experiment_id: int | None = None
+    pr_number: int | None = None
+    head_ref: str | None = None  # None for a baseline
+    head_sha: str | None = None
+    implement: Implement | None = None
+    wandb_group: str = ""
+    gpus: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        job = _from_dict(cls, data)
+        if isinstance(job.implement, dict):
+            job.implement = _from_dict(Implement, job.implement)
+        return job
+
+
+@dataclass
+class JobEvent:
+    """Progress from a host; every event also extends the lease."""
+
+    kind: EventKind
+    phase: str | None = None  # implementing | training
+    seed: int | None = None
+    step: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+    head_sha: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobEvent:
+        return _from_dict(cls, data)
+
+
+@dataclass
+class RunResult:
+    """One seed's run, as measured by the harness (never by an agent)."""
+
+    seed: int
+    status: RunStatus
+    metric: float | None = None  # the primary metric named in kohai.toml
+    metrics: dict[str, float] = field(default_factory=dict)  # the final line, all of it
+    curve: list[list[float]] = field(default_factory=list)  # [step, train_loss] points
+    duration_s: float = 0.0
+    peak_mem_mb: float = 0.0
+    gpu_hours: float = 0.0
+    exit_code: int | None = None
+    reason: str = ""
+    log_tail: str = ""
+    wandb_url: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        return _from_dict(cls, data)
+
+
+@dataclass
+class JobResult:
+    status: JobStatus
+    runs: list[RunResult] = field(default_factory=list)
+    head_sha: str | None = None  # the commit that was trained
+    reason: str = ""
+    changed_files: list[str] = field(default_factory=list)
+    reverted_files: list[str] = field(default_factory=list)
+    cost_usd: float = 0.0  # LLM cost of implementing
+    notes: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobResult:
+        result = _from_dict(cls, data)
+        result.runs = [r if isinstance(r, RunResult) else RunResult.from_dict(r) for r in result.runs]
+        return result

@@ -1,0 +1,276 @@
+"""The bot's durable state: one SQLite file in WAL mode, with a versioned schema.
+
+Everything the bot knows lives here, so a restart loses nothing: the inbox of
+deliveries (stored before they are acknowledged), the experiments and their
+runs, the jobs leased to hosts, the decisions, and the outbox of GitHub writes
+that are still to be made. Writes that belong together happen in one
+`transaction()`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+SCHEMA_VERSION = 1
+
+# Each entry upgrades the schema from version i to i + 1. Never edit a released
+# step; append a new one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE inbox (
+        id INTEGER PRIMARY KEY,
+        delivery_id TEXT NOT NULL UNIQUE,
+        event TEXT NOT NULL,
+        action TEXT,
+        payload TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',   -- pending | routed | ignored | failed
+        note TEXT,
+        processed_at REAL
+    );
+    CREATE INDEX inbox_pending ON inbox(status, id);
+
+    CREATE TABLE repos (
+        id INTEGER PRIMARY KEY,
+        full_name TEXT NOT NULL UNIQUE,
+        installation_id INTEGER,
+        default_branch TEXT NOT NULL DEFAULT 'main',
+        active INTEGER NOT NULL DEFAULT 1,
+        base_sha TEXT,                -- head of the default branch the baseline was measured on
+        created_at REAL NOT NULL
+    );
+
+    CREATE TABLE students (
+        name TEXT PRIMARY KEY,
+        token_hash TEXT,
+        gpus INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'idle',       -- idle | implementing | training | offline
+        last_seen REAL,
+        created_at REAL NOT NULL
+    );
+
+    CREATE TABLE experiments (
+        id INTEGER PRIMARY KEY,
+        repo_id INTEGER NOT NULL REFERENCES repos(id),
+        state TEXT NOT NULL,          -- proposed | queued | implementing | training | review | merged | closed
+        source TEXT NOT NULL,         -- human | advisor
+        title TEXT NOT NULL,
+        hypothesis TEXT NOT NULL DEFAULT '',
+        student TEXT,
+        issue_number INTEGER,
+        pr_number INTEGER,
+        branch TEXT,
+        knobs TEXT NOT NULL DEFAULT '{}',
+        base_sha TEXT,                -- base the current results were measured on
+        head_sha TEXT,
+        hold INTEGER NOT NULL DEFAULT 0,
+        seeds_wanted INTEGER NOT NULL DEFAULT 1,
+        implemented INTEGER NOT NULL DEFAULT 0,
+        feedback TEXT NOT NULL DEFAULT '',
+        outcome TEXT,                 -- merged | closed, and by whom in decisions
+        cost_usd REAL NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX experiments_pr ON experiments(repo_id, pr_number) WHERE pr_number IS NOT NULL;
+    CREATE INDEX experiments_state ON experiments(state);
+
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,           -- experiment | baseline
+        repo_id INTEGER NOT NULL REFERENCES repos(id),
+        experiment_id INTEGER REFERENCES experiments(id),
+        student TEXT,                 -- NULL: any student may take it
+        state TEXT NOT NULL,          -- queued | leased | done | failed | cancelled
+        priority INTEGER NOT NULL DEFAULT 0,
+        seeds TEXT NOT NULL DEFAULT '[0]',
+        base_sha TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        leased_by TEXT,
+        lease_expires REAL,
+        phase TEXT,
+        last_event_at REAL,
+        result TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX jobs_queue ON jobs(state, priority DESC, id);
+
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        repo_id INTEGER NOT NULL REFERENCES repos(id),
+        experiment_id INTEGER REFERENCES experiments(id),
+        job_id INTEGER REFERENCES jobs(id),
+        kind TEXT NOT NULL,           -- candidate | baseline
+        student TEXT,
+        seed INTEGER NOT NULL,
+        commit_sha TEXT,
+        base_sha TEXT,
+        status TEXT NOT NULL,         -- ok | crash | timeout | refused
+        metric REAL,
+        metrics TEXT NOT NULL DEFAULT '{}',
+        curve TEXT NOT NULL DEFAULT '[]',
+        duration_s REAL,
+        peak_mem_mb REAL,
+        gpu_hours REAL,
+        cost_usd REAL NOT NULL DEFAULT 0,
+        reason TEXT NOT NULL DEFAULT '',
+        log_tail TEXT NOT NULL DEFAULT '',
+        wandb_url TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        UNIQUE(job_id, seed)
+    );
+
+    CREATE TABLE decisions (
+        id INTEGER PRIMARY KEY,
+        experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+        verdict TEXT NOT NULL,        -- merge | close | changes | confirm | rerun | wait
+        actor TEXT NOT NULL,          -- gate | advisor | human:<login>
+        rationale TEXT NOT NULL,
+        stats TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL
+    );
+
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        repo TEXT NOT NULL,           -- owner/name
+        installation_id INTEGER,
+        op TEXT NOT NULL,
+        args TEXT NOT NULL,
+        marker TEXT,                  -- <!-- kohai:<kind>:<key> --> for comment writes
+        state TEXT NOT NULL DEFAULT 'pending',    -- pending | done | failed
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        last_error TEXT,
+        result TEXT,
+        created_at REAL NOT NULL,
+        done_at REAL
+    );
+    CREATE INDEX outbox_pending ON outbox(state, next_attempt_at, id);
+
+    CREATE TABLE advisor_calls (
+        id INTEGER PRIMARY KEY,
+        action TEXT NOT NULL,         -- propose | review
+        experiment_id INTEGER,
+        model TEXT,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+        cost_usd REAL NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    );
+    """,
+]
+
+
+def now() -> float:
+    return time.time()
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+class Store:
+    """A connection to the bot's SQLite file with the schema brought up to date."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA foreign_keys=ON")
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+        self._depth = 0
+        self.migrate()
+
+    @property
+    def version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self) -> None:
+        current = self.version
+        if current > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path}: schema version {current} is newer than this kohai ({SCHEMA_VERSION})"
+            )
+        for version in range(current, SCHEMA_VERSION):
+            with self.transaction():
+                for statement in _split_sql(MIGRATIONS[version]):
+                    self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version={version + 1}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic unit of work; nested use joins the outer transaction."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self.conn
+            finally:
+                self._depth -= 1
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self.conn
+        except BaseException:
+            self._depth = 0
+            self.conn.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self.conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+        return [dict(row) for row in self.conn.execute(sql, params).fetchall()]
+
+    def one(self, sql: str, params: Any = ()) -> dict[str, Any] | None:
+        row = self.conn.execute(sql, params).fetchone()
+        return dict(row) if row else None
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    def insert(self, table: str, row: dict[str, Any]) -> int:
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        cursor = self.conn.execute(
+            f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(row.values())
+        )
+        return int(cursor.lastrowid or 0)
+
+    def update(self, table: str, row_id: Any, values: dict[str, Any], key: str = "id") -> None:
+        sets = ", ".join(f"{column} = ?" for column in values)
+        self.conn.execute(
+            f"UPDATE {table} SET {sets} WHERE {key} = ?", (*values.values(), row_id)
+        )
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _split_sql(script: str) -> list[str]:
+    """Statements of a migration; `sqlite3.executescript` would commit our transaction."""
+    statements, buffer = [], []
+    for line in script.splitlines():
+        stripped = line.split("--", 1)[0].rstrip()
+        if not stripped:
+            continue
+        buffer.append(stripped)
+        if stripped.endswith(";"):
+            statements.append("\n".join(buffer))
+            buffer = []
+    if buffer:
+        statements.append("\n".join(buffer))
+    return statements
