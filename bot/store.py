@@ -45,6 +45,9 @@ MIGRATIONS: list[str] = [
         default_branch TEXT NOT NULL DEFAULT 'main',
         active INTEGER NOT NULL DEFAULT 1,
         base_sha TEXT,                -- head of the default branch the baseline was measured on
+        problem_toml TEXT,            -- kohai.toml at base_sha
+        program_md TEXT,              -- program.md at base_sha
+        synced_at REAL,
         created_at REAL NOT NULL
     );
 
@@ -74,6 +77,8 @@ MIGRATIONS: list[str] = [
         hold INTEGER NOT NULL DEFAULT 0,
         seeds_wanted INTEGER NOT NULL DEFAULT 1,
         implemented INTEGER NOT NULL DEFAULT 0,
+        review_requested INTEGER NOT NULL DEFAULT 0,
+        debug_attempts INTEGER NOT NULL DEFAULT 0,
         feedback TEXT NOT NULL DEFAULT '',
         outcome TEXT,                 -- merged | closed, and by whom in decisions
         cost_usd REAL NOT NULL DEFAULT 0,
@@ -94,6 +99,8 @@ MIGRATIONS: list[str] = [
         seeds TEXT NOT NULL DEFAULT '[0]',
         base_sha TEXT,
         attempts INTEGER NOT NULL DEFAULT 0,
+        cancel INTEGER NOT NULL DEFAULT 0,
+        payload TEXT NOT NULL DEFAULT '{}',       -- implement spec, wandb group, ...
         leased_by TEXT,
         lease_expires REAL,
         phase TEXT,

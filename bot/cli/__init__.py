@@ -16,7 +16,7 @@ from collections.abc import Sequence
 # and returns an exit code.
 HANDLERS: dict[str, str] = {
     "demo": "bot.cli.demo:main",
-    "serve": "webhooks.serve:main",
+    "serve": "bot.cli.serve:main",
     "sandbox": "sandbox.cli:main",
     "hosts add": "bot.cli.hosts:add",
     "hosts list": "bot.cli.hosts:list_hosts",

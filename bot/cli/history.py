@@ -1,0 +1,234 @@
+"""`kohai status` and `kohai history`: the lab's state and its full record, from the terminal.
+
+Both read the bot's SQLite file (`KOHAI_DB`, default `kohai.db`) without
+writing to it. The history export follows autoresearch's `results.tsv` column
+order (`commit, <metric>, memory_gb, status, description`) so its analysis
+tools read it as is, followed by kohai's own columns.
+
+The metric's name and direction come from the problem's `kohai.toml`: the one
+at `KOHAI_PROBLEM` (a repo directory or the file itself), else the one in the
+current directory, else the default (`val_bpb`, minimize).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bot import queries
+from bot.problem import CONFIG_FILE, Problem, ProblemError, load_problem
+from bot.report import fmt_delta, fmt_metric
+from bot.store import Store
+
+EXTRA_COLUMNS = ["student", "seeds", "duration_s", "cost_usd", "pr", "parent"]
+
+
+class CliError(Exception):
+    """A one-line reason to exit 1."""
+
+
+def open_store() -> Store:
+    path = Path(os.environ.get("KOHAI_DB", "kohai.db"))
+    if not path.is_file():
+        raise CliError(f"no kohai database at {path} (set KOHAI_DB to the bot's database file)")
+    return Store(path)
+
+
+def resolve_problem() -> Problem:
+    configured = os.environ.get("KOHAI_PROBLEM")
+    if configured:
+        root = Path(configured)
+        return load_problem(root.parent if root.name == CONFIG_FILE else root)
+    if (Path.cwd() / CONFIG_FILE).is_file():
+        return load_problem(Path.cwd())
+    return Problem()
+
+
+def history_columns(problem: Problem) -> list[str]:
+    return ["commit", problem.metric, "memory_gb", "status", "description", *EXTRA_COLUMNS]
+
+
+def history_values(row: queries.HistoryRow) -> list[Any]:
+    """One row's values in `history_columns` order; None where nothing was measured."""
+    return [
+        row.commit[:7] if row.commit else None,
+        round(row.metric, 6) if row.metric is not None else None,
+        row.memory_gb,
+        row.status,
+        row.description,
+        row.student,
+        row.seeds,
+        round(row.duration_s, 1) if row.duration_s is not None else None,
+        round(row.cost_usd, 4),
+        row.pr_number,
+        row.parent[:7] if row.parent else None,
+    ]
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6f}".rstrip("0").rstrip(".") if value != int(value) else f"{value:.1f}"
+    return " ".join(str(value).split())
+
+
+def render_history(rows: list[queries.HistoryRow], problem: Problem, fmt: str) -> str:
+    columns = history_columns(problem)
+    if fmt == "json":
+        records = [dict(zip(columns, history_values(r), strict=True)) for r in rows]
+        return json.dumps(records, indent=2) + "\n"
+    buffer = io.StringIO()
+    if fmt == "tsv":
+        buffer.write("\t".join(columns) + "\n")
+        for row in rows:
+            values = [_text(v).replace("\t", " ") for v in history_values(row)]
+            buffer.write("\t".join(values) + "\n")
+    else:
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([_text(v) for v in history_values(row)] for row in rows)
+    return buffer.getvalue()
+
+
+def format_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A plain aligned text table, for terminals."""
+    cells = [[_text(h) for h in headers]] + [[_text(c) or "-" for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def export_format(path: Path) -> str:
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in ("tsv", "csv", "json"):
+        raise CliError(f"--export {path}: use a .tsv, .csv or .json file name")
+    return suffix
+
+
+def history_main(args: argparse.Namespace) -> int:
+    try:
+        problem = resolve_problem()
+        store = open_store()
+        try:
+            rows = queries.history_rows(store, problem, best_only=bool(args.best))
+        finally:
+            store.close()
+        if args.export:
+            target = Path(args.export)
+            target.write_text(render_history(rows, problem, export_format(target)), "utf-8")
+            print(f"wrote {len(rows)} rows to {target}")
+            return 0
+        headers = history_columns(problem)
+        print(format_table(headers, [history_values(r) for r in rows]))
+        return 0
+    except (CliError, ProblemError) as exc:
+        print(f"kohai history: {exc}", file=sys.stderr)
+        return 1
+
+
+def status_snapshot(store: Store, problem: Problem) -> dict[str, Any]:
+    base = queries.baseline(store)
+    progress = queries.best_over_experiments(store, problem)
+    return {
+        "metric": problem.metric,
+        "direction": problem.direction,
+        "baseline": asdict(base) if base else None,
+        "best": progress.best,
+        "experiments": [asdict(e) for e in queries.experiments(store)],
+        "students": [asdict(s) for s in queries.students(store)],
+        "queue": [asdict(q) for q in queries.queue(store)],
+    }
+
+
+def render_status(snapshot: dict[str, Any]) -> str:
+    metric = snapshot["metric"]
+    base = snapshot["baseline"]
+    lines = [
+        f"metric: {metric} ({snapshot['direction']})   baseline: "
+        + (fmt_metric(base["mean"], base["std"]) if base else "not measured")
+        + f"   best: {fmt_metric(snapshot['best'])}",
+        "",
+        "experiments",
+        format_table(
+            ["exp", "pr", "state", "student", "seeds", metric, "delta", "decision", "title"],
+            [
+                [
+                    e["id"],
+                    e["pr_number"],
+                    e["state"],
+                    e["student"],
+                    e["seeds"],
+                    fmt_metric(e["mean"], e["std"]),
+                    fmt_delta(e["delta"]),
+                    f"{e['verdict']} by {e['actor']}" if e["verdict"] else None,
+                    e["title"],
+                ]
+                for e in snapshot["experiments"]
+            ],
+        ),
+        "",
+        "students",
+        format_table(
+            ["student", "state", "gpus", "job", "phase", "pr", "runs", "wins"],
+            [
+                [
+                    s["name"],
+                    s["state"],
+                    s["gpus"],
+                    s["job_id"],
+                    s["job_phase"],
+                    s["pr_number"],
+                    s["runs"],
+                    s["wins"],
+                ]
+                for s in snapshot["students"]
+            ],
+        ),
+        "",
+        "queue",
+        format_table(
+            ["job", "kind", "state", "for", "leased_by", "pr", "seeds"],
+            [
+                [
+                    q["job_id"],
+                    q["kind"],
+                    q["state"],
+                    q["student"] or "any",
+                    q["leased_by"],
+                    q["pr_number"],
+                    ",".join(str(s) for s in q["seeds"]),
+                ]
+                for q in snapshot["queue"]
+            ],
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def status_main(args: argparse.Namespace) -> int:
+    try:
+        problem = resolve_problem()
+        store = open_store()
+        try:
+            snapshot = status_snapshot(store, problem)
+        finally:
+            store.close()
+    except (CliError, ProblemError) as exc:
+        print(f"kohai status: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(snapshot, indent=2))
+    else:
+        print(render_status(snapshot))
+    return 0

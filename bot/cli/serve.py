@@ -1,0 +1,93 @@
+"""`kohai serve`: the bot server, with the advisor and catch-up wired in."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from typing import Any
+
+from bot.config import ConfigError, Settings
+
+log = logging.getLogger("kohai.serve")
+
+
+def build_context(
+    settings: Settings, *, max_experiments: int = 0, advisor_options: dict[str, Any] | None = None
+) -> Any:
+    """The bot's context with every worker: inbox, outbox, sync, leases, advisor, catch-up."""
+    from agents.advisor import make_advisor
+    from agents.loop import AdvisorLoop
+    from webhooks.context import BotContext
+    from webhooks.workers import DEFAULT_WORKERS, run_loop
+
+    ctx = BotContext.build(settings, max_experiments=max_experiments)
+    advisor = make_advisor(settings.anthropic_api_key, **(advisor_options or {}))
+    loop = AdvisorLoop(
+        ctx.engine,
+        advisor,
+        alpha=settings.alpha,
+        plateau_after=settings.plateau_after,
+        max_experiments=max_experiments,
+        propose=settings.advisor,
+    )
+
+    async def advisor_worker(c: Any) -> None:
+        await run_loop(c, "advisor", loop.step, None, 1.0)
+
+    async def catch_up_worker(c: Any) -> None:
+        await catch_up_once(c)
+        c.beat("catch_up")
+        while True:  # stays alive for /healthz; its work is done at start-up
+            await asyncio.sleep(10)
+            c.beat("catch_up")
+
+    ctx.workers = [*DEFAULT_WORKERS, advisor_worker]
+    if settings.catch_up:
+        ctx.workers.append(catch_up_worker)
+    ctx.extra["advisor_loop"] = loop
+    return ctx
+
+
+async def catch_up_once(ctx: Any) -> list[str]:
+    """Ask GitHub to redeliver what failed while the bot was down."""
+    from bot.catchup import catch_up
+
+    last = ctx.store.one("SELECT MAX(received_at) AS t FROM inbox")
+    known = {r["delivery_id"] for r in ctx.store.query("SELECT delivery_id FROM inbox")}
+    try:
+        asked = await catch_up(ctx.github, (last or {}).get("t"), known_delivery_ids=known)
+    except Exception as exc:
+        ctx.startup_errors.append(f"catch-up after downtime failed: {exc}")
+        log.warning("catch-up failed: %s", exc)
+        return []
+    if asked:
+        log.info("asked GitHub to redeliver %d deliveries", len(asked))
+    return asked
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=os.environ.get("KOHAI_LOG", "INFO"), format="%(asctime)s %(name)s %(message)s"
+    )
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"kohai serve: {exc}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from webhooks.app import create_app
+
+    ctx = build_context(
+        settings, max_experiments=int(os.environ.get("KOHAI_MAX_EXPERIMENTS", "0") or 0)
+    )
+    app = create_app(ctx)
+    print(
+        f"kohai serve: listening on http://{args.host}:{args.port} (GitHub API {settings.github_api_url})",
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

@@ -1,0 +1,187 @@
+"""The bot's comments, rendered from stored state. Pure functions returning markdown."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.{digits}f}"
+
+
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, math.sqrt(var)
+
+
+def _pm(mean: float | None, std: float | None, n: int) -> str:
+    if mean is None:
+        return "—"
+    if std is None:
+        return f"{_fmt(mean)} (n={n})"
+    return f"{_fmt(mean)} ± {_fmt(std)} (n={n})"
+
+
+def mermaid_curve(curves: dict[int, list[list[float]]], metric: str = "train_loss") -> str:
+    """A training curve GitHub renders (mermaid xychart-beta); one line per seed."""
+    series = [(seed, points) for seed, points in sorted(curves.items()) if len(points) >= 2]
+    if not series:
+        return ""
+    longest = max((points for _, points in series), key=len)
+    stride = max(1, len(longest) // 20)
+    steps = [int(p[0]) for p in longest[::stride]]
+    lines = []
+    lo, hi = math.inf, -math.inf
+    for _, points in series:
+        by_step = {int(p[0]): p[1] for p in points}
+        ys = []
+        last = points[0][1]
+        for step in steps:
+            last = by_step.get(step, last)
+            ys.append(last)
+        lo, hi = min(lo, *ys), max(hi, *ys)
+        lines.append("    line [" + ", ".join(f"{y:.4f}" for y in ys) + "]")
+    pad = (hi - lo) * 0.05 or 0.1
+    return "\n".join(
+        [
+            "```mermaid",
+            "xychart-beta",
+            f'    title "{metric} by step"',
+            "    x-axis [" + ", ".join(str(s) for s in steps) + "]",
+            f'    y-axis "{metric}" {lo - pad:.4f} --> {hi + pad:.4f}',
+            *lines,
+            "```",
+        ]
+    )
+
+
+def results_comment(
+    *,
+    title: str,
+    metric: str,
+    minimize: bool,
+    runs: list[dict[str, Any]],
+    baseline: Sequence[float],
+    head_sha: str | None,
+    base_sha: str | None,
+    student: str | None,
+    job_status: str,
+    reason: str = "",
+    cost_usd: float = 0.0,
+    attempt_note: str = "",
+) -> str:
+    """One finished job: per-seed table, mean ± std, delta vs baseline, resources, curve."""
+    ok = [r["metric"] for r in runs if r.get("status") == "ok" and r.get("metric") is not None]
+    mean, std = mean_std(ok)
+    b_mean, b_std = mean_std(list(baseline))
+    lines = [f"### Results: {title}", ""]
+    if job_status in ("refused", "implement_failed"):
+        label = "Run refused" if job_status == "refused" else "Implementation failed"
+        lines += [f"**{label}:** {reason}", ""]
+    lines += [
+        f"Commit `{(head_sha or '?')[:10]}` on base `{(base_sha or '?')[:10]}`"
+        + (f", student **{student}**" if student else "")
+        + (f". {attempt_note}" if attempt_note else ""),
+        "",
+    ]
+    if runs:
+        lines += [
+            f"| seed | status | {metric} | runtime | peak memory | GPU-hours | W&B |",
+            "|---:|---|---:|---:|---:|---:|---|",
+        ]
+        for r in sorted(runs, key=lambda r: r["seed"]):
+            link = f"[run]({r['wandb_url']})" if r.get("wandb_url") else "—"
+            lines.append(
+                f"| {r['seed']} | {r['status']} | {_fmt(r.get('metric'))} | "
+                f"{(r.get('duration_s') or 0):.1f} s | {(r.get('peak_mem_mb') or 0):.0f} MB | "
+                f"{(r.get('gpu_hours') or 0):.4f} | {link} |"
+            )
+        lines.append("")
+    lines.append(f"**{metric}**: {_pm(mean, std, len(ok))}")
+    if b_mean is not None:
+        lines.append(f"**baseline**: {_pm(b_mean, b_std, len(baseline))}")
+    if mean is not None and b_mean is not None:
+        delta = mean - b_mean
+        se = math.sqrt(
+            ((std or 0.0) ** 2) / max(len(ok), 1) + ((b_std or 0.0) ** 2) / max(len(baseline), 1)
+        )
+        better = delta < 0 if minimize else delta > 0
+        word = "better" if better else "worse" if delta != 0 else "no change"
+        lines.append(
+            f"**delta**: {delta:+.4f} ± {se:.4f} (SE) — {word} ({'lower' if minimize else 'higher'} is better)"
+        )
+    total_time = sum(r.get("duration_s") or 0 for r in runs)
+    total_gpu = sum(r.get("gpu_hours") or 0 for r in runs)
+    lines += [
+        "",
+        f"Runtime {total_time:.1f} s · GPU-hours {total_gpu:.4f} · LLM cost ${cost_usd:.4f}",
+    ]
+    curves = {r["seed"]: r.get("curve") or [] for r in runs}
+    chart = mermaid_curve(curves)
+    if chart:
+        lines += ["", chart]
+    failed = [r for r in runs if r.get("status") != "ok"]
+    for r in failed[:2]:
+        tail = (r.get("log_tail") or "").strip()
+        lines += [
+            "",
+            f"<details><summary>seed {r['seed']}: {r['status']} — {r.get('reason') or 'see log'}"
+            "</summary>",
+            "",
+            "```",
+            tail[-6000:] or "(no output)",
+            "```",
+            "</details>",
+        ]
+    return "\n".join(lines)
+
+
+def status_comment(
+    *,
+    state: str,
+    student: str | None,
+    hypothesis: str,
+    metric: str,
+    baseline: Sequence[float],
+    candidate: Sequence[float],
+    hold: bool,
+    decision: str | None = None,
+    phase_note: str = "",
+) -> str:
+    """The sticky status comment, edited in place as the experiment moves."""
+    b_mean, b_std = mean_std(list(baseline))
+    c_mean, c_std = mean_std(list(candidate))
+    rows = [
+        "| | |",
+        "|---|---|",
+        f"| state | **{state}**{' (on hold)' if hold else ''} |",
+        f"| student | {student or 'any free student'} |",
+        f"| baseline {metric} | {_pm(b_mean, b_std, len(baseline)) if baseline else 'being measured'} |",
+        f"| this PR | {_pm(c_mean, c_std, len(candidate)) if candidate else '—'} |",
+    ]
+    if decision:
+        rows.append(f"| decision | {decision} |")
+    if phase_note:
+        rows.append(f"| now | {phase_note} |")
+    short = hypothesis.strip().splitlines()[0][:200] if hypothesis.strip() else ""
+    return "\n".join(
+        [
+            "### kohai status",
+            "",
+            *rows,
+            "",
+            f"> {short}" if short else "",
+            "",
+            "<sub>Commands: `/rerun [seeds=N]` `/stop` `/assign <student>` `/review` `/merge` "
+            "`/close` `/hold` `/unhold` `/status` `/help`</sub>",
+        ]
+    )

@@ -1,0 +1,89 @@
+"""The bot's settings, read once from the environment (DESIGN.md, "Bot configuration").
+
+A missing or malformed required setting raises `ConfigError` whose message is
+one line naming the setting, which `kohai serve` prints before exiting.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    app_id: int
+    private_key: str
+    webhook_secret: str
+    github_api_url: str = "https://api.github.com"
+    db_path: str = "kohai.db"
+    public_url: str = "http://127.0.0.1:8000"
+    anthropic_api_key: str | None = None
+    wandb_api_key: str | None = None
+    app_slug: str = "kohai"
+    alpha: float = 0.05
+    plateau_after: int = 5
+    advisor: bool = True  # propose for idle students
+    catch_up: bool = True
+
+    @property
+    def bot_login(self) -> str:
+        return f"{self.app_slug}[bot]"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        raw_id = env.get("KOHAI_GITHUB_APP_ID", "").strip()
+        if not raw_id:
+            raise ConfigError("KOHAI_GITHUB_APP_ID is not set (the GitHub App's numeric id)")
+        if not raw_id.isdigit():
+            raise ConfigError(f"KOHAI_GITHUB_APP_ID must be a number, got {raw_id!r}")
+        key = env.get("KOHAI_GITHUB_PRIVATE_KEY", "").strip()
+        key_path = env.get("KOHAI_GITHUB_PRIVATE_KEY_PATH", "").strip()
+        if not key and key_path:
+            try:
+                key = Path(key_path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"KOHAI_GITHUB_PRIVATE_KEY_PATH: cannot read {key_path}: {exc.strerror}"
+                ) from exc
+        if not key:
+            raise ConfigError(
+                "KOHAI_GITHUB_PRIVATE_KEY (PEM text) or KOHAI_GITHUB_PRIVATE_KEY_PATH is not set"
+            )
+        if "PRIVATE KEY-----" not in key:
+            raise ConfigError("KOHAI_GITHUB_PRIVATE_KEY is not a PEM private key")
+        secret = env.get("KOHAI_WEBHOOK_SECRET", "")
+        if not secret:
+            raise ConfigError("KOHAI_WEBHOOK_SECRET is not set (the App's webhook secret)")
+        api_url = env.get("KOHAI_GITHUB_API_URL", "https://api.github.com").rstrip("/")
+        if not api_url.startswith(("http://", "https://")):
+            raise ConfigError(f"KOHAI_GITHUB_API_URL must be an http(s) URL, got {api_url!r}")
+        alpha_raw = env.get("KOHAI_ALPHA", "0.05")
+        try:
+            alpha = float(alpha_raw)
+        except ValueError:
+            alpha = -1.0
+        if not 0 < alpha < 1:
+            raise ConfigError(f"KOHAI_ALPHA must be between 0 and 1, got {alpha_raw!r}")
+        return cls(
+            app_id=int(raw_id),
+            private_key=key,
+            webhook_secret=secret,
+            github_api_url=api_url,
+            db_path=env.get("KOHAI_DB", "kohai.db"),
+            public_url=env.get("KOHAI_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
+            anthropic_api_key=env.get("ANTHROPIC_API_KEY") or None,
+            wandb_api_key=env.get("WANDB_API_KEY") or None,
+            app_slug=env.get("KOHAI_APP_SLUG", "kohai"),
+            alpha=alpha,
+            plateau_after=int(env.get("KOHAI_PLATEAU_AFTER", "5") or 5),
+            advisor=env.get("KOHAI_ADVISOR", "on") != "off",
+            catch_up=env.get("KOHAI_CATCH_UP", "on") != "off",
+        )

@@ -1,0 +1,740 @@
+"""The engine: applies the router's intents to the store, with the GitHub writes they cause.
+
+Every public method runs in one transaction: the state change and the outbox
+rows commit together or not at all. Nothing here talks to GitHub or a host;
+I/O happens in the workers around it (`bot.workers`, `bot.outbox`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bot import intents as i
+from bot import labels as lab
+from bot.bus import Bus
+from bot.comments import status_comment
+from bot.events import Event
+from bot.problem import Problem, ProblemError, loads_problem
+from bot.router import ExperimentView, RouteState
+from bot.store import Store, dumps, now
+from bot.writes import enqueue
+
+HUMAN_PRIORITY = 10
+ADVISOR_PRIORITY = 0
+BASELINE_PRIORITY = 20
+ACTIVE_STATES = ("proposed", "queued", "implementing", "training")
+OPEN_STATES = (*ACTIVE_STATES, "review")
+
+
+def slugify(text: str, limit: int = 40) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:limit].rstrip("-") or "experiment"
+
+
+def knobs_from_text(text: str, problem: Problem) -> dict[str, Any]:
+    """Knob settings a human wrote in an issue (`NAME = value` lines), for the offline student."""
+    found: dict[str, Any] = {}
+    names = {k.name.lower(): k for k in problem.knobs}
+    for match in re.finditer(r"^\W*`?([A-Za-z_]\w*)`?\s*[=:]\s*`?([-+\w.]+)`?", text, re.M):
+        knob = names.get(match.group(1).lower())
+        if knob is None:
+            continue
+        raw = match.group(2)
+        try:
+            value: Any = int(raw) if re.fullmatch(r"[-+]?\d+", raw) else float(raw)
+        except ValueError:
+            value = raw
+        found[knob.name] = value
+    return found
+
+
+@dataclass
+class Repo:
+    id: int
+    full_name: str
+    installation_id: int | None
+    default_branch: str
+    base_sha: str | None
+    problem: Problem
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Repo:
+        problem = Problem()
+        if row.get("problem_toml"):
+            try:
+                problem = loads_problem(row["problem_toml"])
+            except ProblemError:
+                problem = Problem()
+        return cls(
+            id=row["id"],
+            full_name=row["full_name"],
+            installation_id=row["installation_id"],
+            default_branch=row["default_branch"] or "main",
+            base_sha=row["base_sha"],
+            problem=problem,
+        )
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        bot_login: str = "kohai[bot]",
+        bus: Bus | None = None,
+        implement_mode: str = "offline",
+        max_experiments: int = 0,
+        on_job_queued: Callable[[str | None], None] | None = None,
+        on_outbox: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.bot_login = bot_login
+        self.bus = bus or Bus()
+        self.implement_mode = implement_mode
+        self.max_experiments = max_experiments
+        self._on_job_queued = on_job_queued or (lambda student: None)
+        self._on_outbox = on_outbox or (lambda: None)
+
+    # ---------------------------------------------------------------- lookups
+
+    def repo(self, full_name: str | None) -> Repo | None:
+        if not full_name:
+            return None
+        row = self.store.one("SELECT * FROM repos WHERE full_name = ?", (full_name,))
+        return Repo.from_row(row) if row else None
+
+    def repo_by_id(self, repo_id: int) -> Repo:
+        row = self.store.one("SELECT * FROM repos WHERE id = ?", (repo_id,))
+        if row is None:
+            raise KeyError(f"no repo {repo_id}")
+        return Repo.from_row(row)
+
+    def experiment_by_number(self, repo_id: int, number: int) -> dict[str, Any] | None:
+        return self.store.one(
+            "SELECT * FROM experiments WHERE repo_id = ? AND (pr_number = ? OR "
+            "(issue_number = ? AND pr_number IS NOT ?)) ORDER BY pr_number = ? DESC, id DESC",
+            (repo_id, number, number, number, number),
+        )
+
+    def students(self) -> frozenset[str]:
+        return frozenset(r["name"] for r in self.store.query("SELECT name FROM students"))
+
+    def snapshot(self, event: Event, permission: str | None = None) -> RouteState:
+        repo = self.repo(event.repo)
+        view = None
+        if repo is not None and event.number is not None:
+            row = self.experiment_by_number(repo.id, event.number)
+            if row is not None:
+                view = ExperimentView(
+                    id=row["id"],
+                    state=row["state"],
+                    student=row["student"],
+                    hold=bool(row["hold"]),
+                    pr_number=row["pr_number"],
+                    issue_number=row["issue_number"],
+                )
+        return RouteState(
+            bot_login=self.bot_login,
+            students=self.students(),
+            experiment=view,
+            sender_permission=permission,
+            known_repo=repo is not None or event.repo is None,
+            default_branch=(repo.default_branch if repo else None)
+            or event.default_branch
+            or "main",
+        )
+
+    # ----------------------------------------------------------------- writes
+
+    def _write(self, repo: Repo, op: str, **args: Any) -> None:
+        enqueue(self.store, repo.full_name, repo.installation_id, op, **args)
+        self._on_outbox()
+
+    def _publish(self, topic: str, **data: Any) -> None:
+        self.bus.publish(topic, **data)
+
+    # ------------------------------------------------------------- applying
+
+    def apply(self, event: Event, intents: list[i.Intent]) -> list[str]:
+        """Apply intents for one event in one transaction; return notes for the inbox."""
+        notes: list[str] = []
+        with self.store.transaction():
+            repo = self.repo(event.repo)
+            for intent in intents:
+                handler = getattr(self, f"_on_{type(intent).__name__}")
+                note = handler(intent, event, repo)
+                notes.append(note or type(intent).__name__)
+        self._publish("event", name=event.name, action=event.action)
+        return notes
+
+    def _on_Ignore(self, intent: i.Ignore, event: Event, repo: Repo | None) -> str:
+        return f"ignored: {intent.reason}"
+
+    def _on_Pong(self, intent: i.Pong, event: Event, repo: Repo | None) -> str:
+        return "pong"
+
+    def _on_RecordInstallation(
+        self, intent: i.RecordInstallation, event: Event, repo: Repo | None
+    ) -> str:
+        t = now()
+        for name in intent.added:
+            existing = self.store.one("SELECT id FROM repos WHERE full_name = ?", (name,))
+            if existing:
+                self.store.update(
+                    "repos",
+                    existing["id"],
+                    {"installation_id": intent.installation_id, "active": 1, "synced_at": None},
+                )
+            else:
+                self.store.insert(
+                    "repos",
+                    {
+                        "full_name": name,
+                        "installation_id": intent.installation_id,
+                        "active": 1,
+                        "created_at": t,
+                    },
+                )
+        for name in intent.removed:
+            self.store.execute("UPDATE repos SET active = 0 WHERE full_name = ?", (name,))
+        if intent.active is not None:
+            self.store.execute(
+                "UPDATE repos SET active = ? WHERE installation_id = ?",
+                (1 if intent.active else 0, intent.installation_id),
+            )
+            if intent.active:
+                self.store.execute(
+                    "UPDATE repos SET synced_at = NULL WHERE installation_id = ?",
+                    (intent.installation_id,),
+                )
+        return f"installation {intent.installation_id}: +{len(intent.added)} -{len(intent.removed)}"
+
+    def _on_OpenFromIssue(self, intent: i.OpenFromIssue, event: Event, repo: Repo | None) -> str:
+        if repo is None:
+            return "no repo"
+        exp_id = self.open_experiment(
+            repo,
+            title=intent.title or f"Issue #{intent.issue_number}",
+            hypothesis=intent.body or intent.title,
+            student=intent.student,
+            source="human",
+            issue_number=intent.issue_number,
+            knobs=knobs_from_text(intent.body, repo.problem),
+        )
+        return f"experiment {exp_id} opened from issue #{intent.issue_number}"
+
+    def _exp(self, repo: Repo | None, number: int) -> dict[str, Any] | None:
+        if repo is None:
+            return None
+        return self.experiment_by_number(repo.id, number)
+
+    def _on_Assign(self, intent: i.Assign, event: Event, repo: Repo | None) -> str:
+        exp = self._exp(repo, intent.number)
+        if exp is None or repo is None:
+            return "no experiment"
+        self.reassign(repo, exp, intent.student)
+        return f"assigned to {intent.student or 'any'}"
+
+    def _on_SetHold(self, intent: i.SetHold, event: Event, repo: Repo | None) -> str:
+        if repo is None:
+            return "no repo"
+        exp = self._exp(repo, intent.number)
+        if exp is None:
+            if intent.label_change:
+                if intent.on:
+                    self._write(repo, "add_labels", number=intent.number, labels=["hold"])
+                else:
+                    self._write(repo, "remove_label", number=intent.number, label="hold")
+            return "hold on an issue"
+        self.store.update("experiments", exp["id"], {"hold": int(intent.on), "updated_at": now()})
+        if intent.label_change:
+            if intent.on:
+                self._write(repo, "add_labels", number=exp["pr_number"], labels=["hold"])
+            else:
+                self._write(repo, "remove_label", number=exp["pr_number"], label="hold")
+        if not intent.on:
+            self._on_job_queued(exp["student"])
+        self.refresh_status(repo, exp["id"])
+        return f"hold {'on' if intent.on else 'off'}"
+
+    def _on_RecordOutcome(self, intent: i.RecordOutcome, event: Event, repo: Repo | None) -> str:
+        exp = self._exp(repo, intent.number)
+        if exp is None or repo is None:
+            return "no experiment"
+        state = "merged" if intent.merged else "closed"
+        self.finish(
+            repo,
+            exp,
+            state,
+            actor=f"human:{intent.actor}",
+            rationale=f"{state} by @{intent.actor} on GitHub",
+        )
+        if intent.merged:
+            self.mark_base_stale(repo)
+        return state
+
+    def _on_HeadMoved(self, intent: i.HeadMoved, event: Event, repo: Repo | None) -> str:
+        exp = self._exp(repo, intent.number)
+        if exp is None:
+            return "no experiment"
+        self.store.update("experiments", exp["id"], {"head_sha": intent.sha, "updated_at": now()})
+        return f"head {intent.sha[:10]}"
+
+    def _on_BaseMoved(self, intent: i.BaseMoved, event: Event, repo: Repo | None) -> str:
+        if repo is None or repo.base_sha == intent.sha:
+            return "base unchanged"
+        self.mark_base_stale(repo)
+        return f"base moved to {intent.sha[:10]}"
+
+    def _on_RepairLabels(self, intent: i.RepairLabels, event: Event, repo: Repo | None) -> str:
+        exp = self._exp(repo, intent.number)
+        if exp is None or repo is None:
+            return "no experiment"
+        wanted = lab.desired_labels(exp["state"], exp["student"], bool(exp["hold"]))
+        for label in sorted(set(lab.STATUS_LABELS.values()) - wanted):
+            if label in event.labels:
+                self._write(repo, "remove_label", number=exp["pr_number"], label=label)
+        missing = sorted(w for w in wanted if w not in event.labels)
+        if missing:
+            self._write(repo, "add_labels", number=exp["pr_number"], labels=missing)
+        return "labels repaired"
+
+    def _on_Acknowledge(self, intent: i.Acknowledge, event: Event, repo: Repo | None) -> str:
+        if repo is not None:
+            self._write(repo, "react", comment_id=intent.comment_id, content="eyes")
+        return "acknowledged"
+
+    def _on_Reply(self, intent: i.Reply, event: Event, repo: Repo | None) -> str:
+        if repo is not None:
+            key = re.sub(r"[^\w.:/-]+", "-", f"{event.delivery_id}:{intent.key}")[:120]
+            self._write(
+                repo, "comment", number=intent.number, kind="reply", key=key, body=intent.body
+            )
+        return "replied"
+
+    def _on_Rerun(self, intent: i.Rerun, event: Event, repo: Repo | None) -> str:
+        exp = self._exp(repo, intent.number)
+        if exp is None or repo is None:
+            return "no experiment"
+        if self.store.one(
+            "SELECT id FROM jobs WHERE experiment_id = ? AND state IN ('queued', 'leased')",
+            (exp["id"],),
+        ):
+            self._write(
+                repo,
+                "comment",
+                number=exp["pr_number"],
+                kind="reply",
+                key=f"{event.delivery_id}:busy",
+                body="This experiment already has a job queued or running; `/stop` it first.",
+            )
+            return "already running"
+        seeds = intent.seeds or repo.problem.seeds
+        self.decide(
+            exp["id"],
+            "rerun",
+            f"human:{intent.actor}",
+            f"/rerun with {seeds} seed(s) by @{intent.actor}",
+        )
+        self.queue_experiment_job(
+            repo, exp, seeds=list(range(seeds)), priority=HUMAN_PRIORITY, fresh=True
+        )
+        return f"rerun with {seeds} seeds"
+
+    def _on_Stop(self, intent: i.Stop, event: Event, repo: Repo | None) -> str:
+        exp = self._exp(repo, intent.number)
+        if exp is None or repo is None:
+            return "no experiment"
+        self.store.execute(
+            "UPDATE jobs SET cancel = 1 WHERE experiment_id = ? AND state = 'leased'", (exp["id"],)
+        )
+        self.store.execute(
+            "UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE experiment_id = ? AND state = 'queued'",
+            (now(), exp["id"]),
+        )
+        if not exp["hold"]:
+            self.store.update("experiments", exp["id"], {"hold": 1})
+            self._write(repo, "add_labels", number=exp["pr_number"], labels=["hold"])
+        self.decide(exp["id"], "stop", f"human:{intent.actor}", f"stopped by @{intent.actor}")
+        self.refresh_status(repo, exp["id"])
+        return "stopped"
+
+    def _on_Review(self, intent: i.Review, event: Event, repo: Repo | None) -> str:
+        exp = self._exp(repo, intent.number)
+        if exp is None:
+            return "no experiment"
+        self.store.update("experiments", exp["id"], {"review_requested": 1})
+        self._publish("review", experiment_id=exp["id"])
+        return "review requested"
+
+    def _on_Merge(self, intent: i.Merge, event: Event, repo: Repo | None) -> str:
+        exp = self._exp(repo, intent.number)
+        if exp is None or repo is None:
+            return "no experiment"
+        self.decide(
+            exp["id"],
+            "merge",
+            f"human:{intent.actor}",
+            f"/merge by @{intent.actor}: human override of the gate",
+        )
+        self.merge(repo, exp, title=f"{exp['title']} (merged by @{intent.actor})")
+        return "merge requested"
+
+    def _on_Close(self, intent: i.Close, event: Event, repo: Repo | None) -> str:
+        exp = self._exp(repo, intent.number)
+        if exp is None or repo is None:
+            return "no experiment"
+        self.finish(
+            repo,
+            exp,
+            "closed",
+            actor=f"human:{intent.actor}",
+            rationale=f"/close by @{intent.actor}",
+        )
+        self._write(repo, "close", number=exp["pr_number"])
+        return "closed"
+
+    def _on_PostStatus(self, intent: i.PostStatus, event: Event, repo: Repo | None) -> str:
+        exp = self._exp(repo, intent.number)
+        if exp is None or repo is None:
+            return "no experiment"
+        self.refresh_status(repo, exp["id"])
+        return "status refreshed"
+
+    # ------------------------------------------------------- experiment moves
+
+    def open_experiment(
+        self,
+        repo: Repo,
+        *,
+        title: str,
+        hypothesis: str,
+        student: str | None,
+        source: str,
+        issue_number: int | None = None,
+        knobs: dict[str, Any] | None = None,
+    ) -> int:
+        t = now()
+        exp_id = self.store.insert(
+            "experiments",
+            {
+                "repo_id": repo.id,
+                "state": "proposed",
+                "source": source,
+                "title": title[:200],
+                "hypothesis": hypothesis,
+                "student": student,
+                "issue_number": issue_number,
+                "knobs": dumps(knobs or {}),
+                "seeds_wanted": repo.problem.seeds,
+                "created_at": t,
+                "updated_at": t,
+            },
+        )
+        branch = f"kohai/{exp_id}-{slugify(title)}"
+        self.store.update("experiments", exp_id, {"branch": branch})
+        specs = list(lab.LABEL_SPECS)
+        if student:
+            specs.append(lab.student_label_spec(student))
+        self._write(repo, "ensure_labels", labels=specs)
+        body = hypothesis.strip()
+        if knobs:
+            body += "\n\n**Knobs**\n\n" + "\n".join(f"- `{k} = {v!r}`" for k, v in knobs.items())
+        if issue_number:
+            body += f"\n\nRequested in #{issue_number}."
+        self._write(
+            repo,
+            "open_pr",
+            experiment_id=exp_id,
+            base=repo.default_branch,
+            branch=branch,
+            title=title[:200],
+            body=body,
+            commit_message=f"kohai: start experiment {exp_id}\n\n{hypothesis.strip()}"[:4000],
+            labels=[lab.student_label(student), "status:queued"],
+            issue_number=issue_number,
+        )
+        self._publish("experiment", id=exp_id)
+        return exp_id
+
+    def set_state(self, repo: Repo, exp: dict[str, Any], state: str) -> None:
+        old = exp["state"]
+        if old == state:
+            return
+        self.store.update("experiments", exp["id"], {"state": state, "updated_at": now()})
+        old_label, new_label = lab.status_label(old), lab.status_label(state)
+        if exp["pr_number"] and old_label != new_label:
+            if old_label:
+                self._write(repo, "remove_label", number=exp["pr_number"], label=old_label)
+            if new_label:
+                self._write(repo, "add_labels", number=exp["pr_number"], labels=[new_label])
+        exp["state"] = state
+        self._publish("experiment", id=exp["id"], state=state)
+
+    def reassign(self, repo: Repo, exp: dict[str, Any], student: str | None) -> None:
+        old = exp["student"]
+        if old == student:
+            return
+        self.store.update("experiments", exp["id"], {"student": student, "updated_at": now()})
+        self.store.execute(
+            "UPDATE jobs SET student = ? WHERE experiment_id = ? AND state = 'queued'",
+            (student, exp["id"]),
+        )
+        if exp["pr_number"]:
+            if student:
+                self._write(repo, "ensure_labels", labels=[lab.student_label_spec(student)])
+            self._write(repo, "remove_label", number=exp["pr_number"], label=lab.student_label(old))
+            self._write(
+                repo, "add_labels", number=exp["pr_number"], labels=[lab.student_label(student)]
+            )
+        exp["student"] = student
+        self._on_job_queued(student)
+        self.refresh_status(repo, exp["id"])
+
+    def finish(
+        self, repo: Repo, exp: dict[str, Any], state: str, *, actor: str, rationale: str
+    ) -> None:
+        """An experiment reaches merged or closed: record why, cancel its work."""
+        self.store.execute(
+            "UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE experiment_id = ? AND state = 'queued'",
+            (now(), exp["id"]),
+        )
+        self.store.execute(
+            "UPDATE jobs SET cancel = 1 WHERE experiment_id = ? AND state = 'leased'", (exp["id"],)
+        )
+        old_label = lab.status_label(exp["state"])
+        self.store.update(
+            "experiments",
+            exp["id"],
+            {"state": state, "outcome": state, "review_requested": 0, "updated_at": now()},
+        )
+        if exp["pr_number"] and old_label:
+            self._write(repo, "remove_label", number=exp["pr_number"], label=old_label)
+        exp["state"] = state
+        self.decide(exp["id"], "merge" if state == "merged" else "close", actor, rationale)
+        self.refresh_status(repo, exp["id"])
+        self._publish("experiment", id=exp["id"], state=state)
+
+    def merge(self, repo: Repo, exp: dict[str, Any], *, title: str) -> None:
+        self._write(repo, "mark_ready", number=exp["pr_number"])
+        self._write(
+            repo,
+            "merge",
+            number=exp["pr_number"],
+            sha=exp["head_sha"],
+            method="squash",
+            title=title,
+            experiment_id=exp["id"],
+        )
+
+    def decide(
+        self,
+        exp_id: int,
+        verdict: str,
+        actor: str,
+        rationale: str,
+        stats: dict[str, Any] | None = None,
+    ) -> int:
+        return self.store.insert(
+            "decisions",
+            {
+                "experiment_id": exp_id,
+                "verdict": verdict,
+                "actor": actor,
+                "rationale": rationale,
+                "stats": dumps(stats or {}),
+                "created_at": now(),
+            },
+        )
+
+    def mark_base_stale(self, repo: Repo) -> None:
+        """The default branch moved: the sync worker re-reads it and re-measures the baseline."""
+        self.store.execute("UPDATE repos SET synced_at = NULL WHERE id = ?", (repo.id,))
+        self._publish("repo", id=repo.id)
+
+    # ------------------------------------------------------------- the queue
+
+    def queue_experiment_job(
+        self,
+        repo: Repo,
+        exp: dict[str, Any],
+        *,
+        seeds: list[int],
+        priority: int | None = None,
+        fresh: bool = False,
+    ) -> int:
+        """Queue training (and implementing, when the branch has no implementation yet)."""
+        if priority is None:
+            priority = HUMAN_PRIORITY if exp["source"] == "human" else ADVISOR_PRIORITY
+        implement = None
+        if not exp["implemented"] or exp["feedback"]:
+            implement = {
+                "hypothesis": exp["hypothesis"],
+                "title": exp["title"],
+                "knobs": json.loads(exp["knobs"] or "{}"),
+                "mode": self.implement_mode,
+                "feedback": exp["feedback"] or "",
+            }
+        t = now()
+        job_id = self.store.insert(
+            "jobs",
+            {
+                "kind": "experiment",
+                "repo_id": repo.id,
+                "experiment_id": exp["id"],
+                "student": exp["student"],
+                "state": "queued",
+                "priority": priority,
+                "seeds": dumps(seeds),
+                "base_sha": repo.base_sha,
+                "payload": dumps({"implement": implement, "fresh": fresh}),
+                "created_at": t,
+                "updated_at": t,
+            },
+        )
+        self.set_state(repo, exp, "queued")
+        self.store.update("experiments", exp["id"], {"review_requested": 0})
+        self.refresh_status(repo, exp["id"])
+        self._on_job_queued(exp["student"])
+        self._publish("job", id=job_id)
+        return job_id
+
+    def queue_baseline(self, repo: Repo) -> int | None:
+        if not repo.base_sha:
+            return None
+        existing = self.store.one(
+            "SELECT id FROM jobs WHERE kind = 'baseline' AND repo_id = ? AND base_sha = ? "
+            "AND state IN ('queued', 'leased', 'done')",
+            (repo.id, repo.base_sha),
+        )
+        if existing:
+            return None
+        t = now()
+        job_id = self.store.insert(
+            "jobs",
+            {
+                "kind": "baseline",
+                "repo_id": repo.id,
+                "student": None,
+                "state": "queued",
+                "priority": BASELINE_PRIORITY,
+                "seeds": dumps(list(range(repo.problem.baseline_seeds))),
+                "base_sha": repo.base_sha,
+                "payload": "{}",
+                "created_at": t,
+                "updated_at": t,
+            },
+        )
+        self._on_job_queued(None)
+        self._publish("job", id=job_id)
+        return job_id
+
+    # ----------------------------------------------------------- status view
+
+    def baseline_values(self, repo: Repo) -> list[float]:
+        rows = self.store.query(
+            "SELECT metric FROM runs WHERE repo_id = ? AND kind = 'baseline' AND base_sha = ? "
+            "AND status = 'ok' AND metric IS NOT NULL ORDER BY id",
+            (repo.id, repo.base_sha),
+        )
+        return [r["metric"] for r in rows]
+
+    def candidate_values(self, exp: dict[str, Any]) -> list[float]:
+        rows = self.store.query(
+            "SELECT metric FROM runs WHERE experiment_id = ? AND kind = 'candidate' AND commit_sha IS ? "
+            "AND base_sha IS ? AND status = 'ok' AND metric IS NOT NULL ORDER BY id",
+            (exp["id"], exp["head_sha"], exp["base_sha"]),
+        )
+        return [r["metric"] for r in rows]
+
+    def refresh_status(self, repo: Repo, exp_id: int, phase_note: str = "") -> None:
+        exp = self.store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,))
+        if exp is None or not exp["pr_number"]:
+            return
+        last = self.store.one(
+            "SELECT verdict, actor, rationale FROM decisions WHERE experiment_id = ? ORDER BY id DESC LIMIT 1",
+            (exp_id,),
+        )
+        decision = (
+            f"{last['verdict']} ({last['actor']}): {last['rationale'][:300]}" if last else None
+        )
+        body = status_comment(
+            state=exp["state"],
+            student=exp["student"],
+            hypothesis=exp["hypothesis"],
+            metric=repo.problem.metric,
+            baseline=self.baseline_values(repo),
+            candidate=self.candidate_values(exp),
+            hold=bool(exp["hold"]),
+            decision=decision,
+            phase_note=phase_note,
+        )
+        self._write(
+            repo,
+            "sticky",
+            number=exp["pr_number"],
+            kind="status",
+            key=str(exp["pr_number"]),
+            body=body,
+        )
+
+    # ----------------------------------------------------- outbox callbacks
+
+    def on_write_done(self, row: dict[str, Any], result: dict[str, Any]) -> None:
+        """Results of GitHub writes that feed back into state (called inside the outbox's transaction)."""
+        args = json.loads(row["args"]) if isinstance(row["args"], str) else row["args"]
+        repo = self.repo(row["repo"])
+        if repo is None:
+            return
+        if row["op"] == "open_pr":
+            exp = self.store.one("SELECT * FROM experiments WHERE id = ?", (args["experiment_id"],))
+            if exp is None or exp["pr_number"]:
+                return
+            self.store.update(
+                "experiments",
+                exp["id"],
+                {
+                    "pr_number": result["number"],
+                    "head_sha": result.get("head_sha"),
+                    "updated_at": now(),
+                },
+            )
+            exp = self.store.one("SELECT * FROM experiments WHERE id = ?", (exp["id"],))
+            assert exp is not None
+            if exp["state"] == "proposed":
+                self.queue_experiment_job(repo, exp, seeds=list(range(repo.problem.seeds)))
+        elif row["op"] == "merge" and result.get("merged"):
+            exp_id = args.get("experiment_id")
+            exp = (
+                self.store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,))
+                if exp_id
+                else None
+            )
+            if exp is not None and exp["state"] != "merged":
+                last = self.store.one(
+                    "SELECT actor, rationale FROM decisions WHERE experiment_id = ? AND verdict = 'merge' "
+                    "ORDER BY id DESC LIMIT 1",
+                    (exp["id"],),
+                )
+                old_label = lab.status_label(exp["state"])
+                self.store.update(
+                    "experiments",
+                    exp["id"],
+                    {
+                        "state": "merged",
+                        "outcome": "merged",
+                        "review_requested": 0,
+                        "updated_at": now(),
+                    },
+                )
+                if old_label:
+                    self._write(repo, "remove_label", number=exp["pr_number"], label=old_label)
+                self._publish(
+                    "experiment", id=exp["id"], state="merged", actor=(last or {}).get("actor")
+                )
+                self.refresh_status(repo, exp["id"])
+            self.mark_base_stale(repo)

@@ -1,0 +1,480 @@
+"""The bot's only door to GitHub: App authentication, retries, rate limits, pacing.
+
+Everything that talks to GitHub goes through `GitHubApp.request`, so that one
+place decides when a failed call is tried again, how long to wait, and how
+fast content may be created. The decisions themselves (`classify_failure`,
+`backoff_s`, `Pacer.delay`) are pure so that tests can pin them exactly; the
+sleep function and the clocks are injected for the same reason.
+
+A write that failed on a 5xx or a dropped connection may still have happened
+on GitHub's side. Such a request is only re-sent here when it is idempotent
+(GET, PUT, PATCH, DELETE, or a POST the caller vouches for); otherwise the
+error goes back to the outbox, which looks for the write's marker before
+trying again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+import ssl
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import certifi
+import httpx
+from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
+from githubkit.cache import MemCacheStrategy
+from githubkit.exception import RequestError, RequestFailed
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+Clock = Callable[[], float]
+
+WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+DEFAULT_API_URL = "https://api.github.com"
+
+
+class GitHubWriteError(Exception):
+    """A GitHub call that did not succeed, after whatever retrying was sensible.
+
+    `status` is the HTTP status (0 when no response arrived). `retryable` says
+    whether trying again later may succeed; `retry_after` (seconds), when set,
+    is how long GitHub asked us to wait.
+    """
+
+    def __init__(
+        self, status: int, message: str, retryable: bool, retry_after: float | None = None
+    ) -> None:
+        super().__init__(f"GitHub {status}: {message}" if status else f"GitHub: {message}")
+        self.status = status
+        self.message = message
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A successful GitHub response: status, headers and the decoded JSON body."""
+
+    status: int
+    headers: httpx.Headers
+    data: Any
+    links: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How to treat one failed attempt.
+
+    `resend_safe` is true when GitHub certainly did not act on the request
+    (it was refused for rate limiting, or never reached GitHub), so even a
+    non-idempotent write may be sent again.
+    """
+
+    status: int
+    message: str
+    retryable: bool
+    wait_s: float | None = None
+    resend_safe: bool = False
+
+
+def classify_failure(
+    status: int, headers: Mapping[str, str], message: str, now_epoch: float
+) -> Failure:
+    """GitHub's documented rules for what an error response means."""
+    if status in (403, 429):
+        retry_after = headers.get("retry-after")
+        if retry_after is not None:
+            try:
+                wait = max(0.0, float(retry_after))
+            except ValueError:
+                wait = 60.0
+            return Failure(status, message, True, wait, resend_safe=True)
+        if headers.get("x-ratelimit-remaining") == "0" and "secondary" not in message.lower():
+            reset = headers.get("x-ratelimit-reset")
+            wait = max(0.0, float(reset) - now_epoch) if reset else 60.0
+            return Failure(status, message, True, wait, resend_safe=True)
+        if "secondary rate limit" in message.lower() or "abuse" in message.lower():
+            # No retry-after: GitHub asks for at least a minute.
+            return Failure(status, message, True, 60.0, resend_safe=True)
+        if status == 429:
+            return Failure(status, message, True, 60.0, resend_safe=True)
+        return Failure(status, message, False)
+    if status >= 500:
+        return Failure(status, message, True)
+    return Failure(status, message, False)
+
+
+def classify_transport_error(exc: BaseException) -> Failure:
+    """A request that got no response: retryable; resendable if it never left."""
+    never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    return Failure(0, f"{type(exc).__name__}: {exc}", True, resend_safe=never_sent)
+
+
+def backoff_s(attempt: int, base_s: float = 1.0, cap_s: float = 30.0) -> float:
+    """Exponential backoff after the `attempt`-th failure (1-based): 1, 2, 4, 8 ..."""
+    return min(cap_s, base_s * 2 ** (attempt - 1))
+
+
+class Pacer:
+    """At most `limit` content-creating requests in any window of `period_s` seconds.
+
+    A sliding window rather than a refilling bucket, so that GitHub's "80 per
+    minute" is never exceeded even across a burst at a window's edge.
+    """
+
+    def __init__(self, limit: int, period_s: float, clock: Clock = time.monotonic) -> None:
+        self.limit = limit
+        self.period_s = period_s
+        self.clock = clock
+        self._sent: deque[float] = deque()
+
+    def delay(self) -> float:
+        """Seconds to wait before the next request may go out (0: now)."""
+        now = self.clock()
+        while self._sent and self._sent[0] <= now - self.period_s:
+            self._sent.popleft()
+        if len(self._sent) < self.limit:
+            return 0.0
+        return self._sent[0] + self.period_s - now
+
+    def record(self) -> None:
+        self._sent.append(self.clock())
+
+
+async def acquire(pacers: list[Pacer], sleep: Sleep) -> float:
+    """Wait until every pacer allows a request, then count it; returns the time waited."""
+    waited = 0.0
+    while True:
+        delay = max((pacer.delay() for pacer in pacers), default=0.0)
+        if delay <= 0:
+            for pacer in pacers:
+                pacer.record()
+            return waited
+        waited += delay
+        await sleep(delay)
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500] or response.reason_phrase
+    if isinstance(body, dict):
+        message = str(body.get("message") or response.reason_phrase)
+        errors = body.get("errors")
+        if errors:
+            details = [
+                e.get("message") or e.get("code") or str(e) if isinstance(e, dict) else str(e)
+                for e in errors
+            ]
+            message = f"{message} ({'; '.join(str(d) for d in details)})"
+        return message
+    return str(body)[:500]
+
+
+def _json(response: httpx.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def _graphql_path(base_url: str) -> str:
+    """GitHub Enterprise serves GraphQL at /api/graphql next to /api/v3."""
+    url = httpx.URL(base_url)
+    replaced, count = re.subn(r"/api/v3/?$", "/api/graphql", url.path, count=1)
+    return str(url.copy_with(path=replaced)) if count else "/graphql"
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """Building a TLS context loads the CA bundle (slow); one per process is enough."""
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+class _KeptOpen(httpx.AsyncBaseTransport):
+    """Hands requests to a transport that outlives each githubkit request.
+
+    githubkit opens and closes an httpx client per call; sharing one
+    transport keeps connections (and the TLS context, which is slow to build)
+    across calls. `GitHubApp.aclose` closes it.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class GitHubApp:
+    """A GitHub App: its own JWT-authenticated client plus one client per installation."""
+
+    def __init__(
+        self,
+        app_id: int,
+        private_key_pem: str,
+        base_url: str = DEFAULT_API_URL,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep = asyncio.sleep,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+        max_attempts: int = 5,
+        max_wait_s: float = 120.0,
+        writes_per_minute: int | None = 80,
+        writes_per_hour: int | None = 500,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.app_id = app_id
+        self.base_url = base_url
+        self.max_attempts = max_attempts
+        self.max_wait_s = max_wait_s
+        self.writes_per_minute = writes_per_minute
+        self.writes_per_hour = writes_per_hour
+        self._private_key = private_key_pem
+        self._inner_transport = transport or httpx.AsyncHTTPTransport(verify=_tls_context())
+        self._transport = _KeptOpen(self._inner_transport)
+        self._sleep = sleep
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._timeout_s = timeout_s
+        # Our own token cache: githubkit's default one is process-wide, shared
+        # by every App object with the same id.
+        self._cache = MemCacheStrategy()
+        self._app_client = self._client(AppAuthStrategy(app_id, private_key_pem))
+        self._installations: dict[int, GitHub[Any]] = {}
+        self._pacers: dict[int, list[Pacer]] = {}
+        self._installation_ids: dict[str, int] = {}
+        self._graphql_url = _graphql_path(base_url)
+
+    def _client(self, auth: Any) -> GitHub[Any]:
+        return GitHub(
+            auth,
+            base_url=self.base_url,
+            user_agent="kohai",
+            timeout=self._timeout_s,
+            async_transport=self._transport,
+            cache_strategy=self._cache,
+            http_cache=False,
+            auto_retry=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._inner_transport.aclose()
+
+    # -- clients ---------------------------------------------------------
+
+    @property
+    def app(self) -> GitHub[Any]:
+        """The client authenticated as the App itself (JWT, RS256)."""
+        return self._app_client
+
+    def installation(self, installation_id: int) -> GitHub[Any]:
+        """A client for one installation; its token is fetched and renewed as needed."""
+        client = self._installations.get(installation_id)
+        if client is None:
+            auth = AppInstallationAuthStrategy(self.app_id, self._private_key, installation_id)
+            client = self._client(auth)
+            self._installations[installation_id] = client
+        return client
+
+    def _pacers_for(self, installation_id: int) -> list[Pacer]:
+        pacers = self._pacers.get(installation_id)
+        if pacers is None:
+            pacers = []
+            if self.writes_per_minute:
+                pacers.append(Pacer(self.writes_per_minute, 60.0, self._clock))
+            if self.writes_per_hour:
+                pacers.append(Pacer(self.writes_per_hour, 3600.0, self._clock))
+            self._pacers[installation_id] = pacers
+        return pacers
+
+    # -- requests --------------------------------------------------------
+
+    async def request(
+        self,
+        installation_id: int | None,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        idempotent: bool | None = None,
+    ) -> Reply:
+        """One GitHub call, as the installation (or as the App when `installation_id` is None).
+
+        Retries what GitHub says may be retried, waits out rate limits up to
+        `max_wait_s`, paces content-creating calls per installation, and
+        raises `GitHubWriteError` for everything else.
+        """
+        method = method.upper()
+        if idempotent is None:
+            idempotent = method != "POST"
+        client = self._app_client if installation_id is None else self.installation(installation_id)
+        paced = installation_id is not None and method in WRITE_METHODS
+        attempt = 0
+        while True:
+            attempt += 1
+            if paced:
+                await acquire(self._pacers_for(installation_id or 0), self._sleep)
+            try:
+                response = await client.arequest(method, path, json=json, params=params)
+            except RequestFailed as exc:
+                raw = exc.response.raw_response
+                failure = classify_failure(
+                    raw.status_code, raw.headers, _error_message(raw), self._wall_clock()
+                )
+            except RequestError as exc:
+                failure = classify_transport_error(exc.exc)
+            else:
+                raw = response.raw_response
+                return Reply(raw.status_code, raw.headers, _json(raw), raw.links)
+            if not failure.retryable:
+                raise GitHubWriteError(failure.status, failure.message, False)
+            if not (idempotent or failure.resend_safe):
+                raise GitHubWriteError(failure.status, failure.message, True, failure.wait_s)
+            wait = failure.wait_s if failure.wait_s is not None else backoff_s(attempt)
+            if attempt >= self.max_attempts or wait > self.max_wait_s:
+                raise GitHubWriteError(
+                    failure.status,
+                    f"{failure.message} (gave up after {attempt} attempts)",
+                    True,
+                    failure.wait_s,  # only a wait GitHub asked for binds the outbox
+                )
+            log.warning(
+                "GitHub %s %s: %s %s; retrying in %.1fs",
+                method,
+                path,
+                failure.status,
+                failure.message,
+                wait,
+            )
+            await self._sleep(wait)
+
+    async def paginate(
+        self,
+        installation_id: int | None,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        per_page: int = 100,
+        max_pages: int = 50,
+    ) -> list[Any]:
+        """All items of a list endpoint, following `Link: rel="next"`."""
+        items: list[Any] = []
+        query: dict[str, Any] | None = {**(params or {}), "per_page": per_page}
+        url, previous = path, None
+        for page in range(1, max_pages + 1):
+            reply = await self.request(installation_id, "GET", url, params=query)
+            batch = reply.data or []
+            if batch == previous:  # a server that ignores `page`
+                break
+            items.extend(batch)
+            next_link = reply.links.get("next", {}).get("url")
+            if next_link:
+                url, query = next_link, None  # the link carries its query
+            elif len(batch) >= per_page:
+                # No Link header but a full page: ask for the next one by number.
+                query = {**(params or {}), "per_page": per_page, "page": page + 1}
+            else:
+                break
+            previous = batch
+        return items
+
+    async def graphql(
+        self, installation_id: int, query: str, variables: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A GraphQL call; errors in the body are permanent unless GitHub says rate limit."""
+        body: dict[str, Any] = {"query": query}
+        if variables:
+            body["variables"] = dict(variables)
+        reply = await self.request(
+            installation_id, "POST", self._graphql_url, json=body, idempotent=True
+        )
+        data = reply.data if isinstance(reply.data, dict) else {}
+        errors = data.get("errors") or []
+        if errors:
+            message = "; ".join(str(e.get("message", e)) for e in errors)
+            limited = any(e.get("type") in ("RATE_LIMIT", "RATE_LIMITED") for e in errors)
+            raise GitHubWriteError(reply.status, message, limited, 60.0 if limited else None)
+        return data.get("data") or {}
+
+    # -- App-level calls -------------------------------------------------
+
+    async def installation_for_repo(self, full_name: str) -> int:
+        """The installation id that covers a repository (cached)."""
+        cached = self._installation_ids.get(full_name)
+        if cached is not None:
+            return cached
+        reply = await self.request(None, "GET", f"/repos/{full_name}/installation")
+        installation_id = int(reply.data["id"])
+        self._installation_ids[full_name] = installation_id
+        return installation_id
+
+    async def job_token(self, installation_id: int, repo_full_name: str) -> tuple[str, str]:
+        """A short-lived token that can push to one repository and nothing else.
+
+        GPU hosts get this instead of the App's key: it expires within the
+        hour and is useless for any other repository or permission.
+        """
+        name = repo_full_name.split("/", 1)[-1]
+        reply = await self.request(
+            None,
+            "POST",
+            f"/app/installations/{installation_id}/access_tokens",
+            json={"repositories": [name], "permissions": {"contents": "write"}},
+            idempotent=True,
+        )
+        return str(reply.data["token"]), str(reply.data["expires_at"])
+
+    async def list_deliveries(self, *, max_pages: int = 5) -> list[dict[str, Any]]:
+        """The App's recent webhook deliveries, newest first."""
+        return await self.paginate(None, "/app/hook/deliveries", max_pages=max_pages)
+
+    async def redeliver(self, delivery_id: int | str) -> None:
+        """Ask GitHub to send one delivery again."""
+        await self.request(
+            None, "POST", f"/app/hook/deliveries/{delivery_id}/attempts", idempotent=True
+        )
+
+    async def permission(self, installation_id: int, repo: str, login: str) -> str:
+        """A user's role on a repository: admin, maintain, write, triage, read or none."""
+        try:
+            reply = await self.request(
+                installation_id,
+                "GET",
+                f"/repos/{repo}/collaborators/{quote(login, safe='')}/permission",
+            )
+        except GitHubWriteError as exc:
+            if exc.status == 404:
+                return "none"
+            raise
+        return permission_level(reply.data or {})
+
+
+ROLES = ("admin", "maintain", "write", "triage", "read", "none")
+
+
+def permission_level(body: Mapping[str, Any]) -> str:
+    """GitHub's `permission` field folds maintain into write and triage into read;
+    `role_name` keeps them apart, so it wins when it is one of the known roles."""
+    role = str(body.get("role_name") or "").lower()
+    if role in ROLES:
+        return role
+    legacy = str(body.get("permission") or "none").lower()
+    return legacy if legacy in ROLES else "none"

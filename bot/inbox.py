@@ -1,0 +1,110 @@
+"""The inbox: deliveries are stored before they are acknowledged, then routed here.
+
+Storing first means a crash after the 202 loses nothing: on restart the
+pending rows are routed. A delivery whose routing fails for a transient
+reason (GitHub down while looking up a permission) stays pending and is
+retried; one that fails for good is marked `failed` with the reason, visible
+on /healthz, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from bot.engine import Engine
+from bot.events import MalformedEvent, parse_event
+from bot.router import needs_permission, route
+from bot.store import Store, dumps, now
+
+log = logging.getLogger("kohai.inbox")
+
+PermissionLookup = Callable[[int, str, str], Awaitable[str]]
+MAX_TRIES = 5
+
+
+class Transient(Exception):
+    """Routing could not finish now; try this delivery again later."""
+
+
+def store_delivery(
+    store: Store, delivery_id: str, event: str, action: str | None, body: bytes
+) -> bool:
+    """Insert a delivery; False when it was already stored (a duplicate)."""
+    with store.transaction():
+        cursor = store.execute(
+            "INSERT OR IGNORE INTO inbox (delivery_id, event, action, payload, received_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (delivery_id, event, action, body.decode("utf-8"), now()),
+        )
+    return cursor.rowcount == 1
+
+
+def pending(store: Store, limit: int = 100) -> list[dict]:
+    return store.query("SELECT * FROM inbox WHERE status = 'pending' ORDER BY id LIMIT ?", (limit,))
+
+
+async def route_one(engine: Engine, row: dict, permission: PermissionLookup | None) -> str:
+    """Route one stored delivery; return its final status."""
+    store = engine.store
+    try:
+        event = parse_event(row["event"], row["payload"], row["delivery_id"])
+    except MalformedEvent as exc:
+        _finish(store, row["id"], "failed", str(exc))
+        return "failed"
+    level: str | None = None
+    if needs_permission(event) and event.sender and event.repo:
+        repo = engine.repo(event.repo)
+        if repo is not None and repo.installation_id is not None and permission is not None:
+            try:
+                level = await permission(repo.installation_id, event.repo, event.sender)
+            except Exception as exc:  # GitHub unreachable: keep the delivery for later
+                tries = _bump(store, row["id"], f"permission lookup failed: {exc}")
+                if tries >= MAX_TRIES:
+                    _finish(store, row["id"], "failed", f"permission lookup failed: {exc}")
+                    return "failed"
+                return "pending"
+    intents = route(event, engine.snapshot(event, level))
+    try:
+        notes = engine.apply(event, intents)
+    except Exception as exc:
+        log.exception("routing delivery %s failed", row["delivery_id"])
+        _finish(store, row["id"], "failed", f"{type(exc).__name__}: {exc}")
+        return "failed"
+    ignored = all(n.startswith("ignored") for n in notes)
+    status = "ignored" if ignored else "routed"
+    _finish(store, row["id"], status, "; ".join(notes))
+    return status
+
+
+def _finish(store: Store, row_id: int, status: str, note: str) -> None:
+    with store.transaction():
+        store.update(
+            "inbox", row_id, {"status": status, "note": note[:2000], "processed_at": now()}
+        )
+
+
+def _bump(store: Store, row_id: int, note: str) -> int:
+    with store.transaction():
+        row = store.one("SELECT note FROM inbox WHERE id = ?", (row_id,))
+        tries = 1 + sum(1 for line in (row or {}).get("note", "") or "" if line == "\n")
+        store.update("inbox", row_id, {"note": ((row or {}).get("note") or "") + note[:200] + "\n"})
+    return tries
+
+
+async def process_pending(engine: Engine, permission: PermissionLookup | None) -> int:
+    """Route every pending delivery in arrival order; return how many were finished."""
+    done = 0
+    for row in pending(engine.store):
+        status = await route_one(engine, row, permission)
+        if status != "pending":
+            done += 1
+    return done
+
+
+def inbox_counts(store: Store) -> dict[str, int]:
+    rows = store.query("SELECT status, COUNT(*) AS n FROM inbox GROUP BY status")
+    return {r["status"]: r["n"] for r in rows}
+
+
+__all__ = ["store_delivery", "process_pending", "route_one", "inbox_counts", "dumps"]

@@ -1,0 +1,671 @@
+"""Read-only views of the store for the dashboard, `kohai status`/`history` and the report.
+
+Every reader of the lab's results should agree on what "the baseline", "an
+experiment's mean" and "the best so far" are, so those definitions live here
+once:
+
+- An experiment's result is the mean of its ok seeds in its *current group*:
+  the runs sharing the commit and base of its latest run. Seeds of an older
+  commit (before changes were requested) or of an older base (before a winner
+  merged) do not mix with the current ones.
+- The baseline of a base commit is the mean of the ok baseline runs on it; the
+  repo's baseline is that of `repos.base_sha`, or of the latest measured base
+  while the new one is still being measured.
+- The best so far starts at the first baseline and improves only when a merged
+  winner beats it, in the problem's direction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.problem import Problem
+from bot.stats import mean_std
+from bot.store import Store
+
+ACTIVE_STATES = ("implementing", "training")
+OPEN_JOB_STATES = ("queued", "leased")
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: int
+    repo_id: int
+    experiment_id: int | None
+    job_id: int | None
+    kind: str
+    student: str | None
+    seed: int
+    commit_sha: str | None
+    base_sha: str | None
+    status: str
+    metric: float | None
+    metrics: dict[str, Any]
+    curve: list[list[float]]
+    duration_s: float | None
+    peak_mem_mb: float | None
+    gpu_hours: float | None
+    cost_usd: float
+    reason: str
+    log_tail: str
+    wandb_url: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Baseline:
+    repo_id: int
+    base_sha: str | None
+    mean: float
+    std: float
+    seeds: int
+    values: list[float]
+
+
+@dataclass(frozen=True)
+class ExperimentRow:
+    id: int
+    repo_id: int
+    repo: str
+    title: str
+    hypothesis: str
+    state: str
+    source: str
+    student: str | None
+    pr_number: int | None
+    issue_number: int | None
+    branch: str | None
+    base_sha: str | None
+    head_sha: str | None
+    hold: bool
+    seeds: int  # ok seeds in the current group
+    failed: int  # crashed, timed-out or refused seeds in the current group
+    mean: float | None
+    std: float | None
+    baseline_mean: float | None  # of the base the current group was measured on
+    delta: float | None  # mean - baseline_mean
+    verdict: str | None  # the latest decision
+    actor: str | None
+    rationale: str
+    decided_at: float | None
+    cost_usd: float  # LLM cost of the experiment plus its runs' cost
+    gpu_hours: float
+    created_at: float
+    updated_at: float
+    finished_at: float | None  # when its latest run landed
+
+
+@dataclass(frozen=True)
+class LeaderboardRow:
+    rank: int
+    experiment_id: int
+    pr_number: int | None
+    repo: str
+    title: str
+    student: str | None
+    mean: float | None
+    std: float | None
+    seeds: int
+    delta: float | None
+    merged_at: float
+    merged_by: str | None
+
+
+@dataclass(frozen=True)
+class ProgressPoint:
+    x: float
+    value: float  # this experiment's mean
+    best: float  # best so far after it
+    kept: bool  # merged
+    experiment_id: int
+    pr_number: int | None
+    title: str
+
+
+@dataclass(frozen=True)
+class BestSoFar:
+    metric: str
+    minimize: bool
+    x_label: str
+    baseline: float | None  # the first baseline measured: where the best starts
+    points: list[ProgressPoint]
+
+    @property
+    def best(self) -> float | None:
+        if self.points:
+            return self.points[-1].best
+        return self.baseline
+
+
+@dataclass(frozen=True)
+class DecisionRow:
+    id: int
+    verdict: str
+    actor: str
+    rationale: str
+    stats: dict[str, Any]
+    created_at: float
+
+
+@dataclass(frozen=True)
+class ExperimentDetail:
+    experiment: ExperimentRow
+    runs: list[RunRow]
+    decisions: list[DecisionRow]
+    changed_files: list[str] = field(default_factory=list)
+    reverted_files: list[str] = field(default_factory=list)
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class StudentRow:
+    name: str
+    state: str
+    gpus: int
+    last_seen: float | None
+    job_id: int | None
+    job_kind: str | None
+    job_phase: str | None
+    experiment_id: int | None
+    pr_number: int | None
+    title: str | None
+    runs: int
+    wins: int
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    job_id: int
+    kind: str
+    state: str
+    student: str | None  # who it is for; None: whoever is free first
+    leased_by: str | None
+    phase: str | None
+    priority: int
+    seeds: list[int]
+    attempts: int
+    experiment_id: int | None
+    pr_number: int | None
+    title: str | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One training job (all its seeds on one commit), kept or not."""
+
+    job_id: int | None
+    experiment_id: int | None
+    kind: str
+    commit: str | None
+    parent: str | None
+    metric: float | None
+    std: float | None
+    memory_gb: float | None
+    status: str  # keep | discard | pending | baseline | crash | timeout | refused
+    description: str
+    student: str | None
+    seeds: int
+    duration_s: float | None
+    cost_usd: float
+    pr_number: int | None
+    created_at: float
+
+
+def pr_url(repo: str, pr_number: int | None, html_base: str = "https://github.com") -> str | None:
+    if pr_number is None:
+        return None
+    return f"{html_base.rstrip('/')}/{repo}/pull/{pr_number}"
+
+
+def _loads(text: str | None, default: Any) -> Any:
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+def _run(row: dict[str, Any]) -> RunRow:
+    return RunRow(
+        id=row["id"],
+        repo_id=row["repo_id"],
+        experiment_id=row["experiment_id"],
+        job_id=row["job_id"],
+        kind=row["kind"],
+        student=row["student"],
+        seed=row["seed"],
+        commit_sha=row["commit_sha"],
+        base_sha=row["base_sha"],
+        status=row["status"],
+        metric=row["metric"],
+        metrics=_loads(row["metrics"], {}),
+        curve=_loads(row["curve"], []),
+        duration_s=row["duration_s"],
+        peak_mem_mb=row["peak_mem_mb"],
+        gpu_hours=row["gpu_hours"],
+        cost_usd=row["cost_usd"] or 0.0,
+        reason=row["reason"] or "",
+        log_tail=row["log_tail"] or "",
+        wandb_url=row["wandb_url"] or "",
+        created_at=row["created_at"],
+    )
+
+
+def _runs(store: Store, where: str = "1", params: tuple[Any, ...] = ()) -> list[RunRow]:
+    rows = store.query(f"SELECT * FROM runs WHERE {where} ORDER BY created_at, id", params)
+    return [_run(row) for row in rows]
+
+
+def _ok_values(runs: list[RunRow]) -> list[float]:
+    return [r.metric for r in runs if r.status == "ok" and r.metric is not None]
+
+
+def current_group(runs: list[RunRow]) -> list[RunRow]:
+    """The runs sharing the commit and base of the latest run (seeds that may be pooled)."""
+    if not runs:
+        return []
+    latest = max(runs, key=lambda r: (r.created_at, r.id))
+    key = (latest.commit_sha, latest.base_sha)
+    return [r for r in runs if (r.commit_sha, r.base_sha) == key]
+
+
+def _baselines_by_base(store: Store) -> dict[tuple[int, str | None], list[RunRow]]:
+    groups: dict[tuple[int, str | None], list[RunRow]] = defaultdict(list)
+    for run in _runs(store, "kind = 'baseline'"):
+        groups[(run.repo_id, run.base_sha)].append(run)
+    return groups
+
+
+def _summary(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return mean_std(values)
+
+
+def baseline(store: Store, repo_id: int | None = None) -> Baseline | None:
+    """The baseline of the repo's current base (the latest repo when none is named)."""
+    repo = (
+        store.one("SELECT * FROM repos WHERE id = ?", (repo_id,))
+        if repo_id is not None
+        else store.one("SELECT * FROM repos ORDER BY active DESC, id DESC LIMIT 1")
+    )
+    if repo is None:
+        return None
+    runs = _runs(store, "kind = 'baseline' AND repo_id = ?", (repo["id"],))
+    on_base = [r for r in runs if r.base_sha == repo["base_sha"] and _ok_values([r])]
+    if not on_base:
+        measured = [r for r in runs if _ok_values([r])]
+        if not measured:
+            return None
+        on_base = [r for r in measured if r.base_sha == measured[-1].base_sha]
+    values = _ok_values(on_base)
+    mean, std = mean_std(values)
+    return Baseline(repo["id"], on_base[0].base_sha, mean, std, len(values), values)
+
+
+def _experiment_rows(
+    store: Store, where: str = "1", params: tuple[Any, ...] = ()
+) -> list[ExperimentRow]:
+    rows = store.query(
+        "SELECT e.*, r.full_name AS repo FROM experiments e JOIN repos r ON r.id = e.repo_id "
+        f"WHERE {where} ORDER BY e.id DESC",
+        params,
+    )
+    if not rows:
+        return []
+    runs_by_experiment: dict[int, list[RunRow]] = defaultdict(list)
+    for run in _runs(store, "kind = 'candidate' AND experiment_id IS NOT NULL"):
+        runs_by_experiment[run.experiment_id or 0].append(run)
+    latest_decision: dict[int, dict[str, Any]] = {}
+    for decision in store.query("SELECT * FROM decisions ORDER BY created_at, id"):
+        latest_decision[decision["experiment_id"]] = decision
+    baselines = _baselines_by_base(store)
+    result = []
+    for row in rows:
+        runs = runs_by_experiment.get(row["id"], [])
+        group = current_group(runs)
+        mean, std = _summary(_ok_values(group))
+        base_mean = None
+        if group:
+            base_values = _ok_values(baselines.get((row["repo_id"], group[0].base_sha), []))
+            base_mean = mean_std(base_values)[0] if base_values else None
+        decision = latest_decision.get(row["id"])
+        result.append(
+            ExperimentRow(
+                id=row["id"],
+                repo_id=row["repo_id"],
+                repo=row["repo"],
+                title=row["title"],
+                hypothesis=row["hypothesis"] or "",
+                state=row["state"],
+                source=row["source"],
+                student=row["student"],
+                pr_number=row["pr_number"],
+                issue_number=row["issue_number"],
+                branch=row["branch"],
+                base_sha=row["base_sha"],
+                head_sha=row["head_sha"],
+                hold=bool(row["hold"]),
+                seeds=len(_ok_values(group)),
+                failed=sum(1 for r in group if r.status != "ok"),
+                mean=mean,
+                std=std,
+                baseline_mean=base_mean,
+                delta=None if mean is None or base_mean is None else mean - base_mean,
+                verdict=decision["verdict"] if decision else None,
+                actor=decision["actor"] if decision else None,
+                rationale=decision["rationale"] if decision else "",
+                decided_at=decision["created_at"] if decision else None,
+                cost_usd=(row["cost_usd"] or 0.0) + sum(r.cost_usd for r in runs),
+                gpu_hours=sum(r.gpu_hours or 0.0 for r in runs),
+                created_at=row["created_at"],
+                updated_at=row["updated_at"],
+                finished_at=max((r.created_at for r in runs), default=None),
+            )
+        )
+    return result
+
+
+def experiments(store: Store, repo_id: int | None = None) -> list[ExperimentRow]:
+    """Every experiment, newest first, with its current result and latest decision."""
+    if repo_id is None:
+        return _experiment_rows(store)
+    return _experiment_rows(store, "e.repo_id = ?", (repo_id,))
+
+
+def _sort_key(problem: Problem):
+    sign = 1.0 if problem.minimize else -1.0
+
+    def key(value: float | None) -> tuple[int, float]:
+        return (1, 0.0) if value is None else (0, sign * value)
+
+    return key
+
+
+def leaderboard(
+    store: Store, repo_id: int | None = None, *, problem: Problem | None = None
+) -> list[LeaderboardRow]:
+    """Merged winners, best first in the problem's direction (unmeasured ones last)."""
+    problem = problem or Problem()
+    merged = [e for e in experiments(store, repo_id) if e.state == "merged"]
+    merge_decisions: dict[int, dict[str, Any]] = {}
+    for decision in store.query("SELECT * FROM decisions WHERE verdict = 'merge' ORDER BY id"):
+        merge_decisions[decision["experiment_id"]] = decision
+    key = _sort_key(problem)
+    merged.sort(key=lambda e: (key(e.mean), e.id))
+    rows = []
+    for rank, exp in enumerate(merged, start=1):
+        decision = merge_decisions.get(exp.id)
+        rows.append(
+            LeaderboardRow(
+                rank=rank,
+                experiment_id=exp.id,
+                pr_number=exp.pr_number,
+                repo=exp.repo,
+                title=exp.title,
+                student=exp.student,
+                mean=exp.mean,
+                std=exp.std,
+                seeds=exp.seeds,
+                delta=exp.delta,
+                merged_at=decision["created_at"] if decision else exp.updated_at,
+                merged_by=decision["actor"] if decision else None,
+            )
+        )
+    return rows
+
+
+def _first_baseline(store: Store) -> tuple[float | None, float | None]:
+    """The mean of the first base ever measured and when its first run landed."""
+    groups = _baselines_by_base(store)
+    measured = [runs for runs in groups.values() if _ok_values(runs)]
+    if not measured:
+        return None, None
+    first = min(measured, key=lambda runs: min(r.created_at for r in runs))
+    return mean_std(_ok_values(first))[0], min(r.created_at for r in first)
+
+
+def _progress(store: Store, problem: Problem, over_time: bool) -> BestSoFar:
+    problem = problem or Problem()
+    finished = [e for e in experiments(store) if e.mean is not None and e.finished_at]
+    finished.sort(key=lambda e: (e.finished_at or 0.0, e.id))
+    start_value, baseline_at = _first_baseline(store)
+    first_run = store.one("SELECT MIN(created_at) AS t FROM runs")
+    t0 = (first_run or {}).get("t") or baseline_at or 0.0
+    span = max(((e.finished_at or t0) - t0 for e in finished), default=0.0)
+    scale, unit = (60.0, "minutes") if span < 2 * 3600 else (3600.0, "hours")
+    best = start_value
+    points = []
+    for index, exp in enumerate(finished, start=1):
+        assert exp.mean is not None
+        kept = exp.state == "merged"
+        if kept and (best is None or problem.better(exp.mean, best)):
+            best = exp.mean
+        x = ((exp.finished_at or t0) - t0) / scale if over_time else float(index)
+        points.append(
+            ProgressPoint(
+                x=x,
+                value=exp.mean,
+                best=exp.mean if best is None else best,
+                kept=kept,
+                experiment_id=exp.id,
+                pr_number=exp.pr_number,
+                title=exp.title,
+            )
+        )
+    label = f"{unit} since start" if over_time else "experiment"
+    return BestSoFar(problem.metric, problem.minimize, label, start_value, points)
+
+
+def best_over_experiments(store: Store, problem: Problem | None = None) -> BestSoFar:
+    """Each finished experiment in the order its results landed, with the running best."""
+    return _progress(store, problem or Problem(), over_time=False)
+
+
+def best_over_time(store: Store, problem: Problem | None = None) -> BestSoFar:
+    """The same, against wall-clock time since the first run."""
+    return _progress(store, problem or Problem(), over_time=True)
+
+
+def find_experiment(store: Store, n: int, *, by: str = "auto") -> dict[str, Any] | None:
+    """The experiment with PR number `n`, else with id `n` (`by="id"`/`"pr"` to insist)."""
+    if by in ("auto", "pr"):
+        row = store.one("SELECT id FROM experiments WHERE pr_number = ? ORDER BY id DESC", (n,))
+        if row or by == "pr":
+            return row
+    return store.one("SELECT id FROM experiments WHERE id = ?", (n,))
+
+
+def experiment_detail(
+    store: Store, number_or_id: int, *, by: str = "auto"
+) -> ExperimentDetail | None:
+    """One experiment with every run (all seeds, all commits), its decisions and its diff."""
+    found = find_experiment(store, number_or_id, by=by)
+    if found is None:
+        return None
+    rows = _experiment_rows(store, "e.id = ?", (found["id"],))
+    if not rows:
+        return None
+    decisions = [
+        DecisionRow(
+            id=d["id"],
+            verdict=d["verdict"],
+            actor=d["actor"],
+            rationale=d["rationale"],
+            stats=_loads(d["stats"], {}),
+            created_at=d["created_at"],
+        )
+        for d in store.query(
+            "SELECT * FROM decisions WHERE experiment_id = ? ORDER BY created_at, id",
+            (found["id"],),
+        )
+    ]
+    job = store.one(
+        "SELECT result FROM jobs WHERE experiment_id = ? AND result IS NOT NULL "
+        "ORDER BY id DESC LIMIT 1",
+        (found["id"],),
+    )
+    result = _loads(job["result"] if job else None, {})
+    if not isinstance(result, dict):
+        result = {}
+    return ExperimentDetail(
+        experiment=rows[0],
+        runs=_runs(store, "experiment_id = ?", (found["id"],)),
+        decisions=decisions,
+        changed_files=list(result.get("changed_files") or []),
+        reverted_files=list(result.get("reverted_files") or []),
+        notes=str(result.get("notes") or ""),
+    )
+
+
+def students(store: Store) -> list[StudentRow]:
+    """Every registered student with what it is doing now and how often it won."""
+    jobs = store.query(
+        "SELECT j.*, e.pr_number, e.title FROM jobs j LEFT JOIN experiments e "
+        "ON e.id = j.experiment_id WHERE j.state = 'leased' ORDER BY j.id"
+    )
+    current = {job["leased_by"]: job for job in jobs if job["leased_by"]}
+    runs = {
+        row["student"]: row["n"]
+        for row in store.query(
+            "SELECT student, COUNT(*) AS n FROM runs WHERE student IS NOT NULL GROUP BY student"
+        )
+    }
+    wins = {
+        row["student"]: row["n"]
+        for row in store.query(
+            "SELECT student, COUNT(*) AS n FROM experiments WHERE state = 'merged' "
+            "AND student IS NOT NULL GROUP BY student"
+        )
+    }
+    result = []
+    for row in store.query("SELECT * FROM students ORDER BY name"):
+        job = current.get(row["name"])
+        result.append(
+            StudentRow(
+                name=row["name"],
+                state=row["state"],
+                gpus=row["gpus"],
+                last_seen=row["last_seen"],
+                job_id=job["id"] if job else None,
+                job_kind=job["kind"] if job else None,
+                job_phase=job["phase"] if job else None,
+                experiment_id=job["experiment_id"] if job else None,
+                pr_number=job["pr_number"] if job else None,
+                title=job["title"] if job else None,
+                runs=runs.get(row["name"], 0),
+                wins=wins.get(row["name"], 0),
+            )
+        )
+    return result
+
+
+def queue(store: Store) -> list[QueueRow]:
+    """Open jobs: the leased ones first, then waiting ones in the order they will be served."""
+    rows = store.query(
+        "SELECT j.*, e.pr_number, e.title FROM jobs j LEFT JOIN experiments e "
+        "ON e.id = j.experiment_id WHERE j.state IN ('queued', 'leased') "
+        "ORDER BY j.state = 'queued', j.priority DESC, j.id"
+    )
+    return [
+        QueueRow(
+            job_id=row["id"],
+            kind=row["kind"],
+            state=row["state"],
+            student=row["student"],
+            leased_by=row["leased_by"],
+            phase=row["phase"],
+            priority=row["priority"],
+            seeds=list(_loads(row["seeds"], [])),
+            attempts=row["attempts"],
+            experiment_id=row["experiment_id"],
+            pr_number=row["pr_number"],
+            title=row["title"],
+            created_at=row["created_at"],
+        )
+        for row in rows
+    ]
+
+
+def _history_status(group: list[RunRow], exp: ExperimentRow | None, kept_commit: Any) -> str:
+    if not _ok_values(group):
+        return next((r.status for r in group if r.status != "ok"), "crash")
+    if group[0].kind == "baseline":
+        return "baseline"
+    if exp is None:
+        return "pending"
+    if exp.state == "merged":
+        return "keep" if group[0].commit_sha == kept_commit else "discard"
+    if exp.state == "closed":
+        return "discard"
+    return "pending"
+
+
+def history_rows(
+    store: Store, problem: Problem | None = None, *, best_only: bool = False
+) -> list[HistoryRow]:
+    """Every training job ever, oldest first; `best_only` keeps the first baseline and the
+    merged winners that improved on the best so far."""
+    problem = problem or Problem()
+    by_id = {e.id: e for e in experiments(store)}
+    runs = _runs(store)
+    kept_commit = {
+        exp_id: (current_group([r for r in runs if r.experiment_id == exp_id]) or [None])[0]
+        for exp_id in by_id
+    }
+    groups: dict[Any, list[RunRow]] = {}
+    for run in runs:
+        key = ("job", run.job_id) if run.job_id is not None else ("run", run.id)
+        groups.setdefault(key, []).append(run)
+    rows = []
+    for group in groups.values():
+        first = group[0]
+        exp = by_id.get(first.experiment_id or -1)
+        kept = kept_commit.get(first.experiment_id or -1)
+        values = _ok_values(group)
+        mean, std = _summary(values)
+        memories = [r.peak_mem_mb for r in group if r.peak_mem_mb]
+        durations = [r.duration_s for r in group if r.duration_s is not None]
+        rows.append(
+            HistoryRow(
+                job_id=first.job_id,
+                experiment_id=first.experiment_id,
+                kind=first.kind,
+                commit=first.commit_sha,
+                parent=first.base_sha,
+                metric=mean,
+                std=std,
+                memory_gb=round(max(memories) / 1024, 1) if memories else None,
+                status=_history_status(group, exp, kept.commit_sha if kept else None),
+                description=exp.title if exp else ("baseline" if first.kind == "baseline" else ""),
+                student=first.student,
+                seeds=len(group),
+                duration_s=sum(durations) / len(durations) if durations else None,
+                cost_usd=sum(r.cost_usd for r in group),
+                pr_number=exp.pr_number if exp else None,
+                created_at=first.created_at,
+            )
+        )
+    rows.sort(key=lambda r: r.created_at)
+    if best_only:
+        rows = _improvements(rows, problem)
+    return rows
+
+
+def _improvements(rows: list[HistoryRow], problem: Problem) -> list[HistoryRow]:
+    best: float | None = None
+    chosen = []
+    for row in rows:
+        if row.metric is None:
+            continue
+        starts = best is None and row.status == "baseline"
+        improves = row.status == "keep" and (best is None or problem.better(row.metric, best))
+        if starts or improves:
+            best = row.metric
+            chosen.append(row)
+    return chosen

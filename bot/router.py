@@ -1,0 +1,264 @@
+"""Routing: `event + current state -> intents`, one pure function driven by one table.
+
+To find what kohai does with an event, look up its `(event, action)` in
+`ROUTES`. Everything not in the table is stored and explicitly ignored. The
+App manifest's permissions and events are derived from this module, so what
+the App asks GitHub for cannot drift from what the bot handles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bot import intents as i
+from bot.commands import WRITE_LEVELS, Target, build_intents, parse_commands
+from bot.events import Event
+
+STUDENT_PREFIX = "student:"
+STATUS_PREFIX = "status:"
+HOLD = "hold"
+
+
+@dataclass(frozen=True)
+class ExperimentView:
+    """What the router may know about the experiment an event concerns."""
+
+    id: int
+    state: str
+    student: str | None
+    hold: bool
+    pr_number: int | None
+    issue_number: int | None
+
+
+@dataclass(frozen=True)
+class RouteState:
+    bot_login: str
+    students: frozenset[str] = frozenset()
+    experiment: ExperimentView | None = None  # the one for this issue/PR number, if any
+    sender_permission: str | None = None  # looked up only for comments with commands
+    known_repo: bool = True
+    default_branch: str = "main"
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[Event, RouteState], list[i.Intent]]
+
+
+def _student_of(label: str | None) -> str | None:
+    if label and label.startswith(STUDENT_PREFIX):
+        return label[len(STUDENT_PREFIX) :]
+    return None
+
+
+def on_ping(event: Event, state: RouteState) -> list[i.Intent]:
+    return [i.Pong()]
+
+
+def on_installation(event: Event, state: RouteState) -> list[i.Intent]:
+    if event.installation_id is None:
+        return [i.Ignore("installation event without an installation id")]
+    active = {"created": True, "unsuspend": True, "new_permissions_accepted": True}.get(
+        event.action or "", False
+    )
+    return [
+        i.RecordInstallation(event.installation_id, event.repos_added, event.repos_removed, active)
+    ]
+
+
+def on_installation_repositories(event: Event, state: RouteState) -> list[i.Intent]:
+    if event.installation_id is None:
+        return [i.Ignore("installation event without an installation id")]
+    return [i.RecordInstallation(event.installation_id, event.repos_added, event.repos_removed)]
+
+
+def _unknown_student(event: Event, name: str, state: RouteState) -> i.Intent:
+    known = ", ".join(sorted(state.students)) or "none registered yet"
+    return i.Reply(
+        event.number or 0,
+        f"There is no student `{name}` (known: {known}). Register one with `kohai hosts add {name}`.",
+        key=f"unknown-student:{name}",
+    )
+
+
+def on_issue_labeled(event: Event, state: RouteState) -> list[i.Intent]:
+    name = _student_of(event.label)
+    if event.label == HOLD:
+        return [i.Ignore("hold on an issue without an experiment: nothing to hold yet")]
+    if name is None:
+        return [i.Ignore(f"label {event.label!r} means nothing to kohai")]
+    if state.experiment is not None:
+        return [i.Ignore(f"issue #{event.number} already has experiment {state.experiment.id}")]
+    if name != "any" and name not in state.students:
+        return [_unknown_student(event, name, state)]
+    if HOLD in event.labels:
+        return [i.Ignore("the issue is on hold: it opens when `hold` is removed")]
+    student = None if name == "any" else name
+    return [i.OpenFromIssue(event.number or 0, event.title, event.body, student, event.sender or "")]
+
+
+def on_issue_unlabeled(event: Event, state: RouteState) -> list[i.Intent]:
+    if event.label != HOLD or state.experiment is not None:
+        return [i.Ignore("unlabel means nothing here")]
+    names = [n for label in event.labels if (n := _student_of(label))]
+    if not names:
+        return [i.Ignore("hold removed from an issue without a student label")]
+    name = names[0]
+    if name != "any" and name not in state.students:
+        return [_unknown_student(event, name, state)]
+    student = None if name == "any" else name
+    return [i.OpenFromIssue(event.number or 0, event.title, event.body, student, event.sender or "")]
+
+
+def on_pr_labeled(event: Event, state: RouteState) -> list[i.Intent]:
+    exp = state.experiment
+    if exp is None:
+        return [i.Ignore("not a kohai experiment")]
+    name = _student_of(event.label)
+    if event.label == HOLD:
+        return [] if exp.hold else [i.SetHold(exp.pr_number or 0, True, event.sender or "", False)]
+    if event.label and event.label.startswith(STATUS_PREFIX):
+        return [i.RepairLabels(exp.pr_number or 0)]
+    if name is None:
+        return [i.Ignore(f"label {event.label!r} means nothing to kohai")]
+    if name != "any" and name not in state.students:
+        return [_unknown_student(event, name, state), i.RepairLabels(exp.pr_number or 0)]
+    student = None if name == "any" else name
+    if student == exp.student:
+        return [i.Ignore("already assigned")]
+    return [i.Assign(exp.pr_number or 0, student, event.sender or "")]
+
+
+def on_pr_unlabeled(event: Event, state: RouteState) -> list[i.Intent]:
+    exp = state.experiment
+    if exp is None:
+        return [i.Ignore("not a kohai experiment")]
+    if event.label == HOLD:
+        return [i.SetHold(exp.pr_number or 0, False, event.sender or "", False)] if exp.hold else []
+    if event.label and event.label.startswith(STATUS_PREFIX):
+        return [i.RepairLabels(exp.pr_number or 0)]
+    name = _student_of(event.label)
+    if name is None:
+        return [i.Ignore(f"label {event.label!r} means nothing to kohai")]
+    remaining = [n for label in event.labels if (n := _student_of(label))]
+    if remaining or name != (exp.student or "any"):
+        return [i.Ignore("another student label remains")]
+    return [i.Assign(exp.pr_number or 0, None, event.sender or "")]
+
+
+def on_pr_closed(event: Event, state: RouteState) -> list[i.Intent]:
+    if state.experiment is None:
+        return [i.Ignore("not a kohai experiment")]
+    if state.experiment.state in ("merged", "closed"):
+        return [i.Ignore("outcome already recorded")]
+    return [i.RecordOutcome(event.number or 0, event.merged, event.sender or "")]
+
+
+def on_pr_synchronize(event: Event, state: RouteState) -> list[i.Intent]:
+    if state.experiment is None or not event.head_sha:
+        return [i.Ignore("not a kohai experiment")]
+    return [i.HeadMoved(event.number or 0, event.head_sha, event.sender or "")]
+
+
+def on_push(event: Event, state: RouteState) -> list[i.Intent]:
+    if event.ref != f"refs/heads/{state.default_branch}" or not event.after:
+        return [i.Ignore("push to a branch other than the default")]
+    if set(event.after) == {"0"}:
+        return [i.Ignore("branch deleted")]
+    return [i.BaseMoved(event.after, event.sender or "")]
+
+
+def on_comment(event: Event, state: RouteState) -> list[i.Intent]:
+    invocations = parse_commands(event.comment_body)
+    if not invocations:
+        return [i.Ignore("no command in the comment")]
+    number = event.number or 0
+    if state.sender_permission not in WRITE_LEVELS:
+        level = state.sender_permission or "none"
+        names = ", ".join(f"`/{inv.name}`" for inv in invocations)
+        return [
+            i.Reply(
+                number,
+                f"Sorry @{event.sender}, {names} needs write, maintain or admin permission on "
+                f"this repository, and you have `{level}`. A maintainer can run it for you.",
+                key=f"refused:{event.comment_id}",
+            )
+        ]
+    target = Target(
+        number=number,
+        is_experiment=state.experiment is not None and state.experiment.pr_number == number,
+        title=event.title,
+        body=event.body,
+        is_pull_request=event.is_pull_request,
+    )
+    out: list[i.Intent] = []
+    if event.comment_id is not None:
+        out.append(i.Acknowledge(event.comment_id))
+    out.extend(build_intents(invocations, target, event.sender or "", state.students))
+    return out
+
+
+# The table. (event, action) -> handler; action None matches events without one.
+ROUTES: dict[tuple[str, str | None], Handler] = {
+    ("ping", None): on_ping,
+    ("installation", "created"): on_installation,
+    ("installation", "deleted"): on_installation,
+    ("installation", "suspend"): on_installation,
+    ("installation", "unsuspend"): on_installation,
+    ("installation", "new_permissions_accepted"): on_installation,
+    ("installation_repositories", "added"): on_installation_repositories,
+    ("installation_repositories", "removed"): on_installation_repositories,
+    ("issues", "labeled"): on_issue_labeled,
+    ("issues", "unlabeled"): on_issue_unlabeled,
+    ("pull_request", "labeled"): on_pr_labeled,
+    ("pull_request", "unlabeled"): on_pr_unlabeled,
+    ("pull_request", "closed"): on_pr_closed,
+    ("pull_request", "synchronize"): on_pr_synchronize,
+    ("push", None): on_push,
+    ("issue_comment", "created"): on_comment,
+}
+
+# Events about the App itself arrive whoever acted; all others are ignored
+# when the App caused them.
+_ALWAYS_ROUTED = frozenset({"ping", "installation", "installation_repositories"})
+
+
+def caused_by_app(event: Event, bot_login: str) -> bool:
+    return event.sender_type == "Bot" or (event.sender or "") == bot_login
+
+
+def route(event: Event, state: RouteState) -> list[i.Intent]:
+    """The one routing decision: what `event` means given `state`. Pure."""
+    handler = ROUTES.get((event.name, event.action))
+    if handler is None:
+        return [i.Ignore(f"{event.name}.{event.action or '-'} is not handled")]
+    if event.name not in _ALWAYS_ROUTED:
+        if caused_by_app(event, state.bot_login):
+            return [i.Ignore("caused by the App itself")]
+        if not state.known_repo:
+            return [i.Ignore(f"the App is not installed on {event.repo}")]
+    return handler(event, state)
+
+
+def needs_permission(event: Event) -> bool:
+    """Whether routing this event needs the sender's permission level (an API call)."""
+    return (
+        event.name == "issue_comment"
+        and event.action == "created"
+        and bool(parse_commands(event.comment_body))
+    )
+
+
+SUBSCRIBED_EVENTS: tuple[str, ...] = tuple(
+    sorted({name for name, _ in ROUTES if name != "ping"})
+)
+# What the handlers' writes need: branches and empty commits (contents), draft
+# PRs, merges and ready-for-review (pull_requests), labels, comments and
+# reactions (issues), and repository metadata.
+REQUIRED_PERMISSIONS: dict[str, str] = {
+    "contents": "write",
+    "issues": "write",
+    "metadata": "read",
+    "pull_requests": "write",
+}

@@ -1,0 +1,92 @@
+"""Seed-noise statistics for the merge gate: means, spreads and a one-sided Welch test.
+
+Pure functions over plain sequences of floats. Training runs are few (three to
+five seeds), so the edge cases are the normal cases here: a single seed, runs
+that are bit-for-bit deterministic, groups of different sizes. None of them may
+turn into a NaN that would silently compare false and slip past the gate.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy.stats import t as student_t
+
+
+def mean_std(xs: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1); the spread of a single value is 0."""
+    values = [float(x) for x in xs]
+    if not values:
+        raise ValueError("mean_std needs at least one value")
+    mean = statistics.fmean(values)
+    # statistics.variance is exact for identical values, so deterministic runs give 0.0.
+    std = math.sqrt(statistics.variance(values)) if len(values) > 1 else 0.0
+    return mean, std
+
+
+@dataclass(frozen=True)
+class WelchResult:
+    """A one-sided Welch test of "the candidate is better than the baseline".
+
+    `delta` is candidate mean minus baseline mean (negative is better when
+    minimizing); `p_value` is the probability of a delta at least this good if
+    the candidate were no better. `delta_se` is `inf` and `p_value` 1.0 when no
+    spread can be estimated at all (one value on each side).
+    """
+
+    t: float
+    df: float
+    p_value: float
+    delta: float
+    delta_se: float
+
+
+def welch_one_sided(
+    candidate: Sequence[float], baseline: Sequence[float], *, minimize: bool
+) -> WelchResult:
+    """One-sided Welch t-test in the direction of improvement.
+
+    With one value on one side and several on the other, the single run's seed
+    noise is taken to be the other side's: the test becomes the classic check of
+    one new observation against a reference sample (df = n - 1). With no spread
+    on either side (deterministic runs), any difference is certain: p is 0 or 1,
+    and 0.5 for an exact tie.
+    """
+    if not candidate or not baseline:
+        raise ValueError("welch_one_sided needs at least one value on each side")
+    n_c, n_b = len(candidate), len(baseline)
+    mean_c, std_c = mean_std(candidate)
+    mean_b, std_b = mean_std(baseline)
+    delta = mean_c - mean_b
+    if n_c < 2 and n_b < 2:
+        return WelchResult(t=0.0, df=0.0, p_value=1.0, delta=delta, delta_se=math.inf)
+    if n_c < 2:
+        var_c = var_b = std_b**2
+        df = float(n_b - 1)
+    elif n_b < 2:
+        var_c = var_b = std_c**2
+        df = float(n_c - 1)
+    else:
+        var_c, var_b = std_c**2, std_b**2
+        df = _welch_df(var_c, n_c, var_b, n_b) if var_c or var_b else float(n_c + n_b - 2)
+    se = math.sqrt(var_c / n_c + var_b / n_b)
+    improvement = -delta if minimize else delta
+    if se == 0.0:
+        p = 0.0 if improvement > 0 else 1.0 if improvement < 0 else 0.5
+        t_stat = math.copysign(math.inf, delta) if delta else 0.0
+        return WelchResult(t=t_stat, df=float(n_c + n_b - 2), p_value=p, delta=delta, delta_se=0.0)
+    t_stat = delta / se
+    p = float(student_t.cdf(t_stat, df) if minimize else student_t.sf(t_stat, df))
+    return WelchResult(t=t_stat, df=df, p_value=p, delta=delta, delta_se=se)
+
+
+def _welch_df(var_c: float, n_c: int, var_b: float, n_b: int) -> float:
+    """Welch-Satterthwaite degrees of freedom."""
+    a, b = var_c / n_c, var_b / n_b
+    denominator = a**2 / (n_c - 1) + b**2 / (n_b - 1)
+    if denominator == 0.0:  # spreads so small their squares underflow
+        return float(n_c + n_b - 2)
+    return (a + b) ** 2 / denominator

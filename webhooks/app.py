@@ -1,0 +1,89 @@
+"""The litestar app: GitHub webhooks, the host API, health, the dashboard and the workers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, get
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+
+from bot.inbox import inbox_counts
+from webhooks import hosts
+from webhooks.context import BotContext
+from webhooks.github_hook import github_webhook
+from webhooks.workers import DEFAULT_WORKERS
+
+log = logging.getLogger("kohai.app")
+
+
+def _count(ctx: BotContext, sql: str) -> dict[str, int]:
+    return {r["k"]: r["n"] for r in ctx.store.query(sql)}
+
+
+def health(ctx: BotContext) -> dict[str, Any]:
+    t = time.time()
+    workers = {
+        name: {"last_beat_s_ago": round(t - beat, 1), "alive": t - beat < 30}
+        for name, beat in ctx.heartbeats.items()
+    }
+    outbox = _count(ctx, "SELECT state AS k, COUNT(*) AS n FROM outbox GROUP BY state")
+    jobs = _count(ctx, "SELECT state AS k, COUNT(*) AS n FROM jobs GROUP BY state")
+    failed_writes = ctx.store.query(
+        "SELECT id, op, repo, last_error FROM outbox WHERE state = 'failed' ORDER BY id DESC LIMIT 10"
+    )
+    expected = {w.__name__.replace("_worker", "") for w in ctx.workers}
+    ok = not ctx.startup_errors and all(w["alive"] for w in workers.values())
+    return {
+        "ok": ok,
+        "errors": ctx.startup_errors,
+        "inbox": inbox_counts(ctx.store),
+        "outbox": outbox,
+        "failed_writes": failed_writes,
+        "jobs": jobs,
+        "workers": workers,
+        "workers_expected": sorted(expected),
+    }
+
+
+@get("/healthz", summary="Queue depths and worker liveness")
+async def healthz(state: State) -> dict[str, Any]:
+    return health(state.kohai)
+
+
+def _dashboard_routes() -> list[Any]:
+    try:
+        from webhooks.dashboard import ROUTES
+    except ImportError:
+        return []
+    return list(ROUTES)
+
+
+def create_app(ctx: BotContext, *, run_workers: bool = True) -> Litestar:
+    """The app for one bot process; `ctx.workers` run for the app's lifetime."""
+    if run_workers and not ctx.workers:
+        ctx.workers = list(DEFAULT_WORKERS)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(worker(ctx), name=worker.__name__) for worker in ctx.workers]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    state: dict[str, Any] = {"kohai": ctx, "store": ctx.store, "bus": ctx.bus}
+    return Litestar(
+        route_handlers=[github_webhook, healthz, *hosts.ROUTES, *_dashboard_routes()],
+        state=State(state),
+        lifespan=[lifespan] if run_workers else [],
+        openapi_config=OpenAPIConfig(title="kohai", version="0.1.0", path="/schema"),
+        request_max_body_size=None,
+    )

@@ -1,0 +1,513 @@
+"""The dashboard: the lab's state as HTML pages, JSON, and a live event stream.
+
+Pages are rendered on the server as plain HTML with inline CSS and SVG charts,
+so they work with no internet and no JavaScript. One small shipped script
+(`static/live.js`) subscribes to `/events` and swaps in the sections that
+changed, so an open page follows the lab as it works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from litestar import Response, get
+from litestar.datastructures import State
+from litestar.enums import MediaType
+from litestar.exceptions import NotFoundException
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from bot import queries
+from bot.problem import Problem
+from bot.report import curves_svg, fmt_delta, fmt_metric, progress_svg
+from bot.store import Store
+
+STATIC_DIR = Path(__file__).parent / "static"
+KEEPALIVE_S = 15.0
+DEFAULT_HTML_BASE = "https://github.com"
+
+CSS = """
+:root { --fg:#111827; --muted:#6b7280; --line:#e5e7eb; --bg:#f9fafb; --card:#fff;
+  --accent:#2563eb; --good:#16a34a; --bad:#dc2626; --warn:#d97706; }
+* { box-sizing: border-box; }
+body { margin:0; font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;
+  color:var(--fg); background:var(--bg); }
+header { display:flex; align-items:center; gap:16px; padding:12px 24px;
+  background:#111827; color:#f9fafb; }
+header h1 { font-size:18px; margin:0; letter-spacing:.02em; }
+header a { color:#f9fafb; text-decoration:none; }
+header .repo { color:#9ca3af; }
+header .spacer { flex:1; }
+.live { font-size:12px; padding:2px 10px; border-radius:999px; background:#374151; }
+.live::before { content:"\\25CF  "; }
+.live.on { background:#14532d; color:#bbf7d0; }
+.live.off { background:#7f1d1d; color:#fecaca; }
+#updated { font-size:12px; color:#9ca3af; }
+main { max-width:1280px; margin:0 auto; padding:16px 24px 48px; }
+section { background:var(--card); border:1px solid var(--line); border-radius:8px;
+  padding:14px 18px; margin:16px 0; transition: box-shadow .6s; }
+section.flash { box-shadow:0 0 0 3px #bfdbfe; }
+h2 { font-size:15px; margin:0 0 10px; }
+.cards { display:grid; grid-template-columns:repeat(auto-fit,minmax(170px,1fr)); gap:12px; }
+.card { border:1px solid var(--line); border-radius:6px; padding:10px 12px; }
+.card .label { color:var(--muted); font-size:12px; }
+.card .value { font-size:18px; font-weight:600; font-variant-numeric:tabular-nums; }
+.charts { display:grid; grid-template-columns:repeat(auto-fit,minmax(420px,1fr)); gap:12px; }
+.charts svg, .chart svg { width:100%; height:auto; }
+table { border-collapse:collapse; width:100%; }
+th, td { text-align:left; padding:6px 8px; border-bottom:1px solid var(--line);
+  vertical-align:top; }
+th { color:var(--muted); font-weight:500; font-size:12px; text-transform:uppercase; }
+td.num { font-variant-numeric:tabular-nums; white-space:nowrap; }
+td.why { color:#374151; max-width:420px; }
+td.pr { white-space:nowrap; }
+a { color:var(--accent); }
+.badge { display:inline-block; padding:1px 8px; border-radius:999px; font-size:12px;
+  background:#e5e7eb; color:#374151; white-space:nowrap; }
+.s-merged, .s-ok, .s-keep { background:#dcfce7; color:#166534; }
+.s-closed, .s-crash, .s-timeout, .s-refused, .s-offline { background:#fee2e2; color:#991b1b; }
+.s-training, .s-implementing, .s-leased { background:#dbeafe; color:#1e40af; }
+.s-review { background:#fef3c7; color:#92400e; }
+.s-queued, .s-proposed { background:#f3f4f6; color:#374151; }
+.good { color:var(--good); } .bad { color:var(--bad); }
+.muted { color:var(--muted); }
+pre { background:#111827; color:#e5e7eb; padding:10px; border-radius:6px; overflow:auto;
+  font-size:12px; }
+.empty { color:var(--muted); font-style:italic; }
+"""
+
+
+def _store(state: State) -> Store:
+    return state.store
+
+
+def _problem(state: State) -> Problem:
+    problem = state.get("problem")
+    return problem if isinstance(problem, Problem) else Problem()
+
+
+def _html_base(state: State) -> str:
+    return str(state.get("github_html_url") or DEFAULT_HTML_BASE).rstrip("/")
+
+
+def _e(value: Any) -> str:
+    return escape("" if value is None else str(value))
+
+
+def _badge(state: str | None) -> str:
+    if not state:
+        return '<span class="muted">—</span>'
+    return f'<span class="badge s-{_e(state)}">{_e(state)}</span>'
+
+
+def _ago(ts: float | None, now: float) -> str:
+    if not ts:
+        return "—"
+    seconds = max(0, int(now - ts))
+    if seconds < 60:
+        return f"{seconds}s ago"
+    if seconds < 3600:
+        return f"{seconds // 60}m ago"
+    if seconds < 86400:
+        return f"{seconds // 3600}h ago"
+    return f"{seconds // 86400}d ago"
+
+
+def _short(sha: str | None) -> str:
+    return f"<code>{_e(sha[:7])}</code>" if sha else "—"
+
+
+def _delta_html(delta: float | None, problem: Problem) -> str:
+    if delta is None:
+        return "—"
+    better = delta < 0 if problem.minimize else delta > 0
+    cls = "good" if better and delta != 0 else ("bad" if delta != 0 else "muted")
+    return f'<span class="{cls}">{_e(fmt_delta(delta))}</span>'
+
+
+def experiment_path(exp: queries.ExperimentRow) -> str:
+    """The dashboard page of an experiment: by PR number when it has one (like GitHub)."""
+    if exp.pr_number is not None:
+        return f"/experiments/{exp.pr_number}"
+    return f"/experiments/{exp.id}?by=id"
+
+
+def _pr_links(exp: queries.ExperimentRow, html_base: str) -> str:
+    label = f"#{exp.pr_number}" if exp.pr_number is not None else f"exp {exp.id}"
+    page = f'<a href="{_e(experiment_path(exp))}">{_e(label)}</a>'
+    url = queries.pr_url(exp.repo, exp.pr_number, html_base)
+    if url:
+        page += f' <a class="muted" href="{_e(url)}" title="on GitHub">↗</a>'
+    return page
+
+
+def _table(headers: list[str], rows: list[str], empty: str) -> str:
+    if not rows:
+        return f'<p class="empty">{_e(empty)}</p>'
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _page(title: str, subtitle: str, body: str) -> str:
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<link rel="icon" href="data:,"><title>{_e(title)}</title><style>{CSS}</style></head>'
+        '<body><header><h1><a href="/">kohai</a></h1>'
+        f'<span class="repo">{_e(subtitle)}</span><span class="spacer"></span>'
+        '<span id="updated"></span><span id="live" class="live">connecting</span></header>'
+        f'<main>{body}</main><script src="/static/live.js" defer></script></body></html>'
+    )
+
+
+def _section(section_id: str, title: str, content: str) -> str:
+    return f'<section id="{section_id}" data-live><h2>{_e(title)}</h2>{content}</section>'
+
+
+def _summary_cards(store: Store, problem: Problem) -> str:
+    base = queries.baseline(store)
+    progress = queries.best_over_experiments(store, problem)
+    exps = queries.experiments(store)
+    running = sum(1 for e in exps if e.state in queries.ACTIVE_STATES)
+    waiting = len(queries.queue(store))
+    totals = store.one("SELECT SUM(gpu_hours) AS g, SUM(cost_usd) AS c FROM runs") or {}
+    advisor = (store.one("SELECT SUM(cost_usd) AS c FROM advisor_calls") or {}).get("c") or 0.0
+    best, start = progress.best, progress.baseline
+    improvement = (
+        f'<div class="label">{_e(fmt_delta(best - start))} vs start</div>'
+        if best is not None and start is not None
+        else ""
+    )
+    cards = [
+        (
+            "baseline",
+            fmt_metric(base.mean, base.std) if base else "—",
+            f"{base.seeds} seeds on {base.base_sha[:7]}" if base and base.base_sha else "",
+        ),
+        (f"best {problem.metric}", fmt_metric(best), ""),
+        ("experiments", str(len(exps)), f"{running} running"),
+        ("merged", str(sum(1 for e in exps if e.state == "merged")), ""),
+        ("queue", str(waiting), "open jobs"),
+        (
+            "GPU-hours",
+            f"{totals.get('g') or 0:.2f}",
+            f"${(totals.get('c') or 0) + advisor:.2f} spent",
+        ),
+    ]
+    html = []
+    for label, value, note in cards:
+        extra = (
+            improvement
+            if label.startswith("best")
+            else (f'<div class="label">{_e(note)}</div>' if note else "")
+        )
+        html.append(
+            f'<div class="card"><div class="label">{_e(label)}</div>'
+            f'<div class="value">{_e(value)}</div>{extra}</div>'
+        )
+    return f'<div class="cards">{"".join(html)}</div>'
+
+
+def _leaderboard(store: Store, problem: Problem, html_base: str) -> str:
+    by_id = {e.id: e for e in queries.experiments(store)}
+    rows = []
+    for row in queries.leaderboard(store, problem=problem):
+        exp = by_id[row.experiment_id]
+        rows.append(
+            f"<tr><td class=num>{row.rank}</td><td class=pr>{_pr_links(exp, html_base)}</td>"
+            f"<td>{_e(row.title)}</td><td>{_e(row.student or '—')}</td>"
+            f"<td class=num>{_e(fmt_metric(row.mean, row.std))}</td><td class=num>{row.seeds}</td>"
+            f"<td class=num>{_delta_html(row.delta, problem)}</td>"
+            f"<td>{_e(row.merged_by or '—')}</td></tr>"
+        )
+    return _table(
+        ["#", "PR", "title", "student", problem.metric, "seeds", "Δ vs baseline", "merged by"],
+        rows,
+        "No winner merged yet.",
+    )
+
+
+def _experiments_table(store: Store, problem: Problem, html_base: str) -> str:
+    rows = []
+    for exp in queries.experiments(store):
+        seeds = f"{exp.seeds}" + (f' <span class="bad">+{exp.failed}✗</span>' if exp.failed else "")
+        decision = (
+            f"{_badge(exp.verdict)} <span class=muted>{_e(exp.actor)}</span>"
+            if exp.verdict
+            else "—"
+        )
+        hold = ' <span class="badge">hold</span>' if exp.hold else ""
+        rows.append(
+            f'<tr data-experiment="{exp.id}"><td class=pr>{_pr_links(exp, html_base)}</td>'
+            f"<td>{_e(exp.title)}</td><td>{_badge(exp.state)}{hold}</td>"
+            f"<td>{_e(exp.student or '—')}</td><td class=num>{seeds}</td>"
+            f"<td class=num>{_e(fmt_metric(exp.mean, exp.std))}</td>"
+            f"<td class=num>{_delta_html(exp.delta, problem)}</td><td>{decision}</td>"
+            f"<td class=why>{_e(exp.rationale or '—')}</td></tr>"
+        )
+    return _table(
+        ["PR", "title", "state", "student", "seeds", problem.metric, "Δ", "decision", "rationale"],
+        rows,
+        "No experiments yet.",
+    )
+
+
+def _students_table(store: Store, now: float) -> str:
+    rows = []
+    for student in queries.students(store):
+        if student.job_id is None:
+            job = "—"
+        elif student.experiment_id is not None:
+            target = (
+                f"/experiments/{student.pr_number}"
+                if student.pr_number is not None
+                else f"/experiments/{student.experiment_id}?by=id"
+            )
+            job = (
+                f'job {student.job_id}: <a href="{_e(target)}">{_e(student.title or "experiment")}'
+                f"</a> <span class=muted>{_e(student.job_phase or '')}</span>"
+            )
+        else:
+            job = f"job {student.job_id}: {_e(student.job_kind)} {_e(student.job_phase or '')}"
+        rows.append(
+            f"<tr><td><strong>{_e(student.name)}</strong></td><td>{_badge(student.state)}</td>"
+            f"<td class=num>{student.gpus}</td><td>{job}</td><td class=num>{student.runs}</td>"
+            f"<td class=num>{student.wins}</td><td>{_e(_ago(student.last_seen, now))}</td></tr>"
+        )
+    return _table(
+        ["student", "state", "GPUs", "current job", "runs", "wins", "last seen"],
+        rows,
+        "No students registered yet (kohai hosts add NAME).",
+    )
+
+
+def _queue_table(store: Store, now: float) -> str:
+    rows = []
+    for job in queries.queue(store):
+        what = _e(job.title) if job.title else _e(job.kind)
+        if job.pr_number is not None:
+            what = f'<a href="/experiments/{job.pr_number}">#{job.pr_number}</a> {what}'
+        rows.append(
+            f"<tr><td class=num>{job.job_id}</td><td>{_e(job.kind)}</td><td>{what}</td>"
+            f"<td>{_badge(job.state)}</td><td>{_e(job.student or 'any')}</td>"
+            f"<td>{_e(job.leased_by or '—')}</td><td>{_e(job.phase or '—')}</td>"
+            f"<td class=num>{_e(','.join(str(s) for s in job.seeds))}</td>"
+            f"<td>{_e(_ago(job.created_at, now))}</td></tr>"
+        )
+    return _table(
+        ["job", "kind", "for", "state", "student", "leased by", "phase", "seeds", "queued"],
+        rows,
+        "The queue is empty.",
+    )
+
+
+def render_index(store: Store, problem: Problem, html_base: str = DEFAULT_HTML_BASE) -> str:
+    now = time.time()
+    repos = ", ".join(r["full_name"] for r in store.query("SELECT full_name FROM repos"))
+    charts = (
+        '<div class="charts">'
+        + progress_svg(
+            queries.best_over_experiments(store, problem), f"best {problem.metric} over experiments"
+        )
+        + progress_svg(queries.best_over_time(store, problem), f"best {problem.metric} over time")
+        + "</div>"
+    )
+    body = "".join(
+        [
+            _section("summary", "Overview", _summary_cards(store, problem)),
+            _section("charts", "Best so far", charts),
+            _section(
+                "leaderboard",
+                "Leaderboard: merged winners",
+                _leaderboard(store, problem, html_base),
+            ),
+            _section("experiments", "Experiments", _experiments_table(store, problem, html_base)),
+            _section("students", "Students", _students_table(store, now)),
+            _section("queue", "Queue", _queue_table(store, now)),
+        ]
+    )
+    return _page("kohai dashboard", repos, body)
+
+
+def _runs_table(detail: queries.ExperimentDetail, problem: Problem) -> str:
+    rows = []
+    for run in detail.runs:
+        wandb = f'<a href="{_e(run.wandb_url)}">W&amp;B</a>' if run.wandb_url else ""
+        rows.append(
+            f"<tr><td class=num>{run.seed}</td><td>{_badge(run.status)}</td>"
+            f"<td class=num>{_e(fmt_metric(run.metric))}</td><td>{_short(run.commit_sha)}</td>"
+            f"<td>{_short(run.base_sha)}</td><td>{_e(run.student or '—')}</td>"
+            f"<td class=num>{_e(f'{run.duration_s:.0f}s' if run.duration_s else '—')}</td>"
+            f"<td class=num>{_e(f'{run.peak_mem_mb:.0f} MB' if run.peak_mem_mb else '—')}</td>"
+            f"<td class=num>{_e(f'{run.gpu_hours:.3f}' if run.gpu_hours else '—')}</td>"
+            f"<td class=num>${run.cost_usd:.2f}</td><td>{_e(run.reason)} {wandb}</td></tr>"
+        )
+    return _table(
+        [
+            "seed",
+            "status",
+            problem.metric,
+            "commit",
+            "base",
+            "student",
+            "time",
+            "peak mem",
+            "GPU-h",
+            "cost",
+            "notes",
+        ],
+        rows,
+        "No runs yet.",
+    )
+
+
+def render_experiment(
+    detail: queries.ExperimentDetail, problem: Problem, html_base: str = DEFAULT_HTML_BASE
+) -> str:
+    exp = detail.experiment
+    url = queries.pr_url(exp.repo, exp.pr_number, html_base)
+    link = f'<a href="{_e(url)}">{_e(exp.repo)}#{exp.pr_number}</a>' if url else "no PR yet"
+    facts = [
+        ("state", _badge(exp.state)),
+        ("student", _e(exp.student or "—")),
+        ("pull request", link),
+        ("branch", f"<code>{_e(exp.branch)}</code>" if exp.branch else "—"),
+        (
+            problem.metric,
+            _e(fmt_metric(exp.mean, exp.std)) + f" <span class=muted>({exp.seeds} seeds)</span>",
+        ),
+        ("baseline", _e(fmt_metric(exp.baseline_mean))),
+        ("Δ vs baseline", _delta_html(exp.delta, problem)),
+        ("GPU-hours / cost", f"{exp.gpu_hours:.3f} / ${exp.cost_usd:.2f}"),
+    ]
+    summary = (
+        f"<p><strong>{_e(exp.title)}</strong></p><p>{_e(exp.hypothesis)}</p>"
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card"><div class="label">{_e(k)}</div><div>{v}</div></div>'
+            for k, v in facts
+        )
+        + "</div>"
+    )
+    diff = ""
+    if detail.changed_files or detail.reverted_files or detail.notes:
+        changed = ", ".join(f"<code>{_e(f)}</code>" for f in detail.changed_files) or "—"
+        reverted = ", ".join(f"<code>{_e(f)}</code>" for f in detail.reverted_files) or "—"
+        diff = _section(
+            "exp-diff",
+            "Change",
+            f"<p>changed: {changed}</p><p>reverted (not editable): {reverted}</p>"
+            + (f"<p>{_e(detail.notes)}</p>" if detail.notes else ""),
+        )
+    decisions = "".join(
+        f"<tr><td>{_e(time.strftime('%Y-%m-%d %H:%M', time.gmtime(d.created_at)))}</td>"
+        f"<td>{_badge(d.verdict)}</td><td>{_e(d.actor)}</td><td class=why>{_e(d.rationale)}</td>"
+        "</tr>"
+        for d in detail.decisions
+    )
+    logs = "".join(
+        f"<details><summary>seed {run.seed}: {_e(run.status)} {_e(run.reason)}</summary>"
+        f"<pre>{_e(run.log_tail)}</pre></details>"
+        for run in detail.runs
+        if run.status != "ok" and run.log_tail
+    )
+    body = "".join(
+        [
+            _section("exp-summary", f"Experiment {exp.id}", summary),
+            _section(
+                "exp-curves",
+                "Training curves",
+                f'<div class="chart">{curves_svg(detail.runs)}</div>',
+            ),
+            _section("exp-runs", "Runs", _runs_table(detail, problem) + logs),
+            diff,
+            _section(
+                "exp-decisions",
+                "Decisions",
+                _table(
+                    ["when (UTC)", "verdict", "by", "rationale"],
+                    [decisions] if decisions else [],
+                    "No decisions yet.",
+                ),
+            ),
+        ]
+    )
+    return _page(f"{exp.title} · kohai", exp.repo, body)
+
+
+@get("/", media_type=MediaType.HTML, include_in_schema=False, sync_to_thread=False)
+def dashboard_index(state: State) -> str:
+    return render_index(_store(state), _problem(state), _html_base(state))
+
+
+@get(
+    "/experiments/{n:int}", media_type=MediaType.HTML, include_in_schema=False, sync_to_thread=False
+)
+def dashboard_experiment(state: State, n: int, by: str = "auto") -> str:
+    detail = queries.experiment_detail(_store(state), n, by=by if by in ("pr", "id") else "auto")
+    if detail is None:
+        raise NotFoundException(f"no experiment {n}")
+    return render_experiment(detail, _problem(state), _html_base(state))
+
+
+@get("/api/experiments", sync_to_thread=False)
+def api_experiments(state: State) -> list[dict[str, Any]]:
+    """Every experiment with its current result and latest decision, newest first."""
+    html_base = _html_base(state)
+    return [
+        {
+            **asdict(exp),
+            "page": experiment_path(exp),
+            "pr_url": queries.pr_url(exp.repo, exp.pr_number, html_base),
+        }
+        for exp in queries.experiments(_store(state))
+    ]
+
+
+@get("/api/hosts", sync_to_thread=False)
+def api_hosts(state: State) -> list[dict[str, Any]]:
+    """Every registered student/host with its state and current job."""
+    return [asdict(student) for student in queries.students(_store(state))]
+
+
+async def _event_stream(bus: Any) -> AsyncIterator[ServerSentEventMessage]:
+    async with bus.subscribe() as inbox:
+        yield ServerSentEventMessage(data=json.dumps({"topic": "hello"}), retry=3000)
+        while True:
+            try:
+                message = await asyncio.wait_for(inbox.get(), timeout=KEEPALIVE_S)
+            except TimeoutError:
+                yield ServerSentEventMessage(comment="keepalive")
+                continue
+            yield ServerSentEventMessage(data=json.dumps(message, default=str))
+
+
+@get("/events", include_in_schema=False)
+async def dashboard_events(state: State) -> ServerSentEvent:
+    """Bus messages as server-sent events; the first one (`hello`) confirms the subscription."""
+    return ServerSentEvent(_event_stream(state.bus))
+
+
+@get("/static/live.js", include_in_schema=False, sync_to_thread=False)
+def dashboard_script() -> Response[bytes]:
+    return Response(
+        (STATIC_DIR / "live.js").read_bytes(),
+        media_type="text/javascript; charset=utf-8",
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+ROUTES: list = [
+    dashboard_index,
+    dashboard_experiment,
+    api_experiments,
+    api_hosts,
+    dashboard_events,
+    dashboard_script,
+]

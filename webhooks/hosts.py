@@ -1,0 +1,170 @@
+"""The host API: GPU hosts lease jobs (long-poll), report progress and results.
+
+Each endpoint takes the student's bearer token. A lease answers the moment a
+job this student may run is queued: the handler waits on the student's wake-up
+event, not on a sleep loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from litestar import Request, Response, post
+from litestar.datastructures import State
+
+from bot.jobs import Leased, hash_token
+from bot.protocol import Implement, Job, JobEvent, JobResult
+
+MAX_WAIT_S = 60.0
+
+
+def clone_url(api_url: str, repo: str) -> str:
+    """The smart-HTTP URL of a repo, derived from the API URL (github.com, GHES or the sandbox)."""
+    if api_url.rstrip("/") == "https://api.github.com":
+        return f"https://github.com/{repo}.git"
+    parts = urlsplit(api_url)
+    path = re.sub(r"/api/v3/?$", "", parts.path.rstrip("/"))
+    return f"{parts.scheme}://{parts.netloc}{path}/{repo}.git"
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    return None
+
+
+def _student_for_token(ctx: Any, token: str | None) -> str | None:
+    if not token:
+        return None
+    row = ctx.store.one("SELECT name FROM students WHERE token_hash = ?", (hash_token(token),))
+    return row["name"] if row else None
+
+
+def _error(status: int, message: str) -> Response[dict[str, str]]:
+    return Response({"error": message}, status_code=status)
+
+
+async def _job_payload(ctx: Any, leased: Leased) -> dict[str, Any]:
+    job, repo, exp = leased.job, leased.repo, leased.experiment
+    token, expires = await ctx.github.job_token(repo.installation_id, repo.full_name)
+    payload = json.loads(job["payload"] or "{}")
+    implement = payload.get("implement")
+    student_row = ctx.store.one("SELECT gpus FROM students WHERE name = ?", (job["leased_by"],))
+    return Job(
+        id=job["id"],
+        kind=job["kind"],
+        student=job["leased_by"],
+        repo=repo.full_name,
+        clone_url=clone_url(ctx.settings.github_api_url, repo.full_name),
+        token=token,
+        token_expires_at=expires,
+        base_ref=repo.default_branch,
+        base_sha=job["base_sha"] or repo.base_sha or "",
+        seeds=json.loads(job["seeds"]),
+        attempt=job["attempts"],
+        experiment_id=job["experiment_id"],
+        pr_number=exp["pr_number"] if exp else None,
+        head_ref=exp["branch"] if exp else None,
+        head_sha=exp["head_sha"] if exp else None,
+        implement=Implement(**implement) if implement else None,
+        wandb_group=f"pr-{exp['pr_number']}" if exp else "baseline",
+        gpus=list(range(student_row["gpus"])) if student_row and student_row["gpus"] else [],
+    ).to_dict()
+
+
+@post("/api/hosts/{name:str}/lease", status_code=200, summary="Long-poll for the next job")
+async def lease(name: str, request: Request, state: State, wait: float = 0.0) -> Response[Any]:
+    ctx = state.kohai
+    student = _student_for_token(ctx, _bearer(request))
+    if student is None:
+        return _error(401, "missing or invalid host token")
+    if student != name:
+        return _error(403, f"this token belongs to student {student}, not {name}")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(0.0, min(wait, MAX_WAIT_S))
+    wake = ctx.waiters.event(name)
+    while True:
+        wake.clear()
+        leased = ctx.jobs.take(name)
+        if leased is not None:
+            try:
+                body = await _job_payload(ctx, leased)
+            except Exception as exc:  # GitHub down: the job goes back, the host retries
+                ctx.jobs.give_back(leased.job["id"], count_attempt=False)
+                return _error(503, f"cannot mint a repository token right now: {exc}")
+            return Response(body, status_code=200)
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return Response(None, status_code=204)
+        try:
+            await asyncio.wait_for(wake.wait(), timeout=remaining)
+        except TimeoutError:
+            pass
+
+
+def _authorize_job(ctx: Any, request: Request, job_id: int) -> tuple[str | None, Response[Any] | None]:
+    student = _student_for_token(ctx, _bearer(request))
+    if student is None:
+        return None, _error(401, "missing or invalid host token")
+    job = ctx.store.one("SELECT leased_by, state FROM jobs WHERE id = ?", (job_id,))
+    if job is None:
+        return None, _error(404, f"no job {job_id}")
+    if job["leased_by"] not in (None, student):
+        return None, _error(403, f"job {job_id} is leased by another student")
+    return student, None
+
+
+async def _json_body(request: Request) -> dict[str, Any] | None:
+    try:
+        data = await request.json()
+    except Exception:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@post("/api/jobs/{job_id:int}/events", status_code=200, summary="Progress, log lines, heartbeat")
+async def job_events(job_id: int, request: Request, state: State) -> Response[Any]:
+    ctx = state.kohai
+    student, error = _authorize_job(ctx, request, job_id)
+    if error:
+        return error
+    data = await _json_body(request)
+    if data is None or "kind" not in data:
+        return _error(400, "expected a JSON event with a kind")
+    answer = ctx.jobs.record_event(job_id, student, JobEvent.from_dict(data))
+    return Response(answer, status_code=200)
+
+
+@post("/api/jobs/{job_id:int}/complete", status_code=200, summary="Final result (idempotent)")
+async def job_complete(job_id: int, request: Request, state: State) -> Response[Any]:
+    ctx = state.kohai
+    student, error = _authorize_job(ctx, request, job_id)
+    if error:
+        return error
+    data = await _json_body(request)
+    if data is None or "status" not in data:
+        return _error(400, "expected a JSON result with a status")
+    try:
+        result = JobResult.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        return _error(400, f"malformed result: {exc}")
+    outcome = ctx.jobs.complete(job_id, student, result)
+    return Response({"status": outcome}, status_code=200)
+
+
+@post("/api/jobs/{job_id:int}/release", status_code=200, summary="Give a job back (host shutdown)")
+async def job_release(job_id: int, request: Request, state: State) -> Response[Any]:
+    ctx = state.kohai
+    student, error = _authorize_job(ctx, request, job_id)
+    if error:
+        return error
+    ctx.jobs.give_back(job_id, count_attempt=False)
+    return Response({"status": "released"}, status_code=200)
+
+
+ROUTES = [lease, job_events, job_complete, job_release]

@@ -1,0 +1,97 @@
+"""The bot's background loops, run inside the web app's event loop.
+
+Each loop does one job, records a heartbeat for /healthz, and survives its own
+errors: one bad pass is logged and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from bot.inbox import process_pending
+from bot.outbox import OutboxWorker
+from bot.sync import stale_repos, sync_repo
+from webhooks.context import BotContext
+
+log = logging.getLogger("kohai.workers")
+
+
+async def run_loop(
+    ctx: BotContext,
+    name: str,
+    step: Callable[[], Awaitable[object]],
+    wake: asyncio.Event | None,
+    idle_s: float,
+) -> None:
+    while True:
+        if wake is not None:
+            wake.clear()
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s pass failed", name)
+        ctx.beat(name)
+        if wake is None:
+            await asyncio.sleep(idle_s)
+        else:
+            try:
+                await asyncio.wait_for(wake.wait(), timeout=idle_s)
+            except TimeoutError:
+                pass
+
+
+async def inbox_worker(ctx: BotContext) -> None:
+    await run_loop(
+        ctx,
+        "inbox",
+        lambda: process_pending(ctx.engine, ctx.permissions.level),
+        ctx.inbox_wake,
+        1.0,
+    )
+
+
+async def outbox_worker(ctx: BotContext) -> None:
+    worker = OutboxWorker(ctx.store, ctx.github, on_done=ctx.engine.on_write_done, bus=ctx.bus)
+    ctx.extra["outbox"] = worker
+    await run_loop(ctx, "outbox", worker.run_once, ctx.outbox_wake, 1.0)
+
+
+async def sync_worker(ctx: BotContext) -> None:
+    async def step() -> None:
+        for repo_id in stale_repos(ctx.engine):
+            try:
+                await sync_repo(ctx.engine, ctx.github, repo_id)
+            except Exception as exc:
+                log.warning("sync of repo %s failed: %s", repo_id, exc)
+
+    async def wake_on_repo_events() -> None:
+        async with ctx.bus.subscribe() as queue:
+            while True:
+                message = await queue.get()
+                if message.get("topic") == "repo":
+                    ctx.sync_wake.set()
+
+    listener = asyncio.create_task(wake_on_repo_events())
+    try:
+        await run_loop(ctx, "sync", step, ctx.sync_wake, 2.0)
+    finally:
+        listener.cancel()
+
+
+async def lease_sweeper(ctx: BotContext) -> None:
+    async def step() -> None:
+        ctx.jobs.expire_leases()
+
+    await run_loop(ctx, "leases", step, None, 2.0)
+
+
+DEFAULT_WORKERS: list[Callable[[BotContext], Awaitable[None]]] = [
+    inbox_worker,
+    outbox_worker,
+    sync_worker,
+    lease_sweeper,
+]
