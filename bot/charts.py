@@ -110,9 +110,9 @@ def line_chart(
         return "".join(parts)
 
     x_low, x_high = _padded_range([x for x, _ in all_points], pad=0.02)
-    y_low, y_high = _padded_range([y for _, y in all_points])
+    y_low, y_high = _padded_range([y for _, y in all_points], pad=0.08)
     x_ticks = [t for t in nice_ticks(x_low, x_high, 6) if x_low <= t <= x_high]
-    y_ticks = [t for t in nice_ticks(y_low, y_high, 5) if y_low <= t <= y_high]
+    y_ticks = [t for t in nice_ticks(y_low, y_high, 6) if y_low <= t <= y_high]
 
     def sx(x: float) -> float:
         return left + (x - x_low) / (x_high - x_low) * plot_w

@@ -209,7 +209,9 @@ class _Numbers:
         ]
         if self.welch:
             w = self.welch
-            parts.append(f"delta {w.delta:+.4g} ± {_num(w.delta_se)} (se)")
+            parts.append(
+                f"delta {'+' if w.delta >= 0 else ''}{_g4(w.delta)} ± {_num(w.delta_se)} (se)"
+            )
             parts.append(f"one-sided Welch p = {w.p_value:.3g}, alpha = {self.alpha:g}")
         return "; ".join(parts) + "."
 
@@ -217,7 +219,14 @@ class _Numbers:
 def _mean_pm(mean: float | None, std: float | None, n: int) -> str:
     if mean is None:
         return "(no values)"
-    return f"{mean:.4g} ± {_num(std)} (n={n})"
+    if n == 1:
+        return f"{_g4(mean)} (n=1)"
+    return f"{_g4(mean)} ± {_num(std)} (n={n})"
+
+
+def _g4(value: float) -> str:
+    """Four significant digits, trailing zeros kept: 1.000, 0.9967, 1235."""
+    return f"{value:#.4g}".rstrip(".")
 
 
 def _num(value: float | None) -> str:

@@ -98,9 +98,12 @@ def classify_failure(
             except ValueError:
                 wait = 60.0
             return Failure(status, message, True, wait, resend_safe=True)
-        if headers.get("x-ratelimit-remaining") == "0" and "secondary" not in message.lower():
-            reset = headers.get("x-ratelimit-reset")
-            wait = max(0.0, float(reset) - now_epoch) if reset else 60.0
+        reset = headers.get("x-ratelimit-reset")
+        if headers.get("x-ratelimit-remaining") == "0" and reset:
+            try:
+                wait = max(0.0, float(reset) - now_epoch)
+            except ValueError:
+                wait = 60.0
             return Failure(status, message, True, wait, resend_safe=True)
         if "secondary rate limit" in message.lower() or "abuse" in message.lower():
             # No retry-after: GitHub asks for at least a minute.
@@ -203,22 +206,38 @@ def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-class _KeptOpen(httpx.AsyncBaseTransport):
-    """Hands requests to a transport that outlives each githubkit request.
+class _SharedTransport(httpx.AsyncBaseTransport):
+    """One connection pool for all of an App's requests, per event loop.
 
-    githubkit opens and closes an httpx client per call; sharing one
-    transport keeps connections (and the TLS context, which is slow to build)
-    across calls. `GitHubApp.aclose` closes it.
+    githubkit opens and closes an httpx client per call; handing each of
+    them this transport keeps connections (and the TLS context, which is
+    slow to build) across calls. Pooled connections belong to the event loop
+    that opened them, so a request from another loop gets a pool of its own.
+    `GitHubApp.aclose` closes the current one.
     """
 
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self.inner = inner
+    def __init__(self, make: Callable[[], httpx.AsyncBaseTransport]) -> None:
+        self._make = make
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inner: httpx.AsyncBaseTransport | None = None
+
+    def _current(self) -> httpx.AsyncBaseTransport:
+        loop = asyncio.get_running_loop()
+        if self._inner is None or self._loop is not loop:
+            self._inner, self._loop = self._make(), loop
+        return self._inner
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self.inner.handle_async_request(request)
+        return await self._current().handle_async_request(request)
 
     async def aclose(self) -> None:
-        pass
+        pass  # each githubkit client closes its transport; the pool must outlive them
+
+    async def close_pool(self) -> None:
+        inner, loop = self._inner, self._loop
+        self._inner = self._loop = None
+        if inner is not None and loop is asyncio.get_running_loop():
+            await inner.aclose()  # another loop's connections die with that loop
 
 
 class GitHubApp:
@@ -247,15 +266,15 @@ class GitHubApp:
         self.writes_per_minute = writes_per_minute
         self.writes_per_hour = writes_per_hour
         self._private_key = private_key_pem
-        self._inner_transport = transport or httpx.AsyncHTTPTransport(verify=_tls_context())
-        self._transport = _KeptOpen(self._inner_transport)
+        self._transport = _SharedTransport(
+            (lambda: transport)
+            if transport is not None
+            else (lambda: httpx.AsyncHTTPTransport(verify=_tls_context()))
+        )
         self._sleep = sleep
         self._clock = clock
         self._wall_clock = wall_clock
         self._timeout_s = timeout_s
-        # Our own token cache: githubkit's default one is process-wide, shared
-        # by every App object with the same id.
-        self._cache = MemCacheStrategy()
         self._app_client = self._client(AppAuthStrategy(app_id, private_key_pem))
         self._installations: dict[int, GitHub[Any]] = {}
         self._pacers: dict[int, list[Pacer]] = {}
@@ -263,19 +282,23 @@ class GitHubApp:
         self._graphql_url = _graphql_path(base_url)
 
     def _client(self, auth: Any) -> GitHub[Any]:
+        # Each client keeps its own token cache: githubkit's default one is
+        # process-wide (shared by every App object with the same id), and a
+        # private one can be thrown away when GitHub stops accepting a token.
         return GitHub(
             auth,
             base_url=self.base_url,
             user_agent="kohai",
             timeout=self._timeout_s,
             async_transport=self._transport,
-            cache_strategy=self._cache,
+            cache_strategy=MemCacheStrategy(),
             http_cache=False,
             auto_retry=False,
         )
 
     async def aclose(self) -> None:
-        await self._inner_transport.aclose()
+        """Close pooled connections (the App stays usable; a new pool opens on demand)."""
+        await self._transport.close_pool()
 
     # -- clients ---------------------------------------------------------
 
@@ -292,6 +315,14 @@ class GitHubApp:
             client = self._client(auth)
             self._installations[installation_id] = client
         return client
+
+    def _forget_credentials(self, installation_id: int | None) -> GitHub[Any]:
+        """A fresh client whose JWT and token are made anew (after a 401)."""
+        if installation_id is None:
+            self._app_client = self._client(AppAuthStrategy(self.app_id, self._private_key))
+            return self._app_client
+        self._installations.pop(installation_id, None)
+        return self.installation(installation_id)
 
     def _pacers_for(self, installation_id: int) -> list[Pacer]:
         pacers = self._pacers.get(installation_id)
@@ -328,6 +359,7 @@ class GitHubApp:
         client = self._app_client if installation_id is None else self.installation(installation_id)
         paced = installation_id is not None and method in WRITE_METHODS
         attempt = 0
+        renewed = False
         while True:
             attempt += 1
             if paced:
@@ -344,6 +376,12 @@ class GitHubApp:
             else:
                 raw = response.raw_response
                 return Reply(raw.status_code, raw.headers, _json(raw), raw.links)
+            if failure.status == 401 and not renewed:
+                # A token revoked or expired early: GitHub refused it, so the
+                # request did nothing; make new credentials and send it again.
+                renewed = True
+                client = self._forget_credentials(installation_id)
+                continue
             if not failure.retryable:
                 raise GitHubWriteError(failure.status, failure.message, False)
             if not (idempotent or failure.resend_safe):

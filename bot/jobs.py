@@ -345,9 +345,10 @@ class JobBook:
             values["feedback"] = ""
         self.store.update("experiments", exp["id"], values)
         exp = {**exp, **values}
-        all_runs = self.store.query(
-            "SELECT * FROM runs WHERE job_id = ? ORDER BY seed", (job["id"],)
-        )
+        all_runs = [
+            {**r, "curve": json.loads(r["curve"] or "[]")}
+            for r in self.store.query("SELECT * FROM runs WHERE job_id = ? ORDER BY seed", (job["id"],))
+        ]
         attempt_note = ""
         if job["attempts"] > 1:
             attempt_note = f"Attempt {job['attempts']}."

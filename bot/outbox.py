@@ -85,6 +85,17 @@ def describe_failure(exc: Exception) -> tuple[str, bool, float | None]:
 Op = Callable[[GitHubApp, int, str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
+MAX_BODY = 65_536  # GitHub refuses longer comment and PR bodies (422)
+
+
+def fit_body(body: str) -> str:
+    """A body GitHub will accept: over-long text is cut, keeping its start (the marker)."""
+    if len(body) <= MAX_BODY:
+        return body
+    note = "\n\n… (truncated)"
+    return body[: MAX_BODY - len(note)] + note
+
+
 async def find_marked_comment(
     github: GitHubApp, installation_id: int, repo: str, number: int, mark: str
 ) -> dict[str, Any] | None:
@@ -105,7 +116,7 @@ async def _create_comment(
         installation_id,
         "POST",
         f"/repos/{repo}/issues/{number}/comments",
-        json={"body": body},
+        json={"body": fit_body(body)},
         idempotent=False,
     )
     return reply.data
@@ -127,7 +138,7 @@ async def op_sticky(
     github: GitHubApp, installation_id: int, repo: str, args: dict[str, Any]
 ) -> dict[str, Any]:
     number, kind, key = int(args["number"]), args["kind"], args["key"]
-    body = with_marker(args["body"], kind, key)
+    body = fit_body(with_marker(args["body"], kind, key))
     existing = await find_marked_comment(github, installation_id, repo, number, marker(kind, key))
     if existing is None:
         existing = await _create_comment(github, installation_id, repo, number, body)
@@ -235,7 +246,9 @@ async def op_open_pr(
                     "title": args["title"],
                     "head": branch,
                     "base": args["base"],
-                    "body": with_marker(args.get("body") or "", "experiment", experiment_id),
+                    "body": fit_body(
+                        with_marker(args.get("body") or "", "experiment", experiment_id)
+                    ),
                     "draft": True,
                 },
                 idempotent=True,  # a second one is refused with 422 and found below
@@ -452,15 +465,16 @@ class OutboxWorker:
         for row in self.due():
             if row["repo"] in blocked:
                 continue
-            if await self.perform(row):
+            state = await self.perform(row)
+            if state == "done":
                 done += 1
-            else:
+            elif state == "pending":
                 blocked.add(row["repo"])
         self.last_run_at = self.clock()
         return done
 
-    async def perform(self, row: dict[str, Any]) -> bool:
-        """Perform one row; True when it is done."""
+    async def perform(self, row: dict[str, Any]) -> str:
+        """Perform one row; returns its new state (done, pending or failed)."""
         try:
             installation_id = row["installation_id"]
             if installation_id is None:
@@ -470,8 +484,7 @@ class OutboxWorker:
                 self.github, int(installation_id), row["repo"], json.loads(row["args"])
             )
         except Exception as exc:
-            self._record_failure(row, exc)
-            return False
+            return self._record_failure(row, exc)
         try:
             with self.store.transaction():
                 self.store.update(
@@ -488,12 +501,11 @@ class OutboxWorker:
                     self.on_done(row, result)
         except Exception as exc:  # the engine's hook failed: keep the row, try later
             log.exception("outbox %s: on_done failed", row["id"])
-            self._record_failure(row, RuntimeError(f"on_done: {type(exc).__name__}: {exc}"))
-            return False
+            return self._record_failure(row, RuntimeError(f"on_done: {type(exc).__name__}: {exc}"))
         self._publish(row, "done")
-        return True
+        return "done"
 
-    def _record_failure(self, row: dict[str, Any], exc: Exception) -> None:
+    def _record_failure(self, row: dict[str, Any], exc: Exception) -> str:
         message, retryable, retry_after = describe_failure(exc)
         values = failure_update(
             row["attempts"], message, retryable, retry_after, self.clock(), self.max_attempts
@@ -502,7 +514,9 @@ class OutboxWorker:
             self.store.update("outbox", row["id"], values)
         level = logging.ERROR if values.get("state") == "failed" else logging.WARNING
         log.log(level, "outbox %s %s %s: %s", row["id"], row["op"], row["repo"], message)
-        self._publish(row, values.get("state", "pending"), error=message)
+        state = str(values.get("state", "pending"))
+        self._publish(row, state, error=message)
+        return state
 
     def _publish(self, row: dict[str, Any], state: str, **extra: Any) -> None:
         if self.bus is not None:

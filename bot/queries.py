@@ -18,6 +18,7 @@ once:
 from __future__ import annotations
 
 import json
+import weakref
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -256,8 +257,19 @@ def _run(row: dict[str, Any]) -> RunRow:
     )
 
 
-def _runs(store: Store, where: str = "1", params: tuple[Any, ...] = ()) -> list[RunRow]:
-    rows = store.query(f"SELECT * FROM runs WHERE {where} ORDER BY created_at, id", params)
+# Curves and log tails are the bulk of a run row and only an experiment's page shows them.
+_LIGHT_COLUMNS = (
+    "id, repo_id, experiment_id, job_id, kind, student, seed, commit_sha, base_sha, status, "
+    "metric, duration_s, peak_mem_mb, gpu_hours, cost_usd, reason, wandb_url, created_at, "
+    "'{}' AS metrics, '[]' AS curve, '' AS log_tail"
+)
+
+
+def _runs(
+    store: Store, where: str = "1", params: tuple[Any, ...] = (), *, full: bool = False
+) -> list[RunRow]:
+    columns = "*" if full else _LIGHT_COLUMNS
+    rows = store.query(f"SELECT {columns} FROM runs WHERE {where} ORDER BY created_at, id", params)
     return [_run(row) for row in rows]
 
 
@@ -309,20 +321,30 @@ def baseline(store: Store, repo_id: int | None = None) -> Baseline | None:
 
 
 def _experiment_rows(
-    store: Store, where: str = "1", params: tuple[Any, ...] = ()
+    store: Store, *, repo_id: int | None = None, experiment_id: int | None = None
 ) -> list[ExperimentRow]:
+    """Experiment rows, reading only the runs and decisions of the experiments asked for."""
+    if experiment_id is not None:
+        scope, params = "e.id = ?", (experiment_id,)
+    elif repo_id is not None:
+        scope, params = "e.repo_id = ?", (repo_id,)
+    else:
+        scope, params = "1", ()
     rows = store.query(
         "SELECT e.*, r.full_name AS repo FROM experiments e JOIN repos r ON r.id = e.repo_id "
-        f"WHERE {where} ORDER BY e.id DESC",
+        f"WHERE {scope} ORDER BY e.id DESC",
         params,
     )
     if not rows:
         return []
+    in_scope = f"experiment_id IN (SELECT e.id FROM experiments e WHERE {scope})"
     runs_by_experiment: dict[int, list[RunRow]] = defaultdict(list)
-    for run in _runs(store, "kind = 'candidate' AND experiment_id IS NOT NULL"):
+    for run in _runs(store, f"kind = 'candidate' AND {in_scope}", params):
         runs_by_experiment[run.experiment_id or 0].append(run)
     latest_decision: dict[int, dict[str, Any]] = {}
-    for decision in store.query("SELECT * FROM decisions ORDER BY created_at, id"):
+    for decision in store.query(
+        f"SELECT * FROM decisions WHERE {in_scope} ORDER BY created_at, id", params
+    ):
         latest_decision[decision["experiment_id"]] = decision
     baselines = _baselines_by_base(store)
     result = []
@@ -371,11 +393,28 @@ def _experiment_rows(
     return result
 
 
+# One page asks for the experiments several times (table, leaderboard, charts); they are
+# computed once per state of the database. `PRAGMA data_version` moves when another
+# connection commits, `total_changes` when this one writes, so the cache is never stale.
+_experiments_cache: weakref.WeakKeyDictionary[Store, tuple[Any, list[ExperimentRow]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _database_version(store: Store) -> tuple[int, int]:
+    version = store.conn.execute("PRAGMA data_version").fetchone()[0]
+    return int(version), store.conn.total_changes
+
+
 def experiments(store: Store, repo_id: int | None = None) -> list[ExperimentRow]:
     """Every experiment, newest first, with its current result and latest decision."""
-    if repo_id is None:
-        return _experiment_rows(store)
-    return _experiment_rows(store, "e.repo_id = ?", (repo_id,))
+    key = (_database_version(store), repo_id)
+    cached = _experiments_cache.get(store)
+    if cached is not None and cached[0] == key:
+        return list(cached[1])
+    rows = _experiment_rows(store, repo_id=repo_id)
+    _experiments_cache[store] = (key, rows)
+    return list(rows)
 
 
 def _sort_key(problem: Problem):
@@ -488,7 +527,7 @@ def experiment_detail(
     found = find_experiment(store, number_or_id, by=by)
     if found is None:
         return None
-    rows = _experiment_rows(store, "e.id = ?", (found["id"],))
+    rows = _experiment_rows(store, experiment_id=found["id"])
     if not rows:
         return None
     decisions = [
@@ -515,7 +554,7 @@ def experiment_detail(
         result = {}
     return ExperimentDetail(
         experiment=rows[0],
-        runs=_runs(store, "experiment_id = ?", (found["id"],)),
+        runs=_runs(store, "experiment_id = ?", (found["id"],), full=True),
         decisions=decisions,
         changed_files=list(result.get("changed_files") or []),
         reverted_files=list(result.get("reverted_files") or []),
@@ -614,9 +653,13 @@ def history_rows(
     problem = problem or Problem()
     by_id = {e.id: e for e in experiments(store)}
     runs = _runs(store)
+    candidate_runs: dict[int, list[RunRow]] = defaultdict(list)
+    for run in runs:
+        if run.kind == "candidate" and run.experiment_id is not None:
+            candidate_runs[run.experiment_id].append(run)
     kept_commit = {
-        exp_id: (current_group([r for r in runs if r.experiment_id == exp_id]) or [None])[0]
-        for exp_id in by_id
+        exp_id: (current_group(exp_runs) or [None])[0]
+        for exp_id, exp_runs in candidate_runs.items()
     }
     groups: dict[Any, list[RunRow]] = {}
     for run in runs:

@@ -56,7 +56,9 @@ def progress_svg(progress: queries.BestSoFar, title: str, *, width: int = 720) -
     )
 
 
-def curves_svg(runs: list[queries.RunRow], title: str = "training curves") -> str:
+def curves_svg(
+    runs: list[queries.RunRow], title: str = "training curves", *, width: int = 720
+) -> str:
     """Train loss against step, one line per seed and commit."""
     series = [
         Series(
@@ -66,7 +68,7 @@ def curves_svg(runs: list[queries.RunRow], title: str = "training curves") -> st
         for run in runs
         if run.curve
     ]
-    return line_chart(series, title=title, x_label="step", y_label="train loss")
+    return line_chart(series, title=title, x_label="step", y_label="train loss", width=width)
 
 
 def _cell(text: object) -> str:

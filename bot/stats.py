@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy.stats import t as student_t
+from scipy.special import stdtr
 
 
 def mean_std(xs: Sequence[float]) -> tuple[float, float]:
@@ -21,10 +21,13 @@ def mean_std(xs: Sequence[float]) -> tuple[float, float]:
     values = [float(x) for x in xs]
     if not values:
         raise ValueError("mean_std needs at least one value")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"mean_std needs finite values (a crashed run is no value): {values}")
+    if min(values) == max(values):  # one value, or deterministic runs: exactly no spread
+        return values[0], 0.0
     mean = statistics.fmean(values)
-    # statistics.variance is exact for identical values, so deterministic runs give 0.0.
-    std = math.sqrt(statistics.variance(values)) if len(values) > 1 else 0.0
-    return mean, std
+    variance = math.fsum((x - mean) ** 2 for x in values) / (len(values) - 1)
+    return mean, math.sqrt(variance)
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,8 @@ def welch_one_sided(
         t_stat = math.copysign(math.inf, delta) if delta else 0.0
         return WelchResult(t=t_stat, df=float(n_c + n_b - 2), p_value=p, delta=delta, delta_se=0.0)
     t_stat = delta / se
-    p = float(student_t.cdf(t_stat, df) if minimize else student_t.sf(t_stat, df))
+    # stdtr is Student's t CDF; the upper tail is the lower tail of -t by symmetry.
+    p = float(stdtr(df, t_stat if minimize else -t_stat))
     return WelchResult(t=t_stat, df=df, p_value=p, delta=delta, delta_se=se)
 
 

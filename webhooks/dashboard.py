@@ -17,7 +17,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from litestar import Response, get
+from litestar import Request, Response, get
 from litestar.datastructures import State
 from litestar.enums import MediaType
 from litestar.exceptions import NotFoundException
@@ -31,6 +31,7 @@ from bot.store import Store
 STATIC_DIR = Path(__file__).parent / "static"
 KEEPALIVE_S = 15.0
 DEFAULT_HTML_BASE = "https://github.com"
+EXPERIMENTS_SHOWN = 200  # rows on the overview page; the JSON API and the CLI have them all
 
 CSS = """
 :root { --fg:#111827; --muted:#6b7280; --line:#e5e7eb; --bg:#f9fafb; --card:#fff;
@@ -51,8 +52,9 @@ header .spacer { flex:1; }
 #updated { font-size:12px; color:#9ca3af; }
 main { max-width:1280px; margin:0 auto; padding:16px 24px 48px; }
 section { background:var(--card); border:1px solid var(--line); border-radius:8px;
-  padding:14px 18px; margin:16px 0; transition: box-shadow .6s; }
-section.flash { box-shadow:0 0 0 3px #bfdbfe; }
+  padding:14px 18px; margin:16px 0; }
+@keyframes flash { from { box-shadow:0 0 0 3px #93c5fd; } to { box-shadow:0 0 0 3px transparent; } }
+section.flash { animation: flash 1.5s ease-out; }
 h2 { font-size:15px; margin:0 0 10px; }
 .cards { display:grid; grid-template-columns:repeat(auto-fit,minmax(170px,1fr)); gap:12px; }
 .card { border:1px solid var(--line); border-radius:6px; padding:10px 12px; }
@@ -60,6 +62,7 @@ h2 { font-size:15px; margin:0 0 10px; }
 .card .value { font-size:18px; font-weight:600; font-variant-numeric:tabular-nums; }
 .charts { display:grid; grid-template-columns:repeat(auto-fit,minmax(420px,1fr)); gap:12px; }
 .charts svg, .chart svg { width:100%; height:auto; }
+.chart svg { max-width:1100px; }
 table { border-collapse:collapse; width:100%; }
 th, td { text-align:left; padding:6px 8px; border-bottom:1px solid var(--line);
   vertical-align:top; }
@@ -70,10 +73,10 @@ td.pr { white-space:nowrap; }
 a { color:var(--accent); }
 .badge { display:inline-block; padding:1px 8px; border-radius:999px; font-size:12px;
   background:#e5e7eb; color:#374151; white-space:nowrap; }
-.s-merged, .s-ok, .s-keep { background:#dcfce7; color:#166534; }
-.s-closed, .s-crash, .s-timeout, .s-refused, .s-offline { background:#fee2e2; color:#991b1b; }
-.s-training, .s-implementing, .s-leased { background:#dbeafe; color:#1e40af; }
-.s-review { background:#fef3c7; color:#92400e; }
+.s-merged, .s-ok, .s-keep, .s-merge { background:#dcfce7; color:#166534; }
+.s-closed, .s-close, .s-crash, .s-timeout, .s-refused, .s-offline { background:#fee2e2; color:#991b1b; }
+.s-training, .s-implementing, .s-leased, .s-confirm, .s-wait { background:#dbeafe; color:#1e40af; }
+.s-review, .s-changes, .s-rerun { background:#fef3c7; color:#92400e; }
 .s-queued, .s-proposed { background:#f3f4f6; color:#374151; }
 .good { color:var(--good); } .bad { color:var(--bad); }
 .muted { color:var(--muted); }
@@ -187,8 +190,8 @@ def _summary_cards(store: Store, problem: Problem) -> str:
     cards = [
         (
             "baseline",
-            fmt_metric(base.mean, base.std) if base else "—",
-            f"{base.seeds} seeds on {base.base_sha[:7]}" if base and base.base_sha else "",
+            fmt_metric(base.mean) if base else "—",
+            f"± {base.std:.4f}, {base.seeds} seeds on {(base.base_sha or '?')[:7]}" if base else "",
         ),
         (f"best {problem.metric}", fmt_metric(best), ""),
         ("experiments", str(len(exps)), f"{running} running"),
@@ -235,7 +238,8 @@ def _leaderboard(store: Store, problem: Problem, html_base: str) -> str:
 
 def _experiments_table(store: Store, problem: Problem, html_base: str) -> str:
     rows = []
-    for exp in queries.experiments(store):
+    everything = queries.experiments(store)
+    for exp in everything[:EXPERIMENTS_SHOWN]:
         seeds = f"{exp.seeds}" + (f' <span class="bad">+{exp.failed}✗</span>' if exp.failed else "")
         decision = (
             f"{_badge(exp.verdict)} <span class=muted>{_e(exp.actor)}</span>"
@@ -251,11 +255,18 @@ def _experiments_table(store: Store, problem: Problem, html_base: str) -> str:
             f"<td class=num>{_delta_html(exp.delta, problem)}</td><td>{decision}</td>"
             f"<td class=why>{_e(exp.rationale or '—')}</td></tr>"
         )
-    return _table(
+    table = _table(
         ["PR", "title", "state", "student", "seeds", problem.metric, "Δ", "decision", "rationale"],
         rows,
         "No experiments yet.",
     )
+    if len(everything) > EXPERIMENTS_SHOWN:
+        table += (
+            f'<p class="muted">The latest {EXPERIMENTS_SHOWN} of {len(everything)}; '
+            'all of them: <a href="/api/experiments">/api/experiments</a>, '
+            "<code>kohai history</code>.</p>"
+        )
+    return table
 
 
 def _students_table(store: Store, now: float) -> str:
@@ -338,7 +349,11 @@ def render_index(store: Store, problem: Problem, html_base: str = DEFAULT_HTML_B
 def _runs_table(detail: queries.ExperimentDetail, problem: Problem) -> str:
     rows = []
     for run in detail.runs:
-        wandb = f'<a href="{_e(run.wandb_url)}">W&amp;B</a>' if run.wandb_url else ""
+        wandb = (
+            f'<a href="{_e(run.wandb_url)}">W&amp;B</a>'
+            if run.wandb_url.startswith(("https://", "http://"))  # hosts report it: no javascript:
+            else ""
+        )
         rows.append(
             f"<tr><td class=num>{run.seed}</td><td>{_badge(run.status)}</td>"
             f"<td class=num>{_e(fmt_metric(run.metric))}</td><td>{_short(run.commit_sha)}</td>"
@@ -417,13 +432,14 @@ def render_experiment(
         for run in detail.runs
         if run.status != "ok" and run.log_tail
     )
+    heading = f"Experiment {exp.id}" + (f" · PR #{exp.pr_number}" if exp.pr_number else "")
     body = "".join(
         [
-            _section("exp-summary", f"Experiment {exp.id}", summary),
+            _section("exp-summary", heading, summary),
             _section(
                 "exp-curves",
-                "Training curves",
-                f'<div class="chart">{curves_svg(detail.runs)}</div>',
+                "Training curves (train loss per seed)",
+                f'<div class="chart">{curves_svg(detail.runs, width=1100)}</div>',
             ),
             _section("exp-runs", "Runs", _runs_table(detail, problem) + logs),
             diff,
@@ -447,9 +463,15 @@ def dashboard_index(state: State) -> str:
 
 
 @get(
-    "/experiments/{n:int}", media_type=MediaType.HTML, include_in_schema=False, sync_to_thread=False
+    "/experiments/{n:int}",
+    media_type=MediaType.HTML,
+    include_in_schema=False,
+    sync_to_thread=False,
 )
-def dashboard_experiment(state: State, n: int, by: str = "auto") -> str:
+def dashboard_experiment(state: State, request: Request) -> str:
+    """An experiment's page: `n` is its PR number, or its id with `?by=id`."""
+    n = int(request.path_params["n"])
+    by = request.query_params.get("by", "auto")
     detail = queries.experiment_detail(_store(state), n, by=by if by in ("pr", "id") else "auto")
     if detail is None:
         raise NotFoundException(f"no experiment {n}")

@@ -40,7 +40,7 @@
   }
 
   function schedule() {
-    if (pending === null) pending = window.setTimeout(refresh, 250);
+    if (pending === null) pending = window.setTimeout(refresh, 500);
   }
 
   if (!window.EventSource) {
@@ -48,7 +48,14 @@
     return;
   }
   var source = new EventSource("/events");
-  source.onopen = function () { setState("on", "live"); markUpdated(); };
+  var opened = false;
+  source.onopen = function () {
+    setState("on", "live");
+    // After a reconnect (the bot restarted, the network dropped) messages may have been
+    // missed: fetch the page once to catch up.
+    if (opened) schedule(); else markUpdated();
+    opened = true;
+  };
   source.onerror = function () { setState("off", "reconnecting"); };
   source.onmessage = function (event) {
     var message = {};

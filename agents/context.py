@@ -1,0 +1,320 @@
+"""What an advisor knows when it proposes or reviews: the lab notebook, read from the store.
+
+Both advisors (offline and Claude) see the same `AdvisorContext`, built from
+the bot's SQLite state, so the offline search resumes after a restart with no
+state of its own and the Claude prompt is a bounded rendering of the same facts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agents.student import knob_summary
+from bot.problem import Problem
+from bot.stats import mean_std
+
+if TYPE_CHECKING:
+    from bot.store import Store
+
+FINISHED_STATES = ("merged", "closed")
+TRUNCATED = "\n[... truncated ...]\n"
+DETAILED_RECENT = 10  # the newest experiments shown with hypothesis and failure
+
+
+@dataclass
+class ExperimentRecord:
+    """One experiment as the advisor sees it: the hypothesis, what changed, what it measured.
+
+    `number` is the pull request number (None before the PR exists); the metric
+    figures are over the candidate's finished seeds on the base it was last
+    measured on; `verdict` is the latest decision recorded for it.
+    """
+
+    number: int | None
+    title: str
+    hypothesis: str
+    knobs: dict[str, Any]
+    student: str | None
+    state: str
+    metric_mean: float | None
+    metric_std: float | None
+    n_seeds: int
+    verdict: str | None
+    diff_summary: str
+    id: int | None = None
+    source: str = "advisor"
+    n_failed: int = 0
+    failure: str = ""  # reason and log tail of the last failed seed
+    feedback: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+    @property
+    def label(self) -> str:
+        return f"#{self.number}" if self.number is not None else f"exp-{self.id}"
+
+
+@dataclass
+class AdvisorContext:
+    """The problem, the baseline, the best so far and the history, for one repository."""
+
+    program_md: str
+    config_toml: str
+    problem: Problem
+    baseline_mean: float | None
+    baseline_std: float | None
+    best: float | None
+    history: list[ExperimentRecord]
+    open_issues: list[str]
+    plateau: bool
+    experiments_since_improvement: int
+    baseline_n: int = 0
+    repo: str = ""
+    base_sha: str | None = None
+
+    def render(self, max_chars: int = 12000) -> str:
+        """Markdown for a prompt, never longer than `max_chars`.
+
+        Fixed-size facts come first; program.md gets at most a third of the
+        room; the history, newest first (the latest few in detail), fills what
+        is left and says how many older experiments it had to leave out.
+        """
+        p = self.problem
+        head = [
+            f"# Research state{f' of {self.repo}' if self.repo else ''}",
+            "",
+            f"Metric: `{p.metric}` ({p.direction}). Budget {p.budget_s:g}s per run. "
+            f"Editable files: {', '.join(p.editable) or '(none)'}. "
+            f"Frozen: {', '.join(p.frozen) or '(none)'}.",
+            f"Baseline: {_fmt_mean(self.baseline_mean, self.baseline_std, self.baseline_n)}"
+            f"{f' on {self.base_sha[:12]}' if self.base_sha else ''}. "
+            f"Best so far: {_fmt(self.best)}.",
+            f"Experiments since the last improvement: {self.experiments_since_improvement}"
+            f"{' (plateau: try something bolder)' if self.plateau else ''}.",
+        ]
+        if p.knobs:
+            head.append("Search knobs: " + "; ".join(_knob_text(k) for k in p.knobs) + ".")
+        if self.open_issues:
+            requests = [f"- {_clip_line(i, 200)}" for i in self.open_issues[:20]]
+            head += ["", "## Open human requests", *requests]
+        text = "\n".join(head) + "\n"
+        program_room = max(0, max_chars // 3)
+        text += "\n## program.md\n" + _clip(self.program_md.strip(), program_room) + "\n"
+        text += "\n## kohai.toml\n```toml\n" + _clip(self.config_toml.strip(), 1500) + "\n```\n"
+        text += f"\n## History ({len(self.history)} experiments, newest first)\n"
+        newest_first = sorted(self.history, key=lambda r: r.id or 0, reverse=True)
+        for shown, record in enumerate(newest_first):
+            line = _record_text(record, detailed=shown < DETAILED_RECENT)
+            left = len(newest_first) - shown
+            note = f"- ... {left} older experiment(s) not shown\n"
+            if len(text) + len(line) + len(note) > max_chars:
+                text += note
+                break
+            text += line
+        if len(text) > max_chars:
+            text = text[: max_chars - len(TRUNCATED)] + TRUNCATED
+        return text
+
+
+def build_context(
+    store: Store,
+    repo_id: int,
+    problem: Problem,
+    program_md: str,
+    config_toml: str,
+    plateau_after: int = 5,
+    *,
+    open_issues: Sequence[str] = (),
+) -> AdvisorContext:
+    """Read one repository's notebook from the store.
+
+    The baseline is the ok baseline runs on the repository's current base; an
+    experiment's figures are its latest measurement (the runs of the commit and
+    base of its newest run), so results from an old head or an old base are not
+    mixed in. "Best" is the best of every baseline measured and every merged
+    experiment: the bar the lab has actually cleared.
+    """
+    repo = store.one("SELECT * FROM repos WHERE id = ?", (repo_id,))
+    if repo is None:
+        raise KeyError(f"no repository with id {repo_id}")
+    base_sha = repo.get("base_sha")
+    baseline = _baseline_values(store, repo_id, base_sha)
+    b_mean, b_std = mean_std(baseline) if baseline else (None, None)
+
+    history = [_record(store, row) for row in _experiments(store, repo_id)]
+    candidates = [b_mean] if b_mean is not None else []
+    candidates += _all_baseline_means(store, repo_id)
+    candidates += [
+        r.metric_mean for r in history if r.state == "merged" and r.metric_mean is not None
+    ]
+    best = _best(candidates, problem)
+    since = _since_improvement(history)
+    pending_issues = [
+        f"{r.label} {r.title}" for r in history if r.source == "human" and not r.finished
+    ]
+    return AdvisorContext(
+        program_md=program_md,
+        config_toml=config_toml,
+        problem=problem,
+        baseline_mean=b_mean,
+        baseline_std=b_std,
+        best=best,
+        history=history,
+        open_issues=[*open_issues, *pending_issues],
+        plateau=since >= plateau_after,
+        experiments_since_improvement=since,
+        baseline_n=len(baseline),
+        repo=repo.get("full_name", ""),
+        base_sha=base_sha,
+    )
+
+
+def _experiments(store: Store, repo_id: int) -> list[dict[str, Any]]:
+    return store.query("SELECT * FROM experiments WHERE repo_id = ? ORDER BY id", (repo_id,))
+
+
+def _record(store: Store, row: dict[str, Any]) -> ExperimentRecord:
+    runs = store.query(
+        "SELECT * FROM runs WHERE experiment_id = ? AND kind = 'candidate' ORDER BY id",
+        (row["id"],),
+    )
+    if runs:  # the latest measurement: one commit on one base (confirmation seeds join it)
+        latest = (runs[-1]["commit_sha"], runs[-1]["base_sha"])
+        runs = [r for r in runs if (r["commit_sha"], r["base_sha"]) == latest]
+    values = [r["metric"] for r in runs if r["status"] == "ok" and r["metric"] is not None]
+    failed = [r for r in runs if r["status"] != "ok" or r["metric"] is None]
+    mean, std = mean_std(values) if values else (None, None)
+    decision = store.one(
+        "SELECT verdict FROM decisions WHERE experiment_id = ? ORDER BY id DESC LIMIT 1",
+        (row["id"],),
+    )
+    knobs = _json_dict(row.get("knobs"))
+    failure = ""
+    if failed:
+        last = failed[-1]
+        failure = f"{last['status']}: {last['reason']}".strip()
+        if last["log_tail"]:
+            failure += "\n" + last["log_tail"][-600:]
+    return ExperimentRecord(
+        number=row.get("pr_number"),
+        title=row["title"],
+        hypothesis=row.get("hypothesis") or "",
+        knobs=knobs,
+        student=row.get("student"),
+        state=row["state"],
+        metric_mean=mean,
+        metric_std=std,
+        n_seeds=len(values),
+        verdict=decision["verdict"] if decision else None,
+        diff_summary=f"set {knob_summary(knobs)}" if knobs else "",
+        id=row["id"],
+        source=row.get("source") or "advisor",
+        n_failed=len(failed),
+        failure=failure,
+        feedback=row.get("feedback") or "",
+    )
+
+
+def _baseline_values(store: Store, repo_id: int, base_sha: str | None) -> list[float]:
+    if base_sha is None:
+        latest = store.one(
+            "SELECT base_sha FROM runs WHERE repo_id = ? AND kind = 'baseline' "
+            "ORDER BY id DESC LIMIT 1",
+            (repo_id,),
+        )
+        if latest is None:
+            return []
+        base_sha = latest["base_sha"]
+    rows = store.query(
+        "SELECT metric FROM runs WHERE repo_id = ? AND kind = 'baseline' AND status = 'ok' "
+        "AND metric IS NOT NULL AND base_sha IS ? ORDER BY id",
+        (repo_id, base_sha),
+    )
+    return [r["metric"] for r in rows]
+
+
+def _all_baseline_means(store: Store, repo_id: int) -> list[float]:
+    rows = store.query(
+        "SELECT AVG(metric) AS mean FROM runs WHERE repo_id = ? AND kind = 'baseline' "
+        "AND status = 'ok' AND metric IS NOT NULL GROUP BY base_sha",
+        (repo_id,),
+    )
+    return [r["mean"] for r in rows if r["mean"] is not None]
+
+
+def _best(values: list[float], problem: Problem) -> float | None:
+    if not values:
+        return None
+    return min(values) if problem.minimize else max(values)
+
+
+def _since_improvement(history: list[ExperimentRecord]) -> int:
+    """Finished experiments after the last merged one, in order of id."""
+    count = 0
+    for record in history:
+        if record.state == "merged":
+            count = 0
+        elif record.state == "closed":
+            count += 1
+    return count
+
+
+def _json_dict(text: Any) -> dict[str, Any]:
+    if isinstance(text, dict):
+        return text
+    try:
+        value = json.loads(text or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _record_text(r: ExperimentRecord, *, detailed: bool) -> str:
+    result = _fmt_mean(r.metric_mean, r.metric_std, r.n_seeds)
+    if r.n_failed:
+        result += f", {r.n_failed} failed"
+    line = f"- {r.label} [{r.state}"
+    line += f", {r.verdict}]" if r.verdict else "]"
+    line += f" {_clip_line(r.title, 120)} ({r.student or 'unassigned'}): {result}"
+    if r.diff_summary:
+        line += f"; {_clip_line(r.diff_summary, 200)}"
+    line += "\n"
+    if detailed and r.hypothesis and r.hypothesis != r.title:
+        line += f"  hypothesis: {_clip_line(r.hypothesis, 240)}\n"
+    if detailed and r.failure:
+        line += f"  failure: {_clip_line(r.failure, 300)}\n"
+    return line
+
+
+def _knob_text(knob: Any) -> str:
+    if knob.choices is not None:
+        return f"{knob.name} in {list(knob.choices)}"
+    kind = "int" if knob.integer else "float"
+    scale = ", log" if knob.log else ""
+    return f"{knob.name} in [{knob.low:g}, {knob.high:g}] ({kind}{scale})"
+
+
+def _fmt(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.4g}"
+
+
+def _fmt_mean(mean: float | None, std: float | None, n: int) -> str:
+    if mean is None:
+        return "not measured"
+    return f"{mean:.4g} ± {std or 0.0:.2g} (n={n})"
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: max(0, limit - len(TRUNCATED))] + TRUNCATED
+
+
+def _clip_line(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

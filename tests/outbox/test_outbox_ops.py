@@ -1,0 +1,399 @@
+"""Every outbox op: the exact requests it makes, and that a second run changes nothing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import respx
+
+from bot.github import GitHubApp
+from bot.outbox import OutboxWorker
+from bot.store import Store
+from bot.writes import enqueue, marker, with_marker
+
+from .conftest import INSTALLATION, api_calls, writes
+
+REPO = "lab/charlm"
+
+
+async def perform(store: Store, github: GitHubApp, op: str, **args: Any) -> dict[str, Any]:
+    with store.transaction():
+        row_id = enqueue(store, REPO, INSTALLATION, op, **args)
+    await OutboxWorker(store, github).run_once()
+    row = store.one("SELECT * FROM outbox WHERE id = ?", (row_id,))
+    assert row is not None
+    if row["result"]:
+        row["result"] = json.loads(row["result"])
+    return row
+
+
+async def test_comment_is_created_with_its_marker(
+    store: Store, github: GitHubApp, gh_mock: respx.MockRouter
+) -> None:
+    gh_mock.get(f"/repos/{REPO}/issues/4/comments").respond(
+        200, json=[{"id": 1, "body": "someone else"}]
+    )
+    gh_mock.post(f"/repos/{REPO}/issues/4/comments").respond(201, json={"id": 77})
+    row = await perform(store, github, "comment", number=4, kind="result", key="9-1", body="hi")
+    assert (row["state"], row["result"]) == ("done", {"comment_id": 77})
+    assert api_calls(gh_mock) == [
+        ("GET", f"/repos/{REPO}/issues/4/comments?per_page=100", None),
+        (
+            "POST",
+            f"/repos/{REPO}/issues/4/comments",
+            {"body": "<!-- kohai:result:9-1 -->\nhi"},
+        ),
+    ]
+
+
+async def test_marker_already_there_prevents_a_second_comment(
+    store: Store, github: GitHubApp, gh_mock: respx.MockRouter
+) -> None:
+    gh_mock.get(f"/repos/{REPO}/issues/4/comments").respond(
+        200, json=[{"id": 55, "body": with_marker("hi", "result", "9-1")}]
+    )
+    create = gh_mock.post(f"/repos/{REPO}/issues/4/comments").respond(201, json={"id": 78})
+    row = await perform(store, github, "comment", number=4, kind="result", key="9-1", body="hi")
+    assert (row["state"], row["result"]) == ("done", {"comment_id": 55})
+    assert create.call_count == 0
+
+
+async def test_marker_is_found_on_a_later_page(
+    store: Store, github: GitHubApp, gh_mock: respx.MockRouter
+) -> None:
+    page2 = "https://api.github.com/repositories/1/issues/4/comments?page=2&per_page=100"
+    gh_mock.get(f"/repos/{REPO}/issues/4/comments").respond(
+        200,
+        json=[{"id": n, "body": "chatter"} for n in range(100)],
+        headers={"link": f'<{page2}>; rel="next"'},
+    )
+    gh_mock.get("/repositories/1/issues/4/comments").respond(
+        200, json=[{"id": 500, "body": with_marker("old", "result", "9-1")}]
+    )
+    row = await perform(store, github, "comment", number=4, kind="result", key="9-1", body="hi")
+    assert row["result"] == {"comment_id": 500}
+    assert writes(gh_mock) == []
+
+
+async def test_sticky_is_edited_in_place(
+    store: Store, github: GitHubApp, gh_mock: respx.MockRouter
+) -> None:
+    gh_mock.get(f"/repos/{REPO}/issues/4/comments").respond(
+        200, json=[{"id": 31, "body": with_marker("queued", "status", 4)}]
+    )
+    gh_mock.patch(f"/repos/{REPO}/issues/comments/31").respond(200, json={"id": 31})
+    row = await perform(store, github, "sticky", number=4, kind="status", key=4, body="training")
+    assert row["result"] == {"comment_id": 31}
+    assert writes(gh_mock) == [
+        (
+            "PATCH",
+            f"/repos/{REPO}/issues/comments/31",
+            {"body": "<!-- kohai:status:4 -->\ntraining"},
+        )
+    ]
+
+
+async def test_sticky_unchanged_is_not_rewritten(
+    store: Store, github: GitHubApp, gh_mock: respx.MockRouter
+) -> None:
+    gh_mock.get(f"/repos/{REPO}/issues/4/comments").respond(
+        200, json=[{"id": 31, "body": with_marker("same", "status", 4)}]
+    )
+    row = await perform(store, github, "sticky", number=4, kind="status", key=4, body="same")
+    assert row["state"] == "done" and writes(gh_mock) == []
+
+
+async def test_sticky_is_created_when_missing(
+    store: Store, github: GitHubApp, gh_mock: respx.MockRouter
+) -> None:
+    gh_mock.get(f"/repos/{REPO}/issues/4/comments").respond(200, json=[])
+    gh_mock.post(f"/repos/{REPO}/issues/4/comments").respond(201, json={"id": 40})
+    row = await perform(store, github, "sticky", number=4, kind="status", key=4, body="queued")
+    assert row["result"] == {"comment_id": 40}
+    assert writes(gh_mock) == [
+        ("POST", f"/repos/{REPO}/issues/4/comments", {"body": "<!-- kohai:status:4 -->\nqueued"})
+    ]
+
+
+OPEN_PR_ARGS: dict[str, Any] = {
+    "experiment_id": 12,
+    "base": "main",
+    "branch": "kohai/12-wider-mlp",
+    "title": "Wider MLP",
+    "body": "Hypothesis: a wider MLP lowers val_bpb.",
+    "commit_message": "kohai: wider MLP\n\nHypothesis: a wider MLP lowers val_bpb.",
+    "labels": ["student:fern", "status:queued"],
+    "issue_number": 3,
+}
+PULL = {
+    "number": 21,
+    "node_id": "PR_kw21",
+    "html_url": "https://github.com/lab/charlm/pull/21",
+    "head": {"ref": "kohai/12-wider-mlp", "sha": "c0ffee", "repo": {"full_name": REPO}},
+    "draft": True,
+}
+
+
+def mock_open_pr_world(router: respx.MockRouter) -> None:
+    router.get(f"/repos/{REPO}/pulls").respond(200, json=[])
+    router.get(f"/repos/{REPO}/git/ref/heads/kohai/12-wider-mlp").respond(
+        404, json={"message": "Not Found"}
+    )
+    router.get(f"/repos/{REPO}/git/ref/heads/main").respond(
+        200, json={"ref": "refs/heads/main", "object": {"sha": "base111", "type": "commit"}}
+    )
+    router.get(f"/repos/{REPO}/git/commits/base111").respond(
+        200, json={"sha": "base111", "tree": {"sha": "tree222"}}
+    )
+    router.post(f"/repos/{REPO}/git/commits").respond(201, json={"sha": "c0ffee"})
+    router.post(f"/repos/{REPO}/git/refs").respond(201, json={"ref": "refs/heads/kohai/12"})
+    router.post(f"/repos/{REPO}/pulls").respond(201, json=PULL)
+    router.post(f"/repos/{REPO}/issues/21/labels").respond(200, json=[])
+    router.get(f"/repos/{REPO}/issues/3/comments").respond(200, json=[])
+    router.post(f"/repos/{REPO}/issues/3/comments").respond(201, json={"id": 900})
+
+
+async def test_open_pr_starts_the_branch_with_an_empty_commit_then_a_draft_pr(
+    store: Store, github: GitHubApp, gh_mock: respx.MockRouter
+) -> None:
+    mock_open_pr_world(gh_mock)
+    row = await perform(store, github, "open_pr", **OPEN_PR_ARGS)
+    assert row["state"] == "done", row["last_error"]
+    assert row["result"] == {
+        "number": 21,
+        "node_id": "PR_kw21",
+        "head_sha": "c0ffee",
+        "html_url": "https://github.com/lab/charlm/pull/21",
+    }
+    assert api_calls(gh_mock) == [
+        (
+            "GET",
+            f"/repos/{REPO}/pulls?head=lab%3Akohai%2F12-wider-mlp&state=all&per_page=100",
+            None,
+        ),
+        ("GET", f"/repos/{REPO}/git/ref/heads/kohai/12-wider-mlp", None),
+        ("GET", f"/repos/{REPO}/git/ref/heads/main", None),
+        ("GET", f"/repos/{REPO}/git/commits/base111", None),
+        (
+            "POST",
+            f"/repos/{REPO}/git/commits",
+            {
+                "message": OPEN_PR_ARGS["commit_message"],
+                "tree": "tree222",
+                "parents": ["base111"],
+            },
+        ),
+        (
+            "POST",
+            f"/repos/{REPO}/git/refs",
+            {"ref": "refs/heads/kohai/12-wider-mlp", "sha": "c0ffee"},
+        ),
+        (
+            "POST",
+            f"/repos/{REPO}/pulls",
+            {
+                "title": "Wider MLP",
+                "head": "kohai/12-wider-mlp",
+                "base": "main",
+                "body": "<!-- kohai:experiment:12 -->\nHypothesis: a wider MLP lowers val_bpb.",
+                "draft": True,
+            },
+        ),
+        ("POST", f"/repos/{REPO}/issues/21/labels", {"labels": ["student:fern", "status:queued"]}),
+        ("GET", f"/repos/{REPO}/issues/3/comments?per_page=100", None),
+        (
+            "POST",
+            f"/repos/{REPO}/issues/3/comments",
+            {
+                "body": "<!-- kohai:link:12 -->\n"
+                "Opened #21 for this hypothesis: https://github.com/lab/charlm/pull/21"
+            },
+        ),
+    ]
+
+
+async def test_open_pr_when_the_pr_exists_only_repairs_labels_and_link(
+    store: Store, github: GitHubApp, gh_mock: respx.MockRouter
+) -> None:
+    mock_open_pr_world(gh_mock)
+    gh_mock.get(f"/repos/{REPO}/pulls").respond(
+        200, json=[{**PULL, "number": 5, "head": {"ref": "other", "sha": "x"}}, PULL]
+    )
+    gh_mock.get(f"/repos/{REPO}/issues/3/comments").respond(
+        200, json=[{"id": 900, "body": with_marker("Opened #21", "link", 12)}]
+    )
+    row = await perform(store, github, "open_pr", **OPEN_PR_ARGS)
+    assert row["result"]["number"] == 21
+    assert writes(gh_mock) == [
+        ("POST", f"/repos/{REPO}/issues/21/labels", {"labels": ["student:fern", "status:queued"]})
+    ]
+
+
+async def test_open_pr_reuses_an_existing_branch(
+    store: Store, github: GitHubApp, gh_mock: respx.MockRouter
+) -> None:
+    mock_open_pr_world(gh_mock)
+    gh_mock.get(f"/repos/{REPO}/git/ref/heads/kohai/12-wider-mlp").respond(
+        200, json={"object": {"sha": "c0ffee"}}
+    )
+    args = {**OPEN_PR_ARGS, "labels": [], "issue_number": None}
+    row = await perform(store, github, "open_pr", **args)
+    assert row["state"] == "done"
+    assert [(m, p) for m, p, _ in writes(gh_mock)] == [("POST", f"/repos/{REPO}/pulls")]
+
+
+async def test_ensure_labels_creates_only_missing_ones(
+    store: Store, github: GitHubApp, gh_mock: respx.MockRouter
+) -> None:
+    gh_mock.get(f"/repos/{REPO}/labels").respond(200, json=[{"name": "Hold"}])
+    gh_mock.post(f"/repos/{REPO}/labels").mock(
+        side_effect=[
+            httpx.Response(201, json={}),
+            httpx.Response(
+                422,
+                json={"message": "Validation Failed", "errors": [{"code": "already_exists"}]},
+            ),
+        ]
+    )
+    labels = [
+        {"name": "hold", "color": "b60205", "description": "nothing new starts"},
+        {"name": "status:queued", "color": "#fbca04", "description": "waiting for a host"},
+        {"name": "student:fern", "color": "1d76db", "description": ""},
+    ]
+    row = await perform(store, github, "ensure_labels", labels=labels)
+    assert row["state"] == "done", row["last_error"]
+    assert writes(gh_mock) == [
+        (
+            "POST",
+            f"/repos/{REPO}/labels",
+            {"name": "status:queued", "color": "fbca04", "description": "waiting for a host"},
+        ),
+        ("POST", f"/repos/{REPO}/labels", {"name": "student:fern", "color": "1d76db"}),
+    ]
+
+
+async def test_add_and_remove_labels(
+    store: Store, github: GitHubApp, gh_mock: respx.MockRouter
+) -> None:
+    gh_mock.post(f"/repos/{REPO}/issues/21/labels").respond(200, json=[])
+    gh_mock.delete(f"/repos/{REPO}/issues/21/labels/status%3Aqueued").respond(200, json=[])
+    gh_mock.delete(f"/repos/{REPO}/issues/21/labels/hold").respond(
+        404, json={"message": "Label does not exist"}
+    )
+    added = await perform(store, github, "add_labels", number=21, labels=["status:wip"])
+    removed = await perform(store, github, "remove_label", number=21, label="status:queued")
+    absent = await perform(store, github, "remove_label", number=21, label="hold")
+    assert [added["state"], removed["state"], absent["state"]] == ["done"] * 3
+    assert writes(gh_mock) == [
+        ("POST", f"/repos/{REPO}/issues/21/labels", {"labels": ["status:wip"]}),
+        ("DELETE", f"/repos/{REPO}/issues/21/labels/status%3Aqueued", None),
+        ("DELETE", f"/repos/{REPO}/issues/21/labels/hold", None),
+    ]
+
+
+async def test_react(store: Store, github: GitHubApp, gh_mock: respx.MockRouter) -> None:
+    gh_mock.post(f"/repos/{REPO}/issues/comments/555/reactions").respond(201, json={"id": 1})
+    row = await perform(store, github, "react", comment_id=555, content="eyes")
+    assert row["state"] == "done"
+    assert writes(gh_mock) == [
+        ("POST", f"/repos/{REPO}/issues/comments/555/reactions", {"content": "eyes"})
+    ]
+
+
+async def test_mark_ready_goes_through_graphql(
+    store: Store, github: GitHubApp, gh_mock: respx.MockRouter
+) -> None:
+    gh_mock.get(f"/repos/{REPO}/pulls/21").respond(200, json=PULL)
+    gh_mock.post("/graphql").respond(
+        200,
+        json={"data": {"markPullRequestReadyForReview": {"pullRequest": {"isDraft": False}}}},
+    )
+    row = await perform(store, github, "mark_ready", number=21)
+    assert row["state"] == "done", row["last_error"]
+    [(method, path, body)] = writes(gh_mock)
+    assert (method, path) == ("POST", "/graphql")
+    assert "markPullRequestReadyForReview" in body["query"]
+    assert body["variables"] == {"id": "PR_kw21"}
+
+
+async def test_mark_ready_on_a_ready_pr_does_nothing(
+    store: Store, github: GitHubApp, gh_mock: respx.MockRouter
+) -> None:
+    gh_mock.get(f"/repos/{REPO}/pulls/21").respond(200, json={**PULL, "draft": False})
+    row = await perform(store, github, "mark_ready", number=21)
+    assert row["state"] == "done" and writes(gh_mock) == []
+
+
+async def test_convert_to_draft(store: Store, github: GitHubApp, gh_mock: respx.MockRouter) -> None:
+    gh_mock.get(f"/repos/{REPO}/pulls/21").respond(200, json={**PULL, "draft": False})
+    gh_mock.post("/graphql").respond(200, json={"data": {"convertPullRequestToDraft": {}}})
+    row = await perform(store, github, "convert_to_draft", number=21)
+    assert row["state"] == "done"
+    [(_, _, body)] = writes(gh_mock)
+    assert "convertPullRequestToDraft" in body["query"]
+
+
+async def test_merge(store: Store, github: GitHubApp, gh_mock: respx.MockRouter) -> None:
+    gh_mock.get(f"/repos/{REPO}/pulls/21").respond(200, json={**PULL, "merged": False})
+    gh_mock.put(f"/repos/{REPO}/pulls/21/merge").respond(
+        200, json={"sha": "m3rg3", "merged": True, "message": "Pull Request successfully merged"}
+    )
+    row = await perform(
+        store, github, "merge", number=21, sha="c0ffee", method="squash", title="Wider MLP (#21)"
+    )
+    assert (row["state"], row["result"]) == ("done", {"sha": "m3rg3", "merged": True})
+    assert writes(gh_mock) == [
+        (
+            "PUT",
+            f"/repos/{REPO}/pulls/21/merge",
+            {"merge_method": "squash", "sha": "c0ffee", "commit_title": "Wider MLP (#21)"},
+        )
+    ]
+
+
+async def test_merge_of_a_merged_pr_is_done(
+    store: Store, github: GitHubApp, gh_mock: respx.MockRouter
+) -> None:
+    gh_mock.get(f"/repos/{REPO}/pulls/21").respond(
+        200, json={**PULL, "merged": True, "merge_commit_sha": "m3rg3"}
+    )
+    row = await perform(store, github, "merge", number=21, sha="c0ffee", method="squash", title="")
+    assert row["result"] == {"sha": "m3rg3", "merged": True}
+    assert writes(gh_mock) == []
+
+
+async def test_merge_refused_is_a_permanent_failure_with_githubs_message(
+    store: Store, github: GitHubApp, gh_mock: respx.MockRouter
+) -> None:
+    gh_mock.get(f"/repos/{REPO}/pulls/21").respond(200, json={**PULL, "merged": False})
+    gh_mock.put(f"/repos/{REPO}/pulls/21/merge").respond(
+        409, json={"message": "Head branch was modified. Review and try the merge again."}
+    )
+    row = await perform(store, github, "merge", number=21, sha="old", method="squash", title="t")
+    assert row["state"] == "failed" and row["attempts"] == 1
+    assert "Head branch was modified" in row["last_error"]
+
+
+async def test_close(store: Store, github: GitHubApp, gh_mock: respx.MockRouter) -> None:
+    gh_mock.patch(f"/repos/{REPO}/issues/21").respond(200, json={"state": "closed"})
+    row = await perform(store, github, "close", number=21)
+    assert row["state"] == "done"
+    assert writes(gh_mock) == [("PATCH", f"/repos/{REPO}/issues/21", {"state": "closed"})]
+
+
+def test_marker_format_is_the_documented_one() -> None:
+    assert marker("status", 4) == "<!-- kohai:status:4 -->"
+
+
+async def test_an_over_long_comment_is_cut_to_what_github_accepts(
+    store: Store, github: GitHubApp, gh_mock: respx.MockRouter
+) -> None:
+    gh_mock.get(f"/repos/{REPO}/issues/4/comments").respond(200, json=[])
+    gh_mock.post(f"/repos/{REPO}/issues/4/comments").respond(201, json={"id": 1})
+    row = await perform(store, github, "comment", number=4, kind="log", key=1, body="x" * 70_000)
+    assert row["state"] == "done"
+    [(_, _, body)] = writes(gh_mock)
+    assert len(body["body"]) == 65_536
+    assert body["body"].startswith("<!-- kohai:log:1 -->") and body["body"].endswith("(truncated)")
