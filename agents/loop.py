@@ -157,21 +157,6 @@ class AdvisorLoop:
         )
         return [r["metric"] if r["status"] == "ok" else None for r in rows]
 
-    def _next_seeds(self, exp: dict[str, Any], count: int) -> list[int]:
-        used = {
-            r["seed"]
-            for r in self.store.query(
-                "SELECT seed FROM runs WHERE experiment_id = ? AND commit_sha IS ? AND base_sha IS ?",
-                (exp["id"], exp["head_sha"], exp["base_sha"]),
-            )
-        }
-        seeds, s = [], 0
-        while len(seeds) < count:
-            if s not in used:
-                seeds.append(s)
-            s += 1
-        return seeds
-
     async def review_one(self, exp: dict[str, Any]) -> str:
         repo = self.engine.repo_by_id(exp["repo_id"])
         problem = repo.problem
@@ -212,7 +197,7 @@ class AdvisorLoop:
             with self.store.transaction():
                 self.engine.decide(exp["id"], "confirm", "gate", gate.rationale, gate.stats())
                 self.engine.queue_experiment_job(
-                    repo, exp, seeds=self._next_seeds(exp, gate.seeds_needed)
+                    repo, exp, seeds=self.engine.next_seeds(exp, gate.seeds_needed)
                 )
             return "confirm"
         ctx = self.context(repo)

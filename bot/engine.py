@@ -320,19 +320,14 @@ class Engine:
         exp = self._exp(repo, intent.number)
         if exp is None or repo is None:
             return "no experiment"
+        if exp["state"] in ("merged", "closed"):
+            self._reply(repo, exp, event, "done", f"This experiment is already {exp['state']}.")
+            return "already finished"
         if self.store.one(
-            "SELECT id FROM jobs WHERE experiment_id = ? AND state IN ('queued', 'leased')",
-            (exp["id"],),
+            "SELECT id FROM jobs WHERE experiment_id = ? AND state = 'queued'", (exp["id"],)
         ):
-            self._write(
-                repo,
-                "comment",
-                number=exp["pr_number"],
-                kind="reply",
-                key=f"{event.delivery_id}:busy",
-                body="This experiment already has a job queued or running; `/stop` it first.",
-            )
-            return "already running"
+            self._reply(repo, exp, event, "busy", "A job for this experiment is already queued.")
+            return "already queued"
         seeds = intent.seeds or repo.problem.seeds
         self.decide(
             exp["id"],
@@ -341,9 +336,40 @@ class Engine:
             f"/rerun with {seeds} seed(s) by @{intent.actor}",
         )
         self.queue_experiment_job(
-            repo, exp, seeds=list(range(seeds)), priority=HUMAN_PRIORITY, fresh=True
+            repo, exp, seeds=self.next_seeds(exp, seeds), priority=HUMAN_PRIORITY
         )
         return f"rerun with {seeds} seeds"
+
+    def _reply(self, repo: Repo, exp: dict[str, Any], event: Event, key: str, body: str) -> None:
+        self._write(
+            repo,
+            "comment",
+            number=exp["pr_number"],
+            kind="reply",
+            key=f"{event.delivery_id}:{key}",
+            body=body,
+        )
+
+    def next_seeds(self, exp: dict[str, Any], count: int) -> list[int]:
+        """Seeds not yet run (nor queued) on this experiment's head: a rerun adds evidence."""
+        used = {
+            r["seed"]
+            for r in self.store.query(
+                "SELECT seed FROM runs WHERE experiment_id = ? AND commit_sha IS ?",
+                (exp["id"], exp["head_sha"]),
+            )
+        }
+        for row in self.store.query(
+            "SELECT seeds FROM jobs WHERE experiment_id = ? AND state IN ('queued', 'leased')",
+            (exp["id"],),
+        ):
+            used.update(json.loads(row["seeds"]))
+        seeds, seed = [], 0
+        while len(seeds) < count:
+            if seed not in used:
+                seeds.append(seed)
+            seed += 1
+        return seeds
 
     def _on_Stop(self, intent: i.Stop, event: Event, repo: Repo | None) -> str:
         exp = self._exp(repo, intent.number)

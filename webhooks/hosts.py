@@ -54,6 +54,8 @@ async def _job_payload(ctx: Any, leased: Leased) -> dict[str, Any]:
     token, expires = await ctx.github.job_token(repo.installation_id, repo.full_name)
     payload = json.loads(job["payload"] or "{}")
     implement = payload.get("implement")
+    if exp is not None and exp["implemented"] and not exp["feedback"]:
+        implement = None  # an earlier job implemented it; this one only trains
     student_row = ctx.store.one("SELECT gpus FROM students WHERE name = ?", (job["leased_by"],))
     return Job(
         id=job["id"],

@@ -1,0 +1,1 @@
+"""The online agents: the Claude advisor (anthropic SDK) and the Claude Code student."""

@@ -1,0 +1,436 @@
+"""`kohai demo`: the whole lab on this machine, end to end, on its embedded defaults.
+
+On loopback, in a work directory: the GitHub sandbox with a problem repo made
+from the reference problem (the App installed on it), the bot pointed at it,
+local students as host daemons on the CPU, and the advisor (offline without
+an Anthropic key). Scripted humans act along the way: a writer opens an issue
+for fern, a writer's `/rerun` is accepted, a read-only user's is refused.
+Everything goes through the real path: webhooks, outbox, leases, git over HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+CHARLM = ROOT / "trainer" / "examples" / "charlm"
+STUDENT_NAMES = ["fern", "frieren", "himmel", "heiter", "eisen", "stark", "ubel", "lawine"]
+REPO = "lab/charlm"
+DEADLINE_S = 20 * 60
+# The demo's lab starts from a deliberately timid learning rate, so that there is
+# something real to find within a few minutes of CPU time.
+START_LEARNING_RATE = "1e-3"
+HUMAN_HYPOTHESIS = (
+    "The loss curves are still falling steeply when the budget runs out: the model is "
+    "under-trained, not over-fitted. A larger learning rate should reach a lower val_bpb "
+    "within the same time budget.\n\nLEARNING_RATE = 3e-3\n"
+)
+
+
+class DemoError(RuntimeError):
+    """A part of the demo could not start; the message says which and why."""
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def preflight(port: int) -> None:
+    for module, why in (
+        ("torch", "the reference problem trains with it"),
+        ("uvicorn", "serves the bot"),
+    ):
+        if importlib.util.find_spec(module) is None:
+            raise DemoError(
+                f"missing package {module!r} ({why}); `make demo` installs it into .venv"
+            )
+    if shutil.which("git") is None:
+        raise DemoError("git is not installed; the sandbox keeps real git repositories")
+    if port and not _port_free(port):
+        raise DemoError(f"port {port} is in use; pick another with --port")
+    if not CHARLM.is_dir():
+        raise DemoError(f"the reference problem is missing at {CHARLM}")
+
+
+def problem_files(budget: str) -> dict[str, str]:
+    """The reference problem with the demo's budget."""
+    files = {p.name: p.read_text() for p in CHARLM.iterdir() if p.is_file()}
+    toml = files["kohai.toml"]
+    toml = re.sub(r"^budget = .*$", f'budget = "{budget}"', toml, flags=re.M)
+    toml = re.sub(r"^confirm_seeds = .*$", "confirm_seeds = 3", toml, flags=re.M)
+    toml = re.sub(r"^baseline_seeds = .*$", "baseline_seeds = 3", toml, flags=re.M)
+    files["kohai.toml"] = toml
+    files["train.py"] = re.sub(
+        r"^LEARNING_RATE = .*$",
+        f"LEARNING_RATE = {START_LEARNING_RATE}",
+        files["train.py"],
+        flags=re.M,
+    )
+    return files
+
+
+@dataclass
+class Demo:
+    args: argparse.Namespace
+    work: Path
+    started: list[Any] = field(default_factory=list)
+    hosts: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    acted: set[str] = field(default_factory=set)
+    t0: float = field(default_factory=time.time)
+
+    # ---------------------------------------------------------------- start
+
+    def start(self) -> None:
+        from bot.cli.serve import build_context
+        from bot.config import Settings
+        from bot.jobs import register_student
+        from bot.store import Store
+        from sandbox.control import SandboxControl
+        from sandbox.server import SandboxServer
+        from webhooks.app import create_app
+
+        port = self.args.port or _free_port()
+        self.sandbox = SandboxServer(
+            self.work / "github", webhook_url=f"http://127.0.0.1:{port}/webhooks/github"
+        )
+        self.sandbox.start()
+        self.started.append(self.sandbox)
+        self.control = SandboxControl(self.sandbox.url)
+        settings = Settings(
+            app_id=self.sandbox.app_id,
+            private_key=self.sandbox.private_key_pem,
+            webhook_secret=self.sandbox.webhook_secret,
+            github_api_url=self.sandbox.url,
+            db_path=str(self.work / "kohai.db"),
+            public_url=f"http://127.0.0.1:{port}",
+            anthropic_api_key=os.environ.get("ANTHROPIC_API_KEY") or None,
+        )
+        self.ctx = build_context(settings, max_experiments=self.args.experiments)
+        self.bot = _Server(create_app(self.ctx), port)
+        self.bot.start()
+        self.started.append(self.bot)
+        self.bot_url = f"http://127.0.0.1:{port}"
+        self.store = Store(settings.db_path)  # the demo's own reading connection
+        self.sandbox.create_repo(REPO, files=problem_files(self.args.budget))
+        names = STUDENT_NAMES[: self.args.students] + [
+            f"student-{i}" for i in range(len(STUDENT_NAMES), self.args.students)
+        ]
+        for name in names:
+            token = register_student(self.store, name)
+            self.hosts[name] = self._spawn_host(name, token)
+
+    def _spawn_host(self, name: str, token: str) -> subprocess.Popen[bytes]:
+        log = open(self.work / f"host-{name}.log", "wb")  # noqa: SIM115 - lives as long as the host
+        env = {
+            **os.environ,
+            "WANDB_DIR": str(self.work),
+            "WANDB_SILENT": "true",
+            "KOHAI_HOST_TOKEN": token,
+        }
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bot.cli",
+                "host",
+                "run",
+                "--name",
+                name,
+                "--token",
+                token,
+                "--bot-url",
+                self.bot_url,
+                "--work-dir",
+                str(self.work / f"host-{name}"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+
+    # --------------------------------------------------------------- humans
+
+    def act_as_humans(self) -> None:
+        """What people do in the demo's story, each once, when its moment comes."""
+        baseline = self.store.one("SELECT COUNT(*) AS n FROM runs WHERE kind = 'baseline'")["n"]
+        if "issue" not in self.acted and baseline:
+            self.acted.add("issue")
+            issue = self.control.open_issue(
+                REPO,
+                "Halve the batch size",
+                HUMAN_HYPOTHESIS,
+                labels=["student:fern"],
+                as_user="bob",
+            )
+            self.say(f"bob opened issue #{issue['number']} labelled student:fern")
+        human = self.store.one(
+            "SELECT * FROM experiments WHERE source = 'human' AND pr_number IS NOT NULL "
+            "AND state = 'training' ORDER BY id LIMIT 1"
+        )
+        if "rerun" not in self.acted and human is not None:
+            self.acted.add("rerun")
+            number = human["pr_number"]
+            self.control.comment(REPO, number, "/rerun", as_user="carol")
+            self.say(f"carol (read-only) commented /rerun on #{number}")
+            self.control.comment(REPO, number, "/rerun seeds=2", as_user="bob")
+            self.say(f"bob (writer) commented /rerun seeds=2 on #{number}")
+
+    # ------------------------------------------------------------- progress
+
+    def say(self, text: str) -> None:
+        print(f"[{time.time() - self.t0:6.1f}s] {text}", flush=True)
+
+    def snapshot(self) -> dict[str, Any]:
+        from bot import queries
+        from bot.engine import Repo
+
+        row = self.store.one("SELECT * FROM repos WHERE full_name = ?", (REPO,))
+        problem = Repo.from_row(row).problem if row and row["problem_toml"] else None
+        exps = queries.experiments(self.store)
+        done = [e for e in exps if e.state in ("merged", "closed")]
+        students = queries.students(self.store)
+        best = queries.best_over_experiments(self.store, problem) if problem else None
+        return {
+            "experiments": exps,
+            "done": done,
+            "students": students,
+            "best": best,
+            "problem": problem,
+        }
+
+    def render(self, snap: dict[str, Any]) -> str:
+        lines = [f"kohai demo — {time.time() - self.t0:5.0f}s — dashboard {self.bot_url}"]
+        for s in snap["students"]:
+            what = f"PR #{s.pr_number} {s.title[:40]}" if s.pr_number else (s.job_kind or "")
+            lines.append(f"  {s.name:<9} {s.state:<13} {what}")
+        best = snap["best"]
+        base = f"{best.baseline:.4f}" if best and best.baseline is not None else "measuring"
+        top = f"{best.best:.4f}" if best and best.best is not None else "—"
+        merged = sum(1 for e in snap["done"] if e.state == "merged")
+        lines.append(
+            f"  experiments finished {len(snap['done'])}/{self.target()} (merged {merged})"
+            f" · baseline {base} · best {top}"
+        )
+        return "\n".join(lines)
+
+    def target(self) -> int:
+        return self.args.experiments + 1  # the advisor's plus the human's
+
+    def run(self) -> int:
+        last = ""
+        tty = sys.stdout.isatty()
+        drawn = 0
+        while True:
+            self._check_hosts()
+            self.act_as_humans()
+            snap = self.snapshot()
+            text = self.render(snap)
+            if tty:
+                if drawn:
+                    sys.stdout.write(f"\x1b[{drawn}F\x1b[J")
+                sys.stdout.write(text + "\n")
+                sys.stdout.flush()
+                drawn = text.count("\n") + 1
+            elif text.split("\n", 1)[1] != last:
+                print(text, flush=True)
+                last = text.split("\n", 1)[1]
+            if len(snap["done"]) >= self.target() and self._quiet():
+                return self.finish(snap)
+            if time.time() - self.t0 > DEADLINE_S:
+                print(f"kohai demo: stopped after {DEADLINE_S // 60} minutes", file=sys.stderr)
+                self.finish(snap)
+                return 1
+            time.sleep(1.0)
+
+    def _quiet(self) -> bool:
+        """No job queued or running and no GitHub write pending: the story is told."""
+        busy = self.store.one(
+            "SELECT (SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'leased')) + "
+            "(SELECT COUNT(*) FROM outbox WHERE state = 'pending') AS n"
+        )["n"]
+        return busy == 0
+
+    def _check_hosts(self) -> None:
+        for name, process in self.hosts.items():
+            if process.poll() is not None:
+                log = (self.work / f"host-{name}.log").read_text(errors="replace")[-2000:]
+                raise DemoError(f"the host of student {name} exited ({process.returncode}):\n{log}")
+
+    # -------------------------------------------------------------- the end
+
+    def finish(self, snap: dict[str, Any]) -> int:
+        from bot import queries
+        from bot.cli.history import format_table
+        from bot.report import write_report
+
+        problem = snap["problem"]
+        rows = queries.leaderboard(self.store, problem=problem)
+        metric = problem.metric if problem else "metric"
+        print("\nLeaderboard (merged winners)")
+        if rows:
+            print(
+                format_table(
+                    ["rank", "PR", "title", "student", metric, "seeds", "delta"],
+                    [
+                        [
+                            r.rank,
+                            f"#{r.pr_number}",
+                            r.title[:48],
+                            r.student,
+                            _f(r.mean),
+                            r.seeds,
+                            _f(r.delta, "+.4f"),
+                        ]
+                        for r in rows
+                    ],
+                )
+            )
+        else:
+            print("  none merged: no experiment beat the baseline by more than seed noise")
+        print("\nExperiments")
+        print(
+            format_table(
+                ["PR", "state", "student", "source", metric, "seeds", "decision"],
+                [
+                    [
+                        f"#{e.pr_number}",
+                        e.state,
+                        e.student,
+                        e.source,
+                        _f(e.mean),
+                        e.seeds,
+                        (e.verdict or "") + (f" ({e.actor})" if e.actor else ""),
+                    ]
+                    for e in reversed(snap["experiments"])
+                ],
+            )
+        )
+        report = write_report(self.store, problem, self.work / "report", html_base=self.sandbox.url)
+        repo_path = self.sandbox.repo_path(REPO)
+        log = subprocess.run(
+            ["git", "log", "--oneline", "-n", "10", "main"],
+            cwd=repo_path,
+            capture_output=True,
+            text=True,
+        ).stdout
+        print(f"\nReport: {report}")
+        print(f"Sandbox repository (git history holds the merged winners): {repo_path}")
+        print(log.rstrip())
+        print(
+            f"Database: {self.work / 'kohai.db'}   (try: KOHAI_DB={self.work / 'kohai.db'} kohai history)"
+        )
+        return 0
+
+    def stop(self) -> None:
+        import logging
+
+        logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)  # open long-polls at exit
+        for process in self.hosts.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.hosts.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        for thing in reversed(self.started):
+            try:
+                thing.stop()
+            except Exception as exc:  # noqa: BLE001 - best effort on the way out
+                print(f"kohai demo: stopping {type(thing).__name__}: {exc}", file=sys.stderr)
+
+
+def _f(value: float | None, spec: str = ".4f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+class _Server:
+    """The bot app under uvicorn in a thread, as `kohai serve` runs it."""
+
+    def __init__(self, app: Any, port: int) -> None:
+        import threading
+
+        import uvicorn
+
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=3
+            )
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.time() > deadline:
+                raise DemoError("the bot server did not start (see the messages above)")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def main(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    for noisy in ("httpx", "kohai", "bot", "optuna"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        preflight(args.port)
+    except DemoError as exc:
+        print(f"kohai demo: {exc}", file=sys.stderr)
+        return 2
+    work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="kohai-demo-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(
+        f"kohai demo: {args.students} students, {args.experiments} advisor experiments "
+        f"+ 1 human, budget {args.budget}; work directory {work}",
+        flush=True,
+    )
+    demo = Demo(args, work)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        demo.start()
+        code = demo.run()
+        if args.keep_serving:
+            print(f"\nDashboard: {demo.bot_url}  (Ctrl-C to stop)", flush=True)
+            while True:
+                time.sleep(3600)
+        return code
+    except DemoError as exc:
+        print(f"kohai demo: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nkohai demo: interrupted; stopping the students and servers", file=sys.stderr)
+        return 130
+    finally:
+        demo.stop()

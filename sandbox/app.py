@@ -1,0 +1,95 @@
+"""The litestar application: one catch-all handler that sorts requests three ways.
+
+`/{owner}/{repo}.git/...` goes to git's smart-HTTP backend, `/_sandbox/...` to
+the control API, everything else to GitHub's REST and GraphQL routes (where
+the fault switch applies). Work runs in a thread: it takes the state lock and
+spawns git.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from urllib.parse import parse_qsl
+
+import anyio.to_thread
+from litestar import Litestar, Request, Response, route
+from litestar.enums import HttpMethod
+
+from sandbox import control_api, githttp, routes
+from sandbox.errors import ApiError
+from sandbox.paging import link_header
+from sandbox.world import World
+
+log = logging.getLogger(__name__)
+METHODS = [HttpMethod.GET, HttpMethod.POST, HttpMethod.PUT, HttpMethod.PATCH, HttpMethod.DELETE]
+MAX_BODY = 512 * 1024 * 1024
+API_HEADERS = {
+    "x-github-media-type": "github.v3; format=json",
+    "x-ratelimit-limit": "5000",
+    "x-ratelimit-remaining": "4999",
+    "x-ratelimit-resource": "core",
+}
+
+
+def _json_response(status: int, content: Any, headers: dict[str, str] | None = None) -> Response:
+    merged = {**API_HEADERS, **(headers or {})}
+    if status == 204 or content is None:
+        return Response(content=b"", status_code=status, headers=merged)
+    body = json.dumps(content).encode()
+    return Response(content=body, status_code=status, headers=merged, media_type="application/json")
+
+
+def _decode(raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ApiError(400, "Problems parsing JSON") from exc
+
+
+def handle_sync(
+    world: World, method: str, path: str, query_string: str, headers: dict[str, str], raw: bytes
+) -> Response:
+    """Answer one request; runs in a worker thread."""
+    if githttp.is_git_path(path):
+        answer = githttp.handle(world, method, path, query_string, headers, raw)
+        return Response(content=answer.body, status_code=answer.status, headers=answer.headers)
+    query = dict(parse_qsl(query_string))
+    try:
+        if path.startswith(control_api.PREFIX + "/"):
+            status, content = control_api.dispatch(world, method, path, query, _decode(raw))
+            return _json_response(status, content)
+        fault = world.apply_fault()
+        if fault is not None:
+            raise fault
+        status, content = routes.dispatch(
+            world, method, path, query, headers.get("authorization"), _decode(raw)
+        )
+        return _json_response(status, content, link_header(world.base_url, path, content))
+    except ApiError as exc:
+        return _json_response(exc.status, exc.body(), exc.headers)
+    except Exception:  # noqa: BLE001 - answer like GitHub's 500, keep serving
+        log.exception("sandbox: %s %s failed", method, path)
+        return _json_response(500, ApiError(500, "Server Error").body())
+
+
+def build_app(world: World) -> Litestar:
+    @route(["/", "/{path:path}"], http_method=METHODS)
+    async def everything(request: Request[Any, Any, Any]) -> Response:
+        raw = await request.body()
+        headers = {key.lower(): value for key, value in request.headers.items()}
+        path = request.scope.get("raw_path", b"").decode() or request.url.path
+        query_string = request.scope.get("query_string", b"").decode()
+        return await anyio.to_thread.run_sync(
+            handle_sync, world, request.method, path, query_string, headers, raw
+        )
+
+    return Litestar(
+        route_handlers=[everything],
+        request_max_body_size=MAX_BODY,
+        openapi_config=None,
+        debug=False,
+    )

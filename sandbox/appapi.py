@@ -1,0 +1,121 @@
+"""Endpoints about the App itself: installations, tokens, the delivery log, repos."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sandbox import delivery
+from sandbox.auth import Principal
+from sandbox.errors import ApiError, not_found
+from sandbox.paging import Page, page
+from sandbox.world import World
+
+
+def require_app(p: Principal) -> None:
+    """App endpoints take only the App's JWT, as on GitHub."""
+    if p.kind != "app":
+        raise ApiError(
+            401,
+            "A JSON web token could not be decoded",
+        )
+
+
+def get_app(world: World, p: Principal) -> dict[str, Any]:
+    if p.kind == "user":
+        raise ApiError(401, "A JSON web token could not be decoded")
+    with world.state.lock:
+        return world.render.app()
+
+
+def list_installations(world: World, p: Principal, query: dict[str, str]) -> list[Any]:
+    require_app(p)
+    with world.state.lock:
+        shapes = [world.render.installation(i) for i in world.data["installations"].values()]
+        return page(shapes, query)
+
+
+def get_installation(world: World, p: Principal, installation_id: int) -> dict[str, Any]:
+    require_app(p)
+    with world.state.lock:
+        return world.render.installation(world.installation(installation_id))
+
+
+def create_access_token(
+    world: World, p: Principal, installation_id: int, body: dict[str, Any]
+) -> dict[str, Any]:
+    require_app(p)
+    return world.mint_installation_token(installation_id, body or {})
+
+
+def repo_installation(world: World, p: Principal, full: str) -> dict[str, Any]:
+    require_app(p)
+    with world.state.lock:
+        world.repo(full)
+        inst = world.installation_for_repo(full)
+        if inst is None:
+            raise not_found()
+        return world.render.installation(inst)
+
+
+def get_repo(world: World, p: Principal, full: str) -> dict[str, Any]:
+    with world.state.lock:
+        repo = world.authorize(p, full, "metadata", "read")
+        level = None
+        if p.kind == "user":
+            level = world.role_of(p.login, full)
+        elif p.kind == "installation":
+            level = "write"
+        return world.render.repo(repo, permissions_for=level)
+
+
+def installation_repositories(world: World, p: Principal, query: dict[str, str]) -> dict[str, Any]:
+    if p.kind != "installation":
+        raise ApiError(403, "Resource not accessible by integration")
+    with world.state.lock:
+        inst = world.installation(p.installation_id or 0)
+        names = [f for f in inst["repos"] if p.repos is None or f in p.repos]
+        shapes = [world.render.repo(world.data["repos"][f]) for f in names]
+        return {
+            "total_count": len(shapes),
+            "repository_selection": "selected",
+            "repositories": page(shapes, query),
+        }
+
+
+def list_deliveries(world: World, p: Principal, query: dict[str, str]) -> list[Any]:
+    """Newest first, as GitHub lists them, paged by `cursor` (the last id seen)."""
+    require_app(p)
+    with world.state.lock:
+        records = list(reversed(world.data["deliveries"]))
+        per_page = max(1, min(100, int(query.get("per_page", 30))))
+        if query.get("cursor"):
+            cursor = int(query["cursor"])
+            records = [r for r in records if r["id"] < cursor]
+        chosen = records[:per_page]
+        more = len(records) > per_page
+        next_query = {"per_page": str(per_page), "cursor": str(chosen[-1]["id"])} if more else None
+        return Page([delivery.listing(r) for r in chosen], next_query)
+
+
+def _delivery(world: World, delivery_id: int) -> dict[str, Any]:
+    for record in world.data["deliveries"]:
+        if record["id"] == delivery_id:
+            return record
+    raise not_found()
+
+
+def get_delivery(world: World, p: Principal, delivery_id: int) -> dict[str, Any]:
+    require_app(p)
+    with world.state.lock:
+        return delivery.detail(_delivery(world, delivery_id))
+
+
+def redeliver(world: World, p: Principal, delivery_id: int) -> dict[str, Any]:
+    """Queue the same payload again, under the same GUID, marked as a redelivery."""
+    require_app(p)
+    with world.state.lock:
+        record = _delivery(world, delivery_id)
+        world.deliverer.enqueue(
+            record["event"], record["request"]["payload"], guid=record["guid"], redelivery=True
+        )
+        return {}

@@ -1,0 +1,224 @@
+"""Bare git repositories on disk, driven through the `git` command line.
+
+The sandbox keeps real repositories so that clones, pushes, merges and
+conflicts behave exactly as they do on GitHub; this module is the only place
+that runs `git` against them (besides the smart-HTTP backend).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+ZERO_SHA = "0" * 40
+
+
+class GitError(RuntimeError):
+    """A git command failed in a way the caller did not expect."""
+
+
+@dataclass(frozen=True)
+class Signature:
+    """Author or committer of a commit."""
+
+    name: str
+    email: str
+    date: str  # ISO 8601, e.g. 2026-01-01T00:00:00Z
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    sha: str
+    tree: str
+    parents: tuple[str, ...]
+    author: Signature
+    committer: Signature
+    message: str
+
+
+def _git(
+    repo: Path,
+    *args: str,
+    input: bytes | None = None,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[bytes]:
+    full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", **(env or {})}
+    result = subprocess.run(
+        ["git", "--git-dir", str(repo), *args],
+        input=input,
+        capture_output=True,
+        env=full_env,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise GitError(f"git {' '.join(args)}: {result.stderr.decode(errors='replace').strip()}")
+    return result
+
+
+def _out(repo: Path, *args: str, **kwargs: object) -> str:
+    return _git(repo, *args, **kwargs).stdout.decode().strip()  # type: ignore[arg-type]
+
+
+def init_bare(path: Path, default_branch: str = "main") -> None:
+    """Create a bare repo that accepts pushes over smart HTTP."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["git", "init", "--quiet", "--bare", "-b", default_branch, str(path)],
+        check=True,
+        capture_output=True,
+    )
+    _git(path, "config", "http.receivepack", "true")
+    _git(path, "config", "uploadpack.allowAnySHA1InWant", "true")
+
+
+def _signature_env(author: Signature, committer: Signature) -> dict[str, str]:
+    return {
+        "GIT_AUTHOR_NAME": author.name,
+        "GIT_AUTHOR_EMAIL": author.email,
+        "GIT_AUTHOR_DATE": author.date,
+        "GIT_COMMITTER_NAME": committer.name,
+        "GIT_COMMITTER_EMAIL": committer.email,
+        "GIT_COMMITTER_DATE": committer.date,
+    }
+
+
+def write_tree_from_files(repo: Path, files: dict[str, bytes]) -> str:
+    """Store `files` (path -> content) as blobs and return the tree's sha."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        for name, content in sorted(files.items()):
+            blob = _out(repo, "hash-object", "-w", "--stdin", input=content)
+            _git(repo, "update-index", "--add", "--cacheinfo", f"100644,{blob},{name}", env=env)
+        return _out(repo, "write-tree", env=env)
+
+
+IMPORT_EXCLUDES = ("__pycache__/", "*.pyc", ".venv/", ".pytest_cache/", "wandb/", ".DS_Store")
+
+
+def write_tree_from_dir(repo: Path, source: Path) -> str:
+    """Store a directory's files and return the tree's sha.
+
+    Honours the directory's .gitignore and leaves out caches a working copy
+    accumulates (bytecode, virtualenvs, W&B runs), which no one means to import.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        excludes = Path(tmp) / "excludes"
+        excludes.write_text("\n".join(IMPORT_EXCLUDES) + "\n")
+        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        work = ("-c", f"core.excludesFile={excludes}", "--work-tree", str(source))
+        _git(repo, *work, "add", "-A", ".", env=env)
+        return _out(repo, *work, "write-tree", env=env)
+
+
+def commit_tree(
+    repo: Path,
+    tree: str,
+    parents: list[str],
+    message: str,
+    author: Signature,
+    committer: Signature | None = None,
+) -> str:
+    args = ["commit-tree", tree]
+    for parent in parents:
+        args += ["-p", parent]
+    env = _signature_env(author, committer or author)
+    return _out(repo, *args, input=message.encode(), env=env)
+
+
+def object_type(repo: Path, sha: str) -> str | None:
+    result = _git(repo, "cat-file", "-t", sha, check=False)
+    return result.stdout.decode().strip() if result.returncode == 0 else None
+
+
+def resolve(repo: Path, ref: str) -> str | None:
+    """The commit sha a ref, branch name or sha points at, or None."""
+    result = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+    return result.stdout.decode().strip() if result.returncode == 0 else None
+
+
+def update_ref(repo: Path, ref: str, new: str, old: str | None = None) -> None:
+    args = ["update-ref", ref, new] + ([old] if old else [])
+    _git(repo, *args)
+
+
+def delete_ref(repo: Path, ref: str) -> None:
+    _git(repo, "update-ref", "-d", ref)
+
+
+def list_refs(repo: Path) -> dict[str, str]:
+    text = _out(repo, "for-each-ref", "--format=%(refname) %(objectname)")
+    pairs = (line.split(" ", 1) for line in text.splitlines() if line)
+    return {name: sha for name, sha in pairs}
+
+
+def _parse_signature(value: str) -> Signature:
+    name, _, rest = value.partition(" <")
+    email, _, stamp = rest.partition("> ")
+    seconds = int(stamp.split()[0])
+    date = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Signature(name=name, email=email, date=date)
+
+
+def commit_info(repo: Path, sha: str) -> CommitInfo | None:
+    if object_type(repo, sha) != "commit":
+        return None
+    raw = _git(repo, "cat-file", "commit", sha).stdout.decode(errors="replace")
+    header, _, message = raw.partition("\n\n")
+    tree, parents, author, committer = "", [], None, None
+    for line in header.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "tree":
+            tree = value
+        elif key == "parent":
+            parents.append(value)
+        elif key == "author":
+            author = _parse_signature(value)
+        elif key == "committer":
+            committer = _parse_signature(value)
+    assert author and committer
+    full = _out(repo, "rev-parse", sha)
+    return CommitInfo(full, tree, tuple(parents), author, committer, message)
+
+
+def count_ahead(repo: Path, base: str, head: str) -> int:
+    """Commits reachable from `head` but not from `base`."""
+    return int(_out(repo, "rev-list", "--count", f"{base}..{head}"))
+
+
+def is_ancestor(repo: Path, ancestor: str, descendant: str) -> bool:
+    return (
+        _git(repo, "merge-base", "--is-ancestor", ancestor, descendant, check=False).returncode == 0
+    )
+
+
+def merge_tree(repo: Path, base: str, head: str) -> str | None:
+    """The tree of merging `head` into `base`, or None when they conflict."""
+    result = _git(repo, "merge-tree", "--write-tree", base, head, check=False)
+    if result.returncode == 0:
+        return result.stdout.decode().split()[0]
+    if result.returncode == 1:
+        return None
+    raise GitError(result.stderr.decode(errors="replace"))
+
+
+def read_blob(repo: Path, ref: str, path: str) -> tuple[str, bytes] | None:
+    """(blob sha, content) of `path` at `ref`, or None when it is not a file there."""
+    spec = f"{ref}:{path}"
+    if object_type(repo, spec) != "blob":
+        return None
+    sha = _out(repo, "rev-parse", spec)
+    return sha, _git(repo, "cat-file", "blob", sha).stdout
+
+
+def commits_between(
+    repo: Path, before: str | None, after: str, limit: int = 20
+) -> list[CommitInfo]:
+    """Commits reachable from `after` and not from `before`, oldest first (at most `limit`)."""
+    args = ["rev-list", "--reverse", after] + ([f"^{before}"] if before else [])
+    shas = _out(repo, *args).split()[-limit:]
+    return [info for sha in shas if (info := commit_info(repo, sha)) is not None]

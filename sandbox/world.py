@@ -1,0 +1,409 @@
+"""The sandbox's GitHub: accounts, the App, installations, repos and tokens.
+
+`World` owns the state and the delivery queue; the issue, pull request and git
+operations live in their own modules and act on a `World`. Every operation
+runs under the state's lock, so webhooks are queued in the order the changes
+happened, and saves the state before it returns.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sandbox import auth, events, gitrepo
+from sandbox.delivery import Deliverer
+from sandbox.errors import ApiError, not_found
+from sandbox.render import Renderer
+from sandbox.state import APP_SLUG, BOT_USER_ID, USERS, State, now_iso
+
+ADMIN_LOGIN = "alice"
+
+
+class World:
+    """Everything behind the sandbox's API, independent of HTTP."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.dir = data_dir
+        self.state = State(data_dir)
+        self.base_url = "http://127.0.0.1"
+        self.deliverer = Deliverer(self.state, on_change=self.state.save)
+        self.faults: dict[str, Any] = {"count": 0, "kind": "502", "retry_after": 1}
+        self._bootstrap()
+
+    # -- plumbing ------------------------------------------------------------------
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.state.data
+
+    @property
+    def render(self) -> Renderer:
+        return Renderer(self.base_url, self.state.data)
+
+    @contextmanager
+    def changing(self) -> Iterator[None]:
+        """Hold the lock for one operation and save what it changed."""
+        with self.state.lock:
+            yield
+            self.state.save()
+
+    def emit(self, event: str, payload: dict[str, Any]) -> None:
+        self.deliverer.enqueue(event, payload)
+
+    def repos_dir(self) -> Path:
+        return self.dir / "repos"
+
+    def repo_path(self, full_name: str) -> Path:
+        return self.repos_dir() / f"{full_name}.git"
+
+    @property
+    def bot_login(self) -> str:
+        return str(self.data["app"]["bot_login"])
+
+    @property
+    def private_key_path(self) -> Path:
+        return self.dir / "app-private-key.pem"
+
+    # -- first start -------------------------------------------------------------
+
+    def _bootstrap(self) -> None:
+        """Create the App, its key, the users and their tokens once; keep them after."""
+        with self.changing():
+            app = self.data["app"]
+            if not app["id"]:
+                app.update(
+                    {
+                        # Unique per sandbox, as on GitHub: clients cache JWTs and
+                        # tokens by App and installation id across instances.
+                        "id": 100_000 + secrets.randbelow(900_000),
+                        "slug": APP_SLUG,
+                        "owner": ADMIN_LOGIN,
+                        "created_at": now_iso(),
+                        "webhook_secret": secrets.token_hex(20),
+                        "hook_id": 400_001,
+                        "bot_login": f"{APP_SLUG}[bot]",
+                        "private_key_pem": auth.generate_private_key_pem(),
+                        "permissions": dict(auth.INSTALLATION_PERMISSIONS),
+                    }
+                )
+            for login, user_id, role in USERS:
+                if login not in self.data["users"]:
+                    token = auth.new_token("ghp_")
+                    self.data["users"][login] = {
+                        "id": user_id,
+                        "type": "User",
+                        "role": role,
+                        "email": f"{login}@users.noreply.sandbox",
+                        "token": token,
+                    }
+                    self.data["tokens"][token] = {"kind": "user", "login": login}
+            bot = app["bot_login"]
+            self.data["users"].setdefault(
+                bot,
+                {
+                    "id": BOT_USER_ID,
+                    "type": "Bot",
+                    "role": None,
+                    "email": f"{BOT_USER_ID}+{bot}@users.noreply.sandbox",
+                },
+            )
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if not self.private_key_path.exists():
+                self.private_key_path.write_text(app["private_key_pem"])
+                self.private_key_path.chmod(0o600)
+
+    def ensure_account(self, login: str) -> None:
+        """An unknown repo owner becomes an organisation account."""
+        if login not in self.data["users"]:
+            self.data["users"][login] = {
+                "id": self.state.next_id("org", start=5001),
+                "type": "Organization",
+                "role": None,
+                "email": None,
+            }
+
+    # -- repositories ---------------------------------------------------------------
+
+    def create_repo(
+        self,
+        full_name: str,
+        *,
+        from_path: Path | None = None,
+        files: dict[str, str] | None = None,
+        install: bool = True,
+    ) -> dict[str, Any]:
+        """Create a repo with one initial commit on `main` (idempotent), install the App."""
+        owner, _, name = full_name.partition("/")
+        if not owner or not name or "/" in name:
+            raise ApiError(422, f"Invalid repository name: {full_name}")
+        with self.changing():
+            if full_name not in self.data["repos"]:
+                self.ensure_account(owner)
+                path = self.repo_path(full_name)
+                gitrepo.init_bare(path)
+                if from_path is not None:
+                    tree = gitrepo.write_tree_from_dir(path, from_path)
+                else:
+                    contents = files or {"README.md": f"# {name}\n"}
+                    tree = gitrepo.write_tree_from_files(
+                        path, {key: value.encode() for key, value in contents.items()}
+                    )
+                stamp = now_iso()
+                who = gitrepo.Signature(
+                    ADMIN_LOGIN, self.data["users"][ADMIN_LOGIN]["email"], stamp
+                )
+                sha = gitrepo.commit_tree(path, tree, [], "Initial commit\n", who)
+                gitrepo.update_ref(path, "refs/heads/main", sha)
+                self.data["repos"][full_name] = {
+                    "id": self.state.next_id("repo", start=700_001),
+                    "name": name,
+                    "owner": owner,
+                    "full_name": full_name,
+                    "default_branch": "main",
+                    "description": None,
+                    "created_at": stamp,
+                    "pushed_at": stamp,
+                    "labels": {},
+                    "issues": {},
+                    "comments": {},
+                }
+            if install:
+                self.install(full_name)
+            return self.render.repo(self.data["repos"][full_name])
+
+    def repo(self, full_name: str) -> dict[str, Any]:
+        repo = self.data["repos"].get(full_name)
+        if repo is None:
+            raise not_found()
+        return repo
+
+    # -- the App and its installations ------------------------------------------------
+
+    def installation_for_repo(self, full_name: str) -> dict[str, Any] | None:
+        for inst in self.data["installations"].values():
+            if full_name in inst["repos"]:
+                return inst
+        return None
+
+    def installation(self, installation_id: int) -> dict[str, Any]:
+        inst = self.data["installations"].get(str(installation_id))
+        if inst is None:
+            raise not_found()
+        return inst
+
+    def install(self, full_name: str) -> dict[str, Any]:
+        """Install the App on a repo as alice would, emitting GitHub's events."""
+        with self.changing():
+            repo = self.repo(full_name)
+            owner = repo["owner"]
+            inst = next(
+                (i for i in self.data["installations"].values() if i["account"] == owner), None
+            )
+            if inst is None:
+                inst_id = self.state.next_id(
+                    "installation", start=10_000_000 + secrets.randbelow(80_000_000)
+                )
+                inst = {
+                    "id": inst_id,
+                    "account": owner,
+                    "repos": [full_name],
+                    "permissions": dict(self.data["app"]["permissions"]),
+                    "created_at": now_iso(),
+                }
+                self.data["installations"][str(inst_id)] = inst
+                self.emit(
+                    "installation",
+                    events.installation_created(self.render, inst, [repo], ADMIN_LOGIN),
+                )
+            elif full_name not in inst["repos"]:
+                inst["repos"].append(full_name)
+                self.emit(
+                    "installation_repositories",
+                    events.installation_repositories_added(self.render, inst, [repo], ADMIN_LOGIN),
+                )
+            return inst
+
+    def installation_id_of(self, full_name: str) -> int | None:
+        inst = self.installation_for_repo(full_name)
+        return int(inst["id"]) if inst else None
+
+    def mint_installation_token(self, installation_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /app/installations/{id}/access_tokens, narrowed as the body asks."""
+        with self.changing():
+            inst = self.installation(installation_id)
+            permissions = auth.narrow_permissions(inst["permissions"], body.get("permissions"))
+            wanted: list[str] | None = None
+            names = body.get("repositories")
+            ids = body.get("repository_ids")
+            if names or ids:
+                wanted = []
+                by_id = {self.data["repos"][f]["id"]: f for f in inst["repos"]}
+                for repo_name in names or []:
+                    full = repo_name if "/" in repo_name else f"{inst['account']}/{repo_name}"
+                    if full not in inst["repos"]:
+                        raise ApiError(
+                            422,
+                            "There is at least one repository that does not exist or is not accessible to the parent installation.",
+                        )
+                    wanted.append(full)
+                for repo_id in ids or []:
+                    if repo_id not in by_id:
+                        raise ApiError(
+                            422,
+                            "There is at least one repository that does not exist or is not accessible to the parent installation.",
+                        )
+                    wanted.append(by_id[repo_id])
+            token = auth.new_token("ghs_")
+            expires = time.time() + auth.TOKEN_LIFETIME_S
+            self.data["tokens"][token] = {
+                "kind": "installation",
+                "installation_id": inst["id"],
+                "expires_at": expires,
+                "repos": wanted,
+                "permissions": permissions,
+            }
+            shape: dict[str, Any] = {
+                "token": token,
+                "expires_at": _iso(expires),
+                "permissions": permissions,
+                "repository_selection": "selected",
+            }
+            if wanted is not None:
+                shape["repositories"] = [self.render.repo(self.data["repos"][f]) for f in wanted]
+            return shape
+
+    def expire_token(self, token: str) -> None:
+        """Age an installation token past its expiry (for tests of expiry handling)."""
+        with self.changing():
+            self.data["tokens"][token]["expires_at"] = time.time() - 1
+
+    # -- authentication ------------------------------------------------------------------
+
+    def authenticate(self, authorization: str | None) -> auth.Principal:
+        """The caller behind an Authorization header, or 401 as GitHub answers."""
+        if not authorization:
+            raise ApiError(401, "Requires authentication")
+        scheme, _, credential = authorization.strip().partition(" ")
+        credential = credential.strip()
+        if scheme.lower() not in ("bearer", "token") or not credential:
+            raise auth.bad_credentials()
+        if credential.count(".") == 2 and not credential.startswith(("ghs_", "ghp_")):
+            app = self.data["app"]
+            auth.verify_app_jwt(credential, auth.public_key_pem(app["private_key_pem"]), app["id"])
+            return auth.Principal(kind="app", login=self.bot_login)
+        return self.principal_for_token(credential)
+
+    def principal_for_token(self, token: str) -> auth.Principal:
+        with self.state.lock:
+            record = self.data["tokens"].get(token)
+            if record is None:
+                raise auth.bad_credentials()
+            if record["kind"] == "user":
+                return self.user_principal(record["login"])
+            if record["expires_at"] <= time.time():
+                raise auth.bad_credentials()
+            inst = self.data["installations"].get(str(record["installation_id"]))
+            if inst is None:
+                raise auth.bad_credentials()
+            return auth.Principal(
+                kind="installation",
+                login=self.bot_login,
+                installation_id=inst["id"],
+                repos=frozenset(record["repos"]) if record["repos"] is not None else None,
+                permissions=dict(record["permissions"]),
+            )
+
+    def user_principal(self, login: str) -> auth.Principal:
+        if login not in self.data["users"] or self.data["users"][login]["type"] != "User":
+            raise ApiError(404, f"No such user: {login}")
+        return auth.Principal(kind="user", login=login)
+
+    def user_token(self, login: str) -> str:
+        return str(self.data["users"][login]["token"])
+
+    def role_of(self, login: str, full_name: str) -> str:
+        """A user's permission on a repo: admin, write, read or none."""
+        repo = self.repo(full_name)
+        if login == repo["owner"]:
+            return "admin"
+        user = self.data["users"].get(login)
+        if user is None:
+            raise not_found()
+        if user["type"] == "Bot":
+            return "write" if self.installation_for_repo(full_name) else "none"
+        return str(user.get("role") or "read")
+
+    def authorize(
+        self,
+        principal: auth.Principal,
+        full_name: str,
+        resource: str,
+        level: str,
+        *,
+        user_level: str | None = None,
+        alternatives: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        """The repo if `principal` may act on it at `level`; GitHub's 404/403 if not.
+
+        `user_level` is what a human needs (anyone may open an issue on a public
+        repo, only collaborators may label it); `alternatives` are other
+        permissions GitHub accepts instead of `resource` (pull requests are issues).
+        """
+        repo = self.repo(full_name)
+        if principal.kind == "app":
+            raise ApiError(403, "Resource not accessible by integration")
+        if principal.kind == "installation":
+            inst = self.installation_for_repo(full_name)
+            in_scope = principal.repos is None or full_name in principal.repos
+            if inst is None or inst["id"] != principal.installation_id or not in_scope:
+                raise not_found()
+            if not any(
+                auth.allows(principal.permissions, name, level)
+                for name in (resource, *alternatives)
+            ):
+                raise ApiError(403, "Resource not accessible by integration")
+            return repo
+        needed = user_level or level
+        if auth.LEVELS[self.role_of(principal.login, full_name)] < auth.LEVELS[needed]:
+            raise ApiError(403, f"Must have {needed} access to repository.")
+        return repo
+
+    # -- webhook hook -------------------------------------------------------------------
+
+    def set_webhook_url(self, url: str | None) -> None:
+        """Point the App's webhook at `url` and send GitHub's `ping` there."""
+        with self.changing():
+            self.data["app"]["webhook_url"] = url
+            if url:
+                app = self.data["app"]
+                self.emit("ping", events.ping(self.render, app["hook_id"], url))
+
+    def apply_fault(self) -> ApiError | None:
+        """Consume one armed fault, if any, as the error to answer with."""
+        with self.state.lock:
+            if self.faults["count"] <= 0:
+                return None
+            self.faults["count"] -= 1
+            if self.faults["kind"] == "secondary_rate_limit":
+                return ApiError(
+                    403,
+                    "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID.",
+                    headers={"retry-after": str(self.faults["retry_after"])},
+                )
+            return ApiError(502, "Server Error")
+
+    def arm_fault(self, count: int, kind: str, retry_after: int) -> None:
+        if kind not in ("502", "secondary_rate_limit"):
+            raise ApiError(422, f"unknown fault kind {kind!r}")
+        with self.state.lock:
+            self.faults = {"count": count, "kind": kind, "retry_after": retry_after}
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,244 @@
+"""The host daemon against a real HTTP bot on loopback and real git repositories."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from trainer_helpers import TOKEN, FakeBot, git, job_dict, make_origin, push_branch
+
+from trainer.daemon import HostDaemon, StudentSpec, parse_students
+from trainer.hostapi import HostClient
+from trainer.reporter import JobReporter
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+SLOW_SCRIPT = """
+    import json, os, time
+    open(os.path.join(os.environ["KOHAI_RUN_DIR"], "pid"), "w").write(str(os.getpid()))
+    for step in range(1, 600):
+        with open(os.environ["KOHAI_METRICS_FILE"], "a") as fh:
+            fh.write(json.dumps({"step": step, "train_loss": 1.0}) + "\\n")
+        time.sleep(0.1)
+"""
+
+
+def run_daemon(bot: FakeBot, work: Path, until, timeout: float = 30.0, token: str = TOKEN) -> int:
+    daemon = HostDaemon([StudentSpec("fern", token, [])], bot.url, work, grace_s=2.0)
+    daemon.start()
+    try:
+        bot.wait_for(until, timeout)
+    finally:
+        daemon.shutdown()
+        code = daemon.wait()
+    return code
+
+
+def test_baseline_job_end_to_end(tmp_path: Path, fake_bot: FakeBot) -> None:
+    bare, base = make_origin(tmp_path)
+    fake_bot.jobs.append(job_dict(bare, base, seeds=[1, 2]))
+    assert run_daemon(fake_bot, tmp_path / "host", lambda: 7 in fake_bot.completed) == 0
+
+    result = fake_bot.completed[7]
+    assert result["status"] == "ok"
+    assert result["head_sha"] == base
+    assert [(r["seed"], r["status"]) for r in result["runs"]] == [(1, "ok"), (2, "ok")]
+    assert [r["metric"] for r in result["runs"]] == pytest.approx([0.11, 0.12])
+    assert result["runs"][0]["curve"][:2] == [[1.0, 2.0], [2.0, 1.0]]
+    lease = fake_bot.requests[0]
+    assert lease["path"] == "/api/hosts/fern/lease" and lease["query"]["wait"] == ["25"]
+    assert all(r["auth"] == f"Bearer {TOKEN}" for r in fake_bot.requests)
+    kinds = fake_bot.kinds(7)
+    assert "heartbeat" in kinds and "progress" in kinds and "log" in kinds
+    phases = [
+        r["body"] for r in fake_bot.requests if r["body"] and r["body"].get("kind") == "phase"
+    ]
+    assert [(p["phase"], p["head_sha"]) for p in phases] == [("training", base)]
+    progress = [
+        r["body"] for r in fake_bot.requests if r["body"] and r["body"].get("kind") == "progress"
+    ]
+    assert {p["seed"] for p in progress} <= {1, 2} and all(p["metrics"] for p in progress)
+    assert not (tmp_path / "host" / "fern" / "worktrees" / "fern-job7").exists()
+
+
+def test_implement_job_commits_pushes_and_trains_the_new_commit(
+    tmp_path: Path, fake_bot: FakeBot
+) -> None:
+    bare, base = make_origin(tmp_path)
+    head = push_branch(
+        tmp_path, bare, "kohai/3-lr", {"train.py": (tmp_path / "src" / "train.py").read_text()}
+    )
+    fake_bot.jobs.append(
+        job_dict(
+            bare,
+            base,
+            kind="experiment",
+            pr_number=3,
+            head_ref="kohai/3-lr",
+            head_sha=head,
+            implement={
+                "hypothesis": "A higher LR",
+                "title": "Raise LR",
+                "knobs": {"LR": 0.5},
+                "mode": "offline",
+            },
+        )
+    )
+    run_daemon(fake_bot, tmp_path / "host", lambda: 7 in fake_bot.completed)
+
+    result = fake_bot.completed[7]
+    assert result["status"] == "ok", result["reason"]
+    pushed = git(bare, "rev-parse", "refs/heads/kohai/3-lr")
+    assert result["head_sha"] == pushed != head
+    assert git(bare, "log", "-1", "--format=%an", pushed) == "kohai student fern"
+    assert "LR = 0.5" in git(bare, "show", f"{pushed}:train.py")
+    assert result["changed_files"] == ["train.py"]
+    assert result["runs"][0]["metric"] == pytest.approx(0.51)
+    phases = [
+        r["body"]["phase"]
+        for r in fake_bot.requests
+        if r["body"] and r["body"].get("kind") == "phase"
+    ]
+    assert phases == ["implementing", "training"]
+
+
+def test_frozen_edit_is_refused_without_training(tmp_path: Path, fake_bot: FakeBot) -> None:
+    bare, base = make_origin(tmp_path)
+    head = push_branch(tmp_path, bare, "kohai/4-cheat", {"prepare.py": "OFFSET = 0\n"})
+    fake_bot.jobs.append(
+        job_dict(
+            bare, base, kind="experiment", pr_number=4, head_ref="kohai/4-cheat", head_sha=head
+        )
+    )
+    run_daemon(fake_bot, tmp_path / "host", lambda: 7 in fake_bot.completed)
+    result = fake_bot.completed[7]
+    assert result["status"] == "refused"
+    assert "prepare.py" in result["reason"]
+    assert result["runs"] == []
+
+
+def test_job_survives_the_bot_going_down(tmp_path: Path, fake_bot: FakeBot) -> None:
+    bare, base = make_origin(tmp_path)
+    fake_bot.jobs.append(job_dict(bare, base))
+    went_down: list[float] = []
+
+    def on_event(job_id: int, body: dict) -> None:
+        if body["kind"] == "progress" and not went_down:
+            went_down.append(time.monotonic())
+            fake_bot.down_for(2.5)
+
+    fake_bot.on_event = on_event
+    run_daemon(fake_bot, tmp_path / "host", lambda: 7 in fake_bot.completed, timeout=40)
+    result = fake_bot.completed[7]
+    assert result["status"] == "ok" and result["runs"][0]["metric"] == pytest.approx(0.11)
+    complete = next(r for r in fake_bot.requests if r["path"] == "/api/jobs/7/complete")
+    assert complete["at"] >= went_down[0] + 2.5  # posted again once the bot was back
+
+
+def test_stop_from_the_bot_kills_the_run(tmp_path: Path, fake_bot: FakeBot) -> None:
+    bare, base = make_origin(tmp_path, SLOW_SCRIPT)
+    fake_bot.jobs.append(job_dict(bare, base))
+
+    def on_event(job_id: int, body: dict) -> None:
+        if body["kind"] == "progress":
+            fake_bot.cancel_jobs.add(job_id)
+
+    fake_bot.on_event = on_event
+    started = time.monotonic()
+    run_daemon(fake_bot, tmp_path / "host", lambda: 7 in fake_bot.completed)
+    assert time.monotonic() - started < 15
+    result = fake_bot.completed[7]
+    assert result["status"] == "crash"
+    assert result["reason"] == "stopped by /stop"
+    assert result["runs"][0]["reason"] == "stopped by /stop"
+
+
+def test_wrong_token_stops_with_an_error(tmp_path: Path, fake_bot: FakeBot) -> None:
+    daemon = HostDaemon(
+        [StudentSpec("fern", "wrong", [])], fake_bot.url, tmp_path / "host", grace_s=1
+    )
+    daemon.start()
+    assert daemon.wait() == 1
+    assert "401" in (daemon.workers[0].error or "")
+
+
+def test_sigterm_releases_the_running_job(tmp_path: Path, fake_bot: FakeBot) -> None:
+    bare, base = make_origin(tmp_path, SLOW_SCRIPT, budget="60s")
+    fake_bot.jobs.append(job_dict(bare, base))
+    env = dict(
+        os.environ, KOHAI_SHUTDOWN_GRACE_S="1", KOHAI_WANDB="disabled", PYTHONPATH=str(REPO_ROOT)
+    )
+    args = ["host", "run", "--name", "fern", "--token", TOKEN, "--bot-url", fake_bot.url]
+    args += ["--work-dir", str(tmp_path / "host")]
+    launcher = "import sys; from bot.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", launcher, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        fake_bot.wait_for(lambda: "progress" in fake_bot.kinds(7), timeout=30)
+        pid_file = tmp_path / "host" / "fern" / "runs" / "job7" / "seed-1" / "pid"
+        run_pid = int(pid_file.read_text())
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out.decode()
+    assert fake_bot.released == [7]
+    assert 7 not in fake_bot.completed
+    assert (
+        not Path(f"/proc/{run_pid}").exists()
+        or "Z" in Path(f"/proc/{run_pid}/stat").read_text().split()[2]
+    )
+
+
+def test_students_from_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    args = argparse.Namespace(
+        name=None, token=None, gpus="", student=["fern:0,1:t1", "frieren:2:t2", "himmel::t3"]
+    )
+    students = parse_students(args)
+    assert [(s.name, s.gpus, s.token) for s in students] == [
+        ("fern", [0, 1], "t1"),
+        ("frieren", [2], "t2"),
+        ("himmel", [], "t3"),
+    ]
+    single = parse_students(argparse.Namespace(name="fern", token="t", gpus="3", student=[]))
+    assert [(s.name, s.gpus) for s in single] == [("fern", [3])]
+    monkeypatch.setenv("KOHAI_HOST_TOKEN", "from-env")
+    env_token = parse_students(argparse.Namespace(name="fern", token=None, gpus="", student=[]))
+    assert [(s.name, s.token) for s in env_token] == [("fern", "from-env")]
+    with pytest.raises(ValueError, match="GPU 1"):
+        parse_students(
+            argparse.Namespace(name=None, token=None, gpus="", student=["a:1:t", "b:1:u"])
+        )
+    with pytest.raises(ValueError):
+        parse_students(argparse.Namespace(name=None, token=None, gpus="", student=[]))
+
+
+def test_reporter_throttles_progress_and_batches_log_lines(fake_bot: FakeBot) -> None:
+    client = HostClient(fake_bot.url, "fern", TOKEN)
+    with JobReporter(client, 9, progress_every_s=1.0, log_every_s=1.0) as reporter:
+        deadline = time.monotonic() + 1.5
+        step = 0
+        while time.monotonic() < deadline:
+            step += 1
+            reporter.progress(1, {"step": step, "train_loss": 1.0 / step})
+            reporter.line(f"line {step}")
+            time.sleep(0.005)
+    client.close()
+    bodies = [r["body"] for r in fake_bot.requests if r["path"] == "/api/jobs/9/events"]
+    progress = [b for b in bodies if b["kind"] == "progress"]
+    assert 1 <= len(progress) <= 3  # ~1.5 s at most one a second, plus the final flush
+    assert progress[-1]["step"] == step  # the latest point is never lost
+    lines = [line for b in bodies if b["kind"] == "log" for line in b["lines"]]
+    assert lines[-1] == f"line {step}"
+    assert bodies[0]["kind"] == "heartbeat"

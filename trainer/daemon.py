@@ -1,0 +1,215 @@
+"""`kohai host run`: the GPU host daemon, one worker thread per student.
+
+Each worker long-polls the bot for a job, runs it (see `trainer.jobrunner`)
+and posts the result until the bot acknowledges it. On SIGTERM or SIGINT the
+host stops leasing, lets running jobs finish within a short grace
+(KOHAI_SHUTDOWN_GRACE_S, default 20 s), then kills what is left and releases
+those jobs so another host can take them without losing an attempt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bot.protocol import Job, JobResult
+from trainer.hostapi import HostAuthError, HostClient
+from trainer.jobrunner import Aborted, JobContext, run_job
+from trainer.reporter import JobReporter
+
+log = logging.getLogger("kohai.host")
+
+DEFAULT_SHUTDOWN_GRACE_S = 20.0
+
+
+@dataclass
+class StudentSpec:
+    name: str
+    token: str
+    gpus: list[int] = field(default_factory=list)
+
+
+def parse_gpus(text: str) -> list[int]:
+    """ "0,1" -> [0, 1]; "" -> []."""
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise ValueError(f"GPU list must look like 0,1 (got {text!r})") from None
+
+
+def parse_students(args: argparse.Namespace) -> list[StudentSpec]:
+    """Students from `--name/--token/--gpus` and repeated `--student NAME:GPUS:TOKEN`.
+
+    With `--name` alone, the token comes from KOHAI_HOST_TOKEN.
+    """
+    students: list[StudentSpec] = []
+    # KOHAI_HOST_TOKEN keeps the token out of the process list (Kubernetes secrets, systemd).
+    token = args.token or (os.environ.get("KOHAI_HOST_TOKEN") if args.name else None)
+    if args.name or token:
+        if not (args.name and token):
+            raise ValueError("--name and --token (or KOHAI_HOST_TOKEN) go together")
+        students.append(StudentSpec(args.name, token, parse_gpus(args.gpus or "")))
+    for entry in args.student or []:
+        name, sep, rest = entry.partition(":")
+        gpus, sep2, token = rest.partition(":")
+        if not (name and sep and sep2 and token):
+            raise ValueError(f"--student expects NAME:GPUS:TOKEN, got {entry.split(':')[0]}:...")
+        students.append(StudentSpec(name, token, parse_gpus(gpus)))
+    if not students:
+        raise ValueError("give --name and --token, or at least one --student NAME:GPUS:TOKEN")
+    names = [s.name for s in students]
+    if len(set(names)) != len(names):
+        raise ValueError(f"student names must be distinct: {names}")
+    taken: dict[int, str] = {}
+    for s in students:
+        for gpu in s.gpus:
+            if gpu in taken:
+                raise ValueError(f"GPU {gpu} is given to both {taken[gpu]} and {s.name}")
+            taken[gpu] = s.name
+    return students
+
+
+class StudentWorker(threading.Thread):
+    """Lease, run, complete, repeat, until the host shuts down."""
+
+    def __init__(
+        self, spec: StudentSpec, bot_url: str, work_dir: Path, stopping: threading.Event
+    ) -> None:
+        super().__init__(name=f"student-{spec.name}", daemon=True)
+        self.spec = spec
+        self.stopping = stopping  # no new leases
+        self.abort = threading.Event()  # kill the current job and release it
+        self.client = HostClient(bot_url, spec.name, spec.token, stop=stopping)
+        self.work_dir = work_dir / spec.name
+        self.busy = threading.Event()
+        self.error: str | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                try:
+                    self.lease_and_handle()
+                except HostAuthError:
+                    raise
+                except Exception:  # noqa: BLE001 - an odd answer must not end the worker
+                    log.exception("student %s: unexpected error; going on", self.spec.name)
+                    self.stopping.wait(5.0)
+        except HostAuthError as exc:
+            self.error = str(exc)
+            log.error("%s", exc)
+        finally:
+            self.client.close()
+
+    def lease_and_handle(self) -> None:
+        job = self.client.lease()
+        if job is None:
+            return
+        if self.stopping.is_set():
+            self.client.release(job.id, stop=_timeout_event(10.0))
+            return
+        self.busy.set()
+        try:
+            self.handle(job)
+        finally:
+            self.busy.clear()
+
+    def handle(self, job: Job) -> None:
+        log.info(
+            "%s: job %s (%s, PR %s, seeds %s)",
+            self.spec.name,
+            job.id,
+            job.kind,
+            job.pr_number,
+            job.seeds,
+        )
+        ctx = JobContext(
+            student=self.spec.name, work_dir=self.work_dir, gpus=self.spec.gpus, abort=self.abort
+        )
+        with JobReporter(self.client, job.id) as reporter:
+            try:
+                result = run_job(job, ctx, reporter)
+            except Aborted:
+                result = None
+            except Exception as exc:  # noqa: BLE001 - the bot must hear about it
+                log.exception("job %s failed", job.id)
+                result = JobResult(
+                    status="crash", reason=f"host error: {type(exc).__name__}: {exc}"
+                )
+        if result is None:
+            log.info("%s: releasing job %s (host shutting down)", self.spec.name, job.id)
+            self.client.release(job.id, stop=_timeout_event(10.0))
+            return
+        self.client.complete(job.id, result)
+        log.info("%s: job %s %s %s", self.spec.name, job.id, result.status, result.reason)
+
+
+def _timeout_event(seconds: float) -> threading.Event:
+    event = threading.Event()
+    timer = threading.Timer(seconds, event.set)
+    timer.daemon = True
+    timer.start()
+    return event
+
+
+class HostDaemon:
+    """All the students of one host; `shutdown()` is what SIGTERM calls."""
+
+    def __init__(
+        self, students: list[StudentSpec], bot_url: str, work_dir: Path, grace_s: float
+    ) -> None:
+        self.stopping = threading.Event()
+        self.grace_s = grace_s
+        self.workers = [StudentWorker(s, bot_url, work_dir, self.stopping) for s in students]
+
+    def start(self) -> None:
+        for worker in self.workers:
+            worker.start()
+
+    def shutdown(self) -> None:
+        self.stopping.set()
+
+    def wait(self) -> int:
+        """Block until shut down (or every worker died); the exit code."""
+        while not self.stopping.is_set() and any(w.is_alive() for w in self.workers):
+            self.stopping.wait(0.5)
+        deadline = time.monotonic() + self.grace_s
+        while any(w.busy.is_set() for w in self.workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for worker in self.workers:
+            if worker.busy.is_set():
+                worker.abort.set()
+        for worker in self.workers:
+            if worker.busy.is_set() or not self.stopping.is_set():
+                worker.join(timeout=30.0)
+        errors = [w.error for w in self.workers if w.error]
+        return 1 if errors and len(errors) == len(self.workers) else 0
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        students = parse_students(args)
+    except ValueError as exc:
+        print(f"kohai host run: {exc}", file=sys.stderr)
+        return 2
+    work_dir = Path(args.work_dir or os.environ.get("KOHAI_HOST_DIR", "~/.kohai/host")).expanduser()
+    grace_s = float(os.environ.get("KOHAI_SHUTDOWN_GRACE_S", DEFAULT_SHUTDOWN_GRACE_S))
+    daemon = HostDaemon(students, args.bot_url, work_dir, grace_s)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: daemon.shutdown())
+    names = ", ".join(f"{s.name} (GPUs {s.gpus or 'none'})" for s in students)
+    log.info("host up: %s -> %s, work dir %s", names, args.bot_url, work_dir)
+    daemon.start()
+    code = daemon.wait()
+    for worker in daemon.workers:
+        if worker.error:
+            print(f"kohai host run: {worker.spec.name}: {worker.error}", file=sys.stderr)
+    return code

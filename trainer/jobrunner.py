@@ -1,0 +1,179 @@
+"""One leased job, start to finish: checkout, implement, check, train, result.
+
+The steps mirror the experiment lifecycle; every failure becomes a JobResult
+with a reason a human can act on, because the bot posts it on the PR.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bot.problem import CONFIG_FILE, Problem, ProblemError, loads_problem
+from bot.protocol import Job, JobResult
+from trainer import workspace
+from trainer.harness import CANCELLED_REASON, run_once
+from trainer.reporter import JobReporter
+from trainer.wandb_log import RunContext, log_run
+from trainer.workspace import GitError, Workspace
+
+log = logging.getLogger(__name__)
+
+STOPPED_REASON = "stopped by /stop"
+
+
+class Aborted(Exception):
+    """The host is shutting down and the job cannot finish: give it back to the bot."""
+
+
+@dataclass
+class JobContext:
+    """What a job needs from its host: where to work, which GPUs, and the stop signals."""
+
+    student: str
+    work_dir: Path
+    gpus: list[int] = field(default_factory=list)
+    abort: threading.Event = field(default_factory=threading.Event)  # host shutdown
+    wandb_project: str = ""  # default: WANDB_PROJECT, else the repository's name
+
+
+def problem_at(worktree: Path, sha: str) -> Problem:
+    """The problem as the base commit defines it: a branch cannot loosen its own rules."""
+    text = workspace.git(worktree, "show", f"{sha}:{CONFIG_FILE}")
+    return loads_problem(text)
+
+
+def run_job(job: Job, ctx: JobContext, reporter: JobReporter) -> JobResult:
+    """Do the job; raises Aborted when `ctx.abort` is set before it could finish."""
+    ws = Workspace(ctx.work_dir)
+    train_sha = job.base_sha if job.kind == "baseline" else (job.head_sha or job.base_sha)
+    try:
+        cache = ws.fetch(job.repo, job.clone_url, job.token, [job.base_sha, train_sha])
+    except GitError as exc:
+        return JobResult(status="crash", reason=f"could not fetch {job.repo}: {exc}")
+    tree = ws.worktree(cache, train_sha, f"{ctx.student}-job{job.id}")
+    try:
+        return _run_in_worktree(job, ctx, reporter, tree, train_sha)
+    finally:
+        ws.remove(cache, tree)
+
+
+def _run_in_worktree(
+    job: Job, ctx: JobContext, reporter: JobReporter, tree: Path, head: str
+) -> JobResult:
+    try:
+        problem = problem_at(tree, job.base_sha)
+    except (ProblemError, GitError) as exc:
+        return JobResult(status="refused", reason=f"{CONFIG_FILE} at base: {exc}", head_sha=head)
+
+    result = JobResult(status="ok", head_sha=head)
+    if job.implement is not None and job.kind != "baseline":
+        reporter.phase("implementing", head_sha=head)
+        failure = _implement(job, ctx, tree, problem, result)
+        if failure is not None:
+            return failure
+        head = result.head_sha or head
+    if ctx.abort.is_set():
+        raise Aborted
+    if reporter.cancel.is_set():
+        result.status, result.reason = "crash", STOPPED_REASON
+        return result
+    refusal = workspace.check_diff(tree, job.base_sha, head, problem)
+    if refusal is not None:
+        result.status, result.reason = "refused", refusal
+        return result
+
+    reporter.phase("training", head_sha=head)
+    cancel = _either(reporter.cancel, ctx.abort)
+    knobs = dict(job.implement.knobs) if job.implement else {}
+    for seed in job.seeds:
+        run = run_once(
+            tree,
+            problem,
+            seed,
+            run_dir=ctx.work_dir / "runs" / f"job{job.id}" / f"seed-{seed}",
+            gpus=ctx.gpus or job.gpus,
+            on_progress=lambda record, seed=seed: reporter.progress(seed, record),
+            on_line=reporter.line,
+            cancel=cancel,
+        )
+        if run.reason == CANCELLED_REASON:
+            if ctx.abort.is_set() and not reporter.cancel.is_set():
+                raise Aborted
+            run.reason = STOPPED_REASON
+            result.runs.append(run)
+            result.status, result.reason = "crash", STOPPED_REASON
+            return result
+        run.wandb_url = log_run(
+            run,
+            RunContext(
+                project=ctx.wandb_project
+                or os.environ.get("WANDB_PROJECT")
+                or job.repo.split("/")[-1],
+                student=ctx.student,
+                pr_number=job.pr_number,
+                commit=head,
+                knobs=knobs,
+                group=job.wandb_group,
+            ),
+            ctx.work_dir / "runs" / f"job{job.id}" / f"seed-{seed}",
+        )
+        result.runs.append(run)
+    return result
+
+
+def _implement(
+    job: Job, ctx: JobContext, tree: Path, problem: Problem, result: JobResult
+) -> JobResult | None:
+    """Let the student change the branch, then commit and push; a JobResult on failure."""
+    from agents import student  # the student agent is only needed for implement jobs
+
+    try:
+        outcome = student.implement(tree, job.implement, problem)
+    except Exception as exc:  # noqa: BLE001 - any failure of the agent is the job's result
+        return JobResult(
+            status="implement_failed",
+            reason=f"{type(exc).__name__}: {exc}",
+            head_sha=result.head_sha,
+        )
+    result.changed_files = list(outcome.changed_files)
+    result.reverted_files = list(outcome.reverted_files)
+    result.cost_usd = float(outcome.cost_usd)
+    result.notes = outcome.notes
+    if outcome.error:
+        result.status, result.reason = "implement_failed", outcome.error
+        return result
+    before = result.head_sha
+    try:
+        title = job.implement.title or job.implement.hypothesis.splitlines()[0][:72]
+        workspace.commit_changes(
+            tree, outcome.changed_files, student=ctx.student, message=title or "implement"
+        )
+        new_head = workspace.head_sha(tree)
+        if new_head != before:
+            if not job.head_ref:
+                raise GitError("the job has no head_ref to push to")
+            workspace.push(tree, job.head_ref, job.token)
+    except GitError as exc:
+        result.status, result.reason = "implement_failed", f"could not commit or push: {exc}"
+        return result
+    result.head_sha = new_head
+    return None
+
+
+class _either:
+    """An Event-like view that is set when either of two events is."""
+
+    def __init__(self, a: threading.Event, b: threading.Event) -> None:
+        self.a, self.b = a, b
+
+    def is_set(self) -> bool:
+        return self.a.is_set() or self.b.is_set()
+
+
+def cleanup_runs(work_dir: Path, job_id: int) -> None:
+    shutil.rmtree(work_dir / "runs" / f"job{job_id}", ignore_errors=True)

@@ -1,0 +1,218 @@
+"""Git on the host: a cached repository per problem repo, a fresh worktree per job.
+
+The job's token authenticates through an `http.extraHeader` passed in git's
+environment (GIT_CONFIG_COUNT/KEY/VALUE), so it is neither written to disk
+nor visible in the process list. Local paths and `file://` URLs work too,
+which is what the tests and the demo use.
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+from bot.problem import Problem
+
+GIT_TIMEOUT_S = 300.0
+
+
+class GitError(RuntimeError):
+    """A git command failed; the message holds its stderr (never the token)."""
+
+
+def auth_env(token: str | None) -> dict[str, str]:
+    """Environment that makes git send `Authorization: Basic x-access-token:<token>`."""
+    env = dict(os.environ)
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    if token:
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        env.update(
+            GIT_CONFIG_COUNT="1",
+            GIT_CONFIG_KEY_0="http.extraHeader",
+            GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}",
+        )
+    return env
+
+
+def git(cwd: Path, *args: str, token: str | None = None, check: bool = True) -> str:
+    proc = subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        env=auth_env(token),
+        capture_output=True,
+        text=True,
+        timeout=GIT_TIMEOUT_S,
+    )
+    if check and proc.returncode != 0:
+        message = (proc.stderr or proc.stdout).strip()
+        if token:
+            message = message.replace(token, "***")
+        raise GitError(f"git {args[0]} failed: {message}")
+    return proc.stdout
+
+
+def _cache_name(repo: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "__", repo) + ".git"
+
+
+class Workspace:
+    """Repo cache under `root/repos`, job worktrees under `root/worktrees`.
+
+    Several students may share one host (one thread each), so fetches into the
+    same cached repository are serialised.
+    """
+
+    _locks: dict[str, threading.Lock] = {}
+    _locks_guard = threading.Lock()
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.repos = self.root / "repos"
+        self.worktrees = self.root / "worktrees"
+        self.repos.mkdir(parents=True, exist_ok=True)
+        self.worktrees.mkdir(parents=True, exist_ok=True)
+
+    def _lock(self, cache: Path) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(str(cache), threading.Lock())
+
+    def fetch(self, repo: str, clone_url: str, token: str | None, shas: list[str]) -> Path:
+        """Bring the cache of `repo` up to date and make sure every sha in `shas` is there."""
+        cache = self.repos / _cache_name(repo)
+        with self._lock(cache):
+            if not (cache / "HEAD").exists():
+                cache.mkdir(parents=True, exist_ok=True)
+                git(cache, "init", "--bare", "--quiet")
+                git(cache, "remote", "add", "origin", clone_url)
+            else:
+                git(cache, "remote", "set-url", "origin", clone_url)
+            git(
+                cache,
+                "fetch",
+                "--quiet",
+                "--prune",
+                "--update-head-ok",
+                "origin",
+                "+refs/heads/*:refs/heads/*",
+                token=token,
+            )
+            for sha in shas:
+                if not self.has_commit(cache, sha):
+                    git(cache, "fetch", "--quiet", "origin", sha, token=token, check=False)
+                if not self.has_commit(cache, sha):
+                    raise GitError(f"commit {sha} is not in {repo}")
+        return cache
+
+    @staticmethod
+    def has_commit(cache: Path, sha: str) -> bool:
+        out = git(cache, "cat-file", "-t", sha, check=False).strip()
+        return out == "commit"
+
+    def worktree(self, cache: Path, sha: str, name: str) -> Path:
+        """A fresh detached worktree at `sha` (an old one of the same name is replaced)."""
+        path = self.worktrees / name
+        with self._lock(cache):
+            if path.exists():
+                self._remove(cache, path)
+            git(cache, "worktree", "add", "--quiet", "--detach", "--force", str(path), sha)
+        return path
+
+    def remove(self, cache: Path, path: Path) -> None:
+        with self._lock(cache):
+            self._remove(cache, path)
+
+    @staticmethod
+    def _remove(cache: Path, path: Path) -> None:
+        git(cache, "worktree", "remove", "--force", str(path), check=False)
+        shutil.rmtree(path, ignore_errors=True)
+        git(cache, "worktree", "prune", check=False)
+
+
+def head_sha(worktree: Path) -> str:
+    return git(worktree, "rev-parse", "HEAD").strip()
+
+
+def commit_changes(worktree: Path, files: list[str], *, student: str, message: str) -> str | None:
+    """Commit `files` as the student; the new sha, or None when nothing changed."""
+    if not files:
+        return None
+    git(worktree, "add", "--all", "--", *files)
+    if not git(worktree, "diff", "--cached", "--name-only").strip():
+        return None
+    git(
+        worktree,
+        "-c",
+        f"user.name=kohai student {student}",
+        "-c",
+        f"user.email={student}@students.kohai",
+        "commit",
+        "--quiet",
+        "--no-verify",
+        "-m",
+        message,
+    )
+    return head_sha(worktree)
+
+
+def push(worktree: Path, ref: str, token: str | None) -> None:
+    """Push HEAD to branch `ref` of origin (no force: a concurrent push is an error)."""
+    git(worktree, "push", "--quiet", "origin", f"HEAD:refs/heads/{ref}", token=token)
+
+
+def _changed_paths(worktree: Path, base_sha: str, head: str) -> set[str]:
+    committed = git(worktree, "diff", "--name-only", "--no-renames", base_sha, head).splitlines()
+    # What runs is the working tree: uncommitted and untracked (not ignored) files count too.
+    status = git(worktree, "status", "--porcelain", "--untracked-files=all", "--no-renames")
+    pending = [line[3:].strip('"') for line in status.splitlines() if len(line) > 3]
+    return {p for p in [*committed, *pending] if p}
+
+
+def _matches(path: str, patterns: tuple[str, ...]) -> bool:
+    """Listed exactly, under a listed directory, or matched by a listed glob."""
+    for pattern in patterns:
+        entry = pattern.rstrip("/")
+        if path == entry or path.startswith(entry + "/") or fnmatch.fnmatchcase(path, entry):
+            return True
+    return False
+
+
+def _blob_sha256(worktree: Path, sha: str, path: str) -> str | None:
+    proc = subprocess.run(
+        ["git", "show", f"{sha}:{path}"], cwd=worktree, capture_output=True, timeout=GIT_TIMEOUT_S
+    )
+    return hashlib.sha256(proc.stdout).hexdigest() if proc.returncode == 0 else None
+
+
+def _file_sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+
+
+def check_diff(worktree: Path, base_sha: str, head_sha: str, problem: Problem) -> str | None:
+    """None when the worktree may be trained; otherwise why not.
+
+    Refused: any changed path that `files.editable` does not allow, or a
+    `files.frozen` file whose bytes (sha256) differ from the base commit.
+    """
+    changed = _changed_paths(worktree, base_sha, head_sha)
+    outside = sorted(p for p in changed if not _matches(p, problem.editable))
+    if outside:
+        return (
+            f"changed files outside files.editable {list(problem.editable)}: {', '.join(outside)}"
+        )
+    base_files = git(worktree, "ls-tree", "-r", "--name-only", base_sha).splitlines()
+    frozen = sorted({p for p in [*base_files, *changed] if _matches(p, problem.frozen)})
+    frozen += [p for p in problem.frozen if p not in frozen and not any(c in p for c in "*?[")]
+    for path in frozen:
+        if _blob_sha256(worktree, base_sha, path) != _file_sha256(worktree / path):
+            return f"frozen file {path} differs from base {base_sha[:12]}"
+    return None
