@@ -38,6 +38,7 @@ def build_context(
         await run_loop(c, "advisor", loop.step, None, 1.0)
 
     async def catch_up_worker(c: Any) -> None:
+        await check_github(c)
         await catch_up_once(c)
         c.beat("catch_up")
         while True:  # stays alive for /healthz; its work is done at start-up
@@ -49,6 +50,22 @@ def build_context(
         ctx.workers.append(catch_up_worker)
     ctx.extra["advisor_loop"] = loop
     return ctx
+
+
+async def check_github(ctx: Any) -> None:
+    """Wrong App id, unreadable key, unreachable GitHub: one clear line each, on /healthz."""
+    from bot.preflight import preflight
+
+    settings = ctx.settings
+    try:
+        report = await preflight(settings.app_id, settings.private_key, settings.github_api_url)
+    except Exception as exc:  # noqa: BLE001 - the check itself must never stop the bot
+        ctx.startup_errors.append(f"GitHub preflight failed: {exc}")
+        return
+    ctx.extra["preflight"] = report.as_dict()
+    for error in report.errors:
+        log.error("%s", error)
+        ctx.startup_errors.append(error)
 
 
 async def catch_up_once(ctx: Any) -> list[str]:
