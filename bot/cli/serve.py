@@ -15,7 +15,11 @@ log = logging.getLogger("kohai.serve")
 
 
 def build_context(
-    settings: Settings, *, max_experiments: int = 0, advisor_options: dict[str, Any] | None = None
+    settings: Settings,
+    *,
+    max_experiments: int = 0,
+    advisor_options: dict[str, Any] | None = None,
+    github: Any = None,
 ) -> Any:
     """The bot's context with every worker: inbox, outbox, sync, leases, advisor, catch-up."""
     from agents.advisor import make_advisor
@@ -23,7 +27,7 @@ def build_context(
     from webhooks.context import BotContext
     from webhooks.workers import DEFAULT_WORKERS, run_loop
 
-    ctx = BotContext.build(settings, max_experiments=max_experiments)
+    ctx = BotContext.build(settings, max_experiments=max_experiments, github=github)
     advisor = make_advisor(settings.anthropic_api_key, **(advisor_options or {}))
     loop = AdvisorLoop(
         ctx.engine,
