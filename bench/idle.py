@@ -1,0 +1,139 @@
+"""Host idle time: one host working through a backlog of short jobs.
+
+Queues N experiments (labelled issues) in the sandbox, then starts one real
+host daemon and samples the bot's job table every 20 ms until the backlog is
+done. Reports the fraction of wall time in which no job was leased (the host
+was between jobs), and the fraction in which no training process was running
+(from the harness's own run durations). Goal: no job running < 1 % of the time.
+
+    python bench/idle.py [--n 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bot.cli.serve import build_context  # noqa: E402
+from bot.config import Settings  # noqa: E402
+from bot.github import GitHubApp  # noqa: E402
+from bot.jobs import register_student  # noqa: E402
+from sandbox.control import SandboxControl  # noqa: E402
+from sandbox.server import SandboxServer  # noqa: E402
+from tests.conftest import ServerThread, free_port  # noqa: E402
+from webhooks.app import create_app  # noqa: E402
+
+PROBLEM = {
+    "kohai.toml": (
+        '[metric]\nname = "score"\ndirection = "maximize"\n\n[train]\ncommand = "python train.py"\n'
+        'budget = "10s"\ngrace = "5s"\nseeds = 1\nconfirm_seeds = 1\nbaseline_seeds = 1\n\n'
+        '[files]\neditable = ["train.py"]\nfrozen = []\n'
+    ),
+    "train.py": "import time\ntime.sleep(1.0)\nprint('score: 1.0')\n",
+    "program.md": "A job that takes one second.\n",
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20)
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        sandbox = SandboxServer(
+            Path(tmp) / "gh", webhook_url=f"http://127.0.0.1:{port}/webhooks/github"
+        ).start()
+        settings = Settings(
+            app_id=sandbox.app_id,
+            private_key=sandbox.private_key_pem,
+            webhook_secret=sandbox.webhook_secret,
+            github_api_url=sandbox.url,
+            db_path=f"{tmp}/k.db",
+            advisor=False,
+            catch_up=False,
+        )
+        github = GitHubApp(
+            settings.app_id,
+            settings.private_key,
+            sandbox.url,
+            writes_per_minute=None,
+            writes_per_hour=None,
+        )
+        ctx = build_context(settings, github=github)
+        server = ServerThread(create_app(ctx), port=port).start()
+        token = register_student(ctx.store, "idle")
+        sandbox.create_repo("lab/idle", files=PROBLEM)
+        control = SandboxControl(sandbox.url)
+        for i in range(args.n):
+            control.open_issue("lab/idle", f"Job {i}", "x", labels=["student:idle"], as_user="bob")
+        total = args.n + 1  # and the baseline
+        deadline = time.time() + 120
+        while ctx.store.one("SELECT COUNT(*) AS n FROM jobs WHERE state = 'queued'")["n"] < total:
+            if time.time() > deadline:
+                print("the backlog was not queued in time", file=sys.stderr)
+                return 1
+            time.sleep(0.1)
+        host = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bot.cli",
+                "host",
+                "run",
+                "--name",
+                "idle",
+                "--token",
+                token,
+                "--bot-url",
+                server.url,
+                "--work-dir",
+                f"{tmp}/host",
+            ],
+            env={**os.environ, "KOHAI_WANDB": "disabled", "WANDB_MODE": "disabled"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        samples: list[bool] = []
+        started = None
+        while True:
+            row = ctx.store.one(
+                "SELECT SUM(state = 'leased') AS leased, SUM(state IN ('done', 'failed')) AS done FROM jobs"
+            )
+            if started is None and (row["leased"] or row["done"]):
+                started = time.time()
+            if started is not None:
+                samples.append(bool(row["leased"]))
+            if row["done"] >= total:
+                break
+            if time.time() - (started or time.time()) > 600:
+                print("the backlog did not finish in 10 minutes", file=sys.stderr)
+                break
+            time.sleep(0.02)
+        wall = time.time() - (started or time.time())
+        trained = ctx.store.one("SELECT SUM(duration_s) AS s FROM runs")["s"] or 0.0
+        host.send_signal(signal.SIGTERM)
+        host.wait(timeout=30)
+        server.stop()
+        sandbox.stop()
+    idle_jobs = 1 - sum(samples) / max(len(samples), 1)
+    print(f"{total} jobs in {wall:.1f} s on one host")
+    print(f"no job leased: {idle_jobs:.1%} of wall time (goal < 1 %)")
+    print(
+        f"no training process running: {max(0.0, 1 - trained / wall):.1%} of wall time "
+        "(includes fetch, worktree and diff check between runs)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
