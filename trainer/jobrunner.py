@@ -70,6 +70,19 @@ def _run_in_worktree(
     except (ProblemError, GitError) as exc:
         return JobResult(status="refused", reason=f"{CONFIG_FILE} at base: {exc}", head_sha=head)
 
+    if job.kind != "baseline" and job.head_ref:
+        conflict = workspace.catch_up_with_base(tree, job.base_sha, student=ctx.student)
+        if conflict is not None:
+            return JobResult(status="refused", reason=conflict, head_sha=head)
+        merged = workspace.head_sha(tree)
+        if merged != head:
+            try:
+                workspace.push(tree, job.head_ref, job.token)
+            except GitError as exc:
+                return JobResult(
+                    status="crash", reason=f"could not push the merged base: {exc}", head_sha=head
+                )
+            head = merged
     result = JobResult(status="ok", head_sha=head)
     if job.implement is not None and job.kind != "baseline":
         reporter.phase("implementing", head_sha=head)

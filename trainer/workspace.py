@@ -216,3 +216,33 @@ def check_diff(worktree: Path, base_sha: str, head_sha: str, problem: Problem) -
         if _blob_sha256(worktree, base_sha, path) != _file_sha256(worktree / path):
             return f"frozen file {path} differs from base {base_sha[:12]}"
     return None
+
+
+def catch_up_with_base(worktree: Path, base_sha: str, *, student: str) -> str | None:
+    """Merge a new base into the branch when the PR predates it; the conflict, if any.
+
+    A PR measured on an older base is re-run on the new one before it may
+    merge, and what runs must be the branch as it would merge.
+    """
+    try:
+        git(worktree, "merge-base", "--is-ancestor", base_sha, "HEAD")
+        return None  # already on the base
+    except GitError:
+        pass
+    try:
+        git(
+            worktree,
+            "-c",
+            f"user.name=kohai student {student}",
+            "-c",
+            f"user.email={student}@students.kohai",
+            "merge",
+            "--quiet",
+            "--no-edit",
+            "--no-verify",
+            base_sha,
+        )
+    except GitError as exc:
+        git(worktree, "merge", "--abort", check=False)
+        return f"the branch conflicts with the new base {base_sha[:10]}: {exc}"
+    return None
