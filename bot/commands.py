@@ -89,7 +89,9 @@ def _stop(inv: Invocation, target: Target, actor: str, students: frozenset[str])
     return [i.Stop(target.number, actor)]
 
 
-def _assign(inv: Invocation, target: Target, actor: str, students: frozenset[str]) -> list[i.Intent]:
+def _assign(
+    inv: Invocation, target: Target, actor: str, students: frozenset[str]
+) -> list[i.Intent]:
     if len(inv.args) != 1:
         raise CommandError("usage: `/assign <student>` (or `/assign any`)")
     name = inv.args[0].removeprefix("student:")
@@ -104,7 +106,9 @@ def _assign(inv: Invocation, target: Target, actor: str, students: frozenset[str
     return [i.OpenFromIssue(target.number, target.title, target.body, student, actor)]
 
 
-def _review(inv: Invocation, target: Target, actor: str, students: frozenset[str]) -> list[i.Intent]:
+def _review(
+    inv: Invocation, target: Target, actor: str, students: frozenset[str]
+) -> list[i.Intent]:
     _no_args(inv)
     return [i.Review(target.number, actor)]
 
@@ -124,12 +128,16 @@ def _hold(inv: Invocation, target: Target, actor: str, students: frozenset[str])
     return [i.SetHold(target.number, True, actor)]
 
 
-def _unhold(inv: Invocation, target: Target, actor: str, students: frozenset[str]) -> list[i.Intent]:
+def _unhold(
+    inv: Invocation, target: Target, actor: str, students: frozenset[str]
+) -> list[i.Intent]:
     _no_args(inv)
     return [i.SetHold(target.number, False, actor)]
 
 
-def _status(inv: Invocation, target: Target, actor: str, students: frozenset[str]) -> list[i.Intent]:
+def _status(
+    inv: Invocation, target: Target, actor: str, students: frozenset[str]
+) -> list[i.Intent]:
     _no_args(inv)
     return [i.PostStatus(target.number)]
 
@@ -141,11 +149,17 @@ def _help(inv: Invocation, target: Target, actor: str, students: frozenset[str])
 COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
-        Command("rerun", "/rerun [seeds=N]", "train this PR again on its current head", True, _rerun),
+        Command(
+            "rerun", "/rerun [seeds=N]", "train this PR again on its current head", True, _rerun
+        ),
         Command("stop", "/stop", "stop the running job and put the PR on hold", True, _stop),
-        Command("assign", "/assign <student>", "hand the work to a student (or `any`)", False, _assign),
+        Command(
+            "assign", "/assign <student>", "hand the work to a student (or `any`)", False, _assign
+        ),
         Command("review", "/review", "ask the advisor to review now", True, _review),
-        Command("merge", "/merge", "merge now, overriding the gate (recorded as yours)", True, _merge),
+        Command(
+            "merge", "/merge", "merge now, overriding the gate (recorded as yours)", True, _merge
+        ),
         Command("close", "/close", "close as a dead end", True, _close),
         Command("hold", "/hold", "start nothing new for this until `/unhold`", False, _hold),
         Command("unhold", "/unhold", "lift a hold", False, _unhold),

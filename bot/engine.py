@@ -764,3 +764,33 @@ class Engine:
                 )
                 self.refresh_status(repo, exp["id"])
             self.mark_base_stale(repo)
+
+    def on_write_failed(self, row: dict[str, Any], message: str) -> None:
+        """A GitHub write failed for good; a refused merge must not leave its PR in limbo."""
+        if row["op"] != "merge":
+            return
+        args = json.loads(row["args"]) if isinstance(row["args"], str) else row["args"]
+        repo = self.repo(row["repo"])
+        exp_id = args.get("experiment_id")
+        exp = (
+            self.store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,)) if exp_id else None
+        )
+        if repo is None or exp is None or exp["state"] in ("merged", "closed"):
+            return
+        self.decide(exp["id"], "wait", "gate", f"GitHub refused the merge: {message}")
+        self._write(
+            repo,
+            "comment",
+            number=exp["pr_number"],
+            kind="merge-failed",
+            key=str(row["id"]),
+            body=(
+                f"### Merge refused by GitHub\n\n{message}\n\nThe branch probably conflicts with "
+                "the new base. `/rerun` merges the base into the branch and trains it again; "
+                "`/close` ends it."
+            ),
+        )
+        self.store.update("experiments", exp["id"], {"review_requested": 0, "updated_at": now()})
+        self.refresh_status(
+            repo, exp["id"], phase_note="merge refused by GitHub; waiting for a human"
+        )

@@ -347,7 +347,9 @@ class JobBook:
         exp = {**exp, **values}
         all_runs = [
             {**r, "curve": json.loads(r["curve"] or "[]")}
-            for r in self.store.query("SELECT * FROM runs WHERE job_id = ? ORDER BY seed", (job["id"],))
+            for r in self.store.query(
+                "SELECT * FROM runs WHERE job_id = ? ORDER BY seed", (job["id"],)
+            )
         ]
         attempt_note = ""
         if job["attempts"] > 1:

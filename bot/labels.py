@@ -23,7 +23,11 @@ def student_label(student: str | None) -> str:
 
 
 def student_label_spec(student: str) -> dict[str, str]:
-    return {"name": student_label(student), "color": "d4c5f9", "description": f"kohai student {student}"}
+    return {
+        "name": student_label(student),
+        "color": "d4c5f9",
+        "description": f"kohai student {student}",
+    }
 
 
 def status_label(state: str) -> str | None:

@@ -433,6 +433,7 @@ class OutboxWorker:
         github: GitHubApp,
         *,
         on_done: OnDone | None = None,
+        on_failed: Callable[[dict[str, Any], str], None] | None = None,
         bus: Any = None,
         clock: Callable[[], float] = time.time,
         max_attempts: int = MAX_ATTEMPTS,
@@ -441,6 +442,9 @@ class OutboxWorker:
         self.store = store
         self.github = github
         self.on_done = on_done
+        self.on_failed = (
+            on_failed  # a write that failed for good: tell the engine, same transaction
+        )
         self.bus = bus
         self.clock = clock
         self.max_attempts = max_attempts
@@ -512,6 +516,8 @@ class OutboxWorker:
         )
         with self.store.transaction():
             self.store.update("outbox", row["id"], values)
+            if values.get("state") == "failed" and self.on_failed is not None:
+                self.on_failed(row, message)
         level = logging.ERROR if values.get("state") == "failed" else logging.WARNING
         log.log(level, "outbox %s %s %s: %s", row["id"], row["op"], row["repo"], message)
         state = str(values.get("state", "pending"))

@@ -33,7 +33,9 @@ def parse_duration(value: str | int | float, *, field_name: str = "duration") ->
     else:
         match = _DURATION.match(str(value))
         if not match:
-            raise ProblemError(f"{field_name}: expected a duration like '5m' or '30s', got {value!r}")
+            raise ProblemError(
+                f"{field_name}: expected a duration like '5m' or '30s', got {value!r}"
+            )
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     if seconds <= 0:
         raise ProblemError(f"{field_name}: must be positive, got {value!r}")
@@ -133,7 +135,9 @@ def parse_problem(data: dict[str, Any]) -> Problem:
         raise ProblemError(f"metric.name: expected a metric name, got {name!r}")
     direction = metric.get("direction", "minimize")
     if direction not in ("minimize", "maximize"):
-        raise ProblemError(f"metric.direction: expected 'minimize' or 'maximize', got {direction!r}")
+        raise ProblemError(
+            f"metric.direction: expected 'minimize' or 'maximize', got {direction!r}"
+        )
     command = train.get("command", "python train.py")
     if not isinstance(command, str) or not command.strip():
         raise ProblemError("train.command: expected a command line")

@@ -129,5 +129,7 @@ class JobResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobResult:
         result = _from_dict(cls, data)
-        result.runs = [r if isinstance(r, RunResult) else RunResult.from_dict(r) for r in result.runs]
+        result.runs = [
+            r if isinstance(r, RunResult) else RunResult.from_dict(r) for r in result.runs
+        ]
         return result

@@ -95,7 +95,9 @@ def on_issue_labeled(event: Event, state: RouteState) -> list[i.Intent]:
     if HOLD in event.labels:
         return [i.Ignore("the issue is on hold: it opens when `hold` is removed")]
     student = None if name == "any" else name
-    return [i.OpenFromIssue(event.number or 0, event.title, event.body, student, event.sender or "")]
+    return [
+        i.OpenFromIssue(event.number or 0, event.title, event.body, student, event.sender or "")
+    ]
 
 
 def on_issue_unlabeled(event: Event, state: RouteState) -> list[i.Intent]:
@@ -108,7 +110,9 @@ def on_issue_unlabeled(event: Event, state: RouteState) -> list[i.Intent]:
     if name != "any" and name not in state.students:
         return [_unknown_student(event, name, state)]
     student = None if name == "any" else name
-    return [i.OpenFromIssue(event.number or 0, event.title, event.body, student, event.sender or "")]
+    return [
+        i.OpenFromIssue(event.number or 0, event.title, event.body, student, event.sender or "")
+    ]
 
 
 def on_pr_labeled(event: Event, state: RouteState) -> list[i.Intent]:
@@ -250,9 +254,7 @@ def needs_permission(event: Event) -> bool:
     )
 
 
-SUBSCRIBED_EVENTS: tuple[str, ...] = tuple(
-    sorted({name for name, _ in ROUTES if name != "ping"})
-)
+SUBSCRIBED_EVENTS: tuple[str, ...] = tuple(sorted({name for name, _ in ROUTES if name != "ping"}))
 # What the handlers' writes need: branches and empty commits (contents), draft
 # PRs, merges and ready-for-review (pull_requests), labels, comments and
 # reactions (issues), and repository metadata.

@@ -259,9 +259,7 @@ class Store:
 
     def update(self, table: str, row_id: Any, values: dict[str, Any], key: str = "id") -> None:
         sets = ", ".join(f"{column} = ?" for column in values)
-        self.conn.execute(
-            f"UPDATE {table} SET {sets} WHERE {key} = ?", (*values.values(), row_id)
-        )
+        self.conn.execute(f"UPDATE {table} SET {sets} WHERE {key} = ?", (*values.values(), row_id))
 
     def close(self) -> None:
         self.conn.close()

@@ -46,7 +46,9 @@ async def github_webhook(request: Request, state: State) -> Response[dict[str, s
     body = await _read_capped(request)
     if body is None:
         return _error(413, "payload over 25 MB")
-    if not signature_ok(ctx.settings.webhook_secret, body, request.headers.get("x-hub-signature-256")):
+    if not signature_ok(
+        ctx.settings.webhook_secret, body, request.headers.get("x-hub-signature-256")
+    ):
         return _error(401, "missing or invalid X-Hub-Signature-256")
     event = request.headers.get("x-github-event")
     delivery = request.headers.get("x-github-delivery")

@@ -109,7 +109,9 @@ async def lease(name: str, request: Request, state: State, wait: float = 0.0) ->
             pass
 
 
-def _authorize_job(ctx: Any, request: Request, job_id: int) -> tuple[str | None, Response[Any] | None]:
+def _authorize_job(
+    ctx: Any, request: Request, job_id: int
+) -> tuple[str | None, Response[Any] | None]:
     student = _student_for_token(ctx, _bearer(request))
     if student is None:
         return None, _error(401, "missing or invalid host token")

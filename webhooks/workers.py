@@ -55,7 +55,13 @@ async def inbox_worker(ctx: BotContext) -> None:
 
 
 async def outbox_worker(ctx: BotContext) -> None:
-    worker = OutboxWorker(ctx.store, ctx.github, on_done=ctx.engine.on_write_done, bus=ctx.bus)
+    worker = OutboxWorker(
+        ctx.store,
+        ctx.github,
+        on_done=ctx.engine.on_write_done,
+        on_failed=ctx.engine.on_write_failed,
+        bus=ctx.bus,
+    )
     ctx.extra["outbox"] = worker
     await run_loop(ctx, "outbox", worker.run_once, ctx.outbox_wake, 1.0)
 

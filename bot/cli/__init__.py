@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run a short research session end to end on this machine")
-    demo.add_argument("--experiments", type=int, default=4, help="experiments to finish (default 4)")
+    demo.add_argument(
+        "--experiments", type=int, default=4, help="experiments to finish (default 4)"
+    )
     demo.add_argument("--budget", default="20s", help="training budget per run (default 20s)")
     demo.add_argument("--students", type=int, default=2, help="local students (default 2)")
     demo.add_argument("--keep-serving", action="store_true", help="leave the dashboard up")
@@ -49,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox = sub.add_parser("sandbox", help="the local GitHub sandbox")
     sandbox.add_argument("--port", type=int, default=9000)
     sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--data", default="sandbox-data", help="state directory (survives restarts)")
+    sandbox.add_argument(
+        "--data", default="sandbox-data", help="state directory (survives restarts)"
+    )
     sandbox.add_argument("--webhook-url", default="http://127.0.0.1:8000/webhooks/github")
     sandbox.add_argument("--repo", default="lab/charlm", help="repository to create (OWNER/NAME)")
     sandbox.add_argument("--from", dest="from_path", default=None, help="problem repo to import")
