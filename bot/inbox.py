@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from bot.engine import Engine
 from bot.events import MalformedEvent, parse_event
 from bot.router import needs_permission, route
-from bot.store import Store, dumps, now
+from bot.store import Store, now
 
 log = logging.getLogger("kohai.inbox")
 
@@ -85,11 +85,12 @@ def _finish(store: Store, row_id: int, status: str, note: str) -> None:
 
 
 def _bump(store: Store, row_id: int, note: str) -> int:
+    """Record one failed try (a line of the note); return how many there have been."""
     with store.transaction():
         row = store.one("SELECT note FROM inbox WHERE id = ?", (row_id,))
-        tries = 1 + sum(1 for line in (row or {}).get("note", "") or "" if line == "\n")
-        store.update("inbox", row_id, {"note": ((row or {}).get("note") or "") + note[:200] + "\n"})
-    return tries
+        previous = (row or {}).get("note") or ""
+        store.update("inbox", row_id, {"note": previous + note[:200] + "\n"})
+    return previous.count("\n") + 1
 
 
 async def process_pending(engine: Engine, permission: PermissionLookup | None) -> int:
@@ -105,6 +106,3 @@ async def process_pending(engine: Engine, permission: PermissionLookup | None) -
 def inbox_counts(store: Store) -> dict[str, int]:
     rows = store.query("SELECT status, COUNT(*) AS n FROM inbox GROUP BY status")
     return {r["status"]: r["n"] for r in rows}
-
-
-__all__ = ["store_delivery", "process_pending", "route_one", "inbox_counts", "dumps"]
