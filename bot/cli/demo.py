@@ -183,7 +183,7 @@ class Demo:
             self.acted.add("issue")
             issue = self.control.open_issue(
                 REPO,
-                "Halve the batch size",
+                "Raise the learning rate to 3e-3",
                 HUMAN_HYPOTHESIS,
                 labels=["student:fern"],
                 as_user="bob",
@@ -366,6 +366,11 @@ class Demo:
                 print(f"kohai demo: stopping {type(thing).__name__}: {exc}", file=sys.stderr)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM cleans up like Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
 def _f(value: float | None, spec: str = ".4f") -> str:
     return "—" if value is None else format(value, spec)
 
@@ -417,7 +422,7 @@ def main(args: argparse.Namespace) -> int:
         flush=True,
     )
     demo = Demo(args, work)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         demo.start()
         code = demo.run()
