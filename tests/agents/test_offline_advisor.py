@@ -189,7 +189,8 @@ def test_offline_bot_never_loads_the_claude_modules() -> None:
 
 
 def test_a_key_selects_the_claude_advisor() -> None:
-    claude = pytest.importorskip("agents.claude.advisor")
+    from agents.claude import advisor as claude
+
     advisor = make_advisor("sk-ant-test-key")
     assert isinstance(advisor, claude.ClaudeAdvisor)
     assert isinstance(advisor, Advisor)

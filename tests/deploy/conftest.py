@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import kubernetes
 import pytest
-
-kubernetes = pytest.importorskip("kubernetes")
 
 # kind -> the kubernetes client's model for it
 MODELS: dict[str, str] = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sqlite3
@@ -122,16 +121,6 @@ def test_missing_github_secret_stops_before_any_student(
     assert not any(c["argv"][2] == "exec" for c in cluster.calls())
 
 
-def _register_student_available() -> bool:
-    try:
-        return hasattr(importlib.import_module("bot.cli.hosts"), "register_student")
-    except ImportError:
-        return False
-
-
-@pytest.mark.skipif(
-    not _register_student_available(), reason="bot.cli.hosts.register_student is not there yet"
-)
 def test_apply_registers_students_in_the_bots_store_and_hands_tokens_to_secrets(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -74,8 +74,14 @@ def _verify(root: Path, unit_text: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
-@pytest.mark.skipif(SYSTEM_UNITS is None, reason="systemd's own units are not installed")
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None,
+    reason="systemd-analyze missing: `make test` installs Debian's systemd; only a bare pytest run skips",
+)
+@pytest.mark.skipif(
+    SYSTEM_UNITS is None,
+    reason="systemd's units missing: `make test` installs Debian's systemd; only a bare pytest run skips",
+)
 def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
     good = _verify(tmp_path / "good", UNIT.read_text())
     assert good.returncode == 0, good.stderr

@@ -28,12 +28,16 @@ ARGS = [
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Chromium at /usr/bin/chromium"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="Chromium missing: `make test` installs Debian's chromium; only a bare pytest run skips",
+    ),
 ]
 
 
 def test_dashboard_follows_a_running_demo(tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
+    from playwright import sync_api
+
     port = free_port()
     env = {**os.environ, "WANDB_MODE": "disabled", "KOHAI_WANDB": "disabled"}
     env.pop("ANTHROPIC_API_KEY", None)
