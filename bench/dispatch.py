@@ -21,17 +21,7 @@ import time
 from pathlib import Path
 
 import httpx
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bot.cli.serve import build_context  # noqa: E402
-from bot.config import Settings  # noqa: E402
-from bot.github import GitHubApp  # noqa: E402
-from bot.jobs import register_student  # noqa: E402
-from sandbox.control import SandboxControl  # noqa: E402
-from sandbox.server import SandboxServer  # noqa: E402
-from tests.conftest import ServerThread, free_port  # noqa: E402
-from webhooks.app import create_app  # noqa: E402
+from lab import start_lab
 
 CHARLM = Path(__file__).resolve().parents[1] / "trainer" / "examples" / "charlm"
 
@@ -59,33 +49,8 @@ def main() -> int:
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        sandbox = SandboxServer(
-            Path(tmp) / "gh", webhook_url=f"http://127.0.0.1:{port}/webhooks/github"
-        ).start()
-        settings = Settings(
-            app_id=sandbox.app_id,
-            private_key=sandbox.private_key_pem,
-            webhook_secret=sandbox.webhook_secret,
-            github_api_url=sandbox.url,
-            db_path=f"{tmp}/k.db",
-            advisor=False,
-            catch_up=False,
-        )
-        # GitHub's content-creation pacing (80/min) would dominate after a few
-        # experiments; this measures kohai's own path, so pacing is off here.
-        github = GitHubApp(
-            settings.app_id,
-            settings.private_key,
-            sandbox.url,
-            writes_per_minute=None,
-            writes_per_hour=None,
-        )
-        ctx = build_context(settings, github=github)
-        server = ServerThread(create_app(ctx), port=port).start()
-        token = register_student(ctx.store, "bench")
-        sandbox.create_repo("lab/charlm", from_path=CHARLM)
-        control = SandboxControl(sandbox.url)
+        lab = start_lab(Path(tmp), "lab/charlm", "bench", from_path=CHARLM)
+        server, control, token = lab.server, lab.control, lab.token
         latencies: list[float] = []
         with httpx.Client(timeout=60) as client:
             job = lease(client, server.url, token)  # the baseline comes first
@@ -104,8 +69,7 @@ def main() -> int:
                     return 1
                 latencies.append(time.perf_counter() - start)
                 complete(client, server.url, token, job["id"])
-        server.stop()
-        sandbox.stop()
+        lab.stop()
     ordered = sorted(latencies)
     p50 = statistics.median(ordered) * 1000
     p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000

@@ -21,16 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lab import start_lab
 
-from bot.cli.serve import build_context  # noqa: E402
-from bot.config import Settings  # noqa: E402
-from bot.github import GitHubApp  # noqa: E402
-from bot.jobs import register_student  # noqa: E402
-from sandbox.control import SandboxControl  # noqa: E402
-from sandbox.server import SandboxServer  # noqa: E402
-from tests.conftest import ServerThread, free_port  # noqa: E402
-from webhooks.app import create_app  # noqa: E402
+from trainer.daemon import spawn
 
 PROBLEM = {
     "kohai.toml": (
@@ -49,31 +42,8 @@ def main() -> int:
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        sandbox = SandboxServer(
-            Path(tmp) / "gh", webhook_url=f"http://127.0.0.1:{port}/webhooks/github"
-        ).start()
-        settings = Settings(
-            app_id=sandbox.app_id,
-            private_key=sandbox.private_key_pem,
-            webhook_secret=sandbox.webhook_secret,
-            github_api_url=sandbox.url,
-            db_path=f"{tmp}/k.db",
-            advisor=False,
-            catch_up=False,
-        )
-        github = GitHubApp(
-            settings.app_id,
-            settings.private_key,
-            sandbox.url,
-            writes_per_minute=None,
-            writes_per_hour=None,
-        )
-        ctx = build_context(settings, github=github)
-        server = ServerThread(create_app(ctx), port=port).start()
-        token = register_student(ctx.store, "idle")
-        sandbox.create_repo("lab/idle", files=PROBLEM)
-        control = SandboxControl(sandbox.url)
+        lab = start_lab(Path(tmp), "lab/idle", "idle", files=PROBLEM)
+        ctx, server, control = lab.ctx, lab.server, lab.control
         for i in range(args.n):
             control.open_issue("lab/idle", f"Job {i}", "x", labels=["student:idle"], as_user="bob")
         total = args.n + 1  # and the baseline
@@ -83,22 +53,11 @@ def main() -> int:
                 print("the backlog was not queued in time", file=sys.stderr)
                 return 1
             time.sleep(0.1)
-        host = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bot.cli",
-                "host",
-                "run",
-                "--name",
-                "idle",
-                "--token",
-                token,
-                "--bot-url",
-                server.url,
-                "--work-dir",
-                f"{tmp}/host",
-            ],
+        host = spawn(
+            "idle",
+            lab.token,
+            server.url,
+            Path(tmp) / "host",
             env={**os.environ, "KOHAI_WANDB": "disabled", "WANDB_MODE": "disabled"},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -123,8 +82,7 @@ def main() -> int:
         trained = ctx.store.one("SELECT SUM(duration_s) AS s FROM runs")["s"] or 0.0
         host.send_signal(signal.SIGTERM)
         host.wait(timeout=30)
-        server.stop()
-        sandbox.stop()
+        lab.stop()
     idle_jobs = 1 - sum(samples) / max(len(samples), 1)
     print(f"{total} jobs in {wall:.1f} s on one host")
     print(f"no job leased: {idle_jobs:.1%} of wall time (goal < 1 %)")

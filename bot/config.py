@@ -16,6 +16,16 @@ class ConfigError(ValueError):
     pass
 
 
+def int_setting(env: Mapping[str, str], name: str, default: int) -> int:
+    """A non-negative integer setting, or one line naming it."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class Settings:
     app_id: int
@@ -29,6 +39,7 @@ class Settings:
     app_slug: str = "kohai"
     alpha: float = 0.05
     plateau_after: int = 5
+    max_experiments: int = 0  # advisor experiments to open in all; 0: no limit
     advisor: bool = True  # propose for idle students
     catch_up: bool = True
 
@@ -83,7 +94,8 @@ class Settings:
             wandb_api_key=env.get("WANDB_API_KEY") or None,
             app_slug=env.get("KOHAI_APP_SLUG", "kohai"),
             alpha=alpha,
-            plateau_after=int(env.get("KOHAI_PLATEAU_AFTER", "5") or 5),
+            plateau_after=int_setting(env, "KOHAI_PLATEAU_AFTER", 5),
+            max_experiments=int_setting(env, "KOHAI_MAX_EXPERIMENTS", 0),
             advisor=env.get("KOHAI_ADVISOR", "on") != "off",
             catch_up=env.get("KOHAI_CATCH_UP", "on") != "off",
         )

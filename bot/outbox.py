@@ -469,6 +469,9 @@ class OutboxWorker:
         for row in self.due():
             if row["repo"] in blocked:
                 continue
+            current = self.store.one("SELECT state FROM outbox WHERE id = ?", (row["id"],))
+            if current is None or current["state"] != "pending":
+                continue  # superseded while earlier rows were being written
             state = await self.perform(row)
             if state == "done":
                 done += 1

@@ -11,10 +11,23 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 JobKind = Literal["experiment", "baseline"]
-RunStatus = Literal["ok", "crash", "timeout", "refused"]
+# ok: the sealed evaluator (or, unsealed, the script) gave the metric; invalid: a
+# check failed (the evaluator's, a frozen file, a stray file); crash, timeout;
+# refused: the diff check before training; stopped-early: trailing the
+# baseline's curve; cancelled: stopped by a human or the bot, never a failure.
+RunStatus = Literal["ok", "invalid", "crash", "timeout", "refused", "stopped-early", "cancelled"]
+RUN_STATUSES: frozenset[str] = frozenset(
+    {"ok", "invalid", "crash", "timeout", "refused", "stopped-early", "cancelled"}
+)
+# Run statuses that count against a candidate in the gate.
+FAILED_RUN_STATUSES: frozenset[str] = frozenset({"invalid", "crash", "timeout"})
 # What a whole job came to: every seed ran ("ok", even if some crashed), the
-# run was refused before training (diff check), or the student could not implement.
-JobStatus = Literal["ok", "crash", "timeout", "refused", "implement_failed"]
+# run was refused before training (diff check), the student could not
+# implement, or the job was cancelled.
+JobStatus = Literal["ok", "crash", "timeout", "refused", "implement_failed", "cancelled"]
+JOB_STATUSES: frozenset[str] = frozenset(
+    {"ok", "crash", "timeout", "refused", "implement_failed", "cancelled"}
+)
 EventKind = Literal["heartbeat", "phase", "progress", "log"]
 
 LEASE_SECONDS = 60.0
@@ -106,6 +119,14 @@ class RunResult:
     reason: str = ""
     log_tail: str = ""
     wandb_url: str = ""
+    # Trust: the metric came from the frozen [eval] command (False: the script's
+    # own claim, shown as "unsealed"); the run was inside the job sandbox.
+    sealed: bool = False
+    sandboxed: bool = False
+    train_s: float = 0.0  # how long training really ran
+    eval_s: float = 0.0  # how long the sealed evaluation ran
+    host: str = ""  # the student/host that ran it
+    gpu_kind: str = ""  # hardware class, e.g. "cpu" or "NVIDIA H100 80GB HBM3"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunResult:

@@ -22,6 +22,9 @@ Ops and their args (all also carry the repo and installation in the row):
 | convert_to_draft | number                                                              | {} |
 | merge          | number, sha, method, title                                            | {sha, merged} |
 | close          | number                                                                | {} |
+
+Row states: pending -> done | failed, or superseded (a sticky edit replaced by a
+newer one before it was made).
 """
 
 from __future__ import annotations
@@ -72,6 +75,14 @@ def enqueue(
     mark = None
     if op in ("comment", "sticky"):
         mark = marker(args["kind"], args["key"])
+    if op == "sticky":
+        # Only the latest body of a sticky comment matters: an older edit that
+        # has not been made yet need not be made at all.
+        store.execute(
+            "UPDATE outbox SET state = 'superseded', done_at = ? "
+            "WHERE op = 'sticky' AND repo = ? AND marker = ? AND state = 'pending'",
+            (now(), repo, mark),
+        )
     return store.insert(
         "outbox",
         {

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-# The checkout sits beside shared/ (here and in CI).
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "github-webhooks"
+# Copies of real GitHub deliveries; tests/fixtures/github-webhooks/README.md names their source.
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "github-webhooks"
 
 
 def free_port() -> int:

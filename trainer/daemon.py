@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -213,3 +214,33 @@ def main(args: argparse.Namespace) -> int:
         if worker.error:
             print(f"kohai host run: {worker.spec.name}: {worker.error}", file=sys.stderr)
     return code
+
+
+def spawn(
+    name: str,
+    token: str,
+    bot_url: str,
+    work_dir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    **popen: object,
+) -> subprocess.Popen[bytes]:
+    """Start `kohai host run` for one student as a child process (demo, tests, benchmarks).
+
+    The token travels in KOHAI_HOST_TOKEN, never on the command line.
+    """
+    command = [
+        sys.executable,
+        "-m",
+        "bot.cli",
+        "host",
+        "run",
+        "--name",
+        name,
+        "--bot-url",
+        bot_url,
+        "--work-dir",
+        str(work_dir),
+    ]
+    full_env = {**(os.environ if env is None else env), "KOHAI_HOST_TOKEN": token}
+    return subprocess.Popen(command, env=full_env, cwd=Path(__file__).resolve().parents[1], **popen)  # type: ignore[call-overload]

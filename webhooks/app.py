@@ -28,16 +28,17 @@ def _count(ctx: BotContext, sql: str) -> dict[str, int]:
 
 def health(ctx: BotContext) -> dict[str, Any]:
     t = time.time()
-    workers = {
-        name: {"last_beat_s_ago": round(t - beat, 1), "alive": t - beat < 30}
-        for name, beat in ctx.heartbeats.items()
-    }
+    expected = [w.__name__.removesuffix("_worker") for w in ctx.workers]
+    workers = {}
+    for name in expected:
+        beat = ctx.heartbeats.get(name)
+        age = None if beat is None else round(t - beat, 1)
+        workers[name] = {"last_beat_s_ago": age, "alive": age is not None and age < 30}
     outbox = _count(ctx, "SELECT state AS k, COUNT(*) AS n FROM outbox GROUP BY state")
     jobs = _count(ctx, "SELECT state AS k, COUNT(*) AS n FROM jobs GROUP BY state")
     failed_writes = ctx.store.query(
         "SELECT id, op, repo, last_error FROM outbox WHERE state = 'failed' ORDER BY id DESC LIMIT 10"
     )
-    expected = {w.__name__.replace("_worker", "") for w in ctx.workers}
     ok = not ctx.startup_errors and all(w["alive"] for w in workers.values())
     return {
         "ok": ok,
@@ -47,7 +48,6 @@ def health(ctx: BotContext) -> dict[str, Any]:
         "failed_writes": failed_writes,
         "jobs": jobs,
         "workers": workers,
-        "workers_expected": sorted(expected),
     }
 
 
@@ -71,7 +71,9 @@ def create_app(ctx: BotContext, *, run_workers: bool = True) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(worker(ctx), name=worker.__name__) for worker in ctx.workers]
+        tasks = [
+            asyncio.create_task(job(ctx), name=job.__name__) for job in [*ctx.workers, *ctx.startup]
+        ]
         try:
             yield
         finally:

@@ -50,6 +50,8 @@ class BotContext:
     heartbeats: dict[str, float] = field(default_factory=dict)
     startup_errors: list[str] = field(default_factory=list)
     workers: list[Callable[[BotContext], Awaitable[None]]] = field(default_factory=list)
+    # One-off tasks at start-up (credential check, catch-up), run beside the workers.
+    startup: list[Callable[[BotContext], Awaitable[None]]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def beat(self, worker: str) -> None:

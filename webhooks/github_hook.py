@@ -55,9 +55,9 @@ async def github_webhook(request: Request, state: State) -> Response[dict[str, s
     if not event or not delivery:
         return _error(400, "missing X-GitHub-Event or X-GitHub-Delivery header")
     try:
-        payload = json.loads(body)
+        payload = json.loads(body.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
-        return _error(400, "body is not JSON")
+        return _error(400, "body is not UTF-8 JSON")
     if not isinstance(payload, dict):
         return _error(400, "body is not a JSON object")
     action = payload.get("action") if isinstance(payload.get("action"), str) else None

@@ -1,7 +1,8 @@
 """The bot's background loops, run inside the web app's event loop.
 
-Each loop does one job, records a heartbeat for /healthz, and survives its own
-errors: one bad pass is logged and the loop goes on.
+Each loop does one job, records a heartbeat for /healthz under its name (the
+function's name without `_worker`), and survives its own errors: one bad pass
+is logged and the loop goes on.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ async def sync_worker(ctx: BotContext) -> None:
         listener.cancel()
 
 
-async def lease_sweeper(ctx: BotContext) -> None:
+async def leases_worker(ctx: BotContext) -> None:
     async def step() -> None:
         ctx.jobs.expire_leases()
 
@@ -99,5 +100,5 @@ DEFAULT_WORKERS: list[Callable[[BotContext], Awaitable[None]]] = [
     inbox_worker,
     outbox_worker,
     sync_worker,
-    lease_sweeper,
+    leases_worker,
 ]

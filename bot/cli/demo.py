@@ -144,33 +144,22 @@ class Demo:
             self.hosts[name] = self._spawn_host(name, token)
 
     def _spawn_host(self, name: str, token: str) -> subprocess.Popen[bytes]:
+        from trainer.daemon import spawn
+
         log = open(self.work / f"host-{name}.log", "wb")  # noqa: SIM115 - lives as long as the host
         env = {
             **os.environ,
             "WANDB_DIR": str(self.work),
             "WANDB_SILENT": "true",
-            "KOHAI_HOST_TOKEN": token,
         }
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bot.cli",
-                "host",
-                "run",
-                "--name",
-                name,
-                "--token",
-                token,
-                "--bot-url",
-                self.bot_url,
-                "--work-dir",
-                str(self.work / f"host-{name}"),
-            ],
+        return spawn(
+            name,
+            token,
+            self.bot_url,
+            self.work / f"host-{name}",
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=env,
-            cwd=ROOT,
             start_new_session=True,
         )
 

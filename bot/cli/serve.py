@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -41,17 +40,13 @@ def build_context(
     async def advisor_worker(c: Any) -> None:
         await run_loop(c, "advisor", loop.step, None, 1.0)
 
-    async def catch_up_worker(c: Any) -> None:
+    async def check_and_catch_up(c: Any) -> None:
         await check_github(c)
-        await catch_up_once(c)
-        c.beat("catch_up")
-        while True:  # stays alive for /healthz; its work is done at start-up
-            await asyncio.sleep(10)
-            c.beat("catch_up")
+        if settings.catch_up:
+            await catch_up_once(c)
 
     ctx.workers = [*DEFAULT_WORKERS, advisor_worker]
-    if settings.catch_up:
-        ctx.workers.append(catch_up_worker)
+    ctx.startup = [check_and_catch_up]
     ctx.extra["advisor_loop"] = loop
     return ctx
 
@@ -102,9 +97,7 @@ def main(args: argparse.Namespace) -> int:
 
     from webhooks.app import create_app
 
-    ctx = build_context(
-        settings, max_experiments=int(os.environ.get("KOHAI_MAX_EXPERIMENTS", "0") or 0)
-    )
+    ctx = build_context(settings, max_experiments=settings.max_experiments)
     app = create_app(ctx)
     print(
         f"kohai serve: listening on http://{args.host}:{args.port} (GitHub API {settings.github_api_url})",

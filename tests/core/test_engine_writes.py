@@ -79,3 +79,15 @@ def test_a_refused_merge_is_explained_on_the_pr(tmp_path: Path) -> None:
     )
     decision = store.one("SELECT * FROM decisions WHERE experiment_id = ?", (exp_id,))
     assert decision["verdict"] == "wait" and "refused the merge" in decision["rationale"]
+
+
+def test_a_newer_status_body_supersedes_an_unsent_one(tmp_path: Path) -> None:
+    store, engine, exp_id = setup(tmp_path)
+    with store.transaction():
+        store.update("experiments", exp_id, {"pr_number": 5})
+        repo = engine.repo("lab/charlm")
+        engine.refresh_status(repo, exp_id, phase_note="first")
+        engine.refresh_status(repo, exp_id, phase_note="second")
+    rows = store.query("SELECT state, args FROM outbox WHERE op = 'sticky' ORDER BY id")
+    assert [r["state"] for r in rows] == ["superseded", "pending"]
+    assert "second" in json.loads(rows[1]["args"])["body"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli.serve import build_context, check_github
-from bot.config import ConfigError, Settings
+from bot.config import ConfigError, Settings, int_setting
 from webhooks.app import health
 
 
@@ -43,3 +43,10 @@ async def test_unreachable_github_is_reported_on_health(tmp_path: Path, pem: str
     report = health(ctx)
     assert report["ok"] is False
     assert any("reach GitHub" in e for e in report["errors"]), report["errors"]
+
+
+def test_integer_settings_are_checked() -> None:
+    assert int_setting({}, "KOHAI_MAX_EXPERIMENTS", 0) == 0
+    assert int_setting({"KOHAI_MAX_EXPERIMENTS": " 7 "}, "KOHAI_MAX_EXPERIMENTS", 0) == 7
+    with pytest.raises(ConfigError, match="KOHAI_PLATEAU_AFTER must be a whole number"):
+        int_setting({"KOHAI_PLATEAU_AFTER": "five"}, "KOHAI_PLATEAU_AFTER", 5)

@@ -108,6 +108,7 @@ def test_bad_signature_missing_headers_malformed_and_oversize_store_nothing(bot)
     assert r.status_code == 401
     assert post(server.url, "ping", b"{not json").status_code == 400
     assert post(server.url, "ping", b"[1, 2]").status_code == 400
+    assert post(server.url, "ping", '{"zen": "hi"}'.encode("utf-16")).status_code == 400
     r = httpx.post(
         f"{server.url}/webhooks/github",
         content=body,

@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import pytest
 from bot.config import Settings
 from bot.jobs import register_student
 from tests.conftest import ServerThread, free_port
+from trainer.daemon import spawn
 
 ROOT = Path(__file__).resolve().parents[2]
 CHARLM = ROOT / "trainer" / "examples" / "charlm"
@@ -58,26 +58,14 @@ class Lab:
         token = register_student(self.ctx.store, name)
         log = open(self.tmp / f"host-{name}.log", "wb")  # noqa: SIM115
         env = {**os.environ, "WANDB_MODE": "disabled", "KOHAI_WANDB": "disabled"}
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bot.cli",
-                "host",
-                "run",
-                "--name",
-                name,
-                "--token",
-                token,
-                "--bot-url",
-                self.bot_url,
-                "--work-dir",
-                str(self.tmp / f"host-{name}"),
-            ],
+        process = spawn(
+            name,
+            token,
+            self.bot_url,
+            self.tmp / f"host-{name}",
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=env,
-            cwd=ROOT,
         )
         self.hosts.append(process)
         return process

@@ -1,0 +1,33 @@
+"""A host's posted result is checked before it is stored: a clear 400 beats a 500 retried forever."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.protocol import JobResult, RunResult
+from webhooks.hosts import result_problem
+
+
+@pytest.mark.parametrize(
+    "result,needle",
+    [
+        (JobResult(status="ok", runs=[RunResult(seed=0, status="ok", metric=1.0)]), None),
+        (JobResult(status="implement_failed", reason="knob missing"), None),
+        (JobResult(status="done"), "status must be one of"),
+        (JobResult(status="ok", runs=[RunResult(seed="0", status="ok")]), "integer seed"),  # type: ignore[arg-type]
+        (
+            JobResult(
+                status="ok", runs=[RunResult(seed=1, status="ok"), RunResult(seed=1, status="ok")]
+            ),
+            "twice",
+        ),
+        (JobResult(status="ok", runs=[RunResult(seed=0, status="exploded")]), "is not one of"),
+        (
+            JobResult(status="ok", runs=[RunResult(seed=0, status="ok", metric="low")]),
+            "must be a number",
+        ),  # type: ignore[arg-type]
+    ],
+)
+def test_result_problems(result: JobResult, needle: str | None) -> None:
+    problem = result_problem(result)
+    assert (problem is None) if needle is None else (needle in (problem or ""))
