@@ -20,15 +20,24 @@ Runs on CUDA when available and under `torchrun` (DDP when WORLD_SIZE > 1).
 
 from __future__ import annotations
 
+import signal
 import time
 
 T0 = time.time()  # before the imports: the budget counts from process start
+STOP = {"requested": False}
+
+
+def request_stop(signum: int, frame: object) -> None:
+    """The harness's SIGTERM at the budget: finish the step, save, exit."""
+    STOP["requested"] = True
+
+
+signal.signal(signal.SIGTERM, request_stop)  # early: a SIGTERM during the imports still saves
 
 import argparse
 import json
 import math
 import os
-import signal
 
 import torch
 import torch.nn as nn
@@ -157,17 +166,8 @@ def append_metrics(path: str, record: dict) -> None:
             fh.write(json.dumps(record) + "\n")
 
 
-STOP = {"requested": False}
-
-
-def request_stop(signum: int, frame: object) -> None:
-    """The harness's SIGTERM at the budget: finish the step, save, exit."""
-    STOP["requested"] = True
-
-
 def main() -> None:
     t_start = T0
-    signal.signal(signal.SIGTERM, request_stop)
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "--max-steps", type=int, default=int(os.environ.get("KOHAI_MAX_STEPS", "0"))
