@@ -37,7 +37,7 @@ from trainer.metrics import (
     parse_summary_lines,
     read_metrics_file,
 )
-from trainer.process import describe_exit, last_error_line, run_bounded
+from trainer.process import command_argv, describe_exit, last_error_line, run_bounded
 from trainer.sealed import artefact_files, changes, read_eval_file, snapshot
 
 LOG_TAIL_LINES = 50
@@ -202,7 +202,7 @@ def prepare_data(problem: Problem, base_dir: Path, data_dir: Path, log_path: Pat
     with log_path.open("a", encoding="utf-8") as log:
         log.write(f"$ {problem.data_command}  # [data], from the base commit\n")
     done = run_bounded(
-        ["/bin/sh", "-c", problem.data_command],
+        command_argv(problem.data_command),
         cwd=base_dir,
         env=env,
         log_path=log_path,
@@ -278,7 +278,7 @@ def run_once(
     follower = MetricsFollower(layout.metrics_path)
     # SANDBOX: the training command runs in the job sandbox (writable: repo_dir
     # and layout.train_dir; read-only: the data dir; hidden: hidden_paths()).
-    argv = ["/bin/sh", "-c", command]
+    argv = command_argv(command)
     if sealed:  # SIGTERM at the budget to save the artefact, SIGKILL after the grace
         term_at, kill_grace = budget, problem.grace_s
     else:  # the script evaluates itself after its budget: the grace is for that
@@ -401,7 +401,7 @@ def evaluate(
     with layout.eval_log_path.open("w", encoding="utf-8") as log:
         log.write(f"$ {evaluation.command}  # [eval], from the base commit\n")
     done = run_bounded(
-        ["/bin/sh", "-c", evaluation.command],
+        command_argv(evaluation.command),
         cwd=base_dir,
         env=env,
         log_path=layout.eval_log_path,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import collections
 import os
+import re
+import shlex
 import signal
 import subprocess
 import threading
@@ -139,6 +141,10 @@ def run_bounded(
             done = _wait4(proc.pid, block=False)
             if done is not None:
                 result.exit_code, result.peak_rss_mb = done
+                if term_sent_at is not None:
+                    # A shell that died at the SIGTERM may leave the real work
+                    # still saving: the group gets its whole grace.
+                    _drain_group(proc.pid, until=term_sent_at + grace_s)
                 break
             if on_tick is not None:
                 on_tick()
@@ -166,6 +172,29 @@ def run_bounded(
     result.tail = list(pump.tail)
     result.summary_lines = list(pump.summary_lines)
     return result
+
+
+def _drain_group(pgid: int, *, until: float) -> None:
+    while time.monotonic() < until:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(POLL_S)
+
+
+_SHELL_SYNTAX = re.compile(r"[|&;<>()$`\\\"'*?\[\]#~{}\n]|^\S*=")
+
+
+def command_argv(command: str) -> list[str]:
+    """argv for a command line: run directly when it is a plain command, else through sh.
+
+    Run directly, the program is the harness's own child: it receives the
+    budget's SIGTERM itself and its peak memory is measured.
+    """
+    if _SHELL_SYNTAX.search(command):
+        return ["/bin/sh", "-c", command]
+    return shlex.split(command)
 
 
 def describe_exit(exit_code: int) -> str:

@@ -142,7 +142,9 @@ def test_cancel_kills_the_run(tmp_path: Path) -> None:
 
 def test_gpu_hours_count_every_gpu(tmp_path: Path) -> None:
     # Two GPUs with a non-python command: no torchrun, but the devices are visible and billed.
-    repo = script(tmp_path, 'echo "val_bpb: 1.0"\necho "gpus: ${CUDA_VISIBLE_DEVICES/,/}"\n', "run.sh")
+    repo = script(
+        tmp_path, 'echo "val_bpb: 1.0"\necho "gpus: ${CUDA_VISIBLE_DEVICES/,/}"\n', "run.sh"
+    )
     result = run_once(repo, problem("bash run.sh"), 0, run_dir=tmp_path / "run", gpus=[0, 1])
     assert result.status == "ok"
     assert result.metrics["gpus"] == 1.0  # "0,1" with the comma removed
