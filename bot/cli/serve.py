@@ -27,7 +27,10 @@ def build_context(
     from webhooks.workers import DEFAULT_WORKERS, run_loop
 
     ctx = BotContext.build(settings, max_experiments=max_experiments, github=github)
-    advisor = make_advisor(settings.anthropic_api_key, **(advisor_options or {}))
+    options = dict(advisor_options or {})
+    if settings.anthropic_api_key and "checkouts" not in options:
+        options["checkouts"] = advisor_checkouts(ctx)
+    advisor = make_advisor(settings.anthropic_api_key, **options)
     loop = AdvisorLoop(
         ctx.engine,
         advisor,
@@ -49,6 +52,23 @@ def build_context(
     ctx.startup = [check_and_catch_up]
     ctx.extra["advisor_loop"] = loop
     return ctx
+
+
+def advisor_checkouts(ctx: Any) -> Any:
+    """The advisor's read-only checkouts: a mirror beside the database, fetched as the App."""
+    from pathlib import Path
+
+    from agents.claude.checkouts import GitCheckouts
+    from webhooks.hosts import clone_url
+
+    settings = ctx.settings
+
+    async def remote(repo: str) -> tuple[str, str | None]:
+        installation = await ctx.github.installation_for_repo(repo)
+        token, _ = await ctx.github.job_token(installation, repo)
+        return clone_url(settings.github_api_url, repo), token
+
+    return GitCheckouts(Path(settings.db_path).resolve().parent / "advisor", remote)
 
 
 async def check_github(ctx: Any) -> None:
