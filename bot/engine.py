@@ -511,7 +511,7 @@ class Engine:
         current = self.store.one("SELECT state FROM experiments WHERE id = ?", (exp["id"],))
         if current is not None:
             exp["state"] = current["state"]
-        move = lifecycle.transition(exp["state"], event, actor.split(":", 1)[0])
+        move = lifecycle.transition(exp["state"], event, lifecycle.actor_kind(actor))
         if not move.allowed:
             log.warning(
                 "experiment %s: refused %s by %s in state %s: %s",

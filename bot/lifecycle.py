@@ -131,6 +131,12 @@ def transition(state: str, event: str, actor: str) -> Move:
     return Move(True, state, rule.to, event, actor, rule.why)
 
 
+def actor_kind(actor: str) -> str:
+    """The table's actor for a recorded one: `human:<login>` is human, the gate is the bot."""
+    kind = actor.split(":", 1)[0]
+    return "bot" if kind in ("gate", "kohai") else kind
+
+
 def table_rows() -> list[tuple[str, str, str, str]]:
     """(state, event, new state, actors) for the README and the dashboard, in a stable order."""
     order = {s: n for n, s in enumerate(STATES)}
