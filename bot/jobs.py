@@ -589,14 +589,15 @@ class JobBook:
                 exp,
                 "closed",
                 actor="bot",
-                rationale=f"Closed: already in base. {result.reason}",
+                rationale=f"Closed: {result.reason}",
             )
             self.engine.decision_comment(
                 repo,
                 exp,
                 "Closing: already in base",
-                "The branch has no change left against the new base "
-                f"`{(job['base_sha'] or '?')[:10]}`: what it tried is already there.",
+                "The branch has no change left against the base "
+                f"`{(job['base_sha'] or '?')[:10]}`: what it tries is already there, "
+                "so there is nothing to measure.",
                 key=f"already-{job['id']}",
             )
             self.engine._write(repo, "close", number=exp["pr_number"])

@@ -73,7 +73,12 @@ async def _job_payload(ctx: Any, leased: Leased) -> dict[str, Any]:
     token, expires = await ctx.github.job_token(repo.installation_id, repo.full_name)
     payload = json.loads(job["payload"] or "{}")
     implement = payload.get("implement")
-    if exp is not None and exp["implemented"] and not exp["feedback"]:
+    if (
+        exp is not None
+        and exp["implemented"]
+        and not exp["feedback"]
+        and not (implement or {}).get("onto_base")
+    ):
         implement = None  # an earlier job implemented it; this one only trains
     student_row = ctx.store.one("SELECT gpus FROM students WHERE name = ?", (job["leased_by"],))
     return Job(
