@@ -282,6 +282,17 @@ class Engine:
             self.mark_base_stale(repo)
         return state
 
+    def _on_Reopen(self, intent: i.Reopen, event: Event, repo: Repo | None) -> str:
+        exp = self._exp(repo, intent.number)
+        if exp is None or repo is None:
+            return "no experiment"
+        if not self.move(repo, exp, "reopen", f"human:{intent.actor}"):
+            return f"reopen refused in state {exp['state']}"
+        self.decide(exp["id"], "reopen", f"human:{intent.actor}", f"reopened by @{intent.actor}")
+        self.store.update("experiments", exp["id"], {"review_requested": 1, "updated_at": now()})
+        self.refresh_status(repo, exp["id"], phase_note="reopened; the gate looks again")
+        return "reopened"
+
     def _on_HeadMoved(self, intent: i.HeadMoved, event: Event, repo: Repo | None) -> str:
         exp = self._exp(repo, intent.number)
         if exp is None:

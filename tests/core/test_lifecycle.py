@@ -119,3 +119,26 @@ def test_the_engine_refuses_and_logs_an_illegal_move(
     assert store.one("SELECT COUNT(*) AS n FROM jobs")["n"] == 0
     assert store.one("SELECT COUNT(*) AS n FROM outbox")["n"] == writes  # nothing written
     assert "refused results by host in state closed" in caplog.text
+
+
+def test_a_human_reopening_a_closed_pr_brings_it_back_to_review(tmp_path: Path) -> None:
+    from bot import intents as i
+
+    store = Store(tmp_path / "k.db")
+    engine = Engine(store)
+    with store.transaction():
+        store.insert(
+            "repos",
+            {"full_name": "lab/x", "installation_id": 1, "base_sha": "b" * 40, "created_at": 0},
+        )
+        repo = engine.repo("lab/x")
+        exp_id = engine.open_experiment(
+            repo, title="t", hypothesis="h", student="fern", source="human"
+        )
+        store.update("experiments", exp_id, {"pr_number": 3, "state": "closed"})
+        note = engine._on_Reopen(i.Reopen(3, "ann"), None, repo)  # type: ignore[arg-type]
+        assert note == "reopened"
+        # Reopening what is not closed changes nothing.
+        assert engine._on_Reopen(i.Reopen(3, "ann"), None, repo).startswith("reopen refused")  # type: ignore[arg-type]
+    exp = store.one("SELECT state, review_requested, outcome FROM experiments")
+    assert exp == {"state": "review", "review_requested": 1, "outcome": None}
