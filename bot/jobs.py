@@ -42,6 +42,24 @@ ALREADY_IN_BASE_MARK = "already in base"
 FINISHED_JOB_STATES = ("done", "failed", "cancelled")
 
 
+STOPPED_REASON = "stopped by /stop"  # how hosts before `cancelled` reported a stopped run
+
+
+def as_cancelled(result: JobResult) -> JobResult:
+    """A result of a job the bot told to cancel, with its stopped runs marked `cancelled`.
+
+    Hosts report a stopped run as `cancelled`; older ones said "crash" with
+    the reason "stopped by /stop". Either way a stop is never a training failure.
+    """
+    if result.status != "cancelled" and result.reason != STOPPED_REASON:
+        return result
+    for run in result.runs:
+        if run.reason == STOPPED_REASON:
+            run.status = "cancelled"
+    result.status = "cancelled"
+    return result
+
+
 class LeaseConflict(Exception):
     """A call that names a lease which is not the job's current one (HTTP 409)."""
 
@@ -419,6 +437,8 @@ class JobBook:
             problem = validate_result(job, student, result)
             if problem:
                 raise ValueError(problem)
+            if job["cancel"]:
+                result = as_cancelled(result)
             repo = self.engine.repo_by_id(job["repo_id"])
             exp = None
             if job["experiment_id"]:

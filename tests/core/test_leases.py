@@ -243,3 +243,20 @@ def test_bot_downtime_does_not_expire_leases(bot) -> None:
     # A host that really died is still caught one lease later.
     ctx.store.execute("UPDATE jobs SET lease_expires = ?", (time.time() - 1,))
     assert ctx.jobs.expire_leases() == [leased.job["id"]]
+
+
+def test_a_stopped_run_reported_as_a_crash_by_an_older_host_is_no_failure(bot) -> None:
+    ctx, url, tokens, exp_id = bot
+    leased = ctx.jobs.take("fern")
+    assert leased is not None
+    ctx.store.execute("UPDATE jobs SET cancel = 1")
+    result = JobResult(
+        status="crash",
+        reason="stopped by /stop",
+        runs=[RunResult(seed=0, status="crash", reason="stopped by /stop")],
+        lease_id=leased.job["lease_id"],
+    ).to_dict()
+    done = call(url, tokens["fern"], f"/api/jobs/{leased.job['id']}/complete", result)
+    assert done.status_code == 200
+    assert ctx.store.query("SELECT * FROM runs") == []
+    assert ctx.store.one("SELECT state FROM jobs")["state"] == "cancelled"

@@ -279,6 +279,19 @@ class ChaosLab:
                 mine = {"merged": "merged", "closed": "closed"}.get(exp["state"], "open")
                 if github != mine:
                     mismatched += 1
+            routed = set()
+            for row in store.query(
+                "SELECT payload FROM inbox WHERE event = 'issue_comment' AND status = 'routed'"
+            ):
+                routed.add((json.loads(row["payload"]).get("comment") or {}).get("id"))
+            commands_lost = sum(
+                1
+                for thread in comments.values()
+                for c in thread
+                if not (c.get("user") or {}).get("login", "").endswith("[bot]")
+                and (c.get("body") or "").startswith("/")
+                and c.get("id") not in routed
+            )
             stuck = 0 if self.quiet() else 1
             failed_writes = store.one("SELECT COUNT(*) AS n FROM outbox WHERE state = 'failed'")[
                 "n"
@@ -291,6 +304,7 @@ class ChaosLab:
                 "labelled issues without exactly one PR": issue_prs,
                 "job results without their comment": without_results,
                 "runs stored twice": doubled,
+                "commands never carried out": commands_lost,
                 "PR states differing from the store": mismatched,
                 "stuck": stuck,
                 "writes failed for good": failed_writes,
