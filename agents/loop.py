@@ -186,7 +186,7 @@ class AdvisorLoop:
         if record is not None:
             try:
                 review = await self.advisor.review(ctx, record, ask.gate)
-            except AdvisorError as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure is counted and backed off
                 self._record_failed_call("review", exp["id"], exc)
                 failures = self.reviewer.advisor_failed(
                     exp, str(exc), advisor_backoff_s(exp.get("advisor_failures", 0) + 1)

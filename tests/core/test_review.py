@@ -292,3 +292,47 @@ def test_validate_result_refuses_an_infinite_metric() -> None:
 
 def test_gate_decision_type_is_what_conclude_expects() -> None:
     assert "verdict" in GateDecision.__dataclass_fields__
+
+
+class BrokenAdvisor:
+    """An advisor whose model keeps answering off-schema (each failed call cost money)."""
+
+    calls = 0
+
+    async def propose(self, ctx: Any, student: str) -> Any:
+        raise AssertionError("not asked to propose here")
+
+    async def review(self, ctx: Any, experiment: Any, gate: Any) -> Any:
+        from agents.advisor import AdvisorError
+
+        BrokenAdvisor.calls += 1
+        error = AdvisorError("the model answered off-schema")
+        error.cost_usd = 0.01  # type: ignore[attr-defined]
+        raise error
+
+
+async def test_a_failing_advisor_backs_off_is_counted_then_the_gate_decides(
+    tmp_path: Path,
+) -> None:
+    from agents.loop import MAX_ADVISOR_FAILURES, AdvisorLoop
+
+    lab = Lab(tmp_path)
+    lab.baseline(2.0, 2.0001)
+    exp_id = lab.experiment(5)
+    lab.run(ok(1.0, head="5" * 40))
+    loop = AdvisorLoop(lab.engine, BrokenAdvisor(), propose=False)
+    for attempt in range(1, MAX_ADVISOR_FAILURES + 1):
+        await loop.review_pending()
+        assert BrokenAdvisor.calls == attempt
+        await loop.review_pending()  # backing off: not asked again yet
+        assert BrokenAdvisor.calls == attempt
+        lab.store.execute("UPDATE experiments SET advisor_retry_at = 0")  # time passes
+    calls = lab.store.query("SELECT error, cost_usd FROM advisor_calls")
+    assert len(calls) == MAX_ADVISOR_FAILURES
+    assert all("off-schema" in c["error"] and c["cost_usd"] == 0.01 for c in calls)
+    exp = lab.exp(exp_id)
+    assert exp["review_requested"] == 0
+    assert lab.store.one("SELECT verdict, actor FROM decisions ORDER BY id DESC LIMIT 1") == {
+        "verdict": "merge",
+        "actor": "gate",
+    }
