@@ -634,7 +634,7 @@ class JobBook:
             self.engine.refresh_status(repo, exp["id"])
             return
         ok_runs = [r for r in runs if r.status == "ok"]
-        if self.engine.move(repo, exp, "results", "host"):
+        if self.engine.move(repo, exp, "results", "host") or exp["state"] == "review":
             self.store.update("experiments", exp["id"], {"review_requested": 1})
         self.engine.refresh_status(
             repo, exp["id"], phase_note=f"{len(ok_runs)}/{len(runs)} seeds ok; deciding"
