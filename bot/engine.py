@@ -410,6 +410,13 @@ class Engine:
             self.store.update("experiments", exp["id"], {"hold": 1})
             self._write(repo, "add_labels", number=exp["pr_number"], labels=["hold"])
         self.decide(exp["id"], "stop", f"human:{intent.actor}", f"stopped by @{intent.actor}")
+        running = self.store.one(
+            "SELECT id FROM jobs WHERE experiment_id = ? AND state = 'leased'", (exp["id"],)
+        )
+        if not running and exp["state"] == "queued":
+            # Nothing was running: the held PR waits in review (a running job gets there
+            # when its host reports it cancelled).
+            self.move(repo, exp, "stop", f"human:{intent.actor}")
         self.refresh_status(repo, exp["id"])
         return "stopped"
 

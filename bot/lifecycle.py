@@ -81,7 +81,7 @@ def _rules() -> list[Rule]:
         # A /stop leaves the PR held where the work stopped.
         Rule("implementing", "stop", "review", BOT_HUMAN, "stopped"),
         Rule("training", "stop", "review", BOT_HUMAN, "stopped"),
-        Rule("queued", "stop", "queued", BOT_HUMAN, "stopped before a host took it"),
+        Rule("queued", "stop", "review", BOT_HUMAN, "stopped before a host took it"),
         # The bot's merge lands only from review; a human may merge on GitHub at any time.
         Rule("review", "merged", "merged", BOT_HUMAN, "the merge landed"),
         # Reopening a PR on GitHub is the only way out of a final state.

@@ -142,3 +142,26 @@ def test_a_human_reopening_a_closed_pr_brings_it_back_to_review(tmp_path: Path) 
         assert engine._on_Reopen(i.Reopen(3, "ann"), None, repo).startswith("reopen refused")  # type: ignore[arg-type]
     exp = store.one("SELECT state, review_requested, outcome FROM experiments")
     assert exp == {"state": "review", "review_requested": 1, "outcome": None}
+
+
+def test_stop_on_a_queued_experiment_holds_it_in_review(tmp_path: Path) -> None:
+    from bot import intents as i
+
+    store = Store(tmp_path / "k.db")
+    engine = Engine(store)
+    with store.transaction():
+        store.insert(
+            "repos",
+            {"full_name": "lab/x", "installation_id": 1, "base_sha": "b" * 40, "created_at": 0},
+        )
+        repo = engine.repo("lab/x")
+        exp_id = engine.open_experiment(
+            repo, title="t", hypothesis="h", student="fern", source="human"
+        )
+        store.update("experiments", exp_id, {"pr_number": 3})
+        exp = store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,))
+        engine.queue_experiment_job(repo, exp, seeds=[0])
+        engine._on_Stop(i.Stop(3, "ann"), None, repo)  # type: ignore[arg-type]
+    exp = store.one("SELECT state, hold FROM experiments")
+    assert exp == {"state": "review", "hold": 1}  # not left queued with nothing to run
+    assert store.one("SELECT state FROM jobs")["state"] == "cancelled"
