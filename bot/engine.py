@@ -523,8 +523,8 @@ class Engine:
     def move(self, repo: Repo, exp: dict[str, Any], event: str, actor: str) -> bool:
         """Change the experiment's state through the lifecycle table; False when refused.
 
-        A refused move is logged and recorded as a `refused` decision, and the
-        state stays as it is: the caller goes on without the change.
+        A refused move is logged (with the table's reason) and the state stays
+        as it is: the caller goes on without the change.
         """
         current = self.store.one("SELECT state FROM experiments WHERE id = ?", (exp["id"],))
         if current is not None:
