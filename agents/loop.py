@@ -69,17 +69,26 @@ class AdvisorLoop:
         )
 
     def _record_failed_call(self, action: str, exp_id: int | None, exc: Exception) -> None:
-        """A failed model call is still a call: counted, with whatever it cost."""
+        """A failed model call is still a call: counted, with whatever it cost.
+
+        A malformed answer carries its paid call (`exc.call`); other errors may
+        carry `cost_usd` and token counts themselves.
+        """
+        call = getattr(exc, "call", None)
+        usage = getattr(call, "usage", None)
         with self.store.transaction():
             self.store.insert(
                 "advisor_calls",
                 {
                     "action": action,
                     "experiment_id": exp_id,
-                    "model": getattr(exc, "model", "") or "",
-                    "input_tokens": getattr(exc, "input_tokens", 0),
-                    "output_tokens": getattr(exc, "output_tokens", 0),
-                    "cost_usd": getattr(exc, "cost_usd", 0.0),
+                    "model": getattr(call, "model", "") or getattr(exc, "model", "") or "",
+                    "input_tokens": getattr(usage, "input_tokens", 0)
+                    or getattr(exc, "input_tokens", 0),
+                    "output_tokens": getattr(usage, "output_tokens", 0)
+                    or getattr(exc, "output_tokens", 0),
+                    "cache_read_tokens": getattr(usage, "cache_read_tokens", 0),
+                    "cost_usd": getattr(call, "cost_usd", 0.0) or getattr(exc, "cost_usd", 0.0),
                     "error": f"{type(exc).__name__}: {exc}"[:500],
                     "created_at": now(),
                 },
