@@ -19,7 +19,9 @@ async def test_off_schema_reviews_are_paid_for_counted_and_bounded(tmp_path: Pat
     lab.run(ok(1.0, head="5" * 40))
     prose = [text("Looks good to me!", input_tokens=1000, output_tokens=50)] * MAX_ADVISOR_FAILURES
     with ScriptedAnthropic(prose) as api:
-        claude = make_advisor("test-key", base_url=api.url, stream=False, max_retries=0)
+        claude = make_advisor(
+            "test-key", engine="messages", base_url=api.url, stream=False, max_retries=0
+        )
         loop = AdvisorLoop(lab.engine, claude, propose=False)
         for _ in range(MAX_ADVISOR_FAILURES + 2):  # more passes than failures allowed
             await loop.review_pending()
