@@ -14,7 +14,8 @@ from typing import Any
 from agents.advisor import Advisor, AdvisorError
 from agents.context import AdvisorContext, build_context
 from bot.engine import ACTIVE_STATES, Engine, Repo
-from bot.gate import GateDecision, decide
+from bot.evidence import gate_decision, student_on_hardware
+from bot.gate import GateDecision
 from bot.store import now
 
 log = logging.getLogger("kohai.advisor")
@@ -149,14 +150,6 @@ class AdvisorLoop:
                 log.warning("advisor review of experiment %s failed: %s", exp["id"], exc)
         return len(rows)
 
-    def _candidate(self, exp: dict[str, Any], base_sha: str | None) -> list[float | None]:
-        rows = self.store.query(
-            "SELECT metric, status FROM runs WHERE experiment_id = ? AND kind = 'candidate' "
-            "AND commit_sha IS ? AND base_sha IS ? ORDER BY id",
-            (exp["id"], exp["head_sha"], base_sha),
-        )
-        return [r["metric"] if r["status"] == "ok" else None for r in rows]
-
     async def review_one(self, exp: dict[str, Any]) -> str:
         repo = self.engine.repo_by_id(exp["repo_id"])
         problem = repo.problem
@@ -180,18 +173,23 @@ class AdvisorLoop:
                 )
                 self.engine.queue_experiment_job(repo, exp, seeds=list(range(problem.seeds)))
             return "rerun"
-        candidate = self._candidate(exp, exp["base_sha"])
-        gate = decide(
-            candidate,
-            self.engine.baseline_values(repo),
-            minimize=problem.minimize,
-            confirm_seeds=problem.confirm_seeds,
-            baseline_seeds=problem.baseline_seeds,
+        gate = gate_decision(
+            self.store,
+            repo_id=repo.id,
+            base_sha=repo.base_sha,
+            problem=problem,
+            exp=exp,
             alpha=self.alpha,
         )
         if gate.verdict == "wait":
             with self.store.transaction():
-                self.engine.refresh_status(repo, exp["id"], phase_note="waiting for the baseline")
+                if gate.reason == "baseline hardware" and gate.baseline_hardware:
+                    student = student_on_hardware(self.store, exp, gate.baseline_hardware)
+                    self.engine.queue_baseline(repo, student=student)
+                note = "waiting for the baseline"
+                if gate.reason == "baseline hardware":
+                    note = f"waiting for a baseline on {gate.baseline_hardware}"
+                self.engine.refresh_status(repo, exp["id"], phase_note=note)
             return "wait"
         if gate.verdict == "confirm":
             with self.store.transaction():

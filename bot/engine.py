@@ -629,13 +629,14 @@ class Engine:
         self._publish("job", id=job_id)
         return job_id
 
-    def queue_baseline(self, repo: Repo) -> int | None:
+    def queue_baseline(self, repo: Repo, student: str | None = None) -> int | None:
+        """Measure the current base; `student`: on that student's hardware (for the gate)."""
         if not repo.base_sha:
             return None
         existing = self.store.one(
             "SELECT id FROM jobs WHERE kind = 'baseline' AND repo_id = ? AND base_sha = ? "
-            "AND state IN ('queued', 'leased', 'done')",
-            (repo.id, repo.base_sha),
+            "AND state IN ('queued', 'leased', 'done') AND (? IS NULL OR student IS ?)",
+            (repo.id, repo.base_sha, student, student),
         )
         if existing:
             return None
@@ -645,7 +646,7 @@ class Engine:
             {
                 "kind": "baseline",
                 "repo_id": repo.id,
-                "student": None,
+                "student": student,
                 "state": "queued",
                 "priority": BASELINE_PRIORITY,
                 "seeds": dumps(list(range(repo.problem.baseline_seeds))),
@@ -655,7 +656,7 @@ class Engine:
                 "updated_at": t,
             },
         )
-        self._on_job_queued(None)
+        self._on_job_queued(student)
         self._publish("job", id=job_id)
         return job_id
 

@@ -255,7 +255,7 @@ def decide(
         )
     if not tally.ok:
         if tally.failed:
-            what = f"all {tally.failed} measured candidate seed(s) failed ({tally.breakdown()})"
+            what = f"all {tally.failed} candidate run(s) failed ({tally.breakdown()})"
         elif tally.not_better:
             what = f"every candidate seed ({tally.not_better}) was stopped early, trailing the baseline"
         else:

@@ -18,7 +18,7 @@ from typing import Any
 from bot.comments import results_comment
 from bot.engine import Engine, Repo
 from bot.protocol import LEASE_SECONDS, MAX_ATTEMPTS, JobEvent, JobResult
-from bot.store import dumps, now
+from bot.store import dumps, now, run_columns
 
 
 def hash_token(token: str) -> str:
@@ -271,33 +271,23 @@ class JobBook:
             kind = "baseline" if job["kind"] == "baseline" else "candidate"
             commit = result.head_sha or (job["base_sha"] if kind == "baseline" else None)
             for run in result.runs:
+                row = {
+                    "repo_id": repo.id,
+                    "experiment_id": job["experiment_id"],
+                    "job_id": job_id,
+                    "kind": kind,
+                    "student": student,
+                    "seed": run.seed,
+                    "commit_sha": commit,
+                    "base_sha": job["base_sha"],
+                    "cost_usd": result.cost_usd / max(len(result.runs), 1),
+                    "created_at": t,
+                    **run_columns(run, student),
+                }
                 self.store.execute(
-                    "INSERT OR IGNORE INTO runs (repo_id, experiment_id, job_id, kind, student, seed, "
-                    "commit_sha, base_sha, status, metric, metrics, curve, duration_s, peak_mem_mb, "
-                    "gpu_hours, cost_usd, reason, log_tail, wandb_url, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        repo.id,
-                        job["experiment_id"],
-                        job_id,
-                        kind,
-                        student,
-                        run.seed,
-                        commit,
-                        job["base_sha"],
-                        run.status,
-                        run.metric,
-                        dumps(run.metrics),
-                        dumps(run.curve),
-                        run.duration_s,
-                        run.peak_mem_mb,
-                        run.gpu_hours,
-                        result.cost_usd / max(len(result.runs), 1),
-                        run.reason,
-                        run.log_tail[-8000:],
-                        run.wandb_url,
-                        t,
-                    ),
+                    f"INSERT OR IGNORE INTO runs ({', '.join(row)}) "
+                    f"VALUES ({', '.join('?' for _ in row)})",
+                    tuple(row.values()),
                 )
             self.store.update(
                 "jobs",
