@@ -21,6 +21,7 @@ from bot.events import Event
 from bot.problem import Problem, ProblemError, loads_problem
 from bot.router import ExperimentView, RouteState
 from bot.store import Store, dumps, now
+from bot.untrusted import quote_as_data
 from bot.writes import enqueue
 
 HUMAN_PRIORITY = 10
@@ -123,7 +124,9 @@ class Engine:
     def students(self) -> frozenset[str]:
         return frozenset(r["name"] for r in self.store.query("SELECT name FROM students"))
 
-    def snapshot(self, event: Event, permission: str | None = None) -> RouteState:
+    def snapshot(
+        self, event: Event, permission: str | None = None, author_permission: str | None = None
+    ) -> RouteState:
         repo = self.repo(event.repo)
         view = None
         if repo is not None and event.number is not None:
@@ -142,6 +145,7 @@ class Engine:
             students=self.students(),
             experiment=view,
             sender_permission=permission,
+            author_permission=author_permission,
             known_repo=repo is not None or event.repo is None,
             default_branch=(repo.default_branch if repo else None)
             or event.default_branch
@@ -216,10 +220,18 @@ class Engine:
     def _on_OpenFromIssue(self, intent: i.OpenFromIssue, event: Event, repo: Repo | None) -> str:
         if repo is None:
             return "no repo"
+        hypothesis = intent.body or intent.title
+        if not intent.trusted:  # an outsider's words: data for the agents, never instructions
+            hypothesis = quote_as_data(
+                hypothesis,
+                number=intent.issue_number,
+                author=intent.author,
+                labeller=intent.actor,
+            )
         exp_id = self.open_experiment(
             repo,
             title=intent.title or f"Issue #{intent.issue_number}",
-            hypothesis=intent.body or intent.title,
+            hypothesis=hypothesis,
             student=intent.student,
             source="human",
             issue_number=intent.issue_number,
@@ -302,6 +314,15 @@ class Engine:
         if missing:
             self._write(repo, "add_labels", number=exp["pr_number"], labels=missing)
         return "labels repaired"
+
+    def _on_RevertLabel(self, intent: i.RevertLabel, event: Event, repo: Repo | None) -> str:
+        if repo is None:
+            return "no repo"
+        if intent.added:
+            self._write(repo, "remove_label", number=intent.number, label=intent.label)
+        else:
+            self._write(repo, "add_labels", number=intent.number, labels=[intent.label])
+        return f"label {intent.label!r} change undone (no write permission)"
 
     def _on_Acknowledge(self, intent: i.Acknowledge, event: Event, repo: Repo | None) -> str:
         if repo is not None:

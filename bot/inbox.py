@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from bot.engine import Engine
 from bot.events import MalformedEvent, parse_event
-from bot.router import needs_permission, route
+from bot.router import permission_logins, route
 from bot.store import Store, now
 
 log = logging.getLogger("kohai.inbox")
@@ -52,19 +52,27 @@ async def route_one(engine: Engine, row: dict, permission: PermissionLookup | No
     except MalformedEvent as exc:
         _finish(store, row["id"], "failed", str(exc))
         return "failed"
-    level: str | None = None
-    if needs_permission(event) and event.sender and event.repo:
-        repo = engine.repo(event.repo)
-        if repo is not None and repo.installation_id is not None and permission is not None:
-            try:
-                level = await permission(repo.installation_id, event.repo, event.sender)
-            except Exception as exc:  # GitHub unreachable: keep the delivery for later
-                tries = _bump(store, row["id"], f"permission lookup failed: {exc}")
-                if tries >= MAX_TRIES:
-                    _finish(store, row["id"], "failed", f"permission lookup failed: {exc}")
-                    return "failed"
-                return "pending"
-    intents = route(event, engine.snapshot(event, level))
+    levels: dict[str, str] = {}
+    logins = permission_logins(event)
+    repo = engine.repo(event.repo) if logins and event.repo else None
+    if repo is not None and repo.installation_id is not None and permission is not None:
+        try:
+            for login in logins:
+                levels[login.lower()] = await permission(
+                    repo.installation_id, event.repo or repo.full_name, login
+                )
+        except Exception as exc:  # GitHub unreachable: keep the delivery for later
+            tries = _bump(store, row["id"], f"permission lookup failed: {exc}")
+            if tries >= MAX_TRIES:
+                _finish(store, row["id"], "failed", f"permission lookup failed: {exc}")
+                return "failed"
+            return "pending"
+    snapshot = engine.snapshot(
+        event,
+        levels.get((event.sender or "").lower()),
+        author_permission=levels.get((event.author or "").lower()),
+    )
+    intents = route(event, snapshot)
     try:
         notes = engine.apply(event, intents)
     except Exception as exc:
