@@ -133,7 +133,7 @@ def paired_one_sided(
 
 
 # Fewer matched pairs than this say too little about a lab's seed correlation.
-MIN_CORRELATION_PAIRS = 10
+MIN_CORRELATION_PAIRS = 20
 
 
 def pooled_seed_correlation(
