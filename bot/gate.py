@@ -383,7 +383,8 @@ class _Tally:
             parts.append(f"{self.not_better} seed(s) stopped early count as not better")
         if self.ignored:
             parts.append(f"{self.ignored} cancelled run(s) not counted")
-        return f"{'; '.join(parts).capitalize()}." if parts else ""
+        text = "; ".join(parts)
+        return f"{text[:1].upper()}{text[1:]}." if text else ""
 
 
 @dataclass(frozen=True)
