@@ -242,9 +242,9 @@ def meets_goal(rates: list[float], cost: float) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--experiments", type=int, default=4000, help="per policy and effect")
+    parser.add_argument("--experiments", type=int, default=10000, help="per policy and effect")
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--fail", type=float, default=0.05, help="chance a candidate seed fails")
+    parser.add_argument("--fail", type=float, default=0.0, help="chance a candidate seed fails")
     parser.add_argument("--rho", type=float, nargs="*", default=list(RHOS))
     args = parser.parse_args(argv)
 
