@@ -13,6 +13,7 @@ from typing import Any
 
 from agents.advisor import Advisor, AdvisorError
 from agents.context import AdvisorContext, build_context
+from bot import labs
 from bot.engine import ACTIVE_STATES, Engine, Repo
 from bot.review import Ask, Opinion, Reviewer
 from bot.store import now
@@ -124,31 +125,56 @@ class AdvisorLoop:
         return [r["name"] for r in rows]
 
     def _target_repo(self) -> Repo | None:
-        row = self.store.one(
-            "SELECT id FROM repos WHERE active = 1 AND problem_toml IS NOT NULL AND base_sha IS NOT NULL "
-            "ORDER BY id LIMIT 1"
+        """The first running lab (kept for callers that know of one lab only)."""
+        running = labs.active_labs(self.store)
+        return self.engine.repo_by_id(running[0].repo_id) if running else None
+
+    def _waiting_for_anyone(self, lab: labs.Lab) -> bool:
+        """A queued job any student may take: the next free student serves it, no proposal needed."""
+        return bool(
+            self.store.one(
+                "SELECT id FROM jobs WHERE state = 'queued' AND student IS NULL AND repo_id = ?",
+                (lab.repo_id,),
+            )
         )
-        return self.engine.repo_by_id(row["id"]) if row else None
+
+    def _lab_full(self, lab: labs.Lab) -> bool:
+        if not self.max_experiments:
+            return False
+        total = self.store.one(
+            "SELECT COUNT(*) AS n FROM experiments WHERE repo_id = ? AND source = 'advisor'",
+            (lab.repo_id,),
+        )["n"]
+        return total >= self.max_experiments
 
     async def propose_for_idle(self) -> int:
-        repo = self._target_repo()
-        if repo is None:
+        """Propose one experiment for each idle student, in the lab furthest behind its weight.
+
+        Every running lab gets proposals: a student goes to the lab whose GPU
+        time (finished, in flight and promised) per unit of weight is smallest
+        among the labs it may serve, so no lab is starved. A lab with a job
+        waiting for any student gets no new proposal until it is taken.
+        """
+        running = labs.active_labs(self.store)
+        if not running:
             return 0
-        # Waiting experiments of "any" student will be taken by the next free one.
-        if self.store.one(
-            "SELECT id FROM jobs WHERE state = 'queued' AND student IS NULL AND repo_id = ?",
-            (repo.id,),
-        ):
-            return 0
+        weights = {lab.key: lab.weight for lab in running}
+        usage = labs.gpu_usage(self.store, include_queued=True)
         opened = 0
         for student in self.idle_students():
-            if self.max_experiments:
-                total = self.store.one(
-                    "SELECT COUNT(*) AS n FROM experiments WHERE repo_id = ? AND source = 'advisor'",
-                    (repo.id,),
-                )["n"]
-                if total >= self.max_experiments:
-                    return opened
+            allowed = labs.student_labs(self.store, student)
+            candidates = [
+                lab
+                for lab in running
+                if labs.may_serve(allowed, lab.full_name) and not self._lab_full(lab)
+            ]
+            if any(self._waiting_for_anyone(lab) for lab in candidates):
+                continue
+            key = labs.pick_lab([lab.key for lab in candidates], usage, weights)
+            if key is None:
+                continue
+            lab = next(lab for lab in candidates if lab.key == key)
+            repo = self.engine.repo_by_id(lab.repo_id)
             if now() < self._propose_retry_at:
                 return opened
             try:
@@ -157,7 +183,7 @@ class AdvisorLoop:
                 self._record_failed_call("propose", None, exc)
                 self._propose_failures += 1
                 self._propose_retry_at = now() + advisor_backoff_s(self._propose_failures)
-                log.warning("advisor could not propose for %s: %s", student, exc)
+                log.warning("advisor could not propose for %s in %s: %s", student, key, exc)
                 return opened
             self._propose_failures = 0
             self._record_call("propose", None, proposal)
@@ -173,6 +199,10 @@ class AdvisorLoop:
                     source="advisor",
                     knobs=proposal.knobs,
                 )
+            # What this lab was just promised counts before the next student chooses.
+            usage[key] = usage.get(key, 0.0) + lab.problem.seeds * (
+                lab.problem.budget_s + lab.problem.grace_s
+            )
             opened += 1
         return opened
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from bot import intents as i
 from bot import labels as lab
-from bot import lifecycle
+from bot import labs, lifecycle
 from bot.bus import Bus
 from bot.comments import status_comment
 from bot.events import Event
@@ -126,6 +126,13 @@ class Engine:
             (repo_id, number, number, number, number),
         )
 
+    def stop_lab(self, repo_id: int, reason: str) -> int:
+        """A lab stops: its queued jobs are cancelled with `reason`, leased ones told to stop."""
+        cancelled = labs.stop_lab(self.store, repo_id, reason)
+        log.info("lab %s stopped (%s): %d queued jobs cancelled", repo_id, reason, cancelled)
+        self._publish("lab", id=repo_id, state="stopped", reason=reason)
+        return cancelled
+
     def students(self) -> frozenset[str]:
         return frozenset(r["name"] for r in self.store.query("SELECT name FROM students"))
 
@@ -210,11 +217,22 @@ class Engine:
                 )
         for name in intent.removed:
             self.store.execute("UPDATE repos SET active = 0 WHERE full_name = ?", (name,))
+            row = self.store.one("SELECT id FROM repos WHERE full_name = ?", (name,))
+            if row:
+                self.stop_lab(row["id"], f"the App was removed from {name}")
         if intent.active is not None:
             self.store.execute(
                 "UPDATE repos SET active = ? WHERE installation_id = ?",
                 (1 if intent.active else 0, intent.installation_id),
             )
+            if not intent.active:
+                for row in self.store.query(
+                    "SELECT id FROM repos WHERE installation_id = ?", (intent.installation_id,)
+                ):
+                    self.stop_lab(
+                        row["id"],
+                        f"installation {intent.installation_id} was removed or suspended",
+                    )
             if intent.active:
                 self.store.execute(
                     "UPDATE repos SET synced_at = NULL WHERE installation_id = ?",

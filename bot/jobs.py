@@ -21,6 +21,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from bot import labs
 from bot.comments import results_comment
 from bot.engine import Engine, Repo
 from bot.protocol import (
@@ -176,23 +177,34 @@ class JobBook:
             )
             if busy:
                 return None
+            allowed = labs.student_labs(self.store, student)
+            usage: dict[str, float] | None = None
+            weights = {lab.key: lab.weight for lab in labs.active_labs(self.store)}
             while True:
-                rows = self.store.query(
-                    "SELECT j.* FROM jobs j LEFT JOIN experiments e ON e.id = j.experiment_id "
-                    "JOIN repos r ON r.id = j.repo_id "
-                    "WHERE j.state = 'queued' AND r.active = 1 "
-                    "AND (j.student IS NULL OR j.student = ?) "
-                    "AND (e.id IS NULL OR e.hold = 0) "
-                    "ORDER BY j.priority DESC, (j.student IS NULL) ASC, j.id ASC LIMIT 1",
-                    (student,),
-                )
-                if not rows:
+                rows = [
+                    {**row, "lab": row["lab_name"]}
+                    for row in self.store.query(
+                        "SELECT j.*, r.full_name AS lab_name FROM jobs j "
+                        "LEFT JOIN experiments e ON e.id = j.experiment_id "
+                        "JOIN repos r ON r.id = j.repo_id "
+                        "WHERE j.state = 'queued' AND r.active = 1 "
+                        "AND (j.student IS NULL OR j.student = ?) "
+                        "AND (e.id IS NULL OR e.hold = 0) "
+                        "ORDER BY j.priority DESC, (j.student IS NULL) ASC, j.id ASC",
+                        (student,),
+                    )
+                    if labs.may_serve(allowed, row["lab_name"])
+                ]
+                if len({row["lab"] for row in rows}) > 1 and usage is None:
+                    usage = labs.gpu_usage(self.store)
+                chosen = labs.choose_job(rows, usage or {}, weights)
+                if chosen is None:
                     self.store.execute(
                         "UPDATE students SET last_seen = ?, state = 'idle' WHERE name = ?",
                         (now(), student),
                     )
                     return None
-                job = rows[0]
+                job = {k: v for k, v in chosen.items() if k not in ("lab", "lab_name")}
                 exp = None
                 if job["experiment_id"]:
                     exp = self.store.one(

@@ -521,22 +521,30 @@ def claimed_and_measured(
     return claimed, mean_std(new)[0] - mean_std(old)[0], len(new)
 
 
-def _first_baseline(store: Store) -> tuple[float | None, float | None]:
-    """The mean of the first base ever measured and when its first run landed."""
+def _first_baseline(store: Store, repo_id: int | None = None) -> tuple[float | None, float | None]:
+    """The mean of the first base ever measured (in one lab, given `repo_id`) and when."""
     groups = _baselines_by_base(store)
-    measured = [runs for runs in groups.values() if _ok_values(runs)]
+    measured = [
+        runs
+        for (repo, _), runs in groups.items()
+        if _ok_values(runs) and (repo_id is None or repo == repo_id)
+    ]
     if not measured:
         return None, None
     first = min(measured, key=lambda runs: min(r.created_at for r in runs))
     return mean_std(_ok_values(first))[0], min(r.created_at for r in first)
 
 
-def _progress(store: Store, problem: Problem, over_time: bool) -> BestSoFar:
+def _progress(
+    store: Store, problem: Problem, over_time: bool, repo_id: int | None = None
+) -> BestSoFar:
     problem = problem or Problem()
-    finished = [e for e in experiments(store) if e.mean is not None and e.finished_at]
+    finished = [e for e in experiments(store, repo_id) if e.mean is not None and e.finished_at]
     finished.sort(key=lambda e: (e.finished_at or 0.0, e.id))
-    start_value, baseline_at = _first_baseline(store)
-    first_run = store.one("SELECT MIN(created_at) AS t FROM runs")
+    start_value, baseline_at = _first_baseline(store, repo_id)
+    first_run = store.one(
+        "SELECT MIN(created_at) AS t FROM runs WHERE ? IS NULL OR repo_id = ?", (repo_id, repo_id)
+    )
     t0 = (first_run or {}).get("t") or baseline_at or 0.0
     span = max(((e.finished_at or t0) - t0 for e in finished), default=0.0)
     scale, unit = (60.0, "minutes") if span < 2 * 3600 else (3600.0, "hours")
@@ -563,14 +571,18 @@ def _progress(store: Store, problem: Problem, over_time: bool) -> BestSoFar:
     return BestSoFar(problem.metric, problem.minimize, label, start_value, points)
 
 
-def best_over_experiments(store: Store, problem: Problem | None = None) -> BestSoFar:
+def best_over_experiments(
+    store: Store, problem: Problem | None = None, repo_id: int | None = None
+) -> BestSoFar:
     """Each finished experiment in the order its results landed, with the running best."""
-    return _progress(store, problem or Problem(), over_time=False)
+    return _progress(store, problem or Problem(), over_time=False, repo_id=repo_id)
 
 
-def best_over_time(store: Store, problem: Problem | None = None) -> BestSoFar:
+def best_over_time(
+    store: Store, problem: Problem | None = None, repo_id: int | None = None
+) -> BestSoFar:
     """The same, against wall-clock time since the first run."""
-    return _progress(store, problem or Problem(), over_time=True)
+    return _progress(store, problem or Problem(), over_time=True, repo_id=repo_id)
 
 
 def find_experiment(store: Store, n: int, *, by: str = "auto") -> dict[str, Any] | None:
@@ -666,12 +678,14 @@ def students(store: Store) -> list[StudentRow]:
     return result
 
 
-def queue(store: Store) -> list[QueueRow]:
-    """Open jobs: the leased ones first, then waiting ones in the order they will be served."""
+def queue(store: Store, repo_id: int | None = None) -> list[QueueRow]:
+    """Open jobs (of one lab, given `repo_id`): leased first, then waiting ones by priority."""
     rows = store.query(
         "SELECT j.*, e.pr_number, e.title FROM jobs j LEFT JOIN experiments e "
         "ON e.id = j.experiment_id WHERE j.state IN ('queued', 'leased') "
-        "ORDER BY j.state = 'queued', j.priority DESC, j.id"
+        "AND (? IS NULL OR j.repo_id = ?) "
+        "ORDER BY j.state = 'queued', j.priority DESC, j.id",
+        (repo_id, repo_id),
     )
     return [
         QueueRow(
@@ -708,13 +722,17 @@ def _history_status(group: list[RunRow], exp: ExperimentRow | None, kept_commit:
 
 
 def history_rows(
-    store: Store, problem: Problem | None = None, *, best_only: bool = False
+    store: Store,
+    problem: Problem | None = None,
+    *,
+    best_only: bool = False,
+    repo_id: int | None = None,
 ) -> list[HistoryRow]:
-    """Every training job ever, oldest first; `best_only` keeps the first baseline and the
-    merged winners that improved on the best so far."""
+    """Every training job ever (of one lab, given `repo_id`), oldest first; `best_only`
+    keeps the first baseline and the merged winners that improved on the best so far."""
     problem = problem or Problem()
-    by_id = {e.id: e for e in experiments(store)}
-    runs = _runs(store)
+    by_id = {e.id: e for e in experiments(store, repo_id)}
+    runs = _runs(store) if repo_id is None else _runs(store, "repo_id = ?", (repo_id,))
     candidate_runs: dict[int, list[RunRow]] = defaultdict(list)
     for run in runs:
         if run.kind == "candidate" and run.experiment_id is not None:

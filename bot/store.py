@@ -22,7 +22,7 @@ import sqlite_utils
 if TYPE_CHECKING:
     from bot.protocol import RunResult
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Each entry upgrades the schema from version i to i + 1. Never edit a released
 # step; append a new one.
@@ -200,6 +200,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN sandboxed INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE runs ADD COLUMN train_s REAL;
     ALTER TABLE runs ADD COLUMN eval_s REAL;
+    """,
+    # 4: labs. A student may be limited to some labs (`owner/repo[:track]`,
+    # comma-separated; NULL: every lab).
+    """
+    ALTER TABLE students ADD COLUMN labs TEXT;
     """,
 ]
 

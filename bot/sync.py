@@ -64,6 +64,8 @@ async def sync_repo(engine: Engine, github: GitHubApp, repo_id: int) -> str | No
         repo = engine.repo_by_id(repo_id)
         if toml is None:
             log.warning("%s has no %s at %s: nothing to train", name, CONFIG_FILE, sha[:10])
+            # Without its kohai.toml the repository is no lab: its queued work stops.
+            engine.stop_lab(repo_id, f"{CONFIG_FILE} is no longer on {default_branch}")
         elif moved or not engine.store.one(
             "SELECT id FROM jobs WHERE kind = 'baseline' AND repo_id = ? AND base_sha = ?",
             (repo_id, sha),

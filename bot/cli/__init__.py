@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     add = hosts_sub.add_parser("add", help="register a student; prints its token once")
     add.add_argument("name")
     add.add_argument("--gpus", type=int, default=0)
+    add.add_argument(
+        "--labs",
+        default=None,
+        metavar="OWNER/REPO[:TRACK],...",
+        help="the labs this student may serve (default: all)",
+    )
     hosts_sub.add_parser("list", help="registered students")
 
     host = sub.add_parser("host", help="the GPU host side")
@@ -91,9 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="experiments, students, queue")
     status.add_argument("--json", action="store_true")
+    status.add_argument("--repo", metavar="OWNER/NAME", help="the lab (default: the only one)")
 
     history = sub.add_parser("history", help="every run ever")
     history.add_argument("--best", action="store_true", help="only runs that improved the best")
+    history.add_argument("--repo", metavar="OWNER/NAME", help="the lab (default: the only one)")
     history.add_argument("--export", metavar="FILE", help="write .tsv, .csv or .json")
 
     deploy = sub.add_parser("deploy", help="render deployment manifests")

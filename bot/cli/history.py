@@ -5,9 +5,11 @@ writing to it. The history export follows autoresearch's `results.tsv` column
 order (`commit, <metric>, memory_gb, status, description`) so its analysis
 tools read it as is, followed by kohai's own columns.
 
-The metric's name and direction come from the problem's `kohai.toml`: the one
-at `KOHAI_PROBLEM` (a repo directory or the file itself), else the one in the
-current directory, else the default (`val_bpb`, minimize).
+Each lab (a repository) has its own metric: `--repo OWNER/NAME` names the lab,
+and its metric's name and direction come from the `kohai.toml` the bot stored
+when it synced the repository. With one lab `--repo` may be left out.
+`KOHAI_PROBLEM` (a repo directory or the file itself) overrides the stored
+problem, for a database whose repository never synced.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bot import queries
+from bot import labs, queries
 from bot.problem import CONFIG_FILE, Problem, ProblemError, load_problem
 from bot.report import fmt_delta, fmt_metric
 from bot.store import Store
@@ -42,13 +44,36 @@ def open_store() -> Store:
 
 
 def resolve_problem() -> Problem:
+    """The problem named by `KOHAI_PROBLEM`, else the default."""
     configured = os.environ.get("KOHAI_PROBLEM")
     if configured:
         root = Path(configured)
         return load_problem(root.parent if root.name == CONFIG_FILE else root)
-    if (Path.cwd() / CONFIG_FILE).is_file():
-        return load_problem(Path.cwd())
     return Problem()
+
+
+def resolve_lab(store: Store, repo: str | None) -> tuple[int | None, Problem, int]:
+    """The lab the command is about: (its repo id, its problem, how many labs there are).
+
+    `--repo` names it; without it, the only lab there is. Its problem is the one
+    stored at its last sync; `KOHAI_PROBLEM` overrides that.
+    """
+    names = [r["full_name"] for r in store.query("SELECT full_name FROM repos ORDER BY id")]
+    override = os.environ.get("KOHAI_PROBLEM")
+    if repo:
+        found = labs.stored_problem(store, repo)
+        if found is None:
+            known = ", ".join(names) or "none yet"
+            raise CliError(f"--repo {repo}: no such lab (labs: {known})")
+        repo_id, problem = found
+        return repo_id, resolve_problem() if override else problem, len(names)
+    if len(names) == 1:
+        repo_id, problem = labs.stored_problem(store, names[0]) or (None, Problem())
+        has_toml = store.one("SELECT problem_toml FROM repos WHERE id = ?", (repo_id,)) or {}
+        if override or not has_toml.get("problem_toml"):
+            problem = resolve_problem()
+        return repo_id, problem, 1
+    return None, resolve_problem(), len(names)
 
 
 def history_columns(problem: Problem) -> list[str]:
@@ -118,10 +143,12 @@ def export_format(path: Path) -> str:
 
 def history_main(args: argparse.Namespace) -> int:
     try:
-        problem = resolve_problem()
         store = open_store()
         try:
-            rows = queries.history_rows(store, problem, best_only=bool(args.best))
+            repo_id, problem, count = resolve_lab(store, getattr(args, "repo", None))
+            if repo_id is None and count > 1:
+                raise CliError(f"{count} labs: name one with --repo OWNER/NAME")
+            rows = queries.history_rows(store, problem, best_only=bool(args.best), repo_id=repo_id)
         finally:
             store.close()
         if args.export:
@@ -137,25 +164,52 @@ def history_main(args: argparse.Namespace) -> int:
         return 1
 
 
-def status_snapshot(store: Store, problem: Problem) -> dict[str, Any]:
-    base = queries.baseline(store)
-    progress = queries.best_over_experiments(store, problem)
+def status_snapshot(store: Store, problem: Problem, repo_id: int | None = None) -> dict[str, Any]:
+    """One lab's state (`repo_id`; None: every lab's experiments), every lab's share."""
+    base = queries.baseline(store, repo_id)
+    progress = queries.best_over_experiments(store, problem, repo_id)
+    repo = store.one("SELECT full_name FROM repos WHERE id = ?", (repo_id,)) if repo_id else None
     return {
+        "repo": repo["full_name"] if repo else None,
         "metric": problem.metric,
         "direction": problem.direction,
         "baseline": asdict(base) if base else None,
         "best": progress.best,
-        "experiments": [asdict(e) for e in queries.experiments(store)],
+        "labs": [asdict(row) for row in labs.lab_rows(store)],
+        "experiments": [asdict(e) for e in queries.experiments(store, repo_id)],
         "students": [asdict(s) for s in queries.students(store)],
-        "queue": [asdict(q) for q in queries.queue(store)],
+        "queue": [asdict(q) for q in queries.queue(store, repo_id)],
     }
+
+
+def _labs_table(rows: list[dict[str, Any]]) -> str:
+    return format_table(
+        ["lab", "metric", "baseline", "best", "experiments", "weight", "share", "target"],
+        [
+            [
+                row["lab"] + ("" if row["active"] else " (stopped)"),
+                f"{row['metric']} ({'max' if row['direction'] == 'maximize' else 'min'})",
+                fmt_metric(row["baseline"]),
+                fmt_metric(row["best"]),
+                row["experiments"],
+                f"{row['weight']:g}",
+                f"{100 * row['measured_share']:.0f}%",
+                f"{100 * row['target_share']:.0f}%",
+            ]
+            for row in rows
+        ],
+    )
 
 
 def render_status(snapshot: dict[str, Any]) -> str:
     metric = snapshot["metric"]
     base = snapshot["baseline"]
     lines = [
-        f"metric: {metric} ({snapshot['direction']})   baseline: "
+        "labs (share: GPU time of the last hours; target: what the weights ask for)",
+        _labs_table(snapshot.get("labs") or []),
+        "",
+        (f"lab: {snapshot['repo']}   " if snapshot.get("repo") else "")
+        + f"metric: {metric} ({snapshot['direction']})   baseline: "
         + (fmt_metric(base["mean"], base["std"]) if base else "not measured")
         + f"   best: {fmt_metric(snapshot['best'])}",
         "",
@@ -218,10 +272,10 @@ def render_status(snapshot: dict[str, Any]) -> str:
 
 def status_main(args: argparse.Namespace) -> int:
     try:
-        problem = resolve_problem()
         store = open_store()
         try:
-            snapshot = status_snapshot(store, problem)
+            repo_id, problem, _ = resolve_lab(store, getattr(args, "repo", None))
+            snapshot = status_snapshot(store, problem, repo_id)
         finally:
             store.close()
     except (CliError, ProblemError) as exc:

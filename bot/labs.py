@@ -1,0 +1,340 @@
+"""Labs: every installed repository with a `kohai.toml` on its default branch.
+
+Each lab has its own baseline, advisor, experiments and leaderboard; the
+students are shared between the labs by weight. The decisions here are pure
+functions (which lab a student serves next, which queued job it takes, which
+labs a student may serve) so they can be tested over tables; reading the store
+happens in the small functions at the end.
+
+Fair sharing is stride scheduling over GPU time: each lab is charged the
+seconds its runs took in the last hours (and, for work in flight, what it is
+expected to take), and the next choice goes to the lab whose charge divided by
+its weight is smallest. A lab with work therefore always gets its turn: no lab
+starves, however small its weight.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bot.problem import Problem, ProblemError, loads_problem
+from bot.store import Store, now
+
+SHARE_WINDOW_S = 6 * 3600.0  # how far back GPU time counts against a lab's share
+DEFAULT_WEIGHT = 1.0
+MAX_WEIGHT = 1000.0
+LAB_RE = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(?::[A-Za-z0-9_.-]+)?")
+
+
+class LabListError(ValueError):
+    """A `--labs` list that names something other than owner/repo[:track]."""
+
+
+@dataclass(frozen=True)
+class Lab:
+    """One research line: a repository (and, later, one of its tracks)."""
+
+    repo_id: int
+    full_name: str
+    weight: float
+    problem: Problem
+
+    @property
+    def key(self) -> str:
+        return self.full_name
+
+
+def lab_weight(toml_text: str | None) -> float:
+    """The lab's `[lab] weight` from its kohai.toml; 1 when absent or unusable.
+
+    A weight is a share, so it must be a positive finite number; anything else
+    (a string, a negative number, infinity) falls back to 1 rather than letting
+    one repository's file take every student or none. Capped at MAX_WEIGHT.
+    """
+    if not toml_text:
+        return DEFAULT_WEIGHT
+    try:
+        data = tomllib.loads(toml_text)
+    except tomllib.TOMLDecodeError:
+        return DEFAULT_WEIGHT
+    table = data.get("lab")
+    raw = table.get("weight") if isinstance(table, dict) else None
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        return DEFAULT_WEIGHT
+    value = float(raw)
+    if not math.isfinite(value) or value <= 0:
+        return DEFAULT_WEIGHT
+    return min(value, MAX_WEIGHT)
+
+
+def parse_lab_list(text: str | None) -> tuple[str, ...] | None:
+    """`owner/repo[:track],...` as given to `kohai hosts add --labs`; None means every lab."""
+    if text is None or not text.strip() or text.strip() in ("all", "*"):
+        return None
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    for name in names:
+        if not LAB_RE.fullmatch(name):
+            raise LabListError(f"--labs: {name!r} is not owner/repo or owner/repo:track")
+    return tuple(dict.fromkeys(names))
+
+
+def may_serve(allowed: Sequence[str] | None, full_name: str, track: str | None = None) -> bool:
+    """Whether a student limited to `allowed` (None: every lab) may serve this lab.
+
+    `owner/repo` allows every track of the repository; `owner/repo:track` only
+    that track (the default track is named `default`). Names compare without
+    case, as GitHub's do.
+    """
+    if allowed is None:
+        return True
+    name = full_name.lower()
+    wanted = {a.lower() for a in allowed}
+    return name in wanted or f"{name}:{(track or 'default').lower()}" in wanted
+
+
+def pick_lab(
+    candidates: Iterable[str], usage: Mapping[str, float], weights: Mapping[str, float]
+) -> str | None:
+    """The lab that is furthest behind its share: the smallest GPU time per unit of weight.
+
+    Ties go to the first candidate in order, so a caller that rotates the
+    order gets round-robin among equals.
+    """
+    best: tuple[float, int] | None = None
+    chosen = None
+    for index, key in enumerate(candidates):
+        weight = weights.get(key, DEFAULT_WEIGHT) or DEFAULT_WEIGHT
+        score = (usage.get(key, 0.0) / weight, index)
+        if best is None or score < best:
+            best, chosen = score, key
+    return chosen
+
+
+def choose_job(
+    jobs: Sequence[Mapping[str, Any]],
+    usage: Mapping[str, float],
+    weights: Mapping[str, float],
+) -> Mapping[str, Any] | None:
+    """Which of the queued jobs a student takes next.
+
+    `jobs` are the ones this student may run, in the queue's order (priority
+    first, then the student's own before anyone's, then age), each with a
+    `lab` key. Priority comes first: baselines, then human-requested work,
+    then the advisor's. Within the first tier the lab furthest behind its
+    weight wins, and within a lab the oldest job.
+    """
+    if not jobs:
+        return None
+
+    def tier(job: Mapping[str, Any]) -> tuple[int, bool]:
+        return (-int(job.get("priority") or 0), job.get("student") is None)
+
+    top = min(tier(job) for job in jobs)
+    first = [job for job in jobs if tier(job) == top]
+    labs = list(dict.fromkeys(job["lab"] for job in first))
+    lab = pick_lab(labs, usage, weights)
+    return next(job for job in first if job["lab"] == lab)
+
+
+def shares(usage: Mapping[str, float], weights: Mapping[str, float]) -> dict[str, dict[str, float]]:
+    """Each lab's measured share of the GPU time against the share its weight asks for."""
+    total_use = sum(usage.get(k, 0.0) for k in weights)
+    total_weight = sum(weights.values()) or 1.0
+    return {
+        key: {
+            "weight": weight,
+            "target": weight / total_weight,
+            "measured": (usage.get(key, 0.0) / total_use) if total_use else 0.0,
+            "gpu_s": usage.get(key, 0.0),
+        }
+        for key, weight in weights.items()
+    }
+
+
+# ------------------------------------------------------------------ the store
+
+
+def _problem(text: str | None) -> Problem:
+    try:
+        return loads_problem(text) if text else Problem()
+    except ProblemError:
+        return Problem()
+
+
+def active_labs(store: Store) -> list[Lab]:
+    """The labs that run now: installed, active, with a kohai.toml and a synced base."""
+    return [
+        Lab(
+            repo_id=row["id"],
+            full_name=row["full_name"],
+            weight=lab_weight(row["problem_toml"]),
+            problem=_problem(row["problem_toml"]),
+        )
+        for row in store.query(
+            "SELECT id, full_name, problem_toml FROM repos WHERE active = 1 "
+            "AND problem_toml IS NOT NULL AND base_sha IS NOT NULL ORDER BY id"
+        )
+    ]
+
+
+def all_labs(store: Store) -> list[Lab]:
+    """Every repository that has held a kohai.toml, running or stopped (for the dashboard)."""
+    return [
+        Lab(
+            repo_id=row["id"],
+            full_name=row["full_name"],
+            weight=lab_weight(row["problem_toml"]),
+            problem=_problem(row["problem_toml"]),
+        )
+        for row in store.query(
+            "SELECT id, full_name, problem_toml FROM repos WHERE problem_toml IS NOT NULL "
+            "ORDER BY active DESC, id"
+        )
+    ]
+
+
+def _estimate_s(problem_toml: str | None, seeds_json: str | None) -> float:
+    """What a job is expected to take: its seeds times the training budget."""
+    problem = _problem(problem_toml)
+    try:
+        seeds = len(json.loads(seeds_json or "[0]")) or 1
+    except ValueError:
+        seeds = 1
+    return seeds * (problem.budget_s + problem.grace_s)
+
+
+def gpu_usage(
+    store: Store,
+    *,
+    window_s: float = SHARE_WINDOW_S,
+    at: float | None = None,
+    include_queued: bool = False,
+) -> dict[str, float]:
+    """GPU seconds per lab: runs finished in the window, plus work in flight at its estimate.
+
+    Work in flight counts at the larger of its elapsed time and its expected
+    duration, so several students choosing at once do not all pick the lab
+    that was behind a moment ago. `include_queued` also charges queued jobs
+    already bound to a student (what the advisor has promised a lab).
+    """
+    t = now() if at is None else at
+    usage: dict[str, float] = {}
+    for row in store.query(
+        "SELECT r.full_name AS lab, COALESCE(SUM(u.duration_s), 0) AS s FROM runs u "
+        "JOIN repos r ON r.id = u.repo_id WHERE u.created_at > ? GROUP BY r.full_name",
+        (t - window_s,),
+    ):
+        usage[row["lab"]] = usage.get(row["lab"], 0.0) + float(row["s"])
+    states = ("leased", "queued") if include_queued else ("leased",)
+    for row in store.query(
+        "SELECT r.full_name AS lab, r.problem_toml, j.seeds, j.state, j.student, j.updated_at "
+        f"FROM jobs j JOIN repos r ON r.id = j.repo_id WHERE j.state IN ({','.join('?' * len(states))})",
+        states,
+    ):
+        if row["state"] == "queued" and row["student"] is None:
+            continue
+        estimate = _estimate_s(row["problem_toml"], row["seeds"])
+        elapsed = max(0.0, t - (row["updated_at"] or t)) if row["state"] == "leased" else 0.0
+        usage[row["lab"]] = usage.get(row["lab"], 0.0) + max(estimate, elapsed)
+    return usage
+
+
+def student_labs(store: Store, student: str) -> tuple[str, ...] | None:
+    """The labs a student may serve (None: every lab)."""
+    row = store.one("SELECT labs FROM students WHERE name = ?", (student,))
+    if not row or not row.get("labs"):
+        return None
+    return tuple(name for name in str(row["labs"]).split(",") if name)
+
+
+def lab_shares(store: Store, *, window_s: float = SHARE_WINDOW_S) -> dict[str, dict[str, float]]:
+    """Each running lab's measured share of the last hours against its weight."""
+    weights = {lab.key: lab.weight for lab in active_labs(store)}
+    return shares(gpu_usage(store, window_s=window_s), weights)
+
+
+def stop_lab(store: Store, repo_id: int, reason: str) -> int:
+    """Stop a lab: cancel its queued jobs with the reason; ask its hosts to stop the leased ones.
+
+    Returns how many jobs it cancelled. Leased jobs get the cancel flag the
+    host reads on its next event, and finish as `cancelled`.
+    """
+    t = now()
+    result = '{"reason":' + json.dumps(reason) + ',"status":"cancelled"}'
+    cursor = store.execute(
+        "UPDATE jobs SET state = 'cancelled', result = ?, updated_at = ? "
+        "WHERE repo_id = ? AND state = 'queued'",
+        (result, t, repo_id),
+    )
+    store.execute(
+        "UPDATE jobs SET cancel = 1, updated_at = ? WHERE repo_id = ? AND state = 'leased'",
+        (t, repo_id),
+    )
+    return int(cursor.rowcount or 0)
+
+
+@dataclass(frozen=True)
+class LabRow:
+    """One line of the lab list (dashboard `/`, `kohai status`)."""
+
+    repo_id: int
+    lab: str
+    active: bool
+    metric: str
+    direction: str
+    baseline: float | None
+    best: float | None
+    experiments: int
+    running: int
+    weight: float
+    target_share: float
+    measured_share: float
+
+
+def lab_rows(store: Store, *, window_s: float = SHARE_WINDOW_S) -> list[LabRow]:
+    """Every lab with its metric, baseline, best merged result, experiments and share."""
+    from bot import queries  # the read side; imported here so the engine does not load it
+
+    every = all_labs(store)
+    running = {row["id"] for row in store.query("SELECT id FROM repos WHERE active = 1")}
+    weights = {lab.key: lab.weight for lab in every if lab.repo_id in running}
+    share = shares(gpu_usage(store, window_s=window_s), weights)
+    rows = []
+    for lab in every:
+        base = queries.baseline(store, lab.repo_id)
+        exps = queries.experiments(store, lab.repo_id)
+        progress = queries.best_over_experiments(store, lab.problem, lab.repo_id)
+        mine = share.get(lab.key, {})
+        rows.append(
+            LabRow(
+                repo_id=lab.repo_id,
+                lab=lab.key,
+                active=lab.repo_id in running,
+                metric=lab.problem.metric,
+                direction=lab.problem.direction,
+                baseline=base.mean if base else None,
+                best=progress.best,
+                experiments=len(exps),
+                running=sum(1 for e in exps if e.state in queries.ACTIVE_STATES),
+                weight=lab.weight,
+                target_share=mine.get("target", 0.0),
+                measured_share=mine.get("measured", 0.0),
+            )
+        )
+    return rows
+
+
+def stored_problem(store: Store, full_name: str) -> tuple[int, Problem] | None:
+    """A lab's id and the problem stored for it at its last sync (None: no such repository)."""
+    row = store.one(
+        "SELECT id, problem_toml FROM repos WHERE full_name = ? COLLATE NOCASE", (full_name,)
+    )
+    if row is None:
+        return None
+    return row["id"], _problem(row["problem_toml"])

@@ -1,0 +1,266 @@
+"""Students shared by weight: the pure choices, a simulated backlog, and the real store.
+
+Fair sharing is stride scheduling over GPU time (bot.labs): the lab furthest
+behind its weight gets the next job. The simulation gives labs different job
+lengths on purpose: shares are of GPU time, not of job counts.
+"""
+
+from __future__ import annotations
+
+import heapq
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot import labs
+from bot.engine import Engine
+from bot.jobs import JobBook, register_student
+from bot.store import Store, now
+
+# ------------------------------------------------------------------ pure parts
+
+
+@pytest.mark.parametrize(
+    ("toml", "weight", "why"),
+    [
+        (None, 1.0, "no file: the default"),
+        ("[metric]\nname = 'x'\n", 1.0, "no [lab] table"),
+        ("[lab]\nweight = 3\n", 3.0, "an integer"),
+        ("[lab]\nweight = 0.5\n", 0.5, "a fraction"),
+        ("[lab]\nweight = 0\n", 1.0, "zero would starve the lab: refused"),
+        ("[lab]\nweight = -2\n", 1.0, "negative: refused"),
+        ("[lab]\nweight = 'lots'\n", 1.0, "a string: refused"),
+        ("[lab]\nweight = true\n", 1.0, "a boolean is not a number"),
+        ("[lab]\nweight = inf\n", 1.0, "infinity would take every student"),
+        ("[lab]\nweight = nan\n", 1.0, "nan compares with nothing"),
+        ("[lab]\nweight = 1e12\n", labs.MAX_WEIGHT, "capped"),
+        ("[lab\nweight = 3", 1.0, "broken TOML: the default, never a crash"),
+        ("lab = 5\n", 1.0, "lab must be a table"),
+    ],
+)
+def test_lab_weight(toml: str | None, weight: float, why: str) -> None:
+    assert labs.lab_weight(toml) == weight, why
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        (None, None),
+        ("", None),
+        ("all", None),
+        ("lab/charlm", ("lab/charlm",)),
+        ("lab/charlm, lab/wide:big ,lab/charlm", ("lab/charlm", "lab/wide:big")),
+    ],
+)
+def test_parse_lab_list(text: str | None, parsed: tuple[str, ...] | None) -> None:
+    assert labs.parse_lab_list(text) == parsed
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["charlm", "lab/charlm:", "lab/char lm", "lab/x;rm -rf /", "../x/y", "a/b/c", "lab/x:t:u"],
+)
+def test_parse_lab_list_refuses_what_is_not_owner_repo_track(bad: str) -> None:
+    with pytest.raises(labs.LabListError):
+        labs.parse_lab_list(bad)
+
+
+@pytest.mark.parametrize(
+    ("allowed", "name", "track", "ok"),
+    [
+        (None, "lab/a", None, True),
+        (("lab/a",), "lab/a", None, True),
+        (("lab/a",), "LAB/A", None, True),
+        (("lab/a",), "lab/b", None, False),
+        (("lab/a:wide",), "lab/a", None, False),
+        (("lab/a:wide",), "lab/a", "wide", True),
+        (("lab/a:default",), "lab/a", None, True),
+        ((), "lab/a", None, False),
+    ],
+)
+def test_may_serve(allowed, name, track, ok) -> None:
+    assert labs.may_serve(allowed, name, track) is ok
+
+
+@pytest.mark.parametrize(
+    ("candidates", "usage", "weights", "chosen"),
+    [
+        ([], {}, {}, None),
+        (["a", "b"], {}, {}, "a"),  # equals: the first in order
+        (["a", "b"], {"a": 10}, {}, "b"),
+        (["a", "b"], {"a": 10, "b": 20}, {"b": 3}, "b"),  # 20/3 < 10/1
+        (["a", "b"], {"a": 10, "b": 40}, {"b": 3}, "a"),
+        (["b"], {"a": 0, "b": 1e9}, {}, "b"),  # the only candidate, however far ahead
+    ],
+)
+def test_pick_lab(candidates, usage, weights, chosen) -> None:
+    assert labs.pick_lab(candidates, usage, weights) == chosen
+
+
+def _job(job_id: int, lab: str, priority: int = 0, student: str | None = None) -> dict[str, Any]:
+    return {"id": job_id, "lab": lab, "priority": priority, "student": student}
+
+
+@pytest.mark.parametrize(
+    ("jobs", "usage", "chosen", "why"),
+    [
+        ([], {}, None, "nothing queued"),
+        ([_job(1, "a"), _job(2, "b")], {"a": 100}, 2, "b is behind"),
+        ([_job(1, "a", 10), _job(2, "b")], {"a": 100}, 1, "human work first, whatever the share"),
+        ([_job(1, "a", 20), _job(2, "b", 10)], {"a": 100}, 1, "a baseline before human work"),
+        (
+            [_job(1, "a", 0, "fern"), _job(2, "b", 0)],
+            {"a": 100},
+            1,
+            "the student's own job before anyone's",
+        ),
+        ([_job(1, "a"), _job(3, "a"), _job(2, "b")], {"b": 100}, 1, "oldest within the lab"),
+    ],
+)
+def test_choose_job(jobs, usage, chosen, why) -> None:
+    job = labs.choose_job(jobs, usage, {})
+    assert (job["id"] if job else None) == chosen, why
+
+
+def simulate(
+    weights: dict[str, float],
+    durations: dict[str, float],
+    students: int,
+    horizon_s: float,
+) -> dict[str, float]:
+    """GPU seconds per lab when `students` serve an endless backlog of every lab.
+
+    Each free student takes the job `choose_job` picks, charged at its
+    duration while it runs (as `gpu_usage` charges work in flight).
+    """
+    usage = dict.fromkeys(weights, 0.0)
+    busy: list[tuple[float, int]] = [(0.0, s) for s in range(students)]
+    heapq.heapify(busy)
+    while busy:
+        t, student = heapq.heappop(busy)
+        if t >= horizon_s:
+            continue
+        backlog = [_job(i, lab) for i, lab in enumerate(sorted(weights))]
+        job = labs.choose_job(backlog, usage, weights)
+        assert job is not None
+        usage[job["lab"]] += durations[job["lab"]]
+        heapq.heappush(busy, (t + durations[job["lab"]], student))
+    return usage
+
+
+@pytest.mark.parametrize(
+    ("weights", "durations", "students"),
+    [
+        ({"a": 1, "b": 1}, {"a": 60, "b": 60}, 2),
+        ({"a": 1, "b": 3}, {"a": 60, "b": 60}, 4),
+        ({"a": 1, "b": 3}, {"a": 300, "b": 40}, 3),  # long jobs in the light lab
+        ({"a": 2, "b": 1, "c": 1}, {"a": 30, "b": 90, "c": 45}, 5),
+        ({"a": 1, "b": 0.25}, {"a": 50, "b": 50}, 1),  # one student, a small lab still served
+    ],
+)
+def test_shares_follow_the_weights_over_a_simulated_backlog(weights, durations, students) -> None:
+    usage = simulate(weights, durations, students, horizon_s=40 * 3600)
+    share = labs.shares(usage, weights)
+    for lab, row in share.items():
+        assert row["measured"] > 0, f"{lab} starved"
+        assert abs(row["measured"] - row["target"]) <= 0.1 * row["target"], (lab, share)
+
+
+# ------------------------------------------------------------------ the store
+
+
+def _repo(store: Store, name: str, weight: float, budget: str = "60s") -> int:
+    toml = (
+        f'[metric]\nname = "loss"\n[train]\ncommand = "true"\nbudget = "{budget}"\n'
+        f'grace = "0s"\n[lab]\nweight = {weight}\n'
+    )
+    return store.insert(
+        "repos",
+        {
+            "full_name": name,
+            "installation_id": 1,
+            "base_sha": "b" * 40,
+            "synced_at": 1.0,
+            "problem_toml": toml,
+            "created_at": 0,
+        },
+    )
+
+
+def _queue(store: Store, repo_id: int, n: int) -> None:
+    t = now()
+    for _ in range(n):
+        store.insert(
+            "jobs",
+            {
+                "kind": "baseline",
+                "repo_id": repo_id,
+                "state": "queued",
+                "seeds": "[0]",
+                "base_sha": "b" * 40,
+                "created_at": t,
+                "updated_at": t,
+            },
+        )
+
+
+def test_the_job_book_shares_students_by_weight_over_the_real_store(tmp_path: Path) -> None:
+    """Three students drain two labs' backlogs through `JobBook.take`; each run takes 60 s."""
+    store = Store(tmp_path / "kohai.db")
+    engine = Engine(store)
+    book = JobBook(engine)
+    with store.transaction():
+        light = _repo(store, "lab/light", 1)
+        heavy = _repo(store, "lab/heavy", 3)
+        _queue(store, light, 150)
+        _queue(store, heavy, 150)
+    students = ["fern", "frieren", "stark"]
+    for name in students:
+        register_student(store, name)
+    taken = {light: 0, heavy: 0}
+    for _ in range(40):  # rounds: every student takes one job, then all finish
+        leased = [book.take(name) for name in students]
+        with store.transaction():
+            for lease in leased:
+                assert lease is not None
+                taken[lease.repo.id] += 1
+                store.insert(
+                    "runs",
+                    {
+                        "repo_id": lease.repo.id,
+                        "job_id": lease.job["id"],
+                        "kind": "baseline",
+                        "student": lease.job["leased_by"],
+                        "seed": 0,
+                        "status": "ok",
+                        "metric": 1.0,
+                        "duration_s": 60.0,
+                        "created_at": now(),
+                    },
+                )
+                store.update("jobs", lease.job["id"], {"state": "done"})
+    share = labs.lab_shares(store)
+    assert taken[light] > 0 and taken[heavy] > 0
+    for name, row in share.items():
+        assert abs(row["measured"] - row["target"]) <= 0.1 * row["target"], (name, share)
+    assert share["lab/heavy"]["target"] == pytest.approx(0.75)
+
+
+def test_a_student_limited_to_one_lab_never_takes_another(tmp_path: Path) -> None:
+    store = Store(tmp_path / "kohai.db")
+    book = JobBook(Engine(store))
+    with store.transaction():
+        a = _repo(store, "lab/a", 1)
+        b = _repo(store, "lab/b", 100)
+        _queue(store, a, 2)
+        _queue(store, b, 2)
+    register_student(store, "fern")
+    store.update("students", "fern", {"labs": "lab/a"}, key="name")
+    first = book.take("fern")
+    assert first is not None and first.repo.full_name == "lab/a"
+    store.update("jobs", first.job["id"], {"state": "done"})
+    second = book.take("fern")
+    assert second is not None and second.repo.full_name == "lab/a"
+    store.update("jobs", second.job["id"], {"state": "done"})
+    assert book.take("fern") is None  # lab/b's jobs wait for a student that may serve it
