@@ -32,6 +32,7 @@ class Settings:
     private_key: str
     webhook_secret: str
     github_api_url: str = "https://api.github.com"
+    github_html_url: str = ""  # the web pages' host; "" derives it from github_api_url
     db_path: str = "kohai.db"
     public_url: str = "http://127.0.0.1:8000"
     anthropic_api_key: str | None = None
@@ -42,6 +43,11 @@ class Settings:
     max_experiments: int = 0  # advisor experiments to open in all; 0: no limit
     advisor: bool = True  # propose for idle students
     catch_up: bool = True
+
+    @property
+    def html_url(self) -> str:
+        """Where people read the repositories: set, or derived from the API's URL."""
+        return (self.github_html_url or html_url_for(self.github_api_url)).rstrip("/")
 
     @property
     def bot_login(self) -> str:
@@ -76,6 +82,9 @@ class Settings:
         api_url = env.get("KOHAI_GITHUB_API_URL", "https://api.github.com").rstrip("/")
         if not api_url.startswith(("http://", "https://")):
             raise ConfigError(f"KOHAI_GITHUB_API_URL must be an http(s) URL, got {api_url!r}")
+        html_url = env.get("KOHAI_GITHUB_HTML_URL", "").strip().rstrip("/")
+        if html_url and not html_url.startswith(("http://", "https://")):
+            raise ConfigError(f"KOHAI_GITHUB_HTML_URL must be an http(s) URL, got {html_url!r}")
         alpha_raw = env.get("KOHAI_ALPHA", "0.05")
         try:
             alpha = float(alpha_raw)
@@ -88,6 +97,7 @@ class Settings:
             private_key=key,
             webhook_secret=secret,
             github_api_url=api_url,
+            github_html_url=html_url,
             db_path=env.get("KOHAI_DB", "kohai.db"),
             public_url=env.get("KOHAI_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
             anthropic_api_key=env.get("ANTHROPIC_API_KEY") or None,
@@ -99,3 +109,24 @@ class Settings:
             advisor=env.get("KOHAI_ADVISOR", "on") != "off",
             catch_up=env.get("KOHAI_CATCH_UP", "on") != "off",
         )
+
+
+def html_url_for(api_url: str) -> str:
+    """The web host of a GitHub API URL.
+
+    `https://api.github.com` -> `https://github.com`; GitHub Enterprise's
+    `https://ghe.example.com/api/v3` -> `https://ghe.example.com`; anything else
+    (the sandbox serves its API and its pages at one address) -> itself.
+    """
+    url = api_url.strip().rstrip("/")
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    host, slash, path = rest.partition("/")
+    if host.lower() == "api.github.com" and not path:
+        return f"{scheme}://github.com"
+    if host.lower().startswith("api.") and host.lower().endswith(".ghe.com") and not path:
+        return f"{scheme}://{host[4:]}"  # GitHub Enterprise Cloud with data residency
+    if slash and path.rstrip("/").lower() == "api/v3":
+        return f"{scheme}://{host}"
+    return url

@@ -160,6 +160,11 @@ def shares(usage: Mapping[str, float], weights: Mapping[str, float]) -> dict[str
 # ------------------------------------------------------------------ the store
 
 
+def stored_problem_of(text: str | None) -> Problem:
+    """The problem in a stored kohai.toml; the default when it is missing or unusable."""
+    return _problem(text)
+
+
 def _problem(text: str | None) -> Problem:
     try:
         return loads_problem(text) if text else Problem()

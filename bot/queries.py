@@ -585,20 +585,29 @@ def best_over_time(
     return _progress(store, problem or Problem(), over_time=True, repo_id=repo_id)
 
 
-def find_experiment(store: Store, n: int, *, by: str = "auto") -> dict[str, Any] | None:
-    """The experiment with PR number `n`, else with id `n` (`by="id"`/`"pr"` to insist)."""
+def find_experiment(
+    store: Store, n: int, *, by: str = "auto", repo_id: int | None = None
+) -> dict[str, Any] | None:
+    """The experiment with PR number `n`, else with id `n` (`by="id"`/`"pr"` to insist).
+
+    PR numbers are per repository: `repo_id` says whose (else the latest with it).
+    """
+    scope = "(? IS NULL OR repo_id = ?)"
     if by in ("auto", "pr"):
-        row = store.one("SELECT id FROM experiments WHERE pr_number = ? ORDER BY id DESC", (n,))
+        row = store.one(
+            f"SELECT id FROM experiments WHERE pr_number = ? AND {scope} ORDER BY id DESC",
+            (n, repo_id, repo_id),
+        )
         if row or by == "pr":
             return row
-    return store.one("SELECT id FROM experiments WHERE id = ?", (n,))
+    return store.one(f"SELECT id FROM experiments WHERE id = ? AND {scope}", (n, repo_id, repo_id))
 
 
 def experiment_detail(
-    store: Store, number_or_id: int, *, by: str = "auto"
+    store: Store, number_or_id: int, *, by: str = "auto", repo_id: int | None = None
 ) -> ExperimentDetail | None:
     """One experiment with every run (all seeds, all commits), its decisions and its diff."""
-    found = find_experiment(store, number_or_id, by=by)
+    found = find_experiment(store, number_or_id, by=by, repo_id=repo_id)
     if found is None:
         return None
     rows = _experiment_rows(store, experiment_id=found["id"])

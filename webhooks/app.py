@@ -104,7 +104,14 @@ def create_app(ctx: BotContext, *, run_workers: bool = True) -> Litestar:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    state: dict[str, Any] = {"kohai": ctx, "store": ctx.store, "bus": ctx.bus}
+    # The dashboard's links go to the repositories' own GitHub host; each lab's
+    # problem (metric, direction) is read from the store per page.
+    state: dict[str, Any] = {
+        "kohai": ctx,
+        "store": ctx.store,
+        "bus": ctx.bus,
+        "github_html_url": ctx.settings.html_url,
+    }
     return Litestar(
         route_handlers=[github_webhook, healthz, *hosts.ROUTES, *_dashboard_routes()],
         state=State(state),

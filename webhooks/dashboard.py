@@ -1,4 +1,8 @@
-"""The dashboard: the lab's state as HTML pages, JSON, and a live event stream.
+"""The dashboard: the labs' state as HTML pages, JSON, and a live event stream.
+
+`/` lists the labs (one per repository with a `kohai.toml`); `/labs/{owner}/{repo}`
+is one lab's page, with that lab's own metric and direction as stored at its
+last sync. With a single lab, `/` is that lab's page too.
 
 Pages are rendered on the server as plain HTML with inline CSS and SVG charts,
 so they work with no internet and no JavaScript. One small shipped script
@@ -23,7 +27,7 @@ from litestar.enums import MediaType
 from litestar.exceptions import NotFoundException
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from bot import queries
+from bot import labs, queries
 from bot.problem import Problem
 from bot.report import curves_svg, fmt_delta, fmt_metric, progress_svg
 from bot.store import Store
@@ -90,7 +94,16 @@ def _store(state: State) -> Store:
     return state.store
 
 
-def _problem(state: State) -> Problem:
+def _problem(state: State, repo_id: int | None = None) -> Problem:
+    """The lab's problem as stored at its last sync.
+
+    A repository that never synced a kohai.toml falls back to the app's
+    `problem` (a bot serving a database of one known problem), else the default.
+    """
+    if repo_id is not None:
+        row = _store(state).one("SELECT problem_toml FROM repos WHERE id = ?", (repo_id,))
+        if row and row["problem_toml"]:
+            return labs.stored_problem_of(row["problem_toml"])
     problem = state.get("problem")
     return problem if isinstance(problem, Problem) else Problem()
 
@@ -142,16 +155,25 @@ def _delta_html(delta: float | None, problem: Problem) -> str:
     return f'<span class="{cls}">{_e(fmt_delta(delta))}</span>'
 
 
-def experiment_path(exp: queries.ExperimentRow) -> str:
-    """The dashboard page of an experiment: by PR number when it has one (like GitHub)."""
+def experiment_path(exp: queries.ExperimentRow, scoped: bool = False) -> str:
+    """The dashboard page of an experiment: by PR number when it has one (like GitHub).
+
+    PR numbers are per repository, so with several labs (`scoped`) the page
+    lives under its lab.
+    """
+    prefix = f"/labs/{exp.repo}" if scoped else ""
     if exp.pr_number is not None:
-        return f"/experiments/{exp.pr_number}"
-    return f"/experiments/{exp.id}?by=id"
+        return f"{prefix}/experiments/{exp.pr_number}"
+    return f"{prefix}/experiments/{exp.id}?by=id"
 
 
-def _pr_links(exp: queries.ExperimentRow, html_base: str) -> str:
+def lab_path(full_name: str) -> str:
+    return f"/labs/{full_name}"
+
+
+def _pr_links(exp: queries.ExperimentRow, html_base: str, scoped: bool = False) -> str:
     label = f"#{exp.pr_number}" if exp.pr_number is not None else f"exp {exp.id}"
-    page = f'<a href="{_e(experiment_path(exp))}">{_e(label)}</a>'
+    page = f'<a href="{_e(experiment_path(exp, scoped))}">{_e(label)}</a>'
     url = queries.pr_url(exp.repo, exp.pr_number, html_base)
     if url:
         page += f' <a class="muted" href="{_e(url)}" title="on GitHub">↗</a>'
@@ -181,14 +203,28 @@ def _section(section_id: str, title: str, content: str) -> str:
     return f'<section id="{section_id}" data-live><h2>{_e(title)}</h2>{content}</section>'
 
 
-def _summary_cards(store: Store, problem: Problem) -> str:
-    base = queries.baseline(store)
-    progress = queries.best_over_experiments(store, problem)
-    exps = queries.experiments(store)
+def _summary_cards(store: Store, problem: Problem, repo_id: int | None = None) -> str:
+    base = queries.baseline(store, repo_id)
+    progress = queries.best_over_experiments(store, problem, repo_id)
+    exps = queries.experiments(store, repo_id)
     running = sum(1 for e in exps if e.state in queries.ACTIVE_STATES)
-    waiting = len(queries.queue(store))
-    totals = store.one("SELECT SUM(gpu_hours) AS g, SUM(cost_usd) AS c FROM runs") or {}
-    advisor = (store.one("SELECT SUM(cost_usd) AS c FROM advisor_calls") or {}).get("c") or 0.0
+    waiting = len(queries.queue(store, repo_id))
+    totals = (
+        store.one(
+            "SELECT SUM(gpu_hours) AS g, SUM(cost_usd) AS c FROM runs "
+            "WHERE ? IS NULL OR repo_id = ?",
+            (repo_id, repo_id),
+        )
+        or {}
+    )
+    advisor = (
+        store.one(
+            "SELECT SUM(a.cost_usd) AS c FROM advisor_calls a WHERE ? IS NULL OR "
+            "a.experiment_id IN (SELECT id FROM experiments WHERE repo_id = ?)",
+            (repo_id, repo_id),
+        )
+        or {}
+    ).get("c") or 0.0
     best, start = progress.best, progress.baseline
     improvement = (
         f'<div class="label">{_e(fmt_delta(best - start))} vs start</div>'
@@ -196,7 +232,9 @@ def _summary_cards(store: Store, problem: Problem) -> str:
         else ""
     )
     unmeasurable = store.query(
-        "SELECT baseline_problem FROM repos WHERE baseline_problem IS NOT NULL AND active = 1"
+        "SELECT baseline_problem FROM repos WHERE baseline_problem IS NOT NULL AND active = 1 "
+        "AND (? IS NULL OR id = ?)",
+        (repo_id, repo_id),
     )
     cards = [
         (
@@ -232,13 +270,20 @@ def _summary_cards(store: Store, problem: Problem) -> str:
     return f'<div class="cards">{"".join(html)}</div>'
 
 
-def _leaderboard(store: Store, problem: Problem, html_base: str) -> str:
-    by_id = {e.id: e for e in queries.experiments(store)}
+def _leaderboard(
+    store: Store,
+    problem: Problem,
+    html_base: str,
+    repo_id: int | None = None,
+    scoped: bool = False,
+) -> str:
+    by_id = {e.id: e for e in queries.experiments(store, repo_id)}
     rows = []
-    for row in queries.leaderboard(store, problem=problem):
+    for row in queries.leaderboard(store, repo_id, problem=problem):
         exp = by_id[row.experiment_id]
         rows.append(
-            f"<tr><td class=num>{row.rank}</td><td class=pr>{_pr_links(exp, html_base)}</td>"
+            f"<tr><td class=num>{row.rank}</td>"
+            f"<td class=pr>{_pr_links(exp, html_base, scoped)}</td>"
             f"<td>{_e(row.title)}</td><td>{_e(row.student or '—')}</td>"
             f"<td class=num>{_e(fmt_metric(row.mean, row.std))}</td><td class=num>{row.seeds}</td>"
             f"<td class=num>{_delta_html(row.claimed_gain, problem)}</td>"
@@ -262,9 +307,15 @@ def _leaderboard(store: Store, problem: Problem, html_base: str) -> str:
     )
 
 
-def _experiments_table(store: Store, problem: Problem, html_base: str) -> str:
+def _experiments_table(
+    store: Store,
+    problem: Problem,
+    html_base: str,
+    repo_id: int | None = None,
+    scoped: bool = False,
+) -> str:
     rows = []
-    everything = queries.experiments(store)
+    everything = queries.experiments(store, repo_id)
     for exp in everything[:EXPERIMENTS_SHOWN]:
         seeds = f"{exp.seeds}" + (f' <span class="bad">+{exp.failed}✗</span>' if exp.failed else "")
         decision = (
@@ -274,7 +325,7 @@ def _experiments_table(store: Store, problem: Problem, html_base: str) -> str:
         )
         hold = ' <span class="badge">hold</span>' if exp.hold else ""
         rows.append(
-            f'<tr data-experiment="{exp.id}"><td class=pr>{_pr_links(exp, html_base)}</td>'
+            f'<tr data-experiment="{exp.id}"><td class=pr>{_pr_links(exp, html_base, scoped)}</td>'
             f"<td>{_e(exp.title)}</td><td>{_badge(exp.state)}{hold}</td>"
             f"<td>{_e(exp.student or '—')}</td><td class=num>{seeds}</td>"
             f"<td class=num>{_e(fmt_metric(exp.mean, exp.std))}</td>"
@@ -324,9 +375,9 @@ def _students_table(store: Store, now: float) -> str:
     )
 
 
-def _queue_table(store: Store, now: float) -> str:
+def _queue_table(store: Store, now: float, repo_id: int | None = None) -> str:
     rows = []
-    for job in queries.queue(store):
+    for job in queries.queue(store, repo_id):
         what = _e(job.title) if job.title else _e(job.kind)
         if job.pr_number is not None:
             what = f'<a href="/experiments/{job.pr_number}">#{job.pr_number}</a> {what}'
@@ -344,32 +395,97 @@ def _queue_table(store: Store, now: float) -> str:
     )
 
 
-def render_index(store: Store, problem: Problem, html_base: str = DEFAULT_HTML_BASE) -> str:
+def _share_html(row: labs.LabRow) -> str:
+    if not row.active:
+        return '<span class="muted">stopped</span>'
+    return (
+        f"{100 * row.measured_share:.0f}% "
+        f'<span class="muted">of {100 * row.target_share:.0f}% (weight {row.weight:g})</span>'
+    )
+
+
+def _labs_table(rows: list[labs.LabRow]) -> str:
+    """The lab list: each lab's metric and direction, baseline, best, experiments and share."""
+    body = []
+    for row in rows:
+        arrow = "higher is better" if row.direction == "maximize" else "lower is better"
+        body.append(
+            f'<tr data-lab="{_e(row.lab)}"><td><a href="{_e(lab_path(row.lab))}">'
+            f"{_e(row.lab)}</a></td><td>{_e(row.metric)} <span class=muted>({arrow})</span></td>"
+            f"<td class=num>{_e(fmt_metric(row.baseline))}</td>"
+            f"<td class=num>{_e(fmt_metric(row.best))}</td>"
+            f"<td class=num>{row.experiments} <span class=muted>({row.running} running)</span></td>"
+            f"<td class=num>{_share_html(row)}</td></tr>"
+        )
+    return _table(
+        ["lab", "metric", "baseline", "best", "experiments", "GPU share (last hours)"],
+        body,
+        "No labs yet: install the App on a repository with a kohai.toml.",
+    )
+
+
+def render_index(
+    store: Store,
+    problem: Problem,
+    html_base: str = DEFAULT_HTML_BASE,
+    repo_id: int | None = None,
+    *,
+    scoped: bool = False,
+    lab_list: list[labs.LabRow] | None = None,
+) -> str:
+    """One lab's page (`repo_id`; None: everything in the store), optionally under the lab list."""
     now = time.time()
-    repos = ", ".join(r["full_name"] for r in store.query("SELECT full_name FROM repos"))
+    if repo_id is None:
+        repos = ", ".join(r["full_name"] for r in store.query("SELECT full_name FROM repos"))
+    else:
+        row = store.one("SELECT full_name FROM repos WHERE id = ?", (repo_id,)) or {}
+        repos = str(row.get("full_name") or "")
     charts = (
         '<div class="charts">'
         + progress_svg(
-            queries.best_over_experiments(store, problem), f"best {problem.metric} over experiments"
+            queries.best_over_experiments(store, problem, repo_id),
+            f"best {problem.metric} over experiments",
         )
-        + progress_svg(queries.best_over_time(store, problem), f"best {problem.metric} over time")
+        + progress_svg(
+            queries.best_over_time(store, problem, repo_id), f"best {problem.metric} over time"
+        )
         + "</div>"
     )
+    sections = [_section("labs", "Labs", _labs_table(lab_list))] if lab_list is not None else []
     body = "".join(
         [
-            _section("summary", "Overview", _summary_cards(store, problem)),
+            *sections,
+            _section("summary", "Overview", _summary_cards(store, problem, repo_id)),
             _section("charts", "Best so far", charts),
             _section(
                 "leaderboard",
                 "Leaderboard: merged winners",
-                _leaderboard(store, problem, html_base),
+                _leaderboard(store, problem, html_base, repo_id, scoped),
             ),
-            _section("experiments", "Experiments", _experiments_table(store, problem, html_base)),
+            _section(
+                "experiments",
+                "Experiments",
+                _experiments_table(store, problem, html_base, repo_id, scoped),
+            ),
+            _section("students", "Students", _students_table(store, now)),
+            _section("queue", "Queue", _queue_table(store, now, repo_id)),
+        ]
+    )
+    title = f"{repos} · kohai" if repo_id is not None else "kohai dashboard"
+    return _page(title, repos, body)
+
+
+def render_labs(store: Store, rows: list[labs.LabRow]) -> str:
+    """`/` with several labs: the lab list, the shared students and the whole queue."""
+    now = time.time()
+    body = "".join(
+        [
+            _section("labs", "Labs", _labs_table(rows)),
             _section("students", "Students", _students_table(store, now)),
             _section("queue", "Queue", _queue_table(store, now)),
         ]
     )
-    return _page("kohai dashboard", repos, body)
+    return _page("kohai dashboard", f"{len(rows)} labs", body)
 
 
 def _runs_table(detail: queries.ExperimentDetail, problem: Problem) -> str:
@@ -485,7 +601,59 @@ def render_experiment(
 
 @get("/", media_type=MediaType.HTML, include_in_schema=False, sync_to_thread=False)
 def dashboard_index(state: State) -> str:
-    return render_index(_store(state), _problem(state), _html_base(state))
+    """The lab list; with one lab (or none yet), that lab's page below it."""
+    store = _store(state)
+    rows = labs.lab_rows(store)
+    if len(rows) > 1:
+        return render_labs(store, rows)
+    repo_id = rows[0].repo_id if rows else None
+    return render_index(store, _problem(state, repo_id), _html_base(state), repo_id, lab_list=rows)
+
+
+def _lab_id(state: State, owner: str, repo: str, track: str | None = None) -> int:
+    if track not in (None, "default"):
+        raise NotFoundException(f"no track {track} in {owner}/{repo}")
+    row = _store(state).one(
+        "SELECT id FROM repos WHERE full_name = ? COLLATE NOCASE", (f"{owner}/{repo}",)
+    )
+    if row is None:
+        raise NotFoundException(f"no lab {owner}/{repo}")
+    return int(row["id"])
+
+
+@get(
+    ["/labs/{owner:str}/{repo:str}", "/labs/{owner:str}/{repo:str}/{track:str}"],
+    media_type=MediaType.HTML,
+    include_in_schema=False,
+    sync_to_thread=False,
+)
+def dashboard_lab(state: State, request: Request) -> str:
+    """One lab's page, with its own metric, direction, experiments and queue."""
+    params = request.path_params
+    repo_id = _lab_id(state, params["owner"], params["repo"], params.get("track"))
+    return render_index(
+        _store(state), _problem(state, repo_id), _html_base(state), repo_id, scoped=True
+    )
+
+
+@get(
+    "/labs/{owner:str}/{repo:str}/experiments/{n:int}",
+    media_type=MediaType.HTML,
+    include_in_schema=False,
+    sync_to_thread=False,
+)
+def dashboard_lab_experiment(state: State, request: Request) -> str:
+    """An experiment's page within its lab: `n` is its PR number there, or its id with `?by=id`."""
+    params = request.path_params
+    repo_id = _lab_id(state, params["owner"], params["repo"])
+    n = int(params["n"])
+    by = request.query_params.get("by", "auto")
+    detail = queries.experiment_detail(
+        _store(state), n, by=by if by in ("pr", "id") else "auto", repo_id=repo_id
+    )
+    if detail is None:
+        raise NotFoundException(f"no experiment {n} in {params['owner']}/{params['repo']}")
+    return render_experiment(detail, _problem(state, repo_id), _html_base(state))
 
 
 @get(
@@ -501,21 +669,34 @@ def dashboard_experiment(state: State, request: Request) -> str:
     detail = queries.experiment_detail(_store(state), n, by=by if by in ("pr", "id") else "auto")
     if detail is None:
         raise NotFoundException(f"no experiment {n}")
-    return render_experiment(detail, _problem(state), _html_base(state))
+    return render_experiment(detail, _problem(state, detail.experiment.repo_id), _html_base(state))
 
 
 @get("/api/experiments", sync_to_thread=False)
-def api_experiments(state: State) -> list[dict[str, Any]]:
-    """Every experiment with its current result and latest decision, newest first."""
+def api_experiments(state: State, request: Request) -> list[dict[str, Any]]:
+    """Every experiment (of one lab with `?lab=owner/repo`) with its result, newest first."""
     html_base = _html_base(state)
+    wanted = request.query_params.get("lab")
+    repo_id = None
+    if wanted:
+        owner, _, name = wanted.partition("/")
+        repo_id = _lab_id(state, owner, name)
     return [
         {
             **asdict(exp),
+            "lab": exp.repo,
             "page": experiment_path(exp),
+            "lab_page": experiment_path(exp, scoped=True),
             "pr_url": queries.pr_url(exp.repo, exp.pr_number, html_base),
         }
-        for exp in queries.experiments(_store(state))
+        for exp in queries.experiments(_store(state), repo_id)
     ]
+
+
+@get("/api/labs", sync_to_thread=False)
+def api_labs(state: State) -> list[dict[str, Any]]:
+    """Every lab: metric and direction, baseline, best, experiments, share against weight."""
+    return [asdict(row) | {"page": lab_path(row.lab)} for row in labs.lab_rows(_store(state))]
 
 
 @get("/api/hosts", sync_to_thread=False)
@@ -524,7 +705,31 @@ def api_hosts(state: State) -> list[dict[str, Any]]:
     return [asdict(student) for student in queries.students(_store(state))]
 
 
-async def _event_stream(bus: Any) -> AsyncIterator[ServerSentEventMessage]:
+_LAB_OF = {
+    "experiment": "SELECT r.full_name FROM experiments e JOIN repos r ON r.id = e.repo_id "
+    "WHERE e.id = ?",
+    "job": "SELECT r.full_name FROM jobs j JOIN repos r ON r.id = j.repo_id WHERE j.id = ?",
+    "progress": "SELECT r.full_name FROM jobs j JOIN repos r ON r.id = j.repo_id WHERE j.id = ?",
+    "repo": "SELECT full_name FROM repos WHERE id = ?",
+    "lab": "SELECT full_name FROM repos WHERE id = ?",
+}
+
+
+def lab_of(store: Store | None, message: dict[str, Any]) -> str | None:
+    """The lab (owner/repo) a bus message is about, from the id it carries; None: no lab."""
+    if store is None or not isinstance(message, dict):
+        return None
+    sql = _LAB_OF.get(str(message.get("topic")))
+    key = message.get("job_id") if message.get("topic") == "progress" else message.get("id")
+    if sql is None or not isinstance(key, int) or isinstance(key, bool):
+        return None
+    row = store.one(sql, (key,))
+    return str(row["full_name"]) if row else None
+
+
+async def _event_stream(
+    bus: Any, store: Store | None = None
+) -> AsyncIterator[ServerSentEventMessage]:
     async with bus.subscribe() as inbox:
         yield ServerSentEventMessage(data=json.dumps({"topic": "hello"}), retry=3000)
         while True:
@@ -533,13 +738,19 @@ async def _event_stream(bus: Any) -> AsyncIterator[ServerSentEventMessage]:
             except TimeoutError:
                 yield ServerSentEventMessage(comment="keepalive")
                 continue
+            lab = lab_of(store, message)
+            if lab is not None and "lab" not in message:
+                message = {**message, "lab": lab}
             yield ServerSentEventMessage(data=json.dumps(message, default=str))
 
 
 @get("/events", include_in_schema=False)
 async def dashboard_events(state: State) -> ServerSentEvent:
-    """Bus messages as server-sent events; the first one (`hello`) confirms the subscription."""
-    return ServerSentEvent(_event_stream(state.bus))
+    """Bus messages as server-sent events, each with the lab it is about (`lab`, owner/repo).
+
+    The first one (`hello`) confirms the subscription.
+    """
+    return ServerSentEvent(_event_stream(state.bus, state.get("store")))
 
 
 @get("/static/live.js", include_in_schema=False, sync_to_thread=False)
@@ -553,8 +764,11 @@ def dashboard_script() -> Response[bytes]:
 
 ROUTES: list = [
     dashboard_index,
+    dashboard_lab,
+    dashboard_lab_experiment,
     dashboard_experiment,
     api_experiments,
+    api_labs,
     api_hosts,
     dashboard_events,
     dashboard_script,
