@@ -205,3 +205,61 @@ def test_browser_lists_two_labs_and_sorts_a_maximize_metric(served_labs: Served)
             assert href == f"{GHE}/lab/vision/pull/2"
         finally:
             browser.close()
+
+
+@pytest.fixture
+def labs_env(two_labs: Seeded, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Seeded:
+    monkeypatch.setenv("KOHAI_DB", str(two_labs.path))
+    monkeypatch.delenv("KOHAI_PROBLEM", raising=False)
+    # A kohai.toml in the current directory must not be read: the store's problem is.
+    (tmp_path / "kohai.toml").write_text('[metric]\nname = "wrong"\n')
+    monkeypatch.chdir(tmp_path)
+    return two_labs
+
+
+def test_status_and_history_take_repo_and_read_the_stored_problem(labs_env: Seeded, capsys) -> None:
+    from bot.cli import main
+
+    assert main(["status", "--json", "--repo", "lab/vision"]) == 0
+    snapshot = json.loads(capsys.readouterr().out)
+    assert snapshot["repo"] == "lab/vision"
+    assert snapshot["metric"] == "accuracy" and snapshot["direction"] == "maximize"
+    assert snapshot["best"] == pytest.approx(0.91)
+    assert {e["title"] for e in snapshot["experiments"]} == {
+        "Wider convolutions",
+        "Mixup augmentation",
+    }
+    assert {row["lab"] for row in snapshot["labs"]} == {"lab/charlm", "lab/vision"}
+
+    assert main(["status"]) == 0
+    table = capsys.readouterr().out
+    assert "lab/vision" in table and "accuracy (max)" in table and "75%" in table
+
+    assert main(["history", "--repo", "lab/vision", "--best"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split()[:2] == ["commit", "accuracy"]
+    assert "Wider convolutions" in out and "Mixup" not in out  # 0.80 never beat 0.91
+
+    assert main(["history"]) == 1  # two labs: which one?
+    assert "--repo" in capsys.readouterr().err
+    assert main(["status", "--repo", "lab/nope"]) == 1
+    assert "no such lab" in capsys.readouterr().err
+
+
+def test_hosts_add_limits_a_student_to_some_labs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from bot.cli import main
+
+    monkeypatch.setenv("KOHAI_DB", str(tmp_path / "kohai.db"))
+    assert main(["hosts", "add", "fern", "--labs", "lab/vision,lab/charlm:default"]) == 0
+    assert "serves lab/vision, lab/charlm:default" in capsys.readouterr().out
+    assert main(["hosts", "add", "stark"]) == 0
+    assert main(["hosts", "add", "himmel", "--labs", "lab/x;rm -rf /"]) == 2
+    assert "not owner/repo" in capsys.readouterr().err
+    store = Store(tmp_path / "kohai.db")
+    rows = {r["name"]: r["labs"] for r in store.query("SELECT name, labs FROM students")}
+    assert rows == {"fern": "lab/vision,lab/charlm:default", "stark": None}
+    assert main(["hosts", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "lab/vision,lab/charlm:default" in listing and "all" in listing
