@@ -117,3 +117,41 @@ def test_two_repositories_are_two_labs_and_removing_one_stops_it(make_lab) -> No
     assert asyncio.run(loop.propose_for_idle()) == 2
     after = lab.q("SELECT e.repo_id FROM experiments e WHERE e.student IN ('himmel', 'heiter')")
     assert after and all(r["repo_id"] != wide_id for r in after)
+
+
+def test_kohai_toml_leaving_the_default_branch_stops_the_lab(make_lab, tmp_path) -> None:
+    """A push that deletes kohai.toml: the sync finds no problem, the queued baseline is cancelled."""
+    import subprocess
+
+    lab: Lab = make_lab()
+    repo = lab.wait(
+        "the repository synced with its baseline queued",
+        lambda: lab.q(
+            "SELECT r.* FROM repos r JOIN jobs j ON j.repo_id = r.id "
+            "WHERE r.problem_toml IS NOT NULL AND j.kind = 'baseline' AND j.state = 'queued'"
+        ),
+        timeout=60,
+    )[0]
+    token = lab.sandbox.user_token("alice")
+    url = lab.sandbox.clone_url(lab.repo).replace("://", f"://x-access-token:{token}@", 1)
+    work = tmp_path / "clone"
+    git = ["git", "-c", "user.name=alice", "-c", "user.email=alice@example.com"]
+    subprocess.run([*git, "clone", "-q", url, str(work)], check=True, timeout=60)
+    subprocess.run([*git, "-C", str(work), "rm", "-q", "kohai.toml"], check=True)
+    subprocess.run([*git, "-C", str(work), "commit", "-qm", "no longer a lab"], check=True)
+    subprocess.run([*git, "-C", str(work), "push", "-q", "origin", "HEAD"], check=True, timeout=60)
+
+    job = lab.wait(
+        "the baseline cancelled",
+        lambda: lab.q(
+            "SELECT * FROM jobs WHERE repo_id = ? AND kind = 'baseline' AND state = 'cancelled'",
+            (repo["id"],),
+        ),
+        timeout=60,
+    )[0]
+    assert "kohai.toml is no longer on main" in json.loads(job["result"])["reason"]
+    stopped = lab.q("SELECT problem_toml FROM repos WHERE id = ?", (repo["id"],))[0]
+    assert stopped["problem_toml"] is None
+    _idle(lab, "fern")
+    assert asyncio.run(AdvisorLoop(lab.ctx.engine, OfflineAdvisor()).propose_for_idle()) == 0
+    assert not lab.q("SELECT id FROM experiments")
