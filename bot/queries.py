@@ -181,6 +181,8 @@ class StudentRow:
     title: str | None
     runs: int
     wins: int
+    repo: str | None = None  # the lab of the current job
+    labs: str | None = None  # the labs it may serve (owner/repo[:track],...); None: all
 
 
 @dataclass(frozen=True)
@@ -648,8 +650,9 @@ def experiment_detail(
 def students(store: Store) -> list[StudentRow]:
     """Every registered student with what it is doing now and how often it won."""
     jobs = store.query(
-        "SELECT j.*, e.pr_number, e.title FROM jobs j LEFT JOIN experiments e "
-        "ON e.id = j.experiment_id WHERE j.state = 'leased' ORDER BY j.id"
+        "SELECT j.*, e.pr_number, e.title, r.full_name AS repo FROM jobs j "
+        "LEFT JOIN experiments e ON e.id = j.experiment_id "
+        "LEFT JOIN repos r ON r.id = j.repo_id WHERE j.state = 'leased' ORDER BY j.id"
     )
     current = {job["leased_by"]: job for job in jobs if job["leased_by"]}
     runs = {
@@ -682,6 +685,8 @@ def students(store: Store) -> list[StudentRow]:
                 title=job["title"] if job else None,
                 runs=runs.get(row["name"], 0),
                 wins=wins.get(row["name"], 0),
+                repo=job["repo"] if job else None,
+                labs=row.get("labs"),
             )
         )
     return result

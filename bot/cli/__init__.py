@@ -40,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--budget", default="20s", help="training budget per run (default 20s)")
     demo.add_argument("--students", type=int, default=2, help="local students (default 2)")
+    demo.add_argument(
+        "--labs",
+        type=int,
+        default=2,
+        choices=(1, 2),
+        help="labs: the reference problem, and a wider model weighted 2 (default 2)",
+    )
     demo.add_argument("--keep-serving", action="store_true", help="leave the dashboard up")
     demo.add_argument("--dir", default=None, help="work directory (default: a new temporary one)")
     demo.add_argument("--port", type=int, default=0, help="bot port (default: a free one)")

@@ -1,9 +1,10 @@
 """`kohai demo`: the whole lab on this machine, end to end, on its embedded defaults.
 
-On loopback, in a work directory: the GitHub sandbox with a problem repo made
-from the reference problem (the App installed on it), the bot pointed at it,
-local students as host daemons on the CPU, and the advisor (offline without
-an Anthropic key). Scripted humans act along the way: a writer opens an issue
+On loopback, in a work directory: the GitHub sandbox with two problem repos,
+two labs (the reference problem, and the same problem with a model twice as
+wide, weighted 2 to 1), the App installed on both, the bot pointed at them,
+local students as host daemons on the CPU shared between the labs by weight,
+and the advisor (offline without an Anthropic key). Scripted humans act along the way: a writer opens an issue
 for fern, a writer's `/rerun` is accepted, a read-only user's is refused.
 Everything goes through the real path: webhooks, outbox, leases, git over HTTP.
 """
@@ -29,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHARLM = ROOT / "trainer" / "examples" / "charlm"
 STUDENT_NAMES = ["fern", "frieren", "himmel", "heiter", "eisen", "stark", "ubel", "lawine"]
 REPO = "lab/charlm"
+WIDE_REPO = "lab/charlm-wide"
+WIDE_EMBD = 128  # the second lab's model: twice the reference width
 DEADLINE_S = 20 * 60
 # The demo's lab starts from a deliberately timid learning rate, so that there is
 # something real to find within a few minutes of CPU time.
@@ -93,6 +96,26 @@ def problem_files(budget: str) -> dict[str, str]:
     return files
 
 
+def wide_problem_files(budget: str) -> dict[str, str]:
+    """The second lab: the reference problem with a wider model and twice the weight."""
+    files = problem_files(budget)
+    files["train.py"] = re.sub(
+        r"^N_EMBD = .*$", f"N_EMBD = {WIDE_EMBD}", files["train.py"], count=1, flags=re.M
+    )
+    files["kohai.toml"] += "\n[lab]\nweight = 2  # this lab gets two thirds of the students' time\n"
+    return files
+
+
+def lab_repos(labs: int) -> list[str]:
+    """The demo's labs: the reference problem first, then the wide one."""
+    return [REPO, WIDE_REPO][: max(1, min(labs, 2))]
+
+
+def per_lab_experiments(experiments: int, labs: int) -> int:
+    """Advisor experiments per lab so that the labs together finish about `experiments`."""
+    return max(1, -(-experiments // max(1, labs)))
+
+
 @dataclass
 class Demo:
     args: argparse.Namespace
@@ -129,13 +152,17 @@ class Demo:
             public_url=f"http://127.0.0.1:{port}",
             anthropic_api_key=os.environ.get("ANTHROPIC_API_KEY") or None,
         )
-        self.ctx = build_context(settings, max_experiments=self.args.experiments)
+        self.repos = lab_repos(getattr(self.args, "labs", 2))
+        self.per_lab = per_lab_experiments(self.args.experiments, len(self.repos))
+        self.ctx = build_context(settings, max_experiments=self.per_lab)
         self.bot = _Server(create_app(self.ctx), port)
         self.bot.start()
         self.started.append(self.bot)
         self.bot_url = f"http://127.0.0.1:{port}"
         self.store = Store(settings.db_path)  # the demo's own reading connection
         self.sandbox.create_repo(REPO, files=problem_files(self.args.budget))
+        if WIDE_REPO in self.repos:
+            self.sandbox.create_repo(WIDE_REPO, files=wide_problem_files(self.args.budget))
         names = STUDENT_NAMES[: self.args.students] + [
             f"student-{i}" for i in range(len(STUDENT_NAMES), self.args.students)
         ]
@@ -167,7 +194,11 @@ class Demo:
 
     def act_as_humans(self) -> None:
         """What people do in the demo's story, each once, when its moment comes."""
-        baseline = self.store.one("SELECT COUNT(*) AS n FROM runs WHERE kind = 'baseline'")["n"]
+        baseline = self.store.one(
+            "SELECT COUNT(*) AS n FROM runs u JOIN repos r ON r.id = u.repo_id "
+            "WHERE u.kind = 'baseline' AND r.full_name = ?",
+            (REPO,),
+        )["n"]
         if "issue" not in self.acted and baseline:
             self.acted.add("issue")
             issue = self.control.open_issue(
@@ -179,8 +210,10 @@ class Demo:
             )
             self.say(f"bob opened issue #{issue['number']} labelled student:fern")
         human = self.store.one(
-            "SELECT * FROM experiments WHERE source = 'human' AND pr_number IS NOT NULL "
-            "AND state = 'training' ORDER BY id LIMIT 1"
+            "SELECT e.* FROM experiments e JOIN repos r ON r.id = e.repo_id "
+            "WHERE e.source = 'human' AND e.pr_number IS NOT NULL AND e.state = 'training' "
+            "AND r.full_name = ? ORDER BY e.id LIMIT 1",
+            (REPO,),
         )
         if "rerun" not in self.acted and human is not None:
             self.acted.add("rerun")
@@ -196,7 +229,7 @@ class Demo:
         print(f"[{time.time() - self.t0:6.1f}s] {text}", flush=True)
 
     def snapshot(self) -> dict[str, Any]:
-        from bot import queries
+        from bot import labs, queries
         from bot.engine import Repo
 
         row = self.store.one("SELECT * FROM repos WHERE full_name = ?", (REPO,))
@@ -204,32 +237,37 @@ class Demo:
         exps = queries.experiments(self.store)
         done = [e for e in exps if e.state in ("merged", "closed")]
         students = queries.students(self.store)
-        best = queries.best_over_experiments(self.store, problem) if problem else None
+        best = queries.best_over_experiments(self.store, problem, row["id"]) if problem else None
         return {
             "experiments": exps,
             "done": done,
             "students": students,
             "best": best,
             "problem": problem,
+            "labs": labs.lab_rows(self.store),
         }
 
     def render(self, snap: dict[str, Any]) -> str:
         lines = [f"kohai demo — {time.time() - self.t0:5.0f}s — dashboard {self.bot_url}"]
         for s in snap["students"]:
             what = f"PR #{s.pr_number} {s.title[:40]}" if s.pr_number else (s.job_kind or "")
-            lines.append(f"  {s.name:<9} {s.state:<13} {what}")
-        best = snap["best"]
-        base = f"{best.baseline:.4f}" if best and best.baseline is not None else "measuring"
-        top = f"{best.best:.4f}" if best and best.best is not None else "—"
+            where = f"{s.repo:<16} " if getattr(s, "repo", None) else ""
+            lines.append(f"  {s.name:<9} {s.state:<13} {where}{what}")
+        for lab in snap.get("labs") or []:
+            base = _f(lab.baseline) if lab.baseline is not None else "measuring"
+            lines.append(
+                f"  lab {lab.lab:<16} baseline {base} · best {_f(lab.best)} · "
+                f"{lab.experiments} experiments · GPU share {100 * lab.measured_share:3.0f}% "
+                f"(weight {lab.weight:g} → {100 * lab.target_share:.0f}%)"
+            )
         merged = sum(1 for e in snap["done"] if e.state == "merged")
         lines.append(
             f"  experiments finished {len(snap['done'])}/{self.target()} (merged {merged})"
-            f" · baseline {base} · best {top}"
         )
         return "\n".join(lines)
 
     def target(self) -> int:
-        return self.args.experiments + 1  # the advisor's plus the human's
+        return self.per_lab * len(self.repos) + 1  # the advisor's in each lab plus the human's
 
     def run(self) -> int:
         last = ""
@@ -274,41 +312,58 @@ class Demo:
     # -------------------------------------------------------------- the end
 
     def finish(self, snap: dict[str, Any]) -> int:
-        from bot import queries
+        from bot import labs, queries
         from bot.cli.history import format_table
         from bot.report import write_report
 
         problem = snap["problem"]
-        rows = queries.leaderboard(self.store, problem=problem)
         metric = problem.metric if problem else "metric"
-        print("\nLeaderboard (merged winners)")
-        if rows:
-            print(
-                format_table(
-                    ["rank", "PR", "title", "student", metric, "seeds", "claimed Δ", "measured Δ"],
-                    [
-                        [
-                            r.rank,
-                            f"#{r.pr_number}",
-                            r.title[:48],
-                            r.student,
-                            _f(r.mean),
-                            r.seeds,
-                            _f(r.claimed_gain, "+.4f"),
-                            _f(r.measured_gain, "+.4f"),
-                        ]
-                        for r in rows
-                    ],
-                )
+        for lab in labs.lab_rows(self.store):
+            found = labs.stored_problem(self.store, lab.lab)
+            rows = queries.leaderboard(
+                self.store, lab.repo_id, problem=found[1] if found else problem
             )
-        else:
-            print("  none merged: no experiment beat the baseline by more than seed noise")
+            print(
+                f"\nLeaderboard of {lab.lab} (merged winners; GPU share "
+                f"{100 * lab.measured_share:.0f}% for weight {lab.weight:g})"
+            )
+            if rows:
+                print(
+                    format_table(
+                        [
+                            "rank",
+                            "PR",
+                            "title",
+                            "student",
+                            lab.metric,
+                            "seeds",
+                            "claimed Δ",
+                            "measured Δ",
+                        ],
+                        [
+                            [
+                                r.rank,
+                                f"#{r.pr_number}",
+                                r.title[:48],
+                                r.student,
+                                _f(r.mean),
+                                r.seeds,
+                                _f(r.claimed_gain, "+.4f"),
+                                _f(r.measured_gain, "+.4f"),
+                            ]
+                            for r in rows
+                        ],
+                    )
+                )
+            else:
+                print("  none merged: no experiment beat the baseline by more than seed noise")
         print("\nExperiments")
         print(
             format_table(
-                ["PR", "state", "student", "source", metric, "seeds", "decision"],
+                ["lab", "PR", "state", "student", "source", metric, "seeds", "decision"],
                 [
                     [
+                        e.repo,
                         f"#{e.pr_number}",
                         e.state,
                         e.student,
@@ -333,7 +388,9 @@ class Demo:
         print(f"Sandbox repository (git history holds the merged winners): {repo_path}")
         print(log.rstrip())
         print(
-            f"Database: {self.work / 'kohai.db'}   (try: KOHAI_DB={self.work / 'kohai.db'} kohai history)"
+            f"Database: {self.work / 'kohai.db'}   "
+            f"(try: KOHAI_DB={self.work / 'kohai.db'} kohai status, "
+            f"or kohai history --repo {REPO})"
         )
         return 0
 
@@ -407,8 +464,9 @@ def main(args: argparse.Namespace) -> int:
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="kohai-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     print(
-        f"kohai demo: {args.students} students, {args.experiments} advisor experiments "
-        f"+ 1 human, budget {args.budget}; work directory {work}",
+        f"kohai demo: {args.students} students shared by {min(max(args.labs, 1), 2)} labs, "
+        f"{args.experiments} advisor experiments + 1 human, budget {args.budget}; "
+        f"work directory {work}",
         flush=True,
     )
     demo = Demo(args, work)
