@@ -104,6 +104,8 @@ class Engine:
         self.max_experiments = max_experiments
         self._on_job_queued = on_job_queued or (lambda student: None)
         self._on_outbox = on_outbox or (lambda: None)
+        # Set by the job book: posts results that came back before the PR existed.
+        self.on_pr_opened: Callable[[Repo, dict[str, Any]], None] | None = None
 
     # ---------------------------------------------------------------- lookups
 
@@ -167,6 +169,11 @@ class Engine:
     # ----------------------------------------------------------------- writes
 
     def _write(self, repo: Repo, op: str, **args: Any) -> None:
+        if "number" in args and args["number"] is None:
+            # The PR is not open yet (its job runs while it opens): what matters
+            # then is written when it opens (`_pr_caught_up`).
+            log.debug("%s on %s: no PR yet", op, repo.full_name)
+            return
         enqueue(self.store, repo.full_name, repo.installation_id, op, **args)
         self._on_outbox()
 
@@ -535,6 +542,17 @@ class Engine:
         )
         branch = f"kohai/{exp_id}-{slugify(title)}"
         self.store.update("experiments", exp_id, {"branch": branch})
+        commit_message = f"kohai: start experiment {exp_id}\n\n{hypothesis.strip()}"[:4000]
+        # The branch first: the job is queued as soon as it exists, the PR follows.
+        self._write(
+            repo,
+            "start_branch",
+            experiment_id=exp_id,
+            base=repo.default_branch,
+            base_sha=repo.base_sha,
+            branch=branch,
+            commit_message=commit_message,
+        )
         specs = list(lab.LABEL_SPECS)
         if student:
             specs.append(lab.student_label_spec(student))
@@ -552,7 +570,7 @@ class Engine:
             branch=branch,
             title=title[:200],
             body=body,
-            commit_message=f"kohai: start experiment {exp_id}\n\n{hypothesis.strip()}"[:4000],
+            commit_message=commit_message,
             labels=[lab.student_label(student), "status:queued"],
             issue_number=issue_number,
         )
@@ -907,29 +925,55 @@ class Engine:
 
     # ----------------------------------------------------- outbox callbacks
 
+    def _pr_caught_up(self, repo: Repo, exp: dict[str, Any], args: dict[str, Any]) -> None:
+        """The draft PR opened after its job was queued: bring its labels and comments up to date.
+
+        The PR was opened with the labels of a queued experiment; the work may
+        have moved on meanwhile (leased, trained, even reported), so the status
+        label is corrected, the status comment written, and results that came
+        back before the PR existed are posted now.
+        """
+        opened = [name for name in args.get("labels") or [] if name.startswith("status:")]
+        current = lab.status_label(exp["state"])
+        for name in opened:
+            if name != current:
+                self._write(repo, "remove_label", number=exp["pr_number"], label=name)
+        if current and current not in opened:
+            self._write(repo, "add_labels", number=exp["pr_number"], labels=[current])
+        if self.on_pr_opened is not None:
+            self.on_pr_opened(repo, exp)
+        if exp["state"] == "closed":
+            self._write(repo, "close", number=exp["pr_number"])
+        self.refresh_status(repo, exp["id"])
+
     def on_write_done(self, row: dict[str, Any], result: dict[str, Any]) -> None:
         """Results of GitHub writes that feed back into state (called inside the outbox's transaction)."""
         args = json.loads(row["args"]) if isinstance(row["args"], str) else row["args"]
         repo = self.repo(row["repo"])
         if repo is None:
             return
-        if row["op"] == "open_pr":
+        if row["op"] == "start_branch":
+            exp = self.store.one("SELECT * FROM experiments WHERE id = ?", (args["experiment_id"],))
+            if exp is None or exp["state"] != "proposed":
+                return
+            if not exp["head_sha"] and result.get("head_sha"):
+                self.store.update("experiments", exp["id"], {"head_sha": result["head_sha"]})
+                exp["head_sha"] = result["head_sha"]
+            self.queue_experiment_job(repo, exp, seeds=list(range(repo.problem.seeds)))
+        elif row["op"] == "open_pr":
             exp = self.store.one("SELECT * FROM experiments WHERE id = ?", (args["experiment_id"],))
             if exp is None or exp["pr_number"]:
                 return
-            self.store.update(
-                "experiments",
-                exp["id"],
-                {
-                    "pr_number": result["number"],
-                    "head_sha": result.get("head_sha"),
-                    "updated_at": now(),
-                },
-            )
+            values: dict[str, Any] = {"pr_number": result["number"], "updated_at": now()}
+            if not exp["head_sha"]:
+                values["head_sha"] = result.get("head_sha")
+            self.store.update("experiments", exp["id"], values)
             exp = self.store.one("SELECT * FROM experiments WHERE id = ?", (exp["id"],))
             assert exp is not None
             if exp["state"] == "proposed":
                 self.queue_experiment_job(repo, exp, seeds=list(range(repo.problem.seeds)))
+            else:
+                self._pr_caught_up(repo, exp, args)
         elif row["op"] == "merge" and result.get("merged"):
             exp_id = args.get("experiment_id")
             exp = (

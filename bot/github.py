@@ -282,6 +282,9 @@ class GitHubApp:
         self._pacers: dict[int, list[Pacer]] = {}
         self._installation_ids: dict[str, int] = {}
         self._graphql_url = _graphql_path(base_url)
+        # Job tokens minted ahead, per (installation, repository): (token, expires_at, expiry).
+        self._job_tokens: dict[tuple[int, str], tuple[str, str, float]] = {}
+        self._job_token_refresh: dict[tuple[int, str], asyncio.Task[Any]] = {}
 
     def _client(self, auth: Any) -> GitHub[Any]:
         # Each client keeps its own token cache: githubkit's default one is
@@ -484,8 +487,40 @@ class GitHubApp:
         """A short-lived token that can push to one repository and nothing else.
 
         GPU hosts get this instead of the App's key: it expires within the
-        hour and is useless for any other repository or permission.
+        hour and is useless for any other repository or permission. Tokens
+        are minted ahead: one with at least JOB_TOKEN_MIN_LEFT_S to live is
+        handed out again (same repository, same permission), and once it is
+        past half its reuse window the next one is minted in the background,
+        so a lease does not wait on GitHub.
         """
+        key = (installation_id, repo_full_name)
+        cached = self._job_tokens.get(key)
+        left = cached[2] - self._wall_clock() if cached else 0.0
+        if cached is not None and left >= JOB_TOKEN_MIN_LEFT_S:
+            if left < JOB_TOKEN_REFRESH_LEFT_S:
+                self._refresh_job_token(key)
+            return cached[0], cached[1]
+        return await self._mint_job_token(key)
+
+    def _refresh_job_token(self, key: tuple[int, str]) -> None:
+        running = self._job_token_refresh.get(key)
+        if running is not None and not running.done():
+            return
+
+        async def refresh() -> None:
+            try:
+                await self._mint_job_token(key)
+            except Exception as exc:  # noqa: BLE001 - the next lease mints it instead
+                log.warning("minting a job token ahead for %s failed: %s", key[1], exc)
+
+        self._job_token_refresh[key] = asyncio.get_running_loop().create_task(refresh())
+
+    async def warm_job_token(self, installation_id: int, repo_full_name: str) -> None:
+        """Mint a repository's job token before any host asks for one."""
+        await self.job_token(installation_id, repo_full_name)
+
+    async def _mint_job_token(self, key: tuple[int, str]) -> tuple[str, str]:
+        installation_id, repo_full_name = key
         name = repo_full_name.split("/", 1)[-1]
         reply = await self.request(
             None,
@@ -494,7 +529,11 @@ class GitHubApp:
             json={"repositories": [name], "permissions": {"contents": "write"}},
             idempotent=True,
         )
-        return str(reply.data["token"]), str(reply.data["expires_at"])
+        token, expires_at = str(reply.data["token"]), str(reply.data["expires_at"])
+        expiry = _parse_expiry(expires_at)
+        if expiry is not None:
+            self._job_tokens[key] = (token, expires_at, expiry)
+        return token, expires_at
 
     async def list_deliveries(self, *, max_pages: int = 5) -> list[dict[str, Any]]:
         """The App's recent webhook deliveries, newest first."""
@@ -532,3 +571,17 @@ def permission_level(body: Mapping[str, Any]) -> str:
         return role
     legacy = str(body.get("permission") or "none").lower()
     return legacy if legacy in ROLES else "none"
+
+
+JOB_TOKEN_MIN_LEFT_S = 40 * 60.0  # a host's job may run this long on one token
+JOB_TOKEN_REFRESH_LEFT_S = 50 * 60.0  # below this, the next token is minted ahead
+
+
+def _parse_expiry(expires_at: str) -> float | None:
+    """GitHub's `expires_at` (ISO 8601, `Z` or an offset) as a Unix time; None if unreadable."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(expires_at.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

@@ -166,6 +166,25 @@ class JobBook:
         self.engine = engine
         self.store = engine.store
         self.lease_seconds = lease_seconds
+        engine.on_pr_opened = self.late_results
+
+    def late_results(self, repo: Repo, exp: dict[str, Any]) -> None:
+        """Results that came back before the experiment's PR existed, posted now that it does."""
+        for job in self.store.query(
+            "SELECT * FROM jobs WHERE experiment_id = ? AND kind = 'experiment' "
+            "AND state IN ('done', 'failed') AND result IS NOT NULL ORDER BY id",
+            (exp["id"],),
+        ):
+            data = json.loads(job["result"] or "{}")
+            status = str(data.get("status") or "")
+            has_runs = self.store.one("SELECT id FROM runs WHERE job_id = ? LIMIT 1", (job["id"],))
+            if has_runs or status in ("refused", "implement_failed", "crash", "timeout"):
+                summary = JobResult(
+                    status=status,  # type: ignore[arg-type]
+                    reason=str(data.get("reason") or ""),
+                    cost_usd=float(data.get("cost_usd") or 0.0),
+                )
+                self._results_comment(repo, exp, job, job["leased_by"] or "", summary)
 
     # ------------------------------------------------------------- leasing
 

@@ -246,6 +246,63 @@ async def _start_branch(
     return sha
 
 
+_BASE_TREES: dict[
+    tuple[str, str], str
+] = {}  # (repo, base commit) -> its tree: commits never change
+
+
+async def op_start_branch(
+    github: GitHubApp, installation_id: int, repo: str, args: dict[str, Any]
+) -> dict[str, Any]:
+    """The experiment's branch, created in as few calls as GitHub allows.
+
+    The base commit is known when the experiment opens, and a commit's tree
+    never changes, so a new branch is two writes: the empty commit and the
+    ref. A ref that exists already (a retry, a race) is read back.
+    """
+    branch, base_sha = args["branch"], args.get("base_sha")
+    if not base_sha:
+        sha = await _start_branch(github, installation_id, repo, args)
+        return {"branch": branch, "head_sha": sha}
+    tree = _BASE_TREES.get((repo, base_sha))
+    if tree is None:
+        base_commit = await github.request(
+            installation_id, "GET", f"/repos/{repo}/git/commits/{base_sha}"
+        )
+        tree = str(base_commit.data["tree"]["sha"])
+        if len(_BASE_TREES) > 1000:
+            _BASE_TREES.clear()
+        _BASE_TREES[(repo, base_sha)] = tree
+    commit = await github.request(
+        installation_id,
+        "POST",
+        f"/repos/{repo}/git/commits",
+        json={
+            "message": args.get("commit_message") or branch,
+            "tree": tree,
+            "parents": [base_sha],
+        },
+        idempotent=True,  # a duplicate commit object is unreachable and harmless
+    )
+    sha = str(commit.data["sha"])
+    try:
+        await github.request(
+            installation_id,
+            "POST",
+            f"/repos/{repo}/git/refs",
+            json={"ref": f"refs/heads/{branch}", "sha": sha},
+            idempotent=True,
+        )
+    except GitHubWriteError as exc:
+        if exc.status != 422:
+            raise
+        existing = await _ref_sha(github, installation_id, repo, branch)
+        if existing is None:
+            raise
+        sha = existing
+    return {"branch": branch, "head_sha": sha}
+
+
 async def op_open_pr(
     github: GitHubApp, installation_id: int, repo: str, args: dict[str, Any]
 ) -> dict[str, Any]:
@@ -437,6 +494,7 @@ async def op_close(
 
 OPS: dict[str, Op] = {
     "ensure_labels": op_ensure_labels,
+    "start_branch": op_start_branch,
     "open_pr": op_open_pr,
     "add_labels": op_add_labels,
     "remove_label": op_remove_label,
@@ -467,7 +525,13 @@ class OutboxWorker:
         clock: Callable[[], float] = time.time,
         max_attempts: int = MAX_ATTEMPTS,
         idle_s: float = 2.0,
+        only_ops: frozenset[str] | None = None,
+        skip_ops: frozenset[str] = frozenset(),
     ) -> None:
+        """`only_ops` / `skip_ops` make a lane of the outbox: the bot runs new branches
+        in a lane of their own, beside the rest, so a job never waits behind a PR."""
+        self.only_ops = only_ops
+        self.skip_ops = skip_ops
         self.store = store
         self.github = github
         self.on_done = on_done
@@ -481,26 +545,39 @@ class OutboxWorker:
         self.last_run_at: float | None = None
 
     def due(self) -> list[dict[str, Any]]:
-        return self.store.query(
-            "SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY id",
+        """Pending rows whose time has come: new branches first, then in the order written."""
+        rows = self.store.query(
+            "SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_at <= ? "
+            "ORDER BY op = 'start_branch' DESC, id",
             (self.clock(),),
         )
+        return [
+            row
+            for row in rows
+            if row["op"] not in self.skip_ops
+            and (self.only_ops is None or row["op"] in self.only_ops)
+        ]
 
     async def run_once(self) -> int:
         """Perform every due row; returns how many were completed.
 
         After a retryable failure the rest of that repository's rows wait for
         the next pass, so writes to one repository keep their order and a
-        rate-limited installation is not hammered.
+        rate-limited installation is not hammered. The due rows are read again
+        after each write, so a branch asked for meanwhile does not wait for
+        the rest of the pass.
         """
         done = 0
         blocked: set[str] = set()
-        for row in self.due():
-            if row["repo"] in blocked:
-                continue
-            current = self.store.one("SELECT state FROM outbox WHERE id = ?", (row["id"],))
-            if current is None or current["state"] != "pending":
-                continue  # superseded while earlier rows were being written
+        tried: set[int] = set()
+        while True:
+            row = next(
+                (r for r in self.due() if r["repo"] not in blocked and r["id"] not in tried),
+                None,
+            )
+            if row is None:
+                break
+            tried.add(row["id"])
             state = await self.perform(row)
             if state == "done":
                 done += 1

@@ -80,10 +80,14 @@ class Reviewer:
         self.alpha = alpha
 
     def due(self) -> list[dict[str, Any]]:
-        """Experiments whose review is requested and whose advisor backoff has passed."""
+        """Experiments whose review is requested and whose advisor backoff has passed.
+
+        An experiment whose draft PR is still opening waits: a decision is
+        written on its PR.
+        """
         return self.store.query(
             "SELECT * FROM experiments WHERE state = 'review' AND review_requested = 1 "
-            "AND advisor_retry_at <= ? ORDER BY id",
+            "AND pr_number IS NOT NULL AND advisor_retry_at <= ? ORDER BY id",
             (now(),),
         )
 

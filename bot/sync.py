@@ -78,6 +78,11 @@ async def sync_repo(engine: Engine, github: GitHubApp, repo_id: int) -> str | No
                 ):
                     engine.store.update("experiments", exp["id"], {"review_requested": 1})
     engine.bus.publish("repo", id=repo_id, base_sha=sha)
+    if toml is not None:
+        try:  # the first lease of this lab then need not wait on GitHub
+            await github.warm_job_token(inst, name)
+        except Exception as exc:  # noqa: BLE001 - a lease mints it instead
+            log.warning("could not mint a job token ahead for %s: %s", name, exc)
     return sha
 
 

@@ -11,6 +11,7 @@ Ops and their args (all also carry the repo and installation in the row):
 
 | op             | args                                                                  | result |
 |----------------|-----------------------------------------------------------------------|--------|
+| start_branch   | experiment_id, base, base_sha, branch, commit_message                 | {branch, head_sha} |
 | ensure_labels  | labels: [{name, color, description}]                                  | {} |
 | open_pr        | experiment_id, base, branch, title, body, commit_message, labels, issue_number | {number, node_id, head_sha, html_url} |
 | add_labels     | number, labels                                                        | {} |
@@ -22,6 +23,10 @@ Ops and their args (all also carry the repo and installation in the row):
 | convert_to_draft | number                                                              | {} |
 | merge          | number, sha, method, title                                            | {sha, merged} |
 | close          | number                                                                | {} |
+
+`start_branch` is performed before any other pending write (a new
+experiment's job is queued as soon as its branch exists, and the draft PR
+follows); every other write keeps its order.
 
 Row states: pending -> done | failed, or superseded (a sticky edit replaced by a
 newer one before it was made).
@@ -36,6 +41,7 @@ from bot.store import Store, dumps, now
 
 OPS = frozenset(
     {
+        "start_branch",
         "ensure_labels",
         "open_pr",
         "add_labels",

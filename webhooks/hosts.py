@@ -98,7 +98,11 @@ async def _job_payload(ctx: Any, leased: Leased) -> dict[str, Any]:
         head_ref=exp["branch"] if exp else None,
         head_sha=exp["head_sha"] if exp else None,
         implement=Implement(**implement) if implement else None,
-        wandb_group=f"pr-{exp['pr_number']}" if exp else "baseline",
+        wandb_group=(
+            (f"pr-{exp['pr_number']}" if exp["pr_number"] else f"experiment-{exp['id']}")
+            if exp
+            else "baseline"
+        ),
         gpus=list(range(student_row["gpus"])) if student_row and student_row["gpus"] else [],
         lease_id=job["lease_id"] or "",
     ).to_dict()

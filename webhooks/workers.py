@@ -55,16 +55,46 @@ async def inbox_worker(ctx: BotContext) -> None:
     )
 
 
+BRANCH_OPS = frozenset({"start_branch"})
+
+
 async def outbox_worker(ctx: BotContext) -> None:
-    worker = OutboxWorker(
-        ctx.store,
-        ctx.github,
-        on_done=ctx.engine.on_write_done,
-        on_failed=ctx.engine.on_write_failed,
-        bus=ctx.bus,
-    )
+    """The outbox in two lanes: new experiment branches, and every other write in order.
+
+    A new branch is what a queued job waits for; in its own lane it never
+    waits behind a slow write (a PR being opened, a comment) to any repository.
+    """
+
+    def lane(**ops: frozenset[str]) -> OutboxWorker:
+        return OutboxWorker(
+            ctx.store,
+            ctx.github,
+            on_done=ctx.engine.on_write_done,
+            on_failed=ctx.engine.on_write_failed,
+            bus=ctx.bus,
+            **ops,
+        )
+
+    worker, branches = lane(skip_ops=BRANCH_OPS), lane(only_ops=BRANCH_OPS)
     ctx.extra["outbox"] = worker
-    await run_loop(ctx, "outbox", worker.run_once, ctx.outbox_wake, 1.0)
+    wakes = (asyncio.Event(), asyncio.Event())
+
+    async def fan_out() -> None:
+        while True:
+            await ctx.outbox_wake.wait()
+            ctx.outbox_wake.clear()
+            for wake in wakes:
+                wake.set()
+
+    tasks = [
+        asyncio.create_task(fan_out()),
+        asyncio.create_task(run_loop(ctx, "outbox-branches", branches.run_once, wakes[1], 1.0)),
+    ]
+    try:
+        await run_loop(ctx, "outbox", worker.run_once, wakes[0], 1.0)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 async def sync_worker(ctx: BotContext) -> None:

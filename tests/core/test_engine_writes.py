@@ -38,7 +38,7 @@ def ops(store: Store) -> list[str]:
 
 def test_open_pr_done_records_the_number_and_queues_the_job(tmp_path: Path) -> None:
     store, engine, exp_id = setup(tmp_path)
-    assert ops(store) == ["ensure_labels", "open_pr"]
+    assert ops(store) == ["start_branch", "ensure_labels", "open_pr"]
     row = store.one("SELECT * FROM outbox WHERE op = 'open_pr'")
     with store.transaction():
         engine.on_write_done(row, {"number": 5, "head_sha": "h" * 40})
@@ -91,3 +91,46 @@ def test_a_newer_status_body_supersedes_an_unsent_one(tmp_path: Path) -> None:
     rows = store.query("SELECT state, args FROM outbox WHERE op = 'sticky' ORDER BY id")
     assert [r["state"] for r in rows] == ["superseded", "pending"]
     assert "second" in json.loads(rows[1]["args"])["body"]
+
+
+def test_the_job_is_queued_when_the_branch_exists_and_the_pr_catches_up(tmp_path: Path) -> None:
+    """Branch first, job at once; the PR opened later gets the current label and late results."""
+    from bot.jobs import JobBook
+    from bot.protocol import JobResult
+
+    store, engine, exp_id = setup(tmp_path)
+    book = JobBook(engine)
+    branch = store.one("SELECT * FROM outbox WHERE op = 'start_branch'")
+    assert json.loads(branch["args"])["base_sha"] == "b" * 40
+    with store.transaction():
+        engine.on_write_done(branch, {"branch": "kohai/1-try-it", "head_sha": "s" * 40})
+    exp = store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,))
+    assert (exp["state"], exp["pr_number"], exp["head_sha"]) == ("queued", None, "s" * 40)
+    with store.transaction():  # a retried callback queues nothing more
+        engine.on_write_done(branch, {"branch": "kohai/1-try-it", "head_sha": "s" * 40})
+    leased = book.take("fern")
+    assert leased is not None and leased.experiment["id"] == exp_id
+    book.complete(
+        leased.job["id"],
+        "fern",
+        JobResult(
+            status="refused", reason="diff touches a frozen file", lease_id=leased.job["lease_id"]
+        ),
+    )
+    before = store.one("SELECT MAX(id) AS n FROM outbox")["n"]
+    assert not store.query("SELECT id FROM outbox WHERE args LIKE '%\"number\":null%'")
+
+    with store.transaction():
+        engine.on_write_done(
+            store.one("SELECT * FROM outbox WHERE op = 'open_pr'"),
+            {"number": 5, "head_sha": "s" * 40},
+        )
+    exp = store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,))
+    assert exp["pr_number"] == 5 and exp["state"] == "review"
+    later = store.query("SELECT op, args FROM outbox WHERE id > ? ORDER BY id", (before,))
+    writes = [(r["op"], json.loads(r["args"])) for r in later]
+    assert ("remove_label", {"number": 5, "label": "status:queued"}) in writes
+    assert any(op == "add_labels" and a["labels"] == ["status:review"] for op, a in writes)
+    results = [a for op, a in writes if op == "comment" and a["kind"] == "results"]
+    assert results and "frozen file" in results[0]["body"]
+    assert store.query("SELECT COUNT(*) AS n FROM jobs")[0]["n"] == 1

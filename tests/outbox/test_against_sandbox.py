@@ -262,3 +262,66 @@ async def test_a_copied_marker_in_a_users_comment_changes_nothing(
     run(store, sandbox, "comment", number=number, kind="results", key=77, body="the results")
     assert await worker.run_once() == 1
     assert len(control.comments(REPO, number)) == 3
+
+
+async def test_a_new_branch_jumps_the_queue_and_the_pr_opens_on_it(
+    sandbox: SandboxServer, app: GitHubApp, store: Store
+) -> None:
+    """start_branch is performed before writes queued earlier; open_pr then finds the branch."""
+    git_dir = sandbox.repo_path(REPO)
+
+    def rev(name: str) -> str:
+        return subprocess.run(
+            ["git", "--git-dir", str(git_dir), "rev-parse", name],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    base = rev("main")
+    worker = OutboxWorker(store, app)
+    labels_row = run(
+        store, sandbox, "ensure_labels", labels=[{"name": "x-late", "color": "ededed"}]
+    )
+    branch_row = run(
+        store,
+        sandbox,
+        "start_branch",
+        experiment_id=7,
+        base="main",
+        base_sha=base,
+        branch="kohai/7-fast",
+        commit_message="kohai: start experiment 7",
+    )
+    assert [r["id"] for r in worker.due()][:2] == [branch_row, labels_row]
+    assert await worker.run_once() == 2, failed_writes(store)
+    head = result_of(store, branch_row)["head_sha"]
+    assert head == rev("kohai/7-fast") and rev("kohai/7-fast^") == base
+    assert rev("kohai/7-fast^{tree}") == rev("main^{tree}")
+    # Asked again (a retry after a crash): the branch is read back, not moved.
+    again = run(
+        store,
+        sandbox,
+        "start_branch",
+        experiment_id=7,
+        base="main",
+        base_sha=base,
+        branch="kohai/7-fast",
+        commit_message="kohai: start experiment 7",
+    )
+    pr_row = run(
+        store,
+        sandbox,
+        "open_pr",
+        experiment_id=7,
+        base="main",
+        branch="kohai/7-fast",
+        title="Fast start",
+        body="b",
+        commit_message="",
+        labels=[],
+        issue_number=None,
+    )
+    assert await worker.run_once() == 2, failed_writes(store)
+    assert result_of(store, again)["head_sha"] == head
+    assert result_of(store, pr_row)["head_sha"] == head

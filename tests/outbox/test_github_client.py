@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import jwt
 import pytest
@@ -344,3 +346,39 @@ async def test_a_token_refused_twice_is_a_permanent_error(
     with pytest.raises(GitHubWriteError) as raised:
         await github.request(INSTALLATION, "GET", "/repos/lab/charlm")
     assert raised.value.status == 401 and not raised.value.retryable
+
+
+async def test_job_tokens_are_minted_ahead_and_reused_while_they_have_time(
+    private_pem: str,
+) -> None:
+    """A lease need not wait on GitHub: a fresh token is reused, the next one minted early."""
+    from datetime import UTC, datetime
+
+    clock = [datetime(2030, 1, 1, 12, 0, tzinfo=UTC).timestamp()]
+    app = GitHubApp(42, private_pem, API, wall_clock=lambda: clock[0])
+    minted = iter(range(100))
+
+    def mint(request: httpx.Request) -> httpx.Response:
+        n = next(minted)
+        expiry = datetime.fromtimestamp(clock[0] + 3600, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return httpx.Response(201, json={"token": f"ghs_{n}", "expires_at": expiry})
+
+    with respx.mock(base_url=API) as router:
+        route = router.post(f"/app/installations/{INSTALLATION}/access_tokens").mock(
+            side_effect=mint
+        )
+        await app.warm_job_token(INSTALLATION, "lab/charlm")
+        assert route.call_count == 1
+        assert (await app.job_token(INSTALLATION, "lab/charlm"))[0] == "ghs_0"  # reused
+        assert (await app.job_token(INSTALLATION, "lab/other"))[0] == "ghs_1"  # per repository
+        assert route.call_count == 2
+        clock[0] += 15 * 60  # 45 minutes left: still handed out, the next one minted ahead
+        assert (await app.job_token(INSTALLATION, "lab/charlm"))[0] == "ghs_0"
+        for _ in range(50):
+            if route.call_count == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert route.call_count == 3
+        assert (await app.job_token(INSTALLATION, "lab/charlm"))[0] == "ghs_2"
+        clock[0] += 25 * 60  # the other one has 20 minutes left: too little for a job
+        assert (await app.job_token(INSTALLATION, "lab/other"))[0] == "ghs_3"
