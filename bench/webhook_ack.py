@@ -144,8 +144,8 @@ def main() -> int:
         _run_server(args.serve, args.port)
         return 0
     fixture = (
-        Path(__file__).resolve().parents[2]
-        / "shared/fixtures/github-webhooks/issues/labeled.payload.json"
+        Path(__file__).resolve().parents[1]
+        / "tests/fixtures/github-webhooks/issues/labeled.payload.json"
     )
     body = fixture.read_bytes() if fixture.exists() else json.dumps({"action": "labeled"}).encode()
 
