@@ -40,7 +40,7 @@ class Settings:
     app_slug: str = "kohai"
     alpha: float = 0.05
     plateau_after: int = 5
-    max_experiments: int = 0  # advisor experiments to open in all; 0: no limit
+    max_experiments: int = 0  # advisor experiments to open in each lab; 0: no limit
     advisor: bool = True  # propose for idle students
     catch_up: bool = True
 

@@ -671,6 +671,15 @@ class JobBook:
         )["n"]
         if rounds >= MAX_REBASE_ROUNDS:
             return False
+        for other in self.store.query(
+            "SELECT payload FROM jobs WHERE experiment_id = ? AND id != ? "
+            "AND state IN ('queued', 'leased') AND base_sha IS ?",
+            (exp["id"], job["id"], repo.base_sha),
+        ):
+            if (json.loads(other["payload"] or "{}").get("implement") or {}).get("onto_base"):
+                # Two jobs of this experiment hit the conflict (a /rerun beside the
+                # first): one move onto the new base is on its way already.
+                return True
         self.engine.move(repo, exp, "results", "host")
         rationale = (
             f"The branch conflicts with the new base `{(job['base_sha'] or '?')[:10]}`; "

@@ -264,3 +264,47 @@ def test_a_student_limited_to_one_lab_never_takes_another(tmp_path: Path) -> Non
     assert second is not None and second.repo.full_name == "lab/a"
     store.update("jobs", second.job["id"], {"state": "done"})
     assert book.take("fern") is None  # lab/b's jobs wait for a student that may serve it
+
+
+def test_a_deleted_installation_stops_its_labs_and_cancels_their_queued_jobs(
+    tmp_path: Path,
+) -> None:
+    """GitHub's own `installation.deleted` delivery, through the router and the engine."""
+    import json
+
+    from bot.events import parse_event
+    from bot.router import route
+
+    fixture = (
+        Path(__file__).resolve().parents[1]
+        / "fixtures/github-webhooks/installation/deleted.payload.json"
+    )
+    payload = json.loads(fixture.read_text())
+    installation = payload["installation"]["id"]
+    store = Store(tmp_path / "kohai.db")
+    engine = Engine(store)
+    with store.transaction():
+        gone = _repo(store, "octocat/Hello-World", 1)
+        kept = _repo(store, "lab/kept", 1)
+        store.update("repos", gone, {"installation_id": installation})
+        store.update("repos", kept, {"installation_id": installation + 1})
+        _queue(store, gone, 2)
+        _queue(store, kept, 1)
+        store.execute(
+            "UPDATE jobs SET state = 'leased', leased_by = 'fern' WHERE id = "
+            "(SELECT MIN(id) FROM jobs WHERE repo_id = ?)",
+            (gone,),
+        )
+    event = parse_event("installation", payload)
+    engine.apply(event, route(event, engine.snapshot(event)))
+    jobs = {r["id"]: r for r in store.query("SELECT * FROM jobs")}
+    mine = [j for j in jobs.values() if j["repo_id"] == gone]
+    leased = [j for j in mine if j["state"] == "leased"]
+    cancelled = [j for j in mine if j["state"] == "cancelled"]
+    assert len(leased) == 1 and leased[0]["cancel"] == 1  # the host is told to stop
+    assert len(cancelled) == 1
+    # The delivery names the installation's repositories: each lab's reason names its own.
+    reason = json.loads(cancelled[0]["result"])["reason"]
+    assert reason == "the App was removed from octocat/Hello-World"
+    assert [j["state"] for j in jobs.values() if j["repo_id"] == kept] == ["queued"]
+    assert [lab.full_name for lab in labs.active_labs(store)] == ["lab/kept"]
