@@ -202,9 +202,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN eval_s REAL;
     """,
     # 4: labs. A student may be limited to some labs (`owner/repo[:track]`,
-    # comma-separated; NULL: every lab).
+    # comma-separated; NULL: every lab); the scheduler sums recent run time per lab.
     """
     ALTER TABLE students ADD COLUMN labs TEXT;
+    CREATE INDEX runs_created ON runs(created_at);
     """,
 ]
 
