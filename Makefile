@@ -21,9 +21,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@# Browser tests drive Debian's Chromium (never a downloaded one); the systemd
-	@# unit is checked with systemd-analyze.
-	@test -x /usr/bin/chromium -a -x /usr/bin/systemd-analyze || \
-		(apt-get update -qq && apt-get install -y -qq chromium systemd >/dev/null)
+	@# unit is checked with systemd-analyze; the job sandbox is Debian's bubblewrap.
+	@test -x /usr/bin/chromium -a -x /usr/bin/systemd-analyze -a -x /usr/bin/bwrap || \
+		(apt-get update -qq && apt-get install -y -qq chromium systemd bubblewrap >/dev/null)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
