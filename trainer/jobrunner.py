@@ -39,6 +39,7 @@ class JobContext:
     gpus: list[int] = field(default_factory=list)
     abort: threading.Event = field(default_factory=threading.Event)  # host shutdown
     wandb_project: str = ""  # default: WANDB_PROJECT, else the repository's name
+    sandboxed: bool = True  # False only when the host was started --unsandboxed
 
 
 def problem_at(worktree: Path, sha: str) -> Problem:
@@ -77,7 +78,7 @@ def _run_in_worktree(
         merged = workspace.head_sha(tree)
         if merged != head:
             try:
-                workspace.push(tree, job.head_ref, job.token)
+                workspace.publish(tree, job, reporter.client)
             except GitError as exc:
                 return JobResult(
                     status="crash", reason=f"could not push the merged base: {exc}", head_sha=head
@@ -86,7 +87,7 @@ def _run_in_worktree(
     result = JobResult(status="ok", head_sha=head)
     if job.implement is not None and job.kind != "baseline":
         reporter.phase("implementing", head_sha=head)
-        failure = _implement(job, ctx, tree, problem, result)
+        failure = _implement(job, ctx, tree, problem, result, reporter)
         if failure is not None:
             return failure
         head = result.head_sha or head
@@ -140,7 +141,12 @@ def _run_in_worktree(
 
 
 def _implement(
-    job: Job, ctx: JobContext, tree: Path, problem: Problem, result: JobResult
+    job: Job,
+    ctx: JobContext,
+    tree: Path,
+    problem: Problem,
+    result: JobResult,
+    reporter: JobReporter,
 ) -> JobResult | None:
     """Let the student change the branch, then commit and push; a JobResult on failure."""
     from agents import student  # the student agent is only needed for implement jobs
@@ -170,7 +176,7 @@ def _implement(
         if new_head != before:
             if not job.head_ref:
                 raise GitError("the job has no head_ref to push to")
-            workspace.push(tree, job.head_ref, job.token)
+            workspace.publish(tree, job, reporter.client)
     except GitError as exc:
         result.status, result.reason = "implement_failed", f"could not commit or push: {exc}"
         return result

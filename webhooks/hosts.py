@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from litestar import Request, Response, post
 from litestar.datastructures import State
 
+from bot import bundles
 from bot.jobs import Leased, hash_token
 from bot.protocol import JOB_STATUSES, RUN_STATUSES, Implement, Job, JobEvent, JobResult
 
@@ -193,4 +194,62 @@ async def job_release(job_id: int, request: Request, state: State) -> Response[A
     return Response({"status": "released"}, status_code=200)
 
 
-ROUTES = [lease, job_events, job_complete, job_release]
+@post(
+    "/api/jobs/{job_id:int}/push",
+    status_code=200,
+    summary="Publish a host's commit (a git bundle) to the experiment's branch",
+)
+async def job_push(job_id: int, request: Request, state: State, branch: str = "") -> Response[Any]:
+    """The body is `git bundle` bytes with one head; the bot checks it and pushes as the App.
+
+    Hosts hold read-only tokens, so this is the only way a commit of theirs
+    reaches GitHub: onto the leased job's own experiment branch, as a
+    fast-forward that contains the job's base, never forced.
+    """
+    ctx = state.kohai
+    student = _student_for_token(ctx, _bearer(request))
+    if student is None:
+        return _error(401, "missing or invalid host token")
+    job = ctx.store.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+    if job is None:
+        return _error(404, f"no job {job_id}")
+    if job["leased_by"] != student or job["state"] != "leased":
+        return _error(409, f"job {job_id} is not leased by {student}")
+    exp = None
+    if job["experiment_id"]:
+        exp = ctx.store.one("SELECT * FROM experiments WHERE id = ?", (job["experiment_id"],))
+    branch = branch or request.headers.get("x-kohai-branch", "")
+    refusal = bundles.branch_refusal(branch, exp["branch"] if exp else None, job["kind"])
+    if refusal is not None:
+        return _error(403, refusal)
+    body = await request.body()
+    if len(body) > bundles.MAX_BUNDLE_BYTES:
+        return _error(413, f"a bundle may hold at most {bundles.MAX_BUNDLE_BYTES} bytes")
+    repo = ctx.jobs.engine.repo_by_id(job["repo_id"])
+    base_sha = job["base_sha"] or repo.base_sha or ""
+    try:
+        token = await ctx.github.push_token(repo.installation_id, repo.full_name)
+    except Exception as exc:  # GitHub down: the host retries
+        return _error(503, f"cannot mint a push token right now: {exc}")
+    try:
+        sha = await asyncio.to_thread(
+            bundles.publish_bundle,
+            body,
+            clone_url=clone_url(ctx.settings.github_api_url, repo.full_name),
+            branch=branch,
+            base_ref=repo.default_branch,
+            base_sha=base_sha,
+            token=token,
+        )
+    except bundles.PushRejected as exc:
+        return _error(409, str(exc))
+    except bundles.BundleRefused as exc:
+        return _error(422, str(exc))
+    except bundles.PushFailed as exc:
+        return _error(502, str(exc))
+    finally:
+        await ctx.github.revoke_token(token)
+    return Response({"status": "pushed", "branch": branch, "sha": sha}, status_code=200)
+
+
+ROUTES = [lease, job_events, job_complete, job_release, job_push]
