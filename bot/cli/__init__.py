@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--bot-url", required=True)
     run.add_argument("--work-dir", default=None, help="repo cache and worktrees")
+    run.add_argument(
+        "--unsandboxed",
+        action="store_true",
+        help="run jobs without the bubblewrap sandbox where it cannot start; "
+        'every result then says "unsandboxed"',
+    )
 
     train = sub.add_parser("train", help="one training run of a problem repo under the harness")
     train.add_argument("path", nargs="?", default=".")

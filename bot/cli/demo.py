@@ -144,6 +144,7 @@ class Demo:
             self.hosts[name] = self._spawn_host(name, token)
 
     def _spawn_host(self, name: str, token: str) -> subprocess.Popen[bytes]:
+        from trainer import sandbox
         from trainer.daemon import spawn
 
         log = open(self.work / f"host-{name}.log", "wb")  # noqa: SIM115 - lives as long as the host
@@ -158,6 +159,9 @@ class Demo:
             self.bot_url,
             self.work / f"host-{name}",
             env=env,
+            # The demo runs the lab's own reference problem; where bubblewrap cannot
+            # start, it still runs, and its results say "unsandboxed".
+            unsandboxed=sandbox.probe() is not None,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

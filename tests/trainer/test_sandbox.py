@@ -325,3 +325,34 @@ def test_probe_names_a_missing_bwrap(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(sandbox.SandboxUnavailable):
         monkeypatch.setattr(sandbox, "probe", lambda: reason)
         sandbox.require()
+
+
+def test_host_run_refuses_without_a_sandbox_and_names_the_way_out(tmp_path: Path) -> None:
+    """A host where bubblewrap is missing stops at start-up; --unsandboxed is the choice."""
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        "PATH": str(tmp_path),  # no bwrap here
+        "KOHAI_HOST_TOKEN": FAKE_TOKEN,
+        "PYTHONPATH": str(root),
+    }
+    args = ["host", "run", "--name", "fern", "--bot-url", "http://127.0.0.1:9", "--work-dir"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args, str(tmp_path / "host")],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert "the job sandbox cannot start: bubblewrap (bwrap) is not installed" in proc.stderr
+    assert "--unsandboxed" in proc.stderr
+    assert FAKE_TOKEN not in proc.stderr + proc.stdout
+
+
+def test_sandbox_refusal_is_none_when_it_starts_or_when_told_unsandboxed() -> None:
+    from trainer.daemon import sandbox_refusal
+
+    assert sandbox_refusal(None, False) is None
+    assert sandbox_refusal("no userns", True) is None
+    assert "no userns" in (sandbox_refusal("no userns", False) or "")
