@@ -33,6 +33,7 @@ class ImplementOutcome:
     cost_usd: float = 0.0
     notes: str = ""
     error: str | None = None
+    smoke_s: float = 0.0  # seconds the coding agent spent in smoke runs
 
 
 def implement(worktree: Path, spec: Implement, problem: Problem) -> ImplementOutcome:

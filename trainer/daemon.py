@@ -244,6 +244,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     work_dir = Path(args.work_dir or os.environ.get("KOHAI_HOST_DIR", "~/.kohai/host")).expanduser()
     grace_s = float(os.environ.get("KOHAI_SHUTDOWN_GRACE_S", DEFAULT_SHUTDOWN_GRACE_S))
+    sandbox.set_unsandboxed(unsandboxed)
     daemon = HostDaemon(students, args.bot_url, work_dir, grace_s, sandboxed=not unsandboxed)
     if unsandboxed:
         log.warning("running UNSANDBOXED: agent code sees this host; every result says so")

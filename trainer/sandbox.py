@@ -116,13 +116,23 @@ class Sandbox:
 
         The environment inside is exactly `env` (passed with `--setenv`, so its
         values are on bwrap's command line: put the allowlisted environment
-        there, not the host's credentials).
+        there, not the host's credentials; see `exec_args` for those).
         """
+        # bwrap's own process (pid 1 inside) keeps the environment it was started
+        # with, readable in /proc/1/environ: start it with none at all.
+        return ["/usr/bin/env", "-i", *self._args(command, cwd=cwd, inline_env=True)]
+
+    def exec_args(self, command: Sequence[str], *, cwd: Path) -> list[str]:
+        """`["bwrap", ..., "--", *command]` for a caller that execs it with env=`self.env`.
+
+        The environment then never appears on a command line (the coding
+        agent's model key, for one); whoever runs it must pass exactly
+        `self.env` as the process environment, since bwrap keeps its own.
+        """
+        return self._args(command, cwd=cwd, inline_env=False)
+
+    def _args(self, command: Sequence[str], *, cwd: Path, inline_env: bool) -> list[str]:
         args = [
-            # bwrap's own process (pid 1 inside) keeps the environment it was started
-            # with, readable in /proc/1/environ: start it with none at all.
-            "/usr/bin/env",
-            "-i",
             shutil.which(BWRAP) or BWRAP,
             "--unshare-all",
             *(["--share-net"] if self.network else []),
@@ -166,9 +176,10 @@ class Sandbox:
                 for dev in sorted(Path("/").glob(pattern.lstrip("/"))):
                     args += ["--dev-bind", str(dev), str(dev)]
             args += ["--ro-bind-try", "/sys", "/sys"]
-        args += ["--clearenv"]
-        for name, value in self.env.items():
-            args += ["--setenv", name, value]
+        if inline_env:
+            args += ["--clearenv"]
+            for name, value in self.env.items():
+                args += ["--setenv", name, value]
         args += ["--chdir", str(cwd), "--", *command]
         return args
 
@@ -201,6 +212,29 @@ def probe() -> str | None:
             hint += "profile or kernel.unprivileged_userns_clone=0)"
         return f"bubblewrap cannot create a sandbox here: {why}{hint}"
     return None
+
+
+_unsandboxed = False
+
+
+def set_unsandboxed(unsandboxed: bool) -> None:
+    """Set by `kohai host run --unsandboxed`: this process runs agent code without a sandbox."""
+    global _unsandboxed
+    _unsandboxed = unsandboxed
+
+
+def use_sandbox() -> bool:
+    """True: run agent code sandboxed. False: the host was started --unsandboxed.
+
+    Raises SandboxUnavailable when no sandbox can start and the host did not
+    choose to run without one: never a silent fallback.
+    """
+    if _unsandboxed:
+        return False
+    reason = probe()
+    if reason is not None:
+        raise SandboxUnavailable(reason)
+    return True
 
 
 def require() -> None:
