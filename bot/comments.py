@@ -78,6 +78,7 @@ def results_comment(
     reason: str = "",
     cost_usd: float = 0.0,
     attempt_note: str = "",
+    smoke_s: float = 0.0,
 ) -> str:
     """One finished job: per-seed table, mean ± std, delta vs baseline, resources, curve."""
     ok = [r["metric"] for r in runs if r.get("status") == "ok" and r.get("metric") is not None]
@@ -123,7 +124,8 @@ def results_comment(
     total_gpu = sum(r.get("gpu_hours") or 0 for r in runs)
     lines += [
         "",
-        f"Runtime {total_time:.1f} s · GPU-hours {total_gpu:.4f} · LLM cost ${cost_usd:.4f}",
+        f"Runtime {total_time:.1f} s · GPU-hours {total_gpu:.4f} · LLM cost ${cost_usd:.4f}"
+        + (f" · smoke runs {smoke_s:.1f} s" if smoke_s else ""),
     ]
     curves = {r["seed"]: r.get("curve") or [] for r in runs}
     chart = mermaid_curve(curves)

@@ -367,6 +367,7 @@ class JobBook:
             reason=result.reason,
             cost_usd=result.cost_usd,
             attempt_note=attempt_note,
+            smoke_s=result.smoke_s,
         )
         if exp["pr_number"]:
             self.engine._write(

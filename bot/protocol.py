@@ -143,6 +143,7 @@ class JobResult:
     reverted_files: list[str] = field(default_factory=list)
     cost_usd: float = 0.0  # LLM cost of implementing
     notes: str = ""
+    smoke_s: float = 0.0  # seconds the coding agent spent smoke-running the training command
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -162,6 +162,7 @@ def _implement(
     result.changed_files = list(outcome.changed_files)
     result.reverted_files = list(outcome.reverted_files)
     result.cost_usd = float(outcome.cost_usd)
+    result.smoke_s = float(getattr(outcome, "smoke_s", 0.0))
     result.notes = outcome.notes
     if outcome.error:
         result.status, result.reason = "implement_failed", outcome.error
