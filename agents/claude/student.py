@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agents.claude import briefs, guard, relay, smoke
-from agents.student import ImplementOutcome, changed_files, enforce_editable
+from agents.student import SAFE_GIT, ImplementOutcome, changed_files, enforce_editable
 from bot.problem import Problem
 from bot.protocol import Implement
 from trainer import sandbox
@@ -356,7 +356,10 @@ def _keep_tail(lines: list[str], line: str) -> None:
 
 def _head(worktree: Path) -> str | None:
     result = subprocess.run(
-        ["git", "rev-parse", "--verify", "HEAD"], cwd=worktree, capture_output=True, text=True
+        ["git", *SAFE_GIT, "rev-parse", "--verify", "HEAD"],
+        cwd=worktree,
+        capture_output=True,
+        text=True,
     )
     return result.stdout.strip() if result.returncode == 0 else None
 
