@@ -77,6 +77,17 @@ class Knob:
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """The sealed evaluator: `[eval]` in kohai.toml. Its files come from the base commit."""
+
+    command: str
+    budget_s: float = 120.0
+    # What training (and the model-side child) must not read: repo-relative
+    # paths, absolute paths, or `module:NAME` for an importable module's files.
+    hide: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Problem:
     """Everything the bot and the trainer need to know about a problem repository."""
 
@@ -84,13 +95,19 @@ class Problem:
     direction: str = "minimize"
     command: str = "python train.py"
     budget_s: float = 300.0
-    grace_s: float = 60.0
+    grace_s: float = 10.0  # between the budget's SIGTERM (save the artefact) and SIGKILL
     seeds: int = 1
     confirm_seeds: int = 5  # 5/5 reaches 80 % power at a 2-sigma effect (bench/decisions.py)
     baseline_seeds: int = 5
     editable: tuple[str, ...] = ("train.py",)
     frozen: tuple[str, ...] = ("prepare.py",)
     knobs: tuple[Knob, ...] = field(default_factory=tuple)
+    evaluation: Evaluation | None = None  # None: unsealed, the script's own claim is the result
+    data_command: str | None = None  # `[data] command`: trusted, before training
+
+    @property
+    def sealed(self) -> bool:
+        return self.evaluation is not None
 
     @property
     def minimize(self) -> bool:
@@ -121,13 +138,38 @@ def _paths(table: dict[str, Any], key: str, default: tuple[str, ...]) -> tuple[s
     return tuple(value)
 
 
+def _command(table: dict[str, Any], where: str) -> str:
+    command = table.get("command")
+    if not isinstance(command, str) or not command.strip():
+        raise ProblemError(f"{where}.command: expected a command line")
+    return command
+
+
+def _evaluation(table: dict[str, Any]) -> Evaluation:
+    hide = table.get("hide", [])
+    if not isinstance(hide, list) or not all(isinstance(h, str) and h for h in hide):
+        raise ProblemError("eval.hide: expected a list of paths or module:NAME entries")
+    for entry in hide:
+        if ".." in Path(entry.removeprefix("module:")).parts:
+            raise ProblemError(f"eval.hide: {entry!r} may not contain '..'")
+    return Evaluation(
+        command=_command(table, "eval"),
+        budget_s=parse_duration(table.get("budget", "2m"), field_name="eval.budget"),
+        hide=tuple(hide),
+    )
+
+
 def parse_problem(data: dict[str, Any]) -> Problem:
     """Validate a parsed `kohai.toml`; raise ProblemError naming the first bad field."""
     metric = data.get("metric", {})
     train = data.get("train", {})
     files = data.get("files", {})
     search = data.get("search", {})
-    for name, table in (("metric", metric), ("train", train), ("files", files), ("search", search)):
+    evaluation = data.get("eval")
+    prepare = data.get("data")
+    tables = [("metric", metric), ("train", train), ("files", files), ("search", search)]
+    tables += [(n, t) for n, t in (("eval", evaluation), ("data", prepare)) if t is not None]
+    for name, table in tables:
         if not isinstance(table, dict):
             raise ProblemError(f"[{name}] must be a table")
     name = metric.get("name", "val_bpb")
@@ -156,13 +198,15 @@ def parse_problem(data: dict[str, Any]) -> Problem:
         direction=direction,
         command=command,
         budget_s=parse_duration(train.get("budget", "5m"), field_name="train.budget"),
-        grace_s=parse_duration(train.get("grace", "60s"), field_name="train.grace"),
+        grace_s=parse_duration(train.get("grace", "10s"), field_name="train.grace"),
         seeds=_int_at_least(train, "seeds", 1, 1, "train"),
         confirm_seeds=_int_at_least(train, "confirm_seeds", 5, 1, "train"),
         baseline_seeds=_int_at_least(train, "baseline_seeds", 5, 1, "train"),
         editable=editable,
         frozen=frozen,
         knobs=knobs,
+        evaluation=_evaluation(evaluation) if evaluation is not None else None,
+        data_command=_command(prepare, "data") if prepare is not None else None,
     )
     return problem
 

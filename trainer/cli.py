@@ -9,8 +9,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bot.problem import ProblemError, load_problem, parse_duration
+from bot.problem import Problem, ProblemError, load_problem, parse_duration
 from bot.protocol import RunResult
+from trainer import workspace
 from trainer.harness import run_once
 
 REFERENCE_PROBLEM = Path(__file__).parent / "examples" / "charlm"
@@ -23,18 +24,52 @@ def format_result(result: RunResult, metric_name: str) -> str:
     if result.reason:
         rows.append(("reason", result.reason))
     rows.append((metric_name, "-" if result.metric is None else f"{result.metric:.6g}"))
+    rows.append(("sealed", "yes" if result.sealed else "no: the script's own claim (unsealed)"))
     for key, value in sorted(result.metrics.items()):
         if key != metric_name:
             rows.append((key, f"{value:.6g}"))
     rows += [
         ("seed", str(result.seed)),
-        ("duration_s", f"{result.duration_s:.1f}"),
+        ("train_s", f"{result.train_s:.1f}"),
+        ("eval_s", f"{result.eval_s:.1f}"),
         ("peak_mem_mb", f"{result.peak_mem_mb:.0f}"),
     ]
     if result.curve:
         rows.append(("curve_points", str(len(result.curve))))
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+    return "\n".join(f"{k}: {v}" for k, v in rows)
+
+
+def local_checkouts(root: Path, problem: Problem, work: Path) -> tuple[Path, Path]:
+    """(base, candidate) for a local run: HEAD's files, and HEAD plus the editable files as they are.
+
+    What a host would run: the evaluator and the frozen files come from the
+    commit, the training code from the working tree. A changed file that is
+    not editable is refused rather than silently left out.
+    """
+    head = workspace.git(root, "rev-parse", "HEAD").strip()
+    changed = workspace.git(root, "diff", "--name-only", "--no-renames", "HEAD").splitlines()
+    untracked = workspace.git(root, "ls-files", "--others", "--exclude-standard").splitlines()
+    outside = sorted(p for p in changed if p and not workspace.matches(p, problem.editable))
+    if outside:
+        raise TrainRefused(
+            f"{', '.join(outside)} differ from HEAD but are not in files.editable "
+            f"{list(problem.editable)}: commit or revert them"
+        )
+    base = workspace.export(root, head, work / "base")
+    candidate = workspace.export(root, head, work / "candidate")
+    for path in [*changed, *untracked]:
+        if path and workspace.matches(path, problem.editable):
+            source, target = root / path, candidate / path
+            if source.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
+            else:
+                target.unlink(missing_ok=True)
+    return base, candidate
+
+
+class TrainRefused(Exception):
+    """The working tree cannot be trained as a host would train it."""
 
 
 def train_main(args: argparse.Namespace) -> int:
@@ -45,27 +80,45 @@ def train_main(args: argparse.Namespace) -> int:
     except ProblemError as exc:
         print(f"kohai train: {exc}", file=sys.stderr)
         return 2
-    run_dir = Path(tempfile.mkdtemp(prefix=f"seed-{args.seed}-", dir=_runs_dir(root)))
+    work = Path(tempfile.mkdtemp(prefix="kohai-train-"))
+    run_dir = work / f"seed-{args.seed}"
+    try:
+        if (root / ".git").exists():
+            base, candidate = local_checkouts(root, problem, work)
+        elif problem.sealed:
+            raise TrainRefused(
+                "a sealed problem's evaluator comes from HEAD: run `git init` and commit"
+            )
+        else:
+            base, candidate = root, root
+    except (TrainRefused, workspace.GitError) as exc:
+        print(f"kohai train: refused: {exc}", file=sys.stderr)
+        print("status: refused")
+        return 1
     shown = budget if budget is not None else problem.budget_s
     print(
-        f"kohai train: {problem.command!r} in {root}, seed {args.seed}, budget {shown:g}s",
+        f"kohai train: {problem.command!r} from {root}, seed {args.seed}, budget {shown:g}s"
+        + ("" if problem.sealed else " (unsealed: no [eval] in kohai.toml)"),
         flush=True,
     )
 
     def echo(line: str) -> None:
         print(f"  | {line}", flush=True)
 
-    result = run_once(root, problem, args.seed, run_dir=run_dir, budget_s=budget, on_line=echo)
+    result = run_once(
+        candidate,
+        problem,
+        args.seed,
+        run_dir=run_dir,
+        base_dir=base,
+        budget_s=budget,
+        on_line=echo,
+        host="local",
+    )
     print()
     print(format_result(result, problem.metric))
     print(f"log: {run_dir / 'log.txt'}")
     return 0 if result.status == "ok" else 1
-
-
-def _runs_dir(root: Path) -> Path:
-    runs = root / "runs"
-    runs.mkdir(exist_ok=True)
-    return runs
 
 
 def init_main(args: argparse.Namespace) -> int:

@@ -1,24 +1,30 @@
-"""Running one seed of a problem's training command and measuring it.
+"""Running one seed of a problem under the harness, and measuring it.
 
-The harness, not the script, owns the budget: the command runs in its own
-process group, and at budget + grace the whole group gets SIGTERM, then
-SIGKILL. The primary metric is read from what the script reported through the
-metrics protocol (see `trainer.metrics`), never from anyone's description of it.
+The harness, not the script, owns the budget and the result:
+
+- training runs in its own process group (in the job sandbox when there is
+  one); a sealed problem's script gets SIGTERM at exactly `budget` to save its
+  artefact and SIGKILL `grace` later;
+- the checkout is hashed before training, after it and after evaluation: any
+  file that appears, vanishes or changes makes the run invalid;
+- a sealed problem's primary metric comes only from the `[eval]` command of
+  the base commit, run after training in its own process, with its own bound;
+  the script's own numbers are progress. A problem without `[eval]` is
+  "unsealed": its result is what the script reported, and it says so.
 """
 
 from __future__ import annotations
 
-import collections
+import json
 import math
 import os
 import re
 import shlex
-import signal
+import shutil
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -31,10 +37,12 @@ from trainer.metrics import (
     parse_summary_lines,
     read_metrics_file,
 )
+from trainer.process import command_argv, describe_exit, last_error_line, run_bounded
+from trainer.sealed import artefact_files, changes, read_eval_file, snapshot
 
 LOG_TAIL_LINES = 50
-KILL_AFTER_S = 5.0  # between SIGTERM and SIGKILL
-POLL_S = 0.1
+KILL_AFTER_S = 5.0  # unsealed: between the SIGTERM at budget + grace and SIGKILL
+DATA_BUDGET_S = 1800.0  # the [data] step may fetch a data set
 CANCELLED_REASON = "cancelled"
 
 _PYTHON_SCRIPT = re.compile(r"^\s*python3?\s+(\S+\.py)(\s.*)?$")
@@ -74,24 +82,6 @@ def run_env(
     return env
 
 
-def describe_exit(exit_code: int) -> str:
-    if exit_code < 0:
-        try:
-            return f"killed by {signal.Signals(-exit_code).name}"
-        except ValueError:
-            return f"killed by signal {-exit_code}"
-    return f"exit code {exit_code}"
-
-
-def last_error_line(lines: list[str]) -> str:
-    """The line a human looks for first in a traceback: the exception itself."""
-    for line in reversed(lines):
-        text = line.strip()
-        if text and not text.startswith(("File ", "^", "~")):
-            return text[:300]
-    return ""
-
-
 def reported_metrics(reading: MetricsReading, output_lines: list[str]) -> dict[str, float]:
     """What the run reported: the final line over the summary lines; else the last step point.
 
@@ -127,7 +117,7 @@ def judge(
     value = reported.get(metric_name)
     metric = value if value is not None and math.isfinite(value) else None
     if cancelled:
-        return "crash", metric, CANCELLED_REASON
+        return "cancelled", None, CANCELLED_REASON
     if timed_out:
         return "timeout", metric, f"still running at budget {budget_s:g}s + grace {grace_s:g}s"
     if exit_code != 0:
@@ -154,56 +144,82 @@ class CancelFlag(Protocol):
     def is_set(self) -> bool: ...
 
 
-class _LogPump(threading.Thread):
-    """Copies the child's output to log.txt, keeps the tail and passes lines on."""
+@dataclass
+class Layout:
+    """Where one run's files go. Training may write only `train_dir`; the rest is the harness's."""
 
-    def __init__(self, stream, log_path: Path, on_line: Callable[[str], None] | None) -> None:
-        super().__init__(daemon=True)
-        self.stream = stream
-        self.log_path = log_path
-        self.on_line = on_line
-        self.tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
-        # Summary lines come at the end; a bounded window keeps memory flat on long runs.
-        self.all_summary_candidates: collections.deque[str] = collections.deque(maxlen=2000)
+    run_dir: Path
 
-    def run(self) -> None:
-        with self.log_path.open("a", encoding="utf-8") as log:
-            for raw in iter(self.stream.readline, b""):
-                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                log.write(line + "\n")
-                log.flush()
-                self.tail.append(line)
-                if ":" in line and len(line) < 200:
-                    self.all_summary_candidates.append(line)
-                if self.on_line is not None:
-                    try:
-                        self.on_line(line)
-                    except Exception:  # a reporting hiccup must not stop the log
-                        pass
-        self.stream.close()
+    @property
+    def train_dir(self) -> Path:  # KOHAI_RUN_DIR: the artefact and the metrics file
+        return self.run_dir / "train"
 
+    @property
+    def metrics_path(self) -> Path:
+        return self.train_dir / "metrics.jsonl"
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / "log.txt"
+
+    @property
+    def eval_path(self) -> Path:  # KOHAI_EVAL_FILE, outside anything training can write
+        return self.run_dir / "eval" / "result.json"
+
+    @property
+    def eval_log_path(self) -> Path:
+        return self.run_dir / "eval" / "log.txt"
+
+    def prepare(self) -> None:
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        self.train_dir.mkdir(parents=True)
+        self.eval_path.parent.mkdir(parents=True)
 
 
-def _wait4(pid: int, block: bool) -> tuple[int, int, float] | None:
-    """(pid, exit code, peak RSS in MB of the child and its descendants) or None if running.
+def clean_env(base: dict[str, str]) -> dict[str, str]:
+    """The host's environment less its secrets: what the harness hands to problem code.
 
-    wait4 gives this child's own resource usage, so the peak is per run even in
-    a long-lived daemon (RUSAGE_CHILDREN would be the maximum over every run).
+    The job sandbox narrows this further to an allowlist; without one this
+    at least keeps the host token and API keys out of reach of `env`.
     """
-    try:
-        got, status, usage = os.wait4(pid, 0 if block else os.WNOHANG)
-    except ChildProcessError:
-        return pid, -1, 0.0
-    if got == 0:
+    secret = ("TOKEN", "KEY", "SECRET", "PASSWORD", "WANDB_", "KOHAI_HOST", "GITHUB_")
+    return {k: v for k, v in base.items() if not any(s in k.upper() for s in secret)}
+
+
+def prepare_data(problem: Problem, base_dir: Path, data_dir: Path, log_path: Path) -> str | None:
+    """Run `[data] command` from the base commit once per data dir; None, or why it failed.
+
+    Trusted code (frozen, from the base), run before training and outside the
+    sandbox: it is where a problem fetches or cuts what training may read.
+    """
+    ready = data_dir / ".kohai-ready"
+    if problem.data_command is None or ready.exists():
         return None
-    peak_mb = usage.ru_maxrss / 1024.0  # kilobytes on Linux
-    return got, os.waitstatus_to_exitcode(status), peak_mb
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = clean_env(dict(os.environ))
+    env.update(KOHAI_DATA_DIR=str(data_dir), PYTHONDONTWRITEBYTECODE="1")
+    env["PATH"] = _python_first(env.get("PATH", ""))
+    with log_path.open("a", encoding="utf-8") as log:
+        log.write(f"$ {problem.data_command}  # [data], from the base commit\n")
+    done = run_bounded(
+        command_argv(problem.data_command),
+        cwd=base_dir,
+        env=env,
+        log_path=log_path,
+        budget_s=DATA_BUDGET_S,
+        grace_s=5.0,
+    )
+    if done.terminated or done.exit_code != 0:
+        why = "timed out" if done.terminated else describe_exit(done.exit_code or -1)
+        return f"[data] command failed ({why}): {last_error_line(done.tail)}"
+    ready.touch()
+    return None
+
+
+def _python_first(path: str) -> str:
+    """The interpreter running kohai comes first on PATH, so `python` has its packages."""
+    bin_dir = str(Path(sys.executable).parent)
+    return os.pathsep.join([bin_dir, *[p for p in path.split(os.pathsep) if p and p != bin_dir]])
 
 
 def run_once(
@@ -212,113 +228,243 @@ def run_once(
     seed: int,
     *,
     run_dir: Path,
+    base_dir: Path | None = None,
+    data_dir: Path | None = None,
     gpus: list[int] | None = None,
     budget_s: float | None = None,
     on_progress: Callable[[dict], None] | None = None,
     on_line: Callable[[str], None] | None = None,
     cancel: CancelFlag | None = None,
     kill_after_s: float = KILL_AFTER_S,
+    host: str = "",
 ) -> RunResult:
-    """Run `problem.command` once for `seed` and measure it.
+    """Train `repo_dir` once for `seed`, then (sealed) evaluate it with the base's evaluator.
 
-    `on_progress` gets each metrics record as it is appended (step points and
-    the final line); `on_line` gets each output line; setting `cancel` kills
-    the run (status crash, reason "cancelled").
+    `base_dir` is a checkout of the base commit: the evaluator and the data step
+    run from it, never from `repo_dir`. `on_progress` gets each metrics record
+    as it is appended; `on_line` each output line of training; setting
+    `cancel` stops the run (status "cancelled").
     """
     gpus = list(gpus or [])
     budget = float(budget_s if budget_s is not None else problem.budget_s)
-    grace = problem.grace_s
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    metrics_path = run_dir / "metrics.jsonl"
-    metrics_path.unlink(missing_ok=True)
-    log_path = run_dir / "log.txt"
+    sealed = problem.evaluation is not None
+    layout = Layout(Path(run_dir))
+    layout.prepare()
+    base_dir = Path(base_dir) if base_dir is not None else None
+    if sealed and base_dir is None:
+        raise ValueError("a sealed problem needs a checkout of the base commit (base_dir)")
     command = build_command(problem.command, len(gpus))
-    env = run_env(dict(os.environ), seed=seed, budget_s=budget, run_dir=run_dir, gpus=gpus)
-    with log_path.open("w", encoding="utf-8") as log:
+    env = run_env(
+        clean_env(dict(os.environ)),
+        seed=seed,
+        budget_s=budget,
+        run_dir=layout.train_dir,
+        gpus=gpus,
+    )
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # no __pycache__ in the checkout: it must not change
+    result = RunResult(seed=seed, status="ok", sealed=sealed, host=host, gpu_kind=gpu_kind(gpus))
+    with layout.log_path.open("w", encoding="utf-8") as log:
         log.write(
             f"$ {command}  # seed={seed} budget={budget:g}s gpus={shlex.quote(env['CUDA_VISIBLE_DEVICES'])}\n"
         )
+    if problem.data_command is not None and base_dir is not None:
+        data_dir = Path(data_dir) if data_dir is not None else layout.run_dir / "data"
+        failure = prepare_data(problem, base_dir, data_dir, layout.log_path)
+        if failure:
+            return _finish(result, "crash", failure, layout, [])
+        env["KOHAI_DATA_DIR"] = str(data_dir)
 
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        command,
-        shell=True,
+    before = snapshot(repo_dir)
+    follower = MetricsFollower(layout.metrics_path)
+    # SANDBOX: the training command runs in the job sandbox (writable: repo_dir
+    # and layout.train_dir; read-only: the data dir; hidden: hidden_paths()).
+    argv = command_argv(command)
+    if sealed:  # SIGTERM at the budget to save the artefact, SIGKILL after the grace
+        term_at, kill_grace = budget, problem.grace_s
+    else:  # the script evaluates itself after its budget: the grace is for that
+        term_at, kill_grace = budget + problem.grace_s, kill_after_s
+    done = run_bounded(
+        argv,
         cwd=repo_dir,
         env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        # Its own process group, so budget enforcement reaches every process of
-        # the run; not its own session, which with scheduler autogroups would
-        # also change how the CPU is shared with the rest of the machine.
-        process_group=0,
+        log_path=layout.log_path,
+        budget_s=term_at,
+        grace_s=kill_grace,
+        cancel=cancel,
+        on_line=on_line,
+        on_tick=lambda: _report(follower, on_progress),
     )
-    pump = _LogPump(proc.stdout, log_path, on_line)
-    pump.start()
-    follower = MetricsFollower(metrics_path)
-    deadline = started + budget + grace
-    timed_out = cancelled = False
-    term_sent_at: float | None = None
-    exit_code: int | None = None
-    peak_rss_mb = 0.0
-    try:
-        while True:
-            done = _wait4(proc.pid, block=False)
-            if done is not None:
-                _, exit_code, peak_rss_mb = done
-                break
-            _report(follower, on_progress)
-            now = time.monotonic()
-            if term_sent_at is None:
-                if cancel is not None and cancel.is_set():
-                    cancelled = True
-                elif now >= deadline:
-                    timed_out = True
-                if cancelled or timed_out:
-                    _signal_group(proc.pid, signal.SIGTERM)
-                    term_sent_at = now
-            elif now - term_sent_at >= kill_after_s:
-                _signal_group(proc.pid, signal.SIGKILL)
-            time.sleep(POLL_S)
-    finally:
-        proc.returncode = exit_code if exit_code is not None else -9
-        # Nothing of the run may outlive it: stray grandchildren included.
-        _signal_group(proc.pid, signal.SIGKILL)
-        if exit_code is None:
-            _wait4(proc.pid, block=True)
-    pump.join(timeout=5.0)
     _report(follower, on_progress)
-    duration = time.monotonic() - started
-
-    reading = read_metrics_file(metrics_path)
-    log_lines = list(pump.tail)
-    reported_raw = reported_metrics(reading, list(pump.all_summary_candidates))
-    status, metric, reason = judge(
-        metric_name=problem.metric,
-        exit_code=exit_code,
-        timed_out=timed_out,
-        cancelled=cancelled,
-        reported=reported_raw,
-        budget_s=budget,
-        grace_s=grace,
-        log_lines=log_lines,
-    )
+    result.exit_code = done.exit_code
+    result.train_s = round(done.duration_s, 3)
+    result.duration_s = round(done.duration_s, 3)
+    result.peak_mem_mb = round(done.peak_rss_mb, 1)
+    result.gpu_hours = round(done.duration_s * len(gpus) / 3600.0, 6)
+    reading = read_metrics_file(layout.metrics_path)
+    result.curve = reading.curve
+    reported_raw = reported_metrics(reading, done.summary_lines)
     reported = {k: v for k, v in reported_raw.items() if math.isfinite(v)}
     gpu_peak = reported.get("peak_mem_mb")
-    return RunResult(
-        seed=seed,
-        status=status,
-        metric=metric,
-        metrics=reported,
-        curve=reading.curve,
-        duration_s=round(duration, 3),
-        peak_mem_mb=round(gpu_peak if gpu_peak else peak_rss_mb, 1),
-        gpu_hours=round(duration * len(gpus) / 3600.0, 6),
-        exit_code=exit_code,
-        reason=reason,
-        log_tail="\n".join(log_lines),
+    if gpu_peak:
+        result.peak_mem_mb = round(gpu_peak, 1)
+
+    if not sealed:
+        status, metric, reason = judge(
+            metric_name=problem.metric,
+            exit_code=done.exit_code,
+            timed_out=done.terminated,
+            cancelled=done.cancelled,
+            reported=reported_raw,
+            budget_s=budget,
+            grace_s=problem.grace_s,
+            log_lines=done.tail,
+        )
+        result.metric, result.metrics = metric, reported
+        moved = changes(before, snapshot(repo_dir), "during training")
+        if status in ("ok", "timeout") and moved:
+            status, result.metric, reason = "invalid", None, moved
+        return _finish(result, status, reason, layout, done.tail)
+
+    # Sealed: the script's numbers are progress, never the result.
+    result.metrics = {
+        (f"reported_{k}" if k == problem.metric else k): v for k, v in reported.items()
+    }
+    if done.cancelled:
+        return _finish(result, "cancelled", CANCELLED_REASON, layout, done.tail)
+    if done.killed:
+        return _finish(
+            result,
+            "timeout",
+            f"still running {problem.grace_s:g}s after SIGTERM at the {budget:g}s budget: SIGKILLed",
+            layout,
+            done.tail,
+        )
+    if not done.terminated and done.exit_code != 0:
+        error = last_error_line(done.tail)
+        why = describe_exit(done.exit_code if done.exit_code is not None else -1)
+        return _finish(result, "crash", f"{why}: {error}" if error else why, layout, done.tail)
+    moved = changes(before, snapshot(repo_dir), "during training")
+    if moved:
+        return _finish(result, "invalid", moved, layout, done.tail)
+    if not artefact_files(layout.train_dir, layout.metrics_path):
+        return _finish(
+            result,
+            "crash",
+            "training left no artefact in KOHAI_RUN_DIR (the evaluator scores saved weights)",
+            layout,
+            done.tail,
+        )
+    assert base_dir is not None and problem.evaluation is not None
+    status, metric, values, reason, eval_s = evaluate(
+        problem, base_dir, repo_dir, layout, seed=seed, gpus=gpus, cancel=cancel
     )
+    result.eval_s = round(eval_s, 3)
+    result.duration_s = round(result.train_s + eval_s, 3)
+    result.metrics.update(values)
+    result.metric = metric
+    if status == "ok":
+        moved = changes(before, snapshot(repo_dir), "during evaluation")
+        if moved:
+            status, result.metric, reason = "invalid", None, moved
+    tail = done.tail if status == "ok" else _eval_tail(layout)
+    return _finish(result, status, reason, layout, tail)
+
+
+def evaluate(
+    problem: Problem,
+    base_dir: Path,
+    candidate_dir: Path,
+    layout: Layout,
+    *,
+    seed: int,
+    gpus: list[int],
+    cancel: CancelFlag | None = None,
+) -> tuple[str, float | None, dict[str, float], str, float]:
+    """Run the base's `[eval] command` on the artefact: (status, metric, values, reason, seconds)."""
+    evaluation = problem.evaluation
+    assert evaluation is not None
+    layout.eval_path.unlink(missing_ok=True)
+    env = clean_env(dict(os.environ))
+    env.update(
+        KOHAI_ARTIFACT_DIR=str(layout.train_dir),
+        KOHAI_CANDIDATE_DIR=str(candidate_dir),
+        KOHAI_EVAL_FILE=str(layout.eval_path),
+        KOHAI_SEED=str(seed),
+        CUDA_VISIBLE_DEVICES=",".join(str(g) for g in gpus),
+        PYTHONDONTWRITEBYTECODE="1",
+        PYTHONUNBUFFERED="1",
+        # SANDBOX: the argv prefix the evaluator puts before its model-side
+        # child (JSON list; empty: no sandbox).
+        KOHAI_SANDBOX=json.dumps([]),
+    )
+    env["PATH"] = _python_first(env.get("PATH", ""))
+    with layout.eval_log_path.open("w", encoding="utf-8") as log:
+        log.write(f"$ {evaluation.command}  # [eval], from the base commit\n")
+    done = run_bounded(
+        command_argv(evaluation.command),
+        cwd=base_dir,
+        env=env,
+        log_path=layout.eval_log_path,
+        budget_s=evaluation.budget_s,
+        grace_s=5.0,
+        cancel=cancel,
+    )
+    if done.cancelled:
+        return "cancelled", None, {}, CANCELLED_REASON, done.duration_s
+    if done.terminated:
+        return (
+            "timeout",
+            None,
+            {},
+            f"evaluation still running at its {evaluation.budget_s:g}s budget",
+            done.duration_s,
+        )
+    if done.exit_code != 0:
+        error = last_error_line(done.tail)
+        why = describe_exit(done.exit_code if done.exit_code is not None else -1)
+        return "crash", None, {}, f"the evaluator failed ({why}): {error}", done.duration_s
+    status, metric, values, reason = read_eval_file(layout.eval_path, problem.metric)
+    return status, metric, values, reason, done.duration_s
+
+
+def _eval_tail(layout: Layout) -> list[str]:
+    try:
+        lines = layout.log_path.read_text(encoding="utf-8").splitlines()[-LOG_TAIL_LINES // 2 :]
+        lines += ["--- evaluation ---"]
+        lines += layout.eval_log_path.read_text(encoding="utf-8").splitlines()[
+            -LOG_TAIL_LINES // 2 :
+        ]
+    except OSError:
+        return []
+    return lines
+
+
+def _finish(
+    result: RunResult, status: str, reason: str, layout: Layout, tail: list[str]
+) -> RunResult:
+    result.status = status  # type: ignore[assignment]
+    result.reason = reason
+    if status != "ok":
+        result.metric = None
+    result.log_tail = "\n".join(tail)
+    return result
+
+
+def gpu_kind(gpus: list[int]) -> str:
+    """The hardware class a run is compared within: the GPU's name, or "cpu"."""
+    if not gpus:
+        return "cpu"
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", f"--id={gpus[0]}"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "gpu"
+    name = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
+    return f"{name} x{len(gpus)}" if name else f"gpu x{len(gpus)}"
 
 
 def _report(follower: MetricsFollower, on_progress: Callable[[dict], None] | None) -> None:

@@ -16,14 +16,14 @@ from pathlib import Path
 from bot.problem import CONFIG_FILE, Problem, ProblemError, loads_problem
 from bot.protocol import Job, JobResult
 from trainer import workspace
-from trainer.harness import CANCELLED_REASON, run_once
+from trainer.harness import run_once
 from trainer.reporter import JobReporter
 from trainer.wandb_log import RunContext, log_run
 from trainer.workspace import GitError, Workspace
 
 log = logging.getLogger(__name__)
 
-STOPPED_REASON = "stopped by /stop"
+STOPPED_REASON = "cancelled by the bot"
 
 
 class Aborted(Exception):
@@ -57,14 +57,19 @@ def run_job(job: Job, ctx: JobContext, reporter: JobReporter) -> JobResult:
     except GitError as exc:
         return JobResult(status="crash", reason=f"could not fetch {job.repo}: {exc}")
     tree = ws.worktree(cache, train_sha, f"{ctx.student}-job{job.id}")
+    base = ctx.work_dir / "base" / f"{ctx.student}-job{job.id}"
     try:
-        return _run_in_worktree(job, ctx, reporter, tree, train_sha)
+        workspace.export(cache, job.base_sha, base)
+        return _run_in_worktree(job, ctx, reporter, tree, train_sha, base)
+    except GitError as exc:
+        return JobResult(status="crash", reason=f"could not check out the base: {exc}")
     finally:
         ws.remove(cache, tree)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _run_in_worktree(
-    job: Job, ctx: JobContext, reporter: JobReporter, tree: Path, head: str
+    job: Job, ctx: JobContext, reporter: JobReporter, tree: Path, head: str, base: Path
 ) -> JobResult:
     try:
         problem = problem_at(tree, job.base_sha)
@@ -94,7 +99,7 @@ def _run_in_worktree(
     if ctx.abort.is_set():
         raise Aborted
     if reporter.cancel.is_set():
-        result.status, result.reason = "crash", STOPPED_REASON
+        result.status, result.reason = "cancelled", STOPPED_REASON
         return result
     refusal = workspace.check_diff(tree, job.base_sha, head, problem)
     if refusal is not None:
@@ -110,17 +115,20 @@ def _run_in_worktree(
             problem,
             seed,
             run_dir=ctx.work_dir / "runs" / f"job{job.id}" / f"seed-{seed}",
+            base_dir=base,
+            data_dir=ctx.work_dir / "data" / workspace.cache_name(job.repo) / job.base_sha,
+            host=ctx.student,
             gpus=ctx.gpus or job.gpus,
             on_progress=lambda record, seed=seed: reporter.progress(seed, record),
             on_line=reporter.line,
             cancel=cancel,
         )
-        if run.reason == CANCELLED_REASON:
+        if run.status == "cancelled":
             if ctx.abort.is_set() and not reporter.cancel.is_set():
                 raise Aborted
             run.reason = STOPPED_REASON
             result.runs.append(run)
-            result.status, result.reason = "crash", STOPPED_REASON
+            result.status, result.reason = "cancelled", STOPPED_REASON
             return result
         run.wandb_url = log_run(
             run,

@@ -18,10 +18,12 @@ from __future__ import annotations
 import base64
 import fnmatch
 import hashlib
+import io
 import os
 import re
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import threading
 from pathlib import Path
@@ -80,7 +82,7 @@ def git(cwd: Path, *args: str, token: str | None = None, check: bool = True) -> 
     return proc.stdout
 
 
-def _cache_name(repo: str) -> str:
+def cache_name(repo: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "__", repo) + ".git"
 
 
@@ -107,7 +109,7 @@ class Workspace:
 
     def fetch(self, repo: str, clone_url: str, token: str | None, shas: list[str]) -> Path:
         """Bring the cache of `repo` up to date and make sure every sha in `shas` is there."""
-        cache = self.repos / _cache_name(repo)
+        cache = self.repos / cache_name(repo)
         with self._lock(cache):
             if not (cache / "HEAD").exists():
                 cache.mkdir(parents=True, exist_ok=True)
@@ -233,7 +235,7 @@ def _changed_paths(worktree: Path, base_sha: str, head: str) -> set[str]:
     return {p for p in [*committed, *pending] if p}
 
 
-def _matches(path: str, patterns: tuple[str, ...]) -> bool:
+def matches(path: str, patterns: tuple[str, ...]) -> bool:
     """Listed exactly, under a listed directory, or matched by a listed glob."""
     for pattern in patterns:
         entry = pattern.rstrip("/")
@@ -267,13 +269,13 @@ def check_diff(worktree: Path, base_sha: str, head_sha: str, problem: Problem) -
     `files.frozen` file whose bytes (sha256) differ from the base commit.
     """
     changed = _changed_paths(worktree, base_sha, head_sha)
-    outside = sorted(p for p in changed if not _matches(p, problem.editable))
+    outside = sorted(p for p in changed if not matches(p, problem.editable))
     if outside:
         return (
             f"changed files outside files.editable {list(problem.editable)}: {', '.join(outside)}"
         )
     base_files = git(worktree, "ls-tree", "-r", "--name-only", base_sha).splitlines()
-    frozen = sorted({p for p in [*base_files, *changed] if _matches(p, problem.frozen)})
+    frozen = sorted({p for p in [*base_files, *changed] if matches(p, problem.frozen)})
     frozen += [p for p in problem.frozen if p not in frozen and not any(c in p for c in "*?[")]
     for path in frozen:
         if _blob_sha256(worktree, base_sha, path) != _file_sha256(worktree / path):
@@ -309,3 +311,25 @@ def catch_up_with_base(worktree: Path, base_sha: str, *, student: str) -> str | 
         git(worktree, "merge", "--abort", check=False)
         return f"the branch conflicts with the new base {base_sha[:10]}: {exc}"
     return None
+
+
+def export(repo_dir: Path, sha: str, dest: Path) -> Path:
+    """The files of commit `sha`, without any `.git`: the base checkout the evaluator runs from.
+
+    No repository metadata means nothing in it for a job to plant hooks or
+    config into, and it cannot be confused with the candidate's checkout.
+    """
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    proc = subprocess.run(
+        ["git", *SAFE_GIT, "archive", "--format=tar", sha],
+        cwd=repo_dir,
+        env=auth_env(None),
+        capture_output=True,
+        timeout=GIT_TIMEOUT_S,
+    )
+    if proc.returncode != 0:
+        raise GitError(f"git archive failed: {proc.stderr.decode(errors='replace').strip()}")
+    with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
+        tar.extractall(dest, filter="data")
+    return dest

@@ -80,7 +80,7 @@ def problem_files(budget: str) -> dict[str, str]:
     """The reference problem with the demo's budget."""
     files = {p.name: p.read_text() for p in CHARLM.iterdir() if p.is_file()}
     toml = files["kohai.toml"]
-    toml = re.sub(r"^budget = .*$", f'budget = "{budget}"', toml, flags=re.M)
+    toml = re.sub(r"^budget = .*$", f'budget = "{budget}"', toml, count=1, flags=re.M)
     toml = re.sub(r"^confirm_seeds = .*$", "confirm_seeds = 3", toml, flags=re.M)
     toml = re.sub(r"^baseline_seeds = .*$", "baseline_seeds = 3", toml, flags=re.M)
     files["kohai.toml"] = toml

@@ -23,12 +23,12 @@ ROOT = Path(__file__).resolve().parents[2]
 CHARLM = ROOT / "trainer" / "examples" / "charlm"
 
 
-def problem_files(budget: str = "3s", **train: Any) -> dict[str, str]:
+def problem_files(budget: str = "5s", **train: Any) -> dict[str, str]:
     """The reference problem with a short budget (and other [train] overrides)."""
     files = {p.name: p.read_text() for p in CHARLM.iterdir() if p.is_file()}
     toml = files["kohai.toml"]
-    toml = re.sub(r"^budget = .*$", f'budget = "{budget}"', toml, flags=re.M)
-    toml = re.sub(r"^grace = .*$", 'grace = "20s"', toml, flags=re.M)
+    toml = re.sub(r"^budget = .*$", f'budget = "{budget}"', toml, count=1, flags=re.M)
+    toml = re.sub(r"^grace = .*$", 'grace = "10s"', toml, count=1, flags=re.M)
     for key, value in train.items():
         toml = re.sub(rf"^{key} = .*$", f"{key} = {value}", toml, flags=re.M)
     files["kohai.toml"] = toml

@@ -127,7 +127,7 @@ async def test_an_experiment_from_issue_to_merge(
         issue_number=issue["number"],
     )
     run(store, sandbox, "sticky", number=number, kind="status", key=number, body="queued")
-    assert await worker.run_once() == 1, failed_writes(store)  # posted; the next edits it
+    assert await worker.run_once() == 2, failed_writes(store)  # posted; the next edits it
     run(store, sandbox, "sticky", number=number, kind="status", key=number, body="training")
     run(store, sandbox, "comment", number=number, kind="result", key="1-0", body="val_bpb 0.98")
     run(store, sandbox, "comment", number=number, kind="result", key="1-0", body="val_bpb 0.98")
@@ -135,7 +135,7 @@ async def test_an_experiment_from_issue_to_merge(
     run(store, sandbox, "remove_label", number=number, label="status:queued")
     run(store, sandbox, "mark_ready", number=number)
     run(store, sandbox, "mark_ready", number=number)
-    assert await worker.run_once() == 8, failed_writes(store)
+    assert await worker.run_once() == 7, failed_writes(store)
     assert len(control.pulls(REPO)) == len(pulls)
     assert len(control.comments(REPO, issue["number"])) == 1
     bodies = [c["body"] for c in control.comments(REPO, number)]

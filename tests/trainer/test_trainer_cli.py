@@ -28,10 +28,11 @@ def test_init_then_train_gives_a_finite_val_bpb(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     assert main(["train", str(repo), "--budget", "5s", "--seed", "1"]) == 0
     out = capsys.readouterr().out
-    row = next(line for line in out.splitlines() if line.startswith("val_bpb "))
+    row = next(line for line in out.splitlines() if line.startswith("val_bpb: "))
     val_bpb = float(row.split()[1])
     assert math.isfinite(val_bpb) and 0.5 < val_bpb < 8.0
-    assert "status" in out and " ok" in out
+    assert "status: ok" in out.splitlines()
+    assert "sealed: yes" in out.splitlines()
     clean = subprocess.run(
         ["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True
     )

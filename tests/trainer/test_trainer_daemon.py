@@ -154,9 +154,9 @@ def test_stop_from_the_bot_kills_the_run(tmp_path: Path, fake_bot: FakeBot) -> N
     run_daemon(fake_bot, tmp_path / "host", lambda: 7 in fake_bot.completed)
     assert time.monotonic() - started < 15
     result = fake_bot.completed[7]
-    assert result["status"] == "crash"
-    assert result["reason"] == "stopped by /stop"
-    assert result["runs"][0]["reason"] == "stopped by /stop"
+    assert result["status"] == "cancelled"  # never a training failure
+    assert result["reason"] == "cancelled by the bot"
+    assert result["runs"][0]["status"] == "cancelled"
 
 
 def test_wrong_token_stops_with_an_error(tmp_path: Path, fake_bot: FakeBot) -> None:
@@ -185,7 +185,7 @@ def test_sigterm_releases_the_running_job(tmp_path: Path, fake_bot: FakeBot) -> 
     )
     try:
         fake_bot.wait_for(lambda: "progress" in fake_bot.kinds(7), timeout=30)
-        pid_file = tmp_path / "host" / "fern" / "runs" / "job7" / "seed-1" / "pid"
+        pid_file = tmp_path / "host" / "fern" / "runs" / "job7" / "seed-1" / "train" / "pid"
         run_pid = int(pid_file.read_text())
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)

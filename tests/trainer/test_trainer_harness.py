@@ -23,8 +23,11 @@ def problem(
 
 
 def script(tmp_path: Path, body: str, name: str = "train.py") -> Path:
-    (tmp_path / name).write_text(textwrap.dedent(body))
-    return tmp_path
+    """A checkout holding one script; runs go beside it, never inside it."""
+    repo = tmp_path / "repo"
+    repo.mkdir(exist_ok=True)
+    (repo / name).write_text(textwrap.dedent(body))
+    return repo
 
 
 def test_metrics_file_protocol_with_live_progress(tmp_path: Path) -> None:
@@ -54,6 +57,7 @@ def test_metrics_file_protocol_with_live_progress(tmp_path: Path) -> None:
     assert result.peak_mem_mb > 0
     assert result.gpu_hours == 0.0
     assert (tmp_path / "run" / "log.txt").read_text().startswith("$ python train.py")
+    assert result.sealed is False  # no [eval]: the script's own claim
 
 
 def test_summary_lines_protocol(tmp_path: Path) -> None:
@@ -92,7 +96,7 @@ def test_budget_is_enforced_on_the_process_group_with_partial_metrics(tmp_path: 
     assert result.curve == [[1.0, 4.0], [2.0, 3.5]]
     assert result.metrics["train_loss"] == 3.5
     assert result.metric is None
-    child = int((tmp_path / "run" / "child.pid").read_text())
+    child = int((tmp_path / "run" / "train" / "child.pid").read_text())
     time.sleep(0.2)
     assert not _alive(child), "the grandchild outlived the run"
 
@@ -131,17 +135,17 @@ def test_cancel_kills_the_run(tmp_path: Path) -> None:
     started = time.monotonic()
     result = run_once(repo, problem(), 0, run_dir=tmp_path / "run", cancel=cancel, on_line=on_line)
     assert time.monotonic() - started < 5
-    assert result.status == "crash"
+    assert result.status == "cancelled"
     assert result.reason == "cancelled"
     assert lines == ["up"]
 
 
 def test_gpu_hours_count_every_gpu(tmp_path: Path) -> None:
     # Two GPUs with a non-python command: no torchrun, but the devices are visible and billed.
-    (tmp_path / "run.sh").write_text(
-        'echo "val_bpb: 1.0"\necho "gpus: ${CUDA_VISIBLE_DEVICES/,/}"\n'
+    repo = script(
+        tmp_path, 'echo "val_bpb: 1.0"\necho "gpus: ${CUDA_VISIBLE_DEVICES/,/}"\n', "run.sh"
     )
-    result = run_once(tmp_path, problem("bash run.sh"), 0, run_dir=tmp_path / "run", gpus=[0, 1])
+    result = run_once(repo, problem("bash run.sh"), 0, run_dir=tmp_path / "run", gpus=[0, 1])
     assert result.status == "ok"
     assert result.metrics["gpus"] == 1.0  # "0,1" with the comma removed
     assert abs(result.gpu_hours - result.duration_s * 2 / 3600) < 1e-5

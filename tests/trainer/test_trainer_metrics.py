@@ -107,7 +107,7 @@ BASE = dict(
         (0, False, False, {"loss": 2.0}, "crash", None, "reported no val_bpb"),
         (0, False, False, {"val_bpb": float("nan")}, "crash", None, "not finite"),
         (-15, True, False, {"val_bpb": 2.0}, "timeout", 2.0, "budget 10s + grace 5s"),
-        (-15, False, True, {}, "crash", None, "cancelled"),
+        (-15, False, True, {}, "cancelled", None, "cancelled"),
     ],
 )
 def test_judge(exit_code, timed_out, cancelled, reported, status, metric, reason_part) -> None:

@@ -1,29 +1,48 @@
-"""Train a tiny byte-level transformer on Python's help text; report val_bpb. EDITABLE.
+"""Train a tiny byte-level transformer on Python's help text. EDITABLE.
 
 The knobs below are plain module-level constants so that a search strategy can
-set them by name. The run stops itself once KOHAI_BUDGET_S seconds of training
-have passed, then evaluates with prepare.evaluate_bpb (frozen).
+set them by name. The run stops itself when KOHAI_BUDGET_S seconds have passed
+since it started (or at the harness's SIGTERM, whichever comes first) and saves
+its weights to KOHAI_RUN_DIR with prepare.save_artifact. It does not score
+itself: the harness runs the frozen evaluator (`python prepare.py evaluate`)
+on that artefact, which imports this file's `build_model()` in a sandboxed
+child process.
 
 Environment (set by the kohai trainer; all optional):
   KOHAI_SEED          random seed (default 0)
-  KOHAI_BUDGET_S      training time in seconds (default 30)
-  KOHAI_METRICS_FILE  where to append JSON lines: step points, then one final line
+  KOHAI_BUDGET_S      time budget in seconds, counted from process start (default 30)
+  KOHAI_RUN_DIR       where the artefact goes (default: the current directory)
+  KOHAI_DATA_DIR      where the harness put the training split (prepare.load_train)
+  KOHAI_METRICS_FILE  where to append JSON lines: progress points, then one final line
   KOHAI_MAX_STEPS     stop after this many steps instead (benchmarks); also --max-steps
 Runs on CUDA when available and under `torchrun` (DDP when WORLD_SIZE > 1).
 """
 
 from __future__ import annotations
 
+import signal
+import time
+
+T0 = time.time()  # before the imports: the budget counts from process start
+STOP = {"requested": False}
+
+
+def request_stop(signum: int, frame: object) -> None:
+    """The harness's SIGTERM at the budget: finish the step, save, exit."""
+    STOP["requested"] = True
+
+
+signal.signal(signal.SIGTERM, request_stop)  # early: a SIGTERM during the imports still saves
+
 import argparse
 import json
 import math
 import os
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from prepare import VOCAB_SIZE, evaluate_bpb, get_batch, load_splits
+from prepare import VOCAB_SIZE, get_batch, load_train, save_artifact
 
 # --- knobs ---------------------------------------------------------------
 LEARNING_RATE = 3e-3
@@ -94,6 +113,11 @@ class CharLM(nn.Module):
         return self.head(self.ln(x))
 
 
+def build_model() -> CharLM:
+    """The model this file's knobs describe; the evaluator loads the artefact into it."""
+    return CharLM()
+
+
 class AdamW:
     """Plain AdamW with decoupled weight decay.
 
@@ -143,16 +167,17 @@ def append_metrics(path: str, record: dict) -> None:
 
 
 def main() -> None:
+    t_start = T0
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "--max-steps", type=int, default=int(os.environ.get("KOHAI_MAX_STEPS", "0"))
     )
     args = parser.parse_args()
 
-    t_start = time.time()
     seed = int(os.environ.get("KOHAI_SEED", "0"))
     budget_s = float(os.environ.get("KOHAI_BUDGET_S", "30"))
     metrics_file = os.environ.get("KOHAI_METRICS_FILE", "")
+    run_dir = os.environ.get("KOHAI_RUN_DIR", ".")
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -176,8 +201,8 @@ def main() -> None:
     master = rank == 0
 
     torch.manual_seed(seed)
-    train_data, val_data = load_splits()
-    model = CharLM().to(device)
+    train_data = load_train()
+    model = build_model().to(device)
     n_params = sum(p.numel() for p in model.parameters())
     trained = model
     if ddp:
@@ -191,9 +216,9 @@ def main() -> None:
     step, loss_value = 0, float("nan")
     t_train = time.time()
     while True:
-        elapsed = time.time() - t_train
+        elapsed = time.time() - t_start  # the budget counts from process start
         progress = step / args.max_steps if args.max_steps else elapsed / budget_s
-        stop = progress >= 1.0
+        stop = progress >= 1.0 or STOP["requested"]
         if ddp:  # every rank must stop at the same step
             flag = torch.tensor([1.0 if stop else 0.0], device=device)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
@@ -221,11 +246,9 @@ def main() -> None:
     training_seconds = time.time() - t_train
 
     if master:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            val_bpb = evaluate_bpb(model, val_data, SEQ_LEN, device)
+        save_artifact(model, run_dir)
         final = {
             "final": True,
-            "val_bpb": round(val_bpb, 6),
             "train_loss": round(loss_value, 4),
             "steps": step,
             "training_seconds": round(training_seconds, 2),
@@ -235,7 +258,6 @@ def main() -> None:
             final["peak_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         append_metrics(metrics_file, final)
         print("---")
-        print(f"val_bpb: {val_bpb:.6f}")
         print(f"training_seconds: {training_seconds:.1f}")
         print(f"total_seconds: {time.time() - t_start:.1f}")
         print(f"num_steps: {step}")

@@ -1,0 +1,215 @@
+"""One bounded child process: its output logged, its time limit enforced, its end certain.
+
+Training, the sealed evaluator and the data step all run through here, so the
+budget is enforced by the same code for each: SIGTERM to the whole process
+group at the budget, SIGKILL after the grace, and nothing of the group left
+alive afterwards.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Protocol
+
+LOG_TAIL_LINES = 50
+POLL_S = 0.05
+
+
+class CancelFlag(Protocol):
+    """Anything with `is_set()`, e.g. a threading.Event."""
+
+    def is_set(self) -> bool: ...
+
+
+@dataclass
+class Exit:
+    """How a bounded process ended."""
+
+    exit_code: int | None
+    duration_s: float
+    peak_rss_mb: float = 0.0
+    terminated: bool = False  # got SIGTERM at its budget (a normal end for training)
+    killed: bool = False  # still alive `grace` after SIGTERM: SIGKILLed
+    cancelled: bool = False
+    tail: list[str] = field(default_factory=list)
+    summary_lines: list[str] = field(default_factory=list)
+
+
+class _LogPump(threading.Thread):
+    """Copies the child's output to a log file, keeps the tail and passes lines on."""
+
+    def __init__(
+        self, stream: IO[bytes], log_path: Path, on_line: Callable[[str], None] | None
+    ) -> None:
+        super().__init__(daemon=True)
+        self.stream = stream
+        self.log_path = log_path
+        self.on_line = on_line
+        self.tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+        # Summary lines come at the end; a bounded window keeps memory flat on long runs.
+        self.summary_lines: collections.deque[str] = collections.deque(maxlen=2000)
+
+    def run(self) -> None:
+        with self.log_path.open("a", encoding="utf-8") as log:
+            for raw in iter(self.stream.readline, b""):
+                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                log.write(line + "\n")
+                log.flush()
+                self.tail.append(line)
+                if ":" in line and len(line) < 200:
+                    self.summary_lines.append(line)
+                if self.on_line is not None:
+                    try:
+                        self.on_line(line)
+                    except Exception:  # a reporting hiccup must not stop the log
+                        pass
+        self.stream.close()
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wait4(pid: int, block: bool) -> tuple[int, float] | None:
+    """(exit code, peak RSS in MB of the child and its descendants) or None if running.
+
+    wait4 gives this child's own resource usage, so the peak is per run even in
+    a long-lived daemon (RUSAGE_CHILDREN would be the maximum over every run).
+    """
+    try:
+        got, status, usage = os.wait4(pid, 0 if block else os.WNOHANG)
+    except ChildProcessError:
+        return -1, 0.0
+    if got == 0:
+        return None
+    return os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024.0
+
+
+def run_bounded(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    log_path: Path,
+    budget_s: float,
+    grace_s: float,
+    cancel: CancelFlag | None = None,
+    on_line: Callable[[str], None] | None = None,
+    on_tick: Callable[[], None] | None = None,
+    terminate: Callable[[int, signal.Signals], None] = signal_group,
+) -> Exit:
+    """Run `argv` until it exits, SIGTERM it at `budget_s`, SIGKILL it `grace_s` later.
+
+    `terminate(pid, signal)` delivers the budget's SIGTERM; by default to the
+    child's process group. A sandbox whose processes live in their own
+    session can pass its own.
+    """
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        # Its own process group, so the budget reaches every process of the run;
+        # not its own session, which with scheduler autogroups would also change
+        # how the CPU is shared with the rest of the machine.
+        process_group=0,
+    )
+    assert proc.stdout is not None
+    pump = _LogPump(proc.stdout, log_path, on_line)
+    pump.start()
+    deadline = started + budget_s
+    result = Exit(exit_code=None, duration_s=0.0)
+    term_sent_at: float | None = None
+    try:
+        while True:
+            done = _wait4(proc.pid, block=False)
+            if done is not None:
+                result.exit_code, result.peak_rss_mb = done
+                if term_sent_at is not None:
+                    # A shell that died at the SIGTERM may leave the real work
+                    # still saving: the group gets its whole grace.
+                    _drain_group(proc.pid, until=term_sent_at + grace_s)
+                break
+            if on_tick is not None:
+                on_tick()
+            now = time.monotonic()
+            if term_sent_at is None:
+                if cancel is not None and cancel.is_set():
+                    result.cancelled = True
+                elif now >= deadline:
+                    result.terminated = True
+                if result.cancelled or result.terminated:
+                    terminate(proc.pid, signal.SIGTERM)
+                    term_sent_at = now
+            elif now - term_sent_at >= grace_s:
+                result.killed = True
+                signal_group(proc.pid, signal.SIGKILL)
+            time.sleep(POLL_S)
+    finally:
+        result.duration_s = time.monotonic() - started
+        proc.returncode = result.exit_code if result.exit_code is not None else -9
+        # Nothing of the run may outlive it: stray grandchildren included.
+        signal_group(proc.pid, signal.SIGKILL)
+        if result.exit_code is None:
+            _wait4(proc.pid, block=True)
+    pump.join(timeout=5.0)
+    result.tail = list(pump.tail)
+    result.summary_lines = list(pump.summary_lines)
+    return result
+
+
+def _drain_group(pgid: int, *, until: float) -> None:
+    while time.monotonic() < until:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(POLL_S)
+
+
+_SHELL_SYNTAX = re.compile(r"[|&;<>()$`\\\"'*?\[\]#~{}\n]|^\S*=")
+
+
+def command_argv(command: str) -> list[str]:
+    """argv for a command line: run directly when it is a plain command, else through sh.
+
+    Run directly, the program is the harness's own child: it receives the
+    budget's SIGTERM itself and its peak memory is measured.
+    """
+    if _SHELL_SYNTAX.search(command):
+        return ["/bin/sh", "-c", command]
+    return shlex.split(command)
+
+
+def describe_exit(exit_code: int) -> str:
+    if exit_code < 0:
+        try:
+            return f"killed by {signal.Signals(-exit_code).name}"
+        except ValueError:
+            return f"killed by signal {-exit_code}"
+    return f"exit code {exit_code}"
+
+
+def last_error_line(lines: list[str]) -> str:
+    """The line a human looks for first in a traceback: the exception itself."""
+    for line in reversed(lines):
+        text = line.strip()
+        if text and not text.startswith(("File ", "^", "~")):
+            return text[:300]
+    return ""
