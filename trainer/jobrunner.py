@@ -118,6 +118,7 @@ def _run_in_worktree(
             base_dir=base,
             data_dir=ctx.work_dir / "data" / workspace.cache_name(job.repo) / job.base_sha,
             host=ctx.student,
+            sandboxed=ctx.sandboxed,
             gpus=ctx.gpus or job.gpus,
             on_progress=lambda record, seed=seed: reporter.progress(seed, record),
             on_line=reporter.line,

@@ -88,6 +88,21 @@ def allowlisted_env(base: Mapping[str, str], extra: Mapping[str, str] = {}) -> d
     return env
 
 
+def job_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a sandboxed run: the allowlist, plus the run's own KOHAI_* settings.
+
+    The harness puts the metrics protocol in `env` (KOHAI_SEED, KOHAI_RUN_DIR,
+    ...); those pass, as does any other KOHAI_* knob the problem reads, but
+    never one that looks like a credential or names the bot's GitHub settings.
+    """
+    extra = {
+        k: v
+        for k, v in env.items()
+        if k.startswith("KOHAI_") and not _denied(k) and not k.startswith("KOHAI_GITHUB")
+    }
+    return allowlisted_env(env, extra)
+
+
 def _python_dirs() -> list[Path]:
     """The Python this process runs on, and its venv: a sandboxed `python` must find both."""
     dirs = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix)}

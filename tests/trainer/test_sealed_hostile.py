@@ -125,7 +125,6 @@ def test_non_causal_attention_is_invalid(lab: Path, tmp_path: Path, honest: str)
     assert result.metric is None
 
 
-@pytest.mark.xfail(strict=True, reason="hiding [eval] hide paths needs the job sandbox")
 def test_training_cannot_read_the_validation_data(lab: Path, tmp_path: Path, honest: str) -> None:
     peek = before_main(
         honest,
