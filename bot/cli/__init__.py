@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("path", nargs="?", default=".")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--budget", default=None, help="override the budget, e.g. 30s")
+    train.add_argument(
+        "--unsandboxed",
+        action="store_true",
+        help="train without the bubblewrap job sandbox; the result says so",
+    )
 
     init = sub.add_parser("init", help="scaffold a problem repo from the reference problem")
     init.add_argument("path")
