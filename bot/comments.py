@@ -79,6 +79,7 @@ def results_comment(
     cost_usd: float = 0.0,
     attempt_note: str = "",
     smoke_s: float = 0.0,
+    unsandboxed: bool = False,
 ) -> str:
     """One finished job: per-seed table, mean ± std, delta vs baseline, resources, curve."""
     ok = [r["metric"] for r in runs if r.get("status") == "ok" and r.get("metric") is not None]
@@ -88,6 +89,12 @@ def results_comment(
     if job_status in ("refused", "implement_failed"):
         label = "Run refused" if job_status == "refused" else "Implementation failed"
         lines += [f"**{label}:** {reason}", ""]
+    if unsandboxed:
+        lines += [
+            "**unsandboxed**: the host ran this code without the job sandbox "
+            "(`kohai host run --unsandboxed`); it had the host's files and network.",
+            "",
+        ]
     lines += [
         f"Commit `{(head_sha or '?')[:10]}` on base `{(base_sha or '?')[:10]}`"
         + (f", student **{student}**" if student else "")

@@ -1,4 +1,4 @@
-"""The coding agent's smoke-run seconds travel with the job's result and show beside its cost."""
+"""The job's smoke-run seconds and its sandbox travel with its result into the results comment."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from bot.comments import results_comment
 from bot.protocol import JobResult
 
 
-def _comment(smoke_s: float) -> str:
+def _comment(smoke_s: float, unsandboxed: bool = False) -> str:
     return results_comment(
         title="Lower the LR",
         metric="val_bpb",
@@ -19,6 +19,7 @@ def _comment(smoke_s: float) -> str:
         job_status="ok",
         cost_usd=0.25,
         smoke_s=smoke_s,
+        unsandboxed=unsandboxed,
     )
 
 
@@ -31,3 +32,8 @@ def test_smoke_seconds_survive_the_host_api_round_trip() -> None:
     result = JobResult(status="ok", smoke_s=4.25)
     assert JobResult.from_dict(result.to_dict()).smoke_s == 4.25
     assert JobResult.from_dict({"status": "ok"}).smoke_s == 0.0  # an older host
+
+
+def test_a_result_from_an_unsandboxed_host_says_so() -> None:
+    assert "**unsandboxed**" in _comment(0.0, unsandboxed=True)
+    assert "unsandboxed" not in _comment(0.0)
