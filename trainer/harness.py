@@ -313,10 +313,10 @@ def run_once(
             hide=hide,
             env=job_sandbox.job_env(env),
             gpus=tuple(gpus),
+            init=True,  # the budget's SIGTERM reaches the command; its usage reaches wait4
         )
         argv = box.argv(argv, cwd=Path(repo_dir).resolve())
-        # bwrap forwards no signal: the budget's SIGTERM goes to the processes inside.
-        terminate = job_sandbox.signal_tree
+        terminate = job_sandbox.signal_init
     if sealed:  # SIGTERM at the budget to save the artefact, SIGKILL after the grace
         term_at, kill_grace = budget, problem.grace_s
     else:  # the script evaluates itself after its budget: the grace is for that
@@ -333,6 +333,8 @@ def run_once(
         on_tick=lambda: _report(follower, on_progress),
         terminate=terminate,
     )
+    if sandboxed:
+        done.exit_code = job_sandbox.unwrap_exit(done.exit_code)
     _report(follower, on_progress)
     result.exit_code = done.exit_code
     result.train_s = round(done.duration_s, 3)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BWRAP = "bwrap"
+INIT_FILE = Path(__file__).resolve().parent / "sandbox_init.py"
 PROBE_TIMEOUT_S = 20.0
 
 # Read-only system directories bound when present (symlinks are recreated as symlinks).
@@ -125,6 +126,10 @@ class Sandbox:
     env: Mapping[str, str] = field(default_factory=dict)  # the complete environment inside
     network: bool = False  # False: a private network namespace with loopback only
     gpus: tuple[int, ...] = ()  # any GPU: /dev/nvidia*, /dev/dri and /sys pass through
+    # Run the command under kohai's PID 1 (sandbox_init.py): SIGTERM to it reaches the
+    # command's process group (`signal_init`), and the command's CPU time and peak
+    # memory reach the caller's wait4, which bwrap's own PID 1 would swallow.
+    init: bool = False
 
     def argv(self, command: Sequence[str], *, cwd: Path) -> list[str]:
         """`["env", "-i", "bwrap", ..., "--", *command]`, run from `cwd` (visible inside).
@@ -147,8 +152,13 @@ class Sandbox:
         return self._args(command, cwd=cwd, inline_env=False)
 
     def _args(self, command: Sequence[str], *, cwd: Path, inline_env: bool) -> list[str]:
+        readonly = self.readonly
+        if self.init:
+            readonly = (*readonly, INIT_FILE)
+            command = [sys.executable, "-I", "-S", str(INIT_FILE), "--", *command]
         args = [
             shutil.which(BWRAP) or BWRAP,
+            *(["--as-pid-1"] if self.init else []),
             "--unshare-all",
             *(["--share-net"] if self.network else []),
             "--die-with-parent",
@@ -172,7 +182,7 @@ class Sandbox:
         if self.network:
             # Name resolution may need the host's resolver files (already under /etc).
             args += ["--ro-bind-try", "/run/systemd/resolve", "/run/systemd/resolve"]
-        for path in self.readonly:
+        for path in readonly:
             args += ["--ro-bind", str(path), str(path)]
         writable = (self.work, *self.writable)
         for path in writable:
@@ -279,6 +289,43 @@ def descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def signal_init(pid: int, sig: int = signal.SIGTERM) -> None:
+    """Send `sig` to the PID 1 of a sandbox started with `init=True` (`pid`: its bwrap).
+
+    kohai's PID 1 passes it on to the command's process group, so the command
+    gets the signal's default action unless it handles it: the same as a
+    signal to the process group of an unsandboxed run.
+    """
+    targets = [p for p in descendants(pid) if _parent(p) == pid]
+    if not targets:  # not started yet, or already gone: the whole tree, to be sure
+        signal_tree(pid, sig)
+    for child in targets:
+        try:
+            os.kill(child, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def unwrap_exit(code: int | None) -> int | None:
+    """The command's exit as `subprocess` reports it: 128+N from kohai's PID 1 is signal N.
+
+    A PID 1 cannot die of its own signal, so `sandbox_init.py` exits 128+N for a
+    command killed by signal N; the harness reads negative codes as signals.
+    """
+    if code is not None and 128 < code < 128 + 65:
+        return 128 - code
+    return code
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    return int(fields[1]) if len(fields) > 1 else None
 
 
 def signal_tree(pid: int, sig: int = signal.SIGTERM) -> None:

@@ -356,3 +356,71 @@ def test_sandbox_refusal_is_none_when_it_starts_or_when_told_unsandboxed() -> No
     assert sandbox_refusal(None, False) is None
     assert sandbox_refusal("no userns", True) is None
     assert "no userns" in (sandbox_refusal("no userns", False) or "")
+
+
+def test_with_kohai_init_the_commands_usage_reaches_wait4(job: Path) -> None:
+    """bwrap's own PID 1 is never waited for; kohai's is, so peak memory and CPU are measured."""
+    burn = (
+        "x = bytearray(150_000_000)\nimport time\nt = time.process_time()\n"
+        "while time.process_time() - t < 0.5: pass\n"
+    )
+    box = Sandbox(work=job, env=allowlisted_env({}), init=True)
+    proc = subprocess.Popen(box.argv([sys.executable, "-c", burn], cwd=job))
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert usage.ru_maxrss / 1024 > 140 and usage.ru_utime + usage.ru_stime >= 0.45
+
+
+@pytest.mark.parametrize("handler", [True, False])
+def test_signal_init_gives_sigterm_its_default_action_or_the_handler(
+    job: Path, handler: bool
+) -> None:
+    script = (
+        "import pathlib, signal, sys, time\n"
+        + (
+            "signal.signal(signal.SIGTERM, lambda *a: (pathlib.Path('saved').write_text('ok'),"
+            " sys.exit(0)))\n"
+            if handler
+            else ""
+        )
+        + "pathlib.Path('started').write_text('1')\ntime.sleep(30)\n"
+    )
+    box = Sandbox(work=job, env=allowlisted_env({}), init=True)
+    proc = subprocess.Popen(box.argv([sys.executable, "-c", script], cwd=job))
+    deadline = time.monotonic() + 10
+    while not (job / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sandbox.signal_init(proc.pid, signal.SIGTERM)
+    code = proc.wait(timeout=10)
+    if handler:
+        assert code == 0 and (job / "saved").read_text() == "ok"
+    else:
+        assert sandbox.unwrap_exit(code) == -signal.SIGTERM
+
+
+def test_kohai_init_still_ends_a_setsid_survivor(job: Path) -> None:
+    tag = f"kohai-init-survivor-{os.getpid()}-{time.monotonic_ns()}"
+    script = f"""
+import os
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execv("/bin/sh", ["sh", "-c", "sleep 30", "{tag}"])
+    os._exit(0)
+os.wait()
+"""
+    box = Sandbox(work=job, env=allowlisted_env({}), init=True)
+    assert (
+        subprocess.run(box.argv([sys.executable, "-c", script], cwd=job), timeout=20).returncode
+        == 0
+    )
+    time.sleep(0.3)
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    assert tag not in ps
+
+
+@pytest.mark.parametrize(
+    "code, unwrapped", [(0, 0), (1, 1), (143, -15), (137, -9), (255, 255), (160, -32), (None, None)]
+)
+def test_unwrap_exit(code: int | None, unwrapped: int | None) -> None:
+    assert sandbox.unwrap_exit(code) == unwrapped
