@@ -544,6 +544,7 @@ def _model_sandbox(
         ),
         hide=hide,
         gpus=tuple(gpus),
+        init=True,  # its usage reaches the evaluator's wait, as an unsandboxed child's would
     )
     return box.exec_args([], cwd=Path(candidate_dir).resolve())
 
