@@ -317,6 +317,15 @@ def run_once(
         )
         argv = box.argv(argv, cwd=Path(repo_dir).resolve())
         terminate = job_sandbox.signal_init
+        note = (
+            "# job sandbox (bubblewrap): no network; writable only the checkout and "
+            "KOHAI_RUN_DIR; allowlisted environment"
+            + (f"; hidden: {', '.join(str(p) for p in hide)}" if hide else "")
+        )
+    else:
+        note = "# UNSANDBOXED (host started --unsandboxed): this run sees the host"
+    with layout.log_path.open("a", encoding="utf-8") as log:
+        log.write(note + "\n")
     if sealed:  # SIGTERM at the budget to save the artefact, SIGKILL after the grace
         term_at, kill_grace = budget, problem.grace_s
     else:  # the script evaluates itself after its budget: the grace is for that

@@ -31,11 +31,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 BWRAP = "bwrap"
+INIT_READY_S = 2.0  # how long a signal may wait for kohai's PID 1 to be ready
 INIT_FILE = Path(__file__).resolve().parent / "sandbox_init.py"
 PROBE_TIMEOUT_S = 20.0
 
@@ -291,21 +293,40 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def signal_init(pid: int, sig: int = signal.SIGTERM) -> None:
+def signal_init(pid: int, sig: int = signal.SIGTERM, *, wait_s: float = INIT_READY_S) -> None:
     """Send `sig` to the PID 1 of a sandbox started with `init=True` (`pid`: its bwrap).
 
     kohai's PID 1 passes it on to the command's process group, so the command
     gets the signal's default action unless it handles it: the same as a
-    signal to the process group of an unsandboxed run.
+    signal to the process group of an unsandboxed run. A PID 1 ignores a
+    signal it has no handler for, so a signal sent in the first milliseconds
+    waits (up to `wait_s`) until kohai's PID 1 has its handler in place.
     """
-    targets = [p for p in descendants(pid) if _parent(p) == pid]
-    if not targets:  # not started yet, or already gone: the whole tree, to be sure
+    deadline = time.monotonic() + wait_s
+    while True:
+        targets = [p for p in descendants(pid) if _parent(p) == pid]
+        ready = [p for p in targets if _catches(p, sig)]
+        if ready or time.monotonic() >= deadline:
+            break
+        time.sleep(0.01)
+    if not ready:  # no kohai PID 1 (or it is gone): the whole tree, to be sure
         signal_tree(pid, sig)
-    for child in targets:
+    for child in ready:
         try:
             os.kill(child, sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def _catches(pid: int, sig: int) -> bool:
+    """Whether process `pid` has a handler installed for `sig` (SigCgt in its status)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    except (OSError, ValueError):
+        pass
+    return False
 
 
 def unwrap_exit(code: int | None) -> int | None:

@@ -424,3 +424,31 @@ os.wait()
 )
 def test_unwrap_exit(code: int | None, unwrapped: int | None) -> None:
     assert sandbox.unwrap_exit(code) == unwrapped
+
+
+@pytest.mark.parametrize("sandboxed", [True, False])
+def test_the_run_log_says_whether_the_run_was_sandboxed(tmp_path: Path, sandboxed: bool) -> None:
+    from bot.problem import loads_problem
+    from trainer.harness import run_once
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "train.py").write_text("print('val_bpb: 1.25')\n")
+    problem = loads_problem('[train]\ncommand = "python train.py"\nbudget = "5s"\n')
+    result = run_once(repo, problem, 0, run_dir=tmp_path / "run", sandboxed=sandboxed)
+    assert result.status == "ok" and result.metric == 1.25 and result.sandboxed is sandboxed
+    log = (tmp_path / "run" / "log.txt").read_text()
+    expected = "# job sandbox (bubblewrap): no network" if sandboxed else "# UNSANDBOXED"
+    assert expected in log
+
+
+def test_a_sigterm_sent_at_once_is_not_lost_before_kohai_init_is_ready(job: Path) -> None:
+    """A PID 1 ignores signals it has no handler for: signal_init waits for the handler."""
+    box = Sandbox(work=job, env=allowlisted_env({}), init=True)
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        box.argv([sys.executable, "-c", "import time; time.sleep(30)"], cwd=job)
+    )
+    sandbox.signal_init(proc.pid, signal.SIGTERM)
+    assert sandbox.unwrap_exit(proc.wait(timeout=10)) == -signal.SIGTERM
+    assert time.monotonic() - started < 5
