@@ -58,7 +58,7 @@ class Job:
     student: str
     repo: str  # owner/name
     clone_url: str  # smart-HTTP URL; authenticate as x-access-token:<token>
-    token: str  # installation token narrowed to this repo, contents write
+    token: str  # installation token narrowed to this repo, contents read (hosts never push)
     token_expires_at: str
     base_ref: str
     base_sha: str
