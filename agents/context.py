@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agents.student import knob_summary
@@ -49,6 +49,10 @@ class ExperimentRecord:
     n_failed: int = 0
     failure: str = ""  # reason and log tail of the last failed seed
     feedback: str = ""
+    head_sha: str | None = None  # the commit last measured, and the base it was measured on
+    base_sha: str | None = None
+    seeds: list[dict[str, Any]] = field(default_factory=list)  # seed, status, metric, reason
+    curve: list[list[float]] = field(default_factory=list)  # the last ok seed's training curve
 
     @property
     def finished(self) -> bool:
@@ -76,6 +80,7 @@ class AdvisorContext:
     baseline_n: int = 0
     repo: str = ""
     base_sha: str | None = None
+    baseline_curve: list[list[float]] = field(default_factory=list)
 
     def render(self, max_chars: int = 12000) -> str:
         """Markdown for a prompt, never longer than `max_chars`.
@@ -171,6 +176,13 @@ def build_context(
         baseline_n=len(baseline),
         repo=repo.get("full_name", ""),
         base_sha=base_sha,
+        baseline_curve=_last_curve(
+            store.query(
+                "SELECT curve FROM runs WHERE repo_id = ? AND kind = 'baseline' AND status = 'ok' "
+                "AND base_sha IS ? ORDER BY id",
+                (repo_id, base_sha),
+            )
+        ),
     )
 
 
@@ -217,7 +229,25 @@ def _record(store: Store, row: dict[str, Any]) -> ExperimentRecord:
         n_failed=len(failed),
         failure=failure,
         feedback=row.get("feedback") or "",
+        head_sha=runs[-1]["commit_sha"] if runs else row.get("head_sha"),
+        base_sha=runs[-1]["base_sha"] if runs else None,
+        seeds=[
+            {"seed": r["seed"], "status": r["status"], "metric": r["metric"], "reason": r["reason"]}
+            for r in runs
+        ],
+        curve=_last_curve(runs),
     )
+
+
+def _last_curve(runs: list[dict[str, Any]]) -> list[list[float]]:
+    for run in reversed(runs):
+        try:
+            curve = json.loads(run.get("curve") or "[]")
+        except ValueError:
+            continue
+        if curve:
+            return curve
+    return []
 
 
 def _baseline_values(store: Store, repo_id: int, base_sha: str | None) -> list[float]:

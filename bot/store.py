@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlite_utils
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry upgrades the schema from version i to i + 1. Never edit a released
 # step; append a new one.
@@ -173,6 +173,18 @@ MIGRATIONS: list[str] = [
         cache_read_tokens INTEGER NOT NULL DEFAULT 0,
         cost_usd REAL NOT NULL DEFAULT 0,
         created_at REAL NOT NULL
+    );
+    """,
+    # 2: leases with identity, advisor retries, unmeasurable baselines, downtime.
+    """
+    ALTER TABLE jobs ADD COLUMN lease_id TEXT;
+    ALTER TABLE experiments ADD COLUMN advisor_failures INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE experiments ADD COLUMN advisor_retry_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE advisor_calls ADD COLUMN error TEXT;
+    ALTER TABLE repos ADD COLUMN baseline_problem TEXT;
+    CREATE TABLE bot_state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
     );
     """,
 ]

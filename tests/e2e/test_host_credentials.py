@@ -47,10 +47,12 @@ def lease(lab: Lab, name: str, token: str) -> dict:
     return reply.json()
 
 
-def push_bundle(lab: Lab, job: dict, token: str, branch: str, data: bytes) -> httpx.Response:
+def push_bundle(
+    lab: Lab, job: dict, token: str, branch: str, data: bytes, lease_id: str | None = None
+) -> httpx.Response:
     return httpx.post(
         f"{lab.bot_url}/api/jobs/{job['id']}/push",
-        params={"branch": branch},
+        params={"branch": branch, "lease_id": job["lease_id"] if lease_id is None else lease_id},
         content=data,
         headers={"Authorization": f"Bearer {token}"},
         timeout=60,
@@ -109,8 +111,10 @@ def test_a_host_token_cannot_push_and_the_bot_publishes_only_the_experiment_bran
     for branch in ("main", "kohai/999-someone-else"):
         reply = push_bundle(lab, job, frieren, branch, data)
         assert reply.status_code == 403, reply.text
-    # Another student's host token cannot push for this job.
+    # Another student's host token cannot push for this job, nor an old lease of it.
     assert push_bundle(lab, job, fern, exp["branch"], data).status_code == 409
+    stale = push_bundle(lab, job, frieren, exp["branch"], data, lease_id="an-old-lease")
+    assert stale.status_code == 409 and "not the current lease" in stale.json()["error"]
     reply = push_bundle(lab, job, frieren, exp["branch"], data)
     assert reply.status_code == 200, reply.text
     assert reply.json()["sha"] == tip
