@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BWRAP = "bwrap"
-INIT_READY_S = 2.0  # how long a signal may wait for kohai's PID 1 to be ready
+INIT_READY_S = 10.0  # how long a signal may wait for kohai's PID 1 to be ready (a loaded host)
 INIT_FILE = Path(__file__).resolve().parent / "sandbox_init.py"
 PROBE_TIMEOUT_S = 20.0
 

@@ -450,5 +450,5 @@ def test_a_sigterm_sent_at_once_is_not_lost_before_kohai_init_is_ready(job: Path
         box.argv([sys.executable, "-c", "import time; time.sleep(30)"], cwd=job)
     )
     sandbox.signal_init(proc.pid, signal.SIGTERM)
-    assert sandbox.unwrap_exit(proc.wait(timeout=10)) == -signal.SIGTERM
-    assert time.monotonic() - started < 5
+    assert sandbox.unwrap_exit(proc.wait(timeout=25)) == -signal.SIGTERM
+    assert time.monotonic() - started < 20  # a lost signal would leave it asleep for 30 s
