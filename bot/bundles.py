@@ -149,11 +149,10 @@ def publish_bundle(
         if unbundled.returncode != 0:
             # Older git cannot fetch a sha from a bundle: take every head it names.
             unbundled = _git(repo, "fetch", "--quiet", str(file), "+refs/*:refs/kohai/bundle/*")
-        if (
-            unbundled.returncode != 0
-            or _git(repo, "cat-file", "-e", f"{tip}^{{commit}}").returncode
-        ):
+        if unbundled.returncode != 0:
             raise BundleRefused(f"could not read the bundle: {_message(unbundled, None)[:300]}")
+        if _git(repo, "cat-file", "-t", tip).stdout.strip() != "commit":
+            raise BundleRefused("the bundle's head is not a commit")
         if _git(repo, "merge-base", "--is-ancestor", base_sha, tip).returncode != 0:
             raise BundleRefused(
                 f"the pushed commit does not contain the job's base {base_sha[:12]}"

@@ -207,3 +207,18 @@ def test_which_branch_a_job_may_push(
 ) -> None:
     reason = bundles.branch_refusal(branch, experiment_branch, kind)
     assert (reason is None) if refused is None else (refused in (reason or ""))
+
+
+def test_the_bot_refuses_a_bundle_whose_head_is_not_a_commit(
+    tmp_path: Path, origin: tuple[Path, str]
+) -> None:
+    """An annotated tag pushed to a branch ref would not be a branch at all."""
+    bare, base = origin
+    _, _, tree = checkout(tmp_path, bare, base)
+    (tree / "train.py").write_text("LR = 0.9\n")
+    workspace.commit_changes(tree, ["train.py"], student="fern", message="tagged")
+    git(tree, "-c", "user.name=x", "-c", "user.email=x@x", "tag", "-a", "t1", "-m", "tag")
+    path = tmp_path / "tag.bundle"
+    git(tree, "bundle", "create", str(path), "refs/tags/t1", f"^{base}")
+    with pytest.raises(bundles.BundleRefused, match="not a commit"):
+        BotPublisher(bare, base).push(1, "kohai/8-tag", path.read_bytes())
