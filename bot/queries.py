@@ -54,6 +54,19 @@ class RunRow:
     log_tail: str
     wandb_url: str
     created_at: float
+    sealed: bool = True  # the metric came from the problem's [eval], not the script
+    sandboxed: bool = True
+
+
+def trust_note(runs: list[RunRow]) -> str:
+    """ "unsealed" / "unsandboxed" when any measured run was; "" when every one was both."""
+    measured = [r for r in runs if r.status != "cancelled"]
+    notes = []
+    if any(not r.sealed for r in measured):
+        notes.append("unsealed")
+    if any(not r.sandboxed for r in measured):
+        notes.append("unsandboxed")
+    return ", ".join(notes)
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,7 @@ class ExperimentRow:
     created_at: float
     updated_at: float
     finished_at: float | None  # when its latest run landed
+    trust: str = ""  # "unsealed" and/or "unsandboxed" when its runs were; "" when neither
 
 
 @dataclass(frozen=True)
@@ -113,6 +127,12 @@ class LeaderboardRow:
     delta: float | None
     merged_at: float
     merged_by: str | None
+    # The gain the gate saw when it merged (candidate minus baseline, on the old
+    # base) and the gain the lab then measured: the baseline re-measured on the
+    # merge commit minus the old baseline. None while not (yet) measured.
+    claimed_gain: float | None = None
+    measured_gain: float | None = None
+    measured_seeds: int = 0
 
 
 @dataclass(frozen=True)
@@ -214,6 +234,7 @@ class HistoryRow:
     cost_usd: float
     pr_number: int | None
     created_at: float
+    trust: str = ""  # "unsealed" and/or "unsandboxed"; "" when sealed and sandboxed
 
 
 def pr_url(repo: str, pr_number: int | None, html_base: str = "https://github.com") -> str | None:
@@ -254,6 +275,8 @@ def _run(row: dict[str, Any]) -> RunRow:
         log_tail=row["log_tail"] or "",
         wandb_url=row["wandb_url"] or "",
         created_at=row["created_at"],
+        sealed=bool(row.get("sealed", 1)),
+        sandboxed=bool(row.get("sandboxed", 1)),
     )
 
 
@@ -261,7 +284,7 @@ def _run(row: dict[str, Any]) -> RunRow:
 _LIGHT_COLUMNS = (
     "id, repo_id, experiment_id, job_id, kind, student, seed, commit_sha, base_sha, status, "
     "metric, duration_s, peak_mem_mb, gpu_hours, cost_usd, reason, wandb_url, created_at, "
-    "'{}' AS metrics, '[]' AS curve, '' AS log_tail"
+    "sealed, sandboxed, '{}' AS metrics, '[]' AS curve, '' AS log_tail"
 )
 
 
@@ -388,6 +411,7 @@ def _experiment_rows(
                 created_at=row["created_at"],
                 updated_at=row["updated_at"],
                 finished_at=max((r.created_at for r in runs), default=None),
+                trust=trust_note(group),
             )
         )
     return result
@@ -437,9 +461,17 @@ def leaderboard(
         merge_decisions[decision["experiment_id"]] = decision
     key = _sort_key(problem)
     merged.sort(key=lambda e: (key(e.mean), e.id))
+    baselines = _baselines_by_base(store)
+    merge_shas = _merge_shas(store)
     rows = []
     for rank, exp in enumerate(merged, start=1):
         decision = merge_decisions.get(exp.id)
+        claimed, measured, measured_n = claimed_and_measured(
+            exp,
+            decision,
+            {base: runs for (repo_id, base), runs in baselines.items() if repo_id == exp.repo_id},
+            merge_shas.get(exp.id),
+        )
         rows.append(
             LeaderboardRow(
                 rank=rank,
@@ -454,9 +486,57 @@ def leaderboard(
                 delta=exp.delta,
                 merged_at=decision["created_at"] if decision else exp.updated_at,
                 merged_by=decision["actor"] if decision else None,
+                claimed_gain=claimed,
+                measured_gain=measured,
+                measured_seeds=measured_n,
             )
         )
     return rows
+
+
+def _merge_shas(store: Store) -> dict[int, str]:
+    """The merge commit of each experiment the outbox merged (what GitHub answered)."""
+    found: dict[int, str] = {}
+    for row in store.query("SELECT args, result FROM outbox WHERE op = 'merge' AND state = 'done'"):
+        args, result = _loads(row["args"], {}), _loads(row["result"], {})
+        exp_id, sha = args.get("experiment_id"), result.get("sha")
+        if isinstance(exp_id, int) and isinstance(sha, str) and result.get("merged", True):
+            found[exp_id] = sha
+    return found
+
+
+def claimed_and_measured(
+    exp: ExperimentRow,
+    decision: dict[str, Any] | None,
+    baselines: dict[str | None, list[RunRow]],
+    merge_sha: str | None,
+) -> tuple[float | None, float | None, int]:
+    """A winner's claimed gain, its measured gain, and the seeds behind the measurement.
+
+    Claimed: the delta the gate recorded with the merge decision (else the
+    experiment's own delta). Measured: the baseline re-measured after the merge
+    minus the baseline the winner was compared with. The re-measured baseline is
+    the one on the merge commit when the outbox recorded it, else the first
+    baseline on another base measured after the merge. Pure.
+    """
+    stats = _loads(decision["stats"], {}) if decision else {}
+    claimed = stats.get("delta") if isinstance(stats.get("delta"), (int, float)) else exp.delta
+    old = _ok_values(baselines.get(exp.base_sha, []))
+    if not old:
+        return claimed, None, 0
+    merged_at = decision["created_at"] if decision else exp.updated_at
+    after = baselines.get(merge_sha) if merge_sha else None
+    if not after:
+        later = [
+            (min(r.created_at for r in runs), runs)
+            for base, runs in baselines.items()
+            if base != exp.base_sha and runs and min(r.created_at for r in runs) >= merged_at
+        ]
+        after = min(later, key=lambda t: t[0])[1] if later else None
+    new = _ok_values(after or [])
+    if not new:
+        return claimed, None, 0
+    return claimed, mean_std(new)[0] - mean_std(old)[0], len(new)
 
 
 def _first_baseline(store: Store) -> tuple[float | None, float | None]:
@@ -691,6 +771,7 @@ def history_rows(
                 duration_s=sum(durations) / len(durations) if durations else None,
                 cost_usd=sum(r.cost_usd for r in group),
                 pr_number=exp.pr_number if exp else None,
+                trust=trust_note(group),
                 created_at=first.created_at,
             )
         )
