@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agents.student import knob_summary
@@ -49,6 +49,10 @@ class ExperimentRecord:
     n_failed: int = 0
     failure: str = ""  # reason and log tail of the last failed seed
     feedback: str = ""
+    # The base of its latest measurement, and its mean minus that base's baseline
+    # mean (negative is better when minimizing): what a move of its knobs did.
+    base_sha: str | None = None
+    delta: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -76,6 +80,7 @@ class AdvisorContext:
     baseline_n: int = 0
     repo: str = ""
     base_sha: str | None = None
+    base_files: dict[str, str] = field(default_factory=dict)  # editable files at base_sha
 
     def render(self, max_chars: int = 12000) -> str:
         """Markdown for a prompt, never longer than `max_chars`.
@@ -171,6 +176,9 @@ def build_context(
         baseline_n=len(baseline),
         repo=repo.get("full_name", ""),
         base_sha=base_sha,
+        base_files={
+            str(k): v for k, v in _json_dict(repo.get("base_files")).items() if isinstance(v, str)
+        },
     )
 
 
@@ -189,6 +197,12 @@ def _record(store: Store, row: dict[str, Any]) -> ExperimentRecord:
     values = [r["metric"] for r in runs if r["status"] == "ok" and r["metric"] is not None]
     failed = [r for r in runs if r["status"] != "ok" or r["metric"] is None]
     mean, std = mean_std(values) if values else (None, None)
+    measured_on = runs[-1]["base_sha"] if runs else row.get("base_sha")
+    delta = None
+    if mean is not None and measured_on is not None:
+        baseline = _baseline_values(store, row["repo_id"], measured_on)
+        if baseline:
+            delta = mean - mean_std(baseline)[0]
     decision = store.one(
         "SELECT verdict FROM decisions WHERE experiment_id = ? ORDER BY id DESC LIMIT 1",
         (row["id"],),
@@ -217,6 +231,8 @@ def _record(store: Store, row: dict[str, Any]) -> ExperimentRecord:
         n_failed=len(failed),
         failure=failure,
         feedback=row.get("feedback") or "",
+        base_sha=measured_on,
+        delta=delta,
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlite_utils
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry upgrades the schema from version i to i + 1. Never edit a released
 # step; append a new one.
@@ -174,6 +174,11 @@ MIGRATIONS: list[str] = [
         cost_usd REAL NOT NULL DEFAULT 0,
         created_at REAL NOT NULL
     );
+    """,
+    # 2: the base's editable files, so the offline advisor reads the incumbent's knob
+    # values (and an advisor the code it proposes changes to) without a checkout.
+    """
+    ALTER TABLE repos ADD COLUMN base_files TEXT;   -- JSON {path: text} at base_sha
     """,
 ]
 
