@@ -81,6 +81,7 @@ class AdvisorContext:
     repo: str = ""
     base_sha: str | None = None
     base_files: dict[str, str] = field(default_factory=dict)  # editable files at base_sha
+    sent_back: str = ""  # why the advisor's last proposal came back (bot.novelty), if it did
 
     def render(self, max_chars: int = 12000) -> str:
         """Markdown for a prompt, never longer than `max_chars`.

@@ -13,6 +13,7 @@ from typing import Any
 
 from agents.advisor import Advisor, AdvisorError
 from agents.context import AdvisorContext, build_context
+from agents.proposals import propose_novel
 from bot.engine import ACTIVE_STATES, Engine, Repo
 from bot.gate import GateDecision, decide
 from bot.store import now
@@ -116,11 +117,18 @@ class AdvisorLoop:
                 if total >= self.max_experiments:
                     return opened
             try:
-                proposal = await self.advisor.propose(self.context(repo), student)
+                # Novelty (agents/proposals.py, bot/novelty.py): a repeat goes back once.
+                proposal = await propose_novel(
+                    self.advisor,
+                    self.context(repo),
+                    student,
+                    on_call=lambda answer: self._record_call("propose", None, answer),
+                )
             except AdvisorError as exc:
                 log.warning("advisor could not propose for %s: %s", student, exc)
                 return opened
-            self._record_call("propose", None, proposal)
+            if proposal is None:  # a repeat that did not say what is different
+                continue
             hypothesis = proposal.hypothesis.strip()
             if proposal.rationale.strip():
                 hypothesis += f"\n\n**Why**: {proposal.rationale.strip()}"

@@ -61,6 +61,8 @@ def propose_question(ctx: AdvisorContext, student: str) -> str:
         plateau = prompts.load(
             "advisor_plateau", experiments_since_improvement=ctx.experiments_since_improvement
         )
+    if ctx.sent_back:  # novelty: the last proposal repeated an earlier experiment
+        plateau += f"\n**Sent back**: {ctx.sent_back}\n"
     return prompts.load(
         "advisor_propose",
         context=research_state(ctx),
