@@ -53,6 +53,7 @@ class ExperimentRecord:
     # mean (negative is better when minimizing): what a move of its knobs did.
     base_sha: str | None = None
     delta: float | None = None
+    diff: str = ""  # the PR's diff as its host reported it (clipped), for the review
 
     @property
     def finished(self) -> bool:
@@ -216,6 +217,7 @@ def _record(store: Store, row: dict[str, Any]) -> ExperimentRecord:
         if last["log_tail"]:
             failure += "\n" + last["log_tail"][-600:]
     return ExperimentRecord(
+        diff=_latest_diff(store, row["id"]),
         number=row.get("pr_number"),
         title=row["title"],
         hypothesis=row.get("hypothesis") or "",
@@ -235,6 +237,22 @@ def _record(store: Store, row: dict[str, Any]) -> ExperimentRecord:
         base_sha=measured_on,
         delta=delta,
     )
+
+
+MAX_REVIEW_DIFF = 6000
+
+
+def _latest_diff(store: Store, experiment_id: int) -> str:
+    """The newest diff a host reported for the experiment (`JobResult.diff`), clipped."""
+    rows = store.query(
+        "SELECT result FROM jobs WHERE experiment_id = ? AND result IS NOT NULL ORDER BY id DESC",
+        (experiment_id,),
+    )
+    for row in rows:
+        diff = _json_dict(row["result"]).get("diff")
+        if isinstance(diff, str) and diff:
+            return _clip(diff, MAX_REVIEW_DIFF)
+    return ""
 
 
 def _baseline_values(store: Store, repo_id: int, base_sha: str | None) -> list[float]:

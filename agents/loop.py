@@ -13,7 +13,7 @@ from typing import Any
 
 from agents.advisor import Advisor, AdvisorError
 from agents.context import AdvisorContext, build_context
-from agents.proposals import propose_novel
+from agents.screens import audited, propose_novel
 from bot.engine import ACTIVE_STATES, Engine, Repo
 from bot.gate import GateDecision, decide
 from bot.store import now
@@ -117,7 +117,7 @@ class AdvisorLoop:
                 if total >= self.max_experiments:
                     return opened
             try:
-                # Novelty (agents/proposals.py, bot/novelty.py): a repeat goes back once.
+                # Novelty (agents.screens.py, bot/novelty.py): a repeat goes back once.
                 proposal = await propose_novel(
                     self.advisor,
                     self.context(repo),
@@ -217,6 +217,9 @@ class AdvisorLoop:
         return self._act(repo, exp, gate, review)
 
     def _act(self, repo: Repo, exp: dict[str, Any], gate: GateDecision, review: Any) -> str:
+        # Hypothesis-vs-diff audit (agents/screens.py, bot/audit.py): a diff that also
+        # touches what can move the metric goes back with the finding instead of merging.
+        review = audited(self.store, exp, gate, review)
         actor = "gate" if review.mode == "offline" else "advisor"
         with self.store.transaction():
             if gate.verdict == "merge" and review.verdict == "merge":

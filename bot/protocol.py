@@ -133,6 +133,11 @@ class RunResult:
         return _from_dict(cls, data)
 
 
+# Ends a `JobResult.diff` that was cut short or could not be made: the audit fails it.
+DIFF_INCOMPLETE = "[kohai: diff incomplete]"
+MAX_DIFF_CHARS = 200_000
+
+
 @dataclass
 class JobResult:
     status: JobStatus
@@ -143,6 +148,7 @@ class JobResult:
     reverted_files: list[str] = field(default_factory=list)
     cost_usd: float = 0.0  # LLM cost of implementing
     notes: str = ""
+    diff: str = ""  # the PR's diff (base...head), for the hypothesis-vs-diff audit (bot/audit.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

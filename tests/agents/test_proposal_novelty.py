@@ -9,7 +9,7 @@ from support.scripted_anthropic import ScriptedAnthropic, tool_use
 from agents.advisor import Proposal, make_advisor
 from agents.context import AdvisorContext, build_context
 from agents.offline.advisor import OfflineAdvisor
-from agents.proposals import propose_novel
+from agents.screens import propose_novel
 from bot.problem import Problem
 from bot.store import Store
 
