@@ -18,8 +18,10 @@ model of the history:
   units for a log range, one index for a short list of choices) up or down.
   With no evidence the step goes towards the middle of the declared range
   (for an optimum anywhere in the range, that side more often holds it); a side
-  measured worse at this incumbent sends the next move to the other side; both
-  sides measured worse make the half step next (refinement).
+  measured worse at this incumbent sends the next move to the other side; a
+  value measured better and still being confirmed holds the knob (other knobs
+  go first until it merges or closes); both sides measured worse make the half
+  step next (refinement).
 - **plateau**: after `plateau_after` closed experiments without a merge, moves
   double in size (the local neighbourhood is spent; look further), and again
   when every move of the current size has been tried.
@@ -225,6 +227,7 @@ def _knob_moves(
         u0 = 0.5
     tried = _tried_here(knob, incumbent, here, problem, noise)
     tried += _left_behind(knob, incumbent, history, problem, noise)
+    winning = any(g is not None and g > 0 and open_ for _, g, open_ in tried)
     step = STEP * WIDEN**level
     seen: set[str] = {repr(current)}
     moves: list[Move] = []
@@ -236,10 +239,14 @@ def _knob_moves(
             seen.add(repr(value))
             toward = (0.5 - u0) * direction > 0
             score = gain + bonus + (TOWARD_MIDDLE if toward else 0.0)
-            sides = [g for v, g in tried if g is not None and _side(knob, v, u0) == -direction]
+            if winning:
+                # A value of this knob is measured better and still being confirmed: moves
+                # around it wait (other knobs first) until it merges or closes.
+                score -= gain + 1.0
+            sides = [g for v, g, _ in tried if g is not None and _side(knob, v, u0) == -direction]
             if sides and min(sides) < 0:
                 score += OTHER_SIDE
-            same = [g for v, g in tried if g is not None and _side(knob, v, u0) == direction]
+            same = [g for v, g, _ in tried if g is not None and _side(knob, v, u0) == direction]
             if same and max(same) < 0:
                 score += SAME_SIDE
             moves.append(Move(knob.name, value, current, size, score, gain, toward, note))
@@ -266,9 +273,9 @@ def _tried_here(
     here: Sequence[ExperimentRecord],
     problem: Problem,
     noise: float,
-) -> list[tuple[Any, float | None]]:
-    """Values of this knob tried from the incumbent (other knobs as on it), with their gain."""
-    out: list[tuple[Any, float | None]] = []
+) -> list[tuple[Any, float | None, bool]]:
+    """Values of this knob tried from the incumbent (other knobs as on it): (value, gain, open)."""
+    out: list[tuple[Any, float | None, bool]] = []
     for record in here:
         if knob.name not in record.knobs:
             continue
@@ -280,7 +287,7 @@ def _tried_here(
             gain = (-record.delta if problem.minimize else record.delta) / noise
         elif record.finished or record.n_failed:
             gain = -1.0
-        out.append((record.knobs[knob.name], gain))
+        out.append((record.knobs[knob.name], gain, not record.finished))
     return out
 
 
@@ -290,13 +297,13 @@ def _left_behind(
     history: Sequence[ExperimentRecord],
     problem: Problem,
     noise: float,
-) -> list[tuple[Any, float | None]]:
+) -> list[tuple[Any, float | None, bool]]:
     """The value a merged one-knob move of this knob left behind: measured worse, so tried.
 
     The offline advisor's hypotheses name the value they move from ("the base has
     X = v"); without it, the step back to where the lab came from would look new.
     """
-    out: list[tuple[Any, float | None]] = []
+    out: list[tuple[Any, float | None, bool]] = []
     pattern = re.compile(rf"the base has {re.escape(knob.name)} = ([^)]+)\)")
     for record in history:
         if record.state != "merged" or list(record.knobs) != [knob.name]:
@@ -313,12 +320,12 @@ def _left_behind(
         gain = None
         if record.delta is not None:
             gain = (-record.delta if problem.minimize else record.delta) / noise
-        out.append((origin, -abs(gain) if gain is not None else -1.0))
+        out.append((origin, -abs(gain) if gain is not None else -1.0, False))
     return out
 
 
-def _is_tried(value: Any, tried: Sequence[tuple[Any, float | None]]) -> bool:
-    return any(_same(value, v) for v, _ in tried)
+def _is_tried(value: Any, tried: Sequence[tuple[Any, float | None, bool]]) -> bool:
+    return any(_same(value, v) for v, _, _ in tried)
 
 
 def _side(knob: Knob, value: Any, u0: float) -> int:

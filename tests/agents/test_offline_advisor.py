@@ -136,6 +136,19 @@ def test_a_side_measured_worse_sends_the_next_move_to_the_other(
     assert math.isclose(half, 1.778e-3, rel_tol=1e-3)
 
 
+def test_while_a_move_is_winning_the_next_goes_to_another_knob(
+    store: Store, repo_id: int, add_experiment, add_baseline
+) -> None:
+    """LR up measured far better and still confirming: not LR down, but the next knob."""
+    problem = charlm_problem()
+    set_base(store, repo_id, LEARNING_RATE=1e-3)
+    add_baseline([3.275, 3.287, 3.281])
+    add_experiment({"LEARNING_RATE": 0.003162}, [2.825], state="queued")
+    proposal = suggest(store, repo_id, problem)
+    assert "LEARNING_RATE" not in proposal.knobs
+    assert proposal.knobs == {"N_EMBD": 96}
+
+
 def test_a_merge_moves_the_incumbent(
     store: Store, repo_id: int, add_experiment, add_baseline
 ) -> None:
