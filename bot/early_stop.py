@@ -19,35 +19,45 @@ The cost is power: a late bloomer (worse early, better at the end) is stopped.
 That is why it is off by default, and the lab benchmark (`bench/lab.py`)
 reports both ways.
 
-Configured per problem as `[train] early_stop` in kohai.toml:
+Configured per problem as `[train] early_stop` in kohai.toml (parsed by
+`bot.problem` into `EarlyStop`, which `decide` takes as it is):
 
-    early_stop = { after = 0.3, band = 2.0, patience = 2 }   # or true / false
+    early_stop = { after = 0.3, band = 3 }   # or true / false
 
-Pure and standard-library only: the harness on a GPU host calls it.
+`stop_rule` turns it into the harness's `StopRule`: a function of the run's
+curve so far and the fraction of the budget used, answering the reason to stop
+or None. Pure and standard-library only: the harness on a GPU host calls it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 Point = Sequence[float]  # [x, value]: x a budget fraction or a step, as the baseline's are
 
 DEFAULT_AFTER = 0.3
-DEFAULT_BAND = 2.0
+DEFAULT_BAND = 3.0  # as `bot.problem.EarlyStop`
 DEFAULT_PATIENCE = 2
 MIN_BAND_REL = 0.002  # the band is at least 0.2 % of the baseline mean
 
 
-class EarlyStopConfigError(ValueError):
-    """`[train] early_stop` cannot be used; the message names the field."""
+class StopConfig(Protocol):
+    """What `decide` reads of a config: `bot.problem.EarlyStop` or `EarlyStopConfig`.
+
+    `enabled` (default True: an `EarlyStop` exists only when declared) and
+    `patience` (default DEFAULT_PATIENCE) are read when present.
+    """
+
+    after_fraction: float
+    band: float
 
 
 @dataclass(frozen=True)
 class EarlyStopConfig:
-    """`[train] early_stop`: off by default until a lab chooses the trade of power for GPU-hours."""
+    """A full config for tests and the benchmark; off by default like `[train] early_stop`."""
 
     enabled: bool = False
     after_fraction: float = DEFAULT_AFTER
@@ -68,41 +78,11 @@ class StopDecision:
     n_baseline: int = 0
 
 
-def parse_config(value: Any) -> EarlyStopConfig:
-    """`[train] early_stop` as TOML gives it: absent, a boolean, or a table."""
-    if value is None or value is False:
-        return EarlyStopConfig()
-    if value is True:
-        return EarlyStopConfig(enabled=True)
-    if not isinstance(value, dict):
-        raise EarlyStopConfigError(
-            f"train.early_stop: expected true, false or a table, got {value!r}"
-        )
-    unknown = set(value) - {"enabled", "after", "band", "patience"}
-    if unknown:
-        raise EarlyStopConfigError(f"train.early_stop: unknown keys {sorted(unknown)}")
-    enabled = value.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise EarlyStopConfigError(f"train.early_stop.enabled: expected a boolean, got {enabled!r}")
-    after = _number(value.get("after", DEFAULT_AFTER), "after")
-    band = _number(value.get("band", DEFAULT_BAND), "band")
-    patience = value.get("patience", DEFAULT_PATIENCE)
-    if not 0.0 <= after < 1.0:
-        raise EarlyStopConfigError(f"train.early_stop.after: a fraction in [0, 1), got {after!r}")
-    if band <= 0:
-        raise EarlyStopConfigError(f"train.early_stop.band: must be positive, got {band!r}")
-    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-        raise EarlyStopConfigError(
-            f"train.early_stop.patience: a positive integer, got {patience!r}"
-        )
-    return EarlyStopConfig(enabled, after, band, patience)
-
-
 def decide(
     run: Sequence[Point],
     baselines: Sequence[Sequence[Point]],
     fraction_used: float,
-    config: EarlyStopConfig,
+    config: StopConfig,
     *,
     minimize: bool = True,
     metric: str = "metric",
@@ -113,7 +93,8 @@ def decide(
     budget fraction or a step; the same unit on both sides); non-finite values
     are dropped. `fraction_used` is the run's elapsed share of its budget.
     """
-    if not config.enabled:
+    patience = max(1, int(getattr(config, "patience", DEFAULT_PATIENCE)))
+    if not getattr(config, "enabled", True):
         return StopDecision(False, "early stopping is off")
     if fraction_used < config.after_fraction:
         return StopDecision(
@@ -123,10 +104,10 @@ def decide(
     curves = [c for c in (_clean(b) for b in baselines) if len(c) >= 2]
     if len(curves) < 2:
         return StopDecision(False, "fewer than two baseline curves: no noise band")
-    if len(points) < config.patience:
-        return StopDecision(False, f"fewer than {config.patience} progress points")
+    if len(points) < patience:
+        return StopDecision(False, f"fewer than {patience} progress points")
     checked: StopDecision | None = None
-    for x, value in points[-config.patience :]:
+    for x, value in points[-patience:]:
         at_x = [v for v in (_interpolate(c, x) for c in curves) if v is not None]
         if len(at_x) < 2:
             return StopDecision(False, f"fewer than two baseline seeds reach {x:g}", at=x)
@@ -149,17 +130,33 @@ def decide(
             f"stopped early at {fraction_used:.0%} of the budget: {metric} {value:.4g} at {x:g} "
             f"trails the baseline's {mean:.4g} ± {std:.2g} ({len(at_x)} seeds) by {behind:.3g}, "
             f"more than the band {config.band:g} × std = {band:.2g}, for the last "
-            f"{config.patience} point(s)",
+            f"{patience} point(s)",
             **numbers,
         )
     assert checked is not None
     return checked
 
 
-def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise EarlyStopConfigError(f"train.early_stop.{name}: expected a number, got {value!r}")
-    return float(value)
+def stop_rule(
+    baselines: Sequence[Sequence[Point]],
+    config: StopConfig,
+    *,
+    minimize: bool = True,
+    metric: str = "train_loss",
+) -> Callable[[list[list[float]], float], str | None]:
+    """The harness's `StopRule` for one run: its reason to stop, or None to go on.
+
+    `baselines` are the current base's baseline curves (`runs.curve`, one per
+    seed) in the run's unit; the progress curve is a loss, so lower is better
+    unless told otherwise.
+    """
+    curves = [list(c) for c in baselines]
+
+    def rule(curve: list[list[float]], fraction_used: float) -> str | None:
+        decision = decide(curve, curves, fraction_used, config, minimize=minimize, metric=metric)
+        return decision.reason if decision.stop else None
+
+    return rule
 
 
 def _clean(curve: Sequence[Point]) -> list[tuple[float, float]]:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bot.early_stop import EarlyStopConfig, EarlyStopConfigError, decide, parse_config
+from bot.early_stop import EarlyStopConfig, decide, stop_rule
 
 XS = [i / 20 for i in range(1, 21)]  # progress points at 5 %, 10 %, ... of the budget
 ON = EarlyStopConfig(enabled=True, after_fraction=0.3, band=2.0, patience=2)
@@ -128,35 +128,15 @@ def test_malformed_points_do_not_crash() -> None:
     assert decide(run, BASELINES, 0.5, ON).stop
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (None, EarlyStopConfig()),
-        (False, EarlyStopConfig()),
-        (True, EarlyStopConfig(enabled=True)),
-        ({"after": 0.5, "band": 3}, EarlyStopConfig(True, 0.5, 3.0, 2)),
-        ({"enabled": False, "patience": 4}, EarlyStopConfig(False, 0.3, 2.0, 4)),
-    ],
-)
-def test_parse_config(value, expected) -> None:
-    assert parse_config(value) == expected
+def test_the_problem_config_and_the_harness_rule() -> None:
+    """`bot.problem.EarlyStop` as the harness gets it, through `stop_rule`'s StopRule shape."""
+    from bot.problem import loads_problem
 
-
-@pytest.mark.parametrize(
-    ("value", "field"),
-    [
-        ("yes", "expected true, false or a table"),
-        ({"after": 1.0}, "after"),
-        ({"after": -0.1}, "after"),
-        ({"band": 0}, "band"),
-        ({"band": float("inf")}, "band"),
-        ({"band": True}, "band"),
-        ({"patience": 0}, "patience"),
-        ({"patience": 1.5}, "patience"),
-        ({"enabled": "true"}, "enabled"),
-        ({"afetr": 0.3}, "unknown keys"),
-    ],
-)
-def test_parse_config_refuses(value, field) -> None:
-    with pytest.raises(EarlyStopConfigError, match=field):
-        parse_config(value)
+    problem = loads_problem("[train]\nearly_stop = { after = 0.3, band = 2 }\n")
+    assert problem.early_stop is not None
+    rule = stop_rule(BASELINES, problem.early_stop)
+    reason = rule(curve(0.5, 0.5), 0.5)
+    assert reason is not None and reason.startswith("stopped early at 50% of the budget")
+    assert "train_loss" in reason
+    assert rule(curve(0.0, 0.5), 0.5) is None
+    assert rule(curve(0.5, 0.2), 0.2) is None  # before `after`
