@@ -49,9 +49,12 @@ class ExperimentRecord:
     n_failed: int = 0
     failure: str = ""  # reason and log tail of the last failed seed
     feedback: str = ""
-    # The base of its latest measurement, and its mean minus that base's baseline
-    # mean (negative is better when minimizing): what a move of its knobs did.
+    head_sha: str | None = None  # the commit last measured, and the base it was measured on
     base_sha: str | None = None
+    seeds: list[dict[str, Any]] = field(default_factory=list)  # seed, status, metric, reason
+    curve: list[list[float]] = field(default_factory=list)  # the last ok seed's training curve
+    # Its mean minus the baseline mean of the base it was measured on (negative is
+    # better when minimizing): what a move of its knobs did.
     delta: float | None = None
     diff: str = ""  # the PR's diff as its host reported it (clipped), for the review
 
@@ -81,6 +84,7 @@ class AdvisorContext:
     baseline_n: int = 0
     repo: str = ""
     base_sha: str | None = None
+    baseline_curve: list[list[float]] = field(default_factory=list)
     base_files: dict[str, str] = field(default_factory=dict)  # editable files at base_sha
     sent_back: str = ""  # why the advisor's last proposal came back (bot.novelty), if it did
 
@@ -181,6 +185,13 @@ def build_context(
         base_files={
             str(k): v for k, v in _json_dict(repo.get("base_files")).items() if isinstance(v, str)
         },
+        baseline_curve=_last_curve(
+            store.query(
+                "SELECT curve FROM runs WHERE repo_id = ? AND kind = 'baseline' AND status = 'ok' "
+                "AND base_sha IS ? ORDER BY id",
+                (repo_id, base_sha),
+            )
+        ),
     )
 
 
@@ -234,9 +245,26 @@ def _record(store: Store, row: dict[str, Any]) -> ExperimentRecord:
         n_failed=len(failed),
         failure=failure,
         feedback=row.get("feedback") or "",
-        base_sha=measured_on,
+        head_sha=runs[-1]["commit_sha"] if runs else row.get("head_sha"),
+        base_sha=runs[-1]["base_sha"] if runs else None,
+        seeds=[
+            {"seed": r["seed"], "status": r["status"], "metric": r["metric"], "reason": r["reason"]}
+            for r in runs
+        ],
+        curve=_last_curve(runs),
         delta=delta,
     )
+
+
+def _last_curve(runs: list[dict[str, Any]]) -> list[list[float]]:
+    for run in reversed(runs):
+        try:
+            curve = json.loads(run.get("curve") or "[]")
+        except ValueError:
+            continue
+        if curve:
+            return curve
+    return []
 
 
 MAX_REVIEW_DIFF = 6000

@@ -13,15 +13,20 @@ from typing import Any
 
 from agents.advisor import Advisor, AdvisorError
 from agents.context import AdvisorContext, build_context
-from agents.screens import audited, propose_novel
+from agents.screens import propose_novel
 from bot.engine import ACTIVE_STATES, Engine, Repo
-from bot.gate import GateDecision, decide
+from bot.review import Ask, Opinion, Reviewer
 from bot.store import now
 
 log = logging.getLogger("kohai.advisor")
 
 STUDENT_SEEN_S = 120.0
-MAX_CHANGE_ROUNDS = 2
+MAX_ADVISOR_FAILURES = 3  # then the gate alone decides the review
+
+
+def advisor_backoff_s(failures: int, start_s: float = 5.0, cap_s: float = 600.0) -> float:
+    """How long to wait after the `failures`-th failure in a row: 5 s doubling, capped."""
+    return min(cap_s, start_s * 2 ** max(0, failures - 1))
 
 
 class AdvisorLoop:
@@ -42,6 +47,9 @@ class AdvisorLoop:
         self.plateau_after = plateau_after
         self.max_experiments = max_experiments
         self.propose_enabled = propose
+        self.reviewer = Reviewer(engine, alpha=alpha)
+        self._propose_failures = 0
+        self._propose_retry_at = 0.0
 
     async def step(self) -> None:
         await self.review_pending()
@@ -60,6 +68,32 @@ class AdvisorLoop:
             (row or {}).get("problem_toml") or "",
             self.plateau_after,
         )
+
+    def _record_failed_call(self, action: str, exp_id: int | None, exc: Exception) -> None:
+        """A failed model call is still a call: counted, with whatever it cost.
+
+        A malformed answer carries its paid call (`exc.call`); other errors may
+        carry `cost_usd` and token counts themselves.
+        """
+        call = getattr(exc, "call", None)
+        usage = getattr(call, "usage", None)
+        with self.store.transaction():
+            self.store.insert(
+                "advisor_calls",
+                {
+                    "action": action,
+                    "experiment_id": exp_id,
+                    "model": getattr(call, "model", "") or getattr(exc, "model", "") or "",
+                    "input_tokens": getattr(usage, "input_tokens", 0)
+                    or getattr(exc, "input_tokens", 0),
+                    "output_tokens": getattr(usage, "output_tokens", 0)
+                    or getattr(exc, "output_tokens", 0),
+                    "cache_read_tokens": getattr(usage, "cache_read_tokens", 0),
+                    "cost_usd": getattr(call, "cost_usd", 0.0) or getattr(exc, "cost_usd", 0.0),
+                    "error": f"{type(exc).__name__}: {exc}"[:500],
+                    "created_at": now(),
+                },
+            )
 
     def _record_call(self, action: str, exp_id: int | None, answer: Any) -> None:
         with self.store.transaction():
@@ -116,8 +150,10 @@ class AdvisorLoop:
                 )["n"]
                 if total >= self.max_experiments:
                     return opened
+            if now() < self._propose_retry_at:
+                return opened
             try:
-                # Novelty (agents.screens.py, bot/novelty.py): a repeat goes back once.
+                # Novelty (agents/screens.py, bot/novelty.py): a repeat goes back once.
                 proposal = await propose_novel(
                     self.advisor,
                     self.context(repo),
@@ -125,8 +161,12 @@ class AdvisorLoop:
                     on_call=lambda answer: self._record_call("propose", None, answer),
                 )
             except AdvisorError as exc:
+                self._record_failed_call("propose", None, exc)
+                self._propose_failures += 1
+                self._propose_retry_at = now() + advisor_backoff_s(self._propose_failures)
                 log.warning("advisor could not propose for %s: %s", student, exc)
                 return opened
+            self._propose_failures = 0
             if proposal is None:  # a repeat that did not say what is different
                 continue
             hypothesis = proposal.hypothesis.strip()
@@ -147,124 +187,39 @@ class AdvisorLoop:
     # ------------------------------------------------------------- review
 
     async def review_pending(self) -> int:
-        rows = self.store.query(
-            "SELECT * FROM experiments WHERE state = 'review' AND review_requested = 1 ORDER BY id"
-        )
+        """Review what is due; the bot (`bot.review`) decides, the advisor gives its opinion."""
+        rows = self.reviewer.due()
         for exp in rows:
-            try:
-                await self.review_one(exp)
-            except AdvisorError as exc:
-                log.warning("advisor review of experiment %s failed: %s", exp["id"], exc)
+            await self.review_one(exp)
         return len(rows)
 
-    def _candidate(self, exp: dict[str, Any], base_sha: str | None) -> list[float | None]:
-        rows = self.store.query(
-            "SELECT metric, status FROM runs WHERE experiment_id = ? AND kind = 'candidate' "
-            "AND commit_sha IS ? AND base_sha IS ? ORDER BY id",
-            (exp["id"], exp["head_sha"], base_sha),
-        )
-        return [r["metric"] if r["status"] == "ok" else None for r in rows]
-
     async def review_one(self, exp: dict[str, Any]) -> str:
-        repo = self.engine.repo_by_id(exp["repo_id"])
-        problem = repo.problem
-        with self.store.transaction():
-            self.store.update("experiments", exp["id"], {"review_requested": 0})
-        if exp["hold"]:
-            return "held"
-        if (
-            exp["implemented"]
-            and exp["base_sha"]
-            and repo.base_sha
-            and exp["base_sha"] != repo.base_sha
-        ):
-            with self.store.transaction():
-                self.engine.decide(
-                    exp["id"],
-                    "rerun",
-                    "gate",
-                    f"Measured on base `{exp['base_sha'][:10]}`; the base is now `{repo.base_sha[:10]}`. "
-                    "Re-running on the new base before any decision.",
-                )
-                self.engine.queue_experiment_job(repo, exp, seeds=list(range(problem.seeds)))
-            return "rerun"
-        candidate = self._candidate(exp, exp["base_sha"])
-        gate = decide(
-            candidate,
-            self.engine.baseline_values(repo),
-            minimize=problem.minimize,
-            confirm_seeds=problem.confirm_seeds,
-            baseline_seeds=problem.baseline_seeds,
-            alpha=self.alpha,
-        )
-        if gate.verdict == "wait":
-            with self.store.transaction():
-                self.engine.refresh_status(repo, exp["id"], phase_note="waiting for the baseline")
-            return "wait"
-        if gate.verdict == "confirm":
-            with self.store.transaction():
-                self.engine.decide(exp["id"], "confirm", "gate", gate.rationale, gate.stats())
-                self.engine.queue_experiment_job(
-                    repo, exp, seeds=self.engine.next_seeds(exp, gate.seeds_needed)
-                )
-            return "confirm"
-        ctx = self.context(repo)
+        ask = self.reviewer.begin(exp)
+        if not isinstance(ask, Ask):
+            return ask
+        opinion: Opinion | None = None
+        ctx = self.context(ask.repo)
         record = next((r for r in ctx.history if r.id == exp["id"]), None)
-        if record is None:
-            return "missing"
-        review = await self.advisor.review(ctx, record, gate)
-        self._record_call("review", exp["id"], review)
-        return self._act(repo, exp, gate, review)
-
-    def _act(self, repo: Repo, exp: dict[str, Any], gate: GateDecision, review: Any) -> str:
-        # Hypothesis-vs-diff audit (agents/screens.py, bot/audit.py): a diff that also
-        # touches what can move the metric goes back with the finding instead of merging.
-        review = audited(self.store, exp, gate, review)
-        actor = "gate" if review.mode == "offline" else "advisor"
-        with self.store.transaction():
-            if gate.verdict == "merge" and review.verdict == "merge":
-                rationale = gate.rationale
-                if actor == "advisor" and review.rationale:
-                    rationale += f"\n\nAdvisor: {review.rationale}"
-                decision_id = self.engine.decide(exp["id"], "merge", actor, rationale, gate.stats())
-                self._comment(repo, exp, decision_id, "Merging", rationale)
-                self.engine.merge(repo, exp, title=exp["title"])
-                return "merge"
-            rounds = self.store.one(
-                "SELECT COUNT(*) AS n FROM decisions WHERE experiment_id = ? AND verdict = 'changes'",
-                (exp["id"],),
-            )["n"]
-            if review.verdict == "changes" and rounds < MAX_CHANGE_ROUNDS:
-                rationale = f"{gate.rationale}\n\nAdvisor: {review.rationale}"
-                decision_id = self.engine.decide(
-                    exp["id"], "changes", actor, rationale, gate.stats()
+        if record is not None:
+            try:
+                review = await self.advisor.review(ctx, record, ask.gate)
+            except Exception as exc:  # noqa: BLE001 - any failure is counted and backed off
+                self._record_failed_call("review", exp["id"], exc)
+                failures = self.reviewer.advisor_failed(
+                    exp, str(exc), advisor_backoff_s(exp.get("advisor_failures", 0) + 1)
                 )
-                self._comment(
-                    repo, exp, decision_id, "Changes requested", f"{rationale}\n\n{review.feedback}"
+                log.warning(
+                    "advisor review of experiment %s failed (%d): %s", exp["id"], failures, exc
                 )
-                self.store.update(
-                    "experiments", exp["id"], {"feedback": review.feedback or review.rationale}
-                )
-                fresh = self.store.one("SELECT * FROM experiments WHERE id = ?", (exp["id"],))
-                self.engine.queue_experiment_job(repo, fresh, seeds=list(range(repo.problem.seeds)))
-                return "changes"
-            rationale = gate.rationale
-            if actor == "advisor" and review.rationale:
-                rationale += f"\n\nAdvisor: {review.rationale}"
-            self._comment(repo, exp, None, "Closing", rationale)
-            self.engine.finish(repo, exp, "closed", actor=actor, rationale=rationale)
-            self.engine._write(repo, "close", number=exp["pr_number"])
-            return "close"
-
-    def _comment(
-        self, repo: Repo, exp: dict[str, Any], decision_id: int | None, heading: str, text: str
-    ) -> None:
-        key = decision_id or f"close-{exp['id']}"
-        self.engine._write(
-            repo,
-            "comment",
-            number=exp["pr_number"],
-            kind="decision",
-            key=str(key),
-            body=f"### {heading}\n\n{text}",
-        )
+                if failures < MAX_ADVISOR_FAILURES:
+                    return "advisor-failed"
+                # After N failures the gate alone decides.
+                return self.reviewer.conclude(ask, None)
+            self._record_call("review", exp["id"], review)
+            opinion = Opinion(
+                verdict=review.verdict,
+                rationale=review.rationale,
+                feedback=review.feedback,
+                by="gate" if review.mode == "offline" else "advisor",
+            )
+        return self.reviewer.conclude(ask, opinion)

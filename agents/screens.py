@@ -1,13 +1,13 @@
-"""The bot's screens between the advisor's answers and the lab.
+"""The bot's screen between the advisor's proposals and the lab.
+
+(The other screen, the hypothesis-vs-diff audit before a merge, is in
+`bot.review.Reviewer.conclude`, through `bot.audit`.)
 
 - `propose_novel` is what the advisor loop calls instead of `advisor.propose`:
   it asks, screens the answer against the notebook (`bot.novelty`), sends a
   repeat back once with the earlier PR named, and returns the proposal to open
   (with the repeat and what is different in its hypothesis, for the PR) or None
   when the advisor insisted on a repeat without saying what is different.
-- `audited` runs the hypothesis-vs-diff audit (`bot.audit`) on a result the
-  gate and the review would merge, and turns a failed audit into "changes" with
-  the finding: the PR goes back instead of merging.
 """
 
 from __future__ import annotations
@@ -15,16 +15,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
 
-from agents.advisor import Advisor, Proposal, Review
+from agents.advisor import Advisor, Proposal
 from agents.context import AdvisorContext, ExperimentRecord
-from bot.audit import audit_experiment
-from bot.gate import GateDecision
 from bot.novelty import Prior, Screen, screen
-
-if TYPE_CHECKING:
-    from bot.store import Store
 
 log = logging.getLogger("kohai.advisor")
 
@@ -80,19 +74,3 @@ async def propose_novel(
     if second.note:
         return replace(proposal, hypothesis=f"{proposal.hypothesis.rstrip()}\n\n{second.note}")
     return proposal
-
-
-def audited(store: Store, experiment: dict[str, Any], gate: GateDecision, review: Review) -> Review:
-    """The review, or "changes" with the audit's findings when a merge would pass a bad diff.
-
-    Only a result about to merge is audited (the audit can stop a merge, never
-    cause one). With no diff reported (an older host) the review stands.
-    """
-    if gate.verdict != "merge" or review.verdict != "merge":
-        return review
-    audit = audit_experiment(store, experiment)
-    if audit is None or audit.passed:
-        return review
-    log.info("experiment %s failed the audit: %s", experiment["id"], audit.summary())
-    finding = audit.summary()
-    return replace(review, verdict="changes", rationale=finding, feedback=finding)

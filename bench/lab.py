@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         for i in range(args.labs)
     ]
-    early = EarlyStopConfig(enabled=True, after_fraction=0.3, band=2.0, patience=2)
+    early = EarlyStopConfig(enabled=True)  # `early_stop = true`: after 0.3, band 3, patience 2
     policies = [
         ("greedy keep-if-better, 1 run (autoresearch)", lambda lab: greedy(lab, args.gpu_hours)),
         ("random search, keep best (sweep)", lambda lab: random_search(lab, args.gpu_hours)),

@@ -23,7 +23,8 @@ anything; the identifier must be named. A change to a file outside the
 editable list, and a diff too large to have been read whole, are findings too.
 
 Pure: text in, findings out. `audit_experiment` is the one edge, reading the
-diff the host reported with the experiment's latest results.
+diff the host reported with the experiment's latest results; `failed_audit` is
+what the reviewer (`bot.review.Reviewer.conclude`) calls before a merge.
 """
 
 from __future__ import annotations
@@ -197,6 +198,21 @@ def audit_experiment(store: Store, experiment: dict[str, Any]) -> Audit | None:
                 editable = None
         return audit_diff(result["diff"], experiment.get("hypothesis") or "", editable=editable)
     return None
+
+
+def failed_audit(
+    store: Store, experiment: dict[str, Any], gate_verdict: str, opinion: str | None
+) -> Audit | None:
+    """The failed audit that stops a merge about to happen, else None.
+
+    Only a result the gate and the opinion would merge is audited: the audit can
+    stop a merge, never cause one. With no diff reported (an older host) it
+    passes, as before the audit existed.
+    """
+    if gate_verdict != "merge" or opinion in ("close", "changes"):
+        return None
+    audit = audit_experiment(store, experiment)
+    return audit if audit is not None and not audit.passed else None
 
 
 def _path_of(header: str) -> str:

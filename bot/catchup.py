@@ -5,11 +5,19 @@ GitHub keeps a log of every webhook delivery it attempted for the App
 bot was down, those attempts failed (status code 0 or >= 400); on start-up we
 ask GitHub to redeliver each such delivery that never arrived, and the inbox
 (which is keyed by delivery guid) drops anything that arrives twice.
+
+Catch-up runs at start-up and every few minutes after (a delivery GitHub
+failed to hand over while the bot was up, or a redelivery GitHub refused
+under a rate limit, is asked for again on the next pass). GitHub's
+`delivered_at` has whole seconds, so the cut-off is widened to the whole
+second before `since`: a delivery that failed in the same second as the last
+one stored is never skipped (the inbox drops what it already holds).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -32,6 +40,11 @@ def delivery_ok(delivery: Mapping[str, Any]) -> bool:
     return 200 <= code < 300 and str(delivery.get("status", "OK")).upper() == "OK"
 
 
+def cutoff(since: float) -> float:
+    """The earliest `delivered_at` still considered: whole seconds, one second of slack."""
+    return float(math.floor(since) - 1)
+
+
 def select_redeliveries(
     deliveries: Iterable[Mapping[str, Any]],
     since: float | None,
@@ -52,7 +65,7 @@ def select_redeliveries(
     for guid, tries in attempts.items():
         if any(delivery_ok(t) for t in tries) or known(guid):
             continue
-        failed = [t for t in tries if since is None or delivered_at_epoch(t) >= since]
+        failed = [t for t in tries if since is None or delivered_at_epoch(t) >= cutoff(since)]
         if failed:
             chosen.append(max(failed, key=delivered_at_epoch))
     return sorted(chosen, key=delivered_at_epoch)
@@ -64,11 +77,12 @@ async def catch_up(
     *,
     known_delivery_ids: set[str] | Callable[[str], bool],
     max_pages: int = 5,
+    refused: list[str] | None = None,
 ) -> list[str]:
     """Ask GitHub to redeliver what failed since `since`; returns the guids asked for.
 
-    A delivery GitHub will no longer redeliver (too old, or gone) is logged
-    and skipped: catching up is best effort and must not stop start-up.
+    A delivery GitHub refuses to redeliver now (rate limit, gone) is logged,
+    added to `refused`, and skipped: the next pass asks again.
     """
     known = (
         known_delivery_ids.__contains__
@@ -84,6 +98,8 @@ async def catch_up(
             log.warning(
                 "could not redeliver %s (%s): %s", delivery.get("guid"), delivery["id"], exc
             )
+            if refused is not None:
+                refused.append(str(delivery.get("guid")))
             continue
         asked.append(str(delivery["guid"]))
     if asked:

@@ -8,6 +8,7 @@ I/O happens in the workers around it (`bot.workers`, `bot.outbox`).
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 
 from bot import intents as i
 from bot import labels as lab
+from bot import lifecycle
 from bot.bus import Bus
 from bot.comments import status_comment
 from bot.events import Event
@@ -23,9 +25,12 @@ from bot.router import ExperimentView, RouteState
 from bot.store import Store, dumps, now
 from bot.writes import enqueue
 
+log = logging.getLogger("kohai.engine")
+
 HUMAN_PRIORITY = 10
 ADVISOR_PRIORITY = 0
 BASELINE_PRIORITY = 20
+BASE_MOVED = "the base moved since the candidate was measured"
 ACTIVE_STATES = ("proposed", "queued", "implementing", "training")
 OPEN_STATES = (*ACTIVE_STATES, "review")
 
@@ -277,6 +282,17 @@ class Engine:
             self.mark_base_stale(repo)
         return state
 
+    def _on_Reopen(self, intent: i.Reopen, event: Event, repo: Repo | None) -> str:
+        exp = self._exp(repo, intent.number)
+        if exp is None or repo is None:
+            return "no experiment"
+        if not self.move(repo, exp, "reopen", f"human:{intent.actor}"):
+            return f"reopen refused in state {exp['state']}"
+        self.decide(exp["id"], "reopen", f"human:{intent.actor}", f"reopened by @{intent.actor}")
+        self.store.update("experiments", exp["id"], {"review_requested": 1, "updated_at": now()})
+        self.refresh_status(repo, exp["id"], phase_note="reopened; the gate looks again")
+        return "reopened"
+
     def _on_HeadMoved(self, intent: i.HeadMoved, event: Event, repo: Repo | None) -> str:
         exp = self._exp(repo, intent.number)
         if exp is None:
@@ -335,9 +351,17 @@ class Engine:
             f"human:{intent.actor}",
             f"/rerun with {seeds} seed(s) by @{intent.actor}",
         )
-        self.queue_experiment_job(
-            repo, exp, seeds=self.next_seeds(exp, seeds), priority=HUMAN_PRIORITY
+        job_id = self.queue_experiment_job(
+            repo,
+            exp,
+            seeds=self.next_seeds(exp, seeds),
+            priority=HUMAN_PRIORITY,
+            actor=f"human:{intent.actor}",
+            requested_by=intent.actor,
         )
+        if job_id is None:
+            self._reply(repo, exp, event, "refused", f"This experiment is {exp['state']}.")
+            return "rerun refused"
         return f"rerun with {seeds} seeds"
 
     def _reply(self, repo: Repo, exp: dict[str, Any], event: Event, key: str, body: str) -> None:
@@ -386,6 +410,13 @@ class Engine:
             self.store.update("experiments", exp["id"], {"hold": 1})
             self._write(repo, "add_labels", number=exp["pr_number"], labels=["hold"])
         self.decide(exp["id"], "stop", f"human:{intent.actor}", f"stopped by @{intent.actor}")
+        running = self.store.one(
+            "SELECT id FROM jobs WHERE experiment_id = ? AND state = 'leased'", (exp["id"],)
+        )
+        if not running and exp["state"] == "queued":
+            # Nothing was running: the held PR waits in review (a running job gets there
+            # when its host reports it cancelled).
+            self.move(repo, exp, "stop", f"human:{intent.actor}")
         self.refresh_status(repo, exp["id"])
         return "stopped"
 
@@ -414,13 +445,15 @@ class Engine:
         exp = self._exp(repo, intent.number)
         if exp is None or repo is None:
             return "no experiment"
-        self.finish(
+        if not self.finish(
             repo,
             exp,
             "closed",
             actor=f"human:{intent.actor}",
             rationale=f"/close by @{intent.actor}",
-        )
+        ):
+            self._reply(repo, exp, event, "close-refused", f"This experiment is {exp['state']}.")
+            return "close refused"
         self._write(repo, "close", number=exp["pr_number"])
         return "closed"
 
@@ -487,11 +520,39 @@ class Engine:
         self._publish("experiment", id=exp_id)
         return exp_id
 
-    def set_state(self, repo: Repo, exp: dict[str, Any], state: str) -> None:
+    def move(self, repo: Repo, exp: dict[str, Any], event: str, actor: str) -> bool:
+        """Change the experiment's state through the lifecycle table; False when refused.
+
+        A refused move is logged (with the table's reason) and the state stays
+        as it is: the caller goes on without the change.
+        """
+        current = self.store.one("SELECT state FROM experiments WHERE id = ?", (exp["id"],))
+        if current is not None:
+            exp["state"] = current["state"]
+        move = lifecycle.transition(exp["state"], event, lifecycle.actor_kind(actor))
+        if not move.allowed:
+            log.warning(
+                "experiment %s: refused %s by %s in state %s: %s",
+                exp["id"],
+                event,
+                actor,
+                exp["state"],
+                move.reason,
+            )
+            return False
+        self._set_state(repo, exp, move.to)
+        return True
+
+    def _set_state(self, repo: Repo, exp: dict[str, Any], state: str) -> None:
         old = exp["state"]
         if old == state:
             return
-        self.store.update("experiments", exp["id"], {"state": state, "updated_at": now()})
+        values: dict[str, Any] = {"state": state, "updated_at": now()}
+        if state in lifecycle.FINAL_STATES:
+            values |= {"outcome": state, "review_requested": 0}
+        elif old in lifecycle.FINAL_STATES:
+            values["outcome"] = None
+        self.store.update("experiments", exp["id"], values)
         old_label, new_label = lab.status_label(old), lab.status_label(state)
         if exp["pr_number"] and old_label != new_label:
             if old_label:
@@ -523,29 +584,51 @@ class Engine:
 
     def finish(
         self, repo: Repo, exp: dict[str, Any], state: str, *, actor: str, rationale: str
-    ) -> None:
-        """An experiment reaches merged or closed: record why, cancel its work."""
-        self.store.execute(
-            "UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE experiment_id = ? AND state = 'queued'",
-            (now(), exp["id"]),
-        )
+    ) -> bool:
+        """An experiment reaches merged or closed: record why, cancel its work.
+
+        False (and nothing changed) when the lifecycle refuses it: a late
+        verdict on an experiment that is already final.
+        """
+        event = "merged" if state == "merged" else "close"
+        if not self.move(repo, exp, event, actor):
+            return False
+        self.cancel_queued_jobs(repo, exp, f"the experiment was {state}: {rationale}")
         self.store.execute(
             "UPDATE jobs SET cancel = 1 WHERE experiment_id = ? AND state = 'leased'", (exp["id"],)
         )
-        old_label = lab.status_label(exp["state"])
-        self.store.update(
-            "experiments",
-            exp["id"],
-            {"state": state, "outcome": state, "review_requested": 0, "updated_at": now()},
-        )
-        if exp["pr_number"] and old_label:
-            self._write(repo, "remove_label", number=exp["pr_number"], label=old_label)
-        exp["state"] = state
         self.decide(exp["id"], "merge" if state == "merged" else "close", actor, rationale)
         self.refresh_status(repo, exp["id"])
-        self._publish("experiment", id=exp["id"], state=state)
+        return True
 
-    def merge(self, repo: Repo, exp: dict[str, Any], *, title: str) -> None:
+    def cancel_queued_jobs(self, repo: Repo, exp: dict[str, Any], why: str) -> int:
+        """Cancel the experiment's queued jobs; a command that queued one hears why.
+
+        A command accepted on a PR is carried out or answered, never dropped.
+        """
+        rows = self.store.query(
+            "SELECT id, payload FROM jobs WHERE experiment_id = ? AND state = 'queued'",
+            (exp["id"],),
+        )
+        for row in rows:
+            self.store.update("jobs", row["id"], {"state": "cancelled", "updated_at": now()})
+            requested = json.loads(row["payload"] or "{}").get("requested_by")
+            if requested and exp["pr_number"]:
+                self._write(
+                    repo,
+                    "comment",
+                    number=exp["pr_number"],
+                    kind="reply",
+                    key=f"job-cancelled:{row['id']}",
+                    body=f"@{requested}: the job your command queued (job {row['id']}) will not "
+                    f"run: {why}",
+                )
+        return len(rows)
+
+    def merge(
+        self, repo: Repo, exp: dict[str, Any], *, title: str, check_base: bool = True
+    ) -> None:
+        """Queue the merge; with `check_base` it lands only if the base is still the measured one."""
         self._write(repo, "mark_ready", number=exp["pr_number"])
         self._write(
             repo,
@@ -555,6 +638,36 @@ class Engine:
             method="squash",
             title=title,
             experiment_id=exp["id"],
+            base=repo.default_branch,
+            base_sha=exp["base_sha"] if check_base else None,
+        )
+
+    def merge_in_flight(self, repo: Repo) -> bool:
+        """A merge is queued for this repository, or the base it made is not synced yet.
+
+        Merges are serialized per repository: the next candidate is decided
+        only on a base the bot has read back after the previous merge.
+        """
+        pending = self.store.one(
+            "SELECT id FROM outbox WHERE repo = ? AND op = 'merge' AND state = 'pending'",
+            (repo.full_name,),
+        )
+        synced = self.store.one("SELECT synced_at FROM repos WHERE id = ?", (repo.id,))
+        return bool(pending) or not (synced and synced["synced_at"])
+
+    def decision_comment(
+        self, repo: Repo, exp: dict[str, Any], heading: str, text: str, *, key: str
+    ) -> None:
+        """A comment that states a decision and its real reason (once per key)."""
+        if not exp["pr_number"]:
+            return
+        self._write(
+            repo,
+            "comment",
+            number=exp["pr_number"],
+            kind="decision",
+            key=key,
+            body=f"### {heading}\n\n{text}",
         )
 
     def decide(
@@ -592,18 +705,36 @@ class Engine:
         seeds: list[int],
         priority: int | None = None,
         fresh: bool = False,
-    ) -> int:
-        """Queue training (and implementing, when the branch has no implementation yet)."""
+        actor: str = "bot",
+        requested_by: str | None = None,
+        onto_base: bool = False,
+    ) -> int | None:
+        """Queue training (and implementing, when the branch has no implementation yet).
+
+        None when the lifecycle refuses (the experiment is final). While a host
+        works on the experiment the new job waits behind it and the state stays.
+        `requested_by` names the human whose command queued it (answered if it
+        is cancelled); `onto_base` asks the student to bring the hypothesis onto
+        the new base (the branch conflicts with it).
+        """
+        working = self.store.one(
+            "SELECT id FROM jobs WHERE experiment_id = ? AND state = 'leased'", (exp["id"],)
+        )
+        if not working and not self.move(repo, exp, "queue", actor):
+            return None
+        if exp["state"] in lifecycle.FINAL_STATES:
+            return None
         if priority is None:
             priority = HUMAN_PRIORITY if exp["source"] == "human" else ADVISOR_PRIORITY
         implement = None
-        if not exp["implemented"] or exp["feedback"]:
+        if not exp["implemented"] or exp["feedback"] or onto_base:
             implement = {
                 "hypothesis": exp["hypothesis"],
                 "title": exp["title"],
                 "knobs": json.loads(exp["knobs"] or "{}"),
                 "mode": self.implement_mode,
                 "feedback": exp["feedback"] or "",
+                "onto_base": onto_base,
             }
         t = now()
         job_id = self.store.insert(
@@ -617,24 +748,30 @@ class Engine:
                 "priority": priority,
                 "seeds": dumps(seeds),
                 "base_sha": repo.base_sha,
-                "payload": dumps({"implement": implement, "fresh": fresh}),
+                "payload": dumps(
+                    {"implement": implement, "fresh": fresh, "requested_by": requested_by}
+                ),
                 "created_at": t,
                 "updated_at": t,
             },
         )
-        self.set_state(repo, exp, "queued")
         self.store.update("experiments", exp["id"], {"review_requested": 0})
         self.refresh_status(repo, exp["id"])
         self._on_job_queued(exp["student"])
         self._publish("job", id=job_id)
         return job_id
 
-    def queue_baseline(self, repo: Repo) -> int | None:
+    def queue_baseline(
+        self, repo: Repo, *, seeds: list[int] | None = None, again: bool = False
+    ) -> int | None:
+        """Queue the baseline of the current base; `again` re-queues failed `seeds`."""
         if not repo.base_sha:
             return None
+        # A first baseline is queued once per base; a re-queue only waits for one already queued.
+        states = "('queued')" if again else "('queued', 'leased', 'done')"
         existing = self.store.one(
             "SELECT id FROM jobs WHERE kind = 'baseline' AND repo_id = ? AND base_sha = ? "
-            "AND state IN ('queued', 'leased', 'done')",
+            f"AND state IN {states}",
             (repo.id, repo.base_sha),
         )
         if existing:
@@ -648,7 +785,9 @@ class Engine:
                 "student": None,
                 "state": "queued",
                 "priority": BASELINE_PRIORITY,
-                "seeds": dumps(list(range(repo.problem.baseline_seeds))),
+                "seeds": dumps(
+                    seeds if seeds is not None else list(range(repo.problem.baseline_seeds))
+                ),
                 "base_sha": repo.base_sha,
                 "payload": "{}",
                 "created_at": t,
@@ -688,6 +827,17 @@ class Engine:
         decision = (
             f"{last['verdict']} ({last['actor']}): {last['rationale'][:300]}" if last else None
         )
+        notes = [phase_note] if phase_note else []
+        if exp["state"] not in lifecycle.FINAL_STATES:
+            problem = self.store.one("SELECT baseline_problem FROM repos WHERE id = ?", (repo.id,))
+            if problem and problem["baseline_problem"]:
+                notes.append(f"⚠ {problem['baseline_problem']}")
+            if exp.get("advisor_failures"):
+                notes.append(
+                    f"⚠ the advisor failed {exp['advisor_failures']} time(s) on this PR; "
+                    "retrying with backoff"
+                )
+        phase_note = " · ".join(notes)
         body = status_comment(
             state=exp["state"],
             student=exp["student"],
@@ -746,22 +896,13 @@ class Engine:
                     "ORDER BY id DESC LIMIT 1",
                     (exp["id"],),
                 )
-                old_label = lab.status_label(exp["state"])
-                self.store.update(
-                    "experiments",
-                    exp["id"],
-                    {
-                        "state": "merged",
-                        "outcome": "merged",
-                        "review_requested": 0,
-                        "updated_at": now(),
-                    },
-                )
-                if old_label:
-                    self._write(repo, "remove_label", number=exp["pr_number"], label=old_label)
-                self._publish(
-                    "experiment", id=exp["id"], state="merged", actor=(last or {}).get("actor")
-                )
+                actor = (last or {}).get("actor") or "bot"
+                # The merge happened on GitHub: the store follows, whatever state it was in.
+                if not self.move(
+                    repo, exp, "merged", actor if actor.startswith("human") else "bot"
+                ):
+                    self.move(repo, exp, "merged", "human")
+                self.cancel_queued_jobs(repo, exp, "the experiment was merged")
                 self.refresh_status(repo, exp["id"])
             self.mark_base_stale(repo)
 
@@ -777,6 +918,19 @@ class Engine:
         )
         if repo is None or exp is None or exp["state"] in ("merged", "closed"):
             return
+        if BASE_MOVED in message:
+            # Measured on a base that is gone: back to be re-measured on the new one.
+            rationale = f"Not merged: {message}. Re-measuring on the new base before deciding."
+            self.decide(exp["id"], "rerun", "gate", rationale)
+            self.decision_comment(
+                repo, exp, "Not merged: the base moved", rationale, key=f"base-moved-{row['id']}"
+            )
+            self.mark_base_stale(repo)
+            self.store.update(
+                "experiments", exp["id"], {"review_requested": 1, "updated_at": now()}
+            )
+            self.refresh_status(repo, exp["id"], phase_note="base moved; re-measuring")
+            return
         self.decide(exp["id"], "wait", "gate", f"GitHub refused the merge: {message}")
         self._write(
             repo,
@@ -785,9 +939,8 @@ class Engine:
             kind="merge-failed",
             key=str(row["id"]),
             body=(
-                f"### Merge refused by GitHub\n\n{message}\n\nThe branch probably conflicts with "
-                "the new base. `/rerun` merges the base into the branch and trains it again; "
-                "`/close` ends it."
+                f"### Merge refused by GitHub\n\n{message}\n\n`/rerun` merges the base into the "
+                "branch and trains it again (a conflict goes to the student); `/close` ends it."
             ),
         )
         self.store.update("experiments", exp["id"], {"review_requested": 0, "updated_at": now()})

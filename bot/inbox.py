@@ -64,16 +64,22 @@ async def route_one(engine: Engine, row: dict, permission: PermissionLookup | No
                     _finish(store, row["id"], "failed", f"permission lookup failed: {exc}")
                     return "failed"
                 return "pending"
-    intents = route(event, engine.snapshot(event, level))
     try:
-        notes = engine.apply(event, intents)
+        # The delivery's effects and its routed status commit together: a crash
+        # in between can neither apply it twice nor lose it.
+        with store.transaction():
+            current = store.one("SELECT status FROM inbox WHERE id = ?", (row["id"],))
+            if current is None or current["status"] != "pending":
+                return (current or {}).get("status", "failed")
+            intents = route(event, engine.snapshot(event, level))
+            notes = engine.apply(event, intents)
+            ignored = all(n.startswith("ignored") for n in notes)
+            status = "ignored" if ignored else "routed"
+            _finish(store, row["id"], status, "; ".join(notes))
     except Exception as exc:
         log.exception("routing delivery %s failed", row["delivery_id"])
         _finish(store, row["id"], "failed", f"{type(exc).__name__}: {exc}")
         return "failed"
-    ignored = all(n.startswith("ignored") for n in notes)
-    status = "ignored" if ignored else "routed"
-    _finish(store, row["id"], status, "; ".join(notes))
     return status
 
 

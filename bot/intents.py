@@ -60,6 +60,14 @@ class RecordOutcome:
 
 
 @dataclass(frozen=True)
+class Reopen:
+    """A human reopened a closed experiment's PR: the one way out of a final state."""
+
+    number: int
+    actor: str
+
+
+@dataclass(frozen=True)
 class HeadMoved:
     number: int
     sha: str
@@ -133,6 +141,7 @@ Intent = (
     | Assign
     | SetHold
     | RecordOutcome
+    | Reopen
     | HeadMoved
     | BaseMoved
     | RepairLabels

@@ -3,22 +3,116 @@
 A lease lasts `LEASE_SECONDS` and every event from the host extends it; an
 expired lease puts the job back in the queue with its attempt count raised,
 and after `MAX_ATTEMPTS` the experiment goes to review with the failure
-explained. Completion is idempotent: a host that retries a `complete` whose
-answer it never saw changes nothing the second time.
+explained. Each lease has an id: events, results and releases name it, and
+anything naming a lease that is not the job's current one is refused (409)
+and changes nothing. Completion is idempotent for its own lease: a host that
+retries a `complete` whose answer it never saw changes nothing the second time.
+Bot downtime does not count against a lease: at start-up every lease is
+extended by how long the bot was away.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
 from bot.comments import results_comment
 from bot.engine import Engine, Repo
-from bot.protocol import LEASE_SECONDS, MAX_ATTEMPTS, JobEvent, JobResult
+from bot.protocol import (
+    JOB_STATUSES,
+    LEASE_SECONDS,
+    MAX_ATTEMPTS,
+    RUN_STATUSES,
+    JobEvent,
+    JobResult,
+)
 from bot.store import dumps, now
+
+log = logging.getLogger("kohai.jobs")
+
+MAX_BASELINE_JOBS = 3  # per base commit: the first measurement and two re-queues of failed seeds
+MAX_REBASE_ROUNDS = 2  # "bring this hypothesis onto the new base" jobs per experiment
+CONFLICT_MARK = "conflicts with the new base"
+ALREADY_IN_BASE_MARK = "already in base"
+FINISHED_JOB_STATES = ("done", "failed", "cancelled")
+
+
+STOPPED_REASON = "stopped by /stop"  # how hosts before `cancelled` reported a stopped run
+
+
+def as_cancelled(result: JobResult) -> JobResult:
+    """A result of a job the bot told to cancel, with its stopped runs marked `cancelled`.
+
+    Hosts report a stopped run as `cancelled`; older ones said "crash" with
+    the reason "stopped by /stop". Either way a stop is never a training failure.
+    """
+    if result.status != "cancelled" and result.reason != STOPPED_REASON:
+        return result
+    for run in result.runs:
+        if run.reason == STOPPED_REASON:
+            run.status = "cancelled"
+    result.status = "cancelled"
+    return result
+
+
+class LeaseConflict(Exception):
+    """A call that names a lease which is not the job's current one (HTTP 409)."""
+
+
+def new_lease_id() -> str:
+    return secrets.token_hex(8)
+
+
+def validate_result(job: dict[str, Any], student: str, result: JobResult) -> str | None:
+    """What makes a posted result unusable for this job; None when it may be stored.
+
+    Pure: the seeds must be the job's own (each once, all of them when the job
+    finished "ok"), statuses from the protocol, metrics finite numbers, and the
+    poster the student holding the lease.
+    """
+    if job.get("leased_by") not in (None, student):
+        return f"job {job['id']} is leased by another student"
+    if result.status not in JOB_STATUSES:
+        return f"status must be one of {sorted(JOB_STATUSES)}, not {result.status!r}"
+    seeds = [run.seed for run in result.runs]
+    if any(not isinstance(seed, int) or isinstance(seed, bool) for seed in seeds):
+        return "every run needs an integer seed"
+    if len(set(seeds)) != len(seeds):
+        return "a seed appears twice"
+    wanted = json.loads(job["seeds"]) if isinstance(job.get("seeds"), str) else job.get("seeds")
+    wanted = list(wanted or [])
+    strangers = sorted(set(seeds) - set(wanted))
+    if strangers:
+        return f"seeds {strangers} were not asked for (the job's seeds are {wanted})"
+    if result.status == "ok" and sorted(seeds) != sorted(wanted):
+        return f"an ok job reports every seed it was given ({wanted}), not {sorted(seeds)}"
+    for run in result.runs:
+        if run.status not in RUN_STATUSES:
+            return f"run of seed {run.seed}: status {run.status!r} is not one of {sorted(RUN_STATUSES)}"
+        if run.metric is not None and (
+            not isinstance(run.metric, int | float)
+            or isinstance(run.metric, bool)
+            or not math.isfinite(run.metric)
+        ):
+            return f"run of seed {run.seed}: metric must be a finite number"
+        if run.status == "ok" and run.metric is None:
+            return f"run of seed {run.seed}: an ok run needs its metric"
+        if not isinstance(run.metrics, dict) or any(
+            not isinstance(v, int | float) or isinstance(v, bool) for v in run.metrics.values()
+        ):
+            return f"run of seed {run.seed}: metrics must map names to numbers"
+        for name in ("duration_s", "peak_mem_mb", "gpu_hours"):
+            value = getattr(run, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                return f"run of seed {run.seed}: {name} must be a non-negative number"
+    if not isinstance(result.cost_usd, int | float) or result.cost_usd < 0:
+        return "cost_usd must be a non-negative number"
+    return None
 
 
 def hash_token(token: str) -> str:
@@ -82,21 +176,35 @@ class JobBook:
             )
             if busy:
                 return None
-            rows = self.store.query(
-                "SELECT j.* FROM jobs j LEFT JOIN experiments e ON e.id = j.experiment_id "
-                "JOIN repos r ON r.id = j.repo_id "
-                "WHERE j.state = 'queued' AND r.active = 1 AND (j.student IS NULL OR j.student = ?) "
-                "AND (e.id IS NULL OR e.hold = 0) "
-                "ORDER BY j.priority DESC, (j.student IS NULL) ASC, j.id ASC LIMIT 1",
-                (student,),
-            )
-            if not rows:
-                self.store.execute(
-                    "UPDATE students SET last_seen = ?, state = 'idle' WHERE name = ?",
-                    (now(), student),
+            while True:
+                rows = self.store.query(
+                    "SELECT j.* FROM jobs j LEFT JOIN experiments e ON e.id = j.experiment_id "
+                    "JOIN repos r ON r.id = j.repo_id "
+                    "WHERE j.state = 'queued' AND r.active = 1 "
+                    "AND (j.student IS NULL OR j.student = ?) "
+                    "AND (e.id IS NULL OR e.hold = 0) "
+                    "ORDER BY j.priority DESC, (j.student IS NULL) ASC, j.id ASC LIMIT 1",
+                    (student,),
                 )
-                return None
-            job = rows[0]
+                if not rows:
+                    self.store.execute(
+                        "UPDATE students SET last_seen = ?, state = 'idle' WHERE name = ?",
+                        (now(), student),
+                    )
+                    return None
+                job = rows[0]
+                exp = None
+                if job["experiment_id"]:
+                    exp = self.store.one(
+                        "SELECT * FROM experiments WHERE id = ?", (job["experiment_id"],)
+                    )
+                if exp is not None and exp["state"] in ("merged", "closed"):
+                    # A job left behind by a final experiment: never run it.
+                    self.store.update(
+                        "jobs", job["id"], {"state": "cancelled", "updated_at": now()}
+                    )
+                    continue
+                break
             t = now()
             self.store.update(
                 "jobs",
@@ -104,26 +212,25 @@ class JobBook:
                 {
                     "state": "leased",
                     "leased_by": student,
+                    "lease_id": new_lease_id(),
                     "attempts": job["attempts"] + 1,
                     "lease_expires": t + self.lease_seconds,
                     "last_event_at": t,
+                    "cancel": 0,
                     "updated_at": t,
                 },
             )
             job = self.store.one("SELECT * FROM jobs WHERE id = ?", (job["id"],))
             assert job is not None
             repo = self.engine.repo_by_id(job["repo_id"])
-            exp = None
-            if job["experiment_id"]:
-                exp = self.store.one(
-                    "SELECT * FROM experiments WHERE id = ?", (job["experiment_id"],)
-                )
-                assert exp is not None
+            if exp is not None:
                 if exp["student"] != student:
                     self.engine.reassign(repo, exp, student)
                 payload = json.loads(job["payload"] or "{}")
                 phase = "implementing" if payload.get("implement") else "training"
-                self.engine.set_state(repo, exp, phase)
+                self.engine.move(
+                    repo, exp, "implement" if payload.get("implement") else "train", "bot"
+                )
                 self.engine.refresh_status(repo, exp["id"], phase_note=f"{student} is {phase}")
                 self.store.update("students", student, {"state": phase, "last_seen": t}, key="name")
             else:
@@ -133,12 +240,32 @@ class JobBook:
         self.engine.bus.publish("job", id=job["id"], state="leased", student=student)
         return Leased(job=job, repo=repo, experiment=exp)
 
-    def give_back(self, job_id: int, *, count_attempt: bool) -> None:
-        """Undo a lease (token minting failed, or the host released it on shutdown)."""
+    def current(self, job_id: int, lease_id: str | None) -> dict[str, Any]:
+        """The job if `lease_id` is its current lease; raises LeaseConflict otherwise."""
+        job = self.store.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if job is None:
+            raise KeyError(job_id)
+        if not lease_id or job["lease_id"] != lease_id:
+            raise LeaseConflict(
+                f"lease {lease_id or '(none)'} is not the current lease of job {job_id}"
+            )
+        return job
+
+    def give_back(self, job_id: int, *, count_attempt: bool, lease_id: str | None = None) -> None:
+        """Undo a lease (token minting failed, or the host released it on shutdown).
+
+        With `lease_id`, only that lease is given back (LeaseConflict otherwise).
+        """
         with self.store.transaction():
             job = self.store.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
             if job is None or job["state"] != "leased":
+                if lease_id is not None and (job is None or job["lease_id"] != lease_id):
+                    raise LeaseConflict(
+                        f"lease {lease_id} is not the current lease of job {job_id}"
+                    )
                 return
+            if lease_id is not None and job["lease_id"] != lease_id:
+                raise LeaseConflict(f"lease {lease_id} is not the current lease of job {job_id}")
             attempts = job["attempts"] if count_attempt else max(0, job["attempts"] - 1)
             self._requeue(job, attempts)
 
@@ -149,6 +276,7 @@ class JobBook:
             {
                 "state": "queued",
                 "leased_by": None,
+                "lease_id": None,
                 "lease_expires": None,
                 "attempts": attempts,
                 "updated_at": now(),
@@ -160,17 +288,18 @@ class JobBook:
             repo = self.engine.repo_by_id(job["repo_id"])
             exp = self.store.one("SELECT * FROM experiments WHERE id = ?", (job["experiment_id"],))
             if exp is not None and exp["state"] in ("implementing", "training"):
-                self.engine.set_state(repo, exp, "queued")
+                self.engine.move(repo, exp, "requeue", "bot")
                 self.engine.refresh_status(repo, exp["id"])
         self.engine._on_job_queued(job["student"])
 
     # ------------------------------------------------------------ progress
 
     def record_event(self, job_id: int, student: str, event: JobEvent) -> dict[str, Any]:
+        """Extend the lease named by the event and note its progress (LeaseConflict: not current)."""
         with self.store.transaction():
-            job = self.store.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
-            if job is None or job["leased_by"] != student or job["state"] != "leased":
-                return {"lease_expires_at": 0.0, "cancel": True}
+            job = self.current(job_id, event.lease_id)
+            if job["leased_by"] != student or job["state"] != "leased":
+                raise LeaseConflict(f"job {job_id} is no longer leased to {student}")
             t = now()
             values: dict[str, Any] = {
                 "lease_expires": t + self.lease_seconds,
@@ -179,20 +308,21 @@ class JobBook:
             }
             if event.kind == "phase" and event.phase:
                 values["phase"] = event.phase
-                if job["experiment_id"]:
+                if job["experiment_id"] and not job["cancel"]:
                     repo = self.engine.repo_by_id(job["repo_id"])
                     exp = self.store.one(
                         "SELECT * FROM experiments WHERE id = ?", (job["experiment_id"],)
                     )
                     if exp is not None and event.phase in ("implementing", "training"):
-                        if event.head_sha:
+                        if event.head_sha and exp["state"] not in ("merged", "closed"):
                             self.store.update(
                                 "experiments", exp["id"], {"head_sha": event.head_sha}
                             )
-                        self.engine.set_state(repo, exp, event.phase)
-                        self.engine.refresh_status(
-                            repo, exp["id"], phase_note=f"{student} is {event.phase}"
-                        )
+                        event_name = "implement" if event.phase == "implementing" else "train"
+                        if self.engine.move(repo, exp, event_name, "host"):
+                            self.engine.refresh_status(
+                                repo, exp["id"], phase_note=f"{student} is {event.phase}"
+                            )
                     self.store.update("students", student, {"state": event.phase}, key="name")
             self.store.update("jobs", job_id, values)
             self.store.execute("UPDATE students SET last_seen = ? WHERE name = ?", (t, student))
@@ -207,6 +337,38 @@ class JobBook:
             metrics=event.metrics,
         )
         return {"lease_expires_at": values["lease_expires"], "cancel": bool(job["cancel"])}
+
+    # ------------------------------------------------------------ liveness
+
+    def beat(self) -> None:
+        """Record that the bot is alive now (what `survive_downtime` measures from)."""
+        with self.store.transaction():
+            self.store.execute(
+                "INSERT INTO bot_state (key, value) VALUES ('alive_at', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (repr(now()),),
+            )
+
+    def survive_downtime(self) -> float:
+        """At start-up: extend every lease by the time the bot was away; returns that time.
+
+        Hosts could not reach a dead bot to extend their leases, so the
+        downtime is not theirs to lose; a host that really died is still
+        caught one lease period later.
+        """
+        with self.store.transaction():
+            row = self.store.one("SELECT value FROM bot_state WHERE key = 'alive_at'")
+            if row is None:
+                return 0.0
+            downtime = max(0.0, now() - float(row["value"]))
+            self.store.execute(
+                "UPDATE jobs SET lease_expires = lease_expires + ? WHERE state = 'leased'",
+                (downtime,),
+            )
+        if downtime:
+            log.info("extended every lease by the bot's downtime of %.1f s", downtime)
+        self.beat()
+        return downtime
 
     def expire_leases(self) -> list[int]:
         """Requeue jobs whose host went silent; fail them for good after MAX_ATTEMPTS."""
@@ -235,10 +397,13 @@ class JobBook:
         )
         if job["leased_by"]:
             self.store.update("students", job["leased_by"], {"state": "idle"}, key="name")
+        repo = self.engine.repo_by_id(job["repo_id"])
+        if job["kind"] == "baseline":
+            self._baseline_short(repo, job, reason)
+            return
         if job["experiment_id"]:
-            repo = self.engine.repo_by_id(job["repo_id"])
             exp = self.store.one("SELECT * FROM experiments WHERE id = ?", (job["experiment_id"],))
-            if exp is not None and exp["pr_number"]:
+            if exp is not None and exp["pr_number"] and self.engine.move(repo, exp, "fail", "bot"):
                 self.engine._write(
                     repo,
                     "comment",
@@ -247,79 +412,121 @@ class JobBook:
                     key=str(job["id"]),
                     body=f"### Job {job['id']} failed\n\n{reason}. The experiment goes to review.",
                 )
-                self.engine.set_state(repo, exp, "review")
                 self.store.update("experiments", exp["id"], {"review_requested": 1})
                 self.engine.refresh_status(repo, exp["id"])
 
     # ----------------------------------------------------------- completion
 
     def complete(self, job_id: int, student: str, result: JobResult) -> str:
-        """Store a job's result once; return 'stored', 'duplicate' or 'unknown'."""
+        """Store a job's result once; return 'stored' or 'duplicate'.
+
+        Raises KeyError (no such job), LeaseConflict (the result names a lease
+        that is not the job's current one: nothing changes) or ValueError (the
+        result does not fit the job).
+        """
         with self.store.transaction():
             job = self.store.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
             if job is None:
-                return "unknown"
-            if job["state"] in ("done", "failed"):
+                raise KeyError(job_id)
+            if not result.lease_id or job["lease_id"] != result.lease_id:
+                raise LeaseConflict(
+                    f"lease {result.lease_id or '(none)'} is not the current lease of job {job_id}"
+                )
+            if job["state"] in FINISHED_JOB_STATES:
                 return "duplicate"
+            problem = validate_result(job, student, result)
+            if problem:
+                raise ValueError(problem)
+            if job["cancel"]:
+                result = as_cancelled(result)
             repo = self.engine.repo_by_id(job["repo_id"])
-            t = now()
             exp = None
             if job["experiment_id"]:
                 exp = self.store.one(
                     "SELECT * FROM experiments WHERE id = ?", (job["experiment_id"],)
                 )
-            kind = "baseline" if job["kind"] == "baseline" else "candidate"
-            commit = result.head_sha or (job["base_sha"] if kind == "baseline" else None)
-            for run in result.runs:
-                self.store.execute(
-                    "INSERT OR IGNORE INTO runs (repo_id, experiment_id, job_id, kind, student, seed, "
-                    "commit_sha, base_sha, status, metric, metrics, curve, duration_s, peak_mem_mb, "
-                    "gpu_hours, cost_usd, reason, log_tail, wandb_url, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        repo.id,
-                        job["experiment_id"],
-                        job_id,
-                        kind,
-                        student,
-                        run.seed,
-                        commit,
-                        job["base_sha"],
-                        run.status,
-                        run.metric,
-                        dumps(run.metrics),
-                        dumps(run.curve),
-                        run.duration_s,
-                        run.peak_mem_mb,
-                        run.gpu_hours,
-                        result.cost_usd / max(len(result.runs), 1),
-                        run.reason,
-                        run.log_tail[-8000:],
-                        run.wandb_url,
-                        t,
-                    ),
-                )
+            cancelled = result.status == "cancelled"
+            runs = [r for r in result.runs if r.status != "cancelled"]
+            self._store_runs(repo, job, student, result, runs)
+            t = now()
             self.store.update(
                 "jobs",
                 job_id,
                 {
-                    "state": "done",
+                    "state": "cancelled" if cancelled else "done",
                     "result": dumps(result.to_dict() | {"runs": len(result.runs)}),
                     "updated_at": t,
                 },
             )
             self.store.update("students", student, {"state": "idle", "last_seen": t}, key="name")
-            if kind == "baseline":
-                self._baseline_done(repo)
+            if job["kind"] == "baseline":
+                self._baseline_done(repo, job)
             elif exp is not None:
-                self._experiment_done(repo, exp, job, student, result)
+                self._experiment_done(repo, exp, job, student, result, runs)
         self.engine.bus.publish("job", id=job_id, state="done", student=student)
         self.engine._on_job_queued(None)
         return "stored"
 
-    def _baseline_done(self, repo: Repo) -> None:
-        # Experiments waiting in review for this baseline can be decided now; the
-        # sticky comments show the new baseline.
+    def _store_runs(
+        self,
+        repo: Repo,
+        job: dict[str, Any],
+        student: str,
+        result: JobResult,
+        runs: list[Any],
+    ) -> None:
+        kind = "baseline" if job["kind"] == "baseline" else "candidate"
+        commit = result.head_sha or (job["base_sha"] if kind == "baseline" else None)
+        t = now()
+        for run in runs:
+            self.store.execute(
+                "INSERT OR IGNORE INTO runs (repo_id, experiment_id, job_id, kind, student, seed, "
+                "commit_sha, base_sha, status, metric, metrics, curve, duration_s, peak_mem_mb, "
+                "gpu_hours, cost_usd, reason, log_tail, wandb_url, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    repo.id,
+                    job["experiment_id"],
+                    job["id"],
+                    kind,
+                    student,
+                    run.seed,
+                    commit,
+                    job["base_sha"],
+                    run.status,
+                    run.metric,
+                    dumps(run.metrics),
+                    dumps(run.curve),
+                    run.duration_s,
+                    run.peak_mem_mb,
+                    run.gpu_hours,
+                    result.cost_usd / max(len(runs), 1),
+                    run.reason,
+                    run.log_tail[-8000:],
+                    run.wandb_url,
+                    t,
+                ),
+            )
+
+    # ------------------------------------------------------------ baseline
+
+    def _baseline_done(self, repo: Repo, job: dict[str, Any]) -> None:
+        """A baseline job finished: re-queue its failed seeds (bounded), then wake the reviews."""
+        if job["base_sha"] == repo.base_sha:
+            ok = {
+                r["seed"]
+                for r in self.store.query(
+                    "SELECT seed FROM runs WHERE repo_id = ? AND kind = 'baseline' AND base_sha = ? "
+                    "AND status = 'ok'",
+                    (repo.id, repo.base_sha),
+                )
+            }
+            wanted = list(range(repo.problem.baseline_seeds))
+            missing = [s for s in wanted if s not in ok]
+            if missing:
+                self._baseline_short(repo, job, f"seeds {missing} of the baseline failed")
+            else:
+                self.store.update("repos", repo.id, {"baseline_problem": None})
         for exp in self.store.query(
             "SELECT * FROM experiments WHERE repo_id = ? AND state IN ('queued', 'implementing', 'training', 'review')",
             (repo.id,),
@@ -328,32 +535,153 @@ class JobBook:
                 self.store.update("experiments", exp["id"], {"review_requested": 1})
             self.engine.refresh_status(repo, exp["id"])
 
+    def _baseline_short(self, repo: Repo, job: dict[str, Any], why: str) -> None:
+        """Some baseline seeds are missing: queue them again, or say on every PR that it cannot be measured."""
+        if job["base_sha"] != repo.base_sha:
+            return
+        jobs = self.store.one(
+            "SELECT COUNT(*) AS n FROM jobs WHERE kind = 'baseline' AND repo_id = ? AND base_sha = ?",
+            (repo.id, repo.base_sha),
+        )["n"]
+        ok = {
+            r["seed"]
+            for r in self.store.query(
+                "SELECT seed FROM runs WHERE repo_id = ? AND kind = 'baseline' AND base_sha = ? "
+                "AND status = 'ok'",
+                (repo.id, repo.base_sha),
+            )
+        }
+        missing = [s for s in range(repo.problem.baseline_seeds) if s not in ok]
+        if not missing:
+            return
+        if jobs < MAX_BASELINE_JOBS:
+            self.engine.queue_baseline(repo, seeds=missing, again=True)
+            return
+        problem = (
+            f"The baseline on `{(repo.base_sha or '?')[:10]}` cannot be measured: {why} "
+            f"after {jobs} jobs. Experiments wait; fix the base or re-run the baseline."
+        )
+        self.store.update("repos", repo.id, {"baseline_problem": problem})
+        for exp in self.store.query(
+            "SELECT id FROM experiments WHERE repo_id = ? AND state IN "
+            "('proposed', 'queued', 'implementing', 'training', 'review')",
+            (repo.id,),
+        ):
+            self.engine.refresh_status(repo, exp["id"])
+
+    # ---------------------------------------------------------- experiment
+
     def _experiment_done(
-        self, repo: Repo, exp: dict[str, Any], job: dict[str, Any], student: str, result: JobResult
+        self,
+        repo: Repo,
+        exp: dict[str, Any],
+        job: dict[str, Any],
+        student: str,
+        result: JobResult,
+        runs: list[Any],
     ) -> None:
-        ok_runs = [r for r in result.runs if r.status == "ok"]
+        final = exp["state"] in ("merged", "closed")
         values: dict[str, Any] = {
-            "base_sha": job["base_sha"],
             "cost_usd": (exp["cost_usd"] or 0) + result.cost_usd,
             "updated_at": now(),
-            "review_requested": 1,
         }
-        if result.head_sha:
-            values["head_sha"] = result.head_sha
-        if result.status not in ("implement_failed", "refused"):
-            values["implemented"] = 1
-            values["feedback"] = ""
+        if not final:
+            values["base_sha"] = job["base_sha"]
+            if result.head_sha:
+                values["head_sha"] = result.head_sha
+            if result.status not in ("implement_failed", "refused", "cancelled"):
+                values["implemented"] = 1
+                values["feedback"] = ""
         self.store.update("experiments", exp["id"], values)
         exp = {**exp, **values}
+        if runs or result.status in ("refused", "implement_failed", "crash", "timeout"):
+            self._results_comment(repo, exp, job, student, result)
+        if final:
+            return  # the job was cancelled by the end of the experiment: nothing to decide
+        if result.status == "cancelled":
+            # /stop: done, and it counts against nothing; the held PR waits in review.
+            if self.engine.move(repo, exp, "stop", "bot"):
+                self.engine.refresh_status(repo, exp["id"], phase_note="stopped")
+            return
+        if result.status == "refused" and ALREADY_IN_BASE_MARK in result.reason:
+            self.engine.finish(
+                repo,
+                exp,
+                "closed",
+                actor="bot",
+                rationale=f"Closed: {result.reason}",
+            )
+            self.engine.decision_comment(
+                repo,
+                exp,
+                "Closing: already in base",
+                "The branch has no change left against the base "
+                f"`{(job['base_sha'] or '?')[:10]}`: what it tries is already there, "
+                "so there is nothing to measure.",
+                key=f"already-{job['id']}",
+            )
+            self.engine._write(repo, "close", number=exp["pr_number"])
+            return
+        if result.status == "refused" and CONFLICT_MARK in result.reason:
+            if self._onto_new_base(repo, exp, job, result.reason):
+                return
+        waiting = self.store.one(
+            "SELECT id FROM jobs WHERE experiment_id = ? AND state = 'queued'", (exp["id"],)
+        )
+        if waiting:
+            # A command queued more work meanwhile: it runs before anything is decided.
+            self.engine.move(repo, exp, "requeue", "bot")
+            self.engine.refresh_status(repo, exp["id"])
+            return
+        ok_runs = [r for r in runs if r.status == "ok"]
+        if self.engine.move(repo, exp, "results", "host") or exp["state"] == "review":
+            self.store.update("experiments", exp["id"], {"review_requested": 1})
+        self.engine.refresh_status(
+            repo, exp["id"], phase_note=f"{len(ok_runs)}/{len(runs)} seeds ok; deciding"
+        )
+
+    def _onto_new_base(
+        self, repo: Repo, exp: dict[str, Any], job: dict[str, Any], reason: str
+    ) -> bool:
+        """The branch conflicts with the new base: its student brings the hypothesis onto it."""
+        rounds = self.store.one(
+            "SELECT COUNT(*) AS n FROM decisions WHERE experiment_id = ? AND verdict = 'rebase'",
+            (exp["id"],),
+        )["n"]
+        if rounds >= MAX_REBASE_ROUNDS:
+            return False
+        self.engine.move(repo, exp, "results", "host")
+        rationale = (
+            f"The branch conflicts with the new base `{(job['base_sha'] or '?')[:10]}`; "
+            f"{exp['student'] or 'its student'} brings this hypothesis onto the new base, "
+            "then it is measured again."
+        )
+        decision_id = self.engine.decide(exp["id"], "rebase", "bot", rationale)
+        self.engine.decision_comment(
+            repo, exp, "Bringing the hypothesis onto the new base", rationale, key=str(decision_id)
+        )
+        fresh = self.store.one("SELECT * FROM experiments WHERE id = ?", (exp["id"],))
+        assert fresh is not None
+        self.engine.queue_experiment_job(
+            repo, fresh, seeds=list(range(repo.problem.seeds)), onto_base=True
+        )
+        return True
+
+    def _results_comment(
+        self,
+        repo: Repo,
+        exp: dict[str, Any],
+        job: dict[str, Any],
+        student: str,
+        result: JobResult,
+    ) -> None:
         all_runs = [
             {**r, "curve": json.loads(r["curve"] or "[]")}
             for r in self.store.query(
                 "SELECT * FROM runs WHERE job_id = ? ORDER BY seed", (job["id"],)
             )
         ]
-        attempt_note = ""
-        if job["attempts"] > 1:
-            attempt_note = f"Attempt {job['attempts']}."
+        attempt_note = f"Attempt {job['attempts']}." if job["attempts"] > 1 else ""
         body = results_comment(
             title=exp["title"],
             metric=repo.problem.metric,
@@ -377,8 +705,5 @@ class JobBook:
                 key=str(job["id"]),
                 body=body,
             )
-            self.engine._write(repo, "mark_ready", number=exp["pr_number"])
-        self.engine.set_state(repo, exp, "review")
-        self.engine.refresh_status(
-            repo, exp["id"], phase_note=f"{len(ok_runs)}/{len(result.runs)} seeds ok; deciding"
-        )
+            if exp["state"] not in ("merged", "closed"):
+                self.engine._write(repo, "mark_ready", number=exp["pr_number"])

@@ -383,6 +383,19 @@ async def op_merge(
     pull = (await github.request(installation_id, "GET", f"/repos/{repo}/pulls/{number}")).data
     if pull.get("merged"):
         return {"sha": pull.get("merge_commit_sha"), "merged": True}
+    if args.get("base_sha"):
+        # Merges are decided on a measured base: if the base moved since, do not land.
+        branch = args.get("base") or (pull.get("base") or {}).get("ref") or "main"
+        head = (
+            await github.request(installation_id, "GET", f"/repos/{repo}/branches/{branch}")
+        ).data["commit"]["sha"]
+        if head != args["base_sha"]:
+            raise GitHubWriteError(
+                409,
+                f"the base moved since the candidate was measured (measured on "
+                f"{str(args['base_sha'])[:10]}, {branch} is now at {head[:10]})",
+                False,
+            )
     body: dict[str, Any] = {"merge_method": args.get("method") or "squash"}
     if args.get("sha"):
         body["sha"] = args["sha"]  # GitHub refuses (409) if the head moved since we decided

@@ -139,6 +139,16 @@ async def preflight(
     report.checks.append(Check("GitHub", True, f"GitHub answers at {base}"))
     if not key_check.ok:
         return report  # nothing to authenticate with: the key's own check says why
+    if _rate_limited(response):
+        report.checks.append(
+            Check(
+                "App credentials",
+                False,
+                f"GitHub is rate limiting the App ({response.status_code} "
+                f"{_github_message(response)}); the check is repeated until it passes",
+            )
+        )
+        return report
     if response.status_code in (401, 403):
         report.checks.append(
             Check(
@@ -179,3 +189,15 @@ def _github_message(response: httpx.Response) -> str:
     if isinstance(body, dict) and body.get("message"):
         return str(body["message"])
     return response.reason_phrase
+
+
+def _rate_limited(response: httpx.Response) -> bool:
+    """A 403/429 that is GitHub's rate limit (primary or secondary), not a refusal of the key."""
+    if response.status_code not in (403, 429):
+        return False
+    if response.status_code == 429 or "retry-after" in response.headers:
+        return True
+    if response.headers.get("x-ratelimit-remaining") == "0":
+        return True
+    message = _github_message(response).lower()
+    return "rate limit" in message or "abuse" in message

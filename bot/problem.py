@@ -88,6 +88,17 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
+class EarlyStop:
+    """`[train] early_stop`: stop a run that trails the baseline's curve beyond its noise.
+
+    Off unless declared: stopping costs power when curves cross late.
+    """
+
+    after_fraction: float = 0.3  # never before this fraction of the budget
+    band: float = 3.0  # how many baseline standard deviations behind counts as losing
+
+
+@dataclass(frozen=True)
 class Problem:
     """Everything the bot and the trainer need to know about a problem repository."""
 
@@ -104,6 +115,7 @@ class Problem:
     knobs: tuple[Knob, ...] = field(default_factory=tuple)
     evaluation: Evaluation | None = None  # None: unsealed, the script's own claim is the result
     data_command: str | None = None  # `[data] command`: trusted, before training
+    early_stop: EarlyStop | None = None
 
     @property
     def sealed(self) -> bool:
@@ -159,6 +171,22 @@ def _evaluation(table: dict[str, Any]) -> Evaluation:
     )
 
 
+def _early_stop(value: Any) -> EarlyStop | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return EarlyStop()
+    if not isinstance(value, dict):
+        raise ProblemError("train.early_stop: expected true, false or { after = 0.3, band = 3 }")
+    after, band = value.get("after", 0.3), value.get("band", 3.0)
+    for key, number in (("after", after), ("band", band)):
+        if isinstance(number, bool) or not isinstance(number, int | float) or number <= 0:
+            raise ProblemError(f"train.early_stop.{key}: expected a positive number")
+    if after >= 1:
+        raise ProblemError("train.early_stop.after: a fraction of the budget below 1")
+    return EarlyStop(after_fraction=float(after), band=float(band))
+
+
 def parse_problem(data: dict[str, Any]) -> Problem:
     """Validate a parsed `kohai.toml`; raise ProblemError naming the first bad field."""
     metric = data.get("metric", {})
@@ -207,6 +235,7 @@ def parse_problem(data: dict[str, Any]) -> Problem:
         knobs=knobs,
         evaluation=_evaluation(evaluation) if evaluation is not None else None,
         data_command=_command(prepare, "data") if prepare is not None else None,
+        early_stop=_early_stop(train.get("early_stop")),
     )
     return problem
 

@@ -49,6 +49,9 @@ class Implement:
     knobs: dict[str, Any] = field(default_factory=dict)  # offline: knob values to set
     mode: Literal["offline", "claude"] = "offline"
     feedback: str = ""  # reviewer's change request or a crash's log tail
+    # The branch conflicts with a new base: bring the hypothesis onto it (the
+    # base's side wins the conflicting hunks, then the student re-applies).
+    onto_base: bool = False
 
 
 @dataclass
@@ -71,6 +74,9 @@ class Job:
     implement: Implement | None = None
     wandb_group: str = ""
     gpus: list[int] = field(default_factory=list)
+    # This lease's identity: events, `complete` and `release` name it; the bot
+    # answers 409 to any lease of the job that is no longer the current one.
+    lease_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,6 +100,7 @@ class JobEvent:
     metrics: dict[str, float] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
     head_sha: str | None = None
+    lease_id: str = ""  # the lease this event belongs to
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,6 +155,7 @@ class JobResult:
     reverted_files: list[str] = field(default_factory=list)
     cost_usd: float = 0.0  # LLM cost of implementing
     notes: str = ""
+    lease_id: str = ""  # the lease this result belongs to
     diff: str = ""  # the PR's diff (base...head), for the hypothesis-vs-diff audit (bot/audit.py)
 
     def to_dict(self) -> dict[str, Any]:

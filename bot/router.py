@@ -159,6 +159,14 @@ def on_pr_closed(event: Event, state: RouteState) -> list[i.Intent]:
     return [i.RecordOutcome(event.number or 0, event.merged, event.sender or "")]
 
 
+def on_pr_reopened(event: Event, state: RouteState) -> list[i.Intent]:
+    if state.experiment is None:
+        return [i.Ignore("not a kohai experiment")]
+    if state.experiment.state != "closed":
+        return [i.Ignore(f"reopened while {state.experiment.state}")]
+    return [i.Reopen(event.number or 0, event.sender or "")]
+
+
 def on_pr_synchronize(event: Event, state: RouteState) -> list[i.Intent]:
     if state.experiment is None or not event.head_sha:
         return [i.Ignore("not a kohai experiment")]
@@ -218,6 +226,7 @@ ROUTES: dict[tuple[str, str | None], Handler] = {
     ("pull_request", "labeled"): on_pr_labeled,
     ("pull_request", "unlabeled"): on_pr_unlabeled,
     ("pull_request", "closed"): on_pr_closed,
+    ("pull_request", "reopened"): on_pr_reopened,
     ("pull_request", "synchronize"): on_pr_synchronize,
     ("push", None): on_push,
     ("issue_comment", "created"): on_comment,

@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlite_utils
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each entry upgrades the schema from version i to i + 1. Never edit a released
 # step; append a new one.
@@ -175,7 +175,19 @@ MIGRATIONS: list[str] = [
         created_at REAL NOT NULL
     );
     """,
-    # 2: the base's editable files, so the offline advisor reads the incumbent's knob
+    # 2: leases with identity, advisor retries, unmeasurable baselines, downtime.
+    """
+    ALTER TABLE jobs ADD COLUMN lease_id TEXT;
+    ALTER TABLE experiments ADD COLUMN advisor_failures INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE experiments ADD COLUMN advisor_retry_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE advisor_calls ADD COLUMN error TEXT;
+    ALTER TABLE repos ADD COLUMN baseline_problem TEXT;
+    CREATE TABLE bot_state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+    # 3: the base's editable files, so the offline advisor reads the incumbent's knob
     # values (and an advisor the code it proposes changes to) without a checkout.
     """
     ALTER TABLE repos ADD COLUMN base_files TEXT;   -- JSON {path: text} at base_sha

@@ -23,6 +23,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,13 +238,16 @@ def run_once(
     cancel: CancelFlag | None = None,
     kill_after_s: float = KILL_AFTER_S,
     host: str = "",
+    should_stop: StopRule | None = None,
 ) -> RunResult:
     """Train `repo_dir` once for `seed`, then (sealed) evaluate it with the base's evaluator.
 
     `base_dir` is a checkout of the base commit: the evaluator and the data step
     run from it, never from `repo_dir`. `on_progress` gets each metrics record
     as it is appended; `on_line` each output line of training; setting
-    `cancel` stops the run (status "cancelled").
+    `cancel` stops the run (status "cancelled"). `should_stop(curve,
+    fraction_of_budget)` is asked about once a second; a reason from it stops
+    the run as "stopped-early" (not evaluated: the gate counts it as not better).
     """
     gpus = list(gpus or [])
     budget = float(budget_s if budget_s is not None else problem.budget_s)
@@ -276,6 +280,7 @@ def run_once(
 
     before = snapshot(repo_dir)
     follower = MetricsFollower(layout.metrics_path)
+    early = _EarlyStopWatch(should_stop, layout.metrics_path, budget)
     # SANDBOX: the training command runs in the job sandbox (writable: repo_dir
     # and layout.train_dir; read-only: the data dir; hidden: hidden_paths()).
     argv = command_argv(command)
@@ -290,7 +295,7 @@ def run_once(
         log_path=layout.log_path,
         budget_s=term_at,
         grace_s=kill_grace,
-        cancel=cancel,
+        cancel=_either(cancel, early),
         on_line=on_line,
         on_tick=lambda: _report(follower, on_progress),
     )
@@ -308,6 +313,9 @@ def run_once(
     if gpu_peak:
         result.peak_mem_mb = round(gpu_peak, 1)
 
+    if done.cancelled and early.reason:
+        result.metrics = reported
+        return _finish(result, "stopped-early", early.reason, layout, done.tail)
     if not sealed:
         status, metric, reason = judge(
             metric_name=problem.metric,
@@ -368,6 +376,41 @@ def run_once(
             status, result.metric, reason = "invalid", None, moved
     tail = done.tail if status == "ok" else _eval_tail(layout)
     return _finish(result, status, reason, layout, tail)
+
+
+StopRule = Callable[[list[list[float]], float], "str | None"]
+
+
+class _EarlyStopWatch:
+    """A cancel flag that asks the early-stop rule about the curve, at most once a second."""
+
+    def __init__(self, rule: StopRule | None, metrics_path: Path, budget_s: float) -> None:
+        self.rule, self.metrics_path, self.budget_s = rule, metrics_path, budget_s
+        self.started = time.monotonic()
+        self.asked_at = 0.0
+        self.reason: str | None = None
+
+    def is_set(self) -> bool:
+        if self.rule is None or self.reason is not None:
+            return self.reason is not None
+        now = time.monotonic()
+        if now - self.asked_at < 1.0:
+            return False
+        self.asked_at = now
+        curve = read_metrics_file(self.metrics_path).curve
+        if curve:
+            self.reason = self.rule(curve, (now - self.started) / self.budget_s)
+        return self.reason is not None
+
+
+class _either:
+    """Set when either flag is (None counts as never set)."""
+
+    def __init__(self, *flags: CancelFlag | None) -> None:
+        self.flags = [f for f in flags if f is not None]
+
+    def is_set(self) -> bool:
+        return any(f.is_set() for f in self.flags)
 
 
 def evaluate(

@@ -3,6 +3,10 @@
 Hosts must ride out bot restarts: every call retries connection errors, 429
 and 5xx answers with exponential backoff (capped at ~10 s) while the job keeps
 running. A 401 is not retried: the token is wrong and waiting will not fix it.
+
+Every lease has an id; the client remembers it per job and puts it in each
+event, result and release, so the bot can tell this lease from a later one of
+the same job (a 409 then means "not yours any more": stop and drop it).
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ class HostClient:
         self.bot_url = bot_url.rstrip("/")
         self.name = name
         self.stop = stop or threading.Event()
+        self.leases: dict[int, str] = {}  # job id -> the lease id it was handed out under
         self._http = httpx.Client(
             base_url=self.bot_url,
             headers={"Authorization": f"Bearer {token}", "User-Agent": f"kohai-host/{name}"},
@@ -113,11 +118,14 @@ class HostClient:
         if response is None or response.status_code == 204:
             return None
         response.raise_for_status()
-        return Job.from_dict(response.json())
+        job = Job.from_dict(response.json())
+        self.leases[job.id] = job.lease_id
+        return job
 
     def event(
         self, job_id: int, event: JobEvent, *, stop: threading.Event | None = None
     ) -> EventReply | None:
+        event.lease_id = event.lease_id or self.leases.get(job_id, "")
         response = self.request(
             "POST", f"/api/jobs/{job_id}/events", json=event.to_dict(), stop=stop
         )
@@ -133,6 +141,7 @@ class HostClient:
         self, job_id: int, result: JobResult, *, stop: threading.Event | None = None
     ) -> bool:
         """Post the result until acknowledged; False only if `stop` was set first."""
+        result.lease_id = result.lease_id or self.leases.get(job_id, "")
         response = self.request(
             "POST", f"/api/jobs/{job_id}/complete", json=result.to_dict(), stop=stop
         )
@@ -147,5 +156,6 @@ class HostClient:
         return True
 
     def release(self, job_id: int, *, stop: threading.Event | None = None) -> bool:
-        response = self.request("POST", f"/api/jobs/{job_id}/release", stop=stop)
+        params = {"lease_id": self.leases.get(job_id, "")}
+        response = self.request("POST", f"/api/jobs/{job_id}/release", params=params, stop=stop)
         return response is not None and response.status_code < 400

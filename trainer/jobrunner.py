@@ -76,9 +76,18 @@ def _run_in_worktree(
         return JobResult(status="refused", reason=f"{CONFIG_FILE} at base: {exc}", head_sha=head)
 
     if job.kind != "baseline" and job.head_ref:
-        conflict = workspace.catch_up_with_base(tree, job.base_sha, student=ctx.student)
+        onto_base = bool(job.implement and job.implement.onto_base)
+        conflict = workspace.catch_up_with_base(
+            tree, job.base_sha, student=ctx.student, prefer_base=onto_base
+        )
         if conflict is not None:
             return JobResult(status="refused", reason=conflict, head_sha=head)
+        if job.implement is None and not workspace.changed_since(tree, job.base_sha):
+            return JobResult(
+                status="refused",
+                reason=f"already in base: no change left against {job.base_sha[:10]}",
+                head_sha=head,
+            )
         merged = workspace.head_sha(tree)
         if merged != head:
             try:

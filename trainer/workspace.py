@@ -220,11 +220,20 @@ def check_diff(worktree: Path, base_sha: str, head_sha: str, problem: Problem) -
     return None
 
 
-def catch_up_with_base(worktree: Path, base_sha: str, *, student: str) -> str | None:
+def changed_since(worktree: Path, base_sha: str) -> list[str]:
+    """Paths whose content differs between `base_sha` and the worktree's HEAD."""
+    return [p for p in git(worktree, "diff", "--name-only", base_sha, "HEAD").splitlines() if p]
+
+
+def catch_up_with_base(
+    worktree: Path, base_sha: str, *, student: str, prefer_base: bool = False
+) -> str | None:
     """Merge a new base into the branch when the PR predates it; the conflict, if any.
 
     A PR measured on an older base is re-run on the new one before it may
-    merge, and what runs must be the branch as it would merge.
+    merge, and what runs must be the branch as it would merge. With
+    `prefer_base` (bringing a hypothesis onto the new base) conflicting hunks
+    take the base's side; the student then re-applies the hypothesis.
     """
     try:
         git(worktree, "merge-base", "--is-ancestor", base_sha, "HEAD")
@@ -242,6 +251,7 @@ def catch_up_with_base(worktree: Path, base_sha: str, *, student: str) -> str | 
             "--quiet",
             "--no-edit",
             "--no-verify",
+            *(["-X", "theirs"] if prefer_base else []),
             base_sha,
         )
     except GitError as exc:

@@ -40,9 +40,32 @@ def health(ctx: BotContext) -> dict[str, Any]:
         "SELECT id, op, repo, last_error FROM outbox WHERE state = 'failed' ORDER BY id DESC LIMIT 10"
     )
     ok = not ctx.startup_errors and all(w["alive"] for w in workers.values())
+    advisor = (
+        ctx.store.one(
+            "SELECT COUNT(*) AS calls, COALESCE(SUM(error IS NOT NULL), 0) AS failed, "
+            "COALESCE(SUM(cost_usd), 0) AS cost_usd FROM advisor_calls WHERE created_at > ?",
+            (t - 3600,),
+        )
+        or {}
+    )
+    advisor["failing_reviews"] = [
+        {"experiment": r["id"], "pr": r["pr_number"], "failures": r["advisor_failures"]}
+        for r in ctx.store.query(
+            "SELECT id, pr_number, advisor_failures FROM experiments "
+            "WHERE advisor_failures > 0 AND state = 'review' ORDER BY id"
+        )
+    ]
+    baselines = [
+        {"repo": r["full_name"], "problem": r["baseline_problem"]}
+        for r in ctx.store.query(
+            "SELECT full_name, baseline_problem FROM repos WHERE baseline_problem IS NOT NULL"
+        )
+    ]
     return {
         "ok": ok,
-        "errors": ctx.startup_errors,
+        "errors": list(ctx.startup_errors),
+        "advisor_last_hour": advisor,
+        "baselines_unmeasurable": baselines,
         "inbox": inbox_counts(ctx.store),
         "outbox": outbox,
         "failed_writes": failed_writes,

@@ -187,11 +187,18 @@ def _summary_cards(store: Store, problem: Problem) -> str:
         if best is not None and start is not None
         else ""
     )
+    unmeasurable = store.query(
+        "SELECT baseline_problem FROM repos WHERE baseline_problem IS NOT NULL AND active = 1"
+    )
     cards = [
         (
             "baseline",
             fmt_metric(base.mean) if base else "—",
-            f"± {base.std:.4f}, {base.seeds} seeds on {(base.base_sha or '?')[:7]}" if base else "",
+            unmeasurable[0]["baseline_problem"]
+            if unmeasurable
+            else f"± {base.std:.4f}, {base.seeds} seeds on {(base.base_sha or '?')[:7]}"
+            if base
+            else "",
         ),
         (f"best {problem.metric}", fmt_metric(best), ""),
         ("experiments", str(len(exps)), f"{running} running"),

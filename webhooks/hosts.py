@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from litestar import Request, Response, post
 from litestar.datastructures import State
 
-from bot.jobs import Leased, hash_token
+from bot.jobs import LeaseConflict, Leased, hash_token
 from bot.protocol import JOB_STATUSES, RUN_STATUSES, Implement, Job, JobEvent, JobResult
 
 MAX_WAIT_S = 60.0
@@ -45,8 +45,6 @@ def _student_for_token(ctx: Any, token: str | None) -> str | None:
     return row["name"] if row else None
 
 
-
-
 def result_problem(result: JobResult) -> str | None:
     """What makes a posted result unusable, so the host hears it instead of a 500."""
     if result.status not in JOB_STATUSES:
@@ -59,7 +57,9 @@ def result_problem(result: JobResult) -> str | None:
     for run in result.runs:
         if run.status not in RUN_STATUSES:
             return f"run of seed {run.seed}: status {run.status!r} is not one of {sorted(RUN_STATUSES)}"
-        if run.metric is not None and not isinstance(run.metric, int | float):
+        if run.metric is not None and (
+            not isinstance(run.metric, int | float) or isinstance(run.metric, bool)
+        ):
             return f"run of seed {run.seed}: metric must be a number"
     return None
 
@@ -73,7 +73,12 @@ async def _job_payload(ctx: Any, leased: Leased) -> dict[str, Any]:
     token, expires = await ctx.github.job_token(repo.installation_id, repo.full_name)
     payload = json.loads(job["payload"] or "{}")
     implement = payload.get("implement")
-    if exp is not None and exp["implemented"] and not exp["feedback"]:
+    if (
+        exp is not None
+        and exp["implemented"]
+        and not exp["feedback"]
+        and not (implement or {}).get("onto_base")
+    ):
         implement = None  # an earlier job implemented it; this one only trains
     student_row = ctx.store.one("SELECT gpus FROM students WHERE name = ?", (job["leased_by"],))
     return Job(
@@ -95,6 +100,7 @@ async def _job_payload(ctx: Any, leased: Leased) -> dict[str, Any]:
         implement=Implement(**implement) if implement else None,
         wandb_group=f"pr-{exp['pr_number']}" if exp else "baseline",
         gpus=list(range(student_row["gpus"])) if student_row and student_row["gpus"] else [],
+        lease_id=job["lease_id"] or "",
     ).to_dict()
 
 
@@ -116,7 +122,9 @@ async def lease(name: str, request: Request, state: State, wait: float = 0.0) ->
             try:
                 body = await _job_payload(ctx, leased)
             except Exception as exc:  # GitHub down: the job goes back, the host retries
-                ctx.jobs.give_back(leased.job["id"], count_attempt=False)
+                ctx.jobs.give_back(
+                    leased.job["id"], count_attempt=False, lease_id=leased.job["lease_id"]
+                )
                 return _error(503, f"cannot mint a repository token right now: {exc}")
             return Response(body, status_code=200)
         remaining = deadline - loop.time()
@@ -152,6 +160,7 @@ async def _json_body(request: Request) -> dict[str, Any] | None:
 
 @post("/api/jobs/{job_id:int}/events", status_code=200, summary="Progress, log lines, heartbeat")
 async def job_events(job_id: int, request: Request, state: State) -> Response[Any]:
+    """Extends the lease the event names; 409 when that lease is not the job's current one."""
     ctx = state.kohai
     student, error = _authorize_job(ctx, request, job_id)
     if error:
@@ -159,12 +168,22 @@ async def job_events(job_id: int, request: Request, state: State) -> Response[An
     data = await _json_body(request)
     if data is None or "kind" not in data:
         return _error(400, "expected a JSON event with a kind")
-    answer = ctx.jobs.record_event(job_id, student, JobEvent.from_dict(data))
+    try:
+        event = JobEvent.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        return _error(400, f"malformed event: {exc}")
+    if not isinstance(event.lease_id, str):
+        return _error(400, "lease_id must be a string")
+    try:
+        answer = ctx.jobs.record_event(job_id, student, event)
+    except LeaseConflict as exc:
+        return _error(409, str(exc))
     return Response(answer, status_code=200)
 
 
 @post("/api/jobs/{job_id:int}/complete", status_code=200, summary="Final result (idempotent)")
 async def job_complete(job_id: int, request: Request, state: State) -> Response[Any]:
+    """Stores the result of the lease it names, once; 409 for any other lease, 400 if it does not fit."""
     ctx = state.kohai
     student, error = _authorize_job(ctx, request, job_id)
     if error:
@@ -176,20 +195,35 @@ async def job_complete(job_id: int, request: Request, state: State) -> Response[
         result = JobResult.from_dict(data)
     except (TypeError, ValueError, AttributeError) as exc:
         return _error(400, f"malformed result: {exc}")
+    if not isinstance(result.lease_id, str):
+        return _error(400, "lease_id must be a string")
     problem = result_problem(result)
     if problem:
         return _error(400, f"malformed result: {problem}")
-    outcome = ctx.jobs.complete(job_id, student, result)
+    try:
+        outcome = ctx.jobs.complete(job_id, student, result)
+    except LeaseConflict as exc:
+        return _error(409, str(exc))
+    except KeyError:
+        return _error(404, f"no job {job_id}")
+    except ValueError as exc:
+        return _error(400, f"result does not fit job {job_id}: {exc}")
     return Response({"status": outcome}, status_code=200)
 
 
 @post("/api/jobs/{job_id:int}/release", status_code=200, summary="Give a job back (host shutdown)")
-async def job_release(job_id: int, request: Request, state: State) -> Response[Any]:
+async def job_release(
+    job_id: int, request: Request, state: State, lease_id: str = ""
+) -> Response[Any]:
+    """Gives back the lease it names (409 for any other), without counting an attempt."""
     ctx = state.kohai
     student, error = _authorize_job(ctx, request, job_id)
     if error:
         return error
-    ctx.jobs.give_back(job_id, count_attempt=False)
+    try:
+        ctx.jobs.give_back(job_id, count_attempt=False, lease_id=lease_id)
+    except LeaseConflict as exc:
+        return _error(409, str(exc))
     return Response({"status": "released"}, status_code=200)
 
 

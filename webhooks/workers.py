@@ -90,7 +90,11 @@ async def sync_worker(ctx: BotContext) -> None:
 
 
 async def leases_worker(ctx: BotContext) -> None:
+    """Expire silent hosts' leases; first extend them all by the bot's own downtime."""
+    ctx.jobs.survive_downtime()
+
     async def step() -> None:
+        ctx.jobs.beat()
         ctx.jobs.expire_leases()
 
     await run_loop(ctx, "leases", step, None, 2.0)

@@ -59,6 +59,14 @@ def task_prompt(spec: Implement, problem: Problem, *, max_turns: int, budget_usd
     if spec.knobs:
         knobs = f"\nSet these values exactly: {knob_summary(spec.knobs)}.\n"
     feedback = ""
+    if spec.onto_base:
+        # The branch conflicted with a newer base; the base's side was kept.
+        feedback += (
+            "\n## Bring this hypothesis onto the new base\n\n"
+            "The base branch moved and this branch conflicted with it. The conflicting "
+            "parts now hold the new base's version. Re-apply the hypothesis on top of "
+            "the new base, keeping whatever the base gained.\n"
+        )
     if spec.feedback.strip():
         feedback = (
             "\n## Review of the previous attempt\n\n"

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 from bot.config import ConfigError, Settings
@@ -27,7 +28,10 @@ def build_context(
     from webhooks.workers import DEFAULT_WORKERS, run_loop
 
     ctx = BotContext.build(settings, max_experiments=max_experiments, github=github)
-    advisor = make_advisor(settings.anthropic_api_key, **(advisor_options or {}))
+    options = dict(advisor_options or {})
+    if settings.anthropic_api_key and "checkouts" not in options:
+        options["checkouts"] = advisor_checkouts(ctx)
+    advisor = make_advisor(settings.anthropic_api_key, **options)
     loop = AdvisorLoop(
         ctx.engine,
         advisor,
@@ -40,15 +44,62 @@ def build_context(
     async def advisor_worker(c: Any) -> None:
         await run_loop(c, "advisor", loop.step, None, 1.0)
 
-    async def check_and_catch_up(c: Any) -> None:
-        await check_github(c)
-        if settings.catch_up:
-            await catch_up_once(c)
+    async def github_worker(c: Any) -> None:
+        await run_loop(c, "github", lambda: github_pass(c), None, 2.0)
 
-    ctx.workers = [*DEFAULT_WORKERS, advisor_worker]
-    ctx.startup = [check_and_catch_up]
+    ctx.workers = [*DEFAULT_WORKERS, advisor_worker, github_worker]
     ctx.extra["advisor_loop"] = loop
     return ctx
+
+
+def advisor_checkouts(ctx: Any) -> Any:
+    """The advisor's read-only checkouts: a mirror beside the database, fetched as the App."""
+    from pathlib import Path
+
+    from agents.claude.checkouts import GitCheckouts
+    from webhooks.hosts import clone_url
+
+    settings = ctx.settings
+
+    async def remote(repo: str) -> tuple[str, str | None]:
+        installation = await ctx.github.installation_for_repo(repo)
+        token, _ = await ctx.github.job_token(installation, repo)
+        return clone_url(settings.github_api_url, repo), token
+
+    return GitCheckouts(Path(settings.db_path).resolve().parent / "advisor", remote)
+
+
+CATCH_UP_EVERY_S = 180.0
+RECHECK_EVERY_S = 30.0
+
+
+def _set_problems(ctx: Any, owner: str, problems: list[str]) -> None:
+    """Replace what `owner` reported on /healthz: a problem that went away stops showing."""
+    owned: dict[str, list[str]] = ctx.extra.setdefault("problems", {})
+    for old in owned.get(owner, []):
+        if old in ctx.startup_errors:
+            ctx.startup_errors.remove(old)
+    owned[owner] = list(problems)
+    ctx.startup_errors.extend(problems)
+
+
+async def github_pass(ctx: Any) -> None:
+    """The GitHub check (until it passes, then now and then) and catch-up, every few minutes.
+
+    Both run at start-up; the check is repeated while it fails so /healthz
+    recovers when GitHub does, and catch-up is repeated so a delivery missed
+    while the bot was up, or one GitHub refused to redeliver, is asked for again.
+    """
+    t = time.time()
+    state = ctx.extra.setdefault("github_pass", {"checked": 0.0, "caught_up": 0.0})
+    failing = bool(ctx.extra.get("problems", {}).get("preflight"))
+    if not state["checked"] or (failing and t - state["checked"] >= RECHECK_EVERY_S):
+        state["checked"] = t
+        await check_github(ctx)
+    every = float(ctx.extra.get("catch_up_every_s", CATCH_UP_EVERY_S))
+    if ctx.settings.catch_up and (not state["caught_up"] or t - state["caught_up"] >= every):
+        state["caught_up"] = t
+        await catch_up_once(ctx)
 
 
 async def check_github(ctx: Any) -> None:
@@ -59,26 +110,44 @@ async def check_github(ctx: Any) -> None:
     try:
         report = await preflight(settings.app_id, settings.private_key, settings.github_api_url)
     except Exception as exc:  # noqa: BLE001 - the check itself must never stop the bot
-        ctx.startup_errors.append(f"GitHub preflight failed: {exc}")
+        _set_problems(ctx, "preflight", [f"GitHub preflight failed: {exc}"])
         return
     ctx.extra["preflight"] = report.as_dict()
     for error in report.errors:
         log.error("%s", error)
-        ctx.startup_errors.append(error)
+    _set_problems(ctx, "preflight", list(report.errors))
 
 
 async def catch_up_once(ctx: Any) -> list[str]:
-    """Ask GitHub to redeliver what failed while the bot was down."""
+    """Ask GitHub to redeliver what failed since the last complete catch-up."""
     from bot.catchup import catch_up
 
-    last = ctx.store.one("SELECT MAX(received_at) AS t FROM inbox")
-    known = {r["delivery_id"] for r in ctx.store.query("SELECT delivery_id FROM inbox")}
+    store = ctx.store
+    mark = store.one("SELECT value FROM bot_state WHERE key = 'catch_up_since'")
+    last = store.one("SELECT MAX(received_at) AS t FROM inbox")
+    since = float(mark["value"]) if mark else (last or {}).get("t")
+    known = {r["delivery_id"] for r in store.query("SELECT delivery_id FROM inbox")}
+    refused: list[str] = []
     try:
-        asked = await catch_up(ctx.github, (last or {}).get("t"), known_delivery_ids=known)
+        asked = await catch_up(ctx.github, since, known_delivery_ids=known, refused=refused)
     except Exception as exc:
-        ctx.startup_errors.append(f"catch-up after downtime failed: {exc}")
+        _set_problems(ctx, "catch-up", [f"catch-up of missed deliveries failed: {exc}"])
         log.warning("catch-up failed: %s", exc)
         return []
+    if refused:
+        _set_problems(
+            ctx, "catch-up", [f"GitHub refused to redeliver {len(refused)} delivery(ies); retrying"]
+        )
+    else:
+        _set_problems(ctx, "catch-up", [])
+        # Everything up to the newest stored delivery is in: the next pass starts there.
+        if last and last.get("t"):
+            with store.transaction():
+                store.execute(
+                    "INSERT INTO bot_state (key, value) VALUES ('catch_up_since', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (repr(float(last["t"])),),
+                )
     if asked:
         log.info("asked GitHub to redeliver %d deliveries", len(asked))
     return asked

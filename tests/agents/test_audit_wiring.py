@@ -1,4 +1,5 @@
-"""The audit between the gate and a merge, over a real store; the host's diff from real git."""
+"""The audit between the gate and a merge, through the real reviewer on a real store; the
+host's diff from real git; the Claude review prompt with the diff."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from agents.advisor import Review
-from agents.screens import audited
 from bot.gate import decide
 from bot.protocol import DIFF_INCOMPLETE, MAX_DIFF_CHARS, JobResult
+from bot.review import Ask, Opinion
 from bot.store import Store, now
 from tests.agents.conftest import git, make_git_repo
+from tests.core.test_review import Lab, ok
 from trainer.jobrunner import pr_diff
 
 SEEDED = (
@@ -27,67 +28,69 @@ CLEAN = (
 MERGE = decide(
     [0.90, 0.91, 0.89], [1.0, 1.01, 0.99], minimize=True, confirm_seeds=3, baseline_seeds=3
 )
-CLOSE = decide([1.1, 1.1, 1.1], [1.0, 1.01, 0.99], minimize=True, confirm_seeds=3, baseline_seeds=3)
 
 
-def _experiment(store: Store, repo_id: int, diff: str | None, head: str = "h1") -> dict:
-    store.update("repos", repo_id, {"problem_toml": '[files]\neditable = ["train.py"]\n'})
-    exp_id = store.insert(
-        "experiments",
-        {
-            "repo_id": repo_id,
-            "state": "review",
-            "source": "advisor",
-            "title": "lr",
-            "hypothesis": "Set LEARNING_RATE = 0.003.",
-            "head_sha": head,
-            "created_at": now(),
-            "updated_at": now(),
-        },
-    )
+def _reviewed(tmp_path: Path, diff: str | None, opinion: str = "merge", rounds: int = 0):
+    """One experiment through the real reviewer: a clear win whose host reported `diff`."""
+    lab = Lab(tmp_path)
+    lab.baseline(2.0, 2.0001)
+    exp_id = lab.experiment(5)
+    with lab.store.transaction():
+        lab.store.update("experiments", exp_id, {"hypothesis": "Set LEARNING_RATE = 0.003."})
+        for _ in range(rounds):
+            lab.store.insert(
+                "decisions",
+                {
+                    "experiment_id": exp_id,
+                    "verdict": "changes",
+                    "actor": "advisor",
+                    "rationale": "earlier",
+                    "created_at": now(),
+                },
+            )
+    result = ok(1.0, head="5" * 40)
     if diff is not None:
-        result = JobResult(status="ok", head_sha=head, diff=diff).to_dict()
-        store.insert(
-            "jobs",
-            {
-                "repo_id": repo_id,
-                "experiment_id": exp_id,
-                "kind": "experiment",
-                "state": "done",
-                "base_sha": "base1",
-                "result": json.dumps(result),
-                "created_at": now(),
-                "updated_at": now(),
-            },
-        )
-    return store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,))
+        result.diff = diff
+    lab.run(result)
+    ask = lab.reviewer.begin(lab.exp(exp_id))
+    assert isinstance(ask, Ask) and ask.gate.verdict == "merge"
+    by = "gate" if opinion == "merge" else "advisor"
+    outcome = lab.reviewer.conclude(ask, Opinion(opinion, "looks fine", by=by))
+    return lab, exp_id, outcome
 
 
 @pytest.mark.parametrize(
-    ("diff", "gate", "verdict", "expected"),
+    ("diff", "opinion", "rounds", "expected"),
     [
-        (SEEDED, MERGE, "merge", "changes"),  # the gate would merge; the seed sends it back
-        (CLEAN, MERGE, "merge", "merge"),
-        (None, MERGE, "merge", "merge"),  # no diff reported (an older host): the review stands
-        (SEEDED, CLOSE, "close", "close"),  # the audit never opens a merge or changes a close
-        (CLEAN + DIFF_INCOMPLETE + "\n", MERGE, "merge", "changes"),
+        (SEEDED, "merge", 0, "changes"),  # the gate would merge; the seed sends it back
+        (SEEDED, "merge", 2, "close"),  # ... and once change rounds are spent it closes
+        (CLEAN, "merge", 0, "merge"),
+        (None, "merge", 0, "merge"),  # no diff reported (an older host): as before
+        (SEEDED, "close", 0, "close"),  # the audit never changes a close
+        (CLEAN + DIFF_INCOMPLETE + "\n", "merge", 0, "changes"),
     ],
 )
-def test_audited(store: Store, repo_id: int, diff, gate, verdict, expected) -> None:
-    exp = _experiment(store, repo_id, diff)
-    review = Review(verdict=verdict, rationale=gate.rationale, mode="offline")
-    out = audited(store, exp, gate, review)
-    assert out.verdict == expected
+def test_the_reviewer_audits_before_a_merge(
+    tmp_path: Path, diff: str | None, opinion: str, rounds: int, expected: str
+) -> None:
+    lab, exp_id, outcome = _reviewed(tmp_path, diff, opinion, rounds)
+    assert outcome == expected
+    merges = lab.store.query("SELECT * FROM outbox WHERE op = 'merge'")
+    assert bool(merges) is (expected == "merge")
     if expected == "changes":
-        assert out.feedback.startswith("Hypothesis-vs-diff audit")
-        assert out.rationale == out.feedback
-
-
-def test_a_diff_of_an_older_head_is_not_used(store: Store, repo_id: int) -> None:
-    exp = _experiment(store, repo_id, SEEDED, head="old")
-    exp["head_sha"] = "new"
-    review = Review(verdict="merge", rationale="", mode="offline")
-    assert audited(store, exp, MERGE, review).verdict == "merge"
+        [body] = lab.comments("decision")
+        assert body.startswith("### Changes requested")
+        assert "The hypothesis-vs-diff audit asks for changes" in body
+        assert "seed: `manual_seed` changes in `train.py`" in body or "too large" in body
+        assert lab.exp(exp_id)["feedback"].startswith("Hypothesis-vs-diff audit")
+        [decision] = lab.store.query(
+            "SELECT * FROM decisions WHERE experiment_id = ? AND verdict = 'changes' "
+            "AND rationale != 'earlier'",
+            (exp_id,),
+        )
+        assert decision["actor"] == "gate"
+    if expected == "close" and opinion == "merge":
+        assert any("Closed by the hypothesis-vs-diff audit" in b for b in lab.comments("decision"))
 
 
 def test_the_host_reports_the_pr_diff_from_the_merge_base(tmp_path: Path) -> None:
@@ -104,6 +107,37 @@ def test_the_host_reports_the_pr_diff_from_the_merge_base(tmp_path: Path) -> Non
     git(repo, "commit", "-qam", "huge")
     huge = pr_diff(repo, base, git(repo, "rev-parse", "HEAD").strip())
     assert huge.endswith(DIFF_INCOMPLETE + "\n") and len(huge) < MAX_DIFF_CHARS + 100
+
+
+def _experiment(store: Store, repo_id: int, diff: str, head: str = "h1") -> dict:
+    exp_id = store.insert(
+        "experiments",
+        {
+            "repo_id": repo_id,
+            "state": "review",
+            "source": "advisor",
+            "title": "lr",
+            "hypothesis": "Set LEARNING_RATE = 0.003.",
+            "head_sha": head,
+            "created_at": now(),
+            "updated_at": now(),
+        },
+    )
+    result = JobResult(status="ok", head_sha=head, diff=diff).to_dict()
+    store.insert(
+        "jobs",
+        {
+            "repo_id": repo_id,
+            "experiment_id": exp_id,
+            "kind": "experiment",
+            "state": "done",
+            "base_sha": "base1",
+            "result": json.dumps(result),
+            "created_at": now(),
+            "updated_at": now(),
+        },
+    )
+    return store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,))
 
 
 def test_the_claude_review_sees_the_diff_and_answers_the_audit(store: Store, repo_id: int) -> None:

@@ -291,9 +291,15 @@ def test_offline_bot_never_loads_the_claude_modules() -> None:
     assert out.split() == ["OfflineAdvisor", "4", "[]"]
 
 
-def test_a_key_selects_the_claude_advisor() -> None:
+def test_a_key_selects_the_claude_advisor(monkeypatch: pytest.MonkeyPatch) -> None:
     from agents.claude import advisor as claude
+    from agents.claude import agent_advisor
 
-    advisor = make_advisor("sk-ant-test-key")
-    assert isinstance(advisor, claude.ClaudeAdvisor)
+    monkeypatch.delenv("KOHAI_ADVISOR_ENGINE", raising=False)
+    advisor = make_advisor("sk-ant-test-key")  # claude-agent-sdk is installed: the agent
+    assert isinstance(advisor, agent_advisor.ClaudeAgentAdvisor)
     assert isinstance(advisor, Advisor)
+    single = make_advisor("sk-ant-test-key", engine="messages")
+    assert isinstance(single, claude.ClaudeAdvisor)
+    monkeypatch.setenv("KOHAI_ADVISOR_ENGINE", "messages")
+    assert isinstance(make_advisor("sk-ant-test-key"), claude.ClaudeAdvisor)

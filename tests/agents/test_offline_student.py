@@ -34,12 +34,17 @@ def schedule(step):
 
 
 def _constants(source: str) -> dict[str, object]:
+    """The module-level UPPER_CASE constants (the knobs) and their literal values."""
     values = {}
     for node in ast.parse(source).body:
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-            values[node.targets[0].id] = ast.literal_eval(node.value)
+            name = node.targets[0].id
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            values[node.target.id] = ast.literal_eval(node.value)
+            name = node.target.id
+        else:
+            continue
+        if name.isupper():
+            values[name] = ast.literal_eval(node.value)
     return values
 
 

@@ -108,7 +108,9 @@ async def test_the_claude_advisor_is_told_and_answers_with_the_difference(
     again = {**repeat, "difference": "This time with 3 seeds on the new data split."}
     replies = [tool_use("propose_experiment", repeat), tool_use("propose_experiment", again)]
     with ScriptedAnthropic(replies) as api:
-        advisor = make_advisor("test-key", base_url=api.url, stream=False, max_retries=0)
+        advisor = make_advisor(
+            "test-key", engine="messages", base_url=api.url, stream=False, max_retries=0
+        )
         proposal = await propose_novel(advisor, ctx, "fern")
         second = api.requests[1].body["messages"][0]["content"]
     assert "**Sent back**: This proposal repeats #12" in str(second)

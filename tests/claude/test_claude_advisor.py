@@ -20,7 +20,9 @@ PROPOSAL = {
 
 
 def advisor(api: ScriptedAnthropic, *, stream: bool, model: str = DEFAULT_MODEL) -> ClaudeAdvisor:
-    built = make_advisor("test-key", base_url=api.url, stream=stream, model=model, max_retries=2)
+    built = make_advisor(
+        "test-key", engine="messages", base_url=api.url, stream=stream, model=model, max_retries=2
+    )
     assert isinstance(built, ClaudeAdvisor)
     return built
 
@@ -110,7 +112,7 @@ async def test_the_model_comes_from_the_environment(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("KOHAI_ADVISOR_MODEL", "claude-opus-4-6")
     reply = tool_use("propose_experiment", PROPOSAL, input_tokens=1000, output_tokens=100)
     with ScriptedAnthropic([reply]) as api:
-        claude = make_advisor("test-key", base_url=api.url)
+        claude = make_advisor("test-key", engine="messages", base_url=api.url)
         proposal = await claude.propose(make_context(), "fern")
     assert api.requests[0].body["model"] == "claude-opus-4-6"
     assert proposal.model == "claude-opus-4-6"

@@ -160,3 +160,31 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_run_the_stop_rule_gives_up_on_is_stopped_early(tmp_path: Path) -> None:
+    repo = script(
+        tmp_path,
+        """
+        import json, os, time
+        with open(os.environ["KOHAI_METRICS_FILE"], "a") as fh:
+            for step in range(1, 200):
+                fh.write(json.dumps({"step": step, "train_loss": 5.0}) + "\\n")
+                fh.flush()
+                time.sleep(0.05)
+        print("val_bpb: 1.0")
+        """,
+    )
+    asked: list[tuple[int, float]] = []
+
+    def rule(curve: list[list[float]], fraction: float) -> str | None:
+        asked.append((len(curve), fraction))
+        return "trails the baseline by 2.1 sigma at step 20" if curve[-1][0] >= 20 else None
+
+    started = time.monotonic()
+    result = run_once(repo, problem(), 0, run_dir=tmp_path / "run", should_stop=rule)
+    assert time.monotonic() - started < 8
+    assert result.status == "stopped-early"
+    assert result.reason == "trails the baseline by 2.1 sigma at step 20"
+    assert result.metric is None and result.curve and result.curve[-1][0] >= 20
+    assert all(0 <= f < 1 for _, f in asked)

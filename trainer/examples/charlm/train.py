@@ -23,13 +23,13 @@ from __future__ import annotations
 import signal
 import time
 
-T0 = time.time()  # before the imports: the budget counts from process start
-STOP = {"requested": False}
+_started_at = time.time()  # before the imports: the budget counts from process start
+_stop = {"requested": False}
 
 
 def request_stop(signum: int, frame: object) -> None:
     """The harness's SIGTERM at the budget: finish the step, save, exit."""
-    STOP["requested"] = True
+    _stop["requested"] = True
 
 
 signal.signal(signal.SIGTERM, request_stop)  # early: a SIGTERM during the imports still saves
@@ -167,7 +167,7 @@ def append_metrics(path: str, record: dict) -> None:
 
 
 def main() -> None:
-    t_start = T0
+    t_start = _started_at
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "--max-steps", type=int, default=int(os.environ.get("KOHAI_MAX_STEPS", "0"))
@@ -218,7 +218,7 @@ def main() -> None:
     while True:
         elapsed = time.time() - t_start  # the budget counts from process start
         progress = step / args.max_steps if args.max_steps else elapsed / budget_s
-        stop = progress >= 1.0 or STOP["requested"]
+        stop = progress >= 1.0 or _stop["requested"]
         if ddp:  # every rank must stop at the same step
             flag = torch.tensor([1.0 if stop else 0.0], device=device)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
