@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from agents.student import knob_summary
 from bot.problem import Problem
 from bot.stats import mean_std
+from bot.untrusted import CLOSE_TAG, OPEN_TAG, clip_quoted, is_quoted, neutralize
 
 if TYPE_CHECKING:
     from bot.store import Store
@@ -166,7 +167,11 @@ def build_context(
     best = _best(candidates, problem)
     since = _since_improvement(history)
     pending_issues = [
-        f"{r.label} {r.title}" for r in history if r.source == "human" and not r.finished
+        f"{r.label} {OPEN_TAG}>{neutralize(r.title)}{CLOSE_TAG}"
+        if is_quoted(r.hypothesis)
+        else f"{r.label} {r.title}"
+        for r in history
+        if r.source == "human" and not r.finished
     ]
     return AdvisorContext(
         program_md=program_md,
@@ -343,11 +348,19 @@ def _record_text(r: ExperimentRecord, *, detailed: bool) -> str:
         result += f", {r.n_failed} failed"
     line = f"- {r.label} [{r.state}"
     line += f", {r.verdict}]" if r.verdict else "]"
-    line += f" {_clip_line(r.title, 120)} ({r.student or 'unassigned'}): {result}"
+    untrusted = is_quoted(r.hypothesis)
+    title = (
+        f"{OPEN_TAG}>{_clip_line(neutralize(r.title), 120)}{CLOSE_TAG}"
+        if untrusted
+        else (_clip_line(r.title, 120))
+    )
+    line += f" {title} ({r.student or 'unassigned'}): {result}"
     if r.diff_summary:
         line += f"; {_clip_line(r.diff_summary, 200)}"
     line += "\n"
-    if detailed and r.hypothesis and r.hypothesis != r.title:
+    if detailed and untrusted:
+        line += f"  hypothesis: {clip_quoted(r.hypothesis, 240)}\n"
+    elif detailed and r.hypothesis and r.hypothesis != r.title:
         line += f"  hypothesis: {_clip_line(r.hypothesis, 240)}\n"
     if detailed and r.failure:
         line += f"  failure: {_clip_line(r.failure, 300)}\n"

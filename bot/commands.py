@@ -37,6 +37,8 @@ class Target:
     title: str = ""
     body: str = ""
     is_pull_request: bool = False
+    trusted: bool = True  # the issue's author has write permission (see OpenFromIssue)
+    author: str = ""
 
 
 Builder = Callable[[Invocation, Target, str, frozenset[str]], list[i.Intent]]
@@ -103,7 +105,17 @@ def _assign(
         return [i.Assign(target.number, student, actor)]
     if target.is_pull_request:
         raise CommandError("this pull request is not a kohai experiment")
-    return [i.OpenFromIssue(target.number, target.title, target.body, student, actor)]
+    return [
+        i.OpenFromIssue(
+            target.number,
+            target.title,
+            target.body,
+            student,
+            actor,
+            trusted=target.trusted,
+            author=target.author,
+        )
+    ]
 
 
 def _review(

@@ -1,10 +1,48 @@
-"""The bot's comments, rendered from stored state. Pure functions returning markdown."""
+"""The bot's comments, rendered from stored state. Pure functions returning markdown.
+
+Text that comes from a run (log tails, failure reasons) or from another person
+is untrusted: it must not end a code fence early, open an HTML comment (which
+would hide the rest of the comment, or pose as a bot marker), or ping anyone.
+`code_block` and `plain` make it inert.
+"""
 
 from __future__ import annotations
 
+import html
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
+
+ZWJ = "\u200d"  # after "@", GitHub no longer sees a mention; the text still reads the same
+_BACKTICKS = re.compile(r"`+")
+_MENTION = re.compile(r"(?<![\w.])@(?=[A-Za-z0-9])")
+
+
+def code_block(text: str, info: str = "") -> str:
+    """`text` verbatim in a fenced block that nothing inside it can close.
+
+    The fence is one backtick longer than the longest run of backticks in the
+    text (at least three), so a log line of ``` stays inside. In a code block
+    GitHub renders `<!--` and `@user` as plain characters.
+    """
+    longest = max((len(m.group()) for m in _BACKTICKS.finditer(text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{info}\n{text}\n{fence}"
+
+
+def defang(text: str) -> str:
+    """Markdown text that cannot open an HTML comment or mention anyone."""
+    return _MENTION.sub("@" + ZWJ, text.replace("<!--", "&lt;!--"))
+
+
+def plain(text: str, limit: int = 300) -> str:
+    """Untrusted text on one line, inside HTML or a table cell: escaped, defanged, clipped."""
+    flat = " ".join(str(text).split())
+    if len(flat) > limit:
+        flat = flat[: limit - 1] + "…"
+    escaped = html.escape(flat, quote=False).replace("|", "\\|").replace("`", "&#96;")
+    return _MENTION.sub("@" + ZWJ, escaped)
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -86,7 +124,7 @@ def results_comment(
     lines = [f"### Results: {title}", ""]
     if job_status in ("refused", "implement_failed"):
         label = "Run refused" if job_status == "refused" else "Implementation failed"
-        lines += [f"**{label}:** {reason}", ""]
+        lines += [f"**{label}:** {plain(reason, 2000)}", ""]
     lines += [
         f"Commit `{(head_sha or '?')[:10]}` on base `{(base_sha or '?')[:10]}`"
         + (f", student **{student}**" if student else "")
@@ -134,12 +172,11 @@ def results_comment(
         tail = (r.get("log_tail") or "").strip()
         lines += [
             "",
-            f"<details><summary>seed {r['seed']}: {r['status']} — {r.get('reason') or 'see log'}"
-            "</summary>",
+            f"<details><summary>seed {r['seed']}: {plain(r['status'], 40)} — "
+            f"{plain(r.get('reason') or 'see log')}</summary>",
             "",
-            "```",
-            tail[-6000:] or "(no output)",
-            "```",
+            code_block(tail[-6000:] or "(no output)"),
+            "",
             "</details>",
         ]
     return "\n".join(lines)
@@ -169,10 +206,10 @@ def status_comment(
         f"| this PR | {_pm(c_mean, c_std, len(candidate)) if candidate else '—'} |",
     ]
     if decision:
-        rows.append(f"| decision | {decision} |")
+        rows.append(f"| decision | {plain(decision, 400)} |")
     if phase_note:
-        rows.append(f"| now | {phase_note} |")
-    short = hypothesis.strip().splitlines()[0][:200] if hypothesis.strip() else ""
+        rows.append(f"| now | {plain(phase_note, 300)} |")
+    short = defang(hypothesis.strip().splitlines()[0][:200]) if hypothesis.strip() else ""
     return "\n".join(
         [
             "### kohai status",

@@ -23,6 +23,7 @@ from bot.events import Event
 from bot.problem import Problem, ProblemError, loads_problem
 from bot.router import ExperimentView, RouteState
 from bot.store import Store, dumps, now
+from bot.untrusted import quote_as_data
 from bot.writes import enqueue
 
 log = logging.getLogger("kohai.engine")
@@ -128,7 +129,9 @@ class Engine:
     def students(self) -> frozenset[str]:
         return frozenset(r["name"] for r in self.store.query("SELECT name FROM students"))
 
-    def snapshot(self, event: Event, permission: str | None = None) -> RouteState:
+    def snapshot(
+        self, event: Event, permission: str | None = None, author_permission: str | None = None
+    ) -> RouteState:
         repo = self.repo(event.repo)
         view = None
         if repo is not None and event.number is not None:
@@ -147,6 +150,7 @@ class Engine:
             students=self.students(),
             experiment=view,
             sender_permission=permission,
+            author_permission=author_permission,
             known_repo=repo is not None or event.repo is None,
             default_branch=(repo.default_branch if repo else None)
             or event.default_branch
@@ -221,10 +225,18 @@ class Engine:
     def _on_OpenFromIssue(self, intent: i.OpenFromIssue, event: Event, repo: Repo | None) -> str:
         if repo is None:
             return "no repo"
+        hypothesis = intent.body or intent.title
+        if not intent.trusted:  # an outsider's words: data for the agents, never instructions
+            hypothesis = quote_as_data(
+                hypothesis,
+                number=intent.issue_number,
+                author=intent.author,
+                labeller=intent.actor,
+            )
         exp_id = self.open_experiment(
             repo,
             title=intent.title or f"Issue #{intent.issue_number}",
-            hypothesis=intent.body or intent.title,
+            hypothesis=hypothesis,
             student=intent.student,
             source="human",
             issue_number=intent.issue_number,
@@ -318,6 +330,15 @@ class Engine:
         if missing:
             self._write(repo, "add_labels", number=exp["pr_number"], labels=missing)
         return "labels repaired"
+
+    def _on_RevertLabel(self, intent: i.RevertLabel, event: Event, repo: Repo | None) -> str:
+        if repo is None:
+            return "no repo"
+        if intent.added:
+            self._write(repo, "remove_label", number=intent.number, label=intent.label)
+        else:
+            self._write(repo, "add_labels", number=intent.number, labels=[intent.label])
+        return f"label {intent.label!r} change undone (no write permission)"
 
     def _on_Acknowledge(self, intent: i.Acknowledge, event: Event, repo: Repo | None) -> str:
         if repo is not None:
@@ -762,17 +783,25 @@ class Engine:
         return job_id
 
     def queue_baseline(
-        self, repo: Repo, *, seeds: list[int] | None = None, again: bool = False
+        self,
+        repo: Repo,
+        student: str | None = None,
+        *,
+        seeds: list[int] | None = None,
+        again: bool = False,
     ) -> int | None:
-        """Queue the baseline of the current base; `again` re-queues failed `seeds`."""
+        """Queue the baseline of the current base; `again` re-queues failed `seeds`.
+
+        `student`: measure it on that student's hardware (for the gate's hardware class).
+        """
         if not repo.base_sha:
             return None
         # A first baseline is queued once per base; a re-queue only waits for one already queued.
         states = "('queued')" if again else "('queued', 'leased', 'done')"
         existing = self.store.one(
             "SELECT id FROM jobs WHERE kind = 'baseline' AND repo_id = ? AND base_sha = ? "
-            f"AND state IN {states}",
-            (repo.id, repo.base_sha),
+            f"AND state IN {states} AND (? IS NULL OR student IS ?)",
+            (repo.id, repo.base_sha, student, student),
         )
         if existing:
             return None
@@ -782,7 +811,7 @@ class Engine:
             {
                 "kind": "baseline",
                 "repo_id": repo.id,
-                "student": None,
+                "student": student,
                 "state": "queued",
                 "priority": BASELINE_PRIORITY,
                 "seeds": dumps(
@@ -794,7 +823,7 @@ class Engine:
                 "updated_at": t,
             },
         )
-        self._on_job_queued(None)
+        self._on_job_queued(student)
         self._publish("job", id=job_id)
         return job_id
 

@@ -54,6 +54,7 @@ class Event:
     installation_id: int | None = None
     sender: str | None = None
     sender_type: str | None = None
+    author: str | None = None  # who wrote the issue or PR (not who acted)
     number: int | None = None
     is_pull_request: bool = False
     title: str = ""
@@ -104,6 +105,7 @@ def parse_event(name: str, body: bytes | str | dict[str, Any], delivery_id: str 
         installation_id=_int(_get(data, "installation", "id")),
         sender=_str(_get(data, "sender", "login")),
         sender_type=_str(_get(data, "sender", "type")),
+        author=_str(_get(subject, "user", "login")),
         number=_int(_get(subject, "number")) or _int(_get(data, "number")),
         is_pull_request=is_pr,
         title=_str(_get(subject, "title")) or "",

@@ -1,26 +1,118 @@
 """The merge gate: the bot's verdict on an experiment from its seeds and the baseline's.
 
 Agents propose, code decides. Whatever an advisor says, a pull request merges
-only when its improvement over the baseline survives a one-sided Welch test on
+only when its improvement over the baseline survives a one-sided test on
 `confirm_seeds` seeds, or when a human with write access says `/merge` (and
 that is recorded as an override, with the numbers it overrode).
 
-A pure function of the metric values: the engine reads the runs, calls
+The rules, and why:
+
+- **Failures count.** A seed that crashed, timed out or was found invalid is
+  evidence about the candidate, not noise to be re-rolled: it uses up a seed,
+  it counts as "no improvement" on that seed in the test, and a candidate whose
+  failure rate is above `max_failure_rate` closes for that reason. A seed
+  stopped early (trailing the baseline's curve) counts as "not better" the same
+  way; a cancelled (or refused) run is no measurement and never counts.
+- **Paired when the seeds match.** Candidate and baseline run the same seeds
+  (same initialisation and data order), so their seed luck is shared. On two or
+  more matched seeds the test is a paired t-test of the per-seed differences;
+  Welch's unpaired test is used only when the seeds do not match.
+- **Same hardware.** Under a time budget a faster GPU trains more steps, so a
+  candidate is compared only with baseline runs of its own hardware class
+  (`gpu_kind`); when there are none, the gate waits and says which class it
+  needs instead of comparing across machines.
+- **Bounded confirmation.** A promising candidate gets confirmation seeds up to
+  `confirm_seeds`, at most `max_confirm_rounds` times; after that it is decided
+  on what it has.
+
+A pure function of the runs: the caller reads them from the store, calls
 `decide`, and records the decision with its rationale and `stats()`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from bot.stats import WelchResult, mean_std, welch_one_sided
+from bot.protocol import FAILED_RUN_STATUSES
+from bot.stats import WelchResult, mean_std, paired_one_sided, welch_one_sided
 
 Verdict = Literal["merge", "confirm", "close", "wait"]
+Method = Literal["paired", "welch"]
 
 DEFAULT_ALPHA = 0.05
+# More than one seed in four failing closes a candidate: with the default five
+# confirmation seeds, one flaky seed is tolerated (and counted), two are not.
+DEFAULT_MAX_FAILURE_RATE = 0.25
+# Confirmation normally takes one round; a second covers a round that was
+# cancelled or cut short. After that the candidate is decided on what it has.
+DEFAULT_MAX_CONFIRM_ROUNDS = 2
+# Statuses that are no measurement at all: a run stopped by a human or the bot,
+# or one the diff check refused before training.
+# Pairing pays when matched seeds share enough of their noise; with none shared
+# it halves the degrees of freedom for nothing. The lab's estimate is noisy, so
+# the bar sits above the break-even (near 0.15 at five seeds): at 0.3, a lab whose
+# seeds do not correlate keeps the Welch gate's power (bench/decisions.py).
+MIN_PAIRING_CORRELATION = 0.3
+NOT_COUNTED_STATUSES = frozenset({"cancelled", "refused"})
+NOT_BETTER_STATUSES = frozenset({"stopped-early"})
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """One seed's run as the gate sees it: the seed, how it ended, where it ran.
+
+    `seed` None means the seed is unknown (a bare value), which rules out pairing.
+    `gpu_kind` "" means the hardware class is unknown (runs from before it was
+    recorded), which matches any class.
+    """
+
+    seed: int | None
+    status: str
+    metric: float | None = None
+    gpu_kind: str = ""
+    host: str = ""
+
+    @classmethod
+    def coerce(cls, value: SeedRun | Mapping[str, Any] | float | None) -> SeedRun:
+        """A run from a `SeedRun`, a `runs` row, or a bare value (None or NaN: a crash)."""
+        if isinstance(value, SeedRun):
+            return value
+        if isinstance(value, Mapping):
+            return cls(
+                seed=value.get("seed"),
+                status=str(value.get("status") or "crash"),
+                metric=value.get("metric"),
+                gpu_kind=str(value.get("gpu_kind") or ""),
+                host=str(value.get("host") or value.get("student") or ""),
+            )
+        finite = value is not None and math.isfinite(float(value))
+        return cls(seed=None, status="ok" if finite else "crash", metric=value)
+
+    @property
+    def value(self) -> float | None:
+        """The metric if the run measured one, else None."""
+        if self.status != "ok" or self.metric is None:
+            return None
+        metric = float(self.metric)
+        return metric if math.isfinite(metric) else None
+
+    @property
+    def outcome(self) -> Literal["ok", "failed", "not-better", "ignored"]:
+        """What the run is to the gate. An `ok` without a finite metric is a failure."""
+        if self.status in NOT_COUNTED_STATUSES:
+            return "ignored"
+        if self.status in NOT_BETTER_STATUSES:
+            return "not-better"
+        if self.status == "ok" and self.value is not None:
+            return "ok"
+        return "failed"  # FAILED_RUN_STATUSES, a metric-less ok, or a status we do not know
+
+
+RunLike = SeedRun | Mapping[str, Any] | float | None
 
 
 @dataclass(frozen=True)
@@ -29,6 +121,8 @@ class GateDecision:
 
     `seeds_needed` is how many more candidate seeds a "confirm" asks for.
     `override_by` is the login of the human whose `/merge` this records.
+    `method` is the test used ("paired" or "welch"); `baseline_hardware` is set
+    on a "wait" for a baseline measured on that hardware class.
     """
 
     verdict: Verdict
@@ -46,6 +140,14 @@ class GateDecision:
     n_failed: int = 0
     alpha: float = DEFAULT_ALPHA
     override_by: str | None = None
+    method: Method | None = None
+    n_matched: int = 0
+    n_stopped_early: int = 0
+    n_cancelled: int = 0
+    failure_rate: float = 0.0
+    hardware: str = ""
+    baseline_hardware: str | None = None
+    reason: str = ""
 
     @property
     def actor(self) -> str:
@@ -67,95 +169,157 @@ class GateDecision:
             "baseline_std",
             "n_failed",
             "alpha",
+            "method",
+            "n_matched",
+            "n_stopped_early",
+            "n_cancelled",
+            "failure_rate",
+            "hardware",
+            "baseline_hardware",
+            "reason",
         )
         return {key: _finite_or_none(getattr(self, key)) for key in keys}
 
 
 def decide(
-    candidate: Sequence[float | None],
-    baseline: Sequence[float | None],
+    candidate: Sequence[RunLike],
+    baseline: Sequence[RunLike],
     *,
     minimize: bool,
     confirm_seeds: int,
     baseline_seeds: int,
     alpha: float = DEFAULT_ALPHA,
     human_override: str | None = None,
+    max_failure_rate: float = DEFAULT_MAX_FAILURE_RATE,
+    confirm_rounds: int = 0,
+    max_confirm_rounds: int = DEFAULT_MAX_CONFIRM_ROUNDS,
+    pairing: bool = True,
+    seed_correlation: float | None = None,
 ) -> GateDecision:
-    """The verdict on a candidate's per-seed metrics against the current baseline's.
+    """The verdict on a candidate's runs against the current baseline's.
 
-    A value of None (or NaN) is a seed that crashed or timed out. The rules, in
-    order: a human override merges; a candidate with no finished seed closes (no
-    baseline is needed to see a crash); a baseline still short of
-    `baseline_seeds` waits; a candidate whose mean is not better closes; a
-    better one with fewer than `confirm_seeds` seeds gets more seeds; then it
+    Runs are `SeedRun`s, `runs` rows, or bare values (None or NaN is a failed
+    seed; bare values have no seed and are never paired). The rules, in order:
+    a human override merges; a candidate with no measured seed closes; one whose
+    failure rate is above `max_failure_rate` closes; without baseline seeds of
+    its hardware class (at least `baseline_seeds`) it waits; a candidate that is
+    not better closes; a better one short of `confirm_seeds` counted seeds gets
+    more (unless `confirm_rounds` has reached `max_confirm_rounds`); then it
     merges only if p < alpha.
+
+    `seed_correlation` is the correlation of matched seeds the lab has seen in
+    earlier comparisons (`bot.stats.pooled_seed_correlation`), None when it has
+    too few. Below `MIN_PAIRING_CORRELATION` pairing would only cost degrees of
+    freedom, so the test is Welch; otherwise matched seeds are paired.
+    `pairing=False` forces Welch (the benchmark's comparison with the unpaired
+    gate).
     """
-    cand = _finite(candidate)
-    base = _finite(baseline)
-    n_failed = len(candidate) - len(cand)
-    numbers = _Numbers.of(cand, base, minimize=minimize, alpha=alpha)
-    common: dict[str, Any] = {
-        "n_candidate": len(cand),
-        "n_baseline": len(base),
-        "n_failed": n_failed,
-        "alpha": alpha,
-        **numbers.fields(),
-    }
-    if human_override:
-        return GateDecision(
-            verdict="merge",
-            rationale=f"Merged by @{human_override} (human override of the gate). "
-            f"{numbers.describe()}",
-            override_by=human_override,
-            **common,
+    unpaired_because = "" if pairing else "pairing off"
+    if pairing and seed_correlation is not None and seed_correlation < MIN_PAIRING_CORRELATION:
+        pairing = False
+        unpaired_because = (
+            f"matched seeds in this lab correlate at {seed_correlation:.2f}, too little for "
+            "pairing to help"
         )
-    if not cand:
-        what = f"all {n_failed} candidate run(s) failed" if n_failed else "no candidate runs"
-        return GateDecision(verdict="close", rationale=f"Closed: {what}.", **common)
-    if len(base) < baseline_seeds:
-        return GateDecision(
-            verdict="wait",
-            rationale=f"Waiting for the baseline: {len(base)} of {baseline_seeds} seeds "
-            f"measured on the current base. {numbers.describe()}",
-            **common,
-        )
-    better = _mean_better(numbers.candidate_mean, numbers.baseline_mean, minimize=minimize)
-    if not better:
-        return GateDecision(
-            verdict="close",
-            rationale=f"Closed: the candidate is not better than the baseline. "
-            f"{numbers.describe()}",
-            **common,
-        )
-    if len(cand) < confirm_seeds:
-        needed = confirm_seeds - len(cand)
-        return GateDecision(
-            verdict="confirm",
-            rationale=f"Promising: better than the baseline on {len(cand)} seed(s); "
-            f"running {needed} more to reach {confirm_seeds} before deciding. "
-            f"{numbers.describe()}",
-            seeds_needed=needed,
-            **common,
-        )
-    assert numbers.welch is not None  # both sides have values by now
-    if numbers.welch.p_value < alpha:
-        return GateDecision(
-            verdict="merge",
-            rationale=f"Merge: significant improvement (p < {alpha:g}). {numbers.describe()}",
-            **common,
-        )
-    return GateDecision(
-        verdict="close",
-        rationale=f"Closed: improvement within seed noise (p >= {alpha:g}). {numbers.describe()}",
-        **common,
+    cand_all = [SeedRun.coerce(v) for v in candidate]
+    base_all = [SeedRun.coerce(v) for v in baseline]
+    tally = _Tally.of(cand_all)
+    hw = _Hardware.choose(tally.counted, [r for r in base_all if r.value is not None])
+    cand = [r for r in tally.counted if hw.matches(r.gpu_kind)]
+    base = hw.baseline
+    cmp = _Comparison.of(
+        cand, base, minimize=minimize, alpha=alpha, pairing=pairing, because=unpaired_because
     )
+    common: dict[str, Any] = {
+        "n_candidate": len([r for r in cand if r.outcome == "ok"]),
+        "n_baseline": len(base),
+        "n_failed": tally.failed,
+        "n_stopped_early": tally.not_better,
+        "n_cancelled": tally.ignored,
+        "failure_rate": tally.failure_rate,
+        "alpha": alpha,
+        "hardware": hw.name,
+        **cmp.fields(),
+    }
+    notes = " ".join(n for n in (tally.describe(), hw.note) if n)
+    numbers = f"{cmp.describe()}{f' {notes}' if notes else ''}"
 
+    def verdict(v: Verdict, reason: str, text: str, **extra: Any) -> GateDecision:
+        return GateDecision(verdict=v, reason=reason, rationale=text, **{**common, **extra})
 
-def _mean_better(candidate: float | None, baseline: float | None, *, minimize: bool) -> bool:
-    """Strictly better in the metric's direction; unknown is never better."""
-    if candidate is None or baseline is None:
-        return False
-    return candidate < baseline if minimize else candidate > baseline
+    if human_override:
+        return verdict(
+            "merge",
+            "human override",
+            f"Merged by @{human_override} (human override of the gate). {numbers}",
+            override_by=human_override,
+        )
+    if not tally.ok:
+        if tally.failed:
+            what = f"all {tally.failed} candidate run(s) failed ({tally.breakdown()})"
+        elif tally.not_better:
+            what = f"every candidate seed ({tally.not_better}) was stopped early, trailing the baseline"
+        else:
+            what = "no candidate runs"
+        return verdict("close", "no measurement", f"Closed: {what}.")
+    if tally.failure_rate > max_failure_rate:
+        return verdict(
+            "close",
+            "failure rate",
+            f"Closed: {tally.failed} of {len(tally.counted)} candidate seeds failed "
+            f"({tally.failure_rate:.0%}; {tally.breakdown()}), above the bound of "
+            f"{max_failure_rate:.0%}. A change that breaks runs is not an improvement. {numbers}",
+        )
+    if hw.missing:
+        return verdict(
+            "wait",
+            "baseline hardware",
+            f"Waiting for the baseline on `{hw.name}`: the candidate ran there, but the "
+            f"baseline of this base was measured only on {hw.others()}. Under a time budget "
+            f"different hardware trains a different amount, so they are not compared. {numbers}",
+            baseline_hardware=hw.name,
+        )
+    if len(base) < baseline_seeds:
+        return verdict(
+            "wait",
+            "baseline",
+            f"Waiting for the baseline: {len(base)} of {baseline_seeds} seeds measured on the "
+            f"current base{f' on `{hw.name}`' if hw.name else ''}. {numbers}",
+            baseline_hardware=hw.name or None,
+        )
+    if not cmp.better(minimize):
+        return verdict(
+            "close",
+            "not better",
+            f"Closed: the candidate is not better than the baseline. {numbers}",
+        )
+    counted = len(cand)
+    if counted < confirm_seeds:
+        needed = confirm_seeds - counted
+        if confirm_rounds < max_confirm_rounds:
+            return verdict(
+                "confirm",
+                "confirming",
+                f"Promising: better than the baseline on {counted} seed(s); running {needed} "
+                f"more to reach {confirm_seeds} before deciding. {numbers}",
+                seeds_needed=needed,
+            )
+        numbers = (
+            f"{numbers} Confirmation is capped at {max_confirm_rounds} round(s): decided on "
+            f"{counted} of {confirm_seeds} seeds."
+        )
+    assert cmp.result is not None  # both sides have values by now
+    if cmp.result.p_value < alpha:
+        return verdict(
+            "merge",
+            "significant",
+            f"Merge: significant improvement (p < {alpha:g}). {numbers}",
+        )
+    return verdict(
+        "close",
+        "within noise",
+        f"Closed: improvement within seed noise (p >= {alpha:g}). {numbers}",
+    )
 
 
 def needs_rerun_on_new_base(measured_base_sha: str | None, current_base_sha: str | None) -> bool:
@@ -170,49 +334,220 @@ def needs_rerun_on_new_base(measured_base_sha: str | None, current_base_sha: str
     return measured_base_sha != current_base_sha
 
 
-@dataclass(frozen=True)
-class _Numbers:
-    """The summary numbers of one comparison, whatever is available of them."""
+# -- the parts of a decision -------------------------------------------------------
 
-    candidate: list[float]
-    baseline: list[float]
-    alpha: float
-    candidate_mean: float | None
-    candidate_std: float | None
-    baseline_mean: float | None
-    baseline_std: float | None
-    welch: WelchResult | None
+
+@dataclass(frozen=True)
+class _Tally:
+    """The candidate's runs by outcome; cancelled and refused runs are not counted."""
+
+    counted: list[SeedRun]
+    ok: int
+    failed: int
+    not_better: int
+    ignored: int
+    statuses: Counter[str]
 
     @classmethod
-    def of(cls, cand: list[float], base: list[float], *, minimize: bool, alpha: float) -> _Numbers:
-        c_mean, c_std = mean_std(cand) if cand else (None, None)
-        b_mean, b_std = mean_std(base) if base else (None, None)
-        welch = welch_one_sided(cand, base, minimize=minimize) if cand and base else None
-        return cls(cand, base, alpha, c_mean, c_std, b_mean, b_std, welch)
+    def of(cls, runs: list[SeedRun]) -> _Tally:
+        outcomes = Counter(r.outcome for r in runs)
+        counted = [r for r in runs if r.outcome != "ignored"]
+        statuses = Counter(
+            r.status if r.status in FAILED_RUN_STATUSES else "no metric"
+            for r in runs
+            if r.outcome == "failed"
+        )
+        return cls(
+            counted,
+            outcomes["ok"],
+            outcomes["failed"],
+            outcomes["not-better"],
+            outcomes["ignored"],
+            statuses,
+        )
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failed / len(self.counted) if self.counted else 0.0
+
+    def breakdown(self) -> str:
+        return ", ".join(f"{n} {status}" for status, n in sorted(self.statuses.items()))
+
+    def describe(self) -> str:
+        parts = []
+        if self.failed:
+            parts.append(
+                f"{self.failed} failed seed(s) ({self.breakdown()}) count as no improvement"
+            )
+        if self.not_better:
+            parts.append(f"{self.not_better} seed(s) stopped early count as not better")
+        if self.ignored:
+            parts.append(f"{self.ignored} cancelled run(s) not counted")
+        text = "; ".join(parts)
+        return f"{text[:1].upper()}{text[1:]}." if text else ""
+
+
+@dataclass(frozen=True)
+class _Hardware:
+    """The hardware class the comparison is made on, and the baseline runs of that class."""
+
+    name: str  # "" when unknown
+    baseline: list[SeedRun]
+    missing: bool  # the baseline has runs, none of this class
+    baseline_classes: tuple[str, ...]
+    note: str = ""
+
+    @classmethod
+    def choose(cls, candidate: list[SeedRun], baseline: list[SeedRun]) -> _Hardware:
+        kinds = Counter(r.gpu_kind for r in candidate if r.gpu_kind)
+        base_kinds = tuple(sorted({r.gpu_kind for r in baseline if r.gpu_kind}))
+        if not kinds:
+            note = "Hardware class unknown: compared with every baseline run." if base_kinds else ""
+            return cls("", baseline, False, base_kinds, note)
+        # The class with most candidate seeds (ties: alphabetical, to be deterministic).
+        name = sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+        same = [r for r in baseline if r.gpu_kind in (name, "")]
+        notes = []
+        if len(kinds) > 1:
+            others = sum(n for kind, n in kinds.items() if kind != name)
+            notes.append(
+                f"{others} candidate seed(s) on other hardware left out of the comparison."
+            )
+        if same and any(not r.gpu_kind for r in same):
+            notes.append("Some baseline runs have no recorded hardware class.")
+        return cls(name, same, bool(baseline) and not same, base_kinds, " ".join(notes))
+
+    def matches(self, kind: str) -> bool:
+        return not self.name or kind in (self.name, "")
+
+    def others(self) -> str:
+        return ", ".join(f"`{k}`" for k in self.baseline_classes) or "unknown hardware"
+
+
+@dataclass(frozen=True)
+class _Comparison:
+    """The test between candidate and baseline values, whatever is available of it.
+
+    Failed and stopped-early candidate seeds enter as "no improvement": on a
+    matched seed the baseline's own value of that seed, otherwise the
+    baseline's mean. `promising` is the direction seen so far: the mean paired
+    difference when any seed matches (one matched seed already cancels the
+    shared seed luck), else the difference of means.
+    """
+
+    method: Method | None
+    result: WelchResult | None
+    candidate: list[float]  # the measured values (the test also has the failed seeds)
+    baseline: list[float]
+    n_matched: int
+    n_unmatched: int
+    alpha: float
+    promising: float | None
+    candidate_stats: tuple[float | None, float | None] = field(default=(None, None))
+    baseline_stats: tuple[float | None, float | None] = field(default=(None, None))
+    unpaired_because: str = ""
+
+    @classmethod
+    def of(
+        cls,
+        cand: list[SeedRun],
+        base: list[SeedRun],
+        *,
+        minimize: bool,
+        alpha: float,
+        pairing: bool,
+        because: str = "",
+    ) -> _Comparison:
+        base_values = [r.value for r in base if r.value is not None]
+        ok_values = [r.value for r in cand if r.value is not None]
+        c_stats = mean_std(ok_values) if ok_values else (None, None)
+        b_stats = mean_std(base_values) if base_values else (None, None)
+        if not ok_values or not base_values:
+            return cls(
+                None, None, ok_values, base_values, 0, 0, alpha, None, c_stats, b_stats, because
+            )
+        b_mean = b_stats[0]
+        assert b_mean is not None
+        by_seed: dict[int, float] = {}
+        for r in base:  # the first baseline run of each seed
+            if r.seed is not None and r.value is not None:
+                by_seed.setdefault(r.seed, r.value)
+        pairs: list[tuple[float, float]] = []
+        unmatched: list[float] = []
+        seen: set[int] = set()
+        for r in cand:
+            if pairing and r.seed is not None and r.seed in by_seed and r.seed not in seen:
+                seen.add(r.seed)
+                b = by_seed[r.seed]
+                pairs.append((r.value if r.value is not None else b, b))
+            else:
+                unmatched.append(r.value if r.value is not None else b_mean)
+        if len(pairs) >= 2:
+            cs, bs = zip(*pairs, strict=True)
+            result = paired_one_sided(list(cs), list(bs), minimize=minimize)
+            method: Method = "paired"
+        else:
+            values = [c for c, _ in pairs] + unmatched
+            result = welch_one_sided(values, base_values, minimize=minimize)
+            method = "welch"
+        promising = math.fsum(c - b for c, b in pairs) / len(pairs) if pairs else result.delta
+        n_unmatched = len(unmatched) if method == "paired" else 0
+        return cls(
+            method,
+            result,
+            ok_values,
+            base_values,
+            len(pairs),
+            n_unmatched,
+            alpha,
+            promising,
+            c_stats,
+            b_stats,
+            because,
+        )
+
+    def better(self, minimize: bool) -> bool:
+        """Strictly better in the metric's direction; unknown is never better."""
+        if self.promising is None:
+            return False
+        return self.promising < 0 if minimize else self.promising > 0
 
     def fields(self) -> dict[str, Any]:
-        welch = self.welch
+        r = self.result
         return {
-            "p_value": welch.p_value if welch else None,
-            "delta": welch.delta if welch else None,
-            "delta_se": welch.delta_se if welch else None,
-            "candidate_mean": self.candidate_mean,
-            "candidate_std": self.candidate_std,
-            "baseline_mean": self.baseline_mean,
-            "baseline_std": self.baseline_std,
+            "p_value": r.p_value if r else None,
+            "delta": r.delta if r else None,
+            "delta_se": r.delta_se if r else None,
+            "candidate_mean": self.candidate_stats[0],
+            "candidate_std": self.candidate_stats[1],
+            "baseline_mean": self.baseline_stats[0],
+            "baseline_std": self.baseline_stats[1],
+            "method": self.method,
+            "n_matched": self.n_matched,
         }
 
     def describe(self) -> str:
         parts = [
-            f"candidate {_mean_pm(self.candidate_mean, self.candidate_std, len(self.candidate))}",
-            f"baseline {_mean_pm(self.baseline_mean, self.baseline_std, len(self.baseline))}",
+            f"candidate {_mean_pm(*self.candidate_stats, len(self.candidate))}",
+            f"baseline {_mean_pm(*self.baseline_stats, len(self.baseline))}",
         ]
-        if self.welch:
-            w = self.welch
+        r = self.result
+        if r is not None:
             parts.append(
-                f"delta {'+' if w.delta >= 0 else ''}{_g4(w.delta)} ± {_num(w.delta_se)} (se)"
+                f"delta {'+' if r.delta >= 0 else ''}{_g4(r.delta)} ± {_num(r.delta_se)} (se)"
             )
-            parts.append(f"one-sided Welch p = {w.p_value:.3g}, alpha = {self.alpha:g}")
+            if self.method == "paired":
+                test = f"one-sided paired t-test on {self.n_matched} matched seeds"
+                if self.n_unmatched:
+                    test += f" ({self.n_unmatched} unmatched candidate seed(s) left out)"
+            else:
+                why = self.unpaired_because or (
+                    "a single matched seed cannot be paired"
+                    if self.n_matched == 1
+                    else "no matched seeds"
+                )
+                test = f"one-sided Welch test ({why})"
+            parts.append(f"{test}: p = {r.p_value:.3g}, alpha = {self.alpha:g}")
         return "; ".join(parts) + "."
 
 
@@ -233,10 +568,6 @@ def _num(value: float | None) -> str:
     if value is None or math.isinf(value):
         return "unknown"
     return f"{value:.2g}"
-
-
-def _finite(values: Sequence[float | None]) -> list[float]:
-    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
 
 
 def _finite_or_none(value: Any) -> Any:

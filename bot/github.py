@@ -258,8 +258,10 @@ class GitHubApp:
         writes_per_minute: int | None = 80,
         writes_per_hour: int | None = 500,
         timeout_s: float = 30.0,
+        bot_login: str | None = None,
     ) -> None:
         self.app_id = app_id
+        self._bot_login = bot_login
         self.base_url = base_url
         self.max_attempts = max_attempts
         self.max_wait_s = max_wait_s
@@ -403,6 +405,20 @@ class GitHubApp:
                 wait,
             )
             await self._sleep(wait)
+
+    async def bot_login(self) -> str:
+        """The login the App writes as (`<slug>[bot]`): asked of GitHub once, then kept.
+
+        Only comments by this login count as the bot's own (see `bot.outbox`):
+        a marker copied into anyone else's comment must change nothing.
+        """
+        if self._bot_login is None:
+            reply = await self.request(None, "GET", "/app")
+            slug = reply.data.get("slug") if isinstance(reply.data, dict) else None
+            if not isinstance(slug, str) or not slug:
+                raise GitHubWriteError(reply.status, "GET /app answered without a slug", True)
+            self._bot_login = f"{slug}[bot]"
+        return self._bot_login
 
     async def paginate(
         self,

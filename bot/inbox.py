@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from bot.engine import Engine
 from bot.events import MalformedEvent, parse_event
-from bot.router import needs_permission, route
+from bot.router import permission_logins, route
 from bot.store import Store, now
 
 log = logging.getLogger("kohai.inbox")
@@ -52,18 +52,21 @@ async def route_one(engine: Engine, row: dict, permission: PermissionLookup | No
     except MalformedEvent as exc:
         _finish(store, row["id"], "failed", str(exc))
         return "failed"
-    level: str | None = None
-    if needs_permission(event) and event.sender and event.repo:
-        repo = engine.repo(event.repo)
-        if repo is not None and repo.installation_id is not None and permission is not None:
-            try:
-                level = await permission(repo.installation_id, event.repo, event.sender)
-            except Exception as exc:  # GitHub unreachable: keep the delivery for later
-                tries = _bump(store, row["id"], f"permission lookup failed: {exc}")
-                if tries >= MAX_TRIES:
-                    _finish(store, row["id"], "failed", f"permission lookup failed: {exc}")
-                    return "failed"
-                return "pending"
+    levels: dict[str, str] = {}
+    logins = permission_logins(event)
+    repo = engine.repo(event.repo) if logins and event.repo else None
+    if repo is not None and repo.installation_id is not None and permission is not None:
+        try:
+            for login in logins:
+                levels[login.lower()] = await permission(
+                    repo.installation_id, event.repo or repo.full_name, login
+                )
+        except Exception as exc:  # GitHub unreachable: keep the delivery for later
+            tries = _bump(store, row["id"], f"permission lookup failed: {exc}")
+            if tries >= MAX_TRIES:
+                _finish(store, row["id"], "failed", f"permission lookup failed: {exc}")
+                return "failed"
+            return "pending"
     try:
         # The delivery's effects and its routed status commit together: a crash
         # in between can neither apply it twice nor lose it.
@@ -71,7 +74,12 @@ async def route_one(engine: Engine, row: dict, permission: PermissionLookup | No
             current = store.one("SELECT status FROM inbox WHERE id = ?", (row["id"],))
             if current is None or current["status"] != "pending":
                 return (current or {}).get("status", "failed")
-            intents = route(event, engine.snapshot(event, level))
+            snapshot = engine.snapshot(
+                event,
+                levels.get((event.sender or "").lower()),
+                author_permission=levels.get((event.author or "").lower()),
+            )
+            intents = route(event, snapshot)
             notes = engine.apply(event, intents)
             ignored = all(n.startswith("ignored") for n in notes)
             status = "ignored" if ignored else "routed"

@@ -35,6 +35,19 @@ class OpenFromIssue:
     body: str
     student: str | None  # None: whichever student is free first
     actor: str
+    # False when the issue's author lacks write permission: its text reaches the
+    # agents quoted as data, never as instructions.
+    trusted: bool = True
+    author: str = ""
+
+
+@dataclass(frozen=True)
+class RevertLabel:
+    """Undo a label change the sender had no permission to make (labels are commands)."""
+
+    number: int
+    label: str
+    added: bool  # True: the label was added, so remove it; False: put it back
 
 
 @dataclass(frozen=True)

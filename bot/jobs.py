@@ -31,7 +31,7 @@ from bot.protocol import (
     JobEvent,
     JobResult,
 )
-from bot.store import dumps, now
+from bot.store import dumps, now, run_columns
 
 log = logging.getLogger("kohai.jobs")
 
@@ -479,33 +479,23 @@ class JobBook:
         commit = result.head_sha or (job["base_sha"] if kind == "baseline" else None)
         t = now()
         for run in runs:
+            row = {
+                "repo_id": repo.id,
+                "experiment_id": job["experiment_id"],
+                "job_id": job["id"],
+                "kind": kind,
+                "student": student,
+                "seed": run.seed,
+                "commit_sha": commit,
+                "base_sha": job["base_sha"],
+                "cost_usd": result.cost_usd / max(len(runs), 1),
+                "created_at": t,
+                **run_columns(run, student),
+            }
             self.store.execute(
-                "INSERT OR IGNORE INTO runs (repo_id, experiment_id, job_id, kind, student, seed, "
-                "commit_sha, base_sha, status, metric, metrics, curve, duration_s, peak_mem_mb, "
-                "gpu_hours, cost_usd, reason, log_tail, wandb_url, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    repo.id,
-                    job["experiment_id"],
-                    job["id"],
-                    kind,
-                    student,
-                    run.seed,
-                    commit,
-                    job["base_sha"],
-                    run.status,
-                    run.metric,
-                    dumps(run.metrics),
-                    dumps(run.curve),
-                    run.duration_s,
-                    run.peak_mem_mb,
-                    run.gpu_hours,
-                    result.cost_usd / max(len(runs), 1),
-                    run.reason,
-                    run.log_tail[-8000:],
-                    run.wandb_url,
-                    t,
-                ),
+                f"INSERT OR IGNORE INTO runs ({', '.join(row)}) "
+                f"VALUES ({', '.join('?' for _ in row)})",
+                tuple(row.values()),
             )
 
     # ------------------------------------------------------------ baseline

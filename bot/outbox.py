@@ -96,13 +96,29 @@ def fit_body(body: str) -> str:
     return body[: MAX_BODY - len(note)] + note
 
 
+def is_marked_by(comment: dict[str, Any], mark: str, bot_login: str) -> bool:
+    """Whether `comment` is the App's own comment carrying `mark`.
+
+    Only the App's comments count: the author must be the App's bot account
+    (login `<slug>[bot]`, type Bot), and the marker must open the body, where
+    `with_marker` puts it. Anyone can paste a marker into a comment; a copy in a
+    user's comment, or quoted further down in one of the bot's own, is not one.
+    """
+    user = comment.get("user") or {}
+    if user.get("login") != bot_login or user.get("type") != "Bot":
+        return False
+    first_line = (comment.get("body") or "").split("\n", 1)[0]
+    return first_line.rstrip("\r") == mark
+
+
 async def find_marked_comment(
     github: GitHubApp, installation_id: int, repo: str, number: int, mark: str
 ) -> dict[str, Any] | None:
-    """The bot's earlier comment carrying `mark`, if any."""
+    """The bot's earlier comment carrying `mark`, if any (never a user's copy)."""
+    bot_login = await github.bot_login()
     comments = await github.paginate(installation_id, f"/repos/{repo}/issues/{number}/comments")
     for comment in comments:
-        if mark in (comment.get("body") or ""):
+        if is_marked_by(comment, mark, bot_login):
             return comment
     return None
 

@@ -113,6 +113,12 @@ class LeaderboardRow:
     delta: float | None
     merged_at: float
     merged_by: str | None
+    # The gain the gate saw when it merged (candidate minus baseline, on the old
+    # base) and the gain the lab then measured: the baseline re-measured on the
+    # merge commit minus the old baseline. None while not (yet) measured.
+    claimed_gain: float | None = None
+    measured_gain: float | None = None
+    measured_seeds: int = 0
 
 
 @dataclass(frozen=True)
@@ -437,9 +443,17 @@ def leaderboard(
         merge_decisions[decision["experiment_id"]] = decision
     key = _sort_key(problem)
     merged.sort(key=lambda e: (key(e.mean), e.id))
+    baselines = _baselines_by_base(store)
+    merge_shas = _merge_shas(store)
     rows = []
     for rank, exp in enumerate(merged, start=1):
         decision = merge_decisions.get(exp.id)
+        claimed, measured, measured_n = claimed_and_measured(
+            exp,
+            decision,
+            {base: runs for (repo_id, base), runs in baselines.items() if repo_id == exp.repo_id},
+            merge_shas.get(exp.id),
+        )
         rows.append(
             LeaderboardRow(
                 rank=rank,
@@ -454,9 +468,57 @@ def leaderboard(
                 delta=exp.delta,
                 merged_at=decision["created_at"] if decision else exp.updated_at,
                 merged_by=decision["actor"] if decision else None,
+                claimed_gain=claimed,
+                measured_gain=measured,
+                measured_seeds=measured_n,
             )
         )
     return rows
+
+
+def _merge_shas(store: Store) -> dict[int, str]:
+    """The merge commit of each experiment the outbox merged (what GitHub answered)."""
+    found: dict[int, str] = {}
+    for row in store.query("SELECT args, result FROM outbox WHERE op = 'merge' AND state = 'done'"):
+        args, result = _loads(row["args"], {}), _loads(row["result"], {})
+        exp_id, sha = args.get("experiment_id"), result.get("sha")
+        if isinstance(exp_id, int) and isinstance(sha, str) and result.get("merged", True):
+            found[exp_id] = sha
+    return found
+
+
+def claimed_and_measured(
+    exp: ExperimentRow,
+    decision: dict[str, Any] | None,
+    baselines: dict[str | None, list[RunRow]],
+    merge_sha: str | None,
+) -> tuple[float | None, float | None, int]:
+    """A winner's claimed gain, its measured gain, and the seeds behind the measurement.
+
+    Claimed: the delta the gate recorded with the merge decision (else the
+    experiment's own delta). Measured: the baseline re-measured after the merge
+    minus the baseline the winner was compared with. The re-measured baseline is
+    the one on the merge commit when the outbox recorded it, else the first
+    baseline on another base measured after the merge. Pure.
+    """
+    stats = _loads(decision["stats"], {}) if decision else {}
+    claimed = stats.get("delta") if isinstance(stats.get("delta"), (int, float)) else exp.delta
+    old = _ok_values(baselines.get(exp.base_sha, []))
+    if not old:
+        return claimed, None, 0
+    merged_at = decision["created_at"] if decision else exp.updated_at
+    after = baselines.get(merge_sha) if merge_sha else None
+    if not after:
+        later = [
+            (min(r.created_at for r in runs), runs)
+            for base, runs in baselines.items()
+            if base != exp.base_sha and runs and min(r.created_at for r in runs) >= merged_at
+        ]
+        after = min(later, key=lambda t: t[0])[1] if later else None
+    new = _ok_values(after or [])
+    if not new:
+        return claimed, None, 0
+    return claimed, mean_std(new)[0] - mean_std(old)[0], len(new)
 
 
 def _first_baseline(store: Store) -> tuple[float | None, float | None]:

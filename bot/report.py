@@ -33,6 +33,13 @@ def fmt_delta(delta: float | None, digits: int = 4) -> str:
     return "—" if delta is None else f"{delta:+.{digits}f}"
 
 
+def fmt_measured(gain: float | None, seeds: int, digits: int = 4) -> str:
+    """A winner's measured gain: the re-measured baseline after its merge minus the old one."""
+    if gain is None:
+        return "not yet measured"
+    return f"{gain:+.{digits}f} (n={seeds})"
+
+
 def progress_svg(progress: queries.BestSoFar, title: str, *, width: int = 720) -> str:
     """Every finished experiment as a dot, merged winners highlighted, the best as a staircase."""
     tried = [(p.x, p.value) for p in progress.points if not p.kept]
@@ -144,7 +151,8 @@ def render_report(
                 "student",
                 problem.metric,
                 "seeds",
-                "Δ vs its baseline",
+                "claimed Δ",
+                "measured Δ",
                 "merged by",
             ],
             [
@@ -155,7 +163,8 @@ def render_report(
                     r.student or "—",
                     fmt_metric(r.mean, r.std),
                     r.seeds,
-                    fmt_delta(r.delta),
+                    fmt_delta(r.claimed_gain),
+                    fmt_measured(r.measured_gain, r.measured_seeds),
                     r.merged_by or "—",
                 ]
                 for r in board

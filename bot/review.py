@@ -20,7 +20,8 @@ from typing import Any, Literal
 
 from bot.audit import failed_audit
 from bot.engine import Engine, Repo
-from bot.gate import GateDecision, decide
+from bot.evidence import gate_decision, student_on_hardware
+from bot.gate import GateDecision
 from bot.store import now
 
 MAX_CHANGE_ROUNDS = 2
@@ -99,13 +100,12 @@ class Reviewer:
         return [r["metric"] if r["status"] == "ok" else None for r in rows]
 
     def gate(self, repo: Repo, exp: dict[str, Any]) -> GateDecision:
-        problem = repo.problem
-        return decide(
-            self.candidate(exp, exp["base_sha"]),
-            self.engine.baseline_values(repo),
-            minimize=problem.minimize,
-            confirm_seeds=problem.confirm_seeds,
-            baseline_seeds=problem.baseline_seeds,
+        return gate_decision(
+            self.store,
+            repo_id=repo.id,
+            base_sha=repo.base_sha,
+            problem=repo.problem,
+            exp=exp,
             alpha=self.alpha,
         )
 
@@ -150,7 +150,11 @@ class Reviewer:
                     "SELECT baseline_problem FROM repos WHERE id = ?", (repo.id,)
                 )
                 note = "waiting for the baseline"
-                if problem and problem["baseline_problem"]:
+                if gate.reason == "baseline hardware" and gate.baseline_hardware:
+                    student = student_on_hardware(self.store, exp, gate.baseline_hardware)
+                    self.engine.queue_baseline(repo, student=student)
+                    note = f"waiting for a baseline on {gate.baseline_hardware}"
+                elif problem and problem["baseline_problem"]:
                     note = "the baseline cannot be measured"
                 self.engine.refresh_status(repo, exp["id"], phase_note=note)
                 return "wait"

@@ -37,7 +37,8 @@ class RouteState:
     bot_login: str
     students: frozenset[str] = frozenset()
     experiment: ExperimentView | None = None  # the one for this issue/PR number, if any
-    sender_permission: str | None = None  # looked up only for comments with commands
+    sender_permission: str | None = None  # looked up for commands and command labels
+    author_permission: str | None = None  # the issue author's, when it may become a hypothesis
     known_repo: bool = True
     default_branch: str = "main"
     notes: dict[str, str] = field(default_factory=dict)
@@ -82,8 +83,61 @@ def _unknown_student(event: Event, name: str, state: RouteState) -> i.Intent:
     )
 
 
+def is_command_label(label: str | None) -> bool:
+    """Labels that are commands to kohai: `student:<name>` and `hold` (not `status:*`)."""
+    return label == HOLD or _student_of(label) is not None
+
+
+def _may_command(state: RouteState) -> bool:
+    return state.sender_permission in WRITE_LEVELS
+
+
+def _same_login(a: str | None, b: str | None) -> bool:
+    return (a or "").lower() == (b or "").lower()
+
+
+def author_trusted(event: Event, state: RouteState) -> bool:
+    """Whether the issue's author has write permission (else its text is untrusted data)."""
+    if event.author is None or _same_login(event.author, event.sender):
+        return state.sender_permission in WRITE_LEVELS
+    return state.author_permission in WRITE_LEVELS
+
+
+def _refuse_label(event: Event, state: RouteState, *, added: bool) -> list[i.Intent]:
+    """A label change without write permission: undone, and answered like a command."""
+    label = event.label or ""
+    level = state.sender_permission or "none"
+    verb = "Adding" if added else "Removing"
+    return [
+        i.Reply(
+            event.number or 0,
+            f"Sorry @{event.sender}, {verb.lower()} the `{label}` label is a kohai command and "
+            f"needs write, maintain or admin permission on this repository, and you have "
+            f"`{level}`. The label change was undone; a maintainer can make it for you.",
+            key=f"refused-label:{label}",
+        ),
+        i.RevertLabel(event.number or 0, label, added),
+    ]
+
+
+def _open_from_issue(event: Event, state: RouteState, student: str | None) -> list[i.Intent]:
+    return [
+        i.OpenFromIssue(
+            event.number or 0,
+            event.title,
+            event.body,
+            student,
+            event.sender or "",
+            trusted=author_trusted(event, state),
+            author=event.author or event.sender or "",
+        )
+    ]
+
+
 def on_issue_labeled(event: Event, state: RouteState) -> list[i.Intent]:
     name = _student_of(event.label)
+    if is_command_label(event.label) and not _may_command(state):
+        return _refuse_label(event, state, added=True)
     if event.label == HOLD:
         return [i.Ignore("hold on an issue without an experiment: nothing to hold yet")]
     if name is None:
@@ -95,14 +149,14 @@ def on_issue_labeled(event: Event, state: RouteState) -> list[i.Intent]:
     if HOLD in event.labels:
         return [i.Ignore("the issue is on hold: it opens when `hold` is removed")]
     student = None if name == "any" else name
-    return [
-        i.OpenFromIssue(event.number or 0, event.title, event.body, student, event.sender or "")
-    ]
+    return _open_from_issue(event, state, student)
 
 
 def on_issue_unlabeled(event: Event, state: RouteState) -> list[i.Intent]:
     if event.label != HOLD or state.experiment is not None:
         return [i.Ignore("unlabel means nothing here")]
+    if not _may_command(state):
+        return _refuse_label(event, state, added=False)
     names = [n for label in event.labels if (n := _student_of(label))]
     if not names:
         return [i.Ignore("hold removed from an issue without a student label")]
@@ -110,9 +164,7 @@ def on_issue_unlabeled(event: Event, state: RouteState) -> list[i.Intent]:
     if name != "any" and name not in state.students:
         return [_unknown_student(event, name, state)]
     student = None if name == "any" else name
-    return [
-        i.OpenFromIssue(event.number or 0, event.title, event.body, student, event.sender or "")
-    ]
+    return _open_from_issue(event, state, student)
 
 
 def on_pr_labeled(event: Event, state: RouteState) -> list[i.Intent]:
@@ -120,6 +172,8 @@ def on_pr_labeled(event: Event, state: RouteState) -> list[i.Intent]:
     if exp is None:
         return [i.Ignore("not a kohai experiment")]
     name = _student_of(event.label)
+    if is_command_label(event.label) and not _may_command(state):
+        return _refuse_label(event, state, added=True)
     if event.label == HOLD:
         return [] if exp.hold else [i.SetHold(exp.pr_number or 0, True, event.sender or "", False)]
     if event.label and event.label.startswith(STATUS_PREFIX):
@@ -138,6 +192,8 @@ def on_pr_unlabeled(event: Event, state: RouteState) -> list[i.Intent]:
     exp = state.experiment
     if exp is None:
         return [i.Ignore("not a kohai experiment")]
+    if is_command_label(event.label) and not _may_command(state):
+        return _refuse_label(event, state, added=False)
     if event.label == HOLD:
         return [i.SetHold(exp.pr_number or 0, False, event.sender or "", False)] if exp.hold else []
     if event.label and event.label.startswith(STATUS_PREFIX):
@@ -203,6 +259,8 @@ def on_comment(event: Event, state: RouteState) -> list[i.Intent]:
         title=event.title,
         body=event.body,
         is_pull_request=event.is_pull_request,
+        trusted=author_trusted(event, state),
+        author=event.author or event.sender or "",
     )
     out: list[i.Intent] = []
     if event.comment_id is not None:
@@ -254,13 +312,44 @@ def route(event: Event, state: RouteState) -> list[i.Intent]:
     return handler(event, state)
 
 
+_LABEL_EVENTS = frozenset(
+    {
+        ("issues", "labeled"),
+        ("issues", "unlabeled"),
+        ("pull_request", "labeled"),
+        ("pull_request", "unlabeled"),
+    }
+)
+
+
 def needs_permission(event: Event) -> bool:
-    """Whether routing this event needs the sender's permission level (an API call)."""
+    """Whether routing this event needs the sender's permission level (an API call).
+
+    Slash commands do, and so does a change of a label that is a command.
+    """
+    if (event.name, event.action) in _LABEL_EVENTS:
+        return is_command_label(event.label)
     return (
         event.name == "issue_comment"
         and event.action == "created"
         and bool(parse_commands(event.comment_body))
     )
+
+
+def permission_logins(event: Event) -> tuple[str, ...]:
+    """Whose permission levels routing `event` needs: the sender's, and the issue author's
+    when the event may turn the issue's text into a hypothesis (then quoted as data
+    unless the author may write)."""
+    if not needs_permission(event) or not event.sender:
+        return ()
+    opens = not event.is_pull_request and (
+        event.name == "issue_comment"
+        or _student_of(event.label) is not None
+        or (event.action == "unlabeled" and event.label == HOLD)
+    )
+    if opens and event.author and not _same_login(event.author, event.sender):
+        return (event.sender, event.author)
+    return (event.sender,)
 
 
 SUBSCRIBED_EVENTS: tuple[str, ...] = tuple(sorted({name for name, _ in ROUTES if name != "ping"}))

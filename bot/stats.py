@@ -1,9 +1,15 @@
-"""Seed-noise statistics for the merge gate: means, spreads and a one-sided Welch test.
+"""Seed-noise statistics for the merge gate: means, spreads, a one-sided Welch test and
+a one-sided paired test.
 
 Pure functions over plain sequences of floats. Training runs are few (three to
 five seeds), so the edge cases are the normal cases here: a single seed, runs
 that are bit-for-bit deterministic, groups of different sizes. None of them may
 turn into a NaN that would silently compare false and slip past the gate.
+
+Candidate and baseline run the same seeds (same initialisation, same data
+order), so much of one seed's luck is shared by both sides. The paired test
+looks at the per-seed differences, where that shared part cancels; Welch
+compares two independent samples and must pay for it twice.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ def mean_std(xs: Sequence[float]) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class WelchResult:
-    """A one-sided Welch test of "the candidate is better than the baseline".
+    """A one-sided test (Welch, or paired) of "the candidate is better than the baseline".
 
     `delta` is candidate mean minus baseline mean (negative is better when
     minimizing); `p_value` is the probability of a delta at least this good if
@@ -94,3 +100,66 @@ def _welch_df(var_c: float, n_c: int, var_b: float, n_b: int) -> float:
     if denominator == 0.0:  # spreads so small their squares underflow
         return float(n_c + n_b - 2)
     return (a + b) ** 2 / denominator
+
+
+def paired_one_sided(
+    candidate: Sequence[float], baseline: Sequence[float], *, minimize: bool
+) -> WelchResult:
+    """One-sided paired t-test of "the candidate is better" on matched seeds.
+
+    `candidate[i]` and `baseline[i]` are the same seed. The test is a one-sample
+    t-test of the differences (df = n - 1). One pair gives no spread (p = 1,
+    `delta_se` inf); differences without any spread make any improvement certain
+    (p 0 or 1, 0.5 for an exact tie), as in `welch_one_sided`.
+    """
+    if len(candidate) != len(baseline):
+        raise ValueError("paired_one_sided needs one baseline value per candidate value")
+    if not candidate:
+        raise ValueError("paired_one_sided needs at least one pair")
+    diffs = [float(c) - float(b) for c, b in zip(candidate, baseline, strict=True)]
+    mean_d, std_d = mean_std(diffs)
+    n = len(diffs)
+    if n < 2:
+        return WelchResult(t=0.0, df=0.0, p_value=1.0, delta=mean_d, delta_se=math.inf)
+    se = std_d / math.sqrt(n)
+    improvement = -mean_d if minimize else mean_d
+    if se == 0.0:
+        p = 0.0 if improvement > 0 else 1.0 if improvement < 0 else 0.5
+        t_stat = math.copysign(math.inf, mean_d) if mean_d else 0.0
+        return WelchResult(t=t_stat, df=float(n - 1), p_value=p, delta=mean_d, delta_se=0.0)
+    t_stat = mean_d / se
+    p = float(stdtr(n - 1, t_stat if minimize else -t_stat))
+    return WelchResult(t=t_stat, df=float(n - 1), p_value=p, delta=mean_d, delta_se=se)
+
+
+# Fewer matched pairs than this say too little about a lab's seed correlation.
+MIN_CORRELATION_PAIRS = 20
+
+
+def pooled_seed_correlation(
+    groups: Sequence[Sequence[tuple[float, float]]], *, min_pairs: int = MIN_CORRELATION_PAIRS
+) -> float | None:
+    """The correlation of matched seeds, pooled over several comparisons.
+
+    Each group holds (candidate, baseline) values of one comparison, one pair per
+    shared seed. Each group is centred on its own means first, so an experiment's
+    true effect (a shift of one side) does not count as correlation. None when
+    there are fewer than `min_pairs` pairs in groups of two or more, or no spread.
+    """
+    sxy = sxx = syy = 0.0
+    pairs = 0
+    for group in groups:
+        if len(group) < 2:
+            continue
+        xs = [float(x) for x, _ in group]
+        ys = [float(y) for _, y in group]
+        if not all(math.isfinite(v) for v in (*xs, *ys)):
+            continue
+        mx, my = statistics.fmean(xs), statistics.fmean(ys)
+        sxy += math.fsum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+        sxx += math.fsum((x - mx) ** 2 for x in xs)
+        syy += math.fsum((y - my) ** 2 for y in ys)
+        pairs += len(group)
+    if pairs < min_pairs or sxx <= 0.0 or syy <= 0.0:
+        return None
+    return max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))

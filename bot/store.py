@@ -15,11 +15,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
-SCHEMA_VERSION = 3
+if TYPE_CHECKING:
+    from bot.protocol import RunResult
+
+SCHEMA_VERSION = 4
 
 # Each entry upgrades the schema from version i to i + 1. Never edit a released
 # step; append a new one.
@@ -187,12 +190,49 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
-    # 3: the base's editable files, so the offline advisor reads the incumbent's knob
+    # 3: where and how each run was measured. The gate compares a candidate only
+    # with baseline runs of its hardware class; a result says whether its metric
+    # was sealed and whether the run was sandboxed.
+    """
+    ALTER TABLE runs ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    ALTER TABLE runs ADD COLUMN gpu_kind TEXT NOT NULL DEFAULT '';
+    ALTER TABLE runs ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN sandboxed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN train_s REAL;
+    ALTER TABLE runs ADD COLUMN eval_s REAL;
+    """,
+    # 4: the base's editable files, so the offline advisor reads the incumbent's knob
     # values (and an advisor the code it proposes changes to) without a checkout.
     """
     ALTER TABLE repos ADD COLUMN base_files TEXT;   -- JSON {path: text} at base_sha
     """,
 ]
+
+
+def run_columns(run: RunResult, student: str | None = None) -> dict[str, Any]:
+    """The `runs` columns a host's `RunResult` fills: the measurement, where and how.
+
+    A host that does not report its name is taken to be the student that leased
+    the job; an unknown GPU kind stays "" (the gate treats it as unknown).
+    """
+    return {
+        "status": run.status,
+        "metric": run.metric,
+        "metrics": dumps(run.metrics),
+        "curve": dumps(run.curve),
+        "duration_s": run.duration_s,
+        "peak_mem_mb": run.peak_mem_mb,
+        "gpu_hours": run.gpu_hours,
+        "reason": run.reason,
+        "log_tail": run.log_tail[-8000:],
+        "wandb_url": run.wandb_url,
+        "host": (run.host or student or "")[:200],
+        "gpu_kind": (run.gpu_kind or "")[:200],
+        "sealed": int(bool(run.sealed)),
+        "sandboxed": int(bool(run.sandboxed)),
+        "train_s": run.train_s,
+        "eval_s": run.eval_s,
+    }
 
 
 def now() -> float:

@@ -126,6 +126,14 @@ def _short(sha: str | None) -> str:
     return f"<code>{_e(sha[:7])}</code>" if sha else "—"
 
 
+def _measured_html(gain: float | None, seeds: int, problem: Problem) -> str:
+    """The gain the lab measured after the merge (the re-measured baseline), or why not."""
+    if gain is None:
+        return '<span class="muted" title="the baseline after the merge is not measured yet">'
+        "not yet</span>"
+    return f"{_delta_html(gain, problem)} <span class=muted>(n={seeds})</span>"
+
+
 def _delta_html(delta: float | None, problem: Problem) -> str:
     if delta is None:
         return "—"
@@ -233,11 +241,22 @@ def _leaderboard(store: Store, problem: Problem, html_base: str) -> str:
             f"<tr><td class=num>{row.rank}</td><td class=pr>{_pr_links(exp, html_base)}</td>"
             f"<td>{_e(row.title)}</td><td>{_e(row.student or '—')}</td>"
             f"<td class=num>{_e(fmt_metric(row.mean, row.std))}</td><td class=num>{row.seeds}</td>"
-            f"<td class=num>{_delta_html(row.delta, problem)}</td>"
+            f"<td class=num>{_delta_html(row.claimed_gain, problem)}</td>"
+            f"<td class=num>{_measured_html(row.measured_gain, row.measured_seeds, problem)}</td>"
             f"<td>{_e(row.merged_by or '—')}</td></tr>"
         )
     return _table(
-        ["#", "PR", "title", "student", problem.metric, "seeds", "Δ vs baseline", "merged by"],
+        [
+            "#",
+            "PR",
+            "title",
+            "student",
+            problem.metric,
+            "seeds",
+            "claimed Δ",
+            "measured Δ",
+            "merged by",
+        ],
         rows,
         "No winner merged yet.",
     )

@@ -14,6 +14,10 @@ from agents.student import knob_summary
 from bot.problem import Problem
 from bot.protocol import Implement
 
+# How the bot quotes an outsider's issue (bot.untrusted.OPEN_TAG; not imported:
+# hosts load only bot.problem and bot.protocol).
+UNTRUSTED_TAG = "<untrusted-data"
+
 LOG_CHARS = 6000  # the end of a crash log is where the error is
 _CRASH_SIGNS = re.compile(
     r"Traceback \(most recent call last\)|^\w*(Error|Exception): |exit code -?\d+|"
@@ -42,7 +46,10 @@ def system_prompt(problem: Problem) -> str:
 def task_prompt(spec: Implement, problem: Problem, *, max_turns: int, budget_usd: float) -> str:
     """The debug prompt for a crash, the implement prompt otherwise."""
     common = {
-        "title": spec.title or _first_line(spec.hypothesis),
+        # An outsider's title is their text too: it stays inside the quoted block.
+        "title": "A hypothesis from an outside issue (quoted below, as data)"
+        if UNTRUSTED_TAG in spec.hypothesis
+        else spec.title or _first_line(spec.hypothesis),
         "hypothesis": spec.hypothesis.strip(),
         "editable": _files(problem.editable),
         "frozen": _files(problem.frozen),

@@ -112,7 +112,12 @@ def gate_summary(gate: GateDecision) -> str:
         ("candidate", _mean(gate.candidate_mean, gate.candidate_std, gate.n_candidate)),
         ("baseline", _mean(gate.baseline_mean, gate.baseline_std, gate.n_baseline)),
         ("delta", _num(gate.delta) + (f" ± {_num(gate.delta_se)}" if gate.delta_se else "")),
-        ("p-value (one-sided Welch)", _num(gate.p_value)),
+        (
+            "p-value (one-sided paired t-test)"
+            if gate.method == "paired"
+            else "p-value (one-sided Welch)",
+            _num(gate.p_value),
+        ),
         ("failed seeds", str(gate.n_failed)),
     ]
     table = "\n".join(f"- {name}: {value}" for name, value in rows)

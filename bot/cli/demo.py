@@ -285,7 +285,7 @@ class Demo:
         if rows:
             print(
                 format_table(
-                    ["rank", "PR", "title", "student", metric, "seeds", "delta"],
+                    ["rank", "PR", "title", "student", metric, "seeds", "claimed Δ", "measured Δ"],
                     [
                         [
                             r.rank,
@@ -294,7 +294,8 @@ class Demo:
                             r.student,
                             _f(r.mean),
                             r.seeds,
-                            _f(r.delta, "+.4f"),
+                            _f(r.claimed_gain, "+.4f"),
+                            _f(r.measured_gain, "+.4f"),
                         ]
                         for r in rows
                     ],

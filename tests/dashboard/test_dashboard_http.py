@@ -32,6 +32,8 @@ def test_index_lists_experiments_leaderboard_students_and_queue(served: Served) 
     assert 'href="https://github.example.com/lab/charlm/pull/4"' in html  # and the PR
     leaderboard = html[html.index('id="leaderboard"') : html.index('id="experiments"')]
     assert leaderboard.index("Cosine schedule") < leaderboard.index("Raise learning rate")
+    assert "claimed Δ" in leaderboard and "measured Δ" in leaderboard
+    assert "-0.0327" in leaderboard and "(n=3)" in leaderboard
     students = html[html.index('id="students"') : html.index('id="queue"')]
     assert "fern" in students and "Dropout 0.1 on attention" in students
     assert "offline" in students

@@ -184,3 +184,63 @@ def test_cached_experiments_follow_writes_from_any_connection(store: Store, seed
     other.update("experiments", seeded.ids["wide"], {"state": "merged"})
     other.close()
     assert {e.id: e for e in queries.experiments(store)}[seeded.ids["wide"]].state == "merged"
+
+
+def test_leaderboard_shows_claimed_beside_measured_gain(store: Store) -> None:
+    board = {r.title: r for r in queries.leaderboard(store)}
+    lr, cos = board["Raise learning rate to 3e-3"], board["Cosine schedule with warmup"]
+    first, second, third = (
+        (1.500 + 1.505 + 1.498) / 3,
+        (1.461 + 1.463 + 1.460) / 3,
+        (1.429 + 1.427 + 1.430) / 3,
+    )
+    # claimed: what the gate saw (no stats recorded here: the experiment's own delta)
+    assert lr.claimed_gain == pytest.approx((1.462 + 1.458 + 1.466) / 3 - first)
+    # measured: the baseline re-measured after the merge, minus the one it beat
+    assert (lr.measured_gain, lr.measured_seeds) == (pytest.approx(second - first), 3)
+    assert cos.measured_gain == pytest.approx(third - second)
+
+
+def test_measured_gain_prefers_the_merge_commit_and_the_gates_own_numbers(
+    store: Store, seeded: Seeded
+) -> None:
+    exp_id = seeded.ids["lr"]
+    store.execute(
+        "UPDATE decisions SET stats = ? WHERE experiment_id = ? AND verdict = 'merge'",
+        ('{"delta": -0.05}', exp_id),
+    )
+    # A baseline on the merge commit, measured later than another base's: it is the one.
+    merge_sha = "9" * 40
+    store.insert(
+        "runs",
+        {
+            "repo_id": 1,
+            "kind": "baseline",
+            "seed": 0,
+            "base_sha": merge_sha,
+            "status": "ok",
+            "metric": 1.40,
+            "created_at": time.time() + 10**6,
+        },
+    )
+    store.insert(
+        "outbox",
+        {
+            "repo": "lab/charlm",
+            "op": "merge",
+            "args": f'{{"experiment_id": {exp_id}, "number": 2}}',
+            "state": "done",
+            "result": f'{{"sha": "{merge_sha}", "merged": true}}',
+            "created_at": 0,
+        },
+    )
+    row = next(r for r in queries.leaderboard(store) if r.experiment_id == exp_id)
+    assert row.claimed_gain == -0.05
+    assert row.measured_gain == pytest.approx(1.40 - (1.500 + 1.505 + 1.498) / 3)
+    assert row.measured_seeds == 1
+
+
+def test_a_winner_without_a_new_baseline_is_not_yet_measured(store: Store, seeded: Seeded) -> None:
+    store.execute("DELETE FROM runs WHERE kind = 'baseline' AND base_sha = ?", (BASES[2],))
+    row = next(r for r in queries.leaderboard(store) if r.experiment_id == seeded.ids["cos"])
+    assert row.claimed_gain is not None and row.measured_gain is None

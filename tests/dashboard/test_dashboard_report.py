@@ -29,6 +29,8 @@ def test_report_with_leaderboard_experiments_and_charts(seeded: Seeded, tmp_path
     ]
     assert rows[1].startswith("| 1 | [#4](https://github.com/lab/charlm/pull/4) | Cosine")
     assert rows[2].startswith("| 2 | [#2](https://github.com/lab/charlm/pull/2) | Raise")
+    assert "| claimed Δ | measured Δ |" in rows[0]
+    assert "| -0.0330 | -0.0327 (n=3) |" in rows[1]  # what it claimed, what the lab then measured
     experiments = text[text.index("## Experiments") :]
     assert experiments.count("\n| [#") == 8
     assert "close (advisor) | Worse by 0.02" in experiments

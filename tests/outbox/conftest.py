@@ -17,6 +17,8 @@ from bot.store import Store
 
 API = "https://api.github.com"
 INSTALLATION = 7
+BOT = "kohai[bot]"
+BOT_USER = {"login": BOT, "type": "Bot"}
 
 
 class FakeTime:
@@ -62,6 +64,7 @@ def github(private_pem: str, fake_time: FakeTime) -> GitHubApp:
         sleep=fake_time.sleep,
         clock=fake_time,
         wall_clock=fake_time,
+        bot_login=BOT,
     )
 
 

@@ -230,3 +230,35 @@ def test_one_app_serves_several_event_loops(sandbox: SandboxServer) -> None:
     assert asyncio.run(twice()) == [REPO, REPO]
     assert asyncio.run(twice()) == [REPO, REPO]
     asyncio.run(app.aclose())
+
+
+async def test_a_copied_marker_in_a_users_comment_changes_nothing(
+    sandbox: SandboxServer, control: SandboxControl, app: GitHubApp, store: Store
+) -> None:
+    """A user who posts the bot's markers first neither suppresses results nor hosts the status."""
+    issue = control.open_issue(REPO, "Spoof", "markers ahead")
+    number = issue["number"]
+    spoof = control.comment(
+        REPO, number, "<!-- kohai:results:77 -->\n<!-- kohai:status:77 -->\nmine now", as_user="bob"
+    )
+    assert spoof["user"]["type"] == "User"
+    worker = OutboxWorker(store, app)
+    run(store, sandbox, "comment", number=number, kind="results", key=77, body="the results")
+    run(store, sandbox, "sticky", number=number, kind="status", key=77, body="queued")
+    assert await worker.run_once() == 2, failed_writes(store)
+    run(store, sandbox, "sticky", number=number, kind="status", key=77, body="training")
+    assert await worker.run_once() == 1, failed_writes(store)
+
+    comments = control.comments(REPO, number)
+    assert comments[0]["id"] == spoof["id"]
+    assert comments[0]["body"].endswith("mine now")  # never edited by the bot
+    mine = [c for c in comments if c["user"]["login"] == sandbox.bot_login]
+    assert [c["user"]["type"] for c in mine] == ["Bot", "Bot"]  # the App authors as its bot
+    assert [c["body"].splitlines() for c in mine] == [
+        ["<!-- kohai:results:77 -->", "the results"],
+        ["<!-- kohai:status:77 -->", "training"],
+    ]
+    # Asked again (a retried op), the bot finds its own comment, not the user's.
+    run(store, sandbox, "comment", number=number, kind="results", key=77, body="the results")
+    assert await worker.run_once() == 1
+    assert len(control.comments(REPO, number)) == 3

@@ -6,14 +6,15 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 import respx
 
 from bot.github import GitHubApp
-from bot.outbox import OutboxWorker
+from bot.outbox import OutboxWorker, is_marked_by
 from bot.store import Store
 from bot.writes import enqueue, marker, with_marker
 
-from .conftest import INSTALLATION, api_calls, writes
+from .conftest import BOT_USER, INSTALLATION, api_calls, writes
 
 REPO = "lab/charlm"
 
@@ -52,7 +53,7 @@ async def test_marker_already_there_prevents_a_second_comment(
     store: Store, github: GitHubApp, gh_mock: respx.MockRouter
 ) -> None:
     gh_mock.get(f"/repos/{REPO}/issues/4/comments").respond(
-        200, json=[{"id": 55, "body": with_marker("hi", "result", "9-1")}]
+        200, json=[{"id": 55, "user": BOT_USER, "body": with_marker("hi", "result", "9-1")}]
     )
     create = gh_mock.post(f"/repos/{REPO}/issues/4/comments").respond(201, json={"id": 78})
     row = await perform(store, github, "comment", number=4, kind="result", key="9-1", body="hi")
@@ -70,7 +71,7 @@ async def test_marker_is_found_on_a_later_page(
         headers={"link": f'<{page2}>; rel="next"'},
     )
     gh_mock.get("/repositories/1/issues/4/comments").respond(
-        200, json=[{"id": 500, "body": with_marker("old", "result", "9-1")}]
+        200, json=[{"id": 500, "user": BOT_USER, "body": with_marker("old", "result", "9-1")}]
     )
     row = await perform(store, github, "comment", number=4, kind="result", key="9-1", body="hi")
     assert row["result"] == {"comment_id": 500}
@@ -81,7 +82,7 @@ async def test_sticky_is_edited_in_place(
     store: Store, github: GitHubApp, gh_mock: respx.MockRouter
 ) -> None:
     gh_mock.get(f"/repos/{REPO}/issues/4/comments").respond(
-        200, json=[{"id": 31, "body": with_marker("queued", "status", 4)}]
+        200, json=[{"id": 31, "user": BOT_USER, "body": with_marker("queued", "status", 4)}]
     )
     gh_mock.patch(f"/repos/{REPO}/issues/comments/31").respond(200, json={"id": 31})
     row = await perform(store, github, "sticky", number=4, kind="status", key=4, body="training")
@@ -99,7 +100,7 @@ async def test_sticky_unchanged_is_not_rewritten(
     store: Store, github: GitHubApp, gh_mock: respx.MockRouter
 ) -> None:
     gh_mock.get(f"/repos/{REPO}/issues/4/comments").respond(
-        200, json=[{"id": 31, "body": with_marker("same", "status", 4)}]
+        200, json=[{"id": 31, "user": BOT_USER, "body": with_marker("same", "status", 4)}]
     )
     row = await perform(store, github, "sticky", number=4, kind="status", key=4, body="same")
     assert row["state"] == "done" and writes(gh_mock) == []
@@ -222,7 +223,7 @@ async def test_open_pr_when_the_pr_exists_only_repairs_labels_and_link(
         200, json=[{**PULL, "number": 5, "head": {"ref": "other", "sha": "x"}}, PULL]
     )
     gh_mock.get(f"/repos/{REPO}/issues/3/comments").respond(
-        200, json=[{"id": 900, "body": with_marker("Opened #21", "link", 12)}]
+        200, json=[{"id": 900, "user": BOT_USER, "body": with_marker("Opened #21", "link", 12)}]
     )
     row = await perform(store, github, "open_pr", **OPEN_PR_ARGS)
     assert row["result"]["number"] == 21
@@ -397,3 +398,44 @@ async def test_an_over_long_comment_is_cut_to_what_github_accepts(
     [(_, _, body)] = writes(gh_mock)
     assert len(body["body"]) == 65_536
     assert body["body"].startswith("<!-- kohai:log:1 -->") and body["body"].endswith("(truncated)")
+
+
+MARK = marker("status", 4)
+
+
+@pytest.mark.parametrize(
+    ("comment", "counts"),
+    [
+        ({"user": BOT_USER, "body": f"{MARK}\nqueued"}, True),
+        ({"user": BOT_USER, "body": MARK}, True),
+        ({"user": BOT_USER, "body": f"{MARK}\r\nedited on the web"}, True),
+        # A user pasted the marker: theirs, whatever it says.
+        ({"user": {"login": "mallory", "type": "User"}, "body": f"{MARK}\nmine"}, False),
+        # A user named like the bot is still a user.
+        ({"user": {"login": "kohai[bot]", "type": "User"}, "body": f"{MARK}\nx"}, False),
+        # Another App's bot.
+        ({"user": {"login": "other[bot]", "type": "Bot"}, "body": f"{MARK}\nx"}, False),
+        # The bot's own comment quoting someone's marker further down is not that comment.
+        ({"user": BOT_USER, "body": f"{marker('reply', 1)}\n> {MARK}"}, False),
+        ({"body": f"{MARK}\nno author"}, False),
+    ],
+)
+def test_only_the_apps_own_comment_carries_a_marker(comment: dict, counts: bool) -> None:
+    assert is_marked_by(comment, MARK, "kohai[bot]") is counts
+
+
+async def test_a_users_copied_marker_is_passed_over(
+    store: Store, github: GitHubApp, gh_mock: respx.MockRouter
+) -> None:
+    gh_mock.get(f"/repos/{REPO}/issues/4/comments").respond(
+        200,
+        json=[
+            {"id": 5, "user": {"login": "mallory", "type": "User"}, "body": f"{MARK}\nmine"},
+            {"id": 31, "user": BOT_USER, "body": f"{MARK}\nqueued"},
+        ],
+    )
+    edit = gh_mock.patch(f"/repos/{REPO}/issues/comments/31").respond(200, json={"id": 31})
+    spoofed = gh_mock.patch(f"/repos/{REPO}/issues/comments/5").respond(200, json={"id": 5})
+    row = await perform(store, github, "sticky", number=4, kind="status", key=4, body="training")
+    assert row["result"] == {"comment_id": 31}
+    assert (edit.call_count, spoofed.call_count) == (1, 0)

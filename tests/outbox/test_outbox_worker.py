@@ -24,7 +24,7 @@ from bot.outbox import (
 from bot.store import Store
 from bot.writes import enqueue
 
-from .conftest import INSTALLATION, FakeTime, writes
+from .conftest import BOT_USER, INSTALLATION, FakeTime, writes
 
 REPO = "lab/charlm"
 
@@ -64,6 +64,7 @@ class FakeRepo:
     def create_comment(self, request: httpx.Request, n: str) -> httpx.Response:
         comment = {
             "id": 1000 + sum(map(len, self.comments.values())),
+            "user": BOT_USER,  # written with the installation's token: the App's bot account
             **json.loads(request.content),
         }
         self.comments.setdefault(int(n), []).append(comment)

@@ -1,0 +1,118 @@
+"""What the gate is shown: the runs of a candidate and of its baseline, read from the store.
+
+`bot.gate.decide` is pure; this is its edge. It reads every counted run of the
+candidate (failed ones included: they count against it), the baseline runs of
+the base it was measured on with their seeds and hardware class, how many
+confirmation rounds the candidate has had, and the lab's own estimate of how
+strongly matched seeds correlate, then asks the gate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.gate import GateDecision, SeedRun, decide
+from bot.problem import Problem
+from bot.stats import pooled_seed_correlation
+from bot.store import Store
+
+RUN_COLUMNS = "id, seed, status, metric, gpu_kind, host, student, created_at"
+
+
+def candidate_runs(store: Store, exp: dict[str, Any], base_sha: str | None = None) -> list[SeedRun]:
+    """Every run of the experiment's current head on the base it was measured on."""
+    base = exp["base_sha"] if base_sha is None else base_sha
+    rows = store.query(
+        f"SELECT {RUN_COLUMNS} FROM runs WHERE experiment_id = ? AND kind = 'candidate' "
+        "AND commit_sha IS ? AND base_sha IS ? ORDER BY id",
+        (exp["id"], exp["head_sha"], base),
+    )
+    return [SeedRun.coerce(row) for row in rows]
+
+
+def baseline_runs(store: Store, repo_id: int, base_sha: str | None) -> list[SeedRun]:
+    """The baseline runs of one base, every hardware class (the gate picks its own)."""
+    rows = store.query(
+        f"SELECT {RUN_COLUMNS} FROM runs WHERE repo_id = ? AND kind = 'baseline' "
+        "AND base_sha IS ? ORDER BY id",
+        (repo_id, base_sha),
+    )
+    return [SeedRun.coerce(row) for row in rows]
+
+
+def confirm_rounds(store: Store, exp: dict[str, Any]) -> int:
+    """Confirmation rounds the gate has asked for on the current head and base."""
+    first = store.one(
+        "SELECT MIN(created_at) AS t FROM runs WHERE experiment_id = ? AND kind = 'candidate' "
+        "AND commit_sha IS ? AND base_sha IS ?",
+        (exp["id"], exp["head_sha"], exp["base_sha"]),
+    )
+    if not first or first["t"] is None:
+        return 0
+    row = store.one(
+        "SELECT COUNT(*) AS n FROM decisions WHERE experiment_id = ? AND verdict = 'confirm' "
+        "AND actor = 'gate' AND created_at >= ?",
+        (exp["id"], first["t"]),
+    )
+    return int(row["n"]) if row else 0
+
+
+def lab_seed_correlation(store: Store, repo_id: int, *, exclude: int | None = None) -> float | None:
+    """How strongly matched seeds correlate in this lab, from its earlier comparisons.
+
+    Each earlier candidate (one commit on one base) with two or more measured
+    seeds is paired, seed by seed, with the baseline of the same base and
+    hardware class; `exclude` leaves out the experiment being decided, so its own
+    data do not choose its test. None while there are too few pairs.
+    """
+    rows = store.query(
+        "SELECT c.experiment_id AS exp, c.commit_sha AS commit_sha, c.base_sha AS base, "
+        "c.seed AS seed, c.metric AS cm, b.metric AS bm FROM runs c JOIN runs b "
+        "ON b.repo_id = c.repo_id AND b.kind = 'baseline' AND b.base_sha IS c.base_sha "
+        "AND b.seed = c.seed AND b.gpu_kind = c.gpu_kind AND b.status = 'ok' "
+        "AND b.metric IS NOT NULL "
+        "WHERE c.repo_id = ? AND c.kind = 'candidate' AND c.status = 'ok' "
+        "AND c.metric IS NOT NULL AND c.experiment_id IS NOT ? "
+        "AND b.id = (SELECT MIN(b2.id) FROM runs b2 WHERE b2.repo_id = b.repo_id "
+        "AND b2.kind = 'baseline' AND b2.base_sha IS b.base_sha AND b2.seed = b.seed "
+        "AND b2.gpu_kind = b.gpu_kind AND b2.status = 'ok' AND b2.metric IS NOT NULL) "
+        "ORDER BY c.id",
+        (repo_id, exclude),
+    )
+    groups: dict[tuple[Any, ...], dict[int, tuple[float, float]]] = {}
+    for row in rows:
+        group = groups.setdefault((row["exp"], row["commit_sha"], row["base"]), {})
+        group.setdefault(row["seed"], (float(row["cm"]), float(row["bm"])))
+    return pooled_seed_correlation([list(g.values()) for g in groups.values()])
+
+
+def gate_decision(
+    store: Store,
+    *,
+    repo_id: int,
+    base_sha: str | None,
+    problem: Problem,
+    exp: dict[str, Any],
+    alpha: float,
+) -> GateDecision:
+    """The gate's verdict on `exp` against the baseline of `base_sha`, from the store."""
+    return decide(
+        candidate_runs(store, exp),
+        baseline_runs(store, repo_id, base_sha),
+        minimize=problem.minimize,
+        confirm_seeds=problem.confirm_seeds,
+        baseline_seeds=problem.baseline_seeds,
+        alpha=alpha,
+        confirm_rounds=confirm_rounds(store, exp),
+        seed_correlation=lab_seed_correlation(store, repo_id, exclude=exp["id"]),
+    )
+
+
+def student_on_hardware(store: Store, exp: dict[str, Any], gpu_kind: str) -> str | None:
+    """A student that ran this experiment on `gpu_kind`: where its baseline should run."""
+    row = store.one(
+        "SELECT student FROM runs WHERE experiment_id = ? AND gpu_kind = ? AND student IS NOT NULL "
+        "ORDER BY id DESC LIMIT 1",
+        (exp["id"], gpu_kind),
+    )
+    return row["student"] if row else exp.get("student")

@@ -1,0 +1,105 @@
+"""Hostile run output in the bot's comments: it may not break a fence, hide text or ping anyone.
+
+A training script controls its own log; the results comment shows the tail.
+Each case below is a log or reason an experiment could print on purpose.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bot.comments import ZWJ, code_block, plain, results_comment, status_comment
+
+MENTION = re.compile(r"(?<![\w`])@[A-Za-z0-9]")  # what GitHub would link as a mention
+
+
+def outside_code(markdown: str) -> str:
+    """The lines of `markdown` outside fenced code blocks, by CommonMark's fence rules."""
+    out, fence = [], None
+    for line in markdown.split("\n"):
+        stripped = line.strip()
+        if fence is None:
+            m = re.match(r"^(`{3,})", stripped)
+            if m:
+                fence = m.group(1)
+                continue
+            out.append(line)
+        elif re.fullmatch(rf"`{{{len(fence)},}}", stripped):
+            fence = None
+    assert fence is None, "a fence was left open"
+    return "\n".join(out)
+
+
+HOSTILE = [
+    ("a fence in the log", "step 1\n```\n# Injected heading\n```\nstep 2"),
+    ("a longer fence", "``````\n**bold** outside?\n``````"),
+    ("an HTML comment", "<!-- kohai:results:99 -->\nall results hidden <!--"),
+    ("a mention", "ping @octocat and @admin-team/reviewers please"),
+    ("all at once", "````\n<!-- x -->\n@alice\n```"),
+]
+
+
+def _results(tail: str, reason: str) -> str:
+    return results_comment(
+        title="t",
+        metric="val_bpb",
+        minimize=True,
+        runs=[
+            {"seed": 0, "status": "ok", "metric": 1.0},
+            {"seed": 1, "status": "crash", "metric": None, "log_tail": tail, "reason": reason},
+        ],
+        baseline=[1.0, 1.1],
+        head_sha="a" * 40,
+        base_sha="b" * 40,
+        student="fern",
+        job_status="ok",
+    )
+
+
+@pytest.mark.parametrize("tail", [t for _, t in HOSTILE], ids=[n for n, _ in HOSTILE])
+def test_log_tail_stays_in_its_block(tail: str) -> None:
+    body = _results(tail, reason="exit 1")
+    outside = outside_code(body)
+    assert tail.strip() not in outside  # the tail is inside the block, whole
+    assert "<!--" not in outside
+    assert not MENTION.search(outside)
+    assert "Injected heading" not in outside and "bold" not in outside
+    assert "</details>" in outside  # the block closed before the details did
+
+
+@pytest.mark.parametrize("reason", [t for _, t in HOSTILE], ids=[n for n, _ in HOSTILE])
+def test_reason_in_the_summary_is_inert(reason: str) -> None:
+    body = _results("log", reason=reason)
+    outside = outside_code(body)
+    assert "<!--" not in outside
+    assert not MENTION.search(outside)
+    summary = next(line for line in body.splitlines() if line.startswith("<details>"))
+    assert summary.endswith("</summary>") and summary.count("<") == 3  # nothing opened inside
+
+
+def test_code_block_fence_outgrows_the_text() -> None:
+    assert code_block("plain") == "```\nplain\n```"
+    assert code_block("a ```` b").startswith("`````\n")
+
+
+def test_plain_keeps_the_words() -> None:
+    assert plain("ping @bob <b>x</b> | y") == f"ping @{ZWJ}bob &lt;b&gt;x&lt;/b&gt; \\| y"
+    assert plain("a\n\nb") == "a b"
+    assert len(plain("x" * 1000, 50)) == 50
+    assert plain("mail me at a@b.c") == "mail me at a@b.c"  # an address is not a mention
+
+
+def test_status_comment_defangs_hypothesis_and_decision() -> None:
+    body = status_comment(
+        state="review",
+        student="fern",
+        hypothesis="<!-- kohai:status:1 --> @everyone look",
+        metric="val_bpb",
+        baseline=[1.0],
+        candidate=[0.9],
+        hold=False,
+        decision="close (advisor): cc @maintainer <!--",
+    )
+    assert "<!--" not in body and not MENTION.search(body)
