@@ -131,6 +131,12 @@ def results_comment(
         + (f". {attempt_note}" if attempt_note else ""),
         "",
     ]
+    if any(not r.get("sealed") for r in runs if r.get("status") != "cancelled"):
+        lines += [
+            "**unsealed**: this problem has no `[eval]` in `kohai.toml`, so the metric is the "
+            "training script's own claim, not a frozen evaluator's.",
+            "",
+        ]
     if runs:
         lines += [
             f"| seed | status | {metric} | runtime | peak memory | GPU-hours | W&B |",
