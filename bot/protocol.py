@@ -140,6 +140,11 @@ class RunResult:
         return _from_dict(cls, data)
 
 
+# Ends a `JobResult.diff` that was cut short or could not be made: the audit fails it.
+DIFF_INCOMPLETE = "[kohai: diff incomplete]"
+MAX_DIFF_CHARS = 200_000
+
+
 @dataclass
 class JobResult:
     status: JobStatus
@@ -152,6 +157,7 @@ class JobResult:
     notes: str = ""
     lease_id: str = ""  # the lease this result belongs to
     smoke_s: float = 0.0  # seconds the coding agent spent smoke-running the training command
+    diff: str = ""  # the PR's diff (base...head), for the hypothesis-vs-diff audit (bot/audit.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -22,7 +22,7 @@ import sqlite_utils
 if TYPE_CHECKING:
     from bot.protocol import RunResult
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Each entry upgrades the schema from version i to i + 1. Never edit a released
 # step; append a new one.
@@ -200,6 +200,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN sandboxed INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE runs ADD COLUMN train_s REAL;
     ALTER TABLE runs ADD COLUMN eval_s REAL;
+    """,
+    # 4: the base's editable files, so the offline advisor reads the incumbent's knob
+    # values (and an advisor the code it proposes changes to) without a checkout.
+    """
+    ALTER TABLE repos ADD COLUMN base_files TEXT;   -- JSON {path: text} at base_sha
     """,
 ]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.problem import CONFIG_FILE, Problem, ProblemError, loads_problem
-from bot.protocol import Job, JobResult
+from bot.protocol import DIFF_INCOMPLETE, MAX_DIFF_CHARS, Job, JobResult
 from trainer import workspace
 from trainer.harness import run_once
 from trainer.reporter import JobReporter
@@ -114,6 +114,8 @@ def _run_in_worktree(
     if refusal is not None:
         result.status, result.reason = "refused", refusal
         return result
+    if job.kind != "baseline":  # the bot audits it against the hypothesis (bot/audit.py)
+        result.diff = pr_diff(tree, job.base_sha, head)
 
     reporter.phase("training", head_sha=head)
     cancel = _either(reporter.cancel, ctx.abort)
@@ -215,3 +217,20 @@ class _either:
 
 def cleanup_runs(work_dir: Path, job_id: int) -> None:
     shutil.rmtree(work_dir / "runs" / f"job{job_id}", ignore_errors=True)
+
+
+def pr_diff(tree: Path, base_sha: str, head: str) -> str:
+    """The pull request's diff as GitHub shows it (from the merge base), bounded.
+
+    Cut short or impossible to make, it ends with DIFF_INCOMPLETE, which the
+    audit counts as a finding: what it could not read it cannot pass.
+    """
+    try:
+        text = workspace.git(
+            tree, "diff", "--no-color", "--no-ext-diff", "--no-textconv", f"{base_sha}...{head}"
+        )
+    except GitError:
+        return DIFF_INCOMPLETE + "\n"
+    if len(text) > MAX_DIFF_CHARS:
+        return text[:MAX_DIFF_CHARS] + "\n" + DIFF_INCOMPLETE + "\n"
+    return text
