@@ -77,6 +77,9 @@ class Job:
     # This lease's identity: events, `complete` and `release` name it; the bot
     # answers 409 to any lease of the job that is no longer the current one.
     lease_id: str = ""
+    # The base's ok baseline curves ([step, train_loss] points, one list per seed),
+    # sent with experiment jobs when the problem declares [train] early_stop.
+    baseline_curves: list[list[list[float]]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -13,10 +13,11 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.early_stop import stop_rule
 from bot.problem import CONFIG_FILE, Problem, ProblemError, loads_problem
 from bot.protocol import DIFF_INCOMPLETE, MAX_DIFF_CHARS, Job, JobResult
 from trainer import workspace
-from trainer.harness import run_once
+from trainer.harness import StopRule, run_once
 from trainer.reporter import JobReporter
 from trainer.wandb_log import RunContext, log_run
 from trainer.workspace import GitError, Workspace
@@ -40,6 +41,17 @@ class JobContext:
     abort: threading.Event = field(default_factory=threading.Event)  # host shutdown
     wandb_project: str = ""  # default: WANDB_PROJECT, else the repository's name
     sandboxed: bool = True  # False only when the host was started --unsandboxed
+
+
+def early_stop_rule(job: Job, problem: Problem) -> StopRule | None:
+    """The harness's early-stop rule for a candidate, when the problem asks for one.
+
+    Off for baselines, without `[train] early_stop`, and without baseline
+    curves to compare with (the first experiments on a new base).
+    """
+    if job.kind == "baseline" or problem.early_stop is None or not job.baseline_curves:
+        return None
+    return stop_rule(job.baseline_curves, problem.early_stop, minimize=True)
 
 
 def problem_at(worktree: Path, sha: str) -> Problem:
@@ -134,6 +146,7 @@ def _run_in_worktree(
             on_progress=lambda record, seed=seed: reporter.progress(seed, record),
             on_line=reporter.line,
             cancel=cancel,
+            should_stop=early_stop_rule(job, problem),
         )
         if run.status == "cancelled":
             if ctx.abort.is_set() and not reporter.cancel.is_set():

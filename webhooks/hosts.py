@@ -102,7 +102,20 @@ async def _job_payload(ctx: Any, leased: Leased) -> dict[str, Any]:
         wandb_group=f"pr-{exp['pr_number']}" if exp else "baseline",
         gpus=list(range(student_row["gpus"])) if student_row and student_row["gpus"] else [],
         lease_id=job["lease_id"] or "",
+        baseline_curves=_baseline_curves(ctx, repo, job),
     ).to_dict()
+
+
+def _baseline_curves(ctx: Any, repo: Any, job: dict[str, Any]) -> list[list[list[float]]]:
+    """What early stopping compares a candidate's progress with: its base's baseline curves."""
+    if job["kind"] == "baseline" or repo.problem.early_stop is None:
+        return []
+    rows = ctx.store.query(
+        "SELECT curve FROM runs WHERE repo_id = ? AND kind = 'baseline' AND status = 'ok' "
+        "AND base_sha IS ? ORDER BY seed, id",
+        (repo.id, job["base_sha"] or repo.base_sha),
+    )
+    return [curve for curve in (json.loads(r["curve"] or "[]") for r in rows) if curve]
 
 
 @post("/api/hosts/{name:str}/lease", status_code=200, summary="Long-poll for the next job")
