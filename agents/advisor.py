@@ -38,6 +38,7 @@ class Proposal:
     knobs: dict[str, Any]
     rationale: str
     mode: AdvisorMode
+    difference: str = ""  # for a repeat it still wants: what is different (bot.novelty)
     cost_usd: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0

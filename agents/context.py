@@ -54,6 +54,10 @@ class ExperimentRecord:
     base_sha: str | None = None
     seeds: list[dict[str, Any]] = field(default_factory=list)  # seed, status, metric, reason
     curve: list[list[float]] = field(default_factory=list)  # the last ok seed's training curve
+    # Its mean minus the baseline mean of the base it was measured on (negative is
+    # better when minimizing): what a move of its knobs did.
+    delta: float | None = None
+    diff: str = ""  # the PR's diff as its host reported it (clipped), for the review
 
     @property
     def finished(self) -> bool:
@@ -82,6 +86,8 @@ class AdvisorContext:
     repo: str = ""
     base_sha: str | None = None
     baseline_curve: list[list[float]] = field(default_factory=list)
+    base_files: dict[str, str] = field(default_factory=dict)  # editable files at base_sha
+    sent_back: str = ""  # why the advisor's last proposal came back (bot.novelty), if it did
 
     def render(self, max_chars: int = 12000) -> str:
         """Markdown for a prompt, never longer than `max_chars`.
@@ -181,6 +187,9 @@ def build_context(
         baseline_n=len(baseline),
         repo=repo.get("full_name", ""),
         base_sha=base_sha,
+        base_files={
+            str(k): v for k, v in _json_dict(repo.get("base_files")).items() if isinstance(v, str)
+        },
         baseline_curve=_last_curve(
             store.query(
                 "SELECT curve FROM runs WHERE repo_id = ? AND kind = 'baseline' AND status = 'ok' "
@@ -206,6 +215,12 @@ def _record(store: Store, row: dict[str, Any]) -> ExperimentRecord:
     values = [r["metric"] for r in runs if r["status"] == "ok" and r["metric"] is not None]
     failed = [r for r in runs if r["status"] != "ok" or r["metric"] is None]
     mean, std = mean_std(values) if values else (None, None)
+    measured_on = runs[-1]["base_sha"] if runs else row.get("base_sha")
+    delta = None
+    if mean is not None and measured_on is not None:
+        baseline = _baseline_values(store, row["repo_id"], measured_on)
+        if baseline:
+            delta = mean - mean_std(baseline)[0]
     decision = store.one(
         "SELECT verdict FROM decisions WHERE experiment_id = ? ORDER BY id DESC LIMIT 1",
         (row["id"],),
@@ -218,6 +233,7 @@ def _record(store: Store, row: dict[str, Any]) -> ExperimentRecord:
         if last["log_tail"]:
             failure += "\n" + last["log_tail"][-600:]
     return ExperimentRecord(
+        diff=_latest_diff(store, row["id"]),
         number=row.get("pr_number"),
         title=row["title"],
         hypothesis=row.get("hypothesis") or "",
@@ -241,6 +257,7 @@ def _record(store: Store, row: dict[str, Any]) -> ExperimentRecord:
             for r in runs
         ],
         curve=_last_curve(runs),
+        delta=delta,
     )
 
 
@@ -253,6 +270,22 @@ def _last_curve(runs: list[dict[str, Any]]) -> list[list[float]]:
         if curve:
             return curve
     return []
+
+
+MAX_REVIEW_DIFF = 6000
+
+
+def _latest_diff(store: Store, experiment_id: int) -> str:
+    """The newest diff a host reported for the experiment (`JobResult.diff`), clipped."""
+    rows = store.query(
+        "SELECT result FROM jobs WHERE experiment_id = ? AND result IS NOT NULL ORDER BY id DESC",
+        (experiment_id,),
+    )
+    for row in rows:
+        diff = _json_dict(row["result"]).get("diff")
+        if isinstance(diff, str) and diff:
+            return _clip(diff, MAX_REVIEW_DIFF)
+    return ""
 
 
 def _baseline_values(store: Store, repo_id: int, base_sha: str | None) -> list[float]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from agents.advisor import Advisor, AdvisorError
 from agents.context import AdvisorContext, build_context
+from agents.screens import propose_novel
 from bot import labs
 from bot.engine import ACTIVE_STATES, Engine, Repo
 from bot.review import Ask, Opinion, Reviewer
@@ -178,7 +179,13 @@ class AdvisorLoop:
             if now() < self._propose_retry_at:
                 return opened
             try:
-                proposal = await self.advisor.propose(self.context(repo), student)
+                # Novelty (agents/screens.py, bot/novelty.py): a repeat goes back once.
+                proposal = await propose_novel(
+                    self.advisor,
+                    self.context(repo),
+                    student,
+                    on_call=lambda answer: self._record_call("propose", None, answer),
+                )
             except AdvisorError as exc:
                 self._record_failed_call("propose", None, exc)
                 self._propose_failures += 1
@@ -186,7 +193,8 @@ class AdvisorLoop:
                 log.warning("advisor could not propose for %s in %s: %s", student, key, exc)
                 return opened
             self._propose_failures = 0
-            self._record_call("propose", None, proposal)
+            if proposal is None:  # a repeat that did not say what is different
+                continue
             hypothesis = proposal.hypothesis.strip()
             if proposal.rationale.strip():
                 hypothesis += f"\n\n**Why**: {proposal.rationale.strip()}"

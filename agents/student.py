@@ -18,6 +18,10 @@ from typing import Any
 from bot.problem import Problem
 from bot.protocol import Implement
 
+# Hooks off and no fsmonitor for every git command run in the job's checkout: nothing
+# planted in its .git runs here (the job sandbox also keeps .git read-only).
+SAFE_GIT = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
+
 
 @dataclass
 class ImplementOutcome:
@@ -33,6 +37,7 @@ class ImplementOutcome:
     cost_usd: float = 0.0
     notes: str = ""
     error: str | None = None
+    smoke_s: float = 0.0  # seconds the coding agent spent in smoke runs
 
 
 def implement(worktree: Path, spec: Implement, problem: Problem) -> ImplementOutcome:
@@ -114,7 +119,7 @@ def enforce_editable(worktree: Path, problem: Problem, *, since: str | None = No
 
 def _head(worktree: Path) -> str | None:
     result = subprocess.run(
-        ["git", "rev-parse", "--verify", "HEAD"],
+        ["git", *SAFE_GIT, "rev-parse", "--verify", "HEAD"],
         cwd=worktree,
         capture_output=True,
         text=True,
@@ -124,7 +129,7 @@ def _head(worktree: Path) -> str | None:
 
 def _exists_at(worktree: Path, ref: str, path: str) -> bool:
     result = subprocess.run(
-        ["git", "cat-file", "-e", f"{ref}:{path}"], cwd=worktree, capture_output=True
+        ["git", *SAFE_GIT, "cat-file", "-e", f"{ref}:{path}"], cwd=worktree, capture_output=True
     )
     return result.returncode == 0
 
@@ -135,7 +140,7 @@ def _git_paths(worktree: Path, *args: str) -> list[str]:
 
 
 def _git(worktree: Path, *args: str) -> str:
-    result = subprocess.run(["git", *args], cwd=worktree, capture_output=True, text=True)
+    result = subprocess.run(["git", *SAFE_GIT, *args], cwd=worktree, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)} failed in {worktree}: {result.stderr.strip()}")
     return result.stdout

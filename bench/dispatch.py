@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import httpx
-from lab import start_lab
+from local_lab import start_lab
 
 CHARLM = Path(__file__).resolve().parents[1] / "trainer" / "examples" / "charlm"
 

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lab import start_lab
+from local_lab import start_lab
 
 from trainer.daemon import spawn
 

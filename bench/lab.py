@@ -1,72 +1,409 @@
-"""A lab on loopback for benchmarks: the sandbox GitHub and the bot, without advisor or pacing.
+"""A simulated lab: does kohai improve a model faster per GPU-hour than greedy keep-if-better?
 
-GitHub's content-creation pacing (80 writes a minute) would dominate after a
-few experiments; the benchmarks measure kohai's own path, so it is off here.
+Every policy gets the same labs (the same stream of ideas, the same seed luck)
+and the same GPU-hours, and is scored on the truth the simulation knows:
+
+- **Ideas** have a true effect in units of the seed noise sigma, drawn as:
+  60 % null (0), 25 % harmful (U[0.5, 2] sigma worse), 15 % helpful
+  (U[0.5, 2] sigma better). Effects add up on the base when ideas merge.
+- **Seed noise** has sigma 1 per run: a per-seed part shared by every run
+  with the same seed in a lab (correlation `--rho` between matched seeds,
+  default 0.5), and a per-run part.
+- **Curves**: a run reports progress at 10 %, 20 %, ... 100 % of its budget:
+  a common falling loss shape, plus its seed noise, plus the idea's effect
+  emerging as x^p (p = 0.5 for most ideas, p = 3 for one in five: late
+  bloomers, which early stopping wrongly cuts), plus a little point noise.
+- One full training run costs 1 GPU-hour; a run stopped early costs its
+  fraction.
+
+Policies:
+
+- **kohai**: N students on a shared queue (baseline seeds first, then
+  confirmation seeds, then new ideas), kohai's real merge gate
+  (`bot.gate.decide`) with `confirm_seeds` / `baseline_seeds`, a baseline
+  re-measured after every merge, and candidates measured on an old base
+  re-run on the new one. Optionally kohai's early stopping
+  (`bot.early_stop.decide`) against the current baseline's curves; a stopped
+  run closes its candidate (the gate treats it as not better).
+- **greedy keep-if-better** (autoresearch): one run per idea on a fixed seed,
+  kept when its metric beats the best so far.
+- **random search, keep best** (a sweep): every idea run once on the
+  original base, the best-measured one kept at the end.
+
+Reported per policy (means over `--labs` labs): the true improvement of the
+final base (sigma), the improvement its own measurements claimed, merges, false merges (merged ideas that were not truly
+better) as a share of merges, GPU-hours per true improvement of one sigma, and
+true improvement per GPU-hour relative to greedy. Goal: kohai at least 2x
+greedy's improvement per GPU-hour with false merges <= 5 %.
+
+    python bench/lab.py [--labs 100] [--gpu-hours 200] [--students 4] [--seed 2026]
 """
 
 from __future__ import annotations
 
+import argparse
+import heapq
+import inspect
+import math
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.cli.serve import build_context  # noqa: E402
-from bot.config import Settings  # noqa: E402
-from bot.github import GitHubApp  # noqa: E402
-from bot.jobs import register_student  # noqa: E402
-from sandbox.control import SandboxControl  # noqa: E402
-from sandbox.server import SandboxServer  # noqa: E402
-from tests.conftest import ServerThread, free_port  # noqa: E402
-from webhooks.app import create_app  # noqa: E402
+from bot import gate  # noqa: E402
+from bot.early_stop import EarlyStopConfig  # noqa: E402
+from bot.early_stop import decide as early_stop  # noqa: E402
+from bot.gate import decide  # noqa: E402
+
+# The gate takes runs with their seeds where it pairs matched seeds (SeedRun), bare values
+# where it does not; the bench feeds whichever the gate in this checkout understands.
+PAIRED = hasattr(gate, "SeedRun")
+COUNTS_ROUNDS = "confirm_rounds" in inspect.signature(decide).parameters
+
+P_NULL, P_HARMFUL = 0.60, 0.25  # the rest helpful
+EFFECT_LOW, EFFECT_HIGH = 0.5, 2.0
+P_LATE = 0.2  # late bloomers: the effect shows only near the end of training
+CHECKPOINTS = tuple(i / 10 for i in range(1, 11))
+POINT_NOISE = 0.15
+SHAPE = 3.0  # height of the common loss curve above its end
+GOAL_RATIO, GOAL_FALSE = 2.0, 0.05
+
+
+@dataclass(frozen=True)
+class Idea:
+    effect: float  # true improvement in sigma (positive: better; the metric is minimized)
+    p: float  # the effect at fraction x of training is effect * x**p
 
 
 @dataclass
 class Lab:
-    sandbox: SandboxServer
-    server: ServerThread
-    ctx: Any
-    control: SandboxControl
-    token: str
+    """One lab's truth: its ideas in order and each seed's luck, shared by all policies."""
 
-    def stop(self) -> None:
-        self.server.stop()
-        self.sandbox.stop()
+    ideas: list[Idea]
+    seed_luck: np.ndarray
+    rho: float
+    rng: np.random.Generator
+
+    def run(self, level: float, idea: Idea | None, seed: int) -> tuple[float, list[list[float]]]:
+        """Final metric and progress curve of one run: base `level`, plus `idea`, on `seed`."""
+        luck = math.sqrt(self.rho) * self.seed_luck[seed] + math.sqrt(1 - self.rho) * float(
+            self.rng.normal()
+        )
+        effect, p = (idea.effect, idea.p) if idea else (0.0, 1.0)
+        final = level - effect + luck
+        points = self.rng.normal(0.0, POINT_NOISE, len(CHECKPOINTS))
+        curve = [
+            [x, level + SHAPE * (math.exp(-4 * x) - math.exp(-4)) - effect * x**p + luck + float(n)]
+            for x, n in zip(CHECKPOINTS, points, strict=True)
+        ]
+        return final, curve
 
 
-def start_lab(
-    tmp: Path,
-    repo: str,
-    student: str,
-    *,
-    files: dict[str, str] | None = None,
-    from_path: Path | None = None,
+def make_lab(
+    seed: int,
+    rho: float,
+    n_ideas: int,
+    effects: tuple[float, float] = (EFFECT_LOW, EFFECT_HIGH),
+    p_helpful: float = 1 - P_NULL - P_HARMFUL,
 ) -> Lab:
-    """Start both servers, register `student` and create `repo` with the App installed."""
-    port = free_port()
-    sandbox = SandboxServer(
-        tmp / "gh", webhook_url=f"http://127.0.0.1:{port}/webhooks/github"
-    ).start()
-    settings = Settings(
-        app_id=sandbox.app_id,
-        private_key=sandbox.private_key_pem,
-        webhook_secret=sandbox.webhook_secret,
-        github_api_url=sandbox.url,
-        db_path=str(tmp / "kohai.db"),
-        advisor=False,
-        catch_up=False,
+    """A lab's ideas and seed luck; everything after the null share that is not helpful harms."""
+    rng = np.random.default_rng(seed)
+    ideas = []
+    for _ in range(n_ideas):
+        u = rng.random()
+        size = float(rng.uniform(*effects))
+        effect = 0.0 if u < P_NULL else (size if u >= 1 - p_helpful else -size)
+        ideas.append(Idea(effect, 3.0 if rng.random() < P_LATE else 0.5))
+    return Lab(ideas, rng.normal(size=64), rho, np.random.default_rng(seed + 1))
+
+
+@dataclass
+class Result:
+    gain: float = 0.0  # true improvement of the final base, in sigma
+    claimed: float = 0.0  # the improvement its measurements claimed, in sigma
+    merges: int = 0
+    false_merges: int = 0
+    gpu_hours: float = 0.0
+    stopped: int = 0
+    ideas: int = 0
+
+
+# ----------------------------------------------------------------- baselines
+
+
+def greedy(lab: Lab, budget: float) -> Result:
+    """autoresearch: one run per idea on a fixed seed; keep it if it beats the best so far."""
+    out = Result()
+    level = 0.0
+    best, _ = lab.run(level, None, 0)
+    first = best
+    out.gpu_hours = 1.0
+    for idea in lab.ideas:
+        if out.gpu_hours + 1 > budget:
+            break
+        value, _ = lab.run(level, idea, 0)
+        out.gpu_hours += 1
+        out.ideas += 1
+        if value < best:
+            best, level = value, level - idea.effect
+            out.merges += 1
+            out.false_merges += idea.effect <= 0
+    out.gain, out.claimed = -level, first - best
+    return out
+
+
+def random_search(lab: Lab, budget: float) -> Result:
+    """A sweep: each idea once on the original base (a fresh seed each); keep the best at the end."""
+    out = Result()
+    best: tuple[float, Idea] | None = None
+    for i, idea in enumerate(lab.ideas):
+        if out.gpu_hours + 1 > budget:
+            break
+        value, _ = lab.run(0.0, idea, i % len(lab.seed_luck))
+        out.gpu_hours += 1
+        out.ideas += 1
+        if best is None or value < best[0]:
+            best = (value, idea)
+    if best is not None:
+        base, _ = lab.run(0.0, None, 0)  # the sweep's reference run
+        out.gpu_hours += 1
+        if best[0] < base:
+            out.merges, out.false_merges = 1, int(best[1].effect <= 0)
+            out.gain, out.claimed = best[1].effect, base - best[0]
+    return out
+
+
+# --------------------------------------------------------------------- kohai
+
+
+@dataclass
+class Candidate:
+    idea: Idea
+    values: dict[int, float] = field(default_factory=dict)
+    wanted: list[int] = field(default_factory=lambda: [0])  # seeds to run on the current base
+    in_flight: int = 0
+    rounds: int = 0  # confirmation rounds so far
+    done: bool = False
+
+
+@dataclass
+class KohaiConfig:
+    students: int = 4
+    confirm_seeds: int = 3
+    baseline_seeds: int = 3
+    early: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+
+
+def kohai(lab: Lab, budget: float, cfg: KohaiConfig) -> Result:
+    """N students, a shared queue, the real gate; every merge moves the base and its baseline."""
+    out = Result()
+    level, base_id = 0.0, 0
+    baseline: dict[int, tuple[float, list[list[float]]]] = {}
+    baseline_wanted = list(range(cfg.baseline_seeds))
+    candidates: list[Candidate] = []
+    ideas = iter(lab.ideas)
+    clock = 0.0
+    committed = 0.0  # GPU-hours started (a full run is reserved; stopped runs refund)
+    events: list[tuple[float, int, int, object]] = []
+    order = 0
+
+    def next_job() -> tuple[str, object, int] | None:
+        if baseline_wanted:
+            return "baseline", None, baseline_wanted.pop(0)
+        for c in candidates:
+            if not c.done and c.wanted:
+                return "candidate", c, c.wanted.pop(0)
+        idea = next(ideas, None)
+        if idea is None:
+            return None
+        c = Candidate(idea)
+        candidates.append(c)
+        out.ideas += 1
+        return "candidate", c, c.wanted.pop(0)
+
+    def start(now: float) -> bool:
+        nonlocal committed, order
+        if committed + 1 > budget + 1e-9:
+            return False
+        job = next_job()
+        if job is None:
+            return False
+        kind, cand, seed = job
+        idea = cand.idea if isinstance(cand, Candidate) else None
+        final, curve = lab.run(level, idea, seed)
+        cost, value = 1.0, final
+        if isinstance(cand, Candidate):
+            cand.in_flight += 1
+            if cfg.early.enabled and len(baseline) >= 2:
+                curves = [c for _, c in baseline.values()]
+                for i, x in enumerate(CHECKPOINTS[:-1]):
+                    if x < cfg.early.after_fraction:
+                        continue
+                    if early_stop(curve[: i + 1], curves, x, cfg.early).stop:
+                        cost, value = x, math.nan
+                        break
+        committed += 1
+        order += 1
+        heapq.heappush(events, (now + cost, order, base_id, (kind, cand, seed, value, curve, cost)))
+        return True
+
+    def evaluate(c: Candidate) -> None:
+        nonlocal level, base_id, baseline, baseline_wanted
+        if c.done or c.in_flight or c.wanted:
+            return
+        if any(math.isnan(v) for v in c.values.values()):
+            c.done = True  # stopped early: not better
+            out.stopped += 1
+            return
+        seeds = sorted(c.values)
+        extra = {"confirm_rounds": c.rounds} if COUNTS_ROUNDS else {}
+        verdict = decide(
+            _runs(c.values),
+            _runs({s: v for s, (v, _) in baseline.items()}),
+            minimize=True,
+            confirm_seeds=cfg.confirm_seeds,
+            baseline_seeds=cfg.baseline_seeds,
+            **extra,
+        )
+        if verdict.verdict == "wait":
+            return
+        if verdict.verdict == "confirm":
+            start_at = max(seeds) + 1
+            c.wanted = list(range(start_at, start_at + max(1, verdict.seeds_needed)))
+            c.rounds += 1
+            return
+        c.done = True
+        if verdict.verdict == "merge":
+            out.claimed += -(verdict.delta or 0.0)
+            level -= c.idea.effect
+            base_id += 1
+            out.merges += 1
+            out.false_merges += c.idea.effect <= 0
+            baseline, baseline_wanted = {}, list(range(cfg.baseline_seeds))
+            for other in candidates:  # measured on the old base: re-run on the new one
+                if not other.done:
+                    other.values, other.wanted, other.rounds = {}, [0], 0
+
+    for _ in range(cfg.students):
+        start(clock)
+    while events:
+        clock, _, job_base, payload = heapq.heappop(events)
+        kind, cand, seed, value, curve, cost = payload  # type: ignore[misc]
+        out.gpu_hours += cost
+        committed -= 1 - cost
+        if kind == "baseline":
+            if job_base == base_id:
+                baseline[seed] = (value, curve)
+                if len(baseline) >= cfg.baseline_seeds:
+                    for c in candidates:
+                        evaluate(c)
+        else:
+            cand.in_flight -= 1
+            if job_base == base_id and not cand.done:
+                cand.values[seed] = value
+            evaluate(cand)
+        while start(clock):
+            if len(events) >= cfg.students:
+                break
+    out.gain = -level
+    return out
+
+
+def _runs(values: dict[int, float]) -> list:
+    if PAIRED:
+        return [{"seed": s, "status": "ok", "metric": v} for s, v in sorted(values.items())]
+    return [values[s] for s in sorted(values)]
+
+
+# ---------------------------------------------------------------------- main
+
+
+def summarize(name: str, results: list[Result], greedy_rate: float | None) -> tuple[str, float]:
+    gain = float(np.mean([r.gain for r in results]))
+    claimed = float(np.mean([r.claimed for r in results]))
+    hours = float(np.mean([r.gpu_hours for r in results]))
+    merges = sum(r.merges for r in results)
+    false = sum(r.false_merges for r in results)
+    rate = gain / hours if hours else 0.0
+    per = hours / gain if gain > 0 else math.inf
+    false_share = false / merges if merges else 0.0
+    ratio = rate / greedy_rate if greedy_rate else 1.0
+    stopped = float(np.mean([r.stopped for r in results]))
+    ideas = float(np.mean([r.ideas for r in results]))
+    row = (
+        f"{name:<44} {gain:>+7.2f} {claimed:>+8.2f} {merges / len(results):>7.1f} {false_share:>7.1%} "
+        f"{ideas:>6.0f} {stopped:>7.1f} {hours:>7.0f} {per:>9.1f} {ratio:>6.2f}x"
     )
-    github = GitHubApp(
-        settings.app_id,
-        settings.private_key,
-        sandbox.url,
-        writes_per_minute=None,
-        writes_per_hour=None,
+    return row, rate
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--labs", type=int, default=100)
+    parser.add_argument("--gpu-hours", type=float, default=200.0)
+    parser.add_argument("--students", type=int, default=4)
+    parser.add_argument("--rho", type=float, default=0.5)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument(
+        "--effects",
+        type=float,
+        nargs=2,
+        default=(EFFECT_LOW, EFFECT_HIGH),
+        metavar=("LOW", "HIGH"),
+        help="|effect| range of helpful and harmful ideas, in sigma (default 0.5 2)",
     )
-    ctx = build_context(settings, github=github)
-    server = ServerThread(create_app(ctx), port=port).start()
-    token = register_student(ctx.store, student)
-    sandbox.create_repo(repo, files=files, from_path=from_path)
-    return Lab(sandbox, server, ctx, SandboxControl(sandbox.url), token)
+    parser.add_argument("--p-helpful", type=float, default=1 - P_NULL - P_HARMFUL)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    n_ideas = int(args.gpu_hours) + 10
+    labs = [
+        lambda i=i: make_lab(
+            args.seed + 1000 * i, args.rho, n_ideas, tuple(args.effects), args.p_helpful
+        )
+        for i in range(args.labs)
+    ]
+    early = EarlyStopConfig(enabled=True)  # `early_stop = true`: after 0.3, band 3, patience 2
+    policies = [
+        ("greedy keep-if-better, 1 run (autoresearch)", lambda lab: greedy(lab, args.gpu_hours)),
+        ("random search, keep best (sweep)", lambda lab: random_search(lab, args.gpu_hours)),
+    ]
+    for confirm, base in ((3, 3), (5, 5), (3, 8)):
+        for stop in (False, True):
+            cfg = KohaiConfig(args.students, confirm, base, early if stop else EarlyStopConfig())
+            name = f"kohai {args.students} st., gate {confirm}/{base}" + (
+                ", early stop" if stop else ""
+            )
+            policies.append((name, lambda lab, cfg=cfg: kohai(lab, args.gpu_hours, cfg)))
+
+    print(
+        f"{args.labs} simulated labs x {args.gpu_hours:g} GPU-hours each; ideas {P_NULL:.0%} null, "
+        f"{1 - P_NULL - args.p_helpful:.0%} harmful, {args.p_helpful:.0%} helpful "
+        f"(|effect| U[{args.effects[0]:g}, {args.effects[1]:g}] sigma, {P_LATE:.0%} late "
+        "bloomers); "
+        f"matched-seed correlation {args.rho:g}; rng seed {args.seed}"
+    )
+    header = (
+        f"{'policy':<44} {'gain σ':>7} {'claimed':>8} {'merges':>7} {'false':>7} {'ideas':>6} {'stopped':>7} "
+        f"{'GPU-h':>7} {'GPU-h/σ':>9} {'vs greedy':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    greedy_rate = None
+    for name, policy in policies:
+        results = [policy(make()) for make in labs]
+        row, rate = summarize(name, results, greedy_rate)
+        greedy_rate = greedy_rate or rate
+        print(row)
+    print(
+        f"goal: kohai >= {GOAL_RATIO:g}x greedy's true improvement per GPU-hour, false merges <= "
+        f"{GOAL_FALSE:.0%} of merges ({time.perf_counter() - started:.1f}s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -116,6 +116,8 @@ def results_comment(
     reason: str = "",
     cost_usd: float = 0.0,
     attempt_note: str = "",
+    smoke_s: float = 0.0,
+    unsandboxed: bool = False,
 ) -> str:
     """One finished job: per-seed table, mean ± std, delta vs baseline, resources, curve."""
     ok = [r["metric"] for r in runs if r.get("status") == "ok" and r.get("metric") is not None]
@@ -131,6 +133,20 @@ def results_comment(
         + (f". {attempt_note}" if attempt_note else ""),
         "",
     ]
+    if unsandboxed or any(
+        not r.get("sandboxed", True) for r in runs if r.get("status") != "cancelled"
+    ):
+        lines += [
+            "**unsandboxed**: the host ran this code without the job sandbox "
+            "(`kohai host run --unsandboxed`); it had the host's files and network.",
+            "",
+        ]
+    if any(not r.get("sealed") for r in runs if r.get("status") != "cancelled"):
+        lines += [
+            "**unsealed**: this problem has no `[eval]` in `kohai.toml`, so the metric is the "
+            "training script's own claim, not a frozen evaluator's.",
+            "",
+        ]
     if runs:
         lines += [
             f"| seed | status | {metric} | runtime | peak memory | GPU-hours | W&B |",
@@ -161,7 +177,8 @@ def results_comment(
     total_gpu = sum(r.get("gpu_hours") or 0 for r in runs)
     lines += [
         "",
-        f"Runtime {total_time:.1f} s · GPU-hours {total_gpu:.4f} · LLM cost ${cost_usd:.4f}",
+        f"Runtime {total_time:.1f} s · GPU-hours {total_gpu:.4f} · LLM cost ${cost_usd:.4f}"
+        + (f" · smoke runs {smoke_s:.1f} s" if smoke_s else ""),
     ]
     curves = {r["seed"]: r.get("curve") or [] for r in runs}
     chart = mermaid_curve(curves)

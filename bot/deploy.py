@@ -169,6 +169,27 @@ def _container_security() -> dict[str, Any]:
     return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
+def _host_container_security() -> dict[str, Any]:
+    """What bubblewrap needs to build the job sandbox inside the host's container.
+
+    bwrap creates user, PID, mount and network namespaces and mounts a fresh
+    /proc. The runtime's default seccomp profile refuses `unshare`/`clone`
+    with namespace flags, its default AppArmor profile refuses the mounts,
+    and a masked /proc (the default procMount) forbids mounting a new one.
+    So the host container runs with seccomp and AppArmor unconfined and an
+    unmasked /proc, and pays for it with a pod in its own user namespace
+    (`hostUsers: false`): its root is nobody on the node. Capabilities stay
+    dropped and privilege escalation off: bwrap needs neither (it is not
+    setuid; unprivileged user namespaces do the work).
+    """
+    return {
+        **_container_security(),
+        "seccompProfile": {"type": "Unconfined"},
+        "appArmorProfile": {"type": "Unconfined"},
+        "procMount": "Unmasked",
+    }
+
+
 def _secret_env(variable: str, secret: str, key: str) -> dict[str, Any]:
     return {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
@@ -275,11 +296,10 @@ def student_deployment(student: str, gpus: int, image: str, namespace: str) -> d
     if gpus:
         resources["requests"]["nvidia.com/gpu"] = str(gpus)
         resources["limits"]["nvidia.com/gpu"] = str(gpus)
+    # The token reaches the daemon as KOHAI_HOST_TOKEN from the Secret, never as an argument.
     args = [
         "--name",
         student,
-        "--token",
-        "$(KOHAI_HOST_TOKEN)",
         "--gpus",
         ",".join(str(i) for i in range(gpus)),
         "--bot-url",
@@ -301,9 +321,10 @@ def student_deployment(student: str, gpus: int, image: str, namespace: str) -> d
             {"name": "shm", "mountPath": "/dev/shm"},
         ],
         "resources": resources,
-        "securityContext": _container_security(),
+        "securityContext": _host_container_security(),
     }
     pod_spec: dict[str, Any] = {
+        "hostUsers": False,
         "securityContext": _pod_security(),
         "terminationGracePeriodSeconds": HOST_STOP_GRACE_S,
         "containers": [container],

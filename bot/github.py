@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 import certifi
 import httpx
-from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
+from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub, TokenAuthStrategy
 from githubkit.cache import MemCacheStrategy
 from githubkit.exception import RequestError, RequestFailed
 
@@ -484,12 +484,15 @@ class GitHubApp:
         return installation_id
 
     async def job_token(self, installation_id: int, repo_full_name: str) -> tuple[str, str]:
-        """A short-lived token that can push to one repository and nothing else.
+        """A short-lived READ-ONLY token for one repository: what a GPU host gets.
 
-        GPU hosts get this instead of the App's key: it expires within the
-        hour and is useless for any other repository or permission. Tokens
-        are minted ahead: one with at least JOB_TOKEN_MIN_LEFT_S to live is
-        handed out again (same repository, same permission), and once it is
+        Hosts run agent-written code, so they hold nothing that can write:
+        the token can fetch this repository and nothing else, and it expires
+        within the hour. Commits come back to the bot as bundles
+        (`POST /api/jobs/{id}/push`), which pushes them itself.
+
+        Tokens are minted ahead: one with at least JOB_TOKEN_MIN_LEFT_S to
+        live is handed out again (same repository, read only), and once it is
         past half its reuse window the next one is minted in the background,
         so a lease does not wait on GitHub.
         """
@@ -520,20 +523,37 @@ class GitHubApp:
         await self.job_token(installation_id, repo_full_name)
 
     async def _mint_job_token(self, key: tuple[int, str]) -> tuple[str, str]:
-        installation_id, repo_full_name = key
+        token, expires_at = await self._repo_token(key[0], key[1], "read")
+        expiry = _parse_expiry(expires_at)
+        if expiry is not None:
+            self._job_tokens[key] = (token, expires_at, expiry)
+        return token, expires_at
+
+    async def push_token(self, installation_id: int, repo_full_name: str) -> str:
+        """A token with contents write on one repository, for one push by the bot itself."""
+        token, _ = await self._repo_token(installation_id, repo_full_name, "write")
+        return token
+
+    async def _repo_token(
+        self, installation_id: int, repo_full_name: str, level: str
+    ) -> tuple[str, str]:
         name = repo_full_name.split("/", 1)[-1]
         reply = await self.request(
             None,
             "POST",
             f"/app/installations/{installation_id}/access_tokens",
-            json={"repositories": [name], "permissions": {"contents": "write"}},
+            json={"repositories": [name], "permissions": {"contents": level}},
             idempotent=True,
         )
-        token, expires_at = str(reply.data["token"]), str(reply.data["expires_at"])
-        expiry = _parse_expiry(expires_at)
-        if expiry is not None:
-            self._job_tokens[key] = (token, expires_at, expiry)
-        return token, expires_at
+        return str(reply.data["token"]), str(reply.data["expires_at"])
+
+    async def revoke_token(self, token: str) -> None:
+        """`DELETE /installation/token`: the token stops working now, not in an hour."""
+        client = self._client(TokenAuthStrategy(token))
+        try:
+            await client.arequest("DELETE", "/installation/token")
+        except (RequestFailed, RequestError) as exc:  # it still expires on its own
+            log.warning("could not revoke a push token: %s", exc)
 
     async def list_deliveries(self, *, max_pages: int = 5) -> list[dict[str, Any]]:
         """The App's recent webhook deliveries, newest first."""

@@ -725,6 +725,8 @@ class JobBook:
             reason=result.reason,
             cost_usd=result.cost_usd,
             attempt_note=attempt_note,
+            smoke_s=result.smoke_s,
+            unsandboxed=any(not run.sandboxed for run in result.runs),
         )
         if exp["pr_number"]:
             self.engine._write(

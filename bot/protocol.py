@@ -61,7 +61,7 @@ class Job:
     student: str
     repo: str  # owner/name
     clone_url: str  # smart-HTTP URL; authenticate as x-access-token:<token>
-    token: str  # installation token narrowed to this repo, contents write
+    token: str  # installation token narrowed to this repo, contents read (hosts never push)
     token_expires_at: str
     base_ref: str
     base_sha: str
@@ -77,6 +77,9 @@ class Job:
     # This lease's identity: events, `complete` and `release` name it; the bot
     # answers 409 to any lease of the job that is no longer the current one.
     lease_id: str = ""
+    # The base's ok baseline curves ([step, train_loss] points, one list per seed),
+    # sent with experiment jobs when the problem declares [train] early_stop.
+    baseline_curves: list[list[list[float]]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,6 +143,11 @@ class RunResult:
         return _from_dict(cls, data)
 
 
+# Ends a `JobResult.diff` that was cut short or could not be made: the audit fails it.
+DIFF_INCOMPLETE = "[kohai: diff incomplete]"
+MAX_DIFF_CHARS = 200_000
+
+
 @dataclass
 class JobResult:
     status: JobStatus
@@ -151,6 +159,8 @@ class JobResult:
     cost_usd: float = 0.0  # LLM cost of implementing
     notes: str = ""
     lease_id: str = ""  # the lease this result belongs to
+    smoke_s: float = 0.0  # seconds the coding agent spent smoke-running the training command
+    diff: str = ""  # the PR's diff (base...head), for the hypothesis-vs-diff audit (bot/audit.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

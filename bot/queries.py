@@ -54,6 +54,19 @@ class RunRow:
     log_tail: str
     wandb_url: str
     created_at: float
+    sealed: bool = True  # the metric came from the problem's [eval], not the script
+    sandboxed: bool = True
+
+
+def trust_note(runs: list[RunRow]) -> str:
+    """ "unsealed" / "unsandboxed" when any measured run was; "" when every one was both."""
+    measured = [r for r in runs if r.status != "cancelled"]
+    notes = []
+    if any(not r.sealed for r in measured):
+        notes.append("unsealed")
+    if any(not r.sandboxed for r in measured):
+        notes.append("unsandboxed")
+    return ", ".join(notes)
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,7 @@ class ExperimentRow:
     created_at: float
     updated_at: float
     finished_at: float | None  # when its latest run landed
+    trust: str = ""  # "unsealed" and/or "unsandboxed" when its runs were; "" when neither
 
 
 @dataclass(frozen=True)
@@ -222,6 +236,7 @@ class HistoryRow:
     cost_usd: float
     pr_number: int | None
     created_at: float
+    trust: str = ""  # "unsealed" and/or "unsandboxed"; "" when sealed and sandboxed
 
 
 def pr_url(repo: str, pr_number: int | None, html_base: str = "https://github.com") -> str | None:
@@ -262,6 +277,8 @@ def _run(row: dict[str, Any]) -> RunRow:
         log_tail=row["log_tail"] or "",
         wandb_url=row["wandb_url"] or "",
         created_at=row["created_at"],
+        sealed=bool(row.get("sealed", 1)),
+        sandboxed=bool(row.get("sandboxed", 1)),
     )
 
 
@@ -269,7 +286,7 @@ def _run(row: dict[str, Any]) -> RunRow:
 _LIGHT_COLUMNS = (
     "id, repo_id, experiment_id, job_id, kind, student, seed, commit_sha, base_sha, status, "
     "metric, duration_s, peak_mem_mb, gpu_hours, cost_usd, reason, wandb_url, created_at, "
-    "'{}' AS metrics, '[]' AS curve, '' AS log_tail"
+    "sealed, sandboxed, '{}' AS metrics, '[]' AS curve, '' AS log_tail"
 )
 
 
@@ -396,6 +413,7 @@ def _experiment_rows(
                 created_at=row["created_at"],
                 updated_at=row["updated_at"],
                 finished_at=max((r.created_at for r in runs), default=None),
+                trust=trust_note(group),
             )
         )
     return result
@@ -785,6 +803,7 @@ def history_rows(
                 duration_s=sum(durations) / len(durations) if durations else None,
                 cost_usd=sum(r.cost_usd for r in group),
                 pr_number=exp.pr_number if exp else None,
+                trust=trust_note(group),
                 created_at=first.created_at,
             )
         )

@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bot.audit import failed_audit
 from bot.engine import Engine, Repo
 from bot.evidence import gate_decision, student_on_hardware
 from bot.gate import GateDecision
@@ -43,7 +44,7 @@ class Opinion:
     verdict: str
     rationale: str = ""
     feedback: str = ""
-    by: str = "advisor"  # "advisor" (a model) or "gate" (the offline advisor follows the gate)
+    by: str = "advisor"  # "advisor" (a model), "gate" (offline: the gate's verdict), or "audit"
 
 
 def review_outcome(
@@ -206,8 +207,21 @@ class Reviewer:
                 "SELECT COUNT(*) AS n FROM decisions WHERE experiment_id = ? AND verdict = 'changes'",
                 (exp["id"],),
             )["n"]
+            # The hypothesis-vs-diff audit (bot/audit.py): a merge whose diff also touches what
+            # can move the metric goes back with the finding (closes once rounds run out).
+            audit = failed_audit(
+                self.store, exp, gate.verdict, opinion.verdict if opinion else None
+            )
+            if audit is not None:
+                verdict = "changes" if rounds < MAX_CHANGE_ROUNDS else "close"
+                opinion = Opinion(verdict, audit.summary(), audit.summary(), by="audit")
             outcome = review_outcome(gate.verdict, opinion.verdict if opinion else None, rounds)
-            actor = "gate" if opinion is None or opinion.by == "gate" else "advisor"
+            actor = "gate" if opinion is None or opinion.by in ("gate", "audit") else "advisor"
+            asker = (
+                "The hypothesis-vs-diff audit"
+                if opinion and opinion.by == "audit"
+                else "The advisor"
+            )
             advice = (
                 f"\n\nAdvisor: {opinion.rationale}"
                 if opinion and opinion.by != "gate" and opinion.rationale
@@ -227,7 +241,7 @@ class Reviewer:
             if outcome == "changes":
                 assert opinion is not None
                 rationale = (
-                    f"The advisor asks for changes: {opinion.rationale or 'see the feedback'}"
+                    f"{asker} asks for changes: {opinion.rationale or 'see the feedback'}"
                     f"\n\nThe numbers so far: {gate_reason(gate.rationale)}"
                 )
                 decision_id = self.engine.decide(
@@ -252,7 +266,7 @@ class Reviewer:
                 return "changes"
             if gate.verdict == "merge":
                 rationale = (
-                    f"Closed by the advisor although the gate would merge: "
+                    f"Closed by {asker[0].lower()}{asker[1:]} although the gate would merge: "
                     f"{(opinion.rationale if opinion else '') or 'no reason given'}"
                     f"\n\nThe numbers: {gate_reason(gate.rationale)}"
                 )

@@ -22,7 +22,7 @@ import sqlite_utils
 if TYPE_CHECKING:
     from bot.protocol import RunResult
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Each entry upgrades the schema from version i to i + 1. Never edit a released
 # step; append a new one.
@@ -201,7 +201,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN train_s REAL;
     ALTER TABLE runs ADD COLUMN eval_s REAL;
     """,
-    # 4: labs. A student may be limited to some labs (`owner/repo[:track]`,
+    # 4: the base's editable files, so the offline advisor reads the incumbent's knob
+    # values (and an advisor the code it proposes changes to) without a checkout.
+    """
+    ALTER TABLE repos ADD COLUMN base_files TEXT;   -- JSON {path: text} at base_sha
+    """,
+    # 5: labs. A student may be limited to some labs (`owner/repo[:track]`,
     # comma-separated; NULL: every lab); the scheduler sums recent run time per lab.
     """
     ALTER TABLE students ADD COLUMN labs TEXT;

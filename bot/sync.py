@@ -8,15 +8,19 @@ must be re-run before they may merge.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from typing import Any
 
 from bot.engine import Engine
 from bot.github import GitHubApp, GitHubWriteError
-from bot.problem import CONFIG_FILE, PROGRAM_FILE
+from bot.problem import CONFIG_FILE, PROGRAM_FILE, ProblemError, loads_problem
 from bot.store import now
 
 log = logging.getLogger("kohai.sync")
+
+MAX_BASE_FILES = 20
+MAX_BASE_FILE_CHARS = 256_000
 
 
 async def _file_at(
@@ -48,6 +52,7 @@ async def sync_repo(engine: Engine, github: GitHubApp, repo_id: int) -> str | No
     sha = branch.data["commit"]["sha"]
     toml = await _file_at(github, inst, name, CONFIG_FILE, sha)
     program = await _file_at(github, inst, name, PROGRAM_FILE, sha)
+    base_files = await _editable_files(github, inst, name, toml, sha)
     with engine.store.transaction():
         moved = row["base_sha"] != sha
         engine.store.update(
@@ -58,6 +63,7 @@ async def sync_repo(engine: Engine, github: GitHubApp, repo_id: int) -> str | No
                 "base_sha": sha,
                 "problem_toml": toml,
                 "program_md": program,
+                "base_files": json.dumps(base_files),
                 "synced_at": now(),
             },
         )
@@ -84,6 +90,28 @@ async def sync_repo(engine: Engine, github: GitHubApp, repo_id: int) -> str | No
         except Exception as exc:  # noqa: BLE001 - a lease mints it instead
             log.warning("could not mint a job token ahead for %s: %s", name, exc)
     return sha
+
+
+async def _editable_files(
+    github: GitHubApp, installation_id: int, repo: str, toml: str | None, sha: str
+) -> dict[str, str]:
+    """The base's editable files (those that exist, bounded): where the incumbent's knobs live.
+
+    The offline advisor reads its starting point from them; a file too large to
+    be a training script is left out rather than stored.
+    """
+    if toml is None:
+        return {}
+    try:
+        editable = loads_problem(toml).editable
+    except ProblemError:
+        return {}
+    files: dict[str, str] = {}
+    for path in editable[:MAX_BASE_FILES]:
+        text = await _file_at(github, installation_id, repo, path, sha)
+        if text is not None and len(text) <= MAX_BASE_FILE_CHARS:
+            files[path] = text
+    return files
 
 
 def stale_repos(engine: Engine) -> list[int]:

@@ -53,6 +53,7 @@ class Principal:
     installation_id: int | None = None
     repos: frozenset[str] | None = None
     permissions: dict[str, str] = field(default_factory=dict)
+    token: str = field(default="", repr=False, compare=False)  # the credential (for revoking)
 
 
 def generate_private_key_pem() -> str:

@@ -47,6 +47,7 @@ route("GET", rf"/app/hook/deliveries/{N}")(
 route("POST", rf"/app/hook/deliveries/{N}/attempts", 202)(
     lambda w, p, m, q, b: appapi.redeliver(w, p, int(m["n"]))
 )
+route("DELETE", r"/installation/token", 204)(lambda w, p, m, q, b: w.revoke_token(p))
 route("GET", r"/installation/repositories")(
     lambda w, p, m, q, b: appapi.installation_repositories(w, p, q)
 )

@@ -278,6 +278,13 @@ class World:
                 shape["repositories"] = [self.render.repo(self.data["repos"][f]) for f in wanted]
             return shape
 
+    def revoke_token(self, principal: auth.Principal) -> None:
+        """DELETE /installation/token: the caller's installation token stops working now."""
+        if principal.kind != "installation" or not principal.token:
+            raise ApiError(403, "Resource not accessible by integration")
+        with self.changing():
+            self.data["tokens"].pop(principal.token, None)
+
     def expire_token(self, token: str) -> None:
         """Age an installation token past its expiry (for tests of expiry handling)."""
         with self.changing():
@@ -317,6 +324,7 @@ class World:
                 installation_id=inst["id"],
                 repos=frozenset(record["repos"]) if record["repos"] is not None else None,
                 permissions=dict(record["permissions"]),
+                token=token,
             )
 
     def user_principal(self, login: str) -> auth.Principal:

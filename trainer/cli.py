@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bot.problem import Problem, ProblemError, load_problem, parse_duration
 from bot.protocol import RunResult
-from trainer import workspace
+from trainer import sandbox, workspace
 from trainer.harness import run_once
 
 REFERENCE_PROBLEM = Path(__file__).parent / "examples" / "charlm"
@@ -25,6 +25,7 @@ def format_result(result: RunResult, metric_name: str) -> str:
         rows.append(("reason", result.reason))
     rows.append((metric_name, "-" if result.metric is None else f"{result.metric:.6g}"))
     rows.append(("sealed", "yes" if result.sealed else "no: the script's own claim (unsealed)"))
+    rows.append(("sandboxed", "yes" if result.sandboxed else "no (unsandboxed)"))
     for key, value in sorted(result.metrics.items()):
         if key != metric_name:
             rows.append((key, f"{value:.6g}"))
@@ -80,6 +81,16 @@ def train_main(args: argparse.Namespace) -> int:
     except ProblemError as exc:
         print(f"kohai train: {exc}", file=sys.stderr)
         return 2
+    unsandboxed = bool(getattr(args, "unsandboxed", False))
+    why_not = None if unsandboxed else sandbox.probe()
+    if why_not is not None:
+        # A researcher sees locally what a host does: the same sandbox, or a clear refusal.
+        print(
+            f"kohai train: the job sandbox cannot start: {why_not}\n"
+            "  Install bubblewrap, or run with --unsandboxed (the result then says so).",
+            file=sys.stderr,
+        )
+        return 2
     work = Path(tempfile.mkdtemp(prefix="kohai-train-"))
     run_dir = work / f"seed-{args.seed}"
     try:
@@ -114,6 +125,7 @@ def train_main(args: argparse.Namespace) -> int:
         budget_s=budget,
         on_line=echo,
         host="local",
+        sandboxed=not unsandboxed,
     )
     print()
     print(format_result(result, problem.metric))

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.protocol import Job, JobResult
+from trainer import sandbox
 from trainer.hostapi import HostAuthError, HostClient
 from trainer.jobrunner import Aborted, JobContext, run_job
 from trainer.reporter import JobReporter
@@ -81,10 +82,16 @@ class StudentWorker(threading.Thread):
     """Lease, run, complete, repeat, until the host shuts down."""
 
     def __init__(
-        self, spec: StudentSpec, bot_url: str, work_dir: Path, stopping: threading.Event
+        self,
+        spec: StudentSpec,
+        bot_url: str,
+        work_dir: Path,
+        stopping: threading.Event,
+        sandboxed: bool = True,
     ) -> None:
         super().__init__(name=f"student-{spec.name}", daemon=True)
         self.spec = spec
+        self.sandboxed = sandboxed
         self.stopping = stopping  # no new leases
         self.abort = threading.Event()  # kill the current job and release it
         self.client = HostClient(bot_url, spec.name, spec.token, stop=stopping)
@@ -131,7 +138,11 @@ class StudentWorker(threading.Thread):
             job.seeds,
         )
         ctx = JobContext(
-            student=self.spec.name, work_dir=self.work_dir, gpus=self.spec.gpus, abort=self.abort
+            student=self.spec.name,
+            work_dir=self.work_dir,
+            gpus=self.spec.gpus,
+            abort=self.abort,
+            sandboxed=self.sandboxed,
         )
         with JobReporter(self.client, job.id) as reporter:
             try:
@@ -163,11 +174,20 @@ class HostDaemon:
     """All the students of one host; `shutdown()` is what SIGTERM calls."""
 
     def __init__(
-        self, students: list[StudentSpec], bot_url: str, work_dir: Path, grace_s: float
+        self,
+        students: list[StudentSpec],
+        bot_url: str,
+        work_dir: Path,
+        grace_s: float,
+        *,
+        sandboxed: bool = True,
     ) -> None:
         self.stopping = threading.Event()
         self.grace_s = grace_s
-        self.workers = [StudentWorker(s, bot_url, work_dir, self.stopping) for s in students]
+        self.sandboxed = sandboxed
+        self.workers = [
+            StudentWorker(s, bot_url, work_dir, self.stopping, sandboxed) for s in students
+        ]
 
     def start(self) -> None:
         for worker in self.workers:
@@ -193,6 +213,22 @@ class HostDaemon:
         return 1 if errors and len(errors) == len(self.workers) else 0
 
 
+def sandbox_refusal(reason: str | None, unsandboxed: bool) -> str | None:
+    """The start-up refusal when the job sandbox cannot start and --unsandboxed is not given.
+
+    Agent-written code would otherwise run with the host's files and
+    network; running so must be a visible choice, never a silent fallback.
+    """
+    if reason is None or unsandboxed:
+        return None
+    return (
+        f"kohai host run: the job sandbox cannot start: {reason}\n"
+        "  Install bubblewrap and allow unprivileged user namespaces (see the README's "
+        '"The job sandbox"), or start with --unsandboxed: jobs then run without it and '
+        'every result says "unsandboxed".'
+    )
+
+
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -201,9 +237,17 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"kohai host run: {exc}", file=sys.stderr)
         return 2
+    unsandboxed = bool(getattr(args, "unsandboxed", False))
+    refusal = sandbox_refusal(sandbox.probe(), unsandboxed)
+    if refusal is not None:
+        print(refusal, file=sys.stderr)
+        return 2
     work_dir = Path(args.work_dir or os.environ.get("KOHAI_HOST_DIR", "~/.kohai/host")).expanduser()
     grace_s = float(os.environ.get("KOHAI_SHUTDOWN_GRACE_S", DEFAULT_SHUTDOWN_GRACE_S))
-    daemon = HostDaemon(students, args.bot_url, work_dir, grace_s)
+    sandbox.set_unsandboxed(unsandboxed)
+    daemon = HostDaemon(students, args.bot_url, work_dir, grace_s, sandboxed=not unsandboxed)
+    if unsandboxed:
+        log.warning("running UNSANDBOXED: agent code sees this host; every result says so")
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: daemon.shutdown())
     names = ", ".join(f"{s.name} (GPUs {s.gpus or 'none'})" for s in students)
@@ -223,6 +267,7 @@ def spawn(
     work_dir: Path,
     *,
     env: dict[str, str] | None = None,
+    unsandboxed: bool = False,
     **popen: object,
 ) -> subprocess.Popen[bytes]:
     """Start `kohai host run` for one student as a child process (demo, tests, benchmarks).
@@ -241,6 +286,7 @@ def spawn(
         bot_url,
         "--work-dir",
         str(work_dir),
+        *(["--unsandboxed"] if unsandboxed else []),
     ]
     full_env = {**(os.environ if env is None else env), "KOHAI_HOST_TOKEN": token}
     return subprocess.Popen(command, env=full_env, cwd=Path(__file__).resolve().parents[1], **popen)  # type: ignore[call-overload]

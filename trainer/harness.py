@@ -31,6 +31,7 @@ from typing import Protocol
 
 from bot.problem import Problem
 from bot.protocol import RunResult
+from trainer import sandbox as job_sandbox
 from trainer.metrics import (
     MetricsFollower,
     MetricsReading,
@@ -38,8 +39,14 @@ from trainer.metrics import (
     parse_summary_lines,
     read_metrics_file,
 )
-from trainer.process import command_argv, describe_exit, last_error_line, run_bounded
-from trainer.sealed import artefact_files, changes, read_eval_file, snapshot
+from trainer.process import (
+    command_argv,
+    describe_exit,
+    last_error_line,
+    run_bounded,
+    signal_group,
+)
+from trainer.sealed import artefact_files, changes, hidden_paths, read_eval_file, snapshot
 
 LOG_TAIL_LINES = 50
 KILL_AFTER_S = 5.0  # unsealed: between the SIGTERM at budget + grace and SIGKILL
@@ -239,6 +246,7 @@ def run_once(
     kill_after_s: float = KILL_AFTER_S,
     host: str = "",
     should_stop: StopRule | None = None,
+    sandboxed: bool = True,
 ) -> RunResult:
     """Train `repo_dir` once for `seed`, then (sealed) evaluate it with the base's evaluator.
 
@@ -248,6 +256,9 @@ def run_once(
     `cancel` stops the run (status "cancelled"). `should_stop(curve,
     fraction_of_budget)` is asked about once a second; a reason from it stops
     the run as "stopped-early" (not evaluated: the gate counts it as not better).
+    `sandboxed` runs training and the evaluator's model side in the job
+    sandbox (`trainer.sandbox`); False only for a host started
+    `--unsandboxed`, and the result then says so.
     """
     gpus = list(gpus or [])
     budget = float(budget_s if budget_s is not None else problem.budget_s)
@@ -266,7 +277,14 @@ def run_once(
         gpus=gpus,
     )
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # no __pycache__ in the checkout: it must not change
-    result = RunResult(seed=seed, status="ok", sealed=sealed, host=host, gpu_kind=gpu_kind(gpus))
+    result = RunResult(
+        seed=seed,
+        status="ok",
+        sealed=sealed,
+        sandboxed=sandboxed,
+        host=host,
+        gpu_kind=gpu_kind(gpus),
+    )
     with layout.log_path.open("w", encoding="utf-8") as log:
         log.write(
             f"$ {command}  # seed={seed} budget={budget:g}s gpus={shlex.quote(env['CUDA_VISIBLE_DEVICES'])}\n"
@@ -281,9 +299,33 @@ def run_once(
     before = snapshot(repo_dir)
     follower = MetricsFollower(layout.metrics_path)
     early = _EarlyStopWatch(should_stop, layout.metrics_path, budget)
-    # SANDBOX: the training command runs in the job sandbox (writable: repo_dir
-    # and layout.train_dir; read-only: the data dir; hidden: hidden_paths()).
     argv = command_argv(command)
+    terminate = signal_group
+    hide = _hidden(problem, repo_dir)
+    if sandboxed:
+        # The job sandbox: writable only the checkout and KOHAI_RUN_DIR; the data
+        # read-only; the evaluation's data hidden; no network; no secrets.
+        data = env.get("KOHAI_DATA_DIR")
+        box = job_sandbox.Sandbox(
+            work=Path(repo_dir).resolve(),
+            writable=(layout.train_dir.resolve(),),
+            readonly=(Path(data).resolve(),) if data else (),
+            hide=hide,
+            env=job_sandbox.job_env(env),
+            gpus=tuple(gpus),
+            init=True,  # the budget's SIGTERM reaches the command; its usage reaches wait4
+        )
+        argv = box.argv(argv, cwd=Path(repo_dir).resolve())
+        terminate = job_sandbox.signal_init
+        note = (
+            "# job sandbox (bubblewrap): no network; writable only the checkout and "
+            "KOHAI_RUN_DIR; allowlisted environment"
+            + (f"; hidden: {', '.join(str(p) for p in hide)}" if hide else "")
+        )
+    else:
+        note = "# UNSANDBOXED (host started --unsandboxed): this run sees the host"
+    with layout.log_path.open("a", encoding="utf-8") as log:
+        log.write(note + "\n")
     if sealed:  # SIGTERM at the budget to save the artefact, SIGKILL after the grace
         term_at, kill_grace = budget, problem.grace_s
     else:  # the script evaluates itself after its budget: the grace is for that
@@ -298,7 +340,10 @@ def run_once(
         cancel=_either(cancel, early),
         on_line=on_line,
         on_tick=lambda: _report(follower, on_progress),
+        terminate=terminate,
     )
+    if sandboxed:
+        done.exit_code = job_sandbox.unwrap_exit(done.exit_code)
     _report(follower, on_progress)
     result.exit_code = done.exit_code
     result.train_s = round(done.duration_s, 3)
@@ -364,7 +409,14 @@ def run_once(
         )
     assert base_dir is not None and problem.evaluation is not None
     status, metric, values, reason, eval_s = evaluate(
-        problem, base_dir, repo_dir, layout, seed=seed, gpus=gpus, cancel=cancel
+        problem,
+        base_dir,
+        repo_dir,
+        layout,
+        seed=seed,
+        gpus=gpus,
+        cancel=cancel,
+        sandbox_prefix=_model_sandbox(base_dir, repo_dir, layout, hide, gpus) if sandboxed else [],
     )
     result.eval_s = round(eval_s, 3)
     result.duration_s = round(result.train_s + eval_s, 3)
@@ -422,8 +474,13 @@ def evaluate(
     seed: int,
     gpus: list[int],
     cancel: CancelFlag | None = None,
+    sandbox_prefix: list[str] | None = None,
 ) -> tuple[str, float | None, dict[str, float], str, float]:
-    """Run the base's `[eval] command` on the artefact: (status, metric, values, reason, seconds)."""
+    """Run the base's `[eval] command` on the artefact: (status, metric, values, reason, seconds).
+
+    `sandbox_prefix` is the argv the evaluator puts before its model-side
+    child (KOHAI_SANDBOX); empty runs that child unsandboxed.
+    """
     evaluation = problem.evaluation
     assert evaluation is not None
     layout.eval_path.unlink(missing_ok=True)
@@ -436,9 +493,9 @@ def evaluate(
         CUDA_VISIBLE_DEVICES=",".join(str(g) for g in gpus),
         PYTHONDONTWRITEBYTECODE="1",
         PYTHONUNBUFFERED="1",
-        # SANDBOX: the argv prefix the evaluator puts before its model-side
-        # child (JSON list; empty: no sandbox).
-        KOHAI_SANDBOX=json.dumps([]),
+        # The argv prefix the evaluator puts before its model-side child (JSON
+        # list; empty: no sandbox).
+        KOHAI_SANDBOX=json.dumps(sandbox_prefix or []),
     )
     env["PATH"] = _python_first(env.get("PATH", ""))
     with layout.eval_log_path.open("w", encoding="utf-8") as log:
@@ -468,6 +525,37 @@ def evaluate(
         return "crash", None, {}, f"the evaluator failed ({why}): {error}", done.duration_s
     status, metric, values, reason = read_eval_file(layout.eval_path, problem.metric)
     return status, metric, values, reason, done.duration_s
+
+
+def _hidden(problem: Problem, repo_dir: Path) -> tuple[Path, ...]:
+    """The `[eval] hide` paths that exist here (a missing one has nothing to hide)."""
+    return tuple(p for p in hidden_paths(problem.evaluation, Path(repo_dir)) if p.exists())
+
+
+def _model_sandbox(
+    base_dir: Path, candidate_dir: Path, layout: Layout, hide: tuple[Path, ...], gpus: list[int]
+) -> list[str]:
+    """The bwrap argv prefix for the evaluator's model-side child (the candidate's code).
+
+    It reads the candidate's files, the artefact and the base's files, writes
+    only a scratch directory, sees no network and not the hidden data. The
+    prefix keeps the environment the evaluator gives the child (no
+    `--clearenv`): the evaluator is trusted and passes an allowlist.
+    """
+    scratch = layout.run_dir / "eval" / "scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    box = job_sandbox.Sandbox(
+        work=scratch.resolve(),
+        readonly=(
+            Path(candidate_dir).resolve(),
+            layout.train_dir.resolve(),
+            Path(base_dir).resolve(),
+        ),
+        hide=hide,
+        gpus=tuple(gpus),
+        init=True,  # its usage reaches the evaluator's wait, as an unsandboxed child's would
+    )
+    return box.exec_args([], cwd=Path(candidate_dir).resolve())
 
 
 def _eval_tail(layout: Layout) -> list[str]:

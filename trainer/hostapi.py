@@ -31,6 +31,10 @@ class HostAuthError(RuntimeError):
     """The bot refused the host token (401)."""
 
 
+class PushRefused(RuntimeError):
+    """The bot would not publish the commit (wrong branch, not a fast-forward, ...)."""
+
+
 class JobGone(RuntimeError):
     """The bot no longer knows this job as ours (404/409/410): stop working on it."""
 
@@ -154,6 +158,32 @@ class HostClient:
             return True
         response.raise_for_status()
         return True
+
+    def push(
+        self, job_id: int, branch: str, bundle: bytes, *, stop: threading.Event | None = None
+    ) -> str:
+        """Send a git bundle of the job's new commit; the sha the bot pushed to `branch`.
+
+        Hosts hold read-only tokens: the bot checks the bundle and pushes it
+        as the App. Raises PushRefused with the bot's reason when it will not.
+        """
+        response = self.request(
+            "POST",
+            f"/api/jobs/{job_id}/push",
+            params={"branch": branch, "lease_id": self.leases.get(job_id, "")},
+            content=bundle,
+            headers={"Content-Type": "application/x-git-bundle"},
+            stop=stop,
+        )
+        if response is None:
+            raise PushRefused("the host is stopping")
+        if response.status_code >= 400:
+            try:
+                reason = response.json().get("error", "")
+            except ValueError:
+                reason = response.text[:300]
+            raise PushRefused(f"the bot refused the push (HTTP {response.status_code}): {reason}")
+        return str(response.json()["sha"])
 
     def release(self, job_id: int, *, stop: threading.Event | None = None) -> bool:
         params = {"lease_id": self.leases.get(job_id, "")}

@@ -13,10 +13,11 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.early_stop import stop_rule
 from bot.problem import CONFIG_FILE, Problem, ProblemError, loads_problem
-from bot.protocol import Job, JobResult
+from bot.protocol import DIFF_INCOMPLETE, MAX_DIFF_CHARS, Job, JobResult
 from trainer import workspace
-from trainer.harness import run_once
+from trainer.harness import StopRule, run_once
 from trainer.reporter import JobReporter
 from trainer.wandb_log import RunContext, log_run
 from trainer.workspace import GitError, Workspace
@@ -39,6 +40,18 @@ class JobContext:
     gpus: list[int] = field(default_factory=list)
     abort: threading.Event = field(default_factory=threading.Event)  # host shutdown
     wandb_project: str = ""  # default: WANDB_PROJECT, else the repository's name
+    sandboxed: bool = True  # False only when the host was started --unsandboxed
+
+
+def early_stop_rule(job: Job, problem: Problem) -> StopRule | None:
+    """The harness's early-stop rule for a candidate, when the problem asks for one.
+
+    Off for baselines, without `[train] early_stop`, and without baseline
+    curves to compare with (the first experiments on a new base).
+    """
+    if job.kind == "baseline" or problem.early_stop is None or not job.baseline_curves:
+        return None
+    return stop_rule(job.baseline_curves, problem.early_stop, minimize=True)
 
 
 def problem_at(worktree: Path, sha: str) -> Problem:
@@ -91,7 +104,7 @@ def _run_in_worktree(
         merged = workspace.head_sha(tree)
         if merged != head:
             try:
-                workspace.push(tree, job.head_ref, job.token)
+                workspace.publish(tree, job, reporter.client)
             except GitError as exc:
                 return JobResult(
                     status="crash", reason=f"could not push the merged base: {exc}", head_sha=head
@@ -100,7 +113,7 @@ def _run_in_worktree(
     result = JobResult(status="ok", head_sha=head)
     if job.implement is not None and job.kind != "baseline":
         reporter.phase("implementing", head_sha=head)
-        failure = _implement(job, ctx, tree, problem, result)
+        failure = _implement(job, ctx, tree, problem, result, reporter)
         if failure is not None:
             return failure
         head = result.head_sha or head
@@ -113,6 +126,8 @@ def _run_in_worktree(
     if refusal is not None:
         result.status, result.reason = "refused", refusal
         return result
+    if job.kind != "baseline":  # the bot audits it against the hypothesis (bot/audit.py)
+        result.diff = pr_diff(tree, job.base_sha, head)
 
     reporter.phase("training", head_sha=head)
     cancel = _either(reporter.cancel, ctx.abort)
@@ -126,10 +141,12 @@ def _run_in_worktree(
             base_dir=base,
             data_dir=ctx.work_dir / "data" / workspace.cache_name(job.repo) / job.base_sha,
             host=ctx.student,
+            sandboxed=ctx.sandboxed,
             gpus=ctx.gpus or job.gpus,
             on_progress=lambda record, seed=seed: reporter.progress(seed, record),
             on_line=reporter.line,
             cancel=cancel,
+            should_stop=early_stop_rule(job, problem),
         )
         if run.status == "cancelled":
             if ctx.abort.is_set() and not reporter.cancel.is_set():
@@ -157,7 +174,12 @@ def _run_in_worktree(
 
 
 def _implement(
-    job: Job, ctx: JobContext, tree: Path, problem: Problem, result: JobResult
+    job: Job,
+    ctx: JobContext,
+    tree: Path,
+    problem: Problem,
+    result: JobResult,
+    reporter: JobReporter,
 ) -> JobResult | None:
     """Let the student change the branch, then commit and push; a JobResult on failure."""
     from agents import student  # the student agent is only needed for implement jobs
@@ -173,6 +195,7 @@ def _implement(
     result.changed_files = list(outcome.changed_files)
     result.reverted_files = list(outcome.reverted_files)
     result.cost_usd = float(outcome.cost_usd)
+    result.smoke_s = float(getattr(outcome, "smoke_s", 0.0))
     result.notes = outcome.notes
     if outcome.error:
         result.status, result.reason = "implement_failed", outcome.error
@@ -187,7 +210,7 @@ def _implement(
         if new_head != before:
             if not job.head_ref:
                 raise GitError("the job has no head_ref to push to")
-            workspace.push(tree, job.head_ref, job.token)
+            workspace.publish(tree, job, reporter.client)
     except GitError as exc:
         result.status, result.reason = "implement_failed", f"could not commit or push: {exc}"
         return result
@@ -207,3 +230,20 @@ class _either:
 
 def cleanup_runs(work_dir: Path, job_id: int) -> None:
     shutil.rmtree(work_dir / "runs" / f"job{job_id}", ignore_errors=True)
+
+
+def pr_diff(tree: Path, base_sha: str, head: str) -> str:
+    """The pull request's diff as GitHub shows it (from the merge base), bounded.
+
+    Cut short or impossible to make, it ends with DIFF_INCOMPLETE, which the
+    audit counts as a finding: what it could not read it cannot pass.
+    """
+    try:
+        text = workspace.git(
+            tree, "diff", "--no-color", "--no-ext-diff", "--no-textconv", f"{base_sha}...{head}"
+        )
+    except GitError:
+        return DIFF_INCOMPLETE + "\n"
+    if len(text) > MAX_DIFF_CHARS:
+        return text[:MAX_DIFF_CHARS] + "\n" + DIFF_INCOMPLETE + "\n"
+    return text

@@ -1,9 +1,16 @@
-"""Git on the host: a cached repository per problem repo, a fresh worktree per job.
+"""Git on the host: a cached repository per problem repo, a fresh clone per job.
 
-The job's token authenticates through an `http.extraHeader` passed in git's
-environment (GIT_CONFIG_COUNT/KEY/VALUE), so it is neither written to disk
-nor visible in the process list. Local paths and `file://` URLs work too,
-which is what the tests and the demo use.
+The job's (read-only) token authenticates through an `http.extraHeader`
+passed in git's environment (GIT_CONFIG_COUNT/KEY/VALUE), so it is neither
+written to disk nor visible in the process list. Local paths and `file://`
+URLs work too, which is what the tests and the demo use.
+
+Agent code runs in the job's checkout, so that checkout is a clone of its own
+(nothing in it points into the shared cache), and every git command the host
+runs there has hooks off and ignores system config: a planted
+`core.hooksPath`, `core.fsmonitor` or hook cannot run host-side (inside the
+sandbox `.git` is read-only as well). Hosts never push: a new commit goes to
+the bot as a git bundle (`publish`), and the bot pushes it as the App.
 """
 
 from __future__ import annotations
@@ -17,12 +24,26 @@ import re
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import threading
 from pathlib import Path
+from typing import Protocol
 
 from bot.problem import Problem
+from bot.protocol import Job
 
 GIT_TIMEOUT_S = 300.0
+# Before every host-side git command: nothing a job could plant in .git/config runs.
+SAFE_GIT = (
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "commit.gpgSign=false",
+    "-c",
+    "protocol.ext.allow=never",
+)
 
 
 class GitError(RuntimeError):
@@ -31,8 +52,9 @@ class GitError(RuntimeError):
 
 def auth_env(token: str | None) -> dict[str, str]:
     """Environment that makes git send `Authorization: Basic x-access-token:<token>`."""
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_CONFIG")}
     env["GIT_TERMINAL_PROMPT"] = "0"
+    env["GIT_CONFIG_NOSYSTEM"] = "1"
     if token:
         basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
         env.update(
@@ -45,7 +67,7 @@ def auth_env(token: str | None) -> dict[str, str]:
 
 def git(cwd: Path, *args: str, token: str | None = None, check: bool = True) -> str:
     proc = subprocess.run(
-        ["git", *args],
+        ["git", *SAFE_GIT, *args],
         cwd=cwd,
         env=auth_env(token),
         capture_output=True,
@@ -65,7 +87,7 @@ def cache_name(repo: str) -> str:
 
 
 class Workspace:
-    """Repo cache under `root/repos`, job worktrees under `root/worktrees`.
+    """Repo cache under `root/repos`, job checkouts (own clones) under `root/worktrees`.
 
     Several students may share one host (one thread each), so fetches into the
     same cached repository are serialised.
@@ -118,12 +140,28 @@ class Workspace:
         return out == "commit"
 
     def worktree(self, cache: Path, sha: str, name: str) -> Path:
-        """A fresh detached worktree at `sha` (an old one of the same name is replaced)."""
+        """A fresh checkout at `sha` in a clone of its own (an old one of the same name goes).
+
+        `git clone --local` hardlinks the cache's objects (cheap) but shares
+        nothing else with it: no alternates, hooks, config or worktree list
+        that a job could use to reach the cache or the next job.
+        """
         path = self.worktrees / name
         with self._lock(cache):
             if path.exists():
                 self._remove(cache, path)
-            git(cache, "worktree", "add", "--quiet", "--detach", "--force", str(path), sha)
+            git(
+                self.worktrees,
+                "clone",
+                "--quiet",
+                "--local",
+                "--no-checkout",
+                "--template=",
+                str(cache),
+                str(path),
+            )
+        git(path, "remote", "remove", "origin")  # nothing in the clone names the cache
+        git(path, "checkout", "--quiet", "--detach", sha)
         return path
 
     def remove(self, cache: Path, path: Path) -> None:
@@ -132,9 +170,7 @@ class Workspace:
 
     @staticmethod
     def _remove(cache: Path, path: Path) -> None:
-        git(cache, "worktree", "remove", "--force", str(path), check=False)
         shutil.rmtree(path, ignore_errors=True)
-        git(cache, "worktree", "prune", check=False)
 
 
 def head_sha(worktree: Path) -> str:
@@ -163,9 +199,32 @@ def commit_changes(worktree: Path, files: list[str], *, student: str, message: s
     return head_sha(worktree)
 
 
-def push(worktree: Path, ref: str, token: str | None) -> None:
-    """Push HEAD to branch `ref` of origin (no force: a concurrent push is an error)."""
-    git(worktree, "push", "--quiet", "origin", f"HEAD:refs/heads/{ref}", token=token)
+def bundle(worktree: Path, known: list[str]) -> bytes:
+    """`git bundle` of HEAD with every commit the remote has (`known`) left out."""
+    have = [sha for sha in known if sha and git(worktree, "cat-file", "-t", sha, check=False)]
+    with tempfile.TemporaryDirectory(prefix="kohai-bundle-") as scratch:
+        path = Path(scratch) / "push.bundle"
+        git(worktree, "bundle", "create", "--quiet", str(path), "HEAD", *[f"^{s}" for s in have])
+        return path.read_bytes()
+
+
+class Publisher(Protocol):
+    def push(self, job_id: int, branch: str, bundle: bytes) -> str: ...
+
+
+def publish(worktree: Path, job: Job, client: Publisher) -> str:
+    """Send HEAD to the bot as a bundle; the bot pushes it to the job's branch.
+
+    Hosts hold a read-only token (see bot/bundles.py for the checks on the
+    bot's side). Raises GitError with the bot's reason when it refuses.
+    """
+    if not job.head_ref:
+        raise GitError("the job has no head_ref to push to")
+    data = bundle(worktree, [job.head_sha or "", job.base_sha])
+    try:
+        return client.push(job.id, job.head_ref, data)
+    except (RuntimeError, ValueError) as exc:  # hostapi.PushRefused; a refusal in-process
+        raise GitError(str(exc)) from exc
 
 
 def _changed_paths(worktree: Path, base_sha: str, head: str) -> set[str]:
@@ -187,7 +246,11 @@ def matches(path: str, patterns: tuple[str, ...]) -> bool:
 
 def _blob_sha256(worktree: Path, sha: str, path: str) -> str | None:
     proc = subprocess.run(
-        ["git", "show", f"{sha}:{path}"], cwd=worktree, capture_output=True, timeout=GIT_TIMEOUT_S
+        ["git", *SAFE_GIT, "show", f"{sha}:{path}"],
+        cwd=worktree,
+        env=auth_env(None),
+        capture_output=True,
+        timeout=GIT_TIMEOUT_S,
     )
     return hashlib.sha256(proc.stdout).hexdigest() if proc.returncode == 0 else None
 
@@ -269,8 +332,9 @@ def export(repo_dir: Path, sha: str, dest: Path) -> Path:
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     proc = subprocess.run(
-        ["git", "-c", "core.hooksPath=/dev/null", "archive", "--format=tar", sha],
+        ["git", *SAFE_GIT, "archive", "--format=tar", sha],
         cwd=repo_dir,
+        env=auth_env(None),
         capture_output=True,
         timeout=GIT_TIMEOUT_S,
     )

@@ -78,7 +78,7 @@ a { color:var(--accent); }
 .badge { display:inline-block; padding:1px 8px; border-radius:999px; font-size:12px;
   background:#e5e7eb; color:#374151; white-space:nowrap; }
 .s-merged, .s-ok, .s-keep, .s-merge { background:#dcfce7; color:#166534; }
-.s-closed, .s-close, .s-crash, .s-timeout, .s-refused, .s-offline { background:#fee2e2; color:#991b1b; }
+.s-closed, .s-close, .s-crash, .s-timeout, .s-refused, .s-invalid, .s-offline { background:#fee2e2; color:#991b1b; }
 .s-training, .s-implementing, .s-leased, .s-confirm, .s-wait { background:#dbeafe; color:#1e40af; }
 .s-review, .s-changes, .s-rerun { background:#fef3c7; color:#92400e; }
 .s-queued, .s-proposed { background:#f3f4f6; color:#374151; }
@@ -114,6 +114,11 @@ def _html_base(state: State) -> str:
 
 def _e(value: Any) -> str:
     return escape("" if value is None else str(value))
+
+
+def _trust_badge(trust: str) -> str:
+    """A result that is not sealed or not sandboxed says so wherever it is shown."""
+    return "".join(f' <span class="badge s-invalid">{_e(t)}</span>' for t in trust.split(", ") if t)
 
 
 def _badge(state: str | None) -> str:
@@ -284,7 +289,7 @@ def _leaderboard(
         rows.append(
             f"<tr><td class=num>{row.rank}</td>"
             f"<td class=pr>{_pr_links(exp, html_base, scoped)}</td>"
-            f"<td>{_e(row.title)}</td><td>{_e(row.student or '—')}</td>"
+            f"<td>{_e(row.title)}{_trust_badge(exp.trust)}</td><td>{_e(row.student or '—')}</td>"
             f"<td class=num>{_e(fmt_metric(row.mean, row.std))}</td><td class=num>{row.seeds}</td>"
             f"<td class=num>{_delta_html(row.claimed_gain, problem)}</td>"
             f"<td class=num>{_measured_html(row.measured_gain, row.measured_seeds, problem)}</td>"
@@ -324,6 +329,7 @@ def _experiments_table(
             else "—"
         )
         hold = ' <span class="badge">hold</span>' if exp.hold else ""
+        hold += _trust_badge(exp.trust)
         rows.append(
             f'<tr data-experiment="{exp.id}"><td class=pr>{_pr_links(exp, html_base, scoped)}</td>'
             f"<td>{_e(exp.title)}</td><td>{_badge(exp.state)}{hold}</td>"

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from litestar import Request, Response, post
 from litestar.datastructures import State
 
+from bot import bundles
 from bot.jobs import LeaseConflict, Leased, hash_token
 from bot.protocol import JOB_STATUSES, RUN_STATUSES, Implement, Job, JobEvent, JobResult
 
@@ -105,7 +106,20 @@ async def _job_payload(ctx: Any, leased: Leased) -> dict[str, Any]:
         ),
         gpus=list(range(student_row["gpus"])) if student_row and student_row["gpus"] else [],
         lease_id=job["lease_id"] or "",
+        baseline_curves=_baseline_curves(ctx, repo, job),
     ).to_dict()
+
+
+def _baseline_curves(ctx: Any, repo: Any, job: dict[str, Any]) -> list[list[list[float]]]:
+    """What early stopping compares a candidate's progress with: its base's baseline curves."""
+    if job["kind"] == "baseline" or repo.problem.early_stop is None:
+        return []
+    rows = ctx.store.query(
+        "SELECT curve FROM runs WHERE repo_id = ? AND kind = 'baseline' AND status = 'ok' "
+        "AND base_sha IS ? ORDER BY seed, id",
+        (repo.id, job["base_sha"] or repo.base_sha),
+    )
+    return [curve for curve in (json.loads(r["curve"] or "[]") for r in rows) if curve]
 
 
 @post("/api/hosts/{name:str}/lease", status_code=200, summary="Long-poll for the next job")
@@ -231,4 +245,66 @@ async def job_release(
     return Response({"status": "released"}, status_code=200)
 
 
-ROUTES = [lease, job_events, job_complete, job_release]
+@post(
+    "/api/jobs/{job_id:int}/push",
+    status_code=200,
+    summary="Publish a host's commit (a git bundle) to the experiment's branch",
+)
+async def job_push(
+    job_id: int, request: Request, state: State, branch: str = "", lease_id: str = ""
+) -> Response[Any]:
+    """The body is `git bundle` bytes with one head; the bot checks it and pushes as the App.
+
+    Hosts hold read-only tokens, so this is the only way a commit of theirs
+    reaches GitHub: onto the leased job's own experiment branch, as a
+    fast-forward that contains the job's base, never forced.
+    """
+    ctx = state.kohai
+    student = _student_for_token(ctx, _bearer(request))
+    if student is None:
+        return _error(401, "missing or invalid host token")
+    job = ctx.store.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+    if job is None:
+        return _error(404, f"no job {job_id}")
+    if job["leased_by"] != student or job["state"] != "leased":
+        return _error(409, f"job {job_id} is not leased by {student}")
+    if job["lease_id"] and lease_id != job["lease_id"]:
+        return _error(409, f"lease {lease_id or '(none)'} is not the current lease of job {job_id}")
+    exp = None
+    if job["experiment_id"]:
+        exp = ctx.store.one("SELECT * FROM experiments WHERE id = ?", (job["experiment_id"],))
+    branch = branch or request.headers.get("x-kohai-branch", "")
+    refusal = bundles.branch_refusal(branch, exp["branch"] if exp else None, job["kind"])
+    if refusal is not None:
+        return _error(403, refusal)
+    body = await request.body()
+    if len(body) > bundles.MAX_BUNDLE_BYTES:
+        return _error(413, f"a bundle may hold at most {bundles.MAX_BUNDLE_BYTES} bytes")
+    repo = ctx.jobs.engine.repo_by_id(job["repo_id"])
+    base_sha = job["base_sha"] or repo.base_sha or ""
+    try:
+        token = await ctx.github.push_token(repo.installation_id, repo.full_name)
+    except Exception as exc:  # GitHub down: the host retries
+        return _error(503, f"cannot mint a push token right now: {exc}")
+    try:
+        sha = await asyncio.to_thread(
+            bundles.publish_bundle,
+            body,
+            clone_url=clone_url(ctx.settings.github_api_url, repo.full_name),
+            branch=branch,
+            base_ref=repo.default_branch,
+            base_sha=base_sha,
+            token=token,
+        )
+    except bundles.PushRejected as exc:
+        return _error(409, str(exc))
+    except bundles.BundleRefused as exc:
+        return _error(422, str(exc))
+    except bundles.PushFailed as exc:
+        return _error(502, str(exc))
+    finally:
+        await ctx.github.revoke_token(token)
+    return Response({"status": "pushed", "branch": branch, "sha": sha}, status_code=200)
+
+
+ROUTES = [lease, job_events, job_complete, job_release, job_push]

@@ -3,8 +3,11 @@
 Claude Code's permission modes are coarse: "acceptEdits" also lets simple
 filesystem commands through, and a tool allowed by name may touch any path.
 So every call goes through `deny_reason` (a PreToolUse hook): file tools must
-stay inside the worktree and out of `.git`, and the only shell command is a
-syntax check. Which files inside the worktree may change is not decided here
+stay inside the worktree and out of `.git`, and there is no shell at all: the
+one way to run code is kohai's own `smoke_run` tool, which runs the training
+command for a few seconds in the job sandbox (`agents.claude.smoke`). A shell
+rule such as `python -m py_compile FILE` could be hijacked by a `py_compile.py`
+the agent wrote next to it. Which files inside the worktree may change is not decided here
 but after the run, by `agents.student.enforce_editable`, the same rule for
 every student; `edit_warning` only tells the agent early that an edit will be
 put back.
@@ -12,8 +15,6 @@ put back.
 
 from __future__ import annotations
 
-import re
-import shlex
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -21,15 +22,12 @@ from agents.student import is_editable
 from bot.problem import Problem
 
 FILE_TOOLS = ("Read", "Edit", "Write", "Glob", "Grep")
-SHELL_TOOL = "Bash"
-TOOLS = [*FILE_TOOLS, SHELL_TOOL]
+TOOLS = list(FILE_TOOLS)  # the CLI's built-in tools; no Bash
+MCP_SERVER = "kohai"
+SMOKE_TOOL_NAME = "smoke_run"
+SMOKE_TOOL = f"mcp__{MCP_SERVER}__{SMOKE_TOOL_NAME}"
 # The permission rules handed to the CLI; `deny_reason` is the stricter check behind them.
-ALLOWED_RULES = [
-    *FILE_TOOLS,
-    "Bash(python -m py_compile *)",
-    "Bash(python3 -m py_compile *)",
-]
-SYNTAX_CHECK = re.compile(r"python3? -m py_compile( [A-Za-z0-9_./-]+)+")
+ALLOWED_RULES = [*FILE_TOOLS, SMOKE_TOOL]
 PATH_KEYS = ("file_path", "path", "notebook_path")
 
 
@@ -46,15 +44,12 @@ def deny_reason(tool: str, tool_input: dict[str, Any], worktree: Path) -> str | 
         if tool == "Glob" and isinstance(pattern, str) and _escapes(pattern):
             return f"glob pattern {pattern!r} reaches outside the repository"
         return None
-    if tool == SHELL_TOOL:
-        command = str(tool_input.get("command", "")).strip()
-        if SYNTAX_CHECK.fullmatch(command) and not any(
-            _path_reason(arg, worktree) for arg in shlex.split(command)[3:]
-        ):
-            return None
+    if tool == SMOKE_TOOL:
+        return None
+    if tool == "Bash":
         return (
-            "the only shell command allowed here is a syntax check, "
-            "`python -m py_compile <file>`; the harness does the training"
+            f"there is no shell here; to check that the script runs, call {SMOKE_TOOL_NAME} "
+            "(it runs the training command for a few seconds in the sandbox)"
         )
     return f"the {tool} tool is not available to students"
 

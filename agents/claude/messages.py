@@ -17,6 +17,7 @@ from typing import Any
 
 import prompts
 from agents.context import AdvisorContext, ExperimentRecord
+from bot.audit import audit_diff
 from bot.gate import GateDecision
 
 CACHE = {"type": "ephemeral"}
@@ -61,6 +62,8 @@ def propose_question(ctx: AdvisorContext, student: str) -> str:
         plateau = prompts.load(
             "advisor_plateau", experiments_since_improvement=ctx.experiments_since_improvement
         )
+    if ctx.sent_back:  # novelty: the last proposal repeated an earlier experiment
+        plateau += f"\n**Sent back**: {ctx.sent_back}\n"
     return prompts.load(
         "advisor_propose",
         context=research_state(ctx),
@@ -80,6 +83,12 @@ def review_question(ctx: AdvisorContext, experiment: ExperimentRecord, gate: Gat
             "and a `merge` from you will be recorded as one of those."
         )
     failure = f"\nLast failure:\n```\n{experiment.failure}\n```\n" if experiment.failure else ""
+    if experiment.diff:
+        findings = audit_diff(experiment.diff, experiment.hypothesis).summary()
+        fence = "````" if "```" in experiment.diff else "```"
+        diff = f"{fence}diff\n{experiment.diff.rstrip()}\n{fence}\n\nStatic check: {findings}"
+    else:
+        diff = "(no diff was reported for this result)"
     return prompts.load(
         "advisor_review",
         context=research_state(ctx),
@@ -90,6 +99,7 @@ def review_question(ctx: AdvisorContext, experiment: ExperimentRecord, gate: Gat
         diff_summary=experiment.diff_summary or "(no summary)",
         measured=_measured(experiment),
         failure=failure,
+        diff=diff,
         gate=gate_summary(gate),
         gate_verdict=gate.verdict,
         gate_rule=rule,

@@ -1,30 +1,38 @@
 """The Claude student: Claude Code (the CLI bundled with claude-agent-sdk) edits the branch.
 
-Runs on GPU hosts. The agent works in the job's worktree with file tools and a
-syntax check only (`guard`), edits are accepted without prompts
+Runs on GPU hosts. The agent works in the job's worktree with file tools and
+one tool of kohai's, `smoke_run` (`guard`, `smoke`), edits are accepted without prompts
 (`acceptEdits`; `bypassPermissions` is refused when running as root), no
 user or project settings are loaded (a branch cannot install hooks or
-permissions of its own), and turns and dollars are capped. Afterwards the
-editable-files rule puts back anything else it touched; the harness commits
-and trains what is left.
+permissions of its own), and turns and dollars are capped. The CLI itself runs in the job sandbox
+(`trainer.sandbox`): it sees the worktree (with `.git` read-only) and no other
+file of the host, its environment holds only its model key and base URL, and
+its network namespace is empty but for a relay to the model endpoint
+(`relay`). Afterwards the editable-files rule puts back anything else it
+touched; the harness commits and trains what is left.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
+import shutil
 import subprocess
+import sys
 import tempfile
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agents.claude import briefs, guard
-from agents.student import ImplementOutcome, changed_files, enforce_editable
+from agents.claude import briefs, guard, relay, smoke
+from agents.student import SAFE_GIT, ImplementOutcome, changed_files, enforce_editable
 from bot.problem import Problem
 from bot.protocol import Implement
+from trainer import sandbox
 
 MODEL_ENV = "KOHAI_STUDENT_MODEL"  # e.g. claude-sonnet-5-5; unset: the CLI's default
 MAX_TURNS_ENV = "KOHAI_STUDENT_MAX_TURNS"
@@ -34,6 +42,10 @@ DEFAULT_BUDGET_USD = 2.0
 TIMEOUT_S = 1800.0
 NOTES_CHARS = 1500
 STDERR_LINES = 40
+# What the CLI's sandbox takes from the environment the SDK gives it: its model key only
+# (and the CLI's own settings); everything else comes from the allowlist.
+CLI_KEYS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_MODEL")
+CLI_PREFIXES = ("CLAUDE_CODE_", "CLAUDE_AGENT_SDK_", "DISABLE_")
 
 T = TypeVar("T")
 
@@ -48,6 +60,9 @@ class AgentRun:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     stderr: list[str] = field(default_factory=list)
+    smoke_s: float = 0.0  # seconds spent in smoke runs
+    smoke_runs: int = 0
+    sandboxed: bool = True
 
 
 def implement(
@@ -107,6 +122,7 @@ def implement(
         cost_usd=run.cost_usd,
         notes=notes,
         error=error,
+        smoke_s=run.smoke_s,
     )
 
 
@@ -130,30 +146,122 @@ async def run_agent(
             f"claude-agent-sdk is not installed on this host (pip install 'kohai[host]'): {exc}"
         )
         return run
-    with tempfile.TemporaryDirectory(prefix="kohai-pycache-") as pycache:
-        options = sdk.ClaudeAgentOptions(
-            cwd=str(worktree),
-            setting_sources=[],
-            permission_mode="acceptEdits",
-            tools=list(guard.TOOLS),
-            allowed_tools=list(guard.ALLOWED_RULES),
-            max_turns=max_turns,
-            max_budget_usd=max_budget_usd,
-            system_prompt=briefs.system_prompt(problem),
-            model=model,
-            # py_compile writes bytecode; keep it out of the worktree.
-            env={"PYTHONPYCACHEPREFIX": pycache, **env},
-            hooks=_hooks(sdk, worktree, problem, run),
-            stderr=lambda line: _keep_tail(run.stderr, line),
-        )
-        prompt = briefs.task_prompt(spec, problem, max_turns=max_turns, budget_usd=max_budget_usd)
-        try:
-            await asyncio.wait_for(_consume(sdk, prompt, options, run), timeout=timeout_s)
-        except TimeoutError:
-            run.error = f"the coding agent did not finish within {timeout_s:g}s"
-        except sdk.ClaudeSDKError as exc:
-            run.error = run.error or _cli_error(exc, run.stderr)  # the result says it best
+    try:
+        run.sandboxed = sandbox.use_sandbox()
+    except sandbox.SandboxUnavailable as exc:
+        run.error = f"the job sandbox cannot start, so the coding agent does not run: {exc}"
+        return run
+    base_url = env.get("ANTHROPIC_BASE_URL") or os.environ.get("ANTHROPIC_BASE_URL")
+    try:
+        with contextlib.ExitStack() as stack:
+            cli_path = None
+            if run.sandboxed:
+                cli_path = stack.enter_context(_sandboxed_cli(sdk, worktree, base_url))
+            options = sdk.ClaudeAgentOptions(
+                cwd=str(worktree),
+                cli_path=cli_path,
+                setting_sources=[],
+                permission_mode="acceptEdits",
+                tools=list(guard.TOOLS),
+                allowed_tools=list(guard.ALLOWED_RULES),
+                mcp_servers={guard.MCP_SERVER: _smoke_server(sdk, worktree, problem, run)},
+                max_turns=max_turns,
+                max_budget_usd=max_budget_usd,
+                system_prompt=briefs.system_prompt(problem),
+                model=model,
+                env=dict(env),
+                hooks=_hooks(sdk, worktree, problem, run),
+                stderr=lambda line: _keep_tail(run.stderr, line),
+            )
+            prompt = briefs.task_prompt(
+                spec, problem, max_turns=max_turns, budget_usd=max_budget_usd
+            )
+            try:
+                await asyncio.wait_for(_consume(sdk, prompt, options, run), timeout=timeout_s)
+            except TimeoutError:
+                run.error = f"the coding agent did not finish within {timeout_s:g}s"
+            except sdk.ClaudeSDKError as exc:
+                run.error = run.error or _cli_error(exc, run.stderr)  # the result says it best
+    except (OSError, ValueError) as exc:
+        run.error = f"could not start the coding agent's sandbox: {exc}"
     return run
+
+
+def _smoke_server(sdk: Any, worktree: Path, problem: Problem, run: AgentRun) -> Any:
+    """The in-process MCP server with kohai's one tool for the agent: `smoke_run`."""
+
+    @sdk.tool(
+        guard.SMOKE_TOOL_NAME,
+        f"Run the training command `{problem.command}` for about {smoke.SMOKE_BUDGET_S:g} "
+        "seconds in the job sandbox (no network) and return its exit status and the last "
+        "lines of its output. Use it after editing to catch crashes before the real run.",
+        {"type": "object", "properties": {}},
+    )
+    async def smoke_run(args: dict[str, Any]) -> dict[str, Any]:
+        result = await asyncio.to_thread(
+            smoke.smoke_run, worktree, problem, sandboxed=run.sandboxed
+        )
+        run.smoke_s += result.seconds
+        run.smoke_runs += 1
+        failed = result.exit_code not in (0, None)
+        return {"content": [{"type": "text", "text": result.report()}], "is_error": failed}
+
+    return sdk.create_sdk_mcp_server(guard.MCP_SERVER, tools=[smoke_run])
+
+
+def bundled_cli(sdk: Any) -> str:
+    """The Claude Code CLI that ships with claude-agent-sdk, else one on PATH."""
+    bundled = Path(sdk.__file__).parent / "_bundled" / "claude"
+    if bundled.is_file():
+        return str(bundled)
+    found = shutil.which("claude")
+    if found is None:
+        raise OSError("the Claude Code CLI is neither bundled with claude-agent-sdk nor on PATH")
+    return found
+
+
+@contextlib.contextmanager
+def _sandboxed_cli(sdk: Any, worktree: Path, base_url: str | None) -> Iterator[str]:
+    """A `cli_path` that starts the CLI in the job sandbox, with a relay to the model only.
+
+    The SDK runs `cli_path` with the host's whole environment plus its own
+    settings; the wrapper keeps only the model key and the CLI's settings,
+    and execs bwrap with that environment (so the key is on no command line).
+    """
+    plan = relay.plan(base_url)
+    with relay.ModelRelay(plan) as model, tempfile.TemporaryDirectory(prefix="kohai-cli-") as tmp:
+        relay_file = Path(relay.__file__).resolve()
+        inside = sandbox.allowlisted_env(os.environ, plan.inside_env)
+        box = sandbox.Sandbox(
+            work=worktree, readonly=(relay_file, model.directory), env=inside, network=False
+        )
+        command = [
+            sys.executable,
+            "-I",
+            str(relay_file),
+            str(plan.listen_port),
+            str(model.socket_path),
+            "--",
+            bundled_cli(sdk),
+        ]
+        spec = {
+            "argv": box.exec_args(command, cwd=worktree),
+            "env": inside,
+            "keys": list(CLI_KEYS),
+            "prefixes": list(CLI_PREFIXES),
+        }
+        wrapper = Path(tmp) / "claude-sandboxed"
+        wrapper.write_text(
+            f"#!{sys.executable} -I\n"
+            "import json, os, sys\n"
+            f"spec = json.loads({json.dumps(json.dumps(spec))})\n"
+            "env = {k: v for k, v in os.environ.items()\n"
+            "       if k in spec['keys'] or k.startswith(tuple(spec['prefixes']))}\n"
+            "env.update(spec['env'])\n"
+            "os.execve(spec['argv'][0], spec['argv'] + sys.argv[1:], env)\n"
+        )
+        wrapper.chmod(0o700)
+        yield str(wrapper)
 
 
 async def _consume(sdk: Any, prompt: str, options: Any, run: AgentRun) -> None:
@@ -223,6 +331,10 @@ def _notes(run: AgentRun, reverted: list[str]) -> str:
             text = text[: NOTES_CHARS - 3] + "..."
         parts.append(text)
     parts.append(f"Claude Code: {run.turns} turn(s), ${run.cost_usd:.4f}.")
+    if run.smoke_runs:
+        parts.append(f"Smoke runs: {run.smoke_runs}, {run.smoke_s:.1f} s.")
+    if not run.sandboxed:
+        parts.append("The coding agent ran unsandboxed (the host was started --unsandboxed).")
     if run.warnings:
         parts.append(f"Refused {len(run.warnings)} tool call(s): {run.warnings[0]}")
     if reverted:
@@ -244,7 +356,10 @@ def _keep_tail(lines: list[str], line: str) -> None:
 
 def _head(worktree: Path) -> str | None:
     result = subprocess.run(
-        ["git", "rev-parse", "--verify", "HEAD"], cwd=worktree, capture_output=True, text=True
+        ["git", *SAFE_GIT, "rev-parse", "--verify", "HEAD"],
+        cwd=worktree,
+        capture_output=True,
+        text=True,
     )
     return result.stdout.strip() if result.returncode == 0 else None
 

@@ -42,6 +42,13 @@ PROPOSE_TOOL: dict[str, Any] = {
                 "type": "string",
                 "description": "Why this is the best next experiment, given the history.",
             },
+            "difference": {
+                "type": "string",
+                "description": (
+                    "Only when told the proposal repeats an earlier experiment and you still "
+                    "want it: what is different this time (it goes on the PR). Else omit."
+                ),
+            },
         },
         "required": ["title", "hypothesis", "knobs", "rationale"],
     },
@@ -94,14 +101,17 @@ def tool_input(content: list[Any], name: str) -> dict[str, Any]:
 
 
 def parse_proposal(data: dict[str, Any]) -> dict[str, Any]:
-    """title, hypothesis, knobs, rationale from a propose_experiment input, checked."""
+    """title, hypothesis, knobs, rationale (and difference) from a propose_experiment input."""
     fields = {key: _text(data, key, PROPOSE) for key in ("title", "hypothesis", "rationale")}
     knobs = data.get("knobs", {})
     if knobs is None:
         knobs = {}
     if not isinstance(knobs, dict):
         raise MalformedAnswer(f"{PROPOSE}.knobs: expected an object, got {knobs!r}")
-    return {**fields, "knobs": knobs}
+    difference = data.get("difference") or ""
+    if not isinstance(difference, str):
+        raise MalformedAnswer(f"{PROPOSE}.difference: expected a string, got {difference!r}")
+    return {**fields, "knobs": knobs, "difference": difference.strip()}
 
 
 def parse_review(data: dict[str, Any]) -> dict[str, str]:

@@ -93,11 +93,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--bot-url", required=True)
     run.add_argument("--work-dir", default=None, help="repo cache and worktrees")
+    run.add_argument(
+        "--unsandboxed",
+        action="store_true",
+        help="run jobs without the bubblewrap sandbox where it cannot start; "
+        'every result then says "unsandboxed"',
+    )
 
     train = sub.add_parser("train", help="one training run of a problem repo under the harness")
     train.add_argument("path", nargs="?", default=".")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--budget", default=None, help="override the budget, e.g. 30s")
+    train.add_argument(
+        "--unsandboxed",
+        action="store_true",
+        help="train without the bubblewrap job sandbox; the result says so",
+    )
 
     init = sub.add_parser("init", help="scaffold a problem repo from the reference problem")
     init.add_argument("path")

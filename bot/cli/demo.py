@@ -79,6 +79,21 @@ def preflight(port: int) -> None:
         raise DemoError(f"the reference problem is missing at {CHARLM}")
 
 
+def cpu_shares(students: int, cpus: set[int] | None = None) -> list[set[int]]:
+    """Disjoint cores for each student's host, so no run shares a core with another run.
+
+    On a laptop the students are CPU "GPUs": a candidate trained beside another
+    run under a time budget would take fewer steps than a baseline trained
+    alone, and the gate would read contention as the idea's effect. Giving each
+    student its own cores keeps every run's conditions alike without changing
+    the problem's time budget. With fewer cores than students they share all.
+    """
+    available = sorted(cpus if cpus is not None else os.sched_getaffinity(0))
+    if len(available) < students:
+        return [set(available) for _ in range(students)]
+    return [set(available[i::students]) for i in range(students)]
+
+
 def problem_files(budget: str) -> dict[str, str]:
     """The reference problem with the demo's budget."""
     files = {p.name: p.read_text() for p in CHARLM.iterdir() if p.is_file()}
@@ -166,11 +181,13 @@ class Demo:
         names = STUDENT_NAMES[: self.args.students] + [
             f"student-{i}" for i in range(len(STUDENT_NAMES), self.args.students)
         ]
-        for name in names:
+        shares = cpu_shares(len(names))
+        for name, cpus in zip(names, shares, strict=True):
             token = register_student(self.store, name)
-            self.hosts[name] = self._spawn_host(name, token)
+            self.hosts[name] = self._spawn_host(name, token, cpus)
 
-    def _spawn_host(self, name: str, token: str) -> subprocess.Popen[bytes]:
+    def _spawn_host(self, name: str, token: str, cpus: set[int]) -> subprocess.Popen[bytes]:
+        from trainer import sandbox
         from trainer.daemon import spawn
 
         log = open(self.work / f"host-{name}.log", "wb")  # noqa: SIM115 - lives as long as the host
@@ -185,9 +202,14 @@ class Demo:
             self.bot_url,
             self.work / f"host-{name}",
             env=env,
+            # The demo runs the lab's own reference problem; where bubblewrap cannot
+            # start, it still runs, and its results say "unsandboxed".
+            unsandboxed=sandbox.probe() is not None,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # Before the daemon runs anything, so every run inherits its cores.
+            preexec_fn=lambda: os.sched_setaffinity(0, cpus),
         )
 
     # --------------------------------------------------------------- humans

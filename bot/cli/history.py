@@ -29,7 +29,7 @@ from bot.problem import CONFIG_FILE, Problem, ProblemError, load_problem
 from bot.report import fmt_delta, fmt_metric
 from bot.store import Store
 
-EXTRA_COLUMNS = ["student", "seeds", "duration_s", "cost_usd", "pr", "parent"]
+EXTRA_COLUMNS = ["student", "seeds", "duration_s", "cost_usd", "pr", "parent", "trust"]
 
 
 class CliError(Exception):
@@ -94,6 +94,7 @@ def history_values(row: queries.HistoryRow) -> list[Any]:
         round(row.cost_usd, 4),
         row.pr_number,
         row.parent[:7] if row.parent else None,
+        row.trust or "sealed",
     ]
 
 

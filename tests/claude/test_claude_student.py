@@ -106,7 +106,7 @@ def test_real_tool_calls_edit_train_py_and_a_frozen_write_is_reverted(
     touch = tool_use("Bash", {"command": "touch hacked", "description": "x"})
     outside = tool_use("Read", {"file_path": str(tmp_path / "secret.txt")})
     (tmp_path / "secret.txt").write_text("host secrets\n")
-    check = tool_use("Bash", {"command": "python -m py_compile train.py", "description": "check"})
+    check = tool_use("mcp__kohai__smoke_run", {})
     script = for_agent(
         tool_use("Read", {"file_path": train}, say="Let me look at the training script."),
         tool_use(
@@ -145,16 +145,18 @@ def test_real_tool_calls_edit_train_py_and_a_frozen_write_is_reverted(
     assert git(repo, "status", "--porcelain").strip() == "M train.py"
     # The guard refused the shell command and the read outside the worktree.
     assert not (repo / "hacked").exists()
-    assert not (repo / "__pycache__").exists()  # the syntax check's bytecode went elsewhere
+    assert not (repo / "__pycache__").exists()  # the smoke run wrote no bytecode
     final = api.requests[-1]
     results = tool_results(final)
     touch_id, outside_id, check_id = (r.content[0]["id"] for r in (touch, outside, check))
     assert results[touch_id].get("is_error") is True
-    assert "syntax check" in result_text(results[touch_id])
+    assert "No such tool available: Bash" in result_text(results[touch_id])
     assert results[outside_id].get("is_error") is True
     assert "outside the repository" in result_text(results[outside_id])
     assert "host secrets" not in json.dumps(final.body)
-    assert not results[check_id].get("is_error")
+    assert not results[check_id].get("is_error"), result_text(results[check_id])
+    assert "smoke run: exited 0" in result_text(results[check_id])
+    assert outcome.smoke_s > 0 and "Smoke runs: 1" in outcome.notes
     # The agent was told early that its prepare.py change would not stick.
     assert "prepare.py is not an editable file" in json.dumps(final.body)
     # What the CLI sent: kohai's prompts, the chosen model, only the student's tools.
@@ -163,8 +165,8 @@ def test_real_tool_calls_edit_train_py_and_a_frozen_write_is_reverted(
     assert "not negotiable" in json.dumps(first["system"])
     assert spec.hypothesis in json.dumps(first["messages"])
     offered = {t["name"] for t in first["tools"]}
-    assert {"Read", "Edit", "Write", "Glob", "Grep", "Bash"} <= offered
-    assert not offered & {"WebFetch", "WebSearch", "Agent", "Task"}
+    assert {"Read", "Edit", "Write", "Glob", "Grep", "mcp__kohai__smoke_run"} <= offered
+    assert not offered & {"Bash", "WebFetch", "WebSearch", "Agent", "Task"}
     # Cost comes from the CLI's own accounting of the scripted usage.
     assert outcome.cost_usd > 0
 

@@ -103,3 +103,40 @@ def test_status_comment_defangs_hypothesis_and_decision() -> None:
         decision="close (advisor): cc @maintainer <!--",
     )
     assert "<!--" not in body and not MENTION.search(body)
+
+
+def test_an_unsealed_result_says_so_and_a_sealed_one_does_not() -> None:
+    from bot.comments import results_comment
+
+    def body(sealed: bool) -> str:
+        return results_comment(
+            title="t",
+            metric="val_bpb",
+            minimize=True,
+            runs=[{"seed": 0, "status": "ok", "metric": 1.0, "sealed": sealed}],
+            baseline=[1.1],
+            head_sha="a" * 40,
+            base_sha="b" * 40,
+            student="fern",
+            job_status="ok",
+        )
+
+    assert "**unsealed**" in body(False)
+    assert "unsealed" not in body(True)
+
+
+def test_trust_notes_name_what_a_result_lacks() -> None:
+    from dataclasses import replace
+
+    from bot.queries import RunRow, trust_note
+
+    run = RunRow(
+        id=1, repo_id=1, experiment_id=1, job_id=1, kind="candidate", student="fern", seed=0,
+        commit_sha=None, base_sha=None, status="ok", metric=1.0, metrics={}, curve=[],
+        duration_s=1.0, peak_mem_mb=1.0, gpu_hours=0.0, cost_usd=0.0, reason="", log_tail="",
+        wandb_url="", created_at=0.0,
+    )  # fmt: skip
+    assert trust_note([run]) == ""
+    assert trust_note([run, replace(run, sealed=False)]) == "unsealed"
+    assert trust_note([replace(run, sealed=False, sandboxed=False)]) == "unsealed, unsandboxed"
+    assert trust_note([replace(run, status="cancelled", sealed=False)]) == ""

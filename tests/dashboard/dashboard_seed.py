@@ -130,6 +130,7 @@ class Lab:
         status: str = "ok",
         job_state: str = "done",
         result: dict[str, Any] | None = None,
+        sealed: bool = True,
     ) -> int:
         job_id = self.job(
             kind if kind == "baseline" else "experiment",
@@ -163,6 +164,8 @@ class Lab:
                     "cost_usd": 0.2,
                     "reason": "" if ok else "CUDA out of memory",
                     "log_tail": "" if ok else "RuntimeError: CUDA out of memory",
+                    "sealed": int(sealed),
+                    "sandboxed": 1,
                     "created_at": self.t0 + at + seed,
                 },
             )

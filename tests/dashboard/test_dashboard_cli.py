@@ -13,7 +13,7 @@ from bot.cli import main
 
 COLUMNS = [
     "commit", "val_bpb", "memory_gb", "status", "description",
-    "student", "seeds", "duration_s", "cost_usd", "pr", "parent",
+    "student", "seeds", "duration_s", "cost_usd", "pr", "parent", "trust",
 ]  # fmt: skip
 
 
@@ -34,7 +34,7 @@ def test_history_export_tsv_in_autoresearch_order(db_env: Seeded, tmp_path: Path
     assert len(rows) == 8
     assert rows[1] == [
         "c1c1c1c", "1.462", "2.2", "keep", "Raise learning rate to 3e-3",
-        "fern", "3", "301.0", "0.6", "2", BASES[0][:7],
+        "fern", "3", "301.0", "0.6", "2", BASES[0][:7], "sealed",
     ]  # fmt: skip
     crash = rows[4]
     assert crash[1] == "" and crash[3] == "crash" and crash[9] == "5"

@@ -64,6 +64,7 @@ def test_bot_image_is_slim_python_without_torch() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert not any(dep.startswith("torch") for dep in project["dependencies"])
     assert "KOHAI_DB=/data/kohai.db" in " ".join(values(stage, "ENV"))
+    assert " git " in " ".join(values(stage, "RUN"))  # the bot pushes the hosts' bundles
     assert json.loads(values(stage, "VOLUME")[-1]) == ["/data"]
     assert_non_root(stage)
     (healthcheck,) = values(stage, "HEALTHCHECK")
@@ -83,6 +84,7 @@ def test_host_image_is_cuda_with_torch_and_the_host_extra_only() -> None:
     assert "download.pytorch.org/whl/cu" in args["TORCH_INDEX_URL"]
     assert "['optional-dependencies']['host']" in runs
     assert "pip install --no-deps ." in runs
+    assert " bubblewrap " in runs and " git " in runs  # the job sandbox; bundles of commits
     assert_non_root(steps)
     assert values(steps, "HEALTHCHECK")
     entrypoint = json.loads(values(steps, "ENTRYPOINT")[-1])

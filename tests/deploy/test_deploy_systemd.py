@@ -37,7 +37,8 @@ def test_unit_runs_the_host_daemon_for_its_instance() -> None:
     flags = dict(zip(argv[3::2], argv[4::2], strict=False))
     assert flags["--name"] == "%i"
     assert flags["--bot-url"] == "${KOHAI_BOT_URL}"
-    assert flags["--token"] == "${KOHAI_HOST_TOKEN}"
+    assert "--token" not in flags  # read from KOHAI_HOST_TOKEN in the EnvironmentFile
+    assert "KOHAI_HOST_TOKEN" not in service["ExecStart"]
     assert flags["--gpus"] == "${KOHAI_GPUS}"
     assert service["EnvironmentFile"] == "/etc/kohai/host-%i.env"
 

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHARLM = ROOT / "trainer" / "examples" / "charlm"
 
 
-def problem_files(budget: str = "5s", **train: Any) -> dict[str, str]:
+def problem_files(budget: str = "8s", **train: Any) -> dict[str, str]:
     """The reference problem with a short budget (and other [train] overrides)."""
     files = {p.name: p.read_text() for p in CHARLM.iterdir() if p.is_file()}
     toml = files["kohai.toml"]

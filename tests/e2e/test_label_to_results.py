@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
 
+from bot.audit import audit_diff
 from tests.e2e.conftest import Lab
 
 pytestmark = pytest.mark.slow
@@ -70,3 +72,15 @@ def test_issue_label_becomes_a_trained_pr_with_results(make_lab) -> None:
     assert "LEARNING_RATE = 0.001" in train_py
     runs = lab.q("SELECT * FROM runs WHERE experiment_id = ?", (exp["id"],))
     assert runs and runs[0]["status"] == "ok" and runs[0]["metric"] > 0
+    # The host reported the PR's diff (for the hypothesis-vs-diff audit): the knob, nothing else.
+    diffs = [
+        json.loads(j["result"]).get("diff", "")
+        for j in lab.q("SELECT result FROM jobs WHERE experiment_id = ?", (exp["id"],))
+        if j["result"]
+    ]
+    diff = next(d for d in diffs if d)
+    assert "-LEARNING_RATE = 3e-3" in diff and "+LEARNING_RATE = 0.001" in diff
+    assert audit_diff(diff, exp["hypothesis"], editable=["train.py"]).passed
+    # The bot keeps the base's editable files: where the offline advisor reads the incumbent.
+    [repo] = lab.q("SELECT base_files FROM repos")
+    assert "LEARNING_RATE = 3e-3" in json.loads(repo["base_files"])["train.py"]

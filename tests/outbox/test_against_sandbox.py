@@ -181,6 +181,17 @@ async def test_job_token_can_read_only_its_repo(sandbox: SandboxServer, app: Git
         assert other.status_code in (403, 404)
 
 
+async def test_a_revoked_push_token_stops_working_at_once(
+    sandbox: SandboxServer, app: GitHubApp
+) -> None:
+    token = await app.push_token(installation(sandbox), REPO)
+    async with httpx.AsyncClient(base_url=sandbox.url) as client:
+        headers = {"authorization": f"token {token}"}
+        assert (await client.get(f"/repos/{REPO}", headers=headers)).status_code == 200
+        await app.revoke_token(token)
+        assert (await client.get(f"/repos/{REPO}", headers=headers)).status_code == 401
+
+
 async def test_permissions_of_sandbox_users(sandbox: SandboxServer, app: GitHubApp) -> None:
     cache = PermissionCache(app)
     levels = {

@@ -62,17 +62,21 @@ async def test_installation_token_about_to_expire_is_renewed(
     assert token.call_count == 2
 
 
-async def test_job_token_is_narrowed_to_one_repo_and_contents_write(
+async def test_job_token_is_narrowed_to_one_repo_and_contents_read(
     github: GitHubApp, gh_mock: respx.MockRouter
 ) -> None:
+    """Hosts get read access only; the bot's own push token asks for write, for one repo."""
     token, expires = await github.job_token(INSTALLATION, "lab/charlm")
     assert (token, expires) == ("ghs_installation", "2099-01-01T00:00:00Z")
     request = gh_mock["token"].calls[0].request
     assert request.headers["authorization"].startswith("Bearer ")
     assert request.read() and httpx.Response(200, content=request.content).json() == {
         "repositories": ["charlm"],
-        "permissions": {"contents": "write"},
+        "permissions": {"contents": "read"},
     }
+    assert await github.push_token(INSTALLATION, "lab/charlm") == "ghs_installation"
+    pushed = httpx.Response(200, content=gh_mock["token"].calls[1].request.content).json()
+    assert pushed == {"repositories": ["charlm"], "permissions": {"contents": "write"}}
 
 
 async def test_retries_a_502_then_succeeds(

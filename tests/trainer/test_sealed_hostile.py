@@ -125,7 +125,6 @@ def test_non_causal_attention_is_invalid(lab: Path, tmp_path: Path, honest: str)
     assert result.metric is None
 
 
-@pytest.mark.xfail(strict=True, reason="hiding [eval] hide paths needs the job sandbox")
 def test_training_cannot_read_the_validation_data(lab: Path, tmp_path: Path, honest: str) -> None:
     peek = before_main(
         honest,
@@ -196,7 +195,9 @@ def test_sigterm_at_the_budget_stops_an_honest_run_on_time(
     assert greedy != honest
     result = run_with(lab, tmp_path, greedy, budget=3.0)
     assert result.status == "ok", result.reason
-    assert result.train_s < 3.0 + 2.0
+    # It stopped at the SIGTERM and saved: no SIGKILL was needed (a busy machine
+    # may spend part of the grace still importing torch before it can stop).
+    assert result.train_s < 3.0 + load_problem(lab).grace_s
 
 
 def test_a_pickle_artefact_is_never_unpickled(lab: Path, tmp_path: Path) -> None:

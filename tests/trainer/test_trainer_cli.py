@@ -33,6 +33,7 @@ def test_init_then_train_gives_a_finite_val_bpb(tmp_path: Path, capsys) -> None:
     assert math.isfinite(val_bpb) and 0.5 < val_bpb < 8.0
     assert "status: ok" in out.splitlines()
     assert "sealed: yes" in out.splitlines()
+    assert "sandboxed: yes" in out.splitlines()
     clean = subprocess.run(
         ["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True
     )
@@ -60,3 +61,21 @@ def test_reference_problem_knobs_are_train_py_constants() -> None:
     assert problem.knobs
     for knob in problem.knobs:
         assert f"\n{knob.name} = " in source, knob.name
+
+
+def test_train_refuses_without_a_sandbox_unless_told_unsandboxed(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`kohai train` behaves as a host does: no sandbox, no run, unless --unsandboxed."""
+    from trainer import sandbox
+
+    (tmp_path / "kohai.toml").write_text('[train]\ncommand = "python train.py"\nbudget = "5s"\n')
+    (tmp_path / "train.py").write_text("print('val_bpb: 1.5')\n")
+    monkeypatch.setattr(sandbox, "probe", lambda: "bubblewrap (bwrap) is not installed")
+    assert main(["train", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "the job sandbox cannot start: bubblewrap (bwrap) is not installed" in err
+    assert "--unsandboxed" in err
+    assert main(["train", str(tmp_path), "--unsandboxed"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "sandboxed: no (unsandboxed)" in out and "status: ok" in out

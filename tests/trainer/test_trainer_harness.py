@@ -78,7 +78,7 @@ def test_budget_is_enforced_on_the_process_group_with_partial_metrics(tmp_path: 
         """
         import json, os, signal, subprocess, sys, time
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # ignores the polite request too
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "TAG"])
         open(os.path.join(os.environ["KOHAI_RUN_DIR"], "child.pid"), "w").write(str(child.pid))
         with open(os.environ["KOHAI_METRICS_FILE"], "a") as fh:
             fh.write(json.dumps({"step": 1, "train_loss": 4.0}) + "\\n")
@@ -87,6 +87,9 @@ def test_budget_is_enforced_on_the_process_group_with_partial_metrics(tmp_path: 
             time.sleep(0.1)
         """,
     )
+    # Pids inside the job sandbox are its own namespace's: find the grandchild by a tag.
+    tag = f"kohai-grandchild-{os.getpid()}-{time.monotonic_ns()}"
+    (repo / "train.py").write_text((repo / "train.py").read_text().replace("TAG", tag))
     started = time.monotonic()
     result = run_once(repo, problem(budget=1, grace=1), 0, run_dir=tmp_path / "run", kill_after_s=1)
     elapsed = time.monotonic() - started
@@ -96,9 +99,9 @@ def test_budget_is_enforced_on_the_process_group_with_partial_metrics(tmp_path: 
     assert result.curve == [[1.0, 4.0], [2.0, 3.5]]
     assert result.metrics["train_loss"] == 3.5
     assert result.metric is None
-    child = int((tmp_path / "run" / "train" / "child.pid").read_text())
+    assert (tmp_path / "run" / "train" / "child.pid").exists()
     time.sleep(0.2)
-    assert not _alive(child), "the grandchild outlived the run"
+    assert not _alive_with(tag), "the grandchild outlived the run"
 
 
 def test_crash_keeps_the_traceback(tmp_path: Path) -> None:
@@ -149,6 +152,18 @@ def test_gpu_hours_count_every_gpu(tmp_path: Path) -> None:
     assert result.status == "ok"
     assert result.metrics["gpus"] == 1.0  # "0,1" with the comma removed
     assert abs(result.gpu_hours - result.duration_s * 2 / 3600) < 1e-5
+
+
+def _alive_with(tag: str) -> bool:
+    """A live (not zombie) process whose command line holds `tag`."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if tag.encode() in (entry / "cmdline").read_bytes() and _alive(int(entry.name)):
+                    return True
+            except OSError:
+                continue
+    return False
 
 
 def _alive(pid: int) -> bool:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from trainer_helpers import git, make_origin, push_branch
+from trainer_helpers import git, job_dict, make_origin, push_branch
 
+from bot import bundles
 from bot.problem import load_problem
+from bot.protocol import Job
 from trainer import workspace
 from trainer.workspace import GitError, Workspace, auth_env, check_diff
 
@@ -82,17 +84,141 @@ def test_auth_header_is_basic_x_access_token() -> None:
     assert env["GIT_CONFIG_VALUE_0"] == "Authorization: Basic eC1hY2Nlc3MtdG9rZW46YWJj"
 
 
-def test_commit_and_push_as_the_student(tmp_path: Path, origin: tuple[Path, str]) -> None:
+class BotPublisher:
+    """Plays the bot's side of `POST /api/jobs/{id}/push` with the bot's own checks."""
+
+    def __init__(self, bare: Path, base_sha: str) -> None:
+        self.bare, self.base_sha = bare, base_sha
+        self.pushed: list[str] = []
+
+    def push(self, job_id: int, branch: str, data: bytes) -> str:
+        sha = bundles.publish_bundle(
+            data,
+            clone_url=str(self.bare),
+            branch=branch,
+            base_ref="main",
+            base_sha=self.base_sha,
+            token=None,
+        )
+        self.pushed.append(sha)
+        return sha
+
+
+def _job(bare: Path, base: str, head: str, branch: str) -> Job:
+    return Job.from_dict(job_dict(bare, base, kind="train", head_ref=branch, head_sha=head))
+
+
+def test_commit_and_publish_as_the_student(tmp_path: Path, origin: tuple[Path, str]) -> None:
     bare, base = origin
     head = push_branch(tmp_path, bare, "kohai/5-push", {"train.py": "LR = 0.3\n"})
     ws, cache, tree = checkout(tmp_path, bare, head)
     (tree / "train.py").write_text("LR = 0.05\n")
     sha = workspace.commit_changes(tree, ["train.py"], student="fern", message="Lower LR")
     assert sha is not None and sha != head
-    workspace.push(tree, "kohai/5-push", "ghs_secret")
+    bot = BotPublisher(bare, base)
+    assert workspace.publish(tree, _job(bare, base, head, "kohai/5-push"), bot) == sha
     assert git(bare, "rev-parse", "refs/heads/kohai/5-push") == sha
     assert git(bare, "log", "-1", "--format=%an|%s", sha) == "kohai student fern|Lower LR"
     assert workspace.commit_changes(tree, ["train.py"], student="fern", message="again") is None
     ws.remove(cache, tree)
     assert not tree.exists()
-    assert "job1" not in git(cache, "worktree", "list")
+
+
+def test_the_job_checkout_is_a_clone_of_its_own(tmp_path: Path, origin: tuple[Path, str]) -> None:
+    """Nothing in the checkout points into the shared cache, and the cache lists no worktree."""
+    bare, base = origin
+    _, cache, tree = checkout(tmp_path, bare, base)
+    dotgit = tree / ".git"
+    assert dotgit.is_dir() and not (dotgit / "objects" / "info" / "alternates").exists()
+    assert not (dotgit / "hooks").exists() or not any((dotgit / "hooks").iterdir())
+    assert str(cache) not in (dotgit / "config").read_text().replace(str(bare), "")
+    assert git(cache, "worktree", "list").count("\n") == 0  # the cache's own entry only
+    assert git(tree, "rev-parse", "HEAD") == base
+
+
+def test_planted_hooks_and_config_do_not_run_host_side(
+    tmp_path: Path, origin: tuple[Path, str]
+) -> None:
+    """Had agent code written into .git (an --unsandboxed host), host git still ignores it."""
+    bare, base = origin
+    _, _, tree = checkout(tmp_path, bare, base)
+    marker = tmp_path / "pwned"
+    hook = f"#!/bin/sh\ntouch {marker}\n"
+    hooks = tree / ".git" / "hooks"
+    hooks.mkdir(exist_ok=True)
+    for name in ("pre-commit", "post-commit", "commit-msg", "pre-push", "post-checkout"):
+        (hooks / name).write_text(hook)
+        (hooks / name).chmod(0o755)
+    (tmp_path / "monitor.sh").write_text(hook)
+    (tmp_path / "monitor.sh").chmod(0o755)
+    with (tree / ".git" / "config").open("a") as config:
+        config.write(f"[core]\n\tfsmonitor = {tmp_path / 'monitor.sh'}\n")
+    (tree / "train.py").write_text("LR = 0.01\n")
+    problem = load_problem(tree)
+    assert check_diff(tree, base, base, problem) is None
+    sha = workspace.commit_changes(tree, ["train.py"], student="fern", message="x")
+    assert sha is not None
+    workspace.bundle(tree, [base])
+    assert not marker.exists(), "a planted hook or fsmonitor ran on the host"
+
+
+def test_the_bot_refuses_a_bundle_that_is_not_a_fast_forward(
+    tmp_path: Path, origin: tuple[Path, str]
+) -> None:
+    bare, base = origin
+    head = push_branch(tmp_path, bare, "kohai/6-race", {"train.py": "LR = 0.3\n"})
+    _, _, tree = checkout(tmp_path, bare, base)  # built on the base, not on the branch
+    (tree / "train.py").write_text("LR = 0.9\n")
+    workspace.commit_changes(tree, ["train.py"], student="fern", message="rewrite")
+    with pytest.raises(GitError, match="not a fast-forward"):
+        workspace.publish(tree, _job(bare, base, head, "kohai/6-race"), BotPublisher(bare, base))
+    assert git(bare, "rev-parse", "refs/heads/kohai/6-race") == head
+
+
+def test_the_bot_refuses_a_bundle_without_the_base(
+    tmp_path: Path, origin: tuple[Path, str]
+) -> None:
+    bare, base = origin
+    _, _, tree = checkout(tmp_path, bare, base)
+    git(tree, "checkout", "--quiet", "--orphan", "rootless")
+    (tree / "train.py").write_text("LR = 0.9\n")
+    git(tree, "add", "train.py")
+    git(tree, "-c", "user.name=x", "-c", "user.email=x@x", "commit", "--quiet", "-m", "orphan")
+    data = workspace.bundle(tree, [base])
+    with pytest.raises(bundles.BundleRefused, match="does not contain the job's base"):
+        BotPublisher(bare, base).push(1, "kohai/7-orphan", data)
+    with pytest.raises(bundles.BundleRefused, match="not a git bundle"):
+        BotPublisher(bare, base).push(1, "kohai/7-orphan", b"#!/bin/sh\nrm -rf /\n")
+
+
+@pytest.mark.parametrize(
+    "branch, experiment_branch, kind, refused",
+    [
+        ("kohai/3-lr", "kohai/3-lr", "train", None),
+        ("main", "kohai/3-lr", "train", "may push only to kohai/3-lr"),
+        ("kohai/4-other", "kohai/3-lr", "implement", "may push only to kohai/3-lr"),
+        ("kohai/3-lr", None, "baseline", "nothing to push"),
+        ("main", "main", "train", "not an experiment branch"),
+        ("kohai/../main", "kohai/../main", "train", "not an experiment branch"),
+    ],
+)
+def test_which_branch_a_job_may_push(
+    branch: str, experiment_branch: str | None, kind: str, refused: str | None
+) -> None:
+    reason = bundles.branch_refusal(branch, experiment_branch, kind)
+    assert (reason is None) if refused is None else (refused in (reason or ""))
+
+
+def test_the_bot_refuses_a_bundle_whose_head_is_not_a_commit(
+    tmp_path: Path, origin: tuple[Path, str]
+) -> None:
+    """An annotated tag pushed to a branch ref would not be a branch at all."""
+    bare, base = origin
+    _, _, tree = checkout(tmp_path, bare, base)
+    (tree / "train.py").write_text("LR = 0.9\n")
+    workspace.commit_changes(tree, ["train.py"], student="fern", message="tagged")
+    git(tree, "-c", "user.name=x", "-c", "user.email=x@x", "tag", "-a", "t1", "-m", "tag")
+    path = tmp_path / "tag.bundle"
+    git(tree, "bundle", "create", str(path), "refs/tags/t1", f"^{base}")
+    with pytest.raises(bundles.BundleRefused, match="not a commit"):
+        BotPublisher(bare, base).push(1, "kohai/8-tag", path.read_bytes())

@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+from bot import bundles
+
 TOKEN = "host-token-fern"
 
 
@@ -112,6 +114,8 @@ class FakeBot:
         self.completed: dict[int, dict] = {}
         self.released: list[int] = []
         self.cancel_jobs: set[int] = set()
+        self.leased: dict[int, dict] = {}
+        self.pushes: list[dict] = []
         self.on_event = None  # callable(job_id, body) run in the handler thread
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
@@ -182,7 +186,8 @@ class FakeBot:
         url = urlparse(h.path)
         length = int(h.headers.get("Content-Length") or 0)
         raw = h.rfile.read(length) if length else b""
-        body = json.loads(raw) if raw else None
+        is_push = url.path.endswith("/push")
+        body = json.loads(raw) if raw and not is_push else None
         with self.lock:
             self.requests.append(
                 {
@@ -202,6 +207,8 @@ class FakeBot:
             if job is None:
                 time.sleep(0.2)  # a short long-poll keeps the tests quick
                 return self._reply(h, 204)
+            with self.lock:
+                self.leased[job["id"]] = job
             return self._reply(h, 200, job)
         job_id = int(parts[2])
         if parts[-1] == "events":
@@ -213,11 +220,36 @@ class FakeBot:
             with self.lock:
                 self.completed[job_id] = body
             return self._reply(h, 200, {"ok": True})
+        if parts[-1] == "push":
+            return self._push(h, job_id, parse_qs(url.query).get("branch", [""])[0], raw)
         if parts[-1] == "release":
             with self.lock:
                 self.released.append(job_id)
             return self._reply(h, 200, {"ok": True})
         return self._reply(h, 404, {"detail": "no such route"})
+
+    def _push(self, h: BaseHTTPRequestHandler, job_id: int, branch: str, bundle: bytes) -> None:
+        """What the bot does with a host's bundle: the same checks, then a push to the origin."""
+        job = self.leased.get(job_id)
+        if job is None:
+            return self._reply(h, 409, {"error": f"job {job_id} is not leased"})
+        refusal = bundles.branch_refusal(branch, job.get("head_ref"), job["kind"])
+        if refusal is not None:
+            return self._reply(h, 403, {"error": refusal})
+        try:
+            sha = bundles.publish_bundle(
+                bundle,
+                clone_url=job["clone_url"],
+                branch=branch,
+                base_ref=job["base_ref"],
+                base_sha=job["base_sha"],
+                token=None,
+            )
+        except bundles.BundleRefused as exc:
+            return self._reply(h, 422, {"error": str(exc)})
+        with self.lock:
+            self.pushes.append({"job": job_id, "branch": branch, "sha": sha})
+        return self._reply(h, 200, {"status": "pushed", "branch": branch, "sha": sha})
 
 
 def job_dict(bare: Path, base_sha: str, **overrides) -> dict:
