@@ -527,11 +527,15 @@ class OutboxWorker:
         idle_s: float = 2.0,
         only_ops: frozenset[str] | None = None,
         skip_ops: frozenset[str] = frozenset(),
+        defer_to: OutboxWorker | None = None,
     ) -> None:
         """`only_ops` / `skip_ops` make a lane of the outbox: the bot runs new branches
-        in a lane of their own, beside the rest, so a job never waits behind a PR."""
+        in a lane of their own, beside the rest, so a job never waits behind a PR.
+        A lane with `defer_to` starts no write while that lane has one to make."""
         self.only_ops = only_ops
         self.skip_ops = skip_ops
+        self.defer_to = defer_to
+        self.performing = False
         self.store = store
         self.github = github
         self.on_done = on_done
@@ -577,6 +581,8 @@ class OutboxWorker:
             )
             if row is None:
                 break
+            if self.defer_to is not None and await self._deferred():
+                continue  # the other lane wrote meanwhile: read the due rows again
             tried.add(row["id"])
             state = await self.perform(row)
             if state == "done":
@@ -586,8 +592,29 @@ class OutboxWorker:
         self.last_run_at = self.clock()
         return done
 
+    def busy(self) -> bool:
+        """Writing now, or with a write due."""
+        return self.performing or bool(self.due())
+
+    async def _deferred(self, limit_s: float = 2.0) -> bool:
+        """Wait (up to `limit_s`) while the lane deferred to is busy; True if it was."""
+        assert self.defer_to is not None
+        waited = False
+        deadline = time.monotonic() + limit_s
+        while self.defer_to.busy() and time.monotonic() < deadline:
+            waited = True
+            await asyncio.sleep(0.002)
+        return waited
+
     async def perform(self, row: dict[str, Any]) -> str:
         """Perform one row; returns its new state (done, pending or failed)."""
+        self.performing = True
+        try:
+            return await self._perform(row)
+        finally:
+            self.performing = False
+
+    async def _perform(self, row: dict[str, Any]) -> str:
         try:
             installation_id = row["installation_id"]
             if installation_id is None:

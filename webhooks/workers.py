@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from bot.inbox import process_pending
 from bot.outbox import OutboxWorker
@@ -65,17 +66,19 @@ async def outbox_worker(ctx: BotContext) -> None:
     waits behind a slow write (a PR being opened, a comment) to any repository.
     """
 
-    def lane(**ops: frozenset[str]) -> OutboxWorker:
+    def lane(**options: Any) -> OutboxWorker:
         return OutboxWorker(
             ctx.store,
             ctx.github,
             on_done=ctx.engine.on_write_done,
             on_failed=ctx.engine.on_write_failed,
             bus=ctx.bus,
-            **ops,
+            **options,
         )
 
-    worker, branches = lane(skip_ops=BRANCH_OPS), lane(only_ops=BRANCH_OPS)
+    # The branch lane has GitHub to itself while it writes: the rest waits a moment.
+    branches = lane(only_ops=BRANCH_OPS)
+    worker = lane(skip_ops=BRANCH_OPS, defer_to=branches)
     ctx.extra["outbox"] = worker
     wakes = (asyncio.Event(), asyncio.Event())
 
