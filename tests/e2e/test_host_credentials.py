@@ -37,13 +37,17 @@ def git(cwd: Path, *args: str, token: str | None = None, check: bool = True) -> 
 
 
 def lease(lab: Lab, name: str, token: str) -> dict:
-    reply = httpx.post(
-        f"{lab.bot_url}/api/hosts/{name}/lease",
-        params={"wait": 20},
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=40,
-    )
-    assert reply.status_code == 200, reply.text
+    """The next job for `name`; a busy machine may take a while to sync the new repository."""
+    for _ in range(3):
+        reply = httpx.post(
+            f"{lab.bot_url}/api/hosts/{name}/lease",
+            params={"wait": 20},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=40,
+        )
+        if reply.status_code != 204:
+            break
+    assert reply.status_code == 200, (reply.text, lab.ctx.store.query("SELECT * FROM jobs"))
     return reply.json()
 
 
