@@ -1,11 +1,13 @@
-"""A host's posted result is checked before it is stored: a clear 400 beats a 500 retried forever."""
+"""A host's posted result is checked against its job before it is stored: a clear 400, not a 500."""
 
 from __future__ import annotations
 
 import pytest
 
+from bot.jobs import validate_result
 from bot.protocol import JobResult, RunResult
-from webhooks.hosts import result_problem
+
+JOB = {"id": 7, "leased_by": "fern", "seeds": "[0]"}
 
 
 @pytest.mark.parametrize(
@@ -24,10 +26,10 @@ from webhooks.hosts import result_problem
         (JobResult(status="ok", runs=[RunResult(seed=0, status="exploded")]), "is not one of"),
         (
             JobResult(status="ok", runs=[RunResult(seed=0, status="ok", metric="low")]),
-            "must be a number",
+            "must be a finite number",
         ),  # type: ignore[arg-type]
     ],
 )
 def test_result_problems(result: JobResult, needle: str | None) -> None:
-    problem = result_problem(result)
+    problem = validate_result(JOB, "fern", result)
     assert (problem is None) if needle is None else (needle in (problem or ""))
