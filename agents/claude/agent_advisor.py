@@ -19,6 +19,7 @@ carries `cost_usd`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -32,9 +33,11 @@ import prompts
 from agents import notebook
 from agents.advisor import AdvisorError, Proposal, Review
 from agents.claude import messages, tools
+from agents.claude.student import _sandboxed_cli as sandboxed_cli
 from agents.claude.verdicts import feedback_with_failure, reconcile
 from agents.context import AdvisorContext, ExperimentRecord
 from bot.gate import GateDecision
+from trainer import sandbox
 
 MODEL_ENV = "KOHAI_ADVISOR_MODEL"
 MAX_TURNS_ENV = "KOHAI_ADVISOR_MAX_TURNS"
@@ -65,6 +68,7 @@ class Session:
     error: str | None = None
     tool_calls: list[str] = field(default_factory=list)
     stderr: list[str] = field(default_factory=list)
+    sandboxed: bool = False  # the CLI ran in the job sandbox (where one can start)
 
 
 class ClaudeAgentAdvisor:
@@ -166,40 +170,65 @@ class ClaudeAgentAdvisor:
         workdir, cleanup = await self._workdir(ctx)
         home = self.home or Path(tempfile.mkdtemp(prefix="kohai-advisor-home-"))
         try:
-            server = sdk.create_sdk_mcp_server(
-                SERVER, tools=self._tools(sdk, ctx, session, answer_tool)
-            )
-            allowed = [*FILE_TOOLS, *(f"mcp__{SERVER}__{t}" for t in NOTEBOOK_TOOLS)]
-            allowed.append(f"mcp__{SERVER}__{answer_tool}")
-            env = {"ANTHROPIC_API_KEY": self.api_key, "HOME": str(home)}
-            if self.base_url:
-                env["ANTHROPIC_BASE_URL"] = self.base_url
-            options = sdk.ClaudeAgentOptions(
-                cwd=str(workdir),
-                setting_sources=[],
-                permission_mode="acceptEdits",
-                tools=list(FILE_TOOLS),
-                allowed_tools=allowed,
-                mcp_servers={SERVER: server},
-                max_turns=self.max_turns,
-                max_budget_usd=self.max_budget_usd,
-                system_prompt=_system_prompt(ctx),
-                model=self.model,
-                env=env,
-                hooks=_hooks(sdk, workdir, set(allowed), session),
-                stderr=lambda line: _keep_tail(session.stderr, line),
-            )
-            try:
-                await asyncio.wait_for(_consume(sdk, question, options, session), self.timeout_s)
-            except TimeoutError:
-                session.error = f"the advisor did not finish within {self.timeout_s:g}s"
-            except sdk.ClaudeSDKError as exc:
-                session.error = session.error or f"the Claude Code CLI failed: {exc}"
+            with contextlib.ExitStack() as stack:
+                cli_path = None
+                # The CLI in the job sandbox, its network the model endpoint only; a
+                # bot where no sandbox can start still advises (it reads, never runs).
+                if sandbox.probe() is None:
+                    cli_path = stack.enter_context(
+                        sandboxed_cli(sdk, workdir.resolve(), self.base_url)
+                    )
+                session.sandboxed = cli_path is not None
+                await self._session(
+                    sdk, ctx, question, answer_tool, session, workdir, home, cli_path
+                )
         finally:
             cleanup()
             if self.home is None:
                 shutil.rmtree(home, ignore_errors=True)
         return session
+
+    async def _session(
+        self,
+        sdk: Any,
+        ctx: AdvisorContext,
+        question: str,
+        answer_tool: str,
+        session: Session,
+        workdir: Path,
+        home: Path,
+        cli_path: str | None,
+    ) -> None:
+        server = sdk.create_sdk_mcp_server(
+            SERVER, tools=self._tools(sdk, ctx, session, answer_tool)
+        )
+        allowed = [*FILE_TOOLS, *(f"mcp__{SERVER}__{t}" for t in NOTEBOOK_TOOLS)]
+        allowed.append(f"mcp__{SERVER}__{answer_tool}")
+        env = {"ANTHROPIC_API_KEY": self.api_key, "HOME": str(home)}
+        if self.base_url:
+            env["ANTHROPIC_BASE_URL"] = self.base_url
+        options = sdk.ClaudeAgentOptions(
+            cwd=str(workdir),
+            cli_path=cli_path,
+            setting_sources=[],
+            permission_mode="acceptEdits",
+            tools=list(FILE_TOOLS),
+            allowed_tools=allowed,
+            mcp_servers={SERVER: server},
+            max_turns=self.max_turns,
+            max_budget_usd=self.max_budget_usd,
+            system_prompt=_system_prompt(ctx),
+            model=self.model,
+            env=env,
+            hooks=_hooks(sdk, workdir, set(allowed), session),
+            stderr=lambda line: _keep_tail(session.stderr, line),
+        )
+        try:
+            await asyncio.wait_for(_consume(sdk, question, options, session), self.timeout_s)
+        except TimeoutError:
+            session.error = f"the advisor did not finish within {self.timeout_s:g}s"
+        except sdk.ClaudeSDKError as exc:
+            session.error = session.error or f"the Claude Code CLI failed: {exc}"
 
     async def _workdir(self, ctx: AdvisorContext) -> tuple[Path, Callable[[], None]]:
         """A read-only checkout of the lab's base; without one, just its program and contract."""

@@ -155,12 +155,14 @@ async def test_a_proposal_after_reading_the_code_and_the_notebook(lab, tmp_path:
         text("Proposed."),
     )
     with ScriptedAnthropic(script) as api:
-        proposal = await advisor(api, lab, tmp_path).propose(context(lab), "fern")
+        agent = advisor(api, lab, tmp_path)
+        proposal = await agent.propose(context(lab), "fern")
         requests = [r for r in api.requests if uses_tools(r.body)]
 
     assert api.remaining == [], "the CLI did not play the whole script"
     assert proposal.title == "Lower the learning rate to 1e-3"
     assert proposal.knobs == {"LEARNING_RATE": 0.001} and proposal.mode == "claude"
+    assert agent.sessions[-1].sandboxed  # the CLI ran in the job sandbox, through its relay
     results = tool_result_texts(requests[-1])
     assert any("LEARNING_RATE = 3e-3" in t for t in results)  # the real Read, in the checkout
     assert any("#7 [review] Longer warmup" in t for t in results)  # the notebook
