@@ -16,6 +16,7 @@ import pytest
 
 from bot.config import Settings
 from bot.jobs import register_student
+from bot.store import Store
 from tests.conftest import ServerThread, free_port
 from trainer.daemon import spawn
 
@@ -54,8 +55,20 @@ class Lab:
             time.sleep(0.2)
         raise AssertionError(f"timed out waiting for {what}")
 
+    def register(self, name: str) -> str:
+        """Register a student through a connection of the test's own.
+
+        The bot's store belongs to the server's thread, which may be inside a
+        transaction at that moment.
+        """
+        store = Store(self.ctx.settings.db_path)
+        try:
+            return register_student(store, name)
+        finally:
+            store.close()
+
     def add_host(self, name: str) -> subprocess.Popen[bytes]:
-        token = register_student(self.ctx.store, name)
+        token = self.register(name)
         log = open(self.tmp / f"host-{name}.log", "wb")  # noqa: SIM115
         env = {**os.environ, "WANDB_MODE": "disabled", "KOHAI_WANDB": "disabled"}
         process = spawn(

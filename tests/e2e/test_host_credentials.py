@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.jobs import register_student
 from tests.e2e.conftest import Lab
 from trainer import workspace
 
@@ -68,8 +67,8 @@ def test_a_host_token_cannot_push_and_the_bot_publishes_only_the_experiment_bran
 ) -> None:
     lab: Lab = make_lab()
     lab.sandbox.create_repo("lab/other", files={"README.md": "another repository\n"})
-    fern = register_student(lab.ctx.store, "fern")
-    frieren = register_student(lab.ctx.store, "frieren")
+    fern = lab.register("fern")
+    frieren = lab.register("frieren")
 
     # The baseline job: a read-only token for this one repository.
     baseline = lease(lab, "fern", fern)

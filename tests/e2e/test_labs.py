@@ -17,7 +17,6 @@ import httpx
 
 from agents.loop import AdvisorLoop
 from agents.offline.advisor import OfflineAdvisor
-from bot.jobs import register_student
 from bot.store import now
 from tests.conftest import sign
 from tests.e2e.conftest import Lab, problem_files
@@ -34,7 +33,7 @@ def _wide_files() -> dict[str, str]:
 def _idle(lab: Lab, *names: str) -> None:
     """Students whose hosts are polling now (what `idle_students` looks for)."""
     for name in names:
-        register_student(lab.ctx.store, name)
+        lab.register(name)
         lab.ctx.store.execute("UPDATE students SET last_seen = ? WHERE name = ?", (now(), name))
 
 
