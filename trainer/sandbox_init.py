@@ -43,11 +43,15 @@ def main(argv: list[str]) -> int:
     # Handlers first: PID 1 ignores any signal it has no handler for.
     for sig in FORWARDED:
         signal.signal(sig, forward)
+    # Signals wait (blocked) while the command's process group is being made: a
+    # SIGTERM in that instant is delivered once there is a group to pass it to.
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     child = os.fork()
     if child == 0:
         for sig in FORWARDED:
             signal.signal(sig, signal.SIG_DFL)
         os.setpgid(0, 0)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
         try:
             os.execvp(command[0], command)
         except OSError as exc:
@@ -57,6 +61,7 @@ def main(argv: list[str]) -> int:
         os.setpgid(child, child)
     except OSError:
         pass  # the child did it first
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
     for signum in pending:
         forward(signum, None)
     while True:
