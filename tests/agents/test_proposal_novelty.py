@@ -33,8 +33,8 @@ class ScriptedAdvisor:
         self.asked.append(ctx)
         return self.answers.pop(0)
 
-    async def review(self, ctx, experiment, gate):  # pragma: no cover - not used here
-        raise NotImplementedError
+    async def review(self, ctx, experiment, gate):
+        raise AssertionError("these tests only ask for proposals; a review here is a bug")
 
 
 def _notebook(store: Store, repo_id: int, problem: Problem, add_experiment) -> AdvisorContext:
