@@ -61,7 +61,7 @@ async def route_one(engine: Engine, row: dict, permission: PermissionLookup | No
                 levels[login.lower()] = await permission(
                     repo.installation_id, event.repo or repo.full_name, login
                 )
-        except Exception as exc:  # GitHub unreachable: keep the delivery for later
+        except Exception as exc:  # noqa: BLE001 - GitHub unreachable: keep the delivery for later
             tries = _bump(store, row["id"], f"permission lookup failed: {exc}")
             if tries >= MAX_TRIES:
                 _finish(store, row["id"], "failed", f"permission lookup failed: {exc}")

@@ -623,7 +623,7 @@ class OutboxWorker:
             result = await op(
                 self.github, int(installation_id), row["repo"], json.loads(row["args"])
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure of a write is recorded and retried
             return self._record_failure(row, exc)
         try:
             with self.store.transaction():

@@ -605,5 +605,5 @@ def _report(follower: MetricsFollower, on_progress: Callable[[dict], None] | Non
     for record in records:
         try:
             on_progress(record)
-        except Exception:  # progress is best effort; the run goes on
+        except Exception:  # noqa: BLE001 - progress is best effort; the run goes on
             pass

@@ -71,7 +71,7 @@ class _LogPump(threading.Thread):
                 if self.on_line is not None:
                     try:
                         self.on_line(line)
-                    except Exception:  # a reporting hiccup must not stop the log
+                    except Exception:  # noqa: BLE001 - a reporting hiccup must not stop the log
                         pass
         self.stream.close()
 

@@ -82,6 +82,6 @@ def log_run(result: RunResult, ctx: RunContext, run_dir: Path) -> str:
         url = run.url if mode == "online" else ""
         run.finish(exit_code=0 if result.status == "ok" else 1)
         return url or ""
-    except Exception as exc:  # W&B is a mirror of the result, never a reason to lose it
+    except Exception as exc:  # noqa: BLE001 - W&B is a mirror of the result, never a reason to lose it
         log.warning("W&B logging failed for %s: %s", name, exc)
         return ""

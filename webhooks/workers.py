@@ -105,7 +105,7 @@ async def sync_worker(ctx: BotContext) -> None:
         for repo_id in stale_repos(ctx.engine):
             try:
                 await sync_repo(ctx.engine, ctx.github, repo_id)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - one repository's failed sync must not stop the worker
                 log.warning("sync of repo %s failed: %s", repo_id, exc)
 
     async def wake_on_repo_events() -> None:

@@ -190,7 +190,7 @@ class Demo:
         from trainer import sandbox
         from trainer.daemon import spawn
 
-        log = open(self.work / f"host-{name}.log", "wb")  # noqa: SIM115 - lives as long as the host
+        log = open(self.work / f"host-{name}.log", "wb")  # lives as long as the host
         env = {
             **os.environ,
             "WANDB_DIR": str(self.work),
@@ -476,7 +476,7 @@ def main(args: argparse.Namespace) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    for noisy in ("httpx", "kohai", "bot", "optuna"):
+    for noisy in ("httpx", "httpx2", "kohai", "bot"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         preflight(args.port)

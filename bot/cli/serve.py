@@ -130,7 +130,7 @@ async def catch_up_once(ctx: Any) -> list[str]:
     refused: list[str] = []
     try:
         asked = await catch_up(ctx.github, since, known_delivery_ids=known, refused=refused)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - catch-up is best effort; start-up goes on
         _set_problems(ctx, "catch-up", [f"catch-up of missed deliveries failed: {exc}"])
         log.warning("catch-up failed: %s", exc)
         return []

@@ -73,7 +73,7 @@ def github(app_key: rsa.RSAPrivateKey) -> Iterator[tuple[str, FakeGitHub]]:
     fake = FakeGitHub(app_key.public_key())
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:  # http.server's name
             status, body = fake.answer(self.path, dict(self.headers))
             data = json.dumps(body).encode()
             self.send_response(status)

@@ -69,7 +69,7 @@ class Lab:
 
     def add_host(self, name: str) -> subprocess.Popen[bytes]:
         token = self.register(name)
-        log = open(self.tmp / f"host-{name}.log", "wb")  # noqa: SIM115
+        log = open(self.tmp / f"host-{name}.log", "wb")
         env = {**os.environ, "WANDB_MODE": "disabled", "KOHAI_WANDB": "disabled"}
         process = spawn(
             name,

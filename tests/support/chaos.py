@@ -124,7 +124,7 @@ class ChaosLab:
         }
 
     def start_bot(self) -> None:
-        out = open(self.tmp / "bot.log", "ab")  # noqa: SIM115 - the child keeps it
+        out = open(self.tmp / "bot.log", "ab")  # the child keeps it
         self.bot = subprocess.Popen(
             [sys.executable, "-m", "tests.support.chaos", "bot"],
             env=self.env(),
@@ -166,7 +166,7 @@ class ChaosLab:
             store.close()
         from trainer.daemon import spawn
 
-        out = open(self.tmp / f"host-{name}.log", "ab")  # noqa: SIM115
+        out = open(self.tmp / f"host-{name}.log", "ab")
         self.hosts[name] = spawn(
             name,
             self.tokens[name],

@@ -133,7 +133,7 @@ class FakeBot:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:  # http.server's naming
                 bot.handle(self)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
