@@ -142,10 +142,10 @@ class AdvisorLoop:
     def _lab_full(self, lab: labs.Lab) -> bool:
         if not self.max_experiments:
             return False
-        total = self.store.one(
+        total = self.store.count(
             "SELECT COUNT(*) AS n FROM experiments WHERE repo_id = ? AND source = 'advisor'",
             (lab.repo_id,),
-        )["n"]
+        )
         return total >= self.max_experiments
 
     async def propose_for_idle(self) -> int:

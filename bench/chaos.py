@@ -8,13 +8,10 @@ each invariant's count of violations (all zero is the goal).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.support.chaos import run_chaos  # noqa: E402
+from bot.cli.chaos import run_chaos
 
 
 def main() -> int:

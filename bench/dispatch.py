@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 import httpx
-from local_lab import start_lab
+
+from bot.cli.lab import LocalLab
 
 CHARLM = Path(__file__).resolve().parents[1] / "trainer" / "examples" / "charlm"
 
@@ -67,7 +68,7 @@ def settle(store, sandbox, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         sandbox.wait_deliveries(timeout=5)
-        pending = store.one("SELECT COUNT(*) AS n FROM outbox WHERE state = 'pending'")["n"]
+        pending = store.count("SELECT COUNT(*) AS n FROM outbox WHERE state = 'pending'")
         if not pending:
             sandbox.wait_deliveries(timeout=5)
             return
@@ -98,10 +99,12 @@ def main() -> int:
     logging.disable(logging.WARNING)
     repos = ["lab/charlm", "lab/charlm-wide"][: args.labs]
     with tempfile.TemporaryDirectory() as tmp:
-        lab = start_lab(Path(tmp), repos[0], "bench", from_path=CHARLM)
+        lab = LocalLab(Path(tmp), pacing=False, catch_up=False).start()
+        token = lab.register("bench")
+        lab.add_repo(repos[0], from_path=CHARLM)
         for repo in repos[1:]:
-            lab.sandbox.create_repo(repo, files=wide_files())
-        server, control, token, store = lab.server, lab.control, lab.token, lab.ctx.store
+            lab.add_repo(repo, files=wide_files())
+        server, control, store = lab.server, lab.control, lab.store
         latencies: list[float] = []
         with httpx.Client(timeout=60) as client:
             baselines: set[int] = set()

@@ -29,12 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bot.problem import load_problem  # noqa: E402
-from trainer import workspace  # noqa: E402
-from trainer.cli import REFERENCE_PROBLEM  # noqa: E402
-from trainer.harness import run_once  # noqa: E402
+from bot.problem import load_problem
+from trainer import workspace
+from trainer.cli import REFERENCE_PROBLEM
+from trainer.harness import run_once
 
 
 def children_cpu_s() -> float:

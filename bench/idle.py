@@ -13,17 +13,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from local_lab import start_lab
-
-from trainer.daemon import spawn
+from bot.cli.lab import LocalLab
 
 PROBLEM = {
     "kohai.toml": (
@@ -42,30 +37,24 @@ def main() -> int:
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
-        lab = start_lab(Path(tmp), "lab/idle", "idle", files=PROBLEM)
-        ctx, server, control = lab.ctx, lab.server, lab.control
+        lab = LocalLab(Path(tmp), pacing=False, catch_up=False).start()
+        token = lab.register("idle")
+        lab.add_repo("lab/idle", files=PROBLEM)
+        store, control = lab.store, lab.control
         for i in range(args.n):
             control.open_issue("lab/idle", f"Job {i}", "x", labels=["student:idle"], as_user="bob")
         total = args.n + 1  # and the baseline
         deadline = time.time() + 120
-        while ctx.store.one("SELECT COUNT(*) AS n FROM jobs WHERE state = 'queued'")["n"] < total:
+        while store.count("SELECT COUNT(*) AS n FROM jobs WHERE state = 'queued'") < total:
             if time.time() > deadline:
                 print("the backlog was not queued in time", file=sys.stderr)
                 return 1
             time.sleep(0.1)
-        host = spawn(
-            "idle",
-            lab.token,
-            server.url,
-            Path(tmp) / "host",
-            env={**os.environ, "KOHAI_WANDB": "disabled", "WANDB_MODE": "disabled"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        lab.add_host("idle", token=token, env={"KOHAI_WANDB": "disabled", "WANDB_MODE": "disabled"})
         samples: list[bool] = []
         started = None
         while True:
-            row = ctx.store.one(
+            row = store.one(
                 "SELECT SUM(state = 'leased') AS leased, SUM(state IN ('done', 'failed')) AS done FROM jobs"
             )
             if started is None and (row["leased"] or row["done"]):
@@ -79,9 +68,7 @@ def main() -> int:
                 break
             time.sleep(0.02)
         wall = time.time() - (started or time.time())
-        trained = ctx.store.one("SELECT SUM(duration_s) AS s FROM runs")["s"] or 0.0
-        host.send_signal(signal.SIGTERM)
-        host.wait(timeout=30)
+        trained = store.one("SELECT SUM(duration_s) AS s FROM runs")["s"] or 0.0
         lab.stop()
     idle_jobs = 1 - sum(samples) / max(len(samples), 1)
     print(f"{total} jobs in {wall:.1f} s on one host")

@@ -30,9 +30,7 @@ import httpx
 import uvicorn
 from litestar import Litestar, post
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bot.config import Settings  # noqa: E402
+from bot.config import Settings
 
 SECRET = "bench-secret"
 
@@ -66,7 +64,7 @@ def _spawn(kind: str, port: int, db: str, pem_path: str) -> subprocess.Popen[byt
         except httpx.HTTPError:
             if process.poll() is not None:
                 raise RuntimeError(
-                    f"{kind} server exited: {process.stderr.read().decode()}"
+                    f"{kind} server exited: {process.stderr.read().decode() if process.stderr else ''}"
                 ) from None
             time.sleep(0.1)
     raise RuntimeError(f"{kind} server did not start")
@@ -74,7 +72,7 @@ def _spawn(kind: str, port: int, db: str, pem_path: str) -> subprocess.Popen[byt
 
 def _run_server(kind: str, port: int) -> None:
     if kind == "bare":
-        app: object = Litestar(route_handlers=[bare])
+        app: Litestar = Litestar(route_handlers=[bare])
     else:
         from bot.cli.serve import build_context
         from webhooks.app import create_app

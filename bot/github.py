@@ -380,7 +380,12 @@ class GitHubApp:
                 failure = classify_transport_error(exc.exc)
             else:
                 raw = response.raw_response
-                return Reply(raw.status_code, raw.headers, _json(raw), raw.links)
+                return Reply(
+                    raw.status_code,
+                    raw.headers,
+                    _json(raw),
+                    {str(k): v for k, v in raw.links.items()},
+                )
             if failure.status == 401 and not renewed:
                 # A token revoked or expired early: GitHub refused it, so the
                 # request did nothing; make new credentials and send it again.

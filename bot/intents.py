@@ -158,6 +158,7 @@ Intent = (
     | HeadMoved
     | BaseMoved
     | RepairLabels
+    | RevertLabel
     | Acknowledge
     | Reply
     | Rerun

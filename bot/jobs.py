@@ -560,10 +560,10 @@ class JobBook:
         """Some baseline seeds are missing: queue them again, or say on every PR that it cannot be measured."""
         if job["base_sha"] != repo.base_sha:
             return
-        jobs = self.store.one(
+        jobs = self.store.count(
             "SELECT COUNT(*) AS n FROM jobs WHERE kind = 'baseline' AND repo_id = ? AND base_sha = ?",
             (repo.id, repo.base_sha),
-        )["n"]
+        )
         ok = {
             r["seed"]
             for r in self.store.query(
@@ -665,10 +665,10 @@ class JobBook:
         self, repo: Repo, exp: dict[str, Any], job: dict[str, Any], reason: str
     ) -> bool:
         """The branch conflicts with the new base: its student brings the hypothesis onto it."""
-        rounds = self.store.one(
+        rounds = self.store.count(
             "SELECT COUNT(*) AS n FROM decisions WHERE experiment_id = ? AND verdict = 'rebase'",
             (exp["id"],),
-        )["n"]
+        )
         if rounds >= MAX_REBASE_ROUNDS:
             return False
         for other in self.store.query(

@@ -8,7 +8,7 @@ the server's dependencies. The bot leases a `Job`; the host streams
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 JobKind = Literal["experiment", "baseline"]
 # ok: the sealed evaluator (or, unsealed, the script) gave the metric; invalid: a
@@ -28,15 +28,16 @@ JobStatus = Literal["ok", "crash", "timeout", "refused", "implement_failed", "ca
 JOB_STATUSES: frozenset[str] = frozenset(
     {"ok", "crash", "timeout", "refused", "implement_failed", "cancelled"}
 )
+T = TypeVar("T")
 EventKind = Literal["heartbeat", "phase", "progress", "log"]
 
 LEASE_SECONDS = 60.0
 MAX_ATTEMPTS = 3
 
 
-def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
     """Build a dataclass from a dict, ignoring unknown keys (newer peers may send more)."""
-    names = {f.name for f in fields(cls)}
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     return cls(**{k: v for k, v in data.items() if k in names})
 
 

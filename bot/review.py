@@ -203,10 +203,10 @@ class Reviewer:
             exp = self.store.one("SELECT * FROM experiments WHERE id = ?", (ask.experiment["id"],))
             if exp is None or exp["state"] != "review":
                 return "gone"
-            rounds = self.store.one(
+            rounds = self.store.count(
                 "SELECT COUNT(*) AS n FROM decisions WHERE experiment_id = ? AND verdict = 'changes'",
                 (exp["id"],),
-            )["n"]
+            )
             # The hypothesis-vs-diff audit (bot/audit.py): a merge whose diff also touches what
             # can move the metric goes back with the finding (closes once rounds run out).
             audit = failed_audit(

@@ -309,6 +309,11 @@ class Store:
         row = self.conn.execute(sql, params).fetchone()
         return dict(row) if row else None
 
+    def count(self, sql: str, params: Any = ()) -> int:
+        """The one number a `SELECT COUNT(*) ...` (or any one-value query) answers."""
+        row = self.conn.execute(sql, params).fetchone()
+        return int(row[0] or 0) if row else 0
+
     def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)
 

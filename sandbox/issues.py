@@ -114,7 +114,7 @@ def create_issue(world: World, p: Principal, full: str, body: dict[str, Any]) ->
         labels = [str(x) for x in body.get("labels") or []]
         number = world.state.next_id(f"issue:{full}")
         stamp = now_iso()
-        issue = {
+        issue: dict[str, Any] = {
             "id": world.state.next_id("issue", start=3_000_001),
             "number": number,
             "title": str(title),

@@ -58,7 +58,7 @@ def create_pull(world: World, p: Principal, full: str, body: dict[str, Any]) -> 
         number = world.state.next_id(f"issue:{full}")
         pull_id = world.state.next_id("pull", start=8_000_001)
         stamp = now_iso()
-        issue = {
+        issue: dict[str, Any] = {
             "id": world.state.next_id("issue", start=3_000_001),
             "number": number,
             "title": str(title),

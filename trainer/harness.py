@@ -21,6 +21,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -300,7 +301,7 @@ def run_once(
     follower = MetricsFollower(layout.metrics_path)
     early = _EarlyStopWatch(should_stop, layout.metrics_path, budget)
     argv = command_argv(command)
-    terminate = signal_group
+    terminate: Callable[[int, signal.Signals], None] = signal_group
     hide = _hidden(problem, repo_dir)
     if sandboxed:
         # The job sandbox: writable only the checkout and KOHAI_RUN_DIR; the data

@@ -6,6 +6,7 @@ with a reason a human can act on, because the bot posts it on the PR.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -143,7 +144,7 @@ def _run_in_worktree(
             host=ctx.student,
             sandboxed=ctx.sandboxed,
             gpus=ctx.gpus or job.gpus,
-            on_progress=lambda record, seed=seed: reporter.progress(seed, record),
+            on_progress=functools.partial(reporter.progress, seed),
             on_line=reporter.line,
             cancel=cancel,
             should_stop=early_stop_rule(job, problem),
@@ -184,8 +185,15 @@ def _implement(
     """Let the student change the branch, then commit and push; a JobResult on failure."""
     from agents import student  # the student agent is only needed for implement jobs
 
+    spec = job.implement
+    if spec is None:
+        return JobResult(
+            status="implement_failed",
+            reason="the job carries no hypothesis",
+            head_sha=result.head_sha,
+        )
     try:
-        outcome = student.implement(tree, job.implement, problem)
+        outcome = student.implement(tree, spec, problem)
     except Exception as exc:  # noqa: BLE001 - any failure of the agent is the job's result
         return JobResult(
             status="implement_failed",
@@ -202,7 +210,7 @@ def _implement(
         return result
     before = result.head_sha
     try:
-        title = job.implement.title or job.implement.hypothesis.splitlines()[0][:72]
+        title = spec.title or spec.hypothesis.splitlines()[0][:72]
         workspace.commit_changes(
             tree, outcome.changed_files, student=ctx.student, message=title or "implement"
         )

@@ -13,14 +13,14 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bot.protocol import RunResult
 
 log = logging.getLogger(__name__)
 
 
-def wandb_mode(env: dict[str, str] | None = None) -> str:
+def wandb_mode(env: dict[str, str] | None = None) -> Literal["online", "offline", "disabled"]:
     """ "disabled", "offline" or "online", from the environment."""
     env = dict(os.environ) if env is None else env
     if (
@@ -73,7 +73,7 @@ def log_run(result: RunResult, ctx: RunContext, run_dir: Path) -> str:
         )
         for step, loss in result.curve:
             run.log({"train_loss": loss}, step=int(step))
-        summary = dict(result.metrics)
+        summary: dict[str, Any] = dict(result.metrics)
         summary.update(
             status=result.status, duration_s=result.duration_s, peak_mem_mb=result.peak_mem_mb
         )

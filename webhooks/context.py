@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,9 +49,9 @@ class BotContext:
     sync_wake: asyncio.Event = field(default_factory=asyncio.Event)
     heartbeats: dict[str, float] = field(default_factory=dict)
     startup_errors: list[str] = field(default_factory=list)
-    workers: list[Callable[[BotContext], Awaitable[None]]] = field(default_factory=list)
+    workers: list[Callable[[BotContext], Coroutine[Any, Any, None]]] = field(default_factory=list)
     # One-off tasks at start-up (credential check, catch-up), run beside the workers.
-    startup: list[Callable[[BotContext], Awaitable[None]]] = field(default_factory=list)
+    startup: list[Callable[[BotContext], Coroutine[Any, Any, None]]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def beat(self, worker: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from bot.inbox import process_pending
@@ -133,7 +133,7 @@ async def leases_worker(ctx: BotContext) -> None:
     await run_loop(ctx, "leases", step, None, 2.0)
 
 
-DEFAULT_WORKERS: list[Callable[[BotContext], Awaitable[None]]] = [
+DEFAULT_WORKERS: list[Callable[[BotContext], Coroutine[Any, Any, None]]] = [
     inbox_worker,
     outbox_worker,
     sync_worker,

@@ -292,7 +292,7 @@ def _why(result: Any) -> str:
     return f"API error {status}" if status else "error"
 
 
-def _hooks(sdk: Any, worktree: Path, problem: Problem, run: AgentRun) -> dict[str, Any]:
+def _hooks(sdk: Any, worktree: Path, problem: Problem, run: AgentRun) -> Any:
     async def before(data: dict[str, Any], tool_use_id: str | None, context: Any) -> dict[str, Any]:
         reason = guard.deny_reason(
             str(data.get("tool_name", "")), data.get("tool_input") or {}, worktree

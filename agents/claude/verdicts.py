@@ -10,23 +10,28 @@ bar, and no change request would alter that).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from agents.context import ExperimentRecord
 from bot.gate import GateDecision
 
+Verdict = Literal["merge", "close", "changes"]
+
 
 @dataclass(frozen=True)
 class Reconciled:
-    verdict: str
+    verdict: Verdict
     overruled: bool  # the model's verdict was replaced
     note: str  # why, for the rationale; "" when not overruled
 
 
-def reconcile(model_verdict: str, gate: GateDecision, experiment: ExperimentRecord) -> Reconciled:
+def reconcile(
+    model_verdict: Verdict, gate: GateDecision, experiment: ExperimentRecord
+) -> Reconciled:
     if model_verdict != "merge" or gate.verdict == "merge":
         return Reconciled(model_verdict, overruled=False, note="")
     crashed = experiment.n_failed > 0 or bool(experiment.failure)
-    verdict = "changes" if crashed else "close"
+    verdict: Verdict = "changes" if crashed else "close"
     why = "some seeds failed to run" if crashed else "the improvement is not significant"
     note = (
         f"The advisor suggested merging, but the gate's verdict is {gate.verdict!r} ({why}); "

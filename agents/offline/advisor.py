@@ -34,8 +34,11 @@ class OfflineAdvisor:
         The bot asks for a review once the gate has a final verdict (merge or
         close); "changes" needs an author of changes, which offline there is not.
         """
-        verdict = "merge" if gate.verdict == "merge" else "close"
-        return Review(verdict=verdict, rationale=gate.rationale, mode="offline")
+        return Review(
+            verdict="merge" if gate.verdict == "merge" else "close",
+            rationale=gate.rationale,
+            mode="offline",
+        )
 
     def suggest(self, ctx: AdvisorContext, student: str) -> Proposal:
         """The synchronous core of `propose`: deterministic for a history."""

@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bot.cli.lab import LabError, LocalLab, port_free
 
 ROOT = Path(__file__).resolve().parents[2]
 CHARLM = ROOT / "trainer" / "examples" / "charlm"
@@ -43,23 +44,8 @@ HUMAN_HYPOTHESIS = (
 )
 
 
-class DemoError(RuntimeError):
+class DemoError(LabError):
     """A part of the demo could not start; the message says which and why."""
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def preflight(port: int) -> None:
@@ -73,7 +59,7 @@ def preflight(port: int) -> None:
             )
     if shutil.which("git") is None:
         raise DemoError("git is not installed; the sandbox keeps real git repositories")
-    if port and not _port_free(port):
+    if port and not port_free(port):
         raise DemoError(f"port {port} is in use; pick another with --port")
     if not CHARLM.is_dir():
         raise DemoError(f"the reference problem is missing at {CHARLM}")
@@ -135,7 +121,6 @@ def per_lab_experiments(experiments: int, labs: int) -> int:
 class Demo:
     args: argparse.Namespace
     work: Path
-    started: list[Any] = field(default_factory=list)
     hosts: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     acted: set[str] = field(default_factory=set)
     t0: float = field(default_factory=time.time)
@@ -143,84 +128,43 @@ class Demo:
     # ---------------------------------------------------------------- start
 
     def start(self) -> None:
-        from bot.cli.serve import build_context
-        from bot.config import Settings
-        from bot.jobs import register_student
-        from bot.store import Store
-        from sandbox.control import SandboxControl
-        from sandbox.server import SandboxServer
-        from webhooks.app import create_app
+        from trainer import sandbox
 
-        port = self.args.port or _free_port()
-        self.sandbox = SandboxServer(
-            self.work / "github", webhook_url=f"http://127.0.0.1:{port}/webhooks/github"
-        )
-        self.sandbox.start()
-        self.started.append(self.sandbox)
-        self.control = SandboxControl(self.sandbox.url)
-        settings = Settings(
-            app_id=self.sandbox.app_id,
-            private_key=self.sandbox.private_key_pem,
-            webhook_secret=self.sandbox.webhook_secret,
-            github_api_url=self.sandbox.url,
-            db_path=str(self.work / "kohai.db"),
-            public_url=f"http://127.0.0.1:{port}",
-            anthropic_api_key=os.environ.get("ANTHROPIC_API_KEY") or None,
-        )
         self.repos = lab_repos(getattr(self.args, "labs", 2))
         self.per_lab = per_lab_experiments(self.args.experiments, len(self.repos))
-        self.ctx = build_context(settings, max_experiments=self.per_lab)
-        self.bot = _Server(create_app(self.ctx), port)
-        self.bot.start()
-        self.started.append(self.bot)
-        self.bot_url = f"http://127.0.0.1:{port}"
-        self.store = Store(settings.db_path)  # the demo's own reading connection
-        self.sandbox.create_repo(REPO, files=problem_files(self.args.budget))
+        self.lab = LocalLab(
+            self.work,
+            port=self.args.port or None,
+            advisor=True,
+            anthropic_api_key=os.environ.get("ANTHROPIC_API_KEY") or None,
+            max_experiments=self.per_lab,
+            graceful_s=3,
+        )
+        self.lab.start()
+        self.sandbox, self.control, self.store = self.lab.sandbox, self.lab.control, self.lab.store
+        self.ctx, self.bot_url, self.hosts = self.lab.ctx, self.lab.bot_url, self.lab.hosts
+        self.lab.add_repo(REPO, files=problem_files(self.args.budget))
         if WIDE_REPO in self.repos:
-            self.sandbox.create_repo(WIDE_REPO, files=wide_problem_files(self.args.budget))
+            self.lab.add_repo(WIDE_REPO, files=wide_problem_files(self.args.budget))
         names = STUDENT_NAMES[: self.args.students] + [
             f"student-{i}" for i in range(len(STUDENT_NAMES), self.args.students)
         ]
-        shares = cpu_shares(len(names))
-        for name, cpus in zip(names, shares, strict=True):
-            token = register_student(self.store, name)
-            self.hosts[name] = self._spawn_host(name, token, cpus)
-
-    def _spawn_host(self, name: str, token: str, cpus: set[int]) -> subprocess.Popen[bytes]:
-        from trainer import sandbox
-        from trainer.daemon import spawn
-
-        log = open(self.work / f"host-{name}.log", "wb")  # lives as long as the host
-        env = {
-            **os.environ,
-            "WANDB_DIR": str(self.work),
-            "WANDB_SILENT": "true",
-        }
-        return spawn(
-            name,
-            token,
-            self.bot_url,
-            self.work / f"host-{name}",
-            env=env,
-            # The demo runs the lab's own reference problem; where bubblewrap cannot
-            # start, it still runs, and its results say "unsandboxed".
-            unsandboxed=sandbox.probe() is not None,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            # Before the daemon runs anything, so every run inherits its cores.
-            preexec_fn=lambda: os.sched_setaffinity(0, cpus),
-        )
+        # The demo runs the lab's own reference problem; where bubblewrap cannot
+        # start, it still runs, and its results say "unsandboxed".
+        unsandboxed = sandbox.probe() is not None
+        env = {"WANDB_DIR": str(self.work), "WANDB_SILENT": "true"}
+        for name, cpus in zip(names, cpu_shares(len(names)), strict=True):
+            self.lab.add_host(name, env=env, cpus=cpus, unsandboxed=unsandboxed)
 
     # --------------------------------------------------------------- humans
 
     def act_as_humans(self) -> None:
         """What people do in the demo's story, each once, when its moment comes."""
-        baseline = self.store.one(
+        baseline = self.store.count(
             "SELECT COUNT(*) AS n FROM runs u JOIN repos r ON r.id = u.repo_id "
             "WHERE u.kind = 'baseline' AND r.full_name = ?",
             (REPO,),
-        )["n"]
+        )
         if "issue" not in self.acted and baseline:
             self.acted.add("issue")
             issue = self.control.open_issue(
@@ -259,7 +203,11 @@ class Demo:
         exps = queries.experiments(self.store)
         done = [e for e in exps if e.state in ("merged", "closed")]
         students = queries.students(self.store)
-        best = queries.best_over_experiments(self.store, problem, row["id"]) if problem else None
+        best = (
+            queries.best_over_experiments(self.store, problem, row["id"])
+            if row and problem
+            else None
+        )
         return {
             "experiments": exps,
             "done": done,
@@ -319,10 +267,10 @@ class Demo:
 
     def _quiet(self) -> bool:
         """No job queued or running and no GitHub write pending: the story is told."""
-        busy = self.store.one(
+        busy = self.store.count(
             "SELECT (SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'leased')) + "
             "(SELECT COUNT(*) FROM outbox WHERE state = 'pending') AS n"
-        )["n"]
+        )
         return busy == 0
 
     def _check_hosts(self) -> None:
@@ -420,19 +368,8 @@ class Demo:
         import logging
 
         logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)  # open long-polls at exit
-        for process in self.hosts.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.hosts.values():
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-        for thing in reversed(self.started):
-            try:
-                thing.stop()
-            except Exception as exc:  # noqa: BLE001 - best effort on the way out
-                print(f"kohai demo: stopping {type(thing).__name__}: {exc}", file=sys.stderr)
+        if hasattr(self, "lab"):
+            self.lab.stop()
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -442,34 +379,6 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def _f(value: float | None, spec: str = ".4f") -> str:
     return "—" if value is None else format(value, spec)
-
-
-class _Server:
-    """The bot app under uvicorn in a thread, as `kohai serve` runs it."""
-
-    def __init__(self, app: Any, port: int) -> None:
-        import threading
-
-        import uvicorn
-
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=3
-            )
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.time() > deadline:
-                raise DemoError("the bot server did not start (see the messages above)")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -48,7 +48,7 @@ def test_open_pr_done_records_the_number_and_queues_the_job(tmp_path: Path) -> N
     assert job["state"] == "queued" and json.loads(job["payload"])["implement"]["hypothesis"] == "h"
     with store.transaction():  # a retried callback changes nothing
         engine.on_write_done(row, {"number": 5, "head_sha": "h" * 40})
-    assert store.one("SELECT COUNT(*) AS n FROM jobs")["n"] == 1
+    assert store.count("SELECT COUNT(*) AS n FROM jobs") == 1
 
 
 def test_a_refused_merge_is_explained_on_the_pr(tmp_path: Path) -> None:

@@ -73,12 +73,12 @@ async def test_a_crash_before_the_status_is_stored_does_not_apply_a_delivery_twi
     with pytest.raises(SystemExit):
         await inbox.route_one(engine, inbox.pending(store)[0], write)
     # Nothing of the delivery was applied: no job, and it is still pending.
-    assert store.one("SELECT COUNT(*) AS n FROM jobs")["n"] == 0
+    assert store.count("SELECT COUNT(*) AS n FROM jobs") == 0
     assert store.one("SELECT status FROM inbox")["status"] == "pending"
     assert await inbox.process_pending(engine, write) == 1
-    assert store.one("SELECT COUNT(*) AS n FROM jobs")["n"] == 1
+    assert store.count("SELECT COUNT(*) AS n FROM jobs") == 1
     assert await inbox.process_pending(engine, write) == 0
-    assert store.one("SELECT COUNT(*) AS n FROM jobs")["n"] == 1
+    assert store.count("SELECT COUNT(*) AS n FROM jobs") == 1
 
 
 def test_a_delivery_in_the_same_second_as_the_last_stored_one_is_not_skipped() -> None:

@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
+from bot.cli.lab import ServerThread
 from bot.config import Settings
 from bot.jobs import register_student, validate_result
 from bot.protocol import JobResult, RunResult
-from tests.conftest import ServerThread
 from webhooks.app import create_app
 from webhooks.context import BotContext
 
@@ -106,7 +106,7 @@ def test_a_completion_for_a_lease_that_is_not_current_is_409_and_changes_nothing
         url, tokens["frieren"], f"/api/jobs/{job_id}/complete", ok_result(old_lease, [0, 1])
     )
     assert done.status_code == 409
-    assert ctx.store.one("SELECT COUNT(*) AS n FROM runs")["n"] == 0
+    assert ctx.store.count("SELECT COUNT(*) AS n FROM runs") == 0
     assert ctx.store.one("SELECT state FROM jobs WHERE id = ?", (job_id,))["state"] == "leased"
 
     # The current lease completes once; a retry of the same lease is a harmless duplicate.
@@ -115,7 +115,7 @@ def test_a_completion_for_a_lease_that_is_not_current_is_409_and_changes_nothing
     assert first_try.status_code == 200 and first_try.json()["status"] == "stored"
     again = call(url, tokens["frieren"], f"/api/jobs/{job_id}/complete", body)
     assert again.status_code == 200 and again.json()["status"] == "duplicate"
-    assert ctx.store.one("SELECT COUNT(*) AS n FROM runs")["n"] == 2
+    assert ctx.store.count("SELECT COUNT(*) AS n FROM runs") == 2
     # ... and the old lease still gets 409 after the job is done.
     late = call(
         url, tokens["frieren"], f"/api/jobs/{job_id}/complete", ok_result(old_lease, [0, 1])
@@ -156,7 +156,7 @@ def test_a_result_that_does_not_fit_its_job_is_400(bot, change, needle: str) -> 
     )
     assert response.status_code == 400, response.text
     assert needle in response.json()["error"]
-    assert ctx.store.one("SELECT COUNT(*) AS n FROM runs")["n"] == 0
+    assert ctx.store.count("SELECT COUNT(*) AS n FROM runs") == 0
     assert ctx.store.one("SELECT state FROM jobs")["state"] == "leased"
 
 

@@ -111,13 +111,13 @@ def test_the_engine_refuses_and_logs_an_illegal_move(
         store.update("experiments", exp_id, {"pr_number": 3, "state": "closed"})
         exp = store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,))
         assert exp is not None
-        writes = store.one("SELECT COUNT(*) AS n FROM outbox")["n"]
+        writes = store.count("SELECT COUNT(*) AS n FROM outbox")
         assert engine.move(repo, exp, "results", "host") is False
         assert engine.queue_experiment_job(repo, exp, seeds=[0]) is None
         assert engine.finish(repo, exp, "closed", actor="gate", rationale="again") is False
     assert store.one("SELECT state FROM experiments WHERE id = ?", (exp_id,))["state"] == "closed"
-    assert store.one("SELECT COUNT(*) AS n FROM jobs")["n"] == 0
-    assert store.one("SELECT COUNT(*) AS n FROM outbox")["n"] == writes  # nothing written
+    assert store.count("SELECT COUNT(*) AS n FROM jobs") == 0
+    assert store.count("SELECT COUNT(*) AS n FROM outbox") == writes  # nothing written
     assert "refused results by host in state closed" in caplog.text
 
 

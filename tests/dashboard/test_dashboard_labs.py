@@ -104,7 +104,7 @@ def test_settings_take_an_explicit_html_url_or_derive_it(pem: str) -> None:
 
 def test_the_production_app_gives_the_dashboard_the_html_host(tmp_path: Path, pem: str) -> None:
     """`create_app` sets the links' host itself: nothing is injected here."""
-    from tests.conftest import ServerThread
+    from bot.cli.lab import ServerThread
     from webhooks.app import create_app
     from webhooks.context import BotContext
 

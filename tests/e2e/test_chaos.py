@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support.chaos import run_chaos
+from bot.cli.chaos import run_chaos
 
 
 def test_nothing_lost_doubled_or_stuck_under_kills_and_faults(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from bot.cli.lab import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [

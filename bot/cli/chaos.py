@@ -2,7 +2,7 @@
 
 Shared by the chaos test (`tests/e2e/test_chaos.py`, short) and `bench/chaos.py`
 (longer). Everything is real and on loopback: the sandbox GitHub in this
-process, the bot as a child process (`python -m tests.support.chaos bot`) on
+process, the bot as a child process (`python -m bot.cli.chaos bot`) on
 one SQLite file that outlives each kill, and two host daemons as children.
 The problem is a tiny pure-Python one, so the minute goes to the bookkeeping
 under test rather than to training.
@@ -26,6 +26,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bot.cli.lab import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 REPO = "lab/chaos"
@@ -72,14 +74,6 @@ def problem_files() -> dict[str, str]:
     }
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class ChaosLab:
     """The sandbox, a killable bot process and two host processes around one SQLite file."""
@@ -92,7 +86,7 @@ class ChaosLab:
         from sandbox.control import SandboxControl
         from sandbox.server import SandboxServer
 
-        self.port = _free_port()
+        self.port = free_port()
         self.bot_url = f"http://127.0.0.1:{self.port}"
         self.sandbox = SandboxServer(
             self.tmp / "gh", webhook_url=f"{self.bot_url}/webhooks/github"
@@ -126,7 +120,7 @@ class ChaosLab:
     def start_bot(self) -> None:
         out = open(self.tmp / "bot.log", "ab")  # the child keeps it
         self.bot = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.chaos", "bot"],
+            [sys.executable, "-m", "bot.cli.chaos", "bot"],
             env=self.env(),
             cwd=ROOT,
             stdout=out,
@@ -296,9 +290,9 @@ class ChaosLab:
             failed_writes = store.one("SELECT COUNT(*) AS n FROM outbox WHERE state = 'failed'")[
                 "n"
             ]
-            failed_deliveries = store.one(
+            failed_deliveries = store.count(
                 "SELECT COUNT(*) AS n FROM inbox WHERE status = 'failed'"
-            )["n"]
+            )
             return {
                 "duplicated markers": duplicated,
                 "labelled issues without exactly one PR": issue_prs,
@@ -382,8 +376,8 @@ def run_chaos(
             time.sleep(0.5)
         violations = lab.invariants(opened)
         store = lab.store()
-        experiments = store.one("SELECT COUNT(*) AS n FROM experiments")["n"]
-        runs = store.one("SELECT COUNT(*) AS n FROM runs")["n"]
+        experiments = store.count("SELECT COUNT(*) AS n FROM experiments")
+        runs = store.count("SELECT COUNT(*) AS n FROM runs")
         store.close()
         return ChaosReport(
             issues=len(opened),
