@@ -305,3 +305,36 @@ def test_the_lab_list_has_a_row_per_track_with_its_share(store: Store) -> None:
     assert labs.stop_track(store, repo_id, "deep", "track deep is no longer declared") == 1
     job = store.one("SELECT * FROM jobs WHERE track = 'deep' AND state = 'cancelled'")
     assert job and "no longer declared" in json.loads(job["result"])["reason"]
+
+
+def test_status_and_history_take_a_track(
+    store: Store, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.cli import main
+
+    repo_id = _seed(store)
+    t = now()
+    for track, title in (("default", "plain idea"), ("wide", "wide idea")):
+        store.insert(
+            "experiments",
+            {
+                "repo_id": repo_id,
+                "track": track,
+                "state": "review",
+                "source": "advisor",
+                "title": title,
+                "created_at": t,
+                "updated_at": t,
+            },
+        )
+    monkeypatch.setenv("KOHAI_DB", store.path)
+    assert main(["status", "--json", "--repo", "o/r:wide"]) == 0
+    snapshot = json.loads(capsys.readouterr().out)
+    assert snapshot["repo"] == "o/r:wide" and snapshot["track"] == "wide"
+    assert [e["title"] for e in snapshot["experiments"]] == ["wide idea"]
+    assert {row["lab"] for row in snapshot["labs"]} == {"o/r", "o/r:wide", "o/r:deep"}
+    assert main(["status", "--repo", "o/r"]) == 0
+    table = capsys.readouterr().out
+    assert "o/r:wide" in table and "plain idea" in table and "wide idea" in table
+    assert main(["history", "--repo", "o/r:nope"]) == 1
+    assert "has no track 'nope'" in capsys.readouterr().err
