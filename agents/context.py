@@ -88,6 +88,7 @@ class AdvisorContext:
     baseline_curve: list[list[float]] = field(default_factory=list)
     base_files: dict[str, str] = field(default_factory=dict)  # editable files at base_sha
     sent_back: str = ""  # why the advisor's last proposal came back (bot.novelty), if it did
+    track: str = "default"  # the research track this notebook is of
 
     def render(self, max_chars: int = 12000) -> str:
         """Markdown for a prompt, never longer than `max_chars`.
@@ -98,7 +99,8 @@ class AdvisorContext:
         """
         p = self.problem
         head = [
-            f"# Research state{f' of {self.repo}' if self.repo else ''}",
+            f"# Research state{f' of {self.repo}' if self.repo else ''}"
+            f"{f', track {self.track}' if self.track != 'default' else ''}",
             "",
             f"Metric: `{p.metric}` ({p.direction}). Budget {p.budget_s:g}s per run. "
             f"Editable files: {', '.join(p.editable) or '(none)'}. "
@@ -142,6 +144,7 @@ def build_context(
     plateau_after: int = 5,
     *,
     open_issues: Sequence[str] = (),
+    track: str = "default",
 ) -> AdvisorContext:
     """Read one repository's notebook from the store.
 
@@ -149,18 +152,24 @@ def build_context(
     experiment's figures are its latest measurement (the runs of the commit and
     base of its newest run), so results from an old head or an old base are not
     mixed in. "Best" is the best of every baseline measured and every merged
-    experiment: the bar the lab has actually cleared.
+    experiment: the bar the lab has actually cleared. `track` reads one research
+    track of the repository: its base, its baseline, its experiments only.
     """
     repo = store.one("SELECT * FROM repos WHERE id = ?", (repo_id,))
     if repo is None:
         raise KeyError(f"no repository with id {repo_id}")
-    base_sha = repo.get("base_sha")
-    baseline = _baseline_values(store, repo_id, base_sha)
+    line = repo
+    if track != "default":
+        line = store.one(
+            "SELECT * FROM tracks WHERE repo_id = ? AND name = ?", (repo_id, track)
+        ) or {"base_sha": None, "base_files": None}
+    base_sha = line.get("base_sha")
+    baseline = _baseline_values(store, repo_id, base_sha, track)
     b_mean, b_std = mean_std(baseline) if baseline else (None, None)
 
-    history = [_record(store, row) for row in _experiments(store, repo_id)]
+    history = [_record(store, row) for row in _experiments(store, repo_id, track)]
     candidates = [b_mean] if b_mean is not None else []
-    candidates += _all_baseline_means(store, repo_id)
+    candidates += _all_baseline_means(store, repo_id, track)
     candidates += [
         r.metric_mean for r in history if r.state == "merged" and r.metric_mean is not None
     ]
@@ -188,20 +197,23 @@ def build_context(
         repo=repo.get("full_name", ""),
         base_sha=base_sha,
         base_files={
-            str(k): v for k, v in _json_dict(repo.get("base_files")).items() if isinstance(v, str)
+            str(k): v for k, v in _json_dict(line.get("base_files")).items() if isinstance(v, str)
         },
         baseline_curve=_last_curve(
             store.query(
-                "SELECT curve FROM runs WHERE repo_id = ? AND kind = 'baseline' AND status = 'ok' "
-                "AND base_sha IS ? ORDER BY id",
-                (repo_id, base_sha),
+                "SELECT curve FROM runs WHERE repo_id = ? AND track = ? AND kind = 'baseline' "
+                "AND status = 'ok' AND base_sha IS ? ORDER BY id",
+                (repo_id, track, base_sha),
             )
         ),
+        track=track,
     )
 
 
-def _experiments(store: Store, repo_id: int) -> list[dict[str, Any]]:
-    return store.query("SELECT * FROM experiments WHERE repo_id = ? ORDER BY id", (repo_id,))
+def _experiments(store: Store, repo_id: int, track: str = "default") -> list[dict[str, Any]]:
+    return store.query(
+        "SELECT * FROM experiments WHERE repo_id = ? AND track = ? ORDER BY id", (repo_id, track)
+    )
 
 
 def _record(store: Store, row: dict[str, Any]) -> ExperimentRecord:
@@ -218,7 +230,9 @@ def _record(store: Store, row: dict[str, Any]) -> ExperimentRecord:
     measured_on = runs[-1]["base_sha"] if runs else row.get("base_sha")
     delta = None
     if mean is not None and measured_on is not None:
-        baseline = _baseline_values(store, row["repo_id"], measured_on)
+        baseline = _baseline_values(
+            store, row["repo_id"], measured_on, row.get("track") or "default"
+        )
         if baseline:
             delta = mean - mean_std(baseline)[0]
     decision = store.one(
@@ -288,29 +302,31 @@ def _latest_diff(store: Store, experiment_id: int) -> str:
     return ""
 
 
-def _baseline_values(store: Store, repo_id: int, base_sha: str | None) -> list[float]:
+def _baseline_values(
+    store: Store, repo_id: int, base_sha: str | None, track: str = "default"
+) -> list[float]:
     if base_sha is None:
         latest = store.one(
-            "SELECT base_sha FROM runs WHERE repo_id = ? AND kind = 'baseline' "
+            "SELECT base_sha FROM runs WHERE repo_id = ? AND track = ? AND kind = 'baseline' "
             "ORDER BY id DESC LIMIT 1",
-            (repo_id,),
+            (repo_id, track),
         )
         if latest is None:
             return []
         base_sha = latest["base_sha"]
     rows = store.query(
-        "SELECT metric FROM runs WHERE repo_id = ? AND kind = 'baseline' AND status = 'ok' "
-        "AND metric IS NOT NULL AND base_sha IS ? ORDER BY id",
-        (repo_id, base_sha),
+        "SELECT metric FROM runs WHERE repo_id = ? AND track = ? AND kind = 'baseline' "
+        "AND status = 'ok' AND metric IS NOT NULL AND base_sha IS ? ORDER BY id",
+        (repo_id, track, base_sha),
     )
     return [r["metric"] for r in rows]
 
 
-def _all_baseline_means(store: Store, repo_id: int) -> list[float]:
+def _all_baseline_means(store: Store, repo_id: int, track: str = "default") -> list[float]:
     rows = store.query(
-        "SELECT AVG(metric) AS mean FROM runs WHERE repo_id = ? AND kind = 'baseline' "
-        "AND status = 'ok' AND metric IS NOT NULL GROUP BY base_sha",
-        (repo_id,),
+        "SELECT AVG(metric) AS mean FROM runs WHERE repo_id = ? AND track = ? "
+        "AND kind = 'baseline' AND status = 'ok' AND metric IS NOT NULL GROUP BY base_sha",
+        (repo_id, track),
     )
     return [r["mean"] for r in rows if r["mean"] is not None]
 

@@ -60,14 +60,23 @@ class AdvisorLoop:
     # ------------------------------------------------------------ context
 
     def context(self, repo: Repo) -> AdvisorContext:
+        """The advisor's notebook of one lab: a track reads its own program file and history."""
         row = self.store.one("SELECT problem_toml, program_md FROM repos WHERE id = ?", (repo.id,))
+        program = (row or {}).get("program_md") or ""
+        if repo.tracked:
+            line = self.store.one(
+                "SELECT program_md FROM tracks WHERE repo_id = ? AND name = ?",
+                (repo.id, repo.track),
+            )
+            program = (line or {}).get("program_md") or program
         return build_context(
             self.store,
             repo.id,
             repo.problem,
-            (row or {}).get("program_md") or "",
+            program,
             (row or {}).get("problem_toml") or "",
             self.plateau_after,
+            track=repo.track,
         )
 
     def _record_failed_call(self, action: str, exp_id: int | None, exc: Exception) -> None:
@@ -134,8 +143,9 @@ class AdvisorLoop:
         """A queued job any student may take: the next free student serves it, no proposal needed."""
         return bool(
             self.store.one(
-                "SELECT id FROM jobs WHERE state = 'queued' AND student IS NULL AND repo_id = ?",
-                (lab.repo_id,),
+                "SELECT id FROM jobs WHERE state = 'queued' AND student IS NULL AND repo_id = ? "
+                "AND track = ?",
+                (lab.repo_id, lab.track),
             )
         )
 
@@ -143,8 +153,9 @@ class AdvisorLoop:
         if not self.max_experiments:
             return False
         total = self.store.count(
-            "SELECT COUNT(*) AS n FROM experiments WHERE repo_id = ? AND source = 'advisor'",
-            (lab.repo_id,),
+            "SELECT COUNT(*) AS n FROM experiments WHERE repo_id = ? AND track = ? "
+            "AND source = 'advisor'",
+            (lab.repo_id, lab.track),
         )
         return total >= self.max_experiments
 
@@ -167,7 +178,7 @@ class AdvisorLoop:
             candidates = [
                 lab
                 for lab in running
-                if labs.may_serve(allowed, lab.full_name) and not self._lab_full(lab)
+                if labs.may_serve(allowed, lab.full_name, lab.track) and not self._lab_full(lab)
             ]
             if any(self._waiting_for_anyone(lab) for lab in candidates):
                 continue
@@ -175,7 +186,7 @@ class AdvisorLoop:
             if key is None:
                 continue
             lab = next(lab for lab in candidates if lab.key == key)
-            repo = self.engine.repo_by_id(lab.repo_id)
+            repo = self.engine.repo_by_id(lab.repo_id, lab.track)
             if now() < self._propose_retry_at:
                 return opened
             try:

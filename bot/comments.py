@@ -210,8 +210,14 @@ def status_comment(
     hold: bool,
     decision: str | None = None,
     phase_note: str = "",
+    track: str | None = None,
+    base_branch: str | None = None,
 ) -> str:
-    """The sticky status comment, edited in place as the experiment moves."""
+    """The sticky status comment, edited in place as the experiment moves.
+
+    `track` names a research track other than the default: the comment says
+    so, and which base branch the PR is measured against and merges into.
+    """
     b_mean, b_std = mean_std(list(baseline))
     c_mean, c_std = mean_std(list(candidate))
     rows = [
@@ -219,6 +225,11 @@ def status_comment(
         "|---|---|",
         f"| state | **{state}**{' (on hold)' if hold else ''} |",
         f"| student | {student or 'any free student'} |",
+        *(
+            [f"| track | **{plain(track, 60)}** (base `{plain(base_branch or '?', 120)}`) |"]
+            if track
+            else []
+        ),
         f"| baseline {metric} | {_pm(b_mean, b_std, len(baseline)) if baseline else 'being measured'} |",
         f"| this PR | {_pm(c_mean, c_std, len(candidate)) if candidate else '—'} |",
     ]

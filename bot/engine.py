@@ -20,7 +20,7 @@ from bot import labs, lifecycle
 from bot.bus import Bus
 from bot.comments import status_comment
 from bot.events import Event
-from bot.problem import Problem, ProblemError, loads_problem
+from bot.problem import DEFAULT_TRACK, Problem, ProblemError, loads_problem
 from bot.router import ExperimentView, RouteState
 from bot.store import Store, dumps, now
 from bot.untrusted import quote_as_data
@@ -60,12 +60,40 @@ def knobs_from_text(text: str, problem: Problem) -> dict[str, Any]:
 
 @dataclass
 class Repo:
+    """One lab: a repository's research line (its default track, or one of its tracks).
+
+    `base_branch` and `base_sha` are the line's own: the default branch for the
+    default track, the track's base branch otherwise. PRs open against it and
+    merges land on it.
+    """
+
     id: int
     full_name: str
     installation_id: int | None
     default_branch: str
     base_sha: str | None
     problem: Problem
+    track: str = DEFAULT_TRACK
+    base_branch: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.base_branch:
+            self.base_branch = self.default_branch
+
+    @property
+    def key(self) -> str:
+        """The lab's name: `owner/repo`, or `owner/repo:track` for a declared track."""
+        return labs.lab_key(self.full_name, self.track)
+
+    @property
+    def tracked(self) -> bool:
+        """True for a declared track (not the repository's default line)."""
+        return self.track != DEFAULT_TRACK
+
+    @property
+    def title_prefix(self) -> str:
+        """What a PR title starts with: `[wide] ` for track `wide`, nothing for the default."""
+        return f"[{self.track}] " if self.tracked else ""
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Repo:
@@ -109,17 +137,46 @@ class Engine:
 
     # ---------------------------------------------------------------- lookups
 
-    def repo(self, full_name: str | None) -> Repo | None:
+    def repo(self, full_name: str | None, track: str | None = None) -> Repo | None:
         if not full_name:
             return None
         row = self.store.one("SELECT * FROM repos WHERE full_name = ?", (full_name,))
-        return Repo.from_row(row) if row else None
+        return self._on_track(Repo.from_row(row), track) if row else None
 
-    def repo_by_id(self, repo_id: int) -> Repo:
+    def repo_by_id(self, repo_id: int, track: str | None = None) -> Repo:
         row = self.store.one("SELECT * FROM repos WHERE id = ?", (repo_id,))
         if row is None:
             raise KeyError(f"no repo {repo_id}")
-        return Repo.from_row(row)
+        return self._on_track(Repo.from_row(row), track)
+
+    def _on_track(self, repo: Repo, track: str | None) -> Repo:
+        """The repository seen as one of its tracks: that track's base branch and base."""
+        name = (track or DEFAULT_TRACK).lower()
+        if name == DEFAULT_TRACK:
+            return repo
+        declared = repo.problem.track(name)
+        row = self.store.one(
+            "SELECT base_branch, base_sha FROM tracks WHERE repo_id = ? AND name = ?",
+            (repo.id, name),
+        )
+        base_branch = (row or {}).get("base_branch") or (
+            declared.base if declared else f"track/{name}"
+        )
+        return Repo(
+            id=repo.id,
+            full_name=repo.full_name,
+            installation_id=repo.installation_id,
+            default_branch=repo.default_branch,
+            base_sha=(row or {}).get("base_sha"),
+            problem=repo.problem,
+            track=name,
+            base_branch=base_branch,
+        )
+
+    def lab_of(self, repo: Repo, exp: dict[str, Any] | None) -> Repo:
+        """The lab an experiment belongs to: its repository on the experiment's track."""
+        track = (exp or {}).get("track") or DEFAULT_TRACK
+        return repo if track == repo.track else self._on_track(self.repo_by_id(repo.id), track)
 
     def experiment_by_number(self, repo_id: int, number: int) -> dict[str, Any] | None:
         return self.store.one(
@@ -164,6 +221,7 @@ class Engine:
             default_branch=(repo.default_branch if repo else None)
             or event.default_branch
             or "main",
+            tracks={t.name: t.base for t in repo.problem.tracks} if repo else {},
         )
 
     # ----------------------------------------------------------------- writes
@@ -187,6 +245,9 @@ class Engine:
         notes: list[str] = []
         with self.store.transaction():
             repo = self.repo(event.repo)
+            if repo is not None and event.number is not None:
+                # An event on a PR or issue speaks for the experiment's own track.
+                repo = self.lab_of(repo, self.experiment_by_number(repo.id, event.number))
             for intent in intents:
                 handler = getattr(self, f"_on_{type(intent).__name__}")
                 note = handler(intent, event, repo)
@@ -250,6 +311,7 @@ class Engine:
     def _on_OpenFromIssue(self, intent: i.OpenFromIssue, event: Event, repo: Repo | None) -> str:
         if repo is None:
             return "no repo"
+        repo = self._on_track(repo, intent.track)
         hypothesis = intent.body or intent.title
         if not intent.trusted:  # an outsider's words: data for the agents, never instructions
             hypothesis = quote_as_data(
@@ -267,7 +329,7 @@ class Engine:
             issue_number=intent.issue_number,
             knobs=knobs_from_text(intent.body, repo.problem),
         )
-        return f"experiment {exp_id} opened from issue #{intent.issue_number}"
+        return f"experiment {exp_id} opened from issue #{intent.issue_number} in {repo.key}"
 
     def _exp(self, repo: Repo | None, number: int) -> dict[str, Any] | None:
         if repo is None:
@@ -338,10 +400,13 @@ class Engine:
         return f"head {intent.sha[:10]}"
 
     def _on_BaseMoved(self, intent: i.BaseMoved, event: Event, repo: Repo | None) -> str:
-        if repo is None or repo.base_sha == intent.sha:
+        if repo is None:
+            return "base unchanged"
+        repo = self._on_track(repo, intent.track)
+        if repo.base_sha == intent.sha:
             return "base unchanged"
         self.mark_base_stale(repo)
-        return f"base moved to {intent.sha[:10]}"
+        return f"base of {repo.key} moved to {intent.sha[:10]}"
 
     def _on_RepairLabels(self, intent: i.RepairLabels, event: Event, repo: Repo | None) -> str:
         exp = self._exp(repo, intent.number)
@@ -528,6 +593,7 @@ class Engine:
             "experiments",
             {
                 "repo_id": repo.id,
+                "track": repo.track,
                 "state": "proposed",
                 "source": source,
                 "title": title[:200],
@@ -542,13 +608,14 @@ class Engine:
         )
         branch = f"kohai/{exp_id}-{slugify(title)}"
         self.store.update("experiments", exp_id, {"branch": branch})
-        commit_message = f"kohai: start experiment {exp_id}\n\n{hypothesis.strip()}"[:4000]
+        where = f" (track {repo.track})" if repo.tracked else ""
+        commit_message = f"kohai: start experiment {exp_id}{where}\n\n{hypothesis.strip()}"[:4000]
         # The branch first: the job is queued as soon as it exists, the PR follows.
         self._write(
             repo,
             "start_branch",
             experiment_id=exp_id,
-            base=repo.default_branch,
+            base=repo.base_branch,
             base_sha=repo.base_sha,
             branch=branch,
             commit_message=commit_message,
@@ -556,22 +623,30 @@ class Engine:
         specs = list(lab.LABEL_SPECS)
         if student:
             specs.append(lab.student_label_spec(student))
+        if repo.tracked:
+            specs.append(lab.track_label_spec(repo.track))
         self._write(repo, "ensure_labels", labels=specs)
         body = hypothesis.strip()
         if knobs:
             body += "\n\n**Knobs**\n\n" + "\n".join(f"- `{k} = {v!r}`" for k, v in knobs.items())
         if issue_number:
             body += f"\n\nRequested in #{issue_number}."
+        if repo.tracked:
+            body += (
+                f"\n\nTrack **{repo.track}**: measured against, and merged into, "
+                f"`{repo.base_branch}`."
+            )
         self._write(
             repo,
             "open_pr",
             experiment_id=exp_id,
-            base=repo.default_branch,
+            base=repo.base_branch,
             branch=branch,
-            title=title[:200],
+            title=(repo.title_prefix + title)[:200],
             body=body,
             commit_message=commit_message,
-            labels=[lab.student_label(student), "status:queued"],
+            labels=[lab.student_label(student), "status:queued"]
+            + ([lab.track_label(repo.track)] if repo.tracked else []),
             issue_number=issue_number,
         )
         self._publish("experiment", id=exp_id)
@@ -695,7 +770,7 @@ class Engine:
             method="squash",
             title=title,
             experiment_id=exp["id"],
-            base=repo.default_branch,
+            base=repo.base_branch,
             base_sha=exp["base_sha"] if check_base else None,
         )
 
@@ -706,10 +781,16 @@ class Engine:
         only on a base the bot has read back after the previous merge.
         """
         pending = self.store.one(
-            "SELECT id FROM outbox WHERE repo = ? AND op = 'merge' AND state = 'pending'",
-            (repo.full_name,),
+            "SELECT id FROM outbox WHERE repo = ? AND op = 'merge' AND state = 'pending' "
+            "AND json_extract(args, '$.base') = ?",
+            (repo.full_name, repo.base_branch),
         )
         synced = self.store.one("SELECT synced_at FROM repos WHERE id = ?", (repo.id,))
+        if repo.tracked:
+            synced = self.store.one(
+                "SELECT synced_at FROM tracks WHERE repo_id = ? AND name = ?",
+                (repo.id, repo.track),
+            )
         return bool(pending) or not (synced and synced["synced_at"])
 
     def decision_comment(
@@ -748,9 +829,38 @@ class Engine:
         )
 
     def mark_base_stale(self, repo: Repo) -> None:
-        """The default branch moved: the sync worker re-reads it and re-measures the baseline."""
+        """A base branch moved: the sync worker re-reads the repository's lines and re-measures.
+
+        The sync reads the default branch and every track's base together, and
+        queues a baseline only for the lines whose base moved.
+        """
         self.store.execute("UPDATE repos SET synced_at = NULL WHERE id = ?", (repo.id,))
-        self._publish("repo", id=repo.id)
+        if repo.tracked:
+            self.store.execute(
+                "UPDATE tracks SET synced_at = NULL WHERE repo_id = ? AND name = ?",
+                (repo.id, repo.track),
+            )
+        self._publish("repo", id=repo.id, track=repo.track)
+
+    def baseline_problem(self, repo: Repo) -> str | None:
+        """Why this line's baseline cannot be measured, when it cannot (else None)."""
+        if repo.tracked:
+            row = self.store.one(
+                "SELECT baseline_problem FROM tracks WHERE repo_id = ? AND name = ?",
+                (repo.id, repo.track),
+            )
+        else:
+            row = self.store.one("SELECT baseline_problem FROM repos WHERE id = ?", (repo.id,))
+        return (row or {}).get("baseline_problem") or None
+
+    def set_baseline_problem(self, repo: Repo, problem: str | None) -> None:
+        if repo.tracked:
+            self.store.execute(
+                "UPDATE tracks SET baseline_problem = ? WHERE repo_id = ? AND name = ?",
+                (problem, repo.id, repo.track),
+            )
+        else:
+            self.store.update("repos", repo.id, {"baseline_problem": problem})
 
     # ------------------------------------------------------------- the queue
 
@@ -799,6 +909,7 @@ class Engine:
             {
                 "kind": "experiment",
                 "repo_id": repo.id,
+                "track": repo.track,
                 "experiment_id": exp["id"],
                 "student": exp["student"],
                 "state": "queued",
@@ -835,9 +946,9 @@ class Engine:
         # A first baseline is queued once per base; a re-queue only waits for one already queued.
         states = "('queued')" if again else "('queued', 'leased', 'done')"
         existing = self.store.one(
-            "SELECT id FROM jobs WHERE kind = 'baseline' AND repo_id = ? AND base_sha = ? "
-            f"AND state IN {states} AND (? IS NULL OR student IS ?)",
-            (repo.id, repo.base_sha, student, student),
+            "SELECT id FROM jobs WHERE kind = 'baseline' AND repo_id = ? AND track = ? "
+            f"AND base_sha = ? AND state IN {states} AND (? IS NULL OR student IS ?)",
+            (repo.id, repo.track, repo.base_sha, student, student),
         )
         if existing:
             return None
@@ -847,6 +958,7 @@ class Engine:
             {
                 "kind": "baseline",
                 "repo_id": repo.id,
+                "track": repo.track,
                 "student": student,
                 "state": "queued",
                 "priority": BASELINE_PRIORITY,
@@ -867,9 +979,9 @@ class Engine:
 
     def baseline_values(self, repo: Repo) -> list[float]:
         rows = self.store.query(
-            "SELECT metric FROM runs WHERE repo_id = ? AND kind = 'baseline' AND base_sha = ? "
-            "AND status = 'ok' AND metric IS NOT NULL ORDER BY id",
-            (repo.id, repo.base_sha),
+            "SELECT metric FROM runs WHERE repo_id = ? AND track = ? AND kind = 'baseline' "
+            "AND base_sha = ? AND status = 'ok' AND metric IS NOT NULL ORDER BY id",
+            (repo.id, repo.track, repo.base_sha),
         )
         return [r["metric"] for r in rows]
 
@@ -894,9 +1006,9 @@ class Engine:
         )
         notes = [phase_note] if phase_note else []
         if exp["state"] not in lifecycle.FINAL_STATES:
-            problem = self.store.one("SELECT baseline_problem FROM repos WHERE id = ?", (repo.id,))
-            if problem and problem["baseline_problem"]:
-                notes.append(f"⚠ {problem['baseline_problem']}")
+            problem = self.baseline_problem(repo)
+            if problem:
+                notes.append(f"⚠ {problem}")
             if exp.get("advisor_failures"):
                 notes.append(
                     f"⚠ the advisor failed {exp['advisor_failures']} time(s) on this PR; "
@@ -913,6 +1025,8 @@ class Engine:
             hold=bool(exp["hold"]),
             decision=decision,
             phase_note=phase_note,
+            track=repo.track if repo.tracked else None,
+            base_branch=repo.base_branch,
         )
         self._write(
             repo,
@@ -952,6 +1066,15 @@ class Engine:
         repo = self.repo(row["repo"])
         if repo is None:
             return
+        if row["op"] == "create_branch":
+            # A track's base branch now exists: the sync reads it and measures its baseline.
+            self.mark_base_stale(self._on_track(repo, args.get("track")))
+            return
+        if args.get("experiment_id"):
+            owner = self.store.one(
+                "SELECT track FROM experiments WHERE id = ?", (args["experiment_id"],)
+            )
+            repo = self.lab_of(repo, owner)
         if row["op"] == "start_branch":
             exp = self.store.one("SELECT * FROM experiments WHERE id = ?", (args["experiment_id"],))
             if exp is None or exp["state"] != "proposed":
@@ -1009,6 +1132,7 @@ class Engine:
         )
         if repo is None or exp is None or exp["state"] in ("merged", "closed"):
             return
+        repo = self.lab_of(repo, exp)
         if BASE_MOVED in message:
             # Measured on a base that is gone: back to be re-measured on the new one.
             rationale = f"Not merged: {message}. Re-measuring on the new base before deciding."

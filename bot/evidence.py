@@ -30,12 +30,14 @@ def candidate_runs(store: Store, exp: dict[str, Any], base_sha: str | None = Non
     return [SeedRun.coerce(row) for row in rows]
 
 
-def baseline_runs(store: Store, repo_id: int, base_sha: str | None) -> list[SeedRun]:
-    """The baseline runs of one base, every hardware class (the gate picks its own)."""
+def baseline_runs(
+    store: Store, repo_id: int, base_sha: str | None, track: str = "default"
+) -> list[SeedRun]:
+    """The baseline runs of one base of one track, every hardware class (the gate picks)."""
     rows = store.query(
-        f"SELECT {RUN_COLUMNS} FROM runs WHERE repo_id = ? AND kind = 'baseline' "
+        f"SELECT {RUN_COLUMNS} FROM runs WHERE repo_id = ? AND track = ? AND kind = 'baseline' "
         "AND base_sha IS ? ORDER BY id",
-        (repo_id, base_sha),
+        (repo_id, track, base_sha),
     )
     return [SeedRun.coerce(row) for row in rows]
 
@@ -68,12 +70,14 @@ def lab_seed_correlation(store: Store, repo_id: int, *, exclude: int | None = No
     rows = store.query(
         "SELECT c.experiment_id AS exp, c.commit_sha AS commit_sha, c.base_sha AS base, "
         "c.seed AS seed, c.metric AS cm, b.metric AS bm FROM runs c JOIN runs b "
-        "ON b.repo_id = c.repo_id AND b.kind = 'baseline' AND b.base_sha IS c.base_sha "
+        "ON b.repo_id = c.repo_id AND b.track = c.track AND b.kind = 'baseline' "
+        "AND b.base_sha IS c.base_sha "
         "AND b.seed = c.seed AND b.gpu_kind = c.gpu_kind AND b.status = 'ok' "
         "AND b.metric IS NOT NULL "
         "WHERE c.repo_id = ? AND c.kind = 'candidate' AND c.status = 'ok' "
         "AND c.metric IS NOT NULL AND c.experiment_id IS NOT ? "
         "AND b.id = (SELECT MIN(b2.id) FROM runs b2 WHERE b2.repo_id = b.repo_id "
+        "AND b2.track = b.track "
         "AND b2.kind = 'baseline' AND b2.base_sha IS b.base_sha AND b2.seed = b.seed "
         "AND b2.gpu_kind = b.gpu_kind AND b2.status = 'ok' AND b2.metric IS NOT NULL) "
         "ORDER BY c.id",
@@ -94,11 +98,12 @@ def gate_decision(
     problem: Problem,
     exp: dict[str, Any],
     alpha: float,
+    track: str = "default",
 ) -> GateDecision:
     """The gate's verdict on `exp` against the baseline of `base_sha`, from the store."""
     return decide(
         candidate_runs(store, exp),
-        baseline_runs(store, repo_id, base_sha),
+        baseline_runs(store, repo_id, base_sha, track),
         minimize=problem.minimize,
         confirm_seeds=problem.confirm_seeds,
         baseline_seeds=problem.baseline_seeds,

@@ -39,6 +39,7 @@ class OpenFromIssue:
     # agents quoted as data, never as instructions.
     trusted: bool = True
     author: str = ""
+    track: str = "default"  # the research track (`track:<name>` on the issue)
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class HeadMoved:
 class BaseMoved:
     sha: str
     actor: str
+    track: str = "default"  # whose base branch moved
 
 
 @dataclass(frozen=True)

@@ -201,7 +201,7 @@ class JobBook:
             weights = {lab.key: lab.weight for lab in labs.active_labs(self.store)}
             while True:
                 rows = [
-                    {**row, "lab": row["lab_name"]}
+                    {**row, "lab": labs.lab_key(row["lab_name"], row["track"])}
                     for row in self.store.query(
                         "SELECT j.*, r.full_name AS lab_name FROM jobs j "
                         "LEFT JOIN experiments e ON e.id = j.experiment_id "
@@ -212,7 +212,7 @@ class JobBook:
                         "ORDER BY j.priority DESC, (j.student IS NULL) ASC, j.id ASC",
                         (student,),
                     )
-                    if labs.may_serve(allowed, row["lab_name"])
+                    if labs.may_serve(allowed, row["lab_name"], row["track"])
                 ]
                 if len({row["lab"] for row in rows}) > 1 and usage is None:
                     usage = labs.gpu_usage(self.store)
@@ -253,7 +253,7 @@ class JobBook:
             )
             job = self.store.one("SELECT * FROM jobs WHERE id = ?", (job["id"],))
             assert job is not None
-            repo = self.engine.repo_by_id(job["repo_id"])
+            repo = self.engine.repo_by_id(job["repo_id"], job["track"])
             if exp is not None:
                 if exp["student"] != student:
                     self.engine.reassign(repo, exp, student)
@@ -316,7 +316,7 @@ class JobBook:
         if job["leased_by"]:
             self.store.update("students", job["leased_by"], {"state": "idle"}, key="name")
         if job["experiment_id"]:
-            repo = self.engine.repo_by_id(job["repo_id"])
+            repo = self.engine.repo_by_id(job["repo_id"], job["track"])
             exp = self.store.one("SELECT * FROM experiments WHERE id = ?", (job["experiment_id"],))
             if exp is not None and exp["state"] in ("implementing", "training"):
                 self.engine.move(repo, exp, "requeue", "bot")
@@ -340,7 +340,7 @@ class JobBook:
             if event.kind == "phase" and event.phase:
                 values["phase"] = event.phase
                 if job["experiment_id"] and not job["cancel"]:
-                    repo = self.engine.repo_by_id(job["repo_id"])
+                    repo = self.engine.repo_by_id(job["repo_id"], job["track"])
                     exp = self.store.one(
                         "SELECT * FROM experiments WHERE id = ?", (job["experiment_id"],)
                     )
@@ -428,7 +428,7 @@ class JobBook:
         )
         if job["leased_by"]:
             self.store.update("students", job["leased_by"], {"state": "idle"}, key="name")
-        repo = self.engine.repo_by_id(job["repo_id"])
+        repo = self.engine.repo_by_id(job["repo_id"], job["track"])
         if job["kind"] == "baseline":
             self._baseline_short(repo, job, reason)
             return
@@ -470,7 +470,7 @@ class JobBook:
                 raise ValueError(problem)
             if job["cancel"]:
                 result = as_cancelled(result)
-            repo = self.engine.repo_by_id(job["repo_id"])
+            repo = self.engine.repo_by_id(job["repo_id"], job["track"])
             exp = None
             if job["experiment_id"]:
                 exp = self.store.one(
@@ -512,6 +512,7 @@ class JobBook:
         for run in runs:
             row = {
                 "repo_id": repo.id,
+                "track": job["track"],
                 "experiment_id": job["experiment_id"],
                 "job_id": job["id"],
                 "kind": kind,
@@ -537,9 +538,9 @@ class JobBook:
             ok = {
                 r["seed"]
                 for r in self.store.query(
-                    "SELECT seed FROM runs WHERE repo_id = ? AND kind = 'baseline' AND base_sha = ? "
-                    "AND status = 'ok'",
-                    (repo.id, repo.base_sha),
+                    "SELECT seed FROM runs WHERE repo_id = ? AND track = ? AND kind = 'baseline' "
+                    "AND base_sha = ? AND status = 'ok'",
+                    (repo.id, repo.track, repo.base_sha),
                 )
             }
             wanted = list(range(repo.problem.baseline_seeds))
@@ -547,10 +548,11 @@ class JobBook:
             if missing:
                 self._baseline_short(repo, job, f"seeds {missing} of the baseline failed")
             else:
-                self.store.update("repos", repo.id, {"baseline_problem": None})
+                self.engine.set_baseline_problem(repo, None)
         for exp in self.store.query(
-            "SELECT * FROM experiments WHERE repo_id = ? AND state IN ('queued', 'implementing', 'training', 'review')",
-            (repo.id,),
+            "SELECT * FROM experiments WHERE repo_id = ? AND track = ? "
+            "AND state IN ('queued', 'implementing', 'training', 'review')",
+            (repo.id, repo.track),
         ):
             if exp["state"] == "review":
                 self.store.update("experiments", exp["id"], {"review_requested": 1})
@@ -561,15 +563,16 @@ class JobBook:
         if job["base_sha"] != repo.base_sha:
             return
         jobs = self.store.count(
-            "SELECT COUNT(*) AS n FROM jobs WHERE kind = 'baseline' AND repo_id = ? AND base_sha = ?",
-            (repo.id, repo.base_sha),
+            "SELECT COUNT(*) AS n FROM jobs WHERE kind = 'baseline' AND repo_id = ? "
+            "AND track = ? AND base_sha = ?",
+            (repo.id, repo.track, repo.base_sha),
         )
         ok = {
             r["seed"]
             for r in self.store.query(
-                "SELECT seed FROM runs WHERE repo_id = ? AND kind = 'baseline' AND base_sha = ? "
-                "AND status = 'ok'",
-                (repo.id, repo.base_sha),
+                "SELECT seed FROM runs WHERE repo_id = ? AND track = ? AND kind = 'baseline' "
+                "AND base_sha = ? AND status = 'ok'",
+                (repo.id, repo.track, repo.base_sha),
             )
         }
         missing = [s for s in range(repo.problem.baseline_seeds) if s not in ok]
@@ -582,11 +585,11 @@ class JobBook:
             f"The baseline on `{(repo.base_sha or '?')[:10]}` cannot be measured: {why} "
             f"after {jobs} jobs. Experiments wait; fix the base or re-run the baseline."
         )
-        self.store.update("repos", repo.id, {"baseline_problem": problem})
+        self.engine.set_baseline_problem(repo, problem)
         for exp in self.store.query(
-            "SELECT id FROM experiments WHERE repo_id = ? AND state IN "
+            "SELECT id FROM experiments WHERE repo_id = ? AND track = ? AND state IN "
             "('proposed', 'queued', 'implementing', 'training', 'review')",
-            (repo.id,),
+            (repo.id, repo.track),
         ):
             self.engine.refresh_status(repo, exp["id"])
 
@@ -712,6 +715,9 @@ class JobBook:
             )
         ]
         attempt_note = f"Attempt {job['attempts']}." if job["attempts"] > 1 else ""
+        if repo.tracked:  # say which research line these results belong to
+            where = f"Track **{repo.track}**, against `{repo.base_branch}`."
+            attempt_note = f"{where} {attempt_note}".strip()
         body = results_comment(
             title=exp["title"],
             metric=repo.problem.metric,

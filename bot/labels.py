@@ -18,6 +18,19 @@ LABEL_SPECS: list[dict[str, str]] = [
 ]
 
 
+def track_label(track: str) -> str:
+    """`track:<name>`: on an issue it picks the research track; on a PR it shows it."""
+    return f"track:{track}"
+
+
+def track_label_spec(track: str) -> dict[str, str]:
+    return {
+        "name": track_label(track),
+        "color": "bfdadc",
+        "description": f"kohai research track {track}",
+    }
+
+
 def student_label(student: str | None) -> str:
     return f"student:{student or 'any'}"
 
@@ -46,4 +59,4 @@ def desired_labels(state: str, student: str | None, hold: bool) -> set[str]:
 
 
 def is_kohai_label(name: str) -> bool:
-    return name.startswith(("status:", "student:")) or name == "hold"
+    return name.startswith(("status:", "student:", "track:")) or name == "hold"

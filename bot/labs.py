@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.problem import Problem, ProblemError, loads_problem
+from bot.problem import DEFAULT_TRACK, Problem, ProblemError, loads_problem
 from bot.store import Store, now
 
 SHARE_WINDOW_S = 6 * 3600.0  # how far back GPU time counts against a lab's share
@@ -36,18 +36,32 @@ class LabListError(ValueError):
     """A `--labs` list that names something other than owner/repo[:track]."""
 
 
+def lab_key(full_name: str, track: str | None = None) -> str:
+    """A lab's name: `owner/repo` for a repository's default line, `owner/repo:track` otherwise."""
+    if not track or track == DEFAULT_TRACK:
+        return full_name
+    return f"{full_name}:{track}"
+
+
+def split_lab_key(key: str) -> tuple[str, str]:
+    """`owner/repo[:track]` as (owner/repo, track); the track is `default` when absent."""
+    name, _, track = key.partition(":")
+    return name, (track or DEFAULT_TRACK).lower()
+
+
 @dataclass(frozen=True)
 class Lab:
-    """One research line: a repository (and, later, one of its tracks)."""
+    """One research line: a repository's default line, or one of its declared tracks."""
 
     repo_id: int
     full_name: str
     weight: float
     problem: Problem
+    track: str = DEFAULT_TRACK
 
     @property
     def key(self) -> str:
-        return self.full_name
+        return lab_key(self.full_name, self.track)
 
 
 def lab_weight(toml_text: str | None) -> float:
@@ -172,35 +186,58 @@ def _problem(text: str | None) -> Problem:
         return Problem()
 
 
+def repo_labs(
+    repo_id: int, full_name: str, problem_toml: str | None, synced_tracks: Iterable[str] | None
+) -> list[Lab]:
+    """The research lines of one repository: its default line, then each declared track.
+
+    `synced_tracks` limits the tracks to those whose base branch has been read
+    (None: every declared track, for listings). A track's weight is its own
+    `[tracks.<name>] weight`; the default line keeps the `[lab] weight`.
+    """
+    problem = _problem(problem_toml)
+    lines = [Lab(repo_id, full_name, lab_weight(problem_toml), problem)]
+    ready = None if synced_tracks is None else set(synced_tracks)
+    for track in problem.tracks:
+        if ready is None or track.name in ready:
+            lines.append(Lab(repo_id, full_name, track.weight, problem, track.name))
+    return lines
+
+
+def _synced_tracks(store: Store) -> dict[int, set[str]]:
+    synced: dict[int, set[str]] = {}
+    for row in store.query("SELECT repo_id, name FROM tracks WHERE base_sha IS NOT NULL"):
+        synced.setdefault(row["repo_id"], set()).add(row["name"])
+    return synced
+
+
 def active_labs(store: Store) -> list[Lab]:
-    """The labs that run now: installed, active, with a kohai.toml and a synced base."""
+    """The labs that run now: installed, active, with a kohai.toml and a synced base.
+
+    A track runs once its base branch has been read (created when missing).
+    """
+    synced = _synced_tracks(store)
     return [
-        Lab(
-            repo_id=row["id"],
-            full_name=row["full_name"],
-            weight=lab_weight(row["problem_toml"]),
-            problem=_problem(row["problem_toml"]),
-        )
+        lab
         for row in store.query(
             "SELECT id, full_name, problem_toml FROM repos WHERE active = 1 "
             "AND problem_toml IS NOT NULL AND base_sha IS NOT NULL ORDER BY id"
+        )
+        for lab in repo_labs(
+            row["id"], row["full_name"], row["problem_toml"], synced.get(row["id"], set())
         )
     ]
 
 
 def all_labs(store: Store) -> list[Lab]:
-    """Every repository that has held a kohai.toml, running or stopped (for the dashboard)."""
+    """Every repository that has held a kohai.toml, and its tracks, running or stopped."""
     return [
-        Lab(
-            repo_id=row["id"],
-            full_name=row["full_name"],
-            weight=lab_weight(row["problem_toml"]),
-            problem=_problem(row["problem_toml"]),
-        )
+        lab
         for row in store.query(
             "SELECT id, full_name, problem_toml FROM repos WHERE problem_toml IS NOT NULL "
             "ORDER BY active DESC, id"
         )
+        for lab in repo_labs(row["id"], row["full_name"], row["problem_toml"], None)
     ]
 
 
@@ -231,14 +268,16 @@ def gpu_usage(
     t = now() if at is None else at
     usage: dict[str, float] = {}
     for row in store.query(
-        "SELECT r.full_name AS lab, COALESCE(SUM(u.duration_s), 0) AS s FROM runs u "
-        "JOIN repos r ON r.id = u.repo_id WHERE u.created_at > ? GROUP BY r.full_name",
+        "SELECT r.full_name AS lab, u.track, COALESCE(SUM(u.duration_s), 0) AS s FROM runs u "
+        "JOIN repos r ON r.id = u.repo_id WHERE u.created_at > ? GROUP BY r.full_name, u.track",
         (t - window_s,),
     ):
-        usage[row["lab"]] = usage.get(row["lab"], 0.0) + float(row["s"])
+        key = lab_key(row["lab"], row["track"])
+        usage[key] = usage.get(key, 0.0) + float(row["s"])
     states = ("leased", "queued") if include_queued else ("leased",)
     for row in store.query(
-        "SELECT r.full_name AS lab, r.problem_toml, j.seeds, j.state, j.student, j.updated_at "
+        "SELECT r.full_name AS lab, j.track, r.problem_toml, j.seeds, j.state, j.student, "
+        "j.updated_at "
         f"FROM jobs j JOIN repos r ON r.id = j.repo_id WHERE j.state IN ({','.join('?' * len(states))})",
         states,
     ):
@@ -246,7 +285,8 @@ def gpu_usage(
             continue
         estimate = _estimate_s(row["problem_toml"], row["seeds"])
         elapsed = max(0.0, t - (row["updated_at"] or t)) if row["state"] == "leased" else 0.0
-        usage[row["lab"]] = usage.get(row["lab"], 0.0) + max(estimate, elapsed)
+        key = lab_key(row["lab"], row["track"])
+        usage[key] = usage.get(key, 0.0) + max(estimate, elapsed)
     return usage
 
 
@@ -284,6 +324,23 @@ def stop_lab(store: Store, repo_id: int, reason: str) -> int:
     return int(cursor.rowcount or 0)
 
 
+def stop_track(store: Store, repo_id: int, track: str, reason: str) -> int:
+    """Stop one track of a repository (its `[tracks.<name>]` left kohai.toml): as `stop_lab`."""
+    t = now()
+    result = '{"reason":' + json.dumps(reason) + ',"status":"cancelled"}'
+    cursor = store.execute(
+        "UPDATE jobs SET state = 'cancelled', result = ?, updated_at = ? "
+        "WHERE repo_id = ? AND track = ? AND state = 'queued'",
+        (result, t, repo_id, track),
+    )
+    store.execute(
+        "UPDATE jobs SET cancel = 1, updated_at = ? WHERE repo_id = ? AND track = ? "
+        "AND state = 'leased'",
+        (t, repo_id, track),
+    )
+    return int(cursor.rowcount or 0)
+
+
 @dataclass(frozen=True)
 class LabRow:
     """One line of the lab list (dashboard `/`, `kohai status`)."""
@@ -300,6 +357,8 @@ class LabRow:
     weight: float
     target_share: float
     measured_share: float
+    track: str = DEFAULT_TRACK
+    full_name: str = ""
 
 
 def lab_rows(store: Store, *, window_s: float = SHARE_WINDOW_S) -> list[LabRow]:
@@ -307,20 +366,22 @@ def lab_rows(store: Store, *, window_s: float = SHARE_WINDOW_S) -> list[LabRow]:
     from bot import queries  # the read side; imported here so the engine does not load it
 
     every = all_labs(store)
-    running = {row["id"] for row in store.query("SELECT id FROM repos WHERE active = 1")}
-    weights = {lab.key: lab.weight for lab in every if lab.repo_id in running}
+    running = {lab.key for lab in active_labs(store)}
+    weights = {lab.key: lab.weight for lab in every if lab.key in running}
     share = shares(gpu_usage(store, window_s=window_s), weights)
     rows = []
     for lab in every:
-        base = queries.baseline(store, lab.repo_id)
-        exps = queries.experiments(store, lab.repo_id)
-        progress = queries.best_over_experiments(store, lab.problem, lab.repo_id)
+        base = queries.baseline(store, lab.repo_id, lab.track)
+        exps = queries.experiments(store, lab.repo_id, lab.track)
+        progress = queries.best_over_experiments(store, lab.problem, lab.repo_id, lab.track)
         mine = share.get(lab.key, {})
         rows.append(
             LabRow(
                 repo_id=lab.repo_id,
                 lab=lab.key,
-                active=lab.repo_id in running,
+                track=lab.track,
+                full_name=lab.full_name,
+                active=lab.key in running,
                 metric=lab.problem.metric,
                 direction=lab.problem.direction,
                 baseline=base.mean if base else None,

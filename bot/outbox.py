@@ -303,6 +303,36 @@ async def op_start_branch(
     return {"branch": branch, "head_sha": sha}
 
 
+async def op_create_branch(
+    github: GitHubApp, installation_id: int, repo: str, args: dict[str, Any]
+) -> dict[str, Any]:
+    """A track's base branch, pointing at the default branch's head; an existing one is kept.
+
+    Creating a ref that exists answers 422: the branch is then read back and
+    left as it is (a track's base is never moved by this write).
+    """
+    branch = args["branch"]
+    existing = await _ref_sha(github, installation_id, repo, branch)
+    if existing is not None:
+        return {"branch": branch, "sha": existing, "created": False}
+    try:
+        await github.request(
+            installation_id,
+            "POST",
+            f"/repos/{repo}/git/refs",
+            json={"ref": f"refs/heads/{branch}", "sha": args["sha"]},
+            idempotent=True,
+        )
+    except GitHubWriteError as exc:
+        if exc.status != 422:
+            raise
+        raced = await _ref_sha(github, installation_id, repo, branch)
+        if raced is None:
+            raise
+        return {"branch": branch, "sha": raced, "created": False}
+    return {"branch": branch, "sha": args["sha"], "created": True}
+
+
 async def op_open_pr(
     github: GitHubApp, installation_id: int, repo: str, args: dict[str, Any]
 ) -> dict[str, Any]:
@@ -495,6 +525,7 @@ async def op_close(
 OPS: dict[str, Op] = {
     "ensure_labels": op_ensure_labels,
     "start_branch": op_start_branch,
+    "create_branch": op_create_branch,
     "open_pr": op_open_pr,
     "add_labels": op_add_labels,
     "remove_label": op_remove_label,
@@ -552,7 +583,7 @@ class OutboxWorker:
         """Pending rows whose time has come: new branches first, then in the order written."""
         rows = self.store.query(
             "SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_at <= ? "
-            "ORDER BY op = 'start_branch' DESC, id",
+            "ORDER BY op = 'create_branch' DESC, op = 'start_branch' DESC, id",
             (self.clock(),),
         )
         return [

@@ -15,6 +15,10 @@ from typing import Any
 
 CONFIG_FILE = "kohai.toml"
 PROGRAM_FILE = "program.md"
+DEFAULT_TRACK = "default"
+TRACK_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
+MAX_TRACKS = 16
+MAX_TRACK_WEIGHT = 1000.0
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -99,6 +103,21 @@ class EarlyStop:
 
 
 @dataclass(frozen=True)
+class Track:
+    """A research line of its own in one repository: `[tracks.<name>]` in kohai.toml.
+
+    It has its own base branch (created from the default branch when missing),
+    program file, baseline, advisor and share of the students' time; its
+    merges land on its own base branch, never on the default one.
+    """
+
+    name: str
+    base: str
+    program: str = PROGRAM_FILE
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
 class Problem:
     """Everything the bot and the trainer need to know about a problem repository."""
 
@@ -116,6 +135,7 @@ class Problem:
     evaluation: Evaluation | None = None  # None: unsealed, the script's own claim is the result
     data_command: str | None = None  # `[data] command`: trusted, before training
     early_stop: EarlyStop | None = None
+    tracks: tuple[Track, ...] = field(default_factory=tuple)
 
     @property
     def sealed(self) -> bool:
@@ -131,6 +151,15 @@ class Problem:
 
     def knob(self, name: str) -> Knob | None:
         return next((k for k in self.knobs if k.name == name), None)
+
+    def track(self, name: str | None) -> Track | None:
+        """The declared track of that name (None for the default track or an unknown name)."""
+        return next((t for t in self.tracks if t.name == (name or "").lower()), None)
+
+    @property
+    def track_names(self) -> tuple[str, ...]:
+        """Every track of the repository, the default one first."""
+        return (DEFAULT_TRACK, *(t.name for t in self.tracks))
 
 
 def _int_at_least(table: dict[str, Any], key: str, default: int, minimum: int, where: str) -> int:
@@ -187,6 +216,68 @@ def _early_stop(value: Any) -> EarlyStop | None:
     return EarlyStop(after_fraction=float(after), band=float(band))
 
 
+_BRANCH_BAD = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
+
+
+def valid_branch(name: str) -> bool:
+    """A branch name git and GitHub accept (the rules of `git check-ref-format`, in short)."""
+    return (
+        bool(name)
+        and len(name) <= 200
+        and not _BRANCH_BAD.search(name)
+        and not name.startswith(("/", "-", "."))
+        and not name.endswith(("/", ".", ".lock"))
+        and "/." not in name
+        and name != "@"
+    )
+
+
+def _track(name: Any, table: Any) -> Track:
+    where = f"tracks.{name}"
+    if not isinstance(name, str) or not TRACK_NAME.fullmatch(name):
+        raise ProblemError(
+            f"{where}: a track name is lowercase letters, digits and '-' (at most 40), got {name!r}"
+        )
+    if name == DEFAULT_TRACK:
+        raise ProblemError(f"{where}: 'default' is the repository's own line and is reserved")
+    if not isinstance(table, dict):
+        raise ProblemError(f"[{where}] must be a table")
+    unknown = sorted(set(table) - {"base", "program", "weight"})
+    if unknown:
+        raise ProblemError(f"{where}: unknown keys {unknown} (expected base, program, weight)")
+    base = table.get("base", f"track/{name}")
+    if not isinstance(base, str) or not valid_branch(base):
+        raise ProblemError(f"{where}.base: expected a branch name, got {base!r}")
+    program = table.get("program", PROGRAM_FILE)
+    if (
+        not isinstance(program, str)
+        or not program
+        or program.startswith("/")
+        or ".." in Path(program).parts
+    ):
+        raise ProblemError(f"{where}.program: expected a path relative to the repository root")
+    weight = table.get("weight", 1)
+    if isinstance(weight, bool) or not isinstance(weight, int | float):
+        raise ProblemError(f"{where}.weight: expected a positive number, got {weight!r}")
+    if not (0 < float(weight) <= MAX_TRACK_WEIGHT):
+        raise ProblemError(f"{where}.weight: expected a number in (0, {MAX_TRACK_WEIGHT:g}]")
+    return Track(name=name, base=base, program=program, weight=float(weight))
+
+
+def _tracks(value: Any) -> tuple[Track, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise ProblemError("[tracks] must be a table of [tracks.<name>] tables")
+    if len(value) > MAX_TRACKS:
+        raise ProblemError(f"tracks: at most {MAX_TRACKS} tracks, got {len(value)}")
+    tracks = tuple(_track(name, table) for name, table in value.items())
+    bases = [t.base for t in tracks]
+    if len(set(bases)) != len(bases):
+        raise ProblemError("tracks: two tracks share a base branch")
+    return tracks
+
+
 def parse_problem(data: dict[str, Any]) -> Problem:
     """Validate a parsed `kohai.toml`; raise ProblemError naming the first bad field."""
     metric = data.get("metric", {})
@@ -236,6 +327,7 @@ def parse_problem(data: dict[str, Any]) -> Problem:
         evaluation=_evaluation(evaluation) if evaluation is not None else None,
         data_command=_command(prepare, "data") if prepare is not None else None,
         early_stop=_early_stop(train.get("early_stop")),
+        tracks=_tracks(data.get("tracks")),
     )
     return problem
 

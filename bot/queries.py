@@ -56,6 +56,7 @@ class RunRow:
     created_at: float
     sealed: bool = True  # the metric came from the problem's [eval], not the script
     sandboxed: bool = True
+    track: str = "default"
 
 
 def trust_note(runs: list[RunRow]) -> str:
@@ -111,6 +112,7 @@ class ExperimentRow:
     updated_at: float
     finished_at: float | None  # when its latest run landed
     trust: str = ""  # "unsealed" and/or "unsandboxed" when its runs were; "" when neither
+    track: str = "default"
 
 
 @dataclass(frozen=True)
@@ -279,6 +281,7 @@ def _run(row: dict[str, Any]) -> RunRow:
         created_at=row["created_at"],
         sealed=bool(row.get("sealed", 1)),
         sandboxed=bool(row.get("sandboxed", 1)),
+        track=row.get("track") or "default",
     )
 
 
@@ -286,7 +289,7 @@ def _run(row: dict[str, Any]) -> RunRow:
 _LIGHT_COLUMNS = (
     "id, repo_id, experiment_id, job_id, kind, student, seed, commit_sha, base_sha, status, "
     "metric, duration_s, peak_mem_mb, gpu_hours, cost_usd, reason, wandb_url, created_at, "
-    "sealed, sandboxed, '{}' AS metrics, '[]' AS curve, '' AS log_tail"
+    "sealed, sandboxed, track, '{}' AS metrics, '[]' AS curve, '' AS log_tail"
 )
 
 
@@ -311,11 +314,17 @@ def current_group(runs: list[RunRow]) -> list[RunRow]:
     return [r for r in runs if (r.commit_sha, r.base_sha) == key]
 
 
-def _baselines_by_base(store: Store) -> dict[tuple[int, str | None], list[RunRow]]:
-    groups: dict[tuple[int, str | None], list[RunRow]] = defaultdict(list)
+def _baselines_by_base(store: Store) -> dict[tuple[int, str, str | None], list[RunRow]]:
+    """Baseline runs by lab (repository and track) and the base they measured."""
+    groups: dict[tuple[int, str, str | None], list[RunRow]] = defaultdict(list)
     for run in _runs(store, "kind = 'baseline'"):
-        groups[(run.repo_id, run.base_sha)].append(run)
+        groups[(run.repo_id, run.track, run.base_sha)].append(run)
     return groups
+
+
+def _in_track(track: str | None) -> tuple[str, tuple[Any, ...]]:
+    """A SQL condition for one track (every track when None)."""
+    return ("1", ()) if track is None else ("track = ?", (track,))
 
 
 def _summary(values: list[float]) -> tuple[float | None, float | None]:
@@ -324,8 +333,8 @@ def _summary(values: list[float]) -> tuple[float | None, float | None]:
     return mean_std(values)
 
 
-def baseline(store: Store, repo_id: int | None = None) -> Baseline | None:
-    """The baseline of the repo's current base (the latest repo when none is named)."""
+def baseline(store: Store, repo_id: int | None = None, track: str = "default") -> Baseline | None:
+    """The baseline of the lab's current base (the latest repo when none is named)."""
     repo = (
         store.one("SELECT * FROM repos WHERE id = ?", (repo_id,))
         if repo_id is not None
@@ -333,8 +342,14 @@ def baseline(store: Store, repo_id: int | None = None) -> Baseline | None:
     )
     if repo is None:
         return None
-    runs = _runs(store, "kind = 'baseline' AND repo_id = ?", (repo["id"],))
-    on_base = [r for r in runs if r.base_sha == repo["base_sha"] and _ok_values([r])]
+    base_sha = repo["base_sha"]
+    if track != "default":
+        line = store.one(
+            "SELECT base_sha FROM tracks WHERE repo_id = ? AND name = ?", (repo["id"], track)
+        )
+        base_sha = (line or {}).get("base_sha")
+    runs = _runs(store, "kind = 'baseline' AND repo_id = ? AND track = ?", (repo["id"], track))
+    on_base = [r for r in runs if r.base_sha == base_sha and _ok_values([r])]
     if not on_base:
         measured = [r for r in runs if _ok_values([r])]
         if not measured:
@@ -346,11 +361,17 @@ def baseline(store: Store, repo_id: int | None = None) -> Baseline | None:
 
 
 def _experiment_rows(
-    store: Store, *, repo_id: int | None = None, experiment_id: int | None = None
+    store: Store,
+    *,
+    repo_id: int | None = None,
+    experiment_id: int | None = None,
+    track: str | None = None,
 ) -> list[ExperimentRow]:
     """Experiment rows, reading only the runs and decisions of the experiments asked for."""
     if experiment_id is not None:
         scope, params = "e.id = ?", (experiment_id,)
+    elif repo_id is not None and track is not None:
+        scope, params = "e.repo_id = ? AND e.track = ?", (repo_id, track)
     elif repo_id is not None:
         scope, params = "e.repo_id = ?", (repo_id,)
     else:
@@ -379,7 +400,9 @@ def _experiment_rows(
         mean, std = _summary(_ok_values(group))
         base_mean = None
         if group:
-            base_values = _ok_values(baselines.get((row["repo_id"], group[0].base_sha), []))
+            base_values = _ok_values(
+                baselines.get((row["repo_id"], row["track"], group[0].base_sha), [])
+            )
             base_mean = mean_std(base_values)[0] if base_values else None
         decision = latest_decision.get(row["id"])
         result.append(
@@ -414,6 +437,7 @@ def _experiment_rows(
                 updated_at=row["updated_at"],
                 finished_at=max((r.created_at for r in runs), default=None),
                 trust=trust_note(group),
+                track=row["track"],
             )
         )
     return result
@@ -432,13 +456,15 @@ def _database_version(store: Store) -> tuple[int, int]:
     return int(version), store.conn.total_changes
 
 
-def experiments(store: Store, repo_id: int | None = None) -> list[ExperimentRow]:
-    """Every experiment, newest first, with its current result and latest decision."""
-    key = (_database_version(store), repo_id)
+def experiments(
+    store: Store, repo_id: int | None = None, track: str | None = None
+) -> list[ExperimentRow]:
+    """Every experiment (of one lab, or one track of it), newest first, with its result."""
+    key = (_database_version(store), repo_id, track)
     cached = _experiments_cache.get(store)
     if cached is not None and cached[0] == key:
         return list(cached[1])
-    rows = _experiment_rows(store, repo_id=repo_id)
+    rows = _experiment_rows(store, repo_id=repo_id, track=track)
     _experiments_cache[store] = (key, rows)
     return list(rows)
 
@@ -453,11 +479,15 @@ def _sort_key(problem: Problem):
 
 
 def leaderboard(
-    store: Store, repo_id: int | None = None, *, problem: Problem | None = None
+    store: Store,
+    repo_id: int | None = None,
+    *,
+    problem: Problem | None = None,
+    track: str | None = None,
 ) -> list[LeaderboardRow]:
     """Merged winners, best first in the problem's direction (unmeasured ones last)."""
     problem = problem or Problem()
-    merged = [e for e in experiments(store, repo_id) if e.state == "merged"]
+    merged = [e for e in experiments(store, repo_id, track) if e.state == "merged"]
     merge_decisions: dict[int, dict[str, Any]] = {}
     for decision in store.query("SELECT * FROM decisions WHERE verdict = 'merge' ORDER BY id"):
         merge_decisions[decision["experiment_id"]] = decision
@@ -471,7 +501,11 @@ def leaderboard(
         claimed, measured, measured_n = claimed_and_measured(
             exp,
             decision,
-            {base: runs for (repo_id, base), runs in baselines.items() if repo_id == exp.repo_id},
+            {
+                base: runs
+                for (repo_id, line, base), runs in baselines.items()
+                if repo_id == exp.repo_id and line == exp.track
+            },
             merge_shas.get(exp.id),
         )
         rows.append(
@@ -541,13 +575,17 @@ def claimed_and_measured(
     return claimed, mean_std(new)[0] - mean_std(old)[0], len(new)
 
 
-def _first_baseline(store: Store, repo_id: int | None = None) -> tuple[float | None, float | None]:
+def _first_baseline(
+    store: Store, repo_id: int | None = None, track: str | None = None
+) -> tuple[float | None, float | None]:
     """The mean of the first base ever measured (in one lab, given `repo_id`) and when."""
     groups = _baselines_by_base(store)
     measured = [
         runs
-        for (repo, _), runs in groups.items()
-        if _ok_values(runs) and (repo_id is None or repo == repo_id)
+        for (repo, line, _), runs in groups.items()
+        if _ok_values(runs)
+        and (repo_id is None or repo == repo_id)
+        and (track is None or line == track)
     ]
     if not measured:
         return None, None
@@ -556,14 +594,22 @@ def _first_baseline(store: Store, repo_id: int | None = None) -> tuple[float | N
 
 
 def _progress(
-    store: Store, problem: Problem, over_time: bool, repo_id: int | None = None
+    store: Store,
+    problem: Problem,
+    over_time: bool,
+    repo_id: int | None = None,
+    track: str | None = None,
 ) -> BestSoFar:
     problem = problem or Problem()
-    finished = [e for e in experiments(store, repo_id) if e.mean is not None and e.finished_at]
+    finished = [
+        e for e in experiments(store, repo_id, track) if e.mean is not None and e.finished_at
+    ]
     finished.sort(key=lambda e: (e.finished_at or 0.0, e.id))
-    start_value, baseline_at = _first_baseline(store, repo_id)
+    start_value, baseline_at = _first_baseline(store, repo_id, track)
+    in_track, track_params = _in_track(track)
     first_run = store.one(
-        "SELECT MIN(created_at) AS t FROM runs WHERE ? IS NULL OR repo_id = ?", (repo_id, repo_id)
+        f"SELECT MIN(created_at) AS t FROM runs WHERE (? IS NULL OR repo_id = ?) AND {in_track}",
+        (repo_id, repo_id, *track_params),
     )
     t0 = (first_run or {}).get("t") or baseline_at or 0.0
     span = max(((e.finished_at or t0) - t0 for e in finished), default=0.0)
@@ -592,17 +638,23 @@ def _progress(
 
 
 def best_over_experiments(
-    store: Store, problem: Problem | None = None, repo_id: int | None = None
+    store: Store,
+    problem: Problem | None = None,
+    repo_id: int | None = None,
+    track: str | None = None,
 ) -> BestSoFar:
     """Each finished experiment in the order its results landed, with the running best."""
-    return _progress(store, problem or Problem(), over_time=False, repo_id=repo_id)
+    return _progress(store, problem or Problem(), over_time=False, repo_id=repo_id, track=track)
 
 
 def best_over_time(
-    store: Store, problem: Problem | None = None, repo_id: int | None = None
+    store: Store,
+    problem: Problem | None = None,
+    repo_id: int | None = None,
+    track: str | None = None,
 ) -> BestSoFar:
     """The same, against wall-clock time since the first run."""
-    return _progress(store, problem or Problem(), over_time=True, repo_id=repo_id)
+    return _progress(store, problem or Problem(), over_time=True, repo_id=repo_id, track=track)
 
 
 def find_experiment(
@@ -710,14 +762,14 @@ def students(store: Store) -> list[StudentRow]:
     return result
 
 
-def queue(store: Store, repo_id: int | None = None) -> list[QueueRow]:
+def queue(store: Store, repo_id: int | None = None, track: str | None = None) -> list[QueueRow]:
     """Open jobs (of one lab, given `repo_id`): leased first, then waiting ones by priority."""
     rows = store.query(
         "SELECT j.*, e.pr_number, e.title FROM jobs j LEFT JOIN experiments e "
         "ON e.id = j.experiment_id WHERE j.state IN ('queued', 'leased') "
-        "AND (? IS NULL OR j.repo_id = ?) "
+        "AND (? IS NULL OR j.repo_id = ?) AND (? IS NULL OR j.track = ?) "
         "ORDER BY j.state = 'queued', j.priority DESC, j.id",
-        (repo_id, repo_id),
+        (repo_id, repo_id, track, track),
     )
     return [
         QueueRow(
@@ -759,12 +811,19 @@ def history_rows(
     *,
     best_only: bool = False,
     repo_id: int | None = None,
+    track: str | None = None,
 ) -> list[HistoryRow]:
-    """Every training job ever (of one lab, given `repo_id`), oldest first; `best_only`
-    keeps the first baseline and the merged winners that improved on the best so far."""
+    """Every training job ever (of one lab, given `repo_id`, one track given `track`),
+    oldest first; `best_only` keeps the first baseline and the merged winners that
+    improved on the best so far."""
     problem = problem or Problem()
-    by_id = {e.id: e for e in experiments(store, repo_id)}
-    runs = _runs(store) if repo_id is None else _runs(store, "repo_id = ?", (repo_id,))
+    by_id = {e.id: e for e in experiments(store, repo_id, track)}
+    in_track, track_params = _in_track(track)
+    runs = (
+        _runs(store, in_track, track_params)
+        if repo_id is None
+        else _runs(store, f"repo_id = ? AND {in_track}", (repo_id, *track_params))
+    )
     candidate_runs: dict[int, list[RunRow]] = defaultdict(list)
     for run in runs:
         if run.kind == "candidate" and run.experiment_id is not None:

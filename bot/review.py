@@ -108,6 +108,7 @@ class Reviewer:
             self.store,
             repo_id=repo.id,
             base_sha=repo.base_sha,
+            track=repo.track,
             problem=repo.problem,
             exp=exp,
             alpha=self.alpha,
@@ -117,7 +118,7 @@ class Reviewer:
 
     def begin(self, exp: dict[str, Any]) -> Ask | str:
         """Settle what needs no advisor; an `Ask` when the advisor's opinion is wanted."""
-        repo = self.engine.repo_by_id(exp["repo_id"])
+        repo = self.engine.repo_by_id(exp["repo_id"], exp.get("track"))
         with self.store.transaction():
             fresh = self.store.one("SELECT * FROM experiments WHERE id = ?", (exp["id"],))
             if fresh is None or fresh["state"] != "review" or not fresh["review_requested"]:
@@ -150,15 +151,13 @@ class Reviewer:
             gate = self.gate(repo, exp)
             if gate.verdict == "wait":
                 self._done(exp)
-                problem = self.store.one(
-                    "SELECT baseline_problem FROM repos WHERE id = ?", (repo.id,)
-                )
+                problem = self.engine.baseline_problem(repo)
                 note = "waiting for the baseline"
                 if gate.reason == "baseline hardware" and gate.baseline_hardware:
                     student = student_on_hardware(self.store, exp, gate.baseline_hardware)
                     self.engine.queue_baseline(repo, student=student)
                     note = f"waiting for a baseline on {gate.baseline_hardware}"
-                elif problem and problem["baseline_problem"]:
+                elif problem:
                     note = "the baseline cannot be measured"
                 self.engine.refresh_status(repo, exp["id"], phase_note=note)
                 return "wait"
@@ -304,6 +303,6 @@ class Reviewer:
                 exp["id"],
                 {"advisor_failures": failures, "advisor_retry_at": now() + backoff_s},
             )
-            repo = self.engine.repo_by_id(exp["repo_id"])
+            repo = self.engine.repo_by_id(exp["repo_id"], exp.get("track"))
             self.engine.refresh_status(repo, exp["id"], phase_note=f"advisor error: {error[:200]}")
         return failures

@@ -17,7 +17,9 @@ from bot.events import Event
 
 STUDENT_PREFIX = "student:"
 STATUS_PREFIX = "status:"
+TRACK_PREFIX = "track:"
 HOLD = "hold"
+DEFAULT_TRACK = "default"
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,33 @@ class RouteState:
     known_repo: bool = True
     default_branch: str = "main"
     notes: dict[str, str] = field(default_factory=dict)
+    # The repository's research tracks by name, each with its base branch
+    # (the default track's is the default branch).
+    tracks: dict[str, str] = field(default_factory=dict)
+
+
+def track_of(labels: tuple[str, ...] | list[str] | frozenset[str]) -> str | None:
+    """The track a `track:<name>` label names (lowercased; the first one); None without one."""
+    for label in sorted(labels):
+        if label.lower().startswith(TRACK_PREFIX):
+            return label[len(TRACK_PREFIX) :].strip().lower()
+    return None
+
+
+def _known_tracks(state: RouteState) -> dict[str, str]:
+    return {DEFAULT_TRACK: state.default_branch, **state.tracks}
+
+
+def _unknown_track(event: Event, name: str, state: RouteState) -> i.Intent:
+    known = ", ".join(f"`{t}`" for t in sorted(_known_tracks(state)))
+    shown = name.replace("`", "'")[:60] or "(empty)"
+    return i.Reply(
+        event.number or 0,
+        f"There is no track `{shown}` in this repository (known: {known}). Tracks are "
+        "declared as `[tracks.<name>]` in kohai.toml; without a `track:` label an issue "
+        "goes to the default track. Nothing was opened.",
+        key=f"unknown-track:{name[:60]}",
+    )
 
 
 Handler = Callable[[Event, RouteState], list[i.Intent]]
@@ -121,6 +150,9 @@ def _refuse_label(event: Event, state: RouteState, *, added: bool) -> list[i.Int
 
 
 def _open_from_issue(event: Event, state: RouteState, student: str | None) -> list[i.Intent]:
+    track = track_of(event.labels) or DEFAULT_TRACK
+    if track not in _known_tracks(state):
+        return [_unknown_track(event, track, state)]
     return [
         i.OpenFromIssue(
             event.number or 0,
@@ -130,6 +162,7 @@ def _open_from_issue(event: Event, state: RouteState, student: str | None) -> li
             event.sender or "",
             trusted=author_trusted(event, state),
             author=event.author or event.sender or "",
+            track=track,
         )
     ]
 
@@ -140,6 +173,11 @@ def on_issue_labeled(event: Event, state: RouteState) -> list[i.Intent]:
         return _refuse_label(event, state, added=True)
     if event.label == HOLD:
         return [i.Ignore("hold on an issue without an experiment: nothing to hold yet")]
+    if (event.label or "").lower().startswith(TRACK_PREFIX):
+        track = (event.label or "")[len(TRACK_PREFIX) :].strip().lower()
+        if track not in _known_tracks(state):
+            return [_unknown_track(event, track, state)]
+        return [i.Ignore(f"track {track} noted: the issue opens with a student label")]
     if name is None:
         return [i.Ignore(f"label {event.label!r} means nothing to kohai")]
     if state.experiment is not None:
@@ -230,11 +268,13 @@ def on_pr_synchronize(event: Event, state: RouteState) -> list[i.Intent]:
 
 
 def on_push(event: Event, state: RouteState) -> list[i.Intent]:
-    if event.ref != f"refs/heads/{state.default_branch}" or not event.after:
-        return [i.Ignore("push to a branch other than the default")]
+    bases = {f"refs/heads/{base}": name for name, base in _known_tracks(state).items()}
+    track = bases.get(event.ref or "")
+    if track is None or not event.after:
+        return [i.Ignore("push to a branch that is no track's base")]
     if set(event.after) == {"0"}:
         return [i.Ignore("branch deleted")]
-    return [i.BaseMoved(event.after, event.sender or "")]
+    return [i.BaseMoved(event.after, event.sender or "", track)]
 
 
 def on_comment(event: Event, state: RouteState) -> list[i.Intent]:

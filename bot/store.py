@@ -22,7 +22,7 @@ import sqlite_utils
 if TYPE_CHECKING:
     from bot.protocol import RunResult
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Each entry upgrades the schema from version i to i + 1. Never edit a released
 # step; append a new one.
@@ -211,6 +211,28 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE students ADD COLUMN labs TEXT;
     CREATE INDEX runs_created ON runs(created_at);
+    """,
+    # 6: research tracks. A repository's default line stays in `repos`; each
+    # `[tracks.<name>]` has its own base branch, base, program and baseline
+    # state here. Experiments, jobs and runs name the track they belong to.
+    """
+    CREATE TABLE tracks (
+        repo_id INTEGER NOT NULL REFERENCES repos(id),
+        name TEXT NOT NULL,
+        base_branch TEXT NOT NULL,
+        base_sha TEXT,                -- head of the track's base branch at its last sync
+        program_md TEXT,              -- the track's program file at base_sha
+        base_files TEXT,              -- JSON {path: text} at base_sha
+        baseline_problem TEXT,
+        synced_at REAL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (repo_id, name)
+    );
+    ALTER TABLE experiments ADD COLUMN track TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE jobs ADD COLUMN track TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE runs ADD COLUMN track TEXT NOT NULL DEFAULT 'default';
+    CREATE INDEX experiments_track ON experiments(repo_id, track);
+    CREATE INDEX runs_track ON runs(repo_id, track, kind, base_sha);
     """,
 ]
 

@@ -12,9 +12,10 @@ import json
 import logging
 from typing import Any
 
-from bot.engine import Engine
+from bot import labs
+from bot.engine import Engine, Repo
 from bot.github import GitHubApp, GitHubWriteError
-from bot.problem import CONFIG_FILE, PROGRAM_FILE, ProblemError, loads_problem
+from bot.problem import CONFIG_FILE, PROGRAM_FILE, ProblemError, Track, loads_problem
 from bot.store import now
 
 log = logging.getLogger("kohai.sync")
@@ -73,16 +74,21 @@ async def sync_repo(engine: Engine, github: GitHubApp, repo_id: int) -> str | No
             # Without its kohai.toml the repository is no lab: its queued work stops.
             engine.stop_lab(repo_id, f"{CONFIG_FILE} is no longer on {default_branch}")
         elif moved or not engine.store.one(
-            "SELECT id FROM jobs WHERE kind = 'baseline' AND repo_id = ? AND base_sha = ?",
+            "SELECT id FROM jobs WHERE kind = 'baseline' AND repo_id = ? AND track = 'default' "
+            "AND base_sha = ?",
             (repo_id, sha),
         ):
             engine.queue_baseline(repo)
             if moved:
                 # Results measured on the old base must be re-measured before a merge.
                 for exp in engine.store.query(
-                    "SELECT id FROM experiments WHERE repo_id = ? AND state = 'review'", (repo_id,)
+                    "SELECT id FROM experiments WHERE repo_id = ? AND track = 'default' "
+                    "AND state = 'review'",
+                    (repo_id,),
                 ):
                     engine.store.update("experiments", exp["id"], {"review_requested": 1})
+    if toml is not None:
+        await sync_tracks(engine, github, repo_id)
     engine.bus.publish("repo", id=repo_id, base_sha=sha)
     if toml is not None:
         try:  # the first lease of this lab then need not wait on GitHub
@@ -90,6 +96,127 @@ async def sync_repo(engine: Engine, github: GitHubApp, repo_id: int) -> str | No
         except Exception as exc:  # noqa: BLE001 - a lease mints it instead
             log.warning("could not mint a job token ahead for %s: %s", name, exc)
     return sha
+
+
+async def _branch_sha(
+    github: GitHubApp, installation_id: int, repo: str, branch: str
+) -> str | None:
+    try:
+        reply = await github.request(installation_id, "GET", f"/repos/{repo}/branches/{branch}")
+    except GitHubWriteError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return reply.data["commit"]["sha"]
+
+
+async def sync_tracks(engine: Engine, github: GitHubApp, repo_id: int) -> list[str]:
+    """Read each declared track's base branch; create the missing ones; queue their baselines.
+
+    A missing base branch is created from the default branch's head through
+    the outbox (like every write); the track runs once the branch has been
+    read back. A track that left kohai.toml stops: its queued work is
+    cancelled with the reason. Returns the names of the tracks that run.
+    """
+    repo = engine.repo_by_id(repo_id)
+    if repo.installation_id is None or not repo.base_sha:
+        return []
+    inst, name = repo.installation_id, repo.full_name
+    declared = {t.name: t for t in repo.problem.tracks if t.base != repo.default_branch}
+    for track in repo.problem.tracks:
+        if track.base == repo.default_branch:
+            log.warning("%s: track %s names the default branch as its base", name, track.name)
+    running = []
+    for track in declared.values():
+        sha = await _branch_sha(github, inst, name, track.base)
+        if sha is None:
+            _create_base(engine, repo, track)
+            continue
+        program = await _file_at(github, inst, name, track.program, sha)
+        toml = engine.store.one("SELECT problem_toml FROM repos WHERE id = ?", (repo_id,))
+        files = await _editable_files(github, inst, name, (toml or {}).get("problem_toml"), sha)
+        _record_track(engine, repo, track, sha, program, files)
+        running.append(track.name)
+    with engine.store.transaction():
+        for row in engine.store.query(
+            "SELECT name FROM tracks WHERE repo_id = ? AND base_sha IS NOT NULL", (repo_id,)
+        ):
+            if row["name"] not in declared:
+                engine.store.execute(
+                    "UPDATE tracks SET base_sha = NULL, synced_at = ? WHERE repo_id = ? "
+                    "AND name = ?",
+                    (now(), repo_id, row["name"]),
+                )
+                labs.stop_track(
+                    engine.store,
+                    repo_id,
+                    row["name"],
+                    f"track {row['name']} is no longer declared in {CONFIG_FILE}",
+                )
+    return running
+
+
+def _create_base(engine: Engine, repo: Repo, track: Track) -> None:
+    """Queue the creation of a track's base branch from the default branch (once)."""
+    with engine.store.transaction():
+        engine.store.execute(
+            "INSERT INTO tracks (repo_id, name, base_branch, created_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (repo_id, name) DO UPDATE SET base_branch = excluded.base_branch",
+            (repo.id, track.name, track.base, now()),
+        )
+        pending = engine.store.one(
+            "SELECT id FROM outbox WHERE repo = ? AND op = 'create_branch' "
+            "AND state = 'pending' AND json_extract(args, '$.branch') = ?",
+            (repo.full_name, track.base),
+        )
+        if pending is None:
+            log.info("%s: creating %s for track %s", repo.full_name, track.base, track.name)
+            engine._write(
+                repo,
+                "create_branch",
+                branch=track.base,
+                sha=repo.base_sha,
+                track=track.name,
+            )
+
+
+def _record_track(
+    engine: Engine,
+    repo: Repo,
+    track: Track,
+    sha: str,
+    program: str | None,
+    files: dict[str, str],
+) -> None:
+    """Store what a track's base holds; a moved (or never measured) base gets a baseline."""
+    with engine.store.transaction():
+        old = engine.store.one(
+            "SELECT base_sha FROM tracks WHERE repo_id = ? AND name = ?", (repo.id, track.name)
+        )
+        engine.store.execute(
+            "INSERT INTO tracks (repo_id, name, base_branch, base_sha, program_md, base_files, "
+            "synced_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (repo_id, name) DO UPDATE SET base_branch = excluded.base_branch, "
+            "base_sha = excluded.base_sha, program_md = excluded.program_md, "
+            "base_files = excluded.base_files, synced_at = excluded.synced_at",
+            (repo.id, track.name, track.base, sha, program, json.dumps(files), now(), now()),
+        )
+        line = engine.repo_by_id(repo.id, track.name)
+        moved = (old or {}).get("base_sha") != sha
+        if moved or not engine.store.one(
+            "SELECT id FROM jobs WHERE kind = 'baseline' AND repo_id = ? AND track = ? "
+            "AND base_sha = ?",
+            (repo.id, track.name, sha),
+        ):
+            engine.queue_baseline(line)
+            if moved:
+                for exp in engine.store.query(
+                    "SELECT id FROM experiments WHERE repo_id = ? AND track = ? "
+                    "AND state = 'review'",
+                    (repo.id, track.name),
+                ):
+                    engine.store.update("experiments", exp["id"], {"review_requested": 1})
+    engine.bus.publish("repo", id=repo.id, track=track.name, base_sha=sha)
 
 
 async def _editable_files(

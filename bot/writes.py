@@ -12,6 +12,7 @@ Ops and their args (all also carry the repo and installation in the row):
 | op             | args                                                                  | result |
 |----------------|-----------------------------------------------------------------------|--------|
 | start_branch   | experiment_id, base, base_sha, branch, commit_message                 | {branch, head_sha} |
+| create_branch  | branch, sha, track   (a track's base branch, from the default branch)   | {branch, sha, created} |
 | ensure_labels  | labels: [{name, color, description}]                                  | {} |
 | open_pr        | experiment_id, base, branch, title, body, commit_message, labels, issue_number | {number, node_id, head_sha, html_url} |
 | add_labels     | number, labels                                                        | {} |
@@ -42,6 +43,7 @@ from bot.store import Store, dumps, now
 OPS = frozenset(
     {
         "start_branch",
+        "create_branch",
         "ensure_labels",
         "open_pr",
         "add_labels",

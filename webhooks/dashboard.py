@@ -172,8 +172,10 @@ def experiment_path(exp: queries.ExperimentRow, scoped: bool = False) -> str:
     return f"{prefix}/experiments/{exp.id}?by=id"
 
 
-def lab_path(full_name: str) -> str:
-    return f"/labs/{full_name}"
+def lab_path(lab: str) -> str:
+    """A lab's page: `/labs/owner/repo` for a default line, `/labs/owner/repo/track` for a track."""
+    full_name, track = labs.split_lab_key(lab)
+    return f"/labs/{full_name}" if track == "default" else f"/labs/{full_name}/{track}"
 
 
 def _pr_links(exp: queries.ExperimentRow, html_base: str, scoped: bool = False) -> str:
@@ -208,25 +210,28 @@ def _section(section_id: str, title: str, content: str) -> str:
     return f'<section id="{section_id}" data-live><h2>{_e(title)}</h2>{content}</section>'
 
 
-def _summary_cards(store: Store, problem: Problem, repo_id: int | None = None) -> str:
-    base = queries.baseline(store, repo_id)
-    progress = queries.best_over_experiments(store, problem, repo_id)
-    exps = queries.experiments(store, repo_id)
+def _summary_cards(
+    store: Store, problem: Problem, repo_id: int | None = None, track: str | None = None
+) -> str:
+    base = queries.baseline(store, repo_id, track or "default")
+    progress = queries.best_over_experiments(store, problem, repo_id, track)
+    exps = queries.experiments(store, repo_id, track)
     running = sum(1 for e in exps if e.state in queries.ACTIVE_STATES)
-    waiting = len(queries.queue(store, repo_id))
+    waiting = len(queries.queue(store, repo_id, track))
     totals = (
         store.one(
             "SELECT SUM(gpu_hours) AS g, SUM(cost_usd) AS c FROM runs "
-            "WHERE ? IS NULL OR repo_id = ?",
-            (repo_id, repo_id),
+            "WHERE (? IS NULL OR repo_id = ?) AND (? IS NULL OR track = ?)",
+            (repo_id, repo_id, track, track),
         )
         or {}
     )
     advisor = (
         store.one(
             "SELECT SUM(a.cost_usd) AS c FROM advisor_calls a WHERE ? IS NULL OR "
-            "a.experiment_id IN (SELECT id FROM experiments WHERE repo_id = ?)",
-            (repo_id, repo_id),
+            "a.experiment_id IN (SELECT id FROM experiments WHERE repo_id = ? "
+            "AND (? IS NULL OR track = ?))",
+            (repo_id, repo_id, track, track),
         )
         or {}
     ).get("c") or 0.0
@@ -238,8 +243,12 @@ def _summary_cards(store: Store, problem: Problem, repo_id: int | None = None) -
     )
     unmeasurable = store.query(
         "SELECT baseline_problem FROM repos WHERE baseline_problem IS NOT NULL AND active = 1 "
-        "AND (? IS NULL OR id = ?)",
-        (repo_id, repo_id),
+        "AND (? IS NULL OR id = ?) AND ? IN ('default', '-')",
+        (repo_id, repo_id, track or "-"),
+    ) + store.query(
+        "SELECT baseline_problem FROM tracks WHERE baseline_problem IS NOT NULL "
+        "AND repo_id = ? AND name = ?",
+        (repo_id, track),
     )
     cards = [
         (
@@ -281,10 +290,11 @@ def _leaderboard(
     html_base: str,
     repo_id: int | None = None,
     scoped: bool = False,
+    track: str | None = None,
 ) -> str:
-    by_id = {e.id: e for e in queries.experiments(store, repo_id)}
+    by_id = {e.id: e for e in queries.experiments(store, repo_id, track)}
     rows = []
-    for row in queries.leaderboard(store, repo_id, problem=problem):
+    for row in queries.leaderboard(store, repo_id, problem=problem, track=track):
         exp = by_id[row.experiment_id]
         rows.append(
             f"<tr><td class=num>{row.rank}</td>"
@@ -318,9 +328,10 @@ def _experiments_table(
     html_base: str,
     repo_id: int | None = None,
     scoped: bool = False,
+    track: str | None = None,
 ) -> str:
     rows = []
-    everything = queries.experiments(store, repo_id)
+    everything = queries.experiments(store, repo_id, track)
     for exp in everything[:EXPERIMENTS_SHOWN]:
         seeds = f"{exp.seeds}" + (f' <span class="bad">+{exp.failed}✗</span>' if exp.failed else "")
         decision = (
@@ -332,7 +343,7 @@ def _experiments_table(
         hold += _trust_badge(exp.trust)
         rows.append(
             f'<tr data-experiment="{exp.id}"><td class=pr>{_pr_links(exp, html_base, scoped)}</td>'
-            f"<td>{_e(exp.title)}</td><td>{_badge(exp.state)}{hold}</td>"
+            f"<td>{_track_tag(exp.track)}{_e(exp.title)}</td><td>{_badge(exp.state)}{hold}</td>"
             f"<td>{_e(exp.student or '—')}</td><td class=num>{seeds}</td>"
             f"<td class=num>{_e(fmt_metric(exp.mean, exp.std))}</td>"
             f"<td class=num>{_delta_html(exp.delta, problem)}</td><td>{decision}</td>"
@@ -381,9 +392,16 @@ def _students_table(store: Store, now: float) -> str:
     )
 
 
-def _queue_table(store: Store, now: float, repo_id: int | None = None) -> str:
+def _track_tag(track: str) -> str:
+    """`[wide] ` before the title of an experiment of a track (nothing for the default)."""
+    return "" if track == "default" else f'<span class="muted">[{_e(track)}]</span> '
+
+
+def _queue_table(
+    store: Store, now: float, repo_id: int | None = None, track: str | None = None
+) -> str:
     rows = []
-    for job in queries.queue(store, repo_id):
+    for job in queries.queue(store, repo_id, track):
         what = _e(job.title) if job.title else _e(job.kind)
         if job.pr_number is not None:
             what = f'<a href="/experiments/{job.pr_number}">#{job.pr_number}</a> {what}'
@@ -438,47 +456,74 @@ def render_index(
     *,
     scoped: bool = False,
     lab_list: list[labs.LabRow] | None = None,
+    track: str | None = None,
 ) -> str:
-    """One lab's page (`repo_id`; None: everything in the store), optionally under the lab list."""
+    """One lab's page (`repo_id`; None: everything in the store), optionally under the lab list.
+
+    With `track` the page is that research track's: its base, its experiments,
+    its leaderboard and queue (`default` is the repository's own line).
+    """
     now = time.time()
     if repo_id is None:
         repos = ", ".join(r["full_name"] for r in store.query("SELECT full_name FROM repos"))
     else:
         row = store.one("SELECT full_name FROM repos WHERE id = ?", (repo_id,)) or {}
-        repos = str(row.get("full_name") or "")
+        repos = labs.lab_key(str(row.get("full_name") or ""), track)
     charts = (
         '<div class="charts">'
         + progress_svg(
-            queries.best_over_experiments(store, problem, repo_id),
+            queries.best_over_experiments(store, problem, repo_id, track),
             f"best {problem.metric} over experiments",
         )
         + progress_svg(
-            queries.best_over_time(store, problem, repo_id), f"best {problem.metric} over time"
+            queries.best_over_time(store, problem, repo_id, track),
+            f"best {problem.metric} over time",
         )
         + "</div>"
     )
     sections = [_section("labs", "Labs", _labs_table(lab_list))] if lab_list is not None else []
+    if repo_id is not None and track is not None:
+        sections.append(_section("tracks", "Tracks", _tracks_nav(store, repo_id, track)))
     body = "".join(
         [
             *sections,
-            _section("summary", "Overview", _summary_cards(store, problem, repo_id)),
+            _section("summary", "Overview", _summary_cards(store, problem, repo_id, track)),
             _section("charts", "Best so far", charts),
             _section(
                 "leaderboard",
                 "Leaderboard: merged winners",
-                _leaderboard(store, problem, html_base, repo_id, scoped),
+                _leaderboard(store, problem, html_base, repo_id, scoped, track),
             ),
             _section(
                 "experiments",
                 "Experiments",
-                _experiments_table(store, problem, html_base, repo_id, scoped),
+                _experiments_table(store, problem, html_base, repo_id, scoped, track),
             ),
             _section("students", "Students", _students_table(store, now)),
-            _section("queue", "Queue", _queue_table(store, now, repo_id)),
+            _section("queue", "Queue", _queue_table(store, now, repo_id, track)),
         ]
     )
     title = f"{repos} · kohai" if repo_id is not None else "kohai dashboard"
     return _page(title, repos, body)
+
+
+def _tracks_nav(store: Store, repo_id: int, current: str) -> str:
+    """Links between a repository's research tracks, the one shown in bold."""
+    row = store.one("SELECT full_name, problem_toml FROM repos WHERE id = ?", (repo_id,)) or {}
+    full_name = str(row.get("full_name") or "")
+    problem = labs.stored_problem_of(row.get("problem_toml"))
+    if len(problem.track_names) < 2:
+        return '<p class="muted">One research line: the default track.</p>'
+    links = []
+    for name in problem.track_names:
+        declared = problem.track(name)
+        base = declared.base if declared else "the default branch"
+        text = f"<strong>{_e(name)}</strong>" if name == current else _e(name)
+        links.append(
+            f'<a href="{_e(lab_path(labs.lab_key(full_name, name)))}">{text}</a> '
+            f'<span class="muted">({_e(base)})</span>'
+        )
+    return "<p>" + " · ".join(links) + "</p>"
 
 
 def render_labs(store: Store, rows: list[labs.LabRow]) -> str:
@@ -617,14 +662,20 @@ def dashboard_index(state: State) -> str:
 
 
 def _lab_id(state: State, owner: str, repo: str, track: str | None = None) -> int:
-    if track not in (None, "default"):
-        raise NotFoundException(f"no track {track} in {owner}/{repo}")
+    """The repository's id; 404 for an unknown repository or a track it does not declare."""
     row = _store(state).one(
-        "SELECT id FROM repos WHERE full_name = ? COLLATE NOCASE", (f"{owner}/{repo}",)
+        "SELECT id, problem_toml FROM repos WHERE full_name = ? COLLATE NOCASE",
+        (f"{owner}/{repo}",),
     )
     if row is None:
         raise NotFoundException(f"no lab {owner}/{repo}")
+    if track is not None and track.lower() not in _track_names(row["problem_toml"]):
+        raise NotFoundException(f"no track {track[:60]} in {owner}/{repo}")
     return int(row["id"])
+
+
+def _track_names(problem_toml: str | None) -> tuple[str, ...]:
+    return labs.stored_problem_of(problem_toml).track_names
 
 
 @get(
@@ -636,9 +687,15 @@ def _lab_id(state: State, owner: str, repo: str, track: str | None = None) -> in
 def dashboard_lab(state: State, request: Request) -> str:
     """One lab's page, with its own metric, direction, experiments and queue."""
     params = request.path_params
-    repo_id = _lab_id(state, params["owner"], params["repo"], params.get("track"))
+    track = (params.get("track") or "default").lower()
+    repo_id = _lab_id(state, params["owner"], params["repo"], track)
     return render_index(
-        _store(state), _problem(state, repo_id), _html_base(state), repo_id, scoped=True
+        _store(state),
+        _problem(state, repo_id),
+        _html_base(state),
+        repo_id,
+        scoped=True,
+        track=track,
     )
 
 
@@ -680,22 +737,25 @@ def dashboard_experiment(state: State, request: Request) -> str:
 
 @get("/api/experiments", sync_to_thread=False)
 def api_experiments(state: State, request: Request) -> list[dict[str, Any]]:
-    """Every experiment (of one lab with `?lab=owner/repo`) with its result, newest first."""
+    """Every experiment (of one lab with `?lab=owner/repo[:track]`) with its result, newest first."""
     html_base = _html_base(state)
     wanted = request.query_params.get("lab")
-    repo_id = None
+    repo_id, track = None, None
     if wanted:
-        owner, _, name = wanted.partition("/")
-        repo_id = _lab_id(state, owner, name)
+        full_name, track = labs.split_lab_key(wanted)
+        if ":" not in wanted:
+            track = None  # the whole repository: every track
+        owner, _, name = full_name.partition("/")
+        repo_id = _lab_id(state, owner, name, track)
     return [
         {
             **asdict(exp),
-            "lab": exp.repo,
+            "lab": labs.lab_key(exp.repo, exp.track),
             "page": experiment_path(exp),
             "lab_page": experiment_path(exp, scoped=True),
             "pr_url": queries.pr_url(exp.repo, exp.pr_number, html_base),
         }
-        for exp in queries.experiments(_store(state), repo_id)
+        for exp in queries.experiments(_store(state), repo_id, track)
     ]
 
 
@@ -712,17 +772,19 @@ def api_hosts(state: State) -> list[dict[str, Any]]:
 
 
 _LAB_OF = {
-    "experiment": "SELECT r.full_name FROM experiments e JOIN repos r ON r.id = e.repo_id "
-    "WHERE e.id = ?",
-    "job": "SELECT r.full_name FROM jobs j JOIN repos r ON r.id = j.repo_id WHERE j.id = ?",
-    "progress": "SELECT r.full_name FROM jobs j JOIN repos r ON r.id = j.repo_id WHERE j.id = ?",
-    "repo": "SELECT full_name FROM repos WHERE id = ?",
-    "lab": "SELECT full_name FROM repos WHERE id = ?",
+    "experiment": "SELECT r.full_name, e.track FROM experiments e JOIN repos r "
+    "ON r.id = e.repo_id WHERE e.id = ?",
+    "job": "SELECT r.full_name, j.track FROM jobs j JOIN repos r ON r.id = j.repo_id "
+    "WHERE j.id = ?",
+    "progress": "SELECT r.full_name, j.track FROM jobs j JOIN repos r ON r.id = j.repo_id "
+    "WHERE j.id = ?",
+    "repo": "SELECT full_name, NULL AS track FROM repos WHERE id = ?",
+    "lab": "SELECT full_name, NULL AS track FROM repos WHERE id = ?",
 }
 
 
 def lab_of(store: Store | None, message: dict[str, Any]) -> str | None:
-    """The lab (owner/repo) a bus message is about, from the id it carries; None: no lab."""
+    """The lab (`owner/repo`, or `owner/repo:track`) a bus message is about; None: no lab."""
     if store is None or not isinstance(message, dict):
         return None
     sql = _LAB_OF.get(str(message.get("topic")))
@@ -730,7 +792,10 @@ def lab_of(store: Store | None, message: dict[str, Any]) -> str | None:
     if sql is None or not isinstance(key, int) or isinstance(key, bool):
         return None
     row = store.one(sql, (key,))
-    return str(row["full_name"]) if row else None
+    if not row:
+        return None
+    track = row["track"] or message.get("track")
+    return labs.lab_key(str(row["full_name"]), track if isinstance(track, str) else None)
 
 
 async def _event_stream(

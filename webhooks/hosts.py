@@ -71,7 +71,7 @@ async def _job_payload(ctx: Any, leased: Leased) -> dict[str, Any]:
         clone_url=clone_url(ctx.settings.github_api_url, repo.full_name),
         token=token,
         token_expires_at=expires,
-        base_ref=repo.default_branch,
+        base_ref=repo.base_branch,
         base_sha=job["base_sha"] or repo.base_sha or "",
         seeds=json.loads(job["seeds"]),
         attempt=job["attempts"],
@@ -96,9 +96,9 @@ def _baseline_curves(ctx: Any, repo: Any, job: dict[str, Any]) -> list[list[list
     if job["kind"] == "baseline" or repo.problem.early_stop is None:
         return []
     rows = ctx.store.query(
-        "SELECT curve FROM runs WHERE repo_id = ? AND kind = 'baseline' AND status = 'ok' "
-        "AND base_sha IS ? ORDER BY seed, id",
-        (repo.id, job["base_sha"] or repo.base_sha),
+        "SELECT curve FROM runs WHERE repo_id = ? AND track = ? AND kind = 'baseline' "
+        "AND status = 'ok' AND base_sha IS ? ORDER BY seed, id",
+        (repo.id, repo.track, job["base_sha"] or repo.base_sha),
     )
     return [curve for curve in (json.loads(r["curve"] or "[]") for r in rows) if curve]
 
@@ -258,7 +258,7 @@ async def job_push(
     body = await request.body()
     if len(body) > bundles.MAX_BUNDLE_BYTES:
         return _error(413, f"a bundle may hold at most {bundles.MAX_BUNDLE_BYTES} bytes")
-    repo = ctx.jobs.engine.repo_by_id(job["repo_id"])
+    repo = ctx.jobs.engine.repo_by_id(job["repo_id"], job.get("track"))
     base_sha = job["base_sha"] or repo.base_sha or ""
     try:
         token = await ctx.github.push_token(repo.installation_id, repo.full_name)
@@ -270,7 +270,7 @@ async def job_push(
             body,
             clone_url=clone_url(ctx.settings.github_api_url, repo.full_name),
             branch=branch,
-            base_ref=repo.default_branch,
+            base_ref=repo.base_branch,
             base_sha=base_sha,
             token=token,
         )

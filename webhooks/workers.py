@@ -56,7 +56,7 @@ async def inbox_worker(ctx: BotContext) -> None:
     )
 
 
-BRANCH_OPS = frozenset({"start_branch"})
+BRANCH_OPS = frozenset({"start_branch", "create_branch"})
 
 
 async def outbox_worker(ctx: BotContext) -> None:

@@ -115,11 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="experiments, students, queue")
     status.add_argument("--json", action="store_true")
-    status.add_argument("--repo", metavar="OWNER/NAME", help="the lab (default: the only one)")
+    status.add_argument(
+        "--repo",
+        metavar="OWNER/NAME[:TRACK]",
+        help="the lab, or one track of it (default: the only lab)",
+    )
 
     history = sub.add_parser("history", help="every run ever")
     history.add_argument("--best", action="store_true", help="only runs that improved the best")
-    history.add_argument("--repo", metavar="OWNER/NAME", help="the lab (default: the only one)")
+    history.add_argument(
+        "--repo",
+        metavar="OWNER/NAME[:TRACK]",
+        help="the lab, or one track of it (default: the only lab)",
+    )
     history.add_argument("--export", metavar="FILE", help="write .tsv, .csv or .json")
 
     deploy = sub.add_parser("deploy", help="render deployment manifests")

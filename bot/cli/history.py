@@ -8,6 +8,8 @@ tools read it as is, followed by kohai's own columns.
 Each lab (a repository) has its own metric: `--repo OWNER/NAME` names the lab,
 and its metric's name and direction come from the `kohai.toml` the bot stored
 when it synced the repository. With one lab `--repo` may be left out.
+`--repo OWNER/NAME:TRACK` narrows it to one research track (`default` is the
+repository's own line); without a track the whole repository is shown.
 `KOHAI_PROBLEM` (a repo directory or the file itself) overrides the stored
 problem, for a database whose repository never synced.
 """
@@ -52,20 +54,35 @@ def resolve_problem() -> Problem:
     return Problem()
 
 
+def split_repo_arg(repo: str | None) -> tuple[str | None, str | None]:
+    """`owner/name[:track]` as (owner/name, track or None)."""
+    if not repo:
+        return None, None
+    name, _, track = repo.partition(":")
+    return name, (track.lower() or None)
+
+
 def resolve_lab(store: Store, repo: str | None) -> tuple[int | None, Problem, int]:
     """The lab the command is about: (its repo id, its problem, how many labs there are).
 
-    `--repo` names it; without it, the only lab there is. Its problem is the one
-    stored at its last sync; `KOHAI_PROBLEM` overrides that.
+    `--repo` names it (`owner/name[:track]`); without it, the only lab there is.
+    Its problem is the one stored at its last sync; `KOHAI_PROBLEM` overrides that.
+    A track the repository does not declare is an error naming the ones it does.
     """
     names = [r["full_name"] for r in store.query("SELECT full_name FROM repos ORDER BY id")]
     override = os.environ.get("KOHAI_PROBLEM")
     if repo:
-        found = labs.stored_problem(store, repo)
+        full_name, track = split_repo_arg(repo)
+        found = labs.stored_problem(store, full_name or "")
         if found is None:
             known = ", ".join(names) or "none yet"
             raise CliError(f"--repo {repo}: no such lab (labs: {known})")
         repo_id, problem = found
+        if track is not None and track not in problem.track_names:
+            raise CliError(
+                f"--repo {repo}: {full_name} has no track {track!r} "
+                f"(tracks: {', '.join(problem.track_names)})"
+            )
         return repo_id, resolve_problem() if override else problem, len(names)
     if len(names) == 1:
         repo_id, problem = labs.stored_problem(store, names[0]) or (None, Problem())
@@ -149,7 +166,10 @@ def history_main(args: argparse.Namespace) -> int:
             repo_id, problem, count = resolve_lab(store, getattr(args, "repo", None))
             if repo_id is None and count > 1:
                 raise CliError(f"{count} labs: name one with --repo OWNER/NAME")
-            rows = queries.history_rows(store, problem, best_only=bool(args.best), repo_id=repo_id)
+            track = split_repo_arg(getattr(args, "repo", None))[1]
+            rows = queries.history_rows(
+                store, problem, best_only=bool(args.best), repo_id=repo_id, track=track
+            )
         finally:
             store.close()
         if args.export:
@@ -165,21 +185,24 @@ def history_main(args: argparse.Namespace) -> int:
         return 1
 
 
-def status_snapshot(store: Store, problem: Problem, repo_id: int | None = None) -> dict[str, Any]:
-    """One lab's state (`repo_id`; None: every lab's experiments), every lab's share."""
-    base = queries.baseline(store, repo_id)
-    progress = queries.best_over_experiments(store, problem, repo_id)
+def status_snapshot(
+    store: Store, problem: Problem, repo_id: int | None = None, track: str | None = None
+) -> dict[str, Any]:
+    """One lab's state (`repo_id`, one `track` of it; None: all), every lab/track's share."""
+    base = queries.baseline(store, repo_id, track or "default")
+    progress = queries.best_over_experiments(store, problem, repo_id, track)
     repo = store.one("SELECT full_name FROM repos WHERE id = ?", (repo_id,)) if repo_id else None
     return {
-        "repo": repo["full_name"] if repo else None,
+        "repo": labs.lab_key(repo["full_name"], track) if repo else None,
+        "track": track,
         "metric": problem.metric,
         "direction": problem.direction,
         "baseline": asdict(base) if base else None,
         "best": progress.best,
         "labs": [asdict(row) for row in labs.lab_rows(store)],
-        "experiments": [asdict(e) for e in queries.experiments(store, repo_id)],
+        "experiments": [asdict(e) for e in queries.experiments(store, repo_id, track)],
         "students": [asdict(s) for s in queries.students(store)],
-        "queue": [asdict(q) for q in queries.queue(store, repo_id)],
+        "queue": [asdict(q) for q in queries.queue(store, repo_id, track)],
     }
 
 
@@ -206,7 +229,7 @@ def render_status(snapshot: dict[str, Any]) -> str:
     metric = snapshot["metric"]
     base = snapshot["baseline"]
     lines = [
-        "labs (share: GPU time of the last hours; target: what the weights ask for)",
+        "labs and tracks (share: GPU time of the last hours; target: what the weights ask for)",
         _labs_table(snapshot.get("labs") or []),
         "",
         (f"lab: {snapshot['repo']}   " if snapshot.get("repo") else "")
@@ -216,11 +239,23 @@ def render_status(snapshot: dict[str, Any]) -> str:
         "",
         "experiments",
         format_table(
-            ["exp", "pr", "state", "student", "seeds", metric, "delta", "decision", "title"],
+            [
+                "exp",
+                "pr",
+                "track",
+                "state",
+                "student",
+                "seeds",
+                metric,
+                "delta",
+                "decision",
+                "title",
+            ],
             [
                 [
                     e["id"],
                     e["pr_number"],
+                    e.get("track") or "default",
                     e["state"],
                     e["student"],
                     e["seeds"],
@@ -276,7 +311,8 @@ def status_main(args: argparse.Namespace) -> int:
         store = open_store()
         try:
             repo_id, problem, _ = resolve_lab(store, getattr(args, "repo", None))
-            snapshot = status_snapshot(store, problem, repo_id)
+            track = split_repo_arg(getattr(args, "repo", None))[1]
+            snapshot = status_snapshot(store, problem, repo_id, track)
         finally:
             store.close()
     except (CliError, ProblemError) as exc:
