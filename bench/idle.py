@@ -55,8 +55,9 @@ def main() -> int:
         started = None
         while True:
             row = store.one(
-                "SELECT SUM(state = 'leased') AS leased, SUM(state IN ('done', 'failed')) AS done FROM jobs"
-            )
+                "SELECT COALESCE(SUM(state = 'leased'), 0) AS leased, "
+                "COALESCE(SUM(state IN ('done', 'failed')), 0) AS done FROM jobs"
+            ) or {"leased": 0, "done": 0}
             if started is None and (row["leased"] or row["done"]):
                 started = time.time()
             if started is not None:
@@ -68,7 +69,7 @@ def main() -> int:
                 break
             time.sleep(0.02)
         wall = time.time() - (started or time.time())
-        trained = store.one("SELECT SUM(duration_s) AS s FROM runs")["s"] or 0.0
+        trained = (store.one("SELECT SUM(duration_s) AS s FROM runs") or {}).get("s") or 0.0
         lab.stop()
     idle_jobs = 1 - sum(samples) / max(len(samples), 1)
     print(f"{total} jobs in {wall:.1f} s on one host")

@@ -28,6 +28,23 @@ from bot.writes import enqueue
 
 log = logging.getLogger("kohai.engine")
 
+# Which method applies which intent: one entry per intent type, filled by `@handles`.
+Handler = Callable[["Engine", Any, Event, "Repo | None"], "str | None"]
+HANDLERS: dict[type, Handler] = {}
+
+
+def handles(kind: type) -> Callable[[Handler], Handler]:
+    """Register the decorated Engine method as the one that applies intents of `kind`."""
+
+    def register(method: Handler) -> Handler:
+        if kind in HANDLERS:
+            raise TypeError(f"{kind.__name__} already has a handler")
+        HANDLERS[kind] = method
+        return method
+
+    return register
+
+
 HUMAN_PRIORITY = 10
 ADVISOR_PRIORITY = 0
 BASELINE_PRIORITY = 20
@@ -130,7 +147,7 @@ class Engine:
         self.bus = bus or Bus()
         self.implement_mode = implement_mode
         self.max_experiments = max_experiments
-        self._on_job_queued = on_job_queued or (lambda student: None)
+        self.notify_job_queued = on_job_queued or (lambda student: None)
         self._on_outbox = on_outbox or (lambda: None)
         # Set by the job book: posts results that came back before the PR existed.
         self.on_pr_opened: Callable[[Repo, dict[str, Any]], None] | None = None
@@ -226,7 +243,7 @@ class Engine:
 
     # ----------------------------------------------------------------- writes
 
-    def _write(self, repo: Repo, op: str, **args: Any) -> None:
+    def write(self, repo: Repo, op: str, **args: Any) -> None:
         if "number" in args and args["number"] is None:
             # The PR is not open yet (its job runs while it opens): what matters
             # then is written when it opens (`_pr_caught_up`).
@@ -249,18 +266,20 @@ class Engine:
                 # An event on a PR or issue speaks for the experiment's own track.
                 repo = self.lab_of(repo, self.experiment_by_number(repo.id, event.number))
             for intent in intents:
-                handler = getattr(self, f"_on_{type(intent).__name__}")
-                note = handler(intent, event, repo)
+                note = HANDLERS[type(intent)](self, intent, event, repo)
                 notes.append(note or type(intent).__name__)
         self._publish("event", name=event.name, action=event.action)
         return notes
 
+    @handles(i.Ignore)
     def _on_Ignore(self, intent: i.Ignore, event: Event, repo: Repo | None) -> str:
         return f"ignored: {intent.reason}"
 
+    @handles(i.Pong)
     def _on_Pong(self, intent: i.Pong, event: Event, repo: Repo | None) -> str:
         return "pong"
 
+    @handles(i.RecordInstallation)
     def _on_RecordInstallation(
         self, intent: i.RecordInstallation, event: Event, repo: Repo | None
     ) -> str:
@@ -308,6 +327,7 @@ class Engine:
                 )
         return f"installation {intent.installation_id}: +{len(intent.added)} -{len(intent.removed)}"
 
+    @handles(i.OpenFromIssue)
     def _on_OpenFromIssue(self, intent: i.OpenFromIssue, event: Event, repo: Repo | None) -> str:
         if repo is None:
             return "no repo"
@@ -336,6 +356,7 @@ class Engine:
             return None
         return self.experiment_by_number(repo.id, number)
 
+    @handles(i.Assign)
     def _on_Assign(self, intent: i.Assign, event: Event, repo: Repo | None) -> str:
         exp = self._exp(repo, intent.number)
         if exp is None or repo is None:
@@ -343,6 +364,7 @@ class Engine:
         self.reassign(repo, exp, intent.student)
         return f"assigned to {intent.student or 'any'}"
 
+    @handles(i.SetHold)
     def _on_SetHold(self, intent: i.SetHold, event: Event, repo: Repo | None) -> str:
         if repo is None:
             return "no repo"
@@ -350,21 +372,22 @@ class Engine:
         if exp is None:
             if intent.label_change:
                 if intent.on:
-                    self._write(repo, "add_labels", number=intent.number, labels=["hold"])
+                    self.write(repo, "add_labels", number=intent.number, labels=["hold"])
                 else:
-                    self._write(repo, "remove_label", number=intent.number, label="hold")
+                    self.write(repo, "remove_label", number=intent.number, label="hold")
             return "hold on an issue"
         self.store.update("experiments", exp["id"], {"hold": int(intent.on), "updated_at": now()})
         if intent.label_change:
             if intent.on:
-                self._write(repo, "add_labels", number=exp["pr_number"], labels=["hold"])
+                self.write(repo, "add_labels", number=exp["pr_number"], labels=["hold"])
             else:
-                self._write(repo, "remove_label", number=exp["pr_number"], label="hold")
+                self.write(repo, "remove_label", number=exp["pr_number"], label="hold")
         if not intent.on:
-            self._on_job_queued(exp["student"])
+            self.notify_job_queued(exp["student"])
         self.refresh_status(repo, exp["id"])
         return f"hold {'on' if intent.on else 'off'}"
 
+    @handles(i.RecordOutcome)
     def _on_RecordOutcome(self, intent: i.RecordOutcome, event: Event, repo: Repo | None) -> str:
         exp = self._exp(repo, intent.number)
         if exp is None or repo is None:
@@ -381,6 +404,7 @@ class Engine:
             self.mark_base_stale(repo)
         return state
 
+    @handles(i.Reopen)
     def _on_Reopen(self, intent: i.Reopen, event: Event, repo: Repo | None) -> str:
         exp = self._exp(repo, intent.number)
         if exp is None or repo is None:
@@ -392,6 +416,7 @@ class Engine:
         self.refresh_status(repo, exp["id"], phase_note="reopened; the gate looks again")
         return "reopened"
 
+    @handles(i.HeadMoved)
     def _on_HeadMoved(self, intent: i.HeadMoved, event: Event, repo: Repo | None) -> str:
         exp = self._exp(repo, intent.number)
         if exp is None:
@@ -399,6 +424,7 @@ class Engine:
         self.store.update("experiments", exp["id"], {"head_sha": intent.sha, "updated_at": now()})
         return f"head {intent.sha[:10]}"
 
+    @handles(i.BaseMoved)
     def _on_BaseMoved(self, intent: i.BaseMoved, event: Event, repo: Repo | None) -> str:
         if repo is None:
             return "base unchanged"
@@ -408,6 +434,7 @@ class Engine:
         self.mark_base_stale(repo)
         return f"base of {repo.key} moved to {intent.sha[:10]}"
 
+    @handles(i.RepairLabels)
     def _on_RepairLabels(self, intent: i.RepairLabels, event: Event, repo: Repo | None) -> str:
         exp = self._exp(repo, intent.number)
         if exp is None or repo is None:
@@ -415,34 +442,38 @@ class Engine:
         wanted = lab.desired_labels(exp["state"], exp["student"], bool(exp["hold"]))
         for label in sorted(set(lab.STATUS_LABELS.values()) - wanted):
             if label in event.labels:
-                self._write(repo, "remove_label", number=exp["pr_number"], label=label)
+                self.write(repo, "remove_label", number=exp["pr_number"], label=label)
         missing = sorted(w for w in wanted if w not in event.labels)
         if missing:
-            self._write(repo, "add_labels", number=exp["pr_number"], labels=missing)
+            self.write(repo, "add_labels", number=exp["pr_number"], labels=missing)
         return "labels repaired"
 
+    @handles(i.RevertLabel)
     def _on_RevertLabel(self, intent: i.RevertLabel, event: Event, repo: Repo | None) -> str:
         if repo is None:
             return "no repo"
         if intent.added:
-            self._write(repo, "remove_label", number=intent.number, label=intent.label)
+            self.write(repo, "remove_label", number=intent.number, label=intent.label)
         else:
-            self._write(repo, "add_labels", number=intent.number, labels=[intent.label])
+            self.write(repo, "add_labels", number=intent.number, labels=[intent.label])
         return f"label {intent.label!r} change undone (no write permission)"
 
+    @handles(i.Acknowledge)
     def _on_Acknowledge(self, intent: i.Acknowledge, event: Event, repo: Repo | None) -> str:
         if repo is not None:
-            self._write(repo, "react", comment_id=intent.comment_id, content="eyes")
+            self.write(repo, "react", comment_id=intent.comment_id, content="eyes")
         return "acknowledged"
 
+    @handles(i.Reply)
     def _on_Reply(self, intent: i.Reply, event: Event, repo: Repo | None) -> str:
         if repo is not None:
             key = re.sub(r"[^\w.:/-]+", "-", f"{event.delivery_id}:{intent.key}")[:120]
-            self._write(
+            self.write(
                 repo, "comment", number=intent.number, kind="reply", key=key, body=intent.body
             )
         return "replied"
 
+    @handles(i.Rerun)
     def _on_Rerun(self, intent: i.Rerun, event: Event, repo: Repo | None) -> str:
         exp = self._exp(repo, intent.number)
         if exp is None or repo is None:
@@ -476,7 +507,7 @@ class Engine:
         return f"rerun with {seeds} seeds"
 
     def _reply(self, repo: Repo, exp: dict[str, Any], event: Event, key: str, body: str) -> None:
-        self._write(
+        self.write(
             repo,
             "comment",
             number=exp["pr_number"],
@@ -499,13 +530,15 @@ class Engine:
             (exp["id"],),
         ):
             used.update(json.loads(row["seeds"]))
-        seeds, seed = [], 0
+        seeds: list[int] = []
+        seed = 0
         while len(seeds) < count:
             if seed not in used:
                 seeds.append(seed)
             seed += 1
         return seeds
 
+    @handles(i.Stop)
     def _on_Stop(self, intent: i.Stop, event: Event, repo: Repo | None) -> str:
         exp = self._exp(repo, intent.number)
         if exp is None or repo is None:
@@ -519,7 +552,7 @@ class Engine:
         )
         if not exp["hold"]:
             self.store.update("experiments", exp["id"], {"hold": 1})
-            self._write(repo, "add_labels", number=exp["pr_number"], labels=["hold"])
+            self.write(repo, "add_labels", number=exp["pr_number"], labels=["hold"])
         self.decide(exp["id"], "stop", f"human:{intent.actor}", f"stopped by @{intent.actor}")
         running = self.store.one(
             "SELECT id FROM jobs WHERE experiment_id = ? AND state = 'leased'", (exp["id"],)
@@ -531,6 +564,7 @@ class Engine:
         self.refresh_status(repo, exp["id"])
         return "stopped"
 
+    @handles(i.Review)
     def _on_Review(self, intent: i.Review, event: Event, repo: Repo | None) -> str:
         exp = self._exp(repo, intent.number)
         if exp is None:
@@ -539,6 +573,7 @@ class Engine:
         self._publish("review", experiment_id=exp["id"])
         return "review requested"
 
+    @handles(i.Merge)
     def _on_Merge(self, intent: i.Merge, event: Event, repo: Repo | None) -> str:
         exp = self._exp(repo, intent.number)
         if exp is None or repo is None:
@@ -552,6 +587,7 @@ class Engine:
         self.merge(repo, exp, title=f"{exp['title']} (merged by @{intent.actor})")
         return "merge requested"
 
+    @handles(i.Close)
     def _on_Close(self, intent: i.Close, event: Event, repo: Repo | None) -> str:
         exp = self._exp(repo, intent.number)
         if exp is None or repo is None:
@@ -565,9 +601,10 @@ class Engine:
         ):
             self._reply(repo, exp, event, "close-refused", f"This experiment is {exp['state']}.")
             return "close refused"
-        self._write(repo, "close", number=exp["pr_number"])
+        self.write(repo, "close", number=exp["pr_number"])
         return "closed"
 
+    @handles(i.PostStatus)
     def _on_PostStatus(self, intent: i.PostStatus, event: Event, repo: Repo | None) -> str:
         exp = self._exp(repo, intent.number)
         if exp is None or repo is None:
@@ -611,7 +648,7 @@ class Engine:
         where = f" (track {repo.track})" if repo.tracked else ""
         commit_message = f"kohai: start experiment {exp_id}{where}\n\n{hypothesis.strip()}"[:4000]
         # The branch first: the job is queued as soon as it exists, the PR follows.
-        self._write(
+        self.write(
             repo,
             "start_branch",
             experiment_id=exp_id,
@@ -625,7 +662,7 @@ class Engine:
             specs.append(lab.student_label_spec(student))
         if repo.tracked:
             specs.append(lab.track_label_spec(repo.track))
-        self._write(repo, "ensure_labels", labels=specs)
+        self.write(repo, "ensure_labels", labels=specs)
         body = hypothesis.strip()
         if knobs:
             body += "\n\n**Knobs**\n\n" + "\n".join(f"- `{k} = {v!r}`" for k, v in knobs.items())
@@ -636,7 +673,7 @@ class Engine:
                 f"\n\nTrack **{repo.track}**: measured against, and merged into, "
                 f"`{repo.base_branch}`."
             )
-        self._write(
+        self.write(
             repo,
             "open_pr",
             experiment_id=exp_id,
@@ -688,9 +725,9 @@ class Engine:
         old_label, new_label = lab.status_label(old), lab.status_label(state)
         if exp["pr_number"] and old_label != new_label:
             if old_label:
-                self._write(repo, "remove_label", number=exp["pr_number"], label=old_label)
+                self.write(repo, "remove_label", number=exp["pr_number"], label=old_label)
             if new_label:
-                self._write(repo, "add_labels", number=exp["pr_number"], labels=[new_label])
+                self.write(repo, "add_labels", number=exp["pr_number"], labels=[new_label])
         exp["state"] = state
         self._publish("experiment", id=exp["id"], state=state)
 
@@ -705,13 +742,13 @@ class Engine:
         )
         if exp["pr_number"]:
             if student:
-                self._write(repo, "ensure_labels", labels=[lab.student_label_spec(student)])
-            self._write(repo, "remove_label", number=exp["pr_number"], label=lab.student_label(old))
-            self._write(
+                self.write(repo, "ensure_labels", labels=[lab.student_label_spec(student)])
+            self.write(repo, "remove_label", number=exp["pr_number"], label=lab.student_label(old))
+            self.write(
                 repo, "add_labels", number=exp["pr_number"], labels=[lab.student_label(student)]
             )
         exp["student"] = student
-        self._on_job_queued(student)
+        self.notify_job_queued(student)
         self.refresh_status(repo, exp["id"])
 
     def finish(
@@ -746,7 +783,7 @@ class Engine:
             self.store.update("jobs", row["id"], {"state": "cancelled", "updated_at": now()})
             requested = json.loads(row["payload"] or "{}").get("requested_by")
             if requested and exp["pr_number"]:
-                self._write(
+                self.write(
                     repo,
                     "comment",
                     number=exp["pr_number"],
@@ -761,8 +798,8 @@ class Engine:
         self, repo: Repo, exp: dict[str, Any], *, title: str, check_base: bool = True
     ) -> None:
         """Queue the merge; with `check_base` it lands only if the base is still the measured one."""
-        self._write(repo, "mark_ready", number=exp["pr_number"])
-        self._write(
+        self.write(repo, "mark_ready", number=exp["pr_number"])
+        self.write(
             repo,
             "merge",
             number=exp["pr_number"],
@@ -799,7 +836,7 @@ class Engine:
         """A comment that states a decision and its real reason (once per key)."""
         if not exp["pr_number"]:
             return
-        self._write(
+        self.write(
             repo,
             "comment",
             number=exp["pr_number"],
@@ -925,7 +962,7 @@ class Engine:
         )
         self.store.update("experiments", exp["id"], {"review_requested": 0})
         self.refresh_status(repo, exp["id"])
-        self._on_job_queued(exp["student"])
+        self.notify_job_queued(exp["student"])
         self._publish("job", id=job_id)
         return job_id
 
@@ -971,7 +1008,7 @@ class Engine:
                 "updated_at": t,
             },
         )
-        self._on_job_queued(student)
+        self.notify_job_queued(student)
         self._publish("job", id=job_id)
         return job_id
 
@@ -1028,7 +1065,7 @@ class Engine:
             track=repo.track if repo.tracked else None,
             base_branch=repo.base_branch,
         )
-        self._write(
+        self.write(
             repo,
             "sticky",
             number=exp["pr_number"],
@@ -1051,13 +1088,13 @@ class Engine:
         current = lab.status_label(exp["state"])
         for name in opened:
             if name != current:
-                self._write(repo, "remove_label", number=exp["pr_number"], label=name)
+                self.write(repo, "remove_label", number=exp["pr_number"], label=name)
         if current and current not in opened:
-            self._write(repo, "add_labels", number=exp["pr_number"], labels=[current])
+            self.write(repo, "add_labels", number=exp["pr_number"], labels=[current])
         if self.on_pr_opened is not None:
             self.on_pr_opened(repo, exp)
         if exp["state"] == "closed":
-            self._write(repo, "close", number=exp["pr_number"])
+            self.write(repo, "close", number=exp["pr_number"])
         self.refresh_status(repo, exp["id"])
 
     def on_write_done(self, row: dict[str, Any], result: dict[str, Any]) -> None:
@@ -1147,7 +1184,7 @@ class Engine:
             self.refresh_status(repo, exp["id"], phase_note="base moved; re-measuring")
             return
         self.decide(exp["id"], "wait", "gate", f"GitHub refused the merge: {message}")
-        self._write(
+        self.write(
             repo,
             "comment",
             number=exp["pr_number"],

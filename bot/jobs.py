@@ -199,6 +199,7 @@ class JobBook:
             allowed = labs.student_labs(self.store, student)
             usage: dict[str, float] | None = None
             weights = {lab.key: lab.weight for lab in labs.active_labs(self.store)}
+            job: dict[str, Any] = {}
             while True:
                 rows = [
                     {**row, "lab": labs.lab_key(row["lab_name"], row["track"])}
@@ -251,8 +252,7 @@ class JobBook:
                     "updated_at": t,
                 },
             )
-            job = self.store.one("SELECT * FROM jobs WHERE id = ?", (job["id"],))
-            assert job is not None
+            job = self.store.one("SELECT * FROM jobs WHERE id = ?", (job["id"],)) or job
             repo = self.engine.repo_by_id(job["repo_id"], job["track"])
             if exp is not None:
                 if exp["student"] != student:
@@ -321,7 +321,7 @@ class JobBook:
             if exp is not None and exp["state"] in ("implementing", "training"):
                 self.engine.move(repo, exp, "requeue", "bot")
                 self.engine.refresh_status(repo, exp["id"])
-        self.engine._on_job_queued(job["student"])
+        self.engine.notify_job_queued(job["student"])
 
     # ------------------------------------------------------------ progress
 
@@ -435,7 +435,7 @@ class JobBook:
         if job["experiment_id"]:
             exp = self.store.one("SELECT * FROM experiments WHERE id = ?", (job["experiment_id"],))
             if exp is not None and exp["pr_number"] and self.engine.move(repo, exp, "fail", "bot"):
-                self.engine._write(
+                self.engine.write(
                     repo,
                     "comment",
                     number=exp["pr_number"],
@@ -495,7 +495,7 @@ class JobBook:
             elif exp is not None:
                 self._experiment_done(repo, exp, job, student, result, runs)
         self.engine.bus.publish("job", id=job_id, state="done", student=student)
-        self.engine._on_job_queued(None)
+        self.engine.notify_job_queued(None)
         return "stored"
 
     def _store_runs(
@@ -644,7 +644,7 @@ class JobBook:
                 "so there is nothing to measure.",
                 key=f"already-{job['id']}",
             )
-            self.engine._write(repo, "close", number=exp["pr_number"])
+            self.engine.write(repo, "close", number=exp["pr_number"])
             return
         if result.status == "refused" and CONFLICT_MARK in result.reason:
             if self._onto_new_base(repo, exp, job, result.reason):
@@ -735,7 +735,7 @@ class JobBook:
             unsandboxed=any(not run.sandboxed for run in result.runs),
         )
         if exp["pr_number"]:
-            self.engine._write(
+            self.engine.write(
                 repo,
                 "comment",
                 number=exp["pr_number"],
@@ -744,4 +744,4 @@ class JobBook:
                 body=body,
             )
             if exp["state"] not in ("merged", "closed"):
-                self.engine._write(repo, "mark_ready", number=exp["pr_number"])
+                self.engine.write(repo, "mark_ready", number=exp["pr_number"])

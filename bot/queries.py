@@ -368,6 +368,7 @@ def _experiment_rows(
     track: str | None = None,
 ) -> list[ExperimentRow]:
     """Experiment rows, reading only the runs and decisions of the experiments asked for."""
+    params: tuple[Any, ...]
     if experiment_id is not None:
         scope, params = "e.id = ?", (experiment_id,)
     elif repo_id is not None and track is not None:
@@ -388,10 +389,10 @@ def _experiment_rows(
     for run in _runs(store, f"kind = 'candidate' AND {in_scope}", params):
         runs_by_experiment[run.experiment_id or 0].append(run)
     latest_decision: dict[int, dict[str, Any]] = {}
-    for decision in store.query(
+    for found in store.query(
         f"SELECT * FROM decisions WHERE {in_scope} ORDER BY created_at, id", params
     ):
-        latest_decision[decision["experiment_id"]] = decision
+        latest_decision[found["experiment_id"]] = found
     baselines = _baselines_by_base(store)
     result = []
     for row in rows:
@@ -489,8 +490,8 @@ def leaderboard(
     problem = problem or Problem()
     merged = [e for e in experiments(store, repo_id, track) if e.state == "merged"]
     merge_decisions: dict[int, dict[str, Any]] = {}
-    for decision in store.query("SELECT * FROM decisions WHERE verdict = 'merge' ORDER BY id"):
-        merge_decisions[decision["experiment_id"]] = decision
+    for found in store.query("SELECT * FROM decisions WHERE verdict = 'merge' ORDER BY id"):
+        merge_decisions[found["experiment_id"]] = found
     key = _sort_key(problem)
     merged.sort(key=lambda e: (key(e.mean), e.id))
     baselines = _baselines_by_base(store)
@@ -829,7 +830,7 @@ def history_rows(
         if run.kind == "candidate" and run.experiment_id is not None:
             candidate_runs[run.experiment_id].append(run)
     kept_commit = {
-        exp_id: (current_group(exp_runs) or [None])[0]
+        exp_id: next(iter(current_group(exp_runs)), None)
         for exp_id, exp_runs in candidate_runs.items()
     }
     groups: dict[Any, list[RunRow]] = {}

@@ -279,7 +279,7 @@ class Reviewer:
     ) -> None:
         if self.engine.finish(repo, exp, "closed", actor=actor, rationale=rationale):
             self.engine.decision_comment(repo, exp, heading, rationale, key=f"close-{exp['id']}")
-            self.engine._write(repo, "close", number=exp["pr_number"])
+            self.engine.write(repo, "close", number=exp["pr_number"])
         self._done(exp)
 
     def _done(self, exp: dict[str, Any]) -> None:

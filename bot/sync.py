@@ -171,7 +171,7 @@ def _create_base(engine: Engine, repo: Repo, track: Track) -> None:
         )
         if pending is None:
             log.info("%s: creating %s for track %s", repo.full_name, track.base, track.name)
-            engine._write(
+            engine.write(
                 repo,
                 "create_branch",
                 branch=track.base,

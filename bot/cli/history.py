@@ -71,6 +71,7 @@ def resolve_lab(store: Store, repo: str | None) -> tuple[int | None, Problem, in
     """
     names = [r["full_name"] for r in store.query("SELECT full_name FROM repos ORDER BY id")]
     override = os.environ.get("KOHAI_PROBLEM")
+    repo_id: int | None
     if repo:
         full_name, track = split_repo_arg(repo)
         found = labs.stored_problem(store, full_name or "")
@@ -85,7 +86,8 @@ def resolve_lab(store: Store, repo: str | None) -> tuple[int | None, Problem, in
             )
         return repo_id, resolve_problem() if override else problem, len(names)
     if len(names) == 1:
-        repo_id, problem = labs.stored_problem(store, names[0]) or (None, Problem())
+        stored = labs.stored_problem(store, names[0])
+        repo_id, problem = (stored[0], stored[1]) if stored else (None, Problem())
         has_toml = store.one("SELECT problem_toml FROM repos WHERE id = ?", (repo_id,)) or {}
         if override or not has_toml.get("problem_toml"):
             problem = resolve_problem()

@@ -46,9 +46,7 @@ def port_free(port: int) -> bool:
 class ServerThread:
     """An ASGI app served by uvicorn on 127.0.0.1 in a background thread, as `kohai serve` runs it."""
 
-    def __init__(
-        self, app: Any, port: int | None = None, *, graceful_s: float | None = None
-    ) -> None:
+    def __init__(self, app: Any, port: int | None = None, *, graceful_s: int | None = None) -> None:
         import uvicorn
 
         self.port = port or free_port()
@@ -102,7 +100,7 @@ class LocalLab:
         max_experiments: int = 0,
         pacing: bool = True,
         catch_up: bool = True,
-        graceful_s: float | None = None,
+        graceful_s: int | None = None,
     ) -> None:
         self.work = work
         self.port = port or free_port()
