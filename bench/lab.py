@@ -25,6 +25,10 @@ Policies:
   re-run on the new one. Optionally kohai's early stopping
   (`bot.early_stop.decide`) against the current baseline's curves; a stopped
   run closes its candidate (the gate treats it as not better).
+- **kohai+**: the same with the gate's first-seed screening, sequential
+  confirmation and pooled paired variance, the merged candidate's runs as the
+  new base's baseline, and optionally early stopping against the matched
+  seed's curve (docs/lab-benchmark.md says why each).
 - **greedy keep-if-better** (autoresearch): one run per idea on a fixed seed,
   kept when its metric beats the best so far.
 - **random search, keep best** (a sweep): every idea run once on the
