@@ -25,10 +25,18 @@ Policies:
   re-run on the new one. Optionally kohai's early stopping
   (`bot.early_stop.decide`) against the current baseline's curves; a stopped
   run closes its candidate (the gate treats it as not better).
+- **kohai+**: the same with the gate's first-seed screening, sequential
+  confirmation and pooled paired variance, the merged candidate's runs as the
+  new base's baseline, and optionally early stopping against the matched
+  seed's curve (docs/lab-benchmark.md says why each).
 - **greedy keep-if-better** (autoresearch): one run per idea on a fixed seed,
   kept when its metric beats the best so far.
 - **random search, keep best** (a sweep): every idea run once on the
   original base, the best-measured one kept at the end.
+- **oracle ceilings** (not policies): one knows each idea's true effect after
+  one full run and merges exactly the helpful ones; the other knows it at the
+  first checkpoint (10 % of a run) and stops every idea that is not helpful
+  there. They show what any policy could reach in this model.
 
 Reported per policy (means over `--labs` labs): the true improvement of the
 final base (sigma), the improvement its own measurements claimed, merges, false merges (merged ideas that were not truly
@@ -58,6 +66,7 @@ from bot import gate  # noqa: E402
 from bot.early_stop import EarlyStopConfig  # noqa: E402
 from bot.early_stop import decide as early_stop  # noqa: E402
 from bot.gate import decide  # noqa: E402
+from bot.stats import pooled_paired_spread, pooled_seed_correlation  # noqa: E402
 
 # The gate takes runs with their seeds where it pairs matched seeds (SeedRun), bare values
 # where it does not; the bench feeds whichever the gate in this checkout understands.
@@ -177,6 +186,27 @@ def random_search(lab: Lab, budget: float) -> Result:
     return out
 
 
+def oracle(lab: Lab, budget: float, *, stop_early: bool = False) -> Result:
+    """A ceiling, not a policy: knows each idea's true effect after one full run (no baseline
+    needed) and merges exactly the helpful ones. With `stop_early` it also knows at the first
+    checkpoint, so every idea that is not helpful costs only that fraction of a run."""
+    out = Result()
+    for idea in lab.ideas:
+        helpful = idea.effect > 0
+        cost = 1.0 if helpful or not stop_early else CHECKPOINTS[0]
+        if out.gpu_hours + cost > budget + 1e-9:
+            break
+        out.gpu_hours += cost
+        out.ideas += 1
+        if helpful:
+            out.merges += 1
+            out.gain += idea.effect
+        else:
+            out.stopped += int(stop_early)
+    out.claimed = out.gain
+    return out
+
+
 # --------------------------------------------------------------------- kohai
 
 
@@ -184,6 +214,7 @@ def random_search(lab: Lab, budget: float) -> Result:
 class Candidate:
     idea: Idea
     values: dict[int, float] = field(default_factory=dict)
+    curves: dict[int, list[list[float]]] = field(default_factory=dict)
     wanted: list[int] = field(default_factory=lambda: [0])  # seeds to run on the current base
     in_flight: int = 0
     rounds: int = 0  # confirmation rounds so far
@@ -196,6 +227,11 @@ class KohaiConfig:
     confirm_seeds: int = 3
     baseline_seeds: int = 3
     early: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+    screen_margin: float = 0.0  # the gate's first-seed screen, in baseline stds (0: off)
+    sequential: bool = False  # confirmation one seed at a time
+    paired_stop: bool = False  # early stopping against the matched seed's baseline curve
+    reuse_baseline: bool = False  # the merged candidate's runs become the new base's baseline
+    pooled: bool = False  # the paired test pools the lab's paired variance (earlier comparisons)
 
 
 def kohai(lab: Lab, budget: float, cfg: KohaiConfig) -> Result:
@@ -210,6 +246,11 @@ def kohai(lab: Lab, budget: float, cfg: KohaiConfig) -> Result:
     committed = 0.0  # GPU-hours started (a full run is reserved; stopped runs refund)
     events: list[tuple[float, int, int, object]] = []
     order = 0
+    history: list[list[tuple[float, float]]] = []  # decided comparisons: (candidate, baseline)
+
+    def correlation() -> float | None:
+        """The lab's matched-seed correlation from its decided comparisons, as the bot pools it."""
+        return pooled_seed_correlation(history[-50:])
 
     def next_job() -> tuple[str, object, int] | None:
         if baseline_wanted:
@@ -240,10 +281,19 @@ def kohai(lab: Lab, budget: float, cfg: KohaiConfig) -> Result:
             cand.in_flight += 1
             if cfg.early.enabled and len(baseline) >= 2:
                 curves = [c for _, c in baseline.values()]
+                matched = baseline[seed][1] if cfg.paired_stop and seed in baseline else None
                 for i, x in enumerate(CHECKPOINTS[:-1]):
                     if x < cfg.early.after_fraction:
                         continue
-                    if early_stop(curve[: i + 1], curves, x, cfg.early).stop:
+                    stop = early_stop(
+                        curve[: i + 1],
+                        curves,
+                        x,
+                        cfg.early,
+                        matched=matched,
+                        seed_correlation=correlation(),
+                    )
+                    if stop.stop:
                         cost, value = x, math.nan
                         break
         committed += 1
@@ -261,12 +311,18 @@ def kohai(lab: Lab, budget: float, cfg: KohaiConfig) -> Result:
             return
         seeds = sorted(c.values)
         extra = {"confirm_rounds": c.rounds} if COUNTS_ROUNDS else {}
+        if cfg.screen_margin or cfg.sequential:
+            extra["screen_margin"] = cfg.screen_margin
+            extra["sequential"] = cfg.sequential
+        if cfg.pooled:
+            extra["paired_spread"] = pooled_paired_spread(history[-50:])
         verdict = decide(
             _runs(c.values),
             _runs({s: v for s, (v, _) in baseline.items()}),
             minimize=True,
             confirm_seeds=cfg.confirm_seeds,
             baseline_seeds=cfg.baseline_seeds,
+            seed_correlation=correlation(),
             **extra,
         )
         if verdict.verdict == "wait":
@@ -277,6 +333,9 @@ def kohai(lab: Lab, budget: float, cfg: KohaiConfig) -> Result:
             c.rounds += 1
             return
         c.done = True
+        pairs = [(v, baseline[s][0]) for s, v in c.values.items() if s in baseline]
+        if len(pairs) >= 2:
+            history.append(pairs)
         if verdict.verdict == "merge":
             out.claimed += -(verdict.delta or 0.0)
             level -= c.idea.effect
@@ -284,9 +343,12 @@ def kohai(lab: Lab, budget: float, cfg: KohaiConfig) -> Result:
             out.merges += 1
             out.false_merges += c.idea.effect <= 0
             baseline, baseline_wanted = {}, list(range(cfg.baseline_seeds))
+            if cfg.reuse_baseline:  # the merged head is the new base: its runs measure it
+                baseline = {s: (v, c.curves[s]) for s, v in c.values.items()}
+                baseline_wanted = [s for s in baseline_wanted if s not in baseline]
             for other in candidates:  # measured on the old base: re-run on the new one
                 if not other.done:
-                    other.values, other.wanted, other.rounds = {}, [0], 0
+                    other.values, other.curves, other.wanted, other.rounds = {}, {}, [0], 0
 
     for _ in range(cfg.students):
         start(clock)
@@ -305,6 +367,7 @@ def kohai(lab: Lab, budget: float, cfg: KohaiConfig) -> Result:
             cand.in_flight -= 1
             if job_base == base_id and not cand.done:
                 cand.values[seed] = value
+                cand.curves[seed] = curve
             evaluate(cand)
         while start(clock):
             if len(events) >= cfg.students:
@@ -335,7 +398,7 @@ def summarize(name: str, results: list[Result], greedy_rate: float | None) -> tu
     stopped = float(np.mean([r.stopped for r in results]))
     ideas = float(np.mean([r.ideas for r in results]))
     row = (
-        f"{name:<44} {gain:>+7.2f} {claimed:>+8.2f} {merges / len(results):>7.1f} {false_share:>7.1%} "
+        f"{name:<46} {gain:>+7.2f} {claimed:>+8.2f} {merges / len(results):>7.1f} {false_share:>7.1%} "
         f"{ideas:>6.0f} {stopped:>7.1f} {hours:>7.0f} {per:>9.1f} {ratio:>6.2f}x"
     )
     return row, rate
@@ -359,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--p-helpful", type=float, default=1 - P_NULL - P_HARMFUL)
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    n_ideas = int(args.gpu_hours) + 10
+    n_ideas = 10 * int(args.gpu_hours) + 10  # enough for a policy that stops most ideas early
     labs = [
         lambda i=i: make_lab(
             args.seed + 1000 * i, args.rho, n_ideas, tuple(args.effects), args.p_helpful
@@ -371,13 +434,35 @@ def main(argv: list[str] | None = None) -> int:
         ("greedy keep-if-better, 1 run (autoresearch)", lambda lab: greedy(lab, args.gpu_hours)),
         ("random search, keep best (sweep)", lambda lab: random_search(lab, args.gpu_hours)),
     ]
-    for confirm, base in ((3, 3), (5, 5), (3, 8)):
+    policies += [
+        ("oracle ceiling: truth after 1 run", lambda lab: oracle(lab, args.gpu_hours)),
+        (
+            "oracle ceiling: truth at first checkpoint",
+            lambda lab: oracle(lab, args.gpu_hours, stop_early=True),
+        ),
+    ]
+    for confirm, base in ((3, 3), (5, 5)):  # today's gate and scheduling
         for stop in (False, True):
             cfg = KohaiConfig(args.students, confirm, base, early if stop else EarlyStopConfig())
             name = f"kohai {args.students} st., gate {confirm}/{base}" + (
                 ", early stop" if stop else ""
             )
             policies.append((name, lambda lab, cfg=cfg: kohai(lab, args.gpu_hours, cfg)))
+    paired = EarlyStopConfig(enabled=True, band=1.0)  # against the matched seed's curve
+    for confirm, stop in ((3, False), (5, False), (3, True)):
+        cfg = KohaiConfig(
+            args.students,
+            confirm,
+            confirm,
+            paired if stop else EarlyStopConfig(),
+            screen_margin=0.5,
+            sequential=True,
+            paired_stop=stop,
+            reuse_baseline=True,
+            pooled=True,
+        )
+        name = f"kohai+ {confirm}/{confirm} screen,seq,pooled,reuse" + (", pstop" if stop else "")
+        policies.append((name, lambda lab, cfg=cfg: kohai(lab, args.gpu_hours, cfg)))
 
     print(
         f"{args.labs} simulated labs x {args.gpu_hours:g} GPU-hours each; ideas {P_NULL:.0%} null, "
@@ -387,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         f"matched-seed correlation {args.rho:g}; rng seed {args.seed}"
     )
     header = (
-        f"{'policy':<44} {'gain σ':>7} {'claimed':>8} {'merges':>7} {'false':>7} {'ideas':>6} {'stopped':>7} "
+        f"{'policy':<46} {'gain σ':>7} {'claimed':>8} {'merges':>7} {'false':>7} {'ideas':>6} {'stopped':>7} "
         f"{'GPU-h':>7} {'GPU-h/σ':>9} {'vs greedy':>7}"
     )
     print(header)

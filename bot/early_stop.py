@@ -42,6 +42,7 @@ DEFAULT_AFTER = 0.3
 DEFAULT_BAND = 3.0  # as `bot.problem.EarlyStop`
 DEFAULT_PATIENCE = 2
 MIN_BAND_REL = 0.002  # the band is at least 0.2 % of the baseline mean
+MAX_RHO = 0.95  # a paired band never narrows below a third of the seeds' spread
 
 
 class StopConfig(Protocol):
@@ -86,12 +87,22 @@ def decide(
     *,
     minimize: bool = True,
     metric: str = "metric",
+    matched: Sequence[Point] | None = None,
+    seed_correlation: float | None = None,
 ) -> StopDecision:
     """Stop when the run trails the baseline by more than its seeds' noise band, past `after`.
 
     `run` and each baseline curve are [x, value] points in increasing x (a
     budget fraction or a step; the same unit on both sides); non-finite values
     are dropped. `fraction_used` is the run's elapsed share of its budget.
+
+    With `matched`, the baseline's curve of the run's own seed, the comparison
+    is paired: the run is measured against that curve, whose seed luck it
+    shares, and the band is `band` × the spread of a paired difference: the
+    baseline seeds' std × sqrt(2 (1 - rho)), rho being the lab's matched-seed
+    correlation (`seed_correlation`; unknown counts as 0, the widest band).
+    Without it (or where the matched curve does not reach the point) the run is
+    measured against the baseline seeds' mean, as before.
     """
     patience = max(1, int(getattr(config, "patience", DEFAULT_PATIENCE)))
     if not getattr(config, "enabled", True):
@@ -106,6 +117,8 @@ def decide(
         return StopDecision(False, "fewer than two baseline curves: no noise band")
     if len(points) < patience:
         return StopDecision(False, f"fewer than {patience} progress points")
+    mine = _clean(matched) if matched is not None else []
+    rho = min(max(seed_correlation or 0.0, 0.0), MAX_RHO)
     checked: StopDecision | None = None
     for x, value in points[-patience:]:
         at_x = [v for v in (_interpolate(c, x) for c in curves) if v is not None]
@@ -113,6 +126,11 @@ def decide(
             return StopDecision(False, f"fewer than two baseline seeds reach {x:g}", at=x)
         mean = sum(at_x) / len(at_x)
         std = math.sqrt(sum((v - mean) ** 2 for v in at_x) / (len(at_x) - 1))
+        own = _interpolate(mine, x) if len(mine) >= 2 else None
+        ref = f"the baseline's {mean:.4g} ± {std:.2g} ({len(at_x)} seeds)"
+        if own is not None:  # paired: this seed's own baseline, the spread of a difference
+            mean, std = own, std * math.sqrt(2 * (1 - rho))
+            ref = f"its seed's baseline {mean:.4g} (paired spread {std:.2g})"
         band = max(config.band * std, MIN_BAND_REL * abs(mean))
         behind = value - mean if minimize else mean - value
         numbers = dict(
@@ -121,14 +139,13 @@ def decide(
         if behind <= band:
             return StopDecision(
                 False,
-                f"{metric} {value:.4g} at {x:g} is within {band:.2g} of the baseline's "
-                f"{mean:.4g} ± {std:.2g}",
+                f"{metric} {value:.4g} at {x:g} is within {band:.2g} of {ref}",
                 **numbers,
             )
         checked = StopDecision(
             True,
             f"stopped early at {fraction_used:.0%} of the budget: {metric} {value:.4g} at {x:g} "
-            f"trails the baseline's {mean:.4g} ± {std:.2g} ({len(at_x)} seeds) by {behind:.3g}, "
+            f"trails {ref} by {behind:.3g}, "
             f"more than the band {config.band:g} × std = {band:.2g}, for the last "
             f"{patience} point(s)",
             **numbers,
@@ -143,17 +160,30 @@ def stop_rule(
     *,
     minimize: bool = True,
     metric: str = "train_loss",
+    matched: Sequence[Point] | None = None,
+    seed_correlation: float | None = None,
 ) -> Callable[[list[list[float]], float], str | None]:
     """The harness's `StopRule` for one run: its reason to stop, or None to go on.
 
     `baselines` are the current base's baseline curves (`runs.curve`, one per
-    seed) in the run's unit; the progress curve is a loss, so lower is better
-    unless told otherwise.
+    seed) in the run's unit; `matched` is the one of the run's own seed, when
+    the baseline has it (a paired comparison); the progress curve is a loss, so
+    lower is better unless told otherwise.
     """
     curves = [list(c) for c in baselines]
+    own = list(matched) if matched is not None else None
 
     def rule(curve: list[list[float]], fraction_used: float) -> str | None:
-        decision = decide(curve, curves, fraction_used, config, minimize=minimize, metric=metric)
+        decision = decide(
+            curve,
+            curves,
+            fraction_used,
+            config,
+            minimize=minimize,
+            metric=metric,
+            matched=own,
+            seed_correlation=seed_correlation,
+        )
         return decision.reason if decision.stop else None
 
     return rule

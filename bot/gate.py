@@ -195,6 +195,9 @@ def decide(
     max_confirm_rounds: int = DEFAULT_MAX_CONFIRM_ROUNDS,
     pairing: bool = True,
     seed_correlation: float | None = None,
+    screen_margin: float = 0.0,
+    sequential: bool = False,
+    paired_spread: tuple[float, float] | None = None,
 ) -> GateDecision:
     """The verdict on a candidate's runs against the current baseline's.
 
@@ -213,6 +216,18 @@ def decide(
     freedom, so the test is Welch; otherwise matched seeds are paired.
     `pairing=False` forces Welch (the benchmark's comparison with the unpaired
     gate).
+
+    `screen_margin` (in units of the baseline seeds' std) screens on the first
+    seed: a candidate whose one counted seed is not ahead of its matched
+    baseline seed (or, unmatched, of the baseline mean) by that margin closes
+    without confirmation seeds. Most ideas are null or harmful, and a null one
+    that is barely ahead would otherwise cost its confirmation seeds.
+    `sequential` asks for confirmation one seed at a time: after each, a
+    candidate no longer ahead closes at once, and the test itself is still made
+    only at `confirm_seeds` (stopping for futility never raises false merges).
+    `paired_spread` is the lab's pooled (std, df) of paired differences from
+    earlier comparisons (`bot.stats.pooled_paired_spread`): the paired test
+    pools its variance with the candidate's own.
     """
     unpaired_because = "" if pairing else "pairing off"
     if pairing and seed_correlation is not None and seed_correlation < MIN_PAIRING_CORRELATION:
@@ -228,7 +243,13 @@ def decide(
     cand = [r for r in tally.counted if hw.matches(r.gpu_kind)]
     base = hw.baseline
     cmp = _Comparison.of(
-        cand, base, minimize=minimize, alpha=alpha, pairing=pairing, because=unpaired_because
+        cand,
+        base,
+        minimize=minimize,
+        alpha=alpha,
+        pairing=pairing,
+        because=unpaired_because,
+        pooled=paired_spread if pairing else None,
     )
     common: dict[str, Any] = {
         "n_candidate": len([r for r in cand if r.outcome == "ok"]),
@@ -294,14 +315,36 @@ def decide(
             f"Closed: the candidate is not better than the baseline. {numbers}",
         )
     counted = len(cand)
+    scale = cmp.baseline_stats[1]
+    if (
+        screen_margin > 0
+        and counted == 1
+        and confirm_seeds > 1
+        and cmp.promising is not None
+        and scale is not None
+        and math.isfinite(scale)
+    ):
+        ahead = -cmp.promising if minimize else cmp.promising
+        if ahead <= screen_margin * scale:
+            return verdict(
+                "close",
+                "screened out",
+                f"Closed: the first seed is ahead by {_g4(ahead)}, not by the screening margin "
+                f"of {screen_margin:g} × the baseline's std ({_g4(screen_margin * scale)}); "
+                f"an idea this close to the baseline is not worth its confirmation seeds. "
+                f"{numbers}",
+            )
+    if sequential:
+        max_confirm_rounds += max(0, confirm_seeds - 2)
     if counted < confirm_seeds:
-        needed = confirm_seeds - counted
+        needed = 1 if sequential else confirm_seeds - counted
         if confirm_rounds < max_confirm_rounds:
             return verdict(
                 "confirm",
                 "confirming",
                 f"Promising: better than the baseline on {counted} seed(s); running {needed} "
-                f"more to reach {confirm_seeds} before deciding. {numbers}",
+                f"more {'(one at a time) ' if sequential else ''}to reach {confirm_seeds} "
+                f"before deciding. {numbers}",
                 seeds_needed=needed,
             )
         numbers = (
@@ -457,6 +500,7 @@ class _Comparison:
         alpha: float,
         pairing: bool,
         because: str = "",
+        pooled: tuple[float, float] | None = None,
     ) -> _Comparison:
         base_values = [r.value for r in base if r.value is not None]
         ok_values = [r.value for r in cand if r.value is not None]
@@ -484,7 +528,7 @@ class _Comparison:
                 unmatched.append(r.value if r.value is not None else b_mean)
         if len(pairs) >= 2:
             cs, bs = zip(*pairs, strict=True)
-            result = paired_one_sided(list(cs), list(bs), minimize=minimize)
+            result = paired_one_sided(list(cs), list(bs), minimize=minimize, pooled=pooled)
             method: Method = "paired"
         else:
             values = [c for c, _ in pairs] + unmatched

@@ -56,16 +56,24 @@ class Knob:
     log: bool = False
     integer: bool = False
     choices: tuple[Any, ...] | None = None
+    # A declared group: knobs of one group move together in one PR, as one hypothesis
+    # (a learning rate and its warmup). None: the knob moves alone.
+    group: str | None = None
 
     @classmethod
     def from_toml(cls, name: str, spec: dict[str, Any]) -> Knob:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise ProblemError(f"search.{name}: knob names must be identifiers")
+        group = spec.get("group")
+        if group is not None and (
+            not isinstance(group, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", group)
+        ):
+            raise ProblemError(f"search.{name}.group: expected a group name, got {group!r}")
         if "choices" in spec:
             choices = spec["choices"]
             if not isinstance(choices, list) or not choices:
                 raise ProblemError(f"search.{name}.choices: expected a non-empty list")
-            return cls(name=name, choices=tuple(choices))
+            return cls(name=name, choices=tuple(choices), group=group)
         if "min" not in spec or "max" not in spec:
             raise ProblemError(f"search.{name}: expected min and max, or choices")
         low, high = spec["min"], spec["max"]
@@ -77,7 +85,58 @@ class Knob:
         if log and low <= 0:
             raise ProblemError(f"search.{name}: a log range needs min > 0")
         integer = bool(spec.get("int", isinstance(low, int) and isinstance(high, int) and not log))
-        return cls(name=name, low=float(low), high=float(high), log=log, integer=integer)
+        return cls(
+            name=name, low=float(low), high=float(high), log=log, integer=integer, group=group
+        )
+
+
+@dataclass(frozen=True)
+class SearchUnit:
+    """What one offline proposal moves: a knob alone, or every knob of a declared group."""
+
+    name: str  # the knob's name, or the group's
+    knobs: tuple[Knob, ...]
+    group: bool = False
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(k.name for k in self.knobs)
+
+
+def search_units(knobs: tuple[Knob, ...]) -> tuple[SearchUnit, ...]:
+    """The move units in `[search]` order (a group where its first knob is declared)."""
+    units: list[SearchUnit] = []
+    seen: set[str] = set()
+    for knob in knobs:
+        if knob.group is None:
+            units.append(SearchUnit(knob.name, (knob,)))
+        elif knob.group not in seen:
+            seen.add(knob.group)
+            members = tuple(k for k in knobs if k.group == knob.group)
+            units.append(SearchUnit(knob.group, members, group=True))
+    return tuple(units)
+
+
+def _check_groups(knobs: tuple[Knob, ...]) -> None:
+    """A group names two or more knobs, and no knob outside it: else it is likely a typo.
+
+    The `group` key on a knob makes "a knob is in at most one group" hold by
+    construction; what is left to check is that a group is a real group.
+    """
+    names = {k.name for k in knobs}
+    for unit in search_units(knobs):
+        if not unit.group:
+            continue
+        if len(unit.knobs) < 2:
+            raise ProblemError(
+                f"search.{unit.knobs[0].name}.group: group {unit.name!r} has only this knob; "
+                "a group moves two or more knobs together (a misspelt group name?)"
+            )
+        if unit.name in names:
+            raise ProblemError(
+                f"search: group {unit.name!r} has the name of a knob; hypotheses name groups "
+                "and knobs alike, so they must differ"
+            )
 
 
 @dataclass(frozen=True)
@@ -160,6 +219,11 @@ class Problem:
     def track_names(self) -> tuple[str, ...]:
         """Every track of the repository, the default one first."""
         return (DEFAULT_TRACK, *(t.name for t in self.tracks))
+
+    @property
+    def units(self) -> tuple[SearchUnit, ...]:
+        """The offline advisor's move units: each ungrouped knob, each declared group."""
+        return search_units(self.knobs)
 
 
 def _int_at_least(table: dict[str, Any], key: str, default: int, minimum: int, where: str) -> int:
@@ -312,6 +376,7 @@ def parse_problem(data: dict[str, Any]) -> Problem:
     knobs = tuple(Knob.from_toml(k, v) for k, v in search.items() if isinstance(v, dict))
     if len(knobs) != len(search):
         raise ProblemError("search: every knob must be a table like { min = 1, max = 2 }")
+    _check_groups(knobs)
     problem = Problem(
         metric=name,
         direction=direction,

@@ -102,8 +102,16 @@ def _welch_df(var_c: float, n_c: int, var_b: float, n_b: int) -> float:
     return (a + b) ** 2 / denominator
 
 
+# Fewer degrees of freedom than this say too little about a lab's paired noise.
+MIN_POOLED_DF = 10
+
+
 def paired_one_sided(
-    candidate: Sequence[float], baseline: Sequence[float], *, minimize: bool
+    candidate: Sequence[float],
+    baseline: Sequence[float],
+    *,
+    minimize: bool,
+    pooled: tuple[float, float] | None = None,
 ) -> WelchResult:
     """One-sided paired t-test of "the candidate is better" on matched seeds.
 
@@ -111,6 +119,13 @@ def paired_one_sided(
     t-test of the differences (df = n - 1). One pair gives no spread (p = 1,
     `delta_se` inf); differences without any spread make any improvement certain
     (p 0 or 1, 0.5 for an exact tie), as in `welch_one_sided`.
+
+    `pooled` is (std, df) of paired differences the lab measured in earlier
+    comparisons (`pooled_paired_spread`). The variance is then pooled with this
+    candidate's own (weighted by degrees of freedom, df added up): on three
+    seeds alone the t-test has 2 df and needs t > 2.92, while the lab already
+    knows its seed noise. A candidate that is noisier than the lab still shows
+    it through its own share of the variance.
     """
     if len(candidate) != len(baseline):
         raise ValueError("paired_one_sided needs one baseline value per candidate value")
@@ -121,15 +136,44 @@ def paired_one_sided(
     n = len(diffs)
     if n < 2:
         return WelchResult(t=0.0, df=0.0, p_value=1.0, delta=mean_d, delta_se=math.inf)
+    df = float(n - 1)
+    if pooled is not None and pooled[1] > 0 and math.isfinite(pooled[0]) and pooled[0] > 0:
+        sd, pooled_df = pooled
+        std_d = math.sqrt(((n - 1) * std_d**2 + pooled_df * sd**2) / (n - 1 + pooled_df))
+        df += pooled_df
     se = std_d / math.sqrt(n)
     improvement = -mean_d if minimize else mean_d
     if se == 0.0:
         p = 0.0 if improvement > 0 else 1.0 if improvement < 0 else 0.5
         t_stat = math.copysign(math.inf, mean_d) if mean_d else 0.0
-        return WelchResult(t=t_stat, df=float(n - 1), p_value=p, delta=mean_d, delta_se=0.0)
+        return WelchResult(t=t_stat, df=df, p_value=p, delta=mean_d, delta_se=0.0)
     t_stat = mean_d / se
-    p = float(stdtr(n - 1, t_stat if minimize else -t_stat))
-    return WelchResult(t=t_stat, df=float(n - 1), p_value=p, delta=mean_d, delta_se=se)
+    p = float(stdtr(df, t_stat if minimize else -t_stat))
+    return WelchResult(t=t_stat, df=df, p_value=p, delta=mean_d, delta_se=se)
+
+
+def pooled_paired_spread(
+    groups: Sequence[Sequence[tuple[float, float]]], *, min_df: int = MIN_POOLED_DF
+) -> tuple[float, float] | None:
+    """The std of a paired difference (candidate minus its seed's baseline), pooled, and its df.
+
+    Each group holds (candidate, baseline) values of one earlier comparison, one
+    pair per shared seed; each group's differences are centred on their own
+    mean, so an experiment's true effect is not counted as noise. None below
+    `min_df` degrees of freedom: too little to lean on.
+    """
+    ss = 0.0
+    df = 0
+    for group in groups:
+        diffs = [float(c) - float(b) for c, b in group]
+        if len(diffs) < 2 or not all(math.isfinite(d) for d in diffs):
+            continue
+        mean = statistics.fmean(diffs)
+        ss += math.fsum((d - mean) ** 2 for d in diffs)
+        df += len(diffs) - 1
+    if df < min_df or ss <= 0.0:
+        return None
+    return math.sqrt(ss / df), float(df)
 
 
 # Fewer matched pairs than this say too little about a lab's seed correlation.

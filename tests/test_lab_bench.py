@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 from pathlib import Path
 
@@ -58,5 +59,51 @@ def test_early_stopping_cuts_harmful_runs_and_saves_gpu_hours(bench) -> None:
 def test_the_table_prints_every_policy(bench, capsys) -> None:
     assert bench.main(["--labs", "2", "--gpu-hours", "30"]) == 0
     out = capsys.readouterr().out
-    for name in ("greedy keep-if-better", "random search", "gate 5/5, early stop", "vs greedy"):
+    for name in (
+        "greedy keep-if-better",
+        "random search",
+        "gate 5/5, early stop",
+        "vs greedy",
+        "oracle ceiling",
+    ):
+        assert name in out
+
+
+def test_oracle_ceilings_merge_exactly_the_helpful_ideas(bench) -> None:
+    lab = bench.make_lab(7, 0.5, 400)
+    helpful = [i.effect for i in lab.ideas[:50] if i.effect > 0]
+    full = bench.oracle(lab, 50)
+    assert full.ideas == 50 and full.gpu_hours == 50 and full.false_merges == 0
+    assert full.merges == len(helpful) and math.isclose(full.gain, sum(helpful))
+    early = bench.oracle(bench.make_lab(7, 0.5, 400), 50, stop_early=True)
+    assert early.false_merges == 0 and early.gpu_hours <= 50 + 1e-9
+    assert early.ideas > 2 * full.ideas and early.gain > 2 * full.gain
+    assert early.stopped == early.ideas - early.merges
+
+
+def test_the_research_levers_keep_false_merges_down_on_null_ideas(bench) -> None:
+    cfg = bench.KohaiConfig(
+        screen_margin=0.5,
+        sequential=True,
+        reuse_baseline=True,
+        pooled=True,
+        paired_stop=True,
+        early=bench.EarlyStopConfig(enabled=True, band=1.0),
+    )
+    results = [bench.kohai(lab_of(bench, 0.0, n=300, seed=s), 60, cfg) for s in range(8)]
+    today = [
+        bench.kohai(lab_of(bench, 0.0, n=300, seed=s), 60, bench.KohaiConfig()) for s in range(8)
+    ]
+    # More null ideas tried for the same GPU-hours, no more of them merged.
+    assert sum(r.ideas for r in results) > 1.5 * sum(r.ideas for r in today)
+    assert sum(r.merges for r in results) <= sum(r.merges for r in today)
+    assert all(r.gpu_hours <= 60 + 1e-9 for r in results)
+    helpful = bench.kohai(lab_of(bench, 3.0), 40, cfg)
+    assert helpful.merges >= 2 and helpful.false_merges == 0
+
+
+def test_the_table_has_the_oracle_rows(bench, capsys) -> None:
+    assert bench.main(["--labs", "2", "--gpu-hours", "20", "--rho", "0.89"]) == 0
+    out = capsys.readouterr().out
+    for name in ("oracle ceiling: truth after 1 run", "truth at first checkpoint", "kohai+"):
         assert name in out

@@ -1,4 +1,4 @@
-"""The offline advisor: one knob per pull request from the incumbent, and the gate as reviewer.
+"""The offline advisor: one knob (or declared group) per PR from the incumbent; the gate reviews.
 
 It keeps no state of its own. Every call reads the incumbent's knob values from
 the base's editable files (stored by the bot at each sync) and plans a one-knob
@@ -17,7 +17,7 @@ from bot.gate import GateDecision
 
 
 class OfflineAdvisor:
-    """Proposes one-knob moves over `[search]`; reviews by the gate's verdict alone."""
+    """Proposes one-knob or one-group moves over `[search]`; reviews by the gate's verdict alone."""
 
     def __init__(self, seed: int = 0) -> None:
         # The plan is deterministic; the seed is kept for the advisor factory's signature.
@@ -62,20 +62,32 @@ class OfflineAdvisor:
 
     def _proposal(self, ctx: AdvisorContext, move: Move, *, plateau: bool) -> Proposal:
         p = ctx.problem
-        was = "unset" if move.incumbent is None else f"{move.incumbent!r}"
-        lines = [
-            f"Set {move.knob} = {move.value!r} (the base has {move.knob} = {was}); "
-            "change nothing else.",
-        ]
+
+        def was(name: str) -> str:
+            value = move.incumbent.get(name)
+            return "unset" if value is None else f"{value!r}"
+
+        sets = ", ".join(
+            f"{name} = {value!r} (the base has {name} = {was(name)})"
+            for name, value in move.values.items()
+        )
+        if move.group:
+            lines = [
+                f"Move the group {move.unit} together: set {sets}; change nothing else. "
+                f"The knobs of {move.unit} are one hypothesis, tested in one PR."
+            ]
+        else:
+            lines = [f"Set {sets}; change nothing else."]
         if move.note:
             lines.append(f"({move.note}: the move starts from the middle of its range.)")
         if ctx.baseline_mean is not None:
             lines.append(f"Current baseline: {p.metric} = {ctx.baseline_mean:.4g}.")
         size = f"{move.step:.3g} of its declared range"
+        what = f"The group {move.unit}" if move.group else move.unit
         why = [
-            f"{move.knob} has the best expected gain of the knobs ({move.gain:+.2f} sigma: "
-            "the mean improvement of its one-knob moves so far, shrunk towards +1 sigma "
-            "for a knob not yet tried)."
+            f"{what} has the best expected gain of the knobs and groups ({move.gain:+.2f} "
+            "sigma: the mean improvement of its moves so far, shrunk towards +1 sigma for one "
+            "not yet tried)."
         ]
         if move.toward_middle:
             why.append(f"The move ({size}) goes towards the middle of the declared range.")
@@ -86,10 +98,13 @@ class OfflineAdvisor:
                 f"The lab is on a plateau ({ctx.experiments_since_improvement} experiments "
                 "without a merge), so moves are wider."
             )
+        changes = ", ".join(
+            f"{name} = {value!r} (from {was(name)})" for name, value in move.values.items()
+        )
         return Proposal(
-            title=f"{move.knob} = {move.value!r} (from {was})"[:120],
+            title=(f"{move.unit}: {changes}" if move.group else changes)[:120],
             hypothesis=" ".join(lines),
-            knobs={move.knob: move.value},
+            knobs=dict(move.values),
             rationale=" ".join(why),
             mode="offline",
         )

@@ -1,10 +1,14 @@
-"""One hypothesis per pull request, offline: one-knob moves around the incumbent.
+"""One hypothesis per pull request, offline: one-knob (or one-group) moves around the incumbent.
 
 The incumbent is what the base's editable files say today (`LEARNING_RATE =
 1e-3` in train.py), not a point of a search space: a merge changes it, a closed
 experiment does not. Every proposal changes exactly one knob from there, so a
 result answers one question ("is a larger learning rate better, everything
-else as it is?") and a merge is one idea. This is coordinate search with a
+else as it is?") and a merge is one idea. A declared group (`group = "optim"`
+on knobs in `[search]`) is one unit: its knobs move together, each by the same
+step along its own range, in one PR whose hypothesis names the group and every
+knob it moves (a learning rate and its warmup are one question, not two). What
+follows says "knob" for a unit of either kind. This is coordinate search with a
 model of the history:
 
 - **which knob**: a bandit over knobs. Each knob's expected gain is the mean
@@ -41,7 +45,7 @@ from typing import Any
 
 from agents.context import ExperimentRecord
 from agents.offline.student import find_constant
-from bot.problem import Knob, Problem
+from bot.problem import Knob, Problem, SearchUnit
 
 STEP = 0.25  # a move: this fraction of the knob's declared range, in its own scale
 WIDEN = 2.0  # the factor a plateau widens moves by
@@ -57,16 +61,32 @@ SIGNIFICANT_DIGITS = 4
 
 @dataclass(frozen=True)
 class Move:
-    """One proposal: set `knob` from `incumbent` to `value`, and why."""
+    """One proposal: set the unit's knobs from `incumbent` to `values`, and why.
 
-    knob: str
-    value: Any
-    incumbent: Any
+    A unit is one knob, or a declared group whose knobs move together (each by
+    the same step along its own declared range) as one hypothesis.
+    """
+
+    unit: str  # the knob's name, or the group's
+    values: dict[str, Any]
+    incumbent: dict[str, Any]  # the base's values of the same knobs (None: unset)
     step: float
     score: float
-    gain: float  # the knob's expected gain in sigmas (the bandit's estimate)
+    gain: float  # the unit's expected gain in sigmas (the bandit's estimate)
     toward_middle: bool
     note: str
+    group: bool = False
+
+    @property
+    def knob(self) -> str:
+        """The unit's name (the knob's, for a one-knob move)."""
+        return self.unit
+
+    @property
+    def value(self) -> Any:
+        """The new value of a one-knob move; a group's values as a tuple in `[search]` order."""
+        vals = tuple(self.values.values())
+        return vals[0] if len(vals) == 1 else vals
 
 
 def incumbent_values(problem: Problem, base_files: dict[str, str]) -> dict[str, Any]:
@@ -136,32 +156,46 @@ def noise_unit(baseline_std: float | None, baseline_mean: float | None) -> float
     return 1.0
 
 
+def unit_of(problem: Problem, knobs: dict[str, Any]) -> SearchUnit | None:
+    """The one unit an experiment moved: its knobs all belong to it (None: several, or none).
+
+    A one-knob experiment of a knob that is now in a group still teaches about
+    that group (history from before the group was declared).
+    """
+    names = set(knobs)
+    if not names:
+        return None
+    return next((u for u in problem.units if names <= set(u.names)), None)
+
+
+def _gain(record: ExperimentRecord, problem: Problem, noise: float) -> float | None:
+    """The record's improvement in sigmas; a failed or finished-unmeasured one is -1; open None."""
+    if record.delta is not None:
+        return (-record.delta if problem.minimize else record.delta) / noise
+    if record.finished or record.n_failed:
+        return -1.0
+    return None
+
+
 def knob_gains(
     problem: Problem, history: Sequence[ExperimentRecord], noise: float
 ) -> dict[str, float]:
-    """Each knob's expected improvement in sigmas: the bandit's posterior mean.
+    """Each unit's (knob's or group's) expected improvement in sigmas: the bandit's posterior mean.
 
-    Only one-knob experiments teach about a knob (a several-knob result cannot
-    be attributed). Measured ones contribute their improvement over their own
-    base's baseline; unfinished ones count as zero, so parallel students spread
-    out; failed ones (no value) as one sigma worse.
+    Only experiments that moved one unit teach about it (a result of several
+    unrelated changes cannot be attributed). Measured ones contribute their
+    improvement over their own base's baseline; unfinished ones count as zero,
+    so parallel students spread out; failed ones (no value) as one sigma worse.
     """
-    sums = {k.name: PRIOR_GAIN * PRIOR_WEIGHT for k in problem.knobs}
+    sums = {u.name: PRIOR_GAIN * PRIOR_WEIGHT for u in problem.units}
     counts = dict.fromkeys(sums, PRIOR_WEIGHT)
     for record in history:
-        if len(record.knobs) != 1:
+        unit = unit_of(problem, record.knobs)
+        if unit is None:
             continue
-        (name,) = record.knobs
-        if name not in sums:
-            continue
-        if record.delta is not None:
-            gain = (-record.delta if problem.minimize else record.delta) / noise
-        elif record.finished or record.n_failed:
-            gain = -1.0
-        else:
-            gain = 0.0
-        sums[name] += gain
-        counts[name] += 1
+        gain = _gain(record, problem, noise)
+        sums[unit.name] += 0.0 if gain is None else gain
+        counts[unit.name] += 1
     return {name: sums[name] / counts[name] for name in sums}
 
 
@@ -184,29 +218,33 @@ def plan(
     noise: float,
     widen_level: int = 0,
 ) -> list[Move]:
-    """Every untried one-knob move from the incumbent, best first (empty: all tried).
+    """Every untried one-unit move from the incumbent, best first (empty: all tried).
 
-    Moves of size STEP × WIDEN**level and half that are considered; if none of
-    them is untried, the next wider level is, up to MAX_WIDEN_LEVEL.
+    A unit is a knob or a declared group. Moves of size STEP × WIDEN**level and
+    half that are considered; if none of them is untried, the next wider level
+    is, up to MAX_WIDEN_LEVEL.
     """
     gains = knob_gains(problem, history, noise)
     here = at_incumbent(history)
-    order = {k.name: i for i, k in enumerate(problem.knobs)}
+    order = {u.name: i for i, u in enumerate(problem.units)}
     for level in range(widen_level, MAX_WIDEN_LEVEL + 1):
         moves = [
             move
-            for knob in problem.knobs
-            for move in _knob_moves(
-                knob, incumbent, here, gains[knob.name], level, noise, problem, history
+            for unit in problem.units
+            for move in _unit_moves(
+                unit, incumbent, here, gains[unit.name], level, noise, problem, history
             )
         ]
         if moves:
-            return sorted(moves, key=lambda m: (-m.score, order[m.knob], -m.step))
+            return sorted(moves, key=lambda m: (-m.score, order[m.unit], -m.step))
     return []
 
 
-def _knob_moves(
-    knob: Knob,
+Point = tuple[Any, ...]  # a unit's values, one per knob in the unit's order
+
+
+def _unit_moves(
+    unit: SearchUnit,
     incumbent: dict[str, Any],
     here: Sequence[ExperimentRecord],
     gain: float,
@@ -215,41 +253,66 @@ def _knob_moves(
     problem: Problem,
     history: Sequence[ExperimentRecord],
 ) -> list[Move]:
-    current = incumbent.get(knob.name)
-    u0 = to_unit(knob, current) if knob.name in incumbent else None
-    note = ""
-    if u0 is None:
-        note = (
-            f"{knob.name} has no literal value in the base's editable files"
-            if knob.name not in incumbent
-            else f"{knob.name} = {current!r} on the base is outside its declared range"
-        )
-        u0 = 0.5
-    tried = _tried_here(knob, incumbent, here, problem, noise)
-    tried += _left_behind(knob, incumbent, history, problem, noise)
+    current = tuple(incumbent.get(k.name) for k in unit.knobs)
+    u0s: list[float] = []
+    notes: list[str] = []
+    for knob, value in zip(unit.knobs, current, strict=True):
+        u = to_unit(knob, value) if knob.name in incumbent else None
+        if u is None:
+            notes.append(
+                f"{knob.name} has no literal value in the base's editable files"
+                if knob.name not in incumbent
+                else f"{knob.name} = {value!r} on the base is outside its declared range"
+            )
+            u = 0.5
+        u0s.append(u)
+    centre = sum(u0s) / len(u0s)
+    tried = _tried_here(unit, incumbent, here, problem, noise)
+    tried += _left_behind(unit, incumbent, history, problem, noise)
     winning = any(g is not None and g > 0 and open_ for _, g, open_ in tried)
     step = STEP * WIDEN**level
     seen: set[str] = {repr(current)}
     moves: list[Move] = []
     for size, bonus in ((step, 0.0), (step / 2, HALF_STEP)):
         for direction in (1, -1):
-            value = _step_value(knob, u0, direction * size)
-            if value is None or repr(value) in seen or _is_tried(value, tried):
+            point = tuple(
+                _step_value(k, u0, direction * size) for k, u0 in zip(unit.knobs, u0s, strict=True)
+            )
+            # A knob that cannot move (a one-choice list, the end of its list) stays; a move
+            # in which no knob changes is no move.
+            point = tuple(
+                cur if new is None else new for new, cur in zip(point, current, strict=True)
+            )
+            if all(_same(a, b) for a, b in zip(point, current, strict=True)):
                 continue
-            seen.add(repr(value))
-            toward = (0.5 - u0) * direction > 0
+            if repr(point) in seen or _is_tried(point, tried):
+                continue
+            seen.add(repr(point))
+            toward = (0.5 - centre) * direction > 0
             score = gain + bonus + (TOWARD_MIDDLE if toward else 0.0)
             if winning:
-                # A value of this knob is measured better and still being confirmed: moves
-                # around it wait (other knobs first) until it merges or closes.
+                # A value of this unit is measured better and still being confirmed: moves
+                # around it wait (other units first) until it merges or closes.
                 score -= gain + 1.0
-            sides = [g for v, g, _ in tried if g is not None and _side(knob, v, u0) == -direction]
+            sides = [g for v, g, _ in tried if g is not None and _side(unit, v, u0s) == -direction]
             if sides and min(sides) < 0:
                 score += OTHER_SIDE
-            same = [g for v, g, _ in tried if g is not None and _side(knob, v, u0) == direction]
+            same = [g for v, g, _ in tried if g is not None and _side(unit, v, u0s) == direction]
             if same and max(same) < 0:
                 score += SAME_SIDE
-            moves.append(Move(knob.name, value, current, size, score, gain, toward, note))
+            moves.append(
+                Move(
+                    unit.name,
+                    {k.name: v for k, v in zip(unit.knobs, point, strict=True)},
+                    {k.name: v for k, v in zip(unit.knobs, current, strict=True)},
+                    size,
+                    score,
+                    gain,
+                    toward,
+                    "; ".join(notes),
+                    unit.group,
+                )
+            )
     return moves
 
 
@@ -268,71 +331,88 @@ def _step_value(knob: Knob, u0: float, delta: float) -> Any:
 
 
 def _tried_here(
-    knob: Knob,
+    unit: SearchUnit,
     incumbent: dict[str, Any],
     here: Sequence[ExperimentRecord],
     problem: Problem,
     noise: float,
-) -> list[tuple[Any, float | None, bool]]:
-    """Values of this knob tried from the incumbent (other knobs as on it): (value, gain, open)."""
-    out: list[tuple[Any, float | None, bool]] = []
+) -> list[tuple[Point, float | None, bool]]:
+    """Points of this unit tried from the incumbent (other knobs as on it): (point, gain, open).
+
+    A knob of the unit that the experiment did not set had its incumbent value.
+    """
+    names = set(unit.names)
+    out: list[tuple[Point, float | None, bool]] = []
     for record in here:
-        if knob.name not in record.knobs:
+        if not names & set(record.knobs):
             continue
-        others = {k: v for k, v in record.knobs.items() if k != knob.name}
+        others = {k: v for k, v in record.knobs.items() if k not in names}
         if any(k in incumbent and not _same(v, incumbent[k]) for k, v in others.items()):
             continue
-        gain = None
-        if record.delta is not None:
-            gain = (-record.delta if problem.minimize else record.delta) / noise
-        elif record.finished or record.n_failed:
-            gain = -1.0
-        out.append((record.knobs[knob.name], gain, not record.finished))
+        point = tuple(record.knobs.get(k.name, incumbent.get(k.name)) for k in unit.knobs)
+        out.append((point, _gain(record, problem, noise), not record.finished))
     return out
 
 
 def _left_behind(
-    knob: Knob,
+    unit: SearchUnit,
     incumbent: dict[str, Any],
     history: Sequence[ExperimentRecord],
     problem: Problem,
     noise: float,
-) -> list[tuple[Any, float | None, bool]]:
-    """The value a merged one-knob move of this knob left behind: measured worse, so tried.
+) -> list[tuple[Point, float | None, bool]]:
+    """The point a merged move of this unit left behind: measured worse, so tried.
 
-    The offline advisor's hypotheses name the value they move from ("the base has
-    X = v"); without it, the step back to where the lab came from would look new.
+    The offline advisor's hypotheses name the value each knob moves from ("the
+    base has X = v"); without it, the step back to where the lab came from would
+    look new.
     """
-    out: list[tuple[Any, float | None, bool]] = []
-    pattern = re.compile(rf"the base has {re.escape(knob.name)} = ([^)]+)\)")
+    out: list[tuple[Point, float | None, bool]] = []
+    names = list(unit.names)
     for record in history:
-        if record.state != "merged" or list(record.knobs) != [knob.name]:
+        if record.state != "merged" or not record.knobs or not set(record.knobs) <= set(names):
             continue
-        if knob.name not in incumbent or not _same(record.knobs[knob.name], incumbent[knob.name]):
+        if any(k not in incumbent or not _same(v, incumbent[k]) for k, v in record.knobs.items()):
             continue
-        match = pattern.search(record.hypothesis)
-        if match is None:
-            continue
-        try:
-            origin = ast.literal_eval(match.group(1).strip())
-        except (SyntaxError, ValueError):
-            continue
-        gain = None
-        if record.delta is not None:
-            gain = (-record.delta if problem.minimize else record.delta) / noise
-        out.append((origin, -abs(gain) if gain is not None else -1.0, False))
+        origin: list[Any] = []
+        for name in names:
+            if name not in record.knobs:
+                origin.append(incumbent.get(name))
+                continue
+            pattern = re.compile(rf"the base has {re.escape(name)} = ([^)]+)\)")
+            match = pattern.search(record.hypothesis)
+            if match is None:
+                break
+            try:
+                origin.append(ast.literal_eval(match.group(1).strip()))
+            except (SyntaxError, ValueError):
+                break
+        else:
+            gain = None
+            if record.delta is not None:
+                gain = (-record.delta if problem.minimize else record.delta) / noise
+            out.append((tuple(origin), -abs(gain) if gain is not None else -1.0, False))
     return out
 
 
-def _is_tried(value: Any, tried: Sequence[tuple[Any, float | None, bool]]) -> bool:
-    return any(_same(value, v) for v, _, _ in tried)
+def _is_tried(point: Point, tried: Sequence[tuple[Point, float | None, bool]]) -> bool:
+    return any(
+        len(point) == len(v) and all(_same(a, b) for a, b in zip(point, v, strict=True))
+        for v, _, _ in tried
+    )
 
 
-def _side(knob: Knob, value: Any, u0: float) -> int:
-    u = to_unit(knob, value)
-    if u is None or math.isclose(u, u0, abs_tol=1e-9):
+def _side(unit: SearchUnit, point: Point, u0s: Sequence[float]) -> int:
+    """Which way a point lies from the incumbent: the sign of its mean move along the unit."""
+    moved = []
+    for knob, value, u0 in zip(unit.knobs, point, u0s, strict=True):
+        u = to_unit(knob, value)
+        if u is not None:
+            moved.append(u - u0)
+    total = sum(moved)
+    if not moved or math.isclose(total, 0.0, abs_tol=1e-9):
         return 0
-    return 1 if u > u0 else -1
+    return 1 if total > 0 else -1
 
 
 def _same(a: Any, b: Any) -> bool:
