@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from agents.context import AdvisorContext, ExperimentRecord
-from bot.gate import GateDecision
+from bot.core.gate import GateDecision
 
 AdvisorMode = Literal["offline", "claude"]
 ReviewVerdict = Literal["merge", "close", "changes"]
@@ -38,7 +38,7 @@ class Proposal:
     knobs: dict[str, Any]
     rationale: str
     mode: AdvisorMode
-    difference: str = ""  # for a repeat it still wants: what is different (bot.novelty)
+    difference: str = ""  # for a repeat it still wants: what is different (bot.core.novelty)
     cost_usd: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0

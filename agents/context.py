@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agents.student import knob_summary
+from bot.core.stats import mean_std
+from bot.core.untrusted import CLOSE_TAG, OPEN_TAG, clip_quoted, is_quoted, neutralize
 from bot.problem import Problem
-from bot.stats import mean_std
-from bot.untrusted import CLOSE_TAG, OPEN_TAG, clip_quoted, is_quoted, neutralize
 
 if TYPE_CHECKING:
     from bot.store import Store
@@ -87,7 +87,7 @@ class AdvisorContext:
     base_sha: str | None = None
     baseline_curve: list[list[float]] = field(default_factory=list)
     base_files: dict[str, str] = field(default_factory=dict)  # editable files at base_sha
-    sent_back: str = ""  # why the advisor's last proposal came back (bot.novelty), if it did
+    sent_back: str = ""  # why the advisor's last proposal came back (bot.core.novelty), if it did
     track: str = "default"  # the research track this notebook is of
 
     def render(self, max_chars: int = 12000) -> str:

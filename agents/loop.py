@@ -1,6 +1,6 @@
 """The advisor's two duties in the bot process: propose for idle students, review results.
 
-Agents propose, code decides: the gate (`bot.gate.decide`) owns the merge.
+Agents propose, code decides: the gate (`bot.core.gate.decide`) owns the merge.
 The advisor writes hypotheses and rationales and may send a promising-but-
 unproven PR back with changes or close a gate-approved one it distrusts, but
 it can never merge what the gate refused.
@@ -14,9 +14,9 @@ from typing import Any
 from agents.advisor import Advisor, AdvisorError
 from agents.context import AdvisorContext, build_context
 from agents.screens import propose_novel
-from bot import labs
-from bot.engine import ACTIVE_STATES, Engine, Repo
-from bot.review import Ask, Opinion, Reviewer
+from bot.engine import labs
+from bot.engine.engine import ACTIVE_STATES, Engine, Repo
+from bot.engine.review import Ask, Opinion, Reviewer
 from bot.store import now
 
 log = logging.getLogger("kohai.advisor")
@@ -190,7 +190,7 @@ class AdvisorLoop:
             if now() < self._propose_retry_at:
                 return opened
             try:
-                # Novelty (agents/screens.py, bot/novelty.py): a repeat goes back once.
+                # Novelty (agents/screens.py, bot/core/novelty.py): a repeat goes back once.
                 proposal = await propose_novel(
                     self.advisor,
                     self.context(repo),
@@ -228,7 +228,7 @@ class AdvisorLoop:
     # ------------------------------------------------------------- review
 
     async def review_pending(self) -> int:
-        """Review what is due; the bot (`bot.review`) decides, the advisor gives its opinion."""
+        """Review what is due; the bot (`bot.engine.review`) decides, the advisor gives its opinion."""
         rows = self.reviewer.due()
         for exp in rows:
             await self.review_one(exp)

@@ -1,10 +1,10 @@
 """The bot's screen between the advisor's proposals and the lab.
 
 (The other screen, the hypothesis-vs-diff audit before a merge, is in
-`bot.review.Reviewer.conclude`, through `bot.audit`.)
+`bot.engine.review.Reviewer.conclude`, through `bot.core.audit`.)
 
 - `propose_novel` is what the advisor loop calls instead of `advisor.propose`:
-  it asks, screens the answer against the notebook (`bot.novelty`), sends a
+  it asks, screens the answer against the notebook (`bot.core.novelty`), sends a
   repeat back once with the earlier PR named, and returns the proposal to open
   (with the repeat and what is different in its hypothesis, for the PR) or None
   when the advisor insisted on a repeat without saying what is different.
@@ -18,7 +18,7 @@ from dataclasses import replace
 
 from agents.advisor import Advisor, Proposal
 from agents.context import AdvisorContext, ExperimentRecord
-from bot.novelty import Prior, Screen, screen
+from bot.core.novelty import Prior, Screen, screen
 
 log = logging.getLogger("kohai.advisor")
 

@@ -1,7 +1,7 @@
 """How often does a merge policy merge noise, and how often does it catch a real win?
 
 Simulates experiments whose true effect is known and runs each through a merge
-policy exactly as the bot would: kohai's gate (`bot.gate.decide`: one seed
+policy exactly as the bot would: kohai's gate (`bot.core.gate.decide`: one seed
 first, confirmation seeds for a promising candidate, then a one-sided test
 against a baseline of `baseline_seeds` seeds) and, for comparison, greedy
 keep-if-better on one seed against a one-seed baseline (the autoresearch /
@@ -36,9 +36,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.gate import SeedRun, decide  # noqa: E402
+from bot.core.gate import SeedRun, decide  # noqa: E402
+from bot.core.stats import pooled_seed_correlation  # noqa: E402
 from bot.problem import Problem  # noqa: E402
-from bot.stats import pooled_seed_correlation  # noqa: E402
 
 EFFECTS = (0.0, 0.5, 1.0, 2.0)  # true improvement, in units of the seed noise sigma
 FIRST_SEEDS = 1  # `train.seeds`: seeds of an ordinary run before any confirmation

@@ -20,10 +20,10 @@ Policies:
 
 - **kohai**: N students on a shared queue (baseline seeds first, then
   confirmation seeds, then new ideas), kohai's real merge gate
-  (`bot.gate.decide`) with `confirm_seeds` / `baseline_seeds`, a baseline
+  (`bot.core.gate.decide`) with `confirm_seeds` / `baseline_seeds`, a baseline
   re-measured after every merge, and candidates measured on an old base
   re-run on the new one. Optionally kohai's early stopping
-  (`bot.early_stop.decide`) against the current baseline's curves; a stopped
+  (`bot.core.early_stop.decide`) against the current baseline's curves; a stopped
   run closes its candidate (the gate treats it as not better).
 - **kohai+**: the same with the gate's first-seed screening, sequential
   confirmation and pooled paired variance, the merged candidate's runs as the
@@ -63,10 +63,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot import gate  # noqa: E402
-from bot.early_stop import EarlyStopConfig  # noqa: E402
-from bot.early_stop import decide as early_stop  # noqa: E402
-from bot.gate import decide  # noqa: E402
-from bot.stats import pooled_paired_spread, pooled_seed_correlation  # noqa: E402
+from bot.core.early_stop import EarlyStopConfig  # noqa: E402
+from bot.core.early_stop import decide as early_stop  # noqa: E402
+from bot.core.gate import decide  # noqa: E402
+from bot.core.stats import pooled_paired_spread, pooled_seed_correlation  # noqa: E402
 
 # The gate takes runs with their seeds where it pairs matched seeds (SeedRun), bare values
 # where it does not; the bench feeds whichever the gate in this checkout understands.

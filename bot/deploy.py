@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from bot import router
+from bot.core import router
 
 # Students are named; a fleet larger than this list continues as student-<i>.
 STUDENT_NAMES: tuple[str, ...] = (

@@ -23,8 +23,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.core.stats import mean_std
 from bot.problem import Problem
-from bot.stats import mean_std
 from bot.store import Store
 
 ACTIVE_STATES = ("implementing", "training")

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from bot.gate import GateDecision, SeedRun, decide, needs_rerun_on_new_base
-from bot.stats import mean_std, paired_one_sided, pooled_seed_correlation, welch_one_sided
+from bot.core.gate import GateDecision, SeedRun, decide, needs_rerun_on_new_base
+from bot.core.stats import mean_std, paired_one_sided, pooled_seed_correlation, welch_one_sided
 
 BASE = [1.00, 1.01, 0.99]  # mean 1.0, std 0.01
 BASE_MAX = [0.80, 0.81, 0.79]

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.early_stop import stop_rule
+from bot.core.early_stop import stop_rule
 from bot.problem import CONFIG_FILE, Problem, ProblemError, loads_problem
 from bot.protocol import DIFF_INCOMPLETE, MAX_DIFF_CHARS, Job, JobResult
 from trainer import workspace
@@ -127,7 +127,7 @@ def _run_in_worktree(
     if refusal is not None:
         result.status, result.reason = "refused", refusal
         return result
-    if job.kind != "baseline":  # the bot audits it against the hypothesis (bot/audit.py)
+    if job.kind != "baseline":  # the bot audits it against the hypothesis (bot/core/audit.py)
         result.diff = pr_diff(tree, job.base_sha, head)
 
     reporter.phase("training", head_sha=head)

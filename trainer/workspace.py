@@ -215,7 +215,7 @@ class Publisher(Protocol):
 def publish(worktree: Path, job: Job, client: Publisher) -> str:
     """Send HEAD to the bot as a bundle; the bot pushes it to the job's branch.
 
-    Hosts hold a read-only token (see bot/bundles.py for the checks on the
+    Hosts hold a read-only token (see bot/github/bundles.py for the checks on the
     bot's side). Raises GitError with the bot's reason when it refuses.
     """
     if not job.head_ref:

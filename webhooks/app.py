@@ -13,7 +13,7 @@ from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
-from bot.inbox import inbox_counts
+from bot.engine.inbox import inbox_counts
 from webhooks import hosts
 from webhooks.context import BotContext
 from webhooks.github_hook import github_webhook

@@ -8,12 +8,12 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.bus import Bus
 from bot.config import Settings
-from bot.engine import Engine
-from bot.github import GitHubApp
-from bot.jobs import JobBook
-from bot.permissions import PermissionCache
+from bot.engine.bus import Bus
+from bot.engine.engine import Engine
+from bot.engine.jobs import JobBook
+from bot.github.client import GitHubApp
+from bot.github.permissions import PermissionCache
 from bot.store import Store
 
 

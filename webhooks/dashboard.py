@@ -27,9 +27,10 @@ from litestar.enums import MediaType
 from litestar.exceptions import NotFoundException
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from bot import labs, queries
+from bot import queries
+from bot.engine import labs
 from bot.problem import Problem
-from bot.report import curves_svg, fmt_delta, fmt_metric, progress_svg
+from bot.render.report import curves_svg, fmt_delta, fmt_metric, progress_svg
 from bot.store import Store
 
 STATIC_DIR = Path(__file__).parent / "static"

@@ -9,7 +9,7 @@ import json
 from litestar import Request, Response, post
 from litestar.datastructures import State
 
-from bot.inbox import store_delivery
+from bot.engine.inbox import store_delivery
 
 MAX_BODY = 25 * 1024 * 1024
 

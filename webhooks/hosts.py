@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 from litestar import Request, Response, post
 from litestar.datastructures import State
 
-from bot import bundles
-from bot.jobs import LeaseConflict, Leased, hash_token
+from bot.engine.jobs import LeaseConflict, Leased, hash_token
+from bot.github import bundles
 from bot.protocol import Implement, Job, JobEvent, JobResult
 
 MAX_WAIT_S = 60.0

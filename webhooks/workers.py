@@ -12,9 +12,9 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from bot.inbox import process_pending
-from bot.outbox import OutboxWorker
-from bot.sync import stale_repos, sync_repo
+from bot.engine.inbox import process_pending
+from bot.github.sync import stale_repos, sync_repo
+from bot.outbox.worker import OutboxWorker
 from webhooks.context import BotContext
 
 log = logging.getLogger("kohai.workers")

@@ -22,7 +22,7 @@ from agents.claude import messages, tools
 from agents.claude.pricing import Usage, cost_usd, usage_from
 from agents.claude.verdicts import feedback_with_failure, reconcile
 from agents.context import AdvisorContext, ExperimentRecord
-from bot.gate import GateDecision
+from bot.core.gate import GateDecision
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
 MODEL_ENV = "KOHAI_ADVISOR_MODEL"

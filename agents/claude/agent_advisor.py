@@ -36,7 +36,7 @@ from agents.claude import messages, tools
 from agents.claude.student import _sandboxed_cli as sandboxed_cli
 from agents.claude.verdicts import feedback_with_failure, reconcile
 from agents.context import AdvisorContext, ExperimentRecord
-from bot.gate import GateDecision
+from bot.core.gate import GateDecision
 from trainer import sandbox
 
 MODEL_ENV = "KOHAI_ADVISOR_MODEL"

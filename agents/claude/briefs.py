@@ -14,7 +14,7 @@ from agents.student import knob_summary
 from bot.problem import Problem
 from bot.protocol import Implement
 
-# How the bot quotes an outsider's issue (bot.untrusted.OPEN_TAG; not imported:
+# How the bot quotes an outsider's issue (bot.core.untrusted.OPEN_TAG; not imported:
 # hosts load only bot.problem and bot.protocol).
 UNTRUSTED_TAG = "<untrusted-data"
 

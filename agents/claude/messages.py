@@ -17,8 +17,8 @@ from typing import Any
 
 import prompts
 from agents.context import AdvisorContext, ExperimentRecord
-from bot.audit import audit_diff
-from bot.gate import GateDecision
+from bot.core.audit import audit_diff
+from bot.core.gate import GateDecision
 
 CACHE = {"type": "ephemeral"}
 PROGRAM_CHARS = 24000  # program.md beyond this is clipped in the stable block

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from agents.context import ExperimentRecord
-from bot.gate import GateDecision
+from bot.core.gate import GateDecision
 
 Verdict = Literal["merge", "close", "changes"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from agents.advisor import AdvisorError, Proposal, Review
 from agents.context import AdvisorContext, ExperimentRecord
 from agents.offline.moves import Move, incumbent_values, noise_unit, plan
-from bot.gate import GateDecision
+from bot.core.gate import GateDecision
 
 
 class OfflineAdvisor:

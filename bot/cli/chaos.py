@@ -151,7 +151,7 @@ class ChaosLab:
         self.log.append(f"{time.strftime('%X')} bot SIGKILLed")
 
     def add_host(self, name: str) -> None:
-        from bot.jobs import register_student
+        from bot.engine.jobs import register_student
         from bot.store import Store
 
         if name not in self.tokens:
@@ -400,7 +400,7 @@ def bot_main() -> int:
 
     from bot.cli.serve import build_context
     from bot.config import Settings
-    from bot.github import GitHubApp
+    from bot.github.client import GitHubApp
     from webhooks.app import create_app
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")

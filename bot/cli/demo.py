@@ -195,8 +195,9 @@ class Demo:
         print(f"[{time.time() - self.t0:6.1f}s] {text}", flush=True)
 
     def snapshot(self) -> dict[str, Any]:
-        from bot import labs, queries
-        from bot.engine import Repo
+        from bot import queries
+        from bot.engine import labs
+        from bot.engine.engine import Repo
 
         row = self.store.one("SELECT * FROM repos WHERE full_name = ?", (REPO,))
         problem = Repo.from_row(row).problem if row and row["problem_toml"] else None
@@ -282,9 +283,10 @@ class Demo:
     # -------------------------------------------------------------- the end
 
     def finish(self, snap: dict[str, Any]) -> int:
-        from bot import labs, queries
+        from bot import queries
         from bot.cli.history import format_table
-        from bot.report import write_report
+        from bot.engine import labs
+        from bot.render.report import write_report
 
         problem = snap["problem"]
         metric = problem.metric if problem else "metric"

@@ -26,9 +26,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bot import labs, queries
+from bot import queries
+from bot.engine import labs
 from bot.problem import CONFIG_FILE, Problem, ProblemError, load_problem
-from bot.report import fmt_delta, fmt_metric
+from bot.render.report import fmt_delta, fmt_metric
 from bot.store import Store
 
 EXTRA_COLUMNS = ["student", "seeds", "duration_s", "cost_usd", "pr", "parent", "trust"]

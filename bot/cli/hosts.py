@@ -7,8 +7,8 @@ import os
 import re
 import sys
 
-from bot.jobs import register_student
-from bot.labs import LabListError, parse_lab_list
+from bot.engine.jobs import register_student
+from bot.engine.labs import LabListError, parse_lab_list
 from bot.store import Store
 
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")

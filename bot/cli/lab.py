@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import Settings
-from bot.jobs import register_student
+from bot.engine.jobs import register_student
 from bot.store import Store
 
 
@@ -116,7 +116,7 @@ class LocalLab:
 
     def start(self) -> LocalLab:
         from bot.cli.serve import build_context
-        from bot.github import GitHubApp
+        from bot.github.client import GitHubApp
         from sandbox.control import SandboxControl
         from sandbox.server import SandboxServer
         from webhooks.app import create_app

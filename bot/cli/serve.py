@@ -104,7 +104,7 @@ async def github_pass(ctx: Any) -> None:
 
 async def check_github(ctx: Any) -> None:
     """Wrong App id, unreadable key, unreachable GitHub: one clear line each, on /healthz."""
-    from bot.preflight import preflight
+    from bot.github.preflight import preflight
 
     settings = ctx.settings
     try:
@@ -120,7 +120,7 @@ async def check_github(ctx: Any) -> None:
 
 async def catch_up_once(ctx: Any) -> list[str]:
     """Ask GitHub to redeliver what failed since the last complete catch-up."""
-    from bot.catchup import catch_up
+    from bot.github.catchup import catch_up
 
     store = ctx.store
     mark = store.one("SELECT value FROM bot_state WHERE key = 'catch_up_since'")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.gate import decide
+from bot.core.gate import decide
+from bot.engine.review import Ask, Opinion
 from bot.protocol import DIFF_INCOMPLETE, MAX_DIFF_CHARS, JobResult
-from bot.review import Ask, Opinion
 from bot.store import Store, now
 from tests.agents.conftest import git, make_git_repo
 from tests.core.test_review import Lab, ok

@@ -14,7 +14,7 @@ from agents.advisor import Advisor, AdvisorError, make_advisor
 from agents.context import AdvisorContext, build_context
 from agents.offline.advisor import OfflineAdvisor
 from agents.offline.moves import incumbent_values, plan, to_unit
-from bot.gate import decide
+from bot.core.gate import decide
 from bot.problem import Problem, loads_problem
 from bot.store import Store
 

@@ -109,7 +109,7 @@ def test_host_side_imports_need_no_server_dependencies() -> None:
         "for name in ('scipy', 'sqlite_utils', 'litestar', 'githubkit', 'anthropic'):\n"
         "    sys.modules[name] = None\n"
         "import agents.student, agents.offline.student\n"
-        "blocked = {'bot.store', 'bot.stats', 'bot.gate', 'agents.context', 'agents.advisor'}\n"
+        "blocked = {'bot.store', 'bot.core.stats', 'bot.core.gate', 'agents.context', 'agents.advisor'}\n"
         "print(sorted(blocked & set(sys.modules)))\n"
     )
     out = subprocess.run(

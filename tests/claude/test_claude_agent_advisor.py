@@ -24,7 +24,7 @@ from agents.advisor import AdvisorError
 from agents.claude.agent_advisor import ClaudeAgentAdvisor
 from agents.claude.checkouts import GitCheckouts
 from agents.context import AdvisorContext, ExperimentRecord
-from bot.gate import GateDecision
+from bot.core.gate import GateDecision
 from bot.problem import loads_problem
 
 pytestmark = pytest.mark.timeout(180)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.audit import TRUNCATED_MARK, audit_diff
+from bot.core.audit import TRUNCATED_MARK, audit_diff
 
 CHARLM = Path(__file__).resolve().parents[2] / "trainer" / "examples" / "charlm"
 

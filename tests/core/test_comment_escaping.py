@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from bot.comments import ZWJ, code_block, plain, results_comment, status_comment
+from bot.render.comments import ZWJ, code_block, plain, results_comment, status_comment
 
 MENTION = re.compile(r"(?<![\w`])@[A-Za-z0-9]")  # what GitHub would link as a mention
 
@@ -106,7 +106,7 @@ def test_status_comment_defangs_hypothesis_and_decision() -> None:
 
 
 def test_an_unsealed_result_says_so_and_a_sealed_one_does_not() -> None:
-    from bot.comments import results_comment
+    from bot.render.comments import results_comment
 
     def body(sealed: bool) -> str:
         return results_comment(

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bot.early_stop import EarlyStopConfig, decide, stop_rule
+from bot.core.early_stop import EarlyStopConfig, decide, stop_rule
 
 XS = [i / 20 for i in range(1, 21)]  # progress points at 5 %, 10 %, ... of the budget
 ON = EarlyStopConfig(enabled=True, after_fraction=0.3, band=2.0, patience=2)

@@ -2,8 +2,8 @@
 
 import typing
 
-from bot import intents as i
-from bot.engine import HANDLERS, Engine, handles
+from bot.core import intents as i
+from bot.engine.engine import HANDLERS, Engine, handles
 
 
 def test_every_intent_type_has_a_handler_and_nothing_else_does() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bot.engine import Engine
+from bot.engine.engine import Engine
 from bot.store import Store, dumps
 
 
@@ -95,7 +95,7 @@ def test_a_newer_status_body_supersedes_an_unsent_one(tmp_path: Path) -> None:
 
 def test_the_job_is_queued_when_the_branch_exists_and_the_pr_catches_up(tmp_path: Path) -> None:
     """Branch first, job at once; the PR opened later gets the current label and late results."""
-    from bot.jobs import JobBook
+    from bot.engine.jobs import JobBook
     from bot.protocol import JobResult
 
     store, engine, exp_id = setup(tmp_path)

@@ -14,13 +14,13 @@ import httpx
 import pytest
 import respx
 
-import bot.inbox as inbox
-from bot.catchup import select_redeliveries
+import bot.engine.inbox as inbox
 from bot.cli.serve import catch_up_once, github_pass
 from bot.config import Settings
-from bot.engine import Engine
-from bot.github import GitHubWriteError
-from bot.preflight import preflight
+from bot.engine.engine import Engine
+from bot.github.catchup import select_redeliveries
+from bot.github.client import GitHubWriteError
+from bot.github.preflight import preflight
 from bot.store import Store
 from webhooks.app import health
 from webhooks.context import BotContext

@@ -2,7 +2,7 @@
 
 A real SQLite file, the real engine and job book: a baseline and a candidate
 job are leased and completed as a host would, then the gate is asked from the
-store (bot.evidence) exactly as the advisor loop asks it.
+store (bot.engine.evidence) exactly as the advisor loop asks it.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bot import evidence
-from bot.engine import Engine
-from bot.jobs import JobBook
+from bot.engine import evidence
+from bot.engine.engine import Engine
+from bot.engine.jobs import JobBook
 from bot.protocol import JobResult, RunResult
 from bot.store import Store, dumps, now
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.jobs import validate_result
+from bot.engine.jobs import validate_result
 from bot.protocol import JobResult, RunResult
 
 JOB = {"id": 7, "leased_by": "fern", "seeds": "[0]"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bot.engine import Engine
-from bot.inbox import MAX_TRIES, process_pending, store_delivery
+from bot.engine.engine import Engine
+from bot.engine.inbox import MAX_TRIES, process_pending, store_delivery
 from bot.store import Store
 
 COMMENT = {

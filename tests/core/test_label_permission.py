@@ -12,10 +12,17 @@ from pathlib import Path
 import pytest
 
 from agents.context import build_context
-from bot.engine import Engine
-from bot.inbox import process_pending, store_delivery
+from bot.core.untrusted import (
+    CLOSE_TAG,
+    OPEN_TAG,
+    clip_quoted,
+    is_quoted,
+    quote_as_data,
+    quoted_body,
+)
+from bot.engine.engine import Engine
+from bot.engine.inbox import process_pending, store_delivery
 from bot.store import Store
-from bot.untrusted import CLOSE_TAG, OPEN_TAG, clip_quoted, is_quoted, quote_as_data, quoted_body
 
 LEVELS = {"alice": "admin", "tom": "triage", "outsider": "none"}
 INJECTION = (

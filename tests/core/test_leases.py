@@ -17,7 +17,7 @@ import pytest
 
 from bot.cli.lab import ServerThread
 from bot.config import Settings
-from bot.jobs import register_student, validate_result
+from bot.engine.jobs import register_student, validate_result
 from bot.protocol import JobResult, RunResult
 from webhooks.app import create_app
 from webhooks.context import BotContext

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bot import lifecycle
-from bot.engine import Engine
-from bot.lifecycle import FINAL_STATES, STATES, transition
+from bot.core import lifecycle
+from bot.core.lifecycle import FINAL_STATES, STATES, transition
+from bot.engine.engine import Engine
 from bot.store import Store
 
 ALLOWED = [
@@ -122,7 +122,7 @@ def test_the_engine_refuses_and_logs_an_illegal_move(
 
 
 def test_a_human_reopening_a_closed_pr_brings_it_back_to_review(tmp_path: Path) -> None:
-    from bot import intents as i
+    from bot.core import intents as i
 
     store = Store(tmp_path / "k.db")
     engine = Engine(store)
@@ -145,7 +145,7 @@ def test_a_human_reopening_a_closed_pr_brings_it_back_to_review(tmp_path: Path) 
 
 
 def test_stop_on_a_queued_experiment_holds_it_in_review(tmp_path: Path) -> None:
-    from bot import intents as i
+    from bot.core import intents as i
 
     store = Store(tmp_path / "k.db")
     engine = Engine(store)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.novelty import TEXT_THRESHOLD, Prior, find_repeat, numbers, screen, trigram_cosine
+from bot.core.novelty import TEXT_THRESHOLD, Prior, find_repeat, numbers, screen, trigram_cosine
 
 COSINE = (
     "Use cosine learning-rate decay to zero over the training budget instead of a constant "
@@ -46,7 +46,7 @@ TIE_PARAPHRASE = "Tie the weights of the output projection and the input embeddi
 def test_trigram_cosine_separates_paraphrases_from_other_ideas(
     a: str, b: str, duplicate: bool
 ) -> None:
-    """The calibration the threshold rests on (the numbers are in bot/novelty.py's docstring)."""
+    """The calibration the threshold rests on (the numbers are in bot/core/novelty.py's docstring)."""
     score = trigram_cosine(a, b)
     assert (score >= TEXT_THRESHOLD) is duplicate, score
     assert trigram_cosine(a, b) == pytest.approx(trigram_cosine(b, a))

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from bot.early_stop import EarlyStopConfig
-from bot.early_stop import decide as stop
-from bot.gate import decide
-from bot.stats import paired_one_sided, pooled_paired_spread
+from bot.core.early_stop import EarlyStopConfig
+from bot.core.early_stop import decide as stop
+from bot.core.gate import decide
+from bot.core.stats import paired_one_sided, pooled_paired_spread
 
 
 def runs(values: list[float], first_seed: int = 0) -> list[dict]:

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from bot.engine import BASE_MOVED, Engine
-from bot.gate import GateDecision
-from bot.jobs import MAX_BASELINE_JOBS, JobBook, validate_result
+from bot.core.gate import GateDecision
+from bot.engine.engine import BASE_MOVED, Engine
+from bot.engine.jobs import MAX_BASELINE_JOBS, JobBook, validate_result
+from bot.engine.review import Ask, Opinion, Reviewer, gate_reason, review_outcome
 from bot.protocol import JobResult, RunResult
-from bot.review import Ask, Opinion, Reviewer, gate_reason, review_outcome
 from bot.store import Store
 
 TOML = (

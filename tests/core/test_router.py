@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bot import intents as i
-from bot.events import Event
-from bot.router import SUBSCRIBED_EVENTS, ExperimentView, RouteState, permission_logins, route
+from bot.core import intents as i
+from bot.core.events import Event
+from bot.core.router import SUBSCRIBED_EVENTS, ExperimentView, RouteState, permission_logins, route
 
 BOT = "kohai[bot]"
 STUDENTS = frozenset({"fern", "frieren"})

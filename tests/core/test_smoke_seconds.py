@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bot.comments import results_comment
 from bot.protocol import JobResult
+from bot.render.comments import results_comment
 
 
 def _comment(smoke_s: float, unsandboxed: bool = False) -> str:

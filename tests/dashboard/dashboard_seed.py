@@ -16,7 +16,7 @@ import uvicorn
 from litestar import Litestar
 from litestar.datastructures import State
 
-from bot.bus import Bus
+from bot.engine.bus import Bus
 from bot.problem import Problem
 from bot.store import Store, dumps
 from webhooks.dashboard import ROUTES

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from bot.charts import Series, line_chart, mermaid_xychart, nice_ticks
+from bot.render.charts import Series, line_chart, mermaid_xychart, nice_ticks
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from dashboard_seed import Seeded
 
 from bot.problem import Problem
-from bot.report import write_report
+from bot.render.report import write_report
 from bot.store import Store
 
 

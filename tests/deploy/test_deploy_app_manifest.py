@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from bot import deploy, router
+from bot import deploy
 from bot.cli import main
+from bot.core import router
 
 
 def test_manifest_permissions_and_events_come_from_the_router() -> None:

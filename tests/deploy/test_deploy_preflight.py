@@ -15,8 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from bot import router
-from bot.preflight import app_jwt, preflight
+from bot.core import router
+from bot.github.preflight import app_jwt, preflight
 
 APP_ID = 4242
 

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from bot.audit import audit_diff
+from bot.core.audit import audit_diff
 from tests.e2e.conftest import Lab
 
 pytestmark = pytest.mark.slow

@@ -1,6 +1,6 @@
 """Students shared by weight: the pure choices, a simulated backlog, and the real store.
 
-Fair sharing is stride scheduling over GPU time (bot.labs): the lab furthest
+Fair sharing is stride scheduling over GPU time (bot.engine.labs): the lab furthest
 behind its weight gets the next job. The simulation gives labs different job
 lengths on purpose: shares are of GPU time, not of job counts.
 """
@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from bot import labs
-from bot.engine import Engine
-from bot.jobs import JobBook, register_student
+from bot.engine import labs
+from bot.engine.engine import Engine
+from bot.engine.jobs import JobBook, register_student
 from bot.store import Store, now
 
 # ------------------------------------------------------------------ pure parts
@@ -272,8 +272,8 @@ def test_a_deleted_installation_stops_its_labs_and_cancels_their_queued_jobs(
     """GitHub's own `installation.deleted` delivery, through the router and the engine."""
     import json
 
-    from bot.events import parse_event
-    from bot.router import route
+    from bot.core.events import parse_event
+    from bot.core.router import route
 
     fixture = (
         Path(__file__).resolve().parents[1]

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from bot import intents as i
-from bot import labels, labs
-from bot.engine import Engine
-from bot.events import Event
-from bot.jobs import JobBook, register_student
+from bot.core import intents as i
+from bot.core import labels
+from bot.core.events import Event
+from bot.core.router import RouteState, route, track_of
+from bot.engine import labs
+from bot.engine.engine import Engine
+from bot.engine.jobs import JobBook, register_student
 from bot.problem import DEFAULT_TRACK, ProblemError, Track, loads_problem
-from bot.router import RouteState, route, track_of
 from bot.store import Store, now
 
 # ------------------------------------------------------------------ parsing

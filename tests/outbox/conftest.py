@@ -12,7 +12,7 @@ import respx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bot.github import GitHubApp
+from bot.github.client import GitHubApp
 from bot.store import Store
 
 API = "https://api.github.com"

@@ -17,12 +17,12 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.catchup import catch_up
-from bot.github import GitHubApp
-from bot.outbox import OutboxWorker, failed_writes
-from bot.permissions import PermissionCache, can_command
+from bot.github.catchup import catch_up
+from bot.github.client import GitHubApp
+from bot.github.permissions import PermissionCache, can_command
+from bot.outbox.worker import OutboxWorker, failed_writes
+from bot.outbox.writes import enqueue
 from bot.store import Store
-from bot.writes import enqueue
 from sandbox.control import SandboxControl
 from sandbox.server import SandboxServer
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import respx
 
-from bot.catchup import catch_up, delivery_ok, select_redeliveries
-from bot.github import GitHubApp
+from bot.github.catchup import catch_up, delivery_ok, select_redeliveries
+from bot.github.client import GitHubApp
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 

@@ -10,7 +10,7 @@ import pytest
 import respx
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bot.github import (
+from bot.github.client import (
     GitHubApp,
     GitHubWriteError,
     Pacer,

@@ -9,10 +9,10 @@ import httpx
 import pytest
 import respx
 
-from bot.github import GitHubApp
-from bot.outbox import OutboxWorker, is_marked_by
+from bot.github.client import GitHubApp
+from bot.outbox.worker import OutboxWorker, is_marked_by
+from bot.outbox.writes import enqueue, marker, with_marker
 from bot.store import Store
-from bot.writes import enqueue, marker, with_marker
 
 from .conftest import BOT_USER, INSTALLATION, api_calls, writes
 

@@ -11,9 +11,9 @@ import httpx
 import pytest
 import respx
 
-from bot.bus import Bus
-from bot.github import GitHubApp, GitHubWriteError
-from bot.outbox import (
+from bot.engine.bus import Bus
+from bot.github.client import GitHubApp, GitHubWriteError
+from bot.outbox.worker import (
     OutboxWorker,
     failed_writes,
     failure_update,
@@ -21,8 +21,8 @@ from bot.outbox import (
     requeue,
     retry_delay_s,
 )
+from bot.outbox.writes import enqueue
 from bot.store import Store
-from bot.writes import enqueue
 
 from .conftest import BOT_USER, INSTALLATION, FakeTime, writes
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import respx
 
-from bot.github import GitHubApp
-from bot.permissions import PermissionCache, can_command
+from bot.github.client import GitHubApp
+from bot.github.permissions import PermissionCache, can_command
 
 from .conftest import INSTALLATION, FakeTime
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agents.context import AdvisorContext, ExperimentRecord
-from bot.gate import GateDecision
+from bot.core.gate import GateDecision
 from bot.problem import loads_problem
 
 CONFIG_TOML = """\

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from trainer_helpers import git, job_dict, make_origin, push_branch
 
-from bot import bundles
+from bot.github import bundles
 from bot.problem import load_problem
 from bot.protocol import Job
 from trainer import workspace

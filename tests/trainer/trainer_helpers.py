@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-from bot import bundles
+from bot.github import bundles
 
 TOKEN = "host-token-fern"
 

@@ -1,6 +1,6 @@
 """What the gate is shown: the runs of a candidate and of its baseline, read from the store.
 
-`bot.gate.decide` is pure; this is its edge. It reads every counted run of the
+`bot.core.gate.decide` is pure; this is its edge. It reads every counted run of the
 candidate (failed ones included: they count against it), the baseline runs of
 the base it was measured on with their seeds and hardware class, how many
 confirmation rounds the candidate has had, and the lab's own estimate of how
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.gate import GateDecision, SeedRun, decide
+from bot.core.gate import GateDecision, SeedRun, decide
+from bot.core.stats import pooled_seed_correlation
 from bot.problem import Problem
-from bot.stats import pooled_seed_correlation
 from bot.store import Store
 
 RUN_COLUMNS = "id, seed, status, metric, gpu_kind, host, student, created_at"

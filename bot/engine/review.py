@@ -18,10 +18,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bot.audit import failed_audit
-from bot.engine import Engine, Repo
-from bot.evidence import gate_decision, student_on_hardware
-from bot.gate import GateDecision
+from bot.core.audit import failed_audit
+from bot.core.gate import GateDecision
+from bot.engine.engine import Engine, Repo
+from bot.engine.evidence import gate_decision, student_on_hardware
 from bot.store import now
 
 MAX_CHANGE_ROUNDS = 2
@@ -206,7 +206,7 @@ class Reviewer:
                 "SELECT COUNT(*) AS n FROM decisions WHERE experiment_id = ? AND verdict = 'changes'",
                 (exp["id"],),
             )
-            # The hypothesis-vs-diff audit (bot/audit.py): a merge whose diff also touches what
+            # The hypothesis-vs-diff audit (bot/core/audit.py): a merge whose diff also touches what
             # can move the metric goes back with the finding (closes once rounds run out).
             audit = failed_audit(
                 self.store, exp, gate.verdict, opinion.verdict if opinion else None

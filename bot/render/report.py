@@ -13,8 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 from bot import queries
-from bot.charts import Series, line_chart
 from bot.problem import Problem
+from bot.render.charts import Series, line_chart
 from bot.store import Store
 
 BEST_OVER_EXPERIMENTS_SVG = "best_over_experiments.svg"

@@ -24,7 +24,7 @@ editable list, and a diff too large to have been read whole, are findings too.
 
 Pure: text in, findings out. `audit_experiment` is the one edge, reading the
 diff the host reported with the experiment's latest results; `failed_audit` is
-what the reviewer (`bot.review.Reviewer.conclude`) calls before a merge.
+what the reviewer (`bot.engine.review.Reviewer.conclude`) calls before a merge.
 """
 
 from __future__ import annotations

@@ -37,8 +37,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from bot.core.stats import WelchResult, mean_std, paired_one_sided, welch_one_sided
 from bot.protocol import FAILED_RUN_STATUSES
-from bot.stats import WelchResult, mean_std, paired_one_sided, welch_one_sided
 
 Verdict = Literal["merge", "confirm", "close", "wait"]
 Method = Literal["paired", "welch"]
@@ -211,7 +211,7 @@ def decide(
     merges only if p < alpha.
 
     `seed_correlation` is the correlation of matched seeds the lab has seen in
-    earlier comparisons (`bot.stats.pooled_seed_correlation`), None when it has
+    earlier comparisons (`bot.core.stats.pooled_seed_correlation`), None when it has
     too few. Below `MIN_PAIRING_CORRELATION` pairing would only cost degrees of
     freedom, so the test is Welch; otherwise matched seeds are paired.
     `pairing=False` forces Welch (the benchmark's comparison with the unpaired
@@ -226,7 +226,7 @@ def decide(
     candidate no longer ahead closes at once, and the test itself is still made
     only at `confirm_seeds` (stopping for futility never raises false merges).
     `paired_spread` is the lab's pooled (std, df) of paired differences from
-    earlier comparisons (`bot.stats.pooled_paired_spread`): the paired test
+    earlier comparisons (`bot.core.stats.pooled_paired_spread`): the paired test
     pools its variance with the candidate's own.
     """
     unpaired_because = "" if pairing else "pairing off"

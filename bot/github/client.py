@@ -417,7 +417,7 @@ class GitHubApp:
     async def bot_login(self) -> str:
         """The login the App writes as (`<slug>[bot]`): asked of GitHub once, then kept.
 
-        Only comments by this login count as the bot's own (see `bot.outbox`):
+        Only comments by this login count as the bot's own (see `bot.outbox.worker`):
         a marker copied into anyone else's comment must change nothing.
         """
         if self._bot_login is None:

@@ -21,9 +21,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from bot import labs
-from bot.comments import results_comment
-from bot.engine import Engine, Repo
+from bot.engine import labs
+from bot.engine.engine import Engine, Repo
 from bot.protocol import (
     JOB_STATUSES,
     LEASE_SECONDS,
@@ -32,6 +31,7 @@ from bot.protocol import (
     JobEvent,
     JobResult,
 )
+from bot.render.comments import results_comment
 from bot.store import dumps, now, run_columns
 
 log = logging.getLogger("kohai.jobs")

@@ -17,7 +17,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from bot import router
+from bot.core import router
 from bot.deploy import ALWAYS_DELIVERED_EVENTS
 
 # GitHub accepts App JWTs valid for at most ten minutes; back-date for clock drift.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from bot.github import GitHubApp
+from bot.github.client import GitHubApp
 
 COMMAND_LEVELS = frozenset({"write", "maintain", "admin"})
 

@@ -2,7 +2,7 @@
 
 The engine never calls GitHub. It records a write here, in the same
 transaction as the state change that caused it; the outbox worker
-(`bot.outbox`) performs it later, exactly once, and hands any result (a new
+(`bot.outbox.worker`) performs it later, exactly once, and hands any result (a new
 PR's number, a merge commit) back to the engine. Comment writes carry a hidden
 marker so that a retried write finds its earlier attempt instead of posting
 twice.

@@ -12,9 +12,9 @@ import json
 import logging
 from typing import Any
 
-from bot import labs
-from bot.engine import Engine, Repo
-from bot.github import GitHubApp, GitHubWriteError
+from bot.engine import labs
+from bot.engine.engine import Engine, Repo
+from bot.github.client import GitHubApp, GitHubWriteError
 from bot.problem import CONFIG_FILE, PROGRAM_FILE, ProblemError, Track, loads_problem
 from bot.store import now
 

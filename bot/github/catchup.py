@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from bot.github import GitHubApp, GitHubWriteError
+from bot.github.client import GitHubApp, GitHubWriteError
 
 log = logging.getLogger(__name__)
 

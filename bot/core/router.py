@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bot import intents as i
-from bot.commands import WRITE_LEVELS, Target, build_intents, parse_commands
-from bot.events import Event
+from bot.core import intents as i
+from bot.core.commands import WRITE_LEVELS, Target, build_intents, parse_commands
+from bot.core.events import Event
 
 STUDENT_PREFIX = "student:"
 STATUS_PREFIX = "status:"

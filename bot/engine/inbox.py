@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from bot.engine import Engine
-from bot.events import MalformedEvent, parse_event
-from bot.router import permission_logins, route
+from bot.core.events import MalformedEvent, parse_event
+from bot.core.router import permission_logins, route
+from bot.engine.engine import Engine
 from bot.store import Store, now
 
 log = logging.getLogger("kohai.inbox")

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bot import intents as i
+from bot.core import intents as i
 
 COMMAND_LINE = re.compile(r"^/([a-z][a-z-]*)(?:[ \t]+(.*))?$")
 WRITE_LEVELS = frozenset({"write", "maintain", "admin"})

@@ -1,6 +1,6 @@
 """The outbox worker: performs the GitHub writes the engine recorded, exactly once.
 
-The engine never calls GitHub; it records writes (`bot.writes.enqueue`) in
+The engine never calls GitHub; it records writes (`bot.outbox.writes.enqueue`) in
 the transaction that changed its state. This worker performs each pending
 write and then, in ONE transaction, marks it done and hands the result to the
 engine's `on_done` hook. A crash between the GitHub call and that commit
@@ -25,9 +25,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
-from bot.github import GitHubApp, GitHubWriteError
+from bot.github.client import GitHubApp, GitHubWriteError
+from bot.outbox.writes import marker, with_marker
 from bot.store import Store, dumps
-from bot.writes import marker, with_marker
 
 log = logging.getLogger(__name__)
 

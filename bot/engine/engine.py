@@ -2,7 +2,7 @@
 
 Every public method runs in one transaction: the state change and the outbox
 rows commit together or not at all. Nothing here talks to GitHub or a host;
-I/O happens in the workers around it (`bot.workers`, `bot.outbox`).
+I/O happens in the workers around it (`bot.workers`, `bot.outbox.worker`).
 """
 
 from __future__ import annotations
@@ -14,17 +14,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bot import intents as i
-from bot import labels as lab
-from bot import labs, lifecycle
-from bot.bus import Bus
-from bot.comments import status_comment
-from bot.events import Event
+from bot.core import intents as i
+from bot.core import labels as lab
+from bot.core import lifecycle
+from bot.core.events import Event
+from bot.core.router import ExperimentView, RouteState
+from bot.core.untrusted import quote_as_data
+from bot.engine import labs
+from bot.engine.bus import Bus
+from bot.outbox.writes import enqueue
 from bot.problem import DEFAULT_TRACK, Problem, ProblemError, loads_problem
-from bot.router import ExperimentView, RouteState
+from bot.render.comments import status_comment
 from bot.store import Store, dumps, now
-from bot.untrusted import quote_as_data
-from bot.writes import enqueue
 
 log = logging.getLogger("kohai.engine")
 

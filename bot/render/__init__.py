@@ -1,0 +1,1 @@
+"""What people read: comments, the session report, charts, number formatting."""
