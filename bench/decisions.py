@@ -26,19 +26,15 @@ Usage: python bench/decisions.py [--experiments N] [--seed S] [--fail P] [--rho 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bot.core.gate import SeedRun, decide  # noqa: E402
-from bot.core.stats import pooled_seed_correlation  # noqa: E402
-from bot.problem import Problem  # noqa: E402
+from bot.core.gate import SeedRun, decide
+from bot.core.stats import pooled_seed_correlation
+from bot.problem import Problem
 
 EFFECTS = (0.0, 0.5, 1.0, 2.0)  # true improvement, in units of the seed noise sigma
 FIRST_SEEDS = 1  # `train.seeds`: seeds of an ordinary run before any confirmation

@@ -53,20 +53,16 @@ import argparse
 import heapq
 import inspect
 import math
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bot import gate  # noqa: E402
-from bot.core.early_stop import EarlyStopConfig  # noqa: E402
-from bot.core.early_stop import decide as early_stop  # noqa: E402
-from bot.core.gate import decide  # noqa: E402
-from bot.core.stats import pooled_paired_spread, pooled_seed_correlation  # noqa: E402
+from bot.core import gate
+from bot.core.early_stop import EarlyStopConfig
+from bot.core.early_stop import decide as early_stop
+from bot.core.gate import decide
+from bot.core.stats import pooled_paired_spread, pooled_seed_correlation
 
 # The gate takes runs with their seeds where it pairs matched seeds (SeedRun), bare values
 # where it does not; the bench feeds whichever the gate in this checkout understands.
