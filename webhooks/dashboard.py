@@ -30,7 +30,8 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from bot import queries
 from bot.engine import labs
 from bot.problem import Problem
-from bot.render.report import curves_svg, fmt_delta, fmt_metric, progress_svg
+from bot.render import numbers
+from bot.render.report import curves_svg, progress_svg
 from bot.store import Store
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -158,7 +159,7 @@ def _delta_html(delta: float | None, problem: Problem) -> str:
         return "—"
     better = delta < 0 if problem.minimize else delta > 0
     cls = "good" if better and delta != 0 else ("bad" if delta != 0 else "muted")
-    return f'<span class="{cls}">{_e(fmt_delta(delta))}</span>'
+    return f'<span class="{cls}">{_e(numbers.delta(delta))}</span>'
 
 
 def experiment_path(exp: queries.ExperimentRow, scoped: bool = False) -> str:
@@ -238,7 +239,7 @@ def _summary_cards(
     ).get("c") or 0.0
     best, start = progress.best, progress.baseline
     improvement = (
-        f'<div class="label">{_e(fmt_delta(best - start))} vs start</div>'
+        f'<div class="label">{_e(numbers.delta(best - start))} vs start</div>'
         if best is not None and start is not None
         else ""
     )
@@ -254,14 +255,14 @@ def _summary_cards(
     cards = [
         (
             "baseline",
-            fmt_metric(base.mean) if base else "—",
+            numbers.metric(base.mean) if base else "—",
             unmeasurable[0]["baseline_problem"]
             if unmeasurable
             else f"± {base.std:.4f}, {base.seeds} seeds on {(base.base_sha or '?')[:7]}"
             if base
             else "",
         ),
-        (f"best {problem.metric}", fmt_metric(best), ""),
+        (f"best {problem.metric}", numbers.metric(best), ""),
         ("experiments", str(len(exps)), f"{running} running"),
         ("merged", str(sum(1 for e in exps if e.state == "merged")), ""),
         ("queue", str(waiting), "open jobs"),
@@ -301,7 +302,7 @@ def _leaderboard(
             f"<tr><td class=num>{row.rank}</td>"
             f"<td class=pr>{_pr_links(exp, html_base, scoped)}</td>"
             f"<td>{_e(row.title)}{_trust_badge(exp.trust)}</td><td>{_e(row.student or '—')}</td>"
-            f"<td class=num>{_e(fmt_metric(row.mean, row.std))}</td><td class=num>{row.seeds}</td>"
+            f"<td class=num>{_e(numbers.metric(row.mean, row.std))}</td><td class=num>{row.seeds}</td>"
             f"<td class=num>{_delta_html(row.claimed_gain, problem)}</td>"
             f"<td class=num>{_measured_html(row.measured_gain, row.measured_seeds, problem)}</td>"
             f"<td>{_e(row.merged_by or '—')}</td></tr>"
@@ -346,7 +347,7 @@ def _experiments_table(
             f'<tr data-experiment="{exp.id}"><td class=pr>{_pr_links(exp, html_base, scoped)}</td>'
             f"<td>{_track_tag(exp.track)}{_e(exp.title)}</td><td>{_badge(exp.state)}{hold}</td>"
             f"<td>{_e(exp.student or '—')}</td><td class=num>{seeds}</td>"
-            f"<td class=num>{_e(fmt_metric(exp.mean, exp.std))}</td>"
+            f"<td class=num>{_e(numbers.metric(exp.mean, exp.std))}</td>"
             f"<td class=num>{_delta_html(exp.delta, problem)}</td><td>{decision}</td>"
             f"<td class=why>{_e(exp.rationale or '—')}</td></tr>"
         )
@@ -437,8 +438,8 @@ def _labs_table(rows: list[labs.LabRow]) -> str:
         body.append(
             f'<tr data-lab="{_e(row.lab)}"><td><a href="{_e(lab_path(row.lab))}">'
             f"{_e(row.lab)}</a></td><td>{_e(row.metric)} <span class=muted>({arrow})</span></td>"
-            f"<td class=num>{_e(fmt_metric(row.baseline))}</td>"
-            f"<td class=num>{_e(fmt_metric(row.best))}</td>"
+            f"<td class=num>{_e(numbers.metric(row.baseline))}</td>"
+            f"<td class=num>{_e(numbers.metric(row.best))}</td>"
             f"<td class=num>{row.experiments} <span class=muted>({row.running} running)</span></td>"
             f"<td class=num>{_share_html(row)}</td></tr>"
         )
@@ -550,7 +551,7 @@ def _runs_table(detail: queries.ExperimentDetail, problem: Problem) -> str:
         )
         rows.append(
             f"<tr><td class=num>{run.seed}</td><td>{_badge(run.status)}</td>"
-            f"<td class=num>{_e(fmt_metric(run.metric))}</td><td>{_short(run.commit_sha)}</td>"
+            f"<td class=num>{_e(numbers.metric(run.metric))}</td><td>{_short(run.commit_sha)}</td>"
             f"<td>{_short(run.base_sha)}</td><td>{_e(run.student or '—')}</td>"
             f"<td class=num>{_e(f'{run.duration_s:.0f}s' if run.duration_s else '—')}</td>"
             f"<td class=num>{_e(f'{run.peak_mem_mb:.0f} MB' if run.peak_mem_mb else '—')}</td>"
@@ -589,9 +590,10 @@ def render_experiment(
         ("branch", f"<code>{_e(exp.branch)}</code>" if exp.branch else "—"),
         (
             problem.metric,
-            _e(fmt_metric(exp.mean, exp.std)) + f" <span class=muted>({exp.seeds} seeds)</span>",
+            _e(numbers.metric(exp.mean, exp.std))
+            + f" <span class=muted>({exp.seeds} seeds)</span>",
         ),
-        ("baseline", _e(fmt_metric(exp.baseline_mean))),
+        ("baseline", _e(numbers.metric(exp.baseline_mean))),
         ("Δ vs baseline", _delta_html(exp.delta, problem)),
         ("GPU-hours / cost", f"{exp.gpu_hours:.3f} / ${exp.cost_usd:.2f}"),
     ]
