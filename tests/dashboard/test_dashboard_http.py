@@ -90,7 +90,7 @@ def test_the_stylesheet_is_served_and_nothing_else_under_static(served: Served) 
     assert '<link rel="stylesheet" href="/static/dashboard.css">' in html
     css = httpx.get(served.url + "/static/dashboard.css", timeout=10)
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
-    assert "font-family" in css.text
+    assert "--accent" in css.text
     for name in ("pages.py", "..%2F__init__.py", "missing.css"):
         assert httpx.get(f"{served.url}/static/{name}", timeout=10).status_code == 404
 
