@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agents.student import knob_summary
+from agents.student.rules import knob_summary
 from bot.core.stats import mean_std
 from bot.core.untrusted import CLOSE_TAG, OPEN_TAG, clip_quoted, is_quoted, neutralize
 from bot.problem import Problem
+from bot.render import numbers
 
 if TYPE_CHECKING:
     from bot.store import Store
@@ -105,9 +106,9 @@ class AdvisorContext:
             f"Metric: `{p.metric}` ({p.direction}). Budget {p.budget_s:g}s per run. "
             f"Editable files: {', '.join(p.editable) or '(none)'}. "
             f"Frozen: {', '.join(p.frozen) or '(none)'}.",
-            f"Baseline: {_fmt_mean(self.baseline_mean, self.baseline_std, self.baseline_n)}"
+            f"Baseline: {numbers.mean_spread(self.baseline_mean, self.baseline_std, self.baseline_n, 'not measured')}"
             f"{f' on {self.base_sha[:12]}' if self.base_sha else ''}. "
-            f"Best so far: {_fmt(self.best)}.",
+            f"Best so far: {numbers.number(self.best, '.4g', missing='not measured')}.",
             f"Experiments since the last improvement: {self.experiments_since_improvement}"
             f"{' (plateau: try something bolder)' if self.plateau else ''}.",
         ]
@@ -359,7 +360,7 @@ def _json_dict(text: Any) -> dict[str, Any]:
 
 
 def _record_text(r: ExperimentRecord, *, detailed: bool) -> str:
-    result = _fmt_mean(r.metric_mean, r.metric_std, r.n_seeds)
+    result = numbers.mean_spread(r.metric_mean, r.metric_std, r.n_seeds, "not measured")
     if r.n_failed:
         result += f", {r.n_failed} failed"
     line = f"- {r.label} [{r.state}"
@@ -389,16 +390,6 @@ def _knob_text(knob: Any) -> str:
     kind = "int" if knob.integer else "float"
     scale = ", log" if knob.log else ""
     return f"{knob.name} in [{knob.low:g}, {knob.high:g}] ({kind}{scale})"
-
-
-def _fmt(value: float | None) -> str:
-    return "not measured" if value is None else f"{value:.4g}"
-
-
-def _fmt_mean(mean: float | None, std: float | None, n: int) -> str:
-    if mean is None:
-        return "not measured"
-    return f"{mean:.4g} ± {std or 0.0:.2g} (n={n})"
 
 
 def _clip(text: str, limit: int) -> str:

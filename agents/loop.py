@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from agents.advisor import Advisor, AdvisorError
+from agents.advisor.contract import Advisor, AdvisorError
 from agents.context import AdvisorContext, build_context
 from agents.screens import propose_novel
 from bot.engine import labs

@@ -9,9 +9,9 @@ the whole store at once.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from agents.context import AdvisorContext, ExperimentRecord
+from bot.render import numbers
 
 LIST_LIMIT = 40
 DIFF_CHARS = 8000
@@ -72,7 +72,7 @@ def show_experiment(ctx: AdvisorContext, record: ExperimentRecord, diff: str) ->
         lines += ["| seed | status | metric | reason |", "|---|---|---|---|"]
         for s in record.seeds:
             lines.append(
-                f"| {s['seed']} | {s['status']} | {_num(s.get('metric'))} | {s.get('reason') or ''} |"
+                f"| {s['seed']} | {s['status']} | {numbers.number(s.get('metric'), '.4g')} | {s.get('reason') or ''} |"
             )
     else:
         lines.append("(not measured yet)")
@@ -97,7 +97,9 @@ def curve_table(curve: list[list[float]], baseline: list[list[float]]) -> str:
     step = max(1, math.ceil(len(curve) / CURVE_POINTS))
     rows = ["| step | this run | baseline |", "|---:|---:|---:|"]
     for point in curve[::step] + ([curve[-1]] if (len(curve) - 1) % step else []):
-        rows.append(f"| {int(point[0])} | {point[1]:.4g} | {_num(base.get(int(point[0])))} |")
+        rows.append(
+            f"| {int(point[0])} | {point[1]:.4g} | {numbers.number(base.get(int(point[0])), '.4g')} |"
+        )
     return "\n".join(rows)
 
 
@@ -120,7 +122,7 @@ def baseline(ctx: AdvisorContext) -> str:
     return (
         f"Baseline on {(ctx.base_sha or '?')[:12]}: "
         f"{_mean(ctx.baseline_mean, ctx.baseline_std, ctx.baseline_n)} "
-        f"({p.metric}, {'lower' if p.minimize else 'higher'} is better); best so far {_num(ctx.best)}."
+        f"({p.metric}, {'lower' if p.minimize else 'higher'} is better); best so far {numbers.number(ctx.best, '.4g')}."
     )
 
 
@@ -128,12 +130,6 @@ def _mean(mean: float | None, std: float | None, n: int) -> str:
     if mean is None:
         return f"not measured (n={n})"
     return f"{mean:.4g} ± {(std or 0.0):.2g} (n={n})"
-
-
-def _num(value: Any) -> str:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-        return "—"
-    return f"{value:.4g}"
 
 
 def _clip(text: str, limit: int) -> str:

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
-from agents.advisor import Advisor, Proposal
+from agents.advisor.contract import Advisor, Proposal
 from agents.context import AdvisorContext, ExperimentRecord
 from bot.core.novelty import Prior, Screen, screen
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
+from sqlite_utils.db import NotFoundError
 
 if TYPE_CHECKING:
     from bot.protocol import RunResult
@@ -26,7 +27,9 @@ SCHEMA_VERSION = 6
 
 # Each entry upgrades the schema from version i to i + 1. Never edit a released
 # step; append a new one.
-MIGRATIONS: list[str] = [
+# A step is SQL, or a function of the sqlite-utils Database for what it does well
+# (creating tables, adding columns and indexes).
+MIGRATIONS: list[str | Callable[[sqlite_utils.Database], None]] = [
     """
     CREATE TABLE inbox (
         id INTEGER PRIMARY KEY,
@@ -215,26 +218,31 @@ MIGRATIONS: list[str] = [
     # 6: research tracks. A repository's default line stays in `repos`; each
     # `[tracks.<name>]` has its own base branch, base, program and baseline
     # state here. Experiments, jobs and runs name the track they belong to.
-    """
-    CREATE TABLE tracks (
-        repo_id INTEGER NOT NULL REFERENCES repos(id),
-        name TEXT NOT NULL,
-        base_branch TEXT NOT NULL,
-        base_sha TEXT,                -- head of the track's base branch at its last sync
-        program_md TEXT,              -- the track's program file at base_sha
-        base_files TEXT,              -- JSON {path: text} at base_sha
-        baseline_problem TEXT,
-        synced_at REAL,
-        created_at REAL NOT NULL,
-        PRIMARY KEY (repo_id, name)
-    );
-    ALTER TABLE experiments ADD COLUMN track TEXT NOT NULL DEFAULT 'default';
-    ALTER TABLE jobs ADD COLUMN track TEXT NOT NULL DEFAULT 'default';
-    ALTER TABLE runs ADD COLUMN track TEXT NOT NULL DEFAULT 'default';
-    CREATE INDEX experiments_track ON experiments(repo_id, track);
-    CREATE INDEX runs_track ON runs(repo_id, track, kind, base_sha);
-    """,
+    lambda db: _add_tracks(db),
 ]
+
+
+def _add_tracks(db: sqlite_utils.Database) -> None:
+    db.table("tracks").create(
+        {
+            "repo_id": int,
+            "name": str,
+            "base_branch": str,
+            "base_sha": str,  # head of the track's base branch at its last sync
+            "program_md": str,  # the track's program file at base_sha
+            "base_files": str,  # JSON {path: text} at base_sha
+            "baseline_problem": str,
+            "synced_at": float,
+            "created_at": float,
+        },
+        pk=("repo_id", "name"),
+        not_null={"repo_id", "name", "base_branch", "created_at"},
+        foreign_keys=[("repo_id", "repos", "id")],
+    )
+    for table in ("experiments", "jobs", "runs"):
+        db.table(table).add_column("track", str, not_null_default="default")
+    db.table("experiments").create_index(["repo_id", "track"], index_name="experiments_track")
+    db.table("runs").create_index(["repo_id", "track", "kind", "base_sha"], index_name="runs_track")
 
 
 def run_columns(run: RunResult, student: str | None = None) -> dict[str, Any]:
@@ -299,8 +307,12 @@ class Store:
             )
         for version in range(current, SCHEMA_VERSION):
             with self.transaction():
-                for statement in _split_sql(MIGRATIONS[version]):
-                    self.conn.execute(statement)
+                step = MIGRATIONS[version]
+                if callable(step):
+                    step(self.db)
+                else:
+                    for statement in _split_sql(step):
+                        self.conn.execute(statement)
                 self.conn.execute(f"PRAGMA user_version={version + 1}")
 
     @contextmanager
@@ -340,16 +352,17 @@ class Store:
         return self.conn.execute(sql, params)
 
     def insert(self, table: str, row: dict[str, Any]) -> int:
-        columns = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
-        cursor = self.conn.execute(
-            f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(row.values())
-        )
-        return int(cursor.lastrowid or 0)
+        """Insert one row (inside the caller's transaction: sqlite-utils nests a savepoint)."""
+        target = self.db.table(table)
+        target.insert(row)
+        return int(target.last_rowid or 0)
 
-    def update(self, table: str, row_id: Any, values: dict[str, Any], key: str = "id") -> None:
-        sets = ", ".join(f"{column} = ?" for column in values)
-        self.conn.execute(f"UPDATE {table} SET {sets} WHERE {key} = ?", (*values.values(), row_id))
+    def update(self, table: str, row_id: Any, values: dict[str, Any]) -> None:
+        """Change one row by its primary key; a row that is gone is left gone, as UPDATE would."""
+        try:
+            self.db.table(table).update(row_id, values)
+        except NotFoundError:
+            pass
 
     def close(self) -> None:
         self.conn.close()

@@ -17,7 +17,7 @@ from typing import Any
 
 import anthropic
 
-from agents.advisor import AdvisorError, Proposal, Review
+from agents.advisor.contract import AdvisorError, Proposal, Review
 from agents.claude import messages, tools
 from agents.claude.pricing import Usage, cost_usd, usage_from
 from agents.claude.verdicts import feedback_with_failure, reconcile

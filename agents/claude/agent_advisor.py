@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import prompts
 from agents import notebook
-from agents.advisor import AdvisorError, Proposal, Review
+from agents.advisor.contract import AdvisorError, Proposal, Review
 from agents.claude import messages, tools
 from agents.claude.student import _sandboxed_cli as sandboxed_cli
 from agents.claude.verdicts import feedback_with_failure, reconcile

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 import prompts
-from agents.student import knob_summary
+from agents.student.rules import knob_summary
 from bot.problem import Problem
 from bot.protocol import Implement
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from agents.student import is_editable
+from agents.student.rules import is_editable
 from bot.problem import Problem
 
 FILE_TOOLS = ("Read", "Edit", "Write", "Glob", "Grep")

@@ -10,7 +10,6 @@ experiment under review) goes in the user message after it.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import replace
 from typing import Any
@@ -19,6 +18,7 @@ import prompts
 from agents.context import AdvisorContext, ExperimentRecord
 from bot.core.audit import audit_diff
 from bot.core.gate import GateDecision
+from bot.render import numbers
 
 CACHE = {"type": "ephemeral"}
 PROGRAM_CHARS = 24000  # program.md beyond this is clipped in the stable block
@@ -111,12 +111,18 @@ def gate_summary(gate: GateDecision) -> str:
         ("verdict", gate.verdict),
         ("candidate", _mean(gate.candidate_mean, gate.candidate_std, gate.n_candidate)),
         ("baseline", _mean(gate.baseline_mean, gate.baseline_std, gate.n_baseline)),
-        ("delta", _num(gate.delta) + (f" ± {_num(gate.delta_se)}" if gate.delta_se else "")),
+        (
+            "delta",
+            numbers.number(gate.delta, ".4g", missing="n/a")
+            + (
+                f" ± {numbers.number(gate.delta_se, '.4g', missing='n/a')}" if gate.delta_se else ""
+            ),
+        ),
         (
             "p-value (one-sided paired t-test)"
             if gate.method == "paired"
             else "p-value (one-sided Welch)",
-            _num(gate.p_value),
+            numbers.number(gate.p_value, ".4g", missing="n/a"),
         ),
         ("failed seeds", str(gate.n_failed)),
     ]
@@ -132,10 +138,4 @@ def _measured(r: ExperimentRecord) -> str:
 def _mean(mean: float | None, std: float | None, n: int) -> str:
     if mean is None:
         return f"not measured (n={n})"
-    return f"{_num(mean)} ± {_num(std or 0.0)} (n={n})"
-
-
-def _num(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    return f"{value:.4g}"
+    return f"{numbers.number(mean, '.4g', missing='n/a')} ± {numbers.number(std or 0.0, '.4g', missing='n/a')} (n={n})"

@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agents.claude import briefs, guard, relay, smoke
-from agents.student import SAFE_GIT, ImplementOutcome, changed_files, enforce_editable
+from agents.student.rules import ImplementOutcome, changed_files, enforce_editable, head
 from bot.problem import Problem
 from bot.protocol import Implement
 from trainer import sandbox
@@ -89,7 +88,7 @@ def implement(
         budget = max_budget_usd or float(os.environ.get(BUDGET_ENV) or DEFAULT_BUDGET_USD)
     except ValueError as exc:
         return ImplementOutcome(error=f"{MAX_TURNS_ENV} or {BUDGET_ENV} is not a number: {exc}")
-    start = _head(worktree)
+    start = head(worktree)
     run = _run_sync(
         run_agent(
             worktree,
@@ -352,16 +351,6 @@ def _cli_error(exc: BaseException, stderr: list[str]) -> str:
 def _keep_tail(lines: list[str], line: str) -> None:
     lines.append(line.rstrip())
     del lines[:-STDERR_LINES]
-
-
-def _head(worktree: Path) -> str | None:
-    result = subprocess.run(
-        ["git", *SAFE_GIT, "rev-parse", "--verify", "HEAD"],
-        cwd=worktree,
-        capture_output=True,
-        text=True,
-    )
-    return result.stdout.strip() if result.returncode == 0 else None
 
 
 def _run_sync(coro: Coroutine[Any, Any, T]) -> T:

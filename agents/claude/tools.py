@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.advisor import AdvisorError
+from agents.advisor.contract import AdvisorError
 
 PROPOSE = "propose_experiment"
 REVIEW = "review_experiment"

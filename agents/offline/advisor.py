@@ -10,7 +10,7 @@ proposal is an experiment in flight by the time the second is planned.
 
 from __future__ import annotations
 
-from agents.advisor import AdvisorError, Proposal, Review
+from agents.advisor.contract import AdvisorError, Proposal, Review
 from agents.context import AdvisorContext, ExperimentRecord
 from agents.offline.moves import Move, incumbent_values, noise_unit, plan
 from bot.core.gate import GateDecision

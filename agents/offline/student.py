@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from agents.student import ImplementOutcome, knob_summary
+from agents.student.rules import ImplementOutcome, knob_summary
 from bot.problem import Problem
 from bot.protocol import Implement
 

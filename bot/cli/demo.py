@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.cli.lab import LabError, LocalLab, port_free
+from bot.render import numbers
 
 ROOT = Path(__file__).resolve().parents[2]
 CHARLM = ROOT / "trainer" / "examples" / "charlm"
@@ -225,9 +226,9 @@ class Demo:
             where = f"{s.repo:<16} " if getattr(s, "repo", None) else ""
             lines.append(f"  {s.name:<9} {s.state:<13} {where}{what}")
         for lab in snap.get("labs") or []:
-            base = _f(lab.baseline) if lab.baseline is not None else "measuring"
+            base = numbers.number(lab.baseline) if lab.baseline is not None else "measuring"
             lines.append(
-                f"  lab {lab.lab:<16} baseline {base} · best {_f(lab.best)} · "
+                f"  lab {lab.lab:<16} baseline {base} · best {numbers.number(lab.best)} · "
                 f"{lab.experiments} experiments · GPU share {100 * lab.measured_share:3.0f}% "
                 f"(weight {lab.weight:g} → {100 * lab.target_share:.0f}%)"
             )
@@ -318,10 +319,10 @@ class Demo:
                                 f"#{r.pr_number}",
                                 r.title[:48],
                                 r.student,
-                                _f(r.mean),
+                                numbers.number(r.mean),
                                 r.seeds,
-                                _f(r.claimed_gain, "+.4f"),
-                                _f(r.measured_gain, "+.4f"),
+                                numbers.number(r.claimed_gain, "+.4f"),
+                                numbers.number(r.measured_gain, "+.4f"),
                             ]
                             for r in rows
                         ],
@@ -340,7 +341,7 @@ class Demo:
                         e.state,
                         e.student,
                         e.source,
-                        _f(e.mean),
+                        numbers.number(e.mean),
                         e.seeds,
                         (e.verdict or "") + (f" ({e.actor})" if e.actor else ""),
                     ]
@@ -377,10 +378,6 @@ class Demo:
 def _interrupt(signum: int, frame: object) -> None:
     """SIGTERM cleans up like Ctrl-C does."""
     raise KeyboardInterrupt
-
-
-def _f(value: float | None, spec: str = ".4f") -> str:
-    return "—" if value is None else format(value, spec)
 
 
 def main(args: argparse.Namespace) -> int:

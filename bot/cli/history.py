@@ -29,7 +29,7 @@ from typing import Any
 from bot import queries
 from bot.engine import labs
 from bot.problem import CONFIG_FILE, Problem, ProblemError, load_problem
-from bot.render.report import fmt_delta, fmt_metric
+from bot.render import numbers
 from bot.store import Store
 
 EXTRA_COLUMNS = ["student", "seeds", "duration_s", "cost_usd", "pr", "parent", "trust"]
@@ -216,8 +216,8 @@ def _labs_table(rows: list[dict[str, Any]]) -> str:
             [
                 row["lab"] + ("" if row["active"] else " (stopped)"),
                 f"{row['metric']} ({'max' if row['direction'] == 'maximize' else 'min'})",
-                fmt_metric(row["baseline"]),
-                fmt_metric(row["best"]),
+                numbers.metric(row["baseline"]),
+                numbers.metric(row["best"]),
                 row["experiments"],
                 f"{row['weight']:g}",
                 f"{100 * row['measured_share']:.0f}%",
@@ -237,8 +237,8 @@ def render_status(snapshot: dict[str, Any]) -> str:
         "",
         (f"lab: {snapshot['repo']}   " if snapshot.get("repo") else "")
         + f"metric: {metric} ({snapshot['direction']})   baseline: "
-        + (fmt_metric(base["mean"], base["std"]) if base else "not measured")
-        + f"   best: {fmt_metric(snapshot['best'])}",
+        + (numbers.metric(base["mean"], base["std"]) if base else "not measured")
+        + f"   best: {numbers.metric(snapshot['best'])}",
         "",
         "experiments",
         format_table(
@@ -262,8 +262,8 @@ def render_status(snapshot: dict[str, Any]) -> str:
                     e["state"],
                     e["student"],
                     e["seeds"],
-                    fmt_metric(e["mean"], e["std"]),
-                    fmt_delta(e["delta"]),
+                    numbers.metric(e["mean"], e["std"]),
+                    numbers.delta(e["delta"]),
                     f"{e['verdict']} by {e['actor']}" if e["verdict"] else None,
                     e["title"],
                 ]

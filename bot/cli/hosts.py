@@ -34,9 +34,7 @@ def add(args: argparse.Namespace) -> int:
     store = _store()
     token = register_student(store, args.name, args.gpus)
     with store.transaction():
-        store.update(
-            "students", args.name, {"labs": ",".join(allowed) if allowed else None}, key="name"
-        )
+        store.update("students", args.name, {"labs": ",".join(allowed) if allowed else None})
     serves = ", ".join(allowed) if allowed else "every lab"
     print(
         f"registered student {args.name} ({args.gpus} GPU(s), serves {serves}); "

@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 from bot.core.stats import WelchResult, mean_std, paired_one_sided, welch_one_sided
 from bot.protocol import FAILED_RUN_STATUSES
+from bot.render import numbers
 
 Verdict = Literal["merge", "confirm", "close", "wait"]
 Method = Literal["paired", "welch"]
@@ -578,7 +579,7 @@ class _Comparison:
         r = self.result
         if r is not None:
             parts.append(
-                f"delta {'+' if r.delta >= 0 else ''}{_g4(r.delta)} ± {_num(r.delta_se)} (se)"
+                f"delta {'+' if r.delta >= 0 else ''}{_g4(r.delta)} ± {numbers.number(r.delta_se, '.2g', missing='unknown')} (se)"
             )
             if self.method == "paired":
                 test = f"one-sided paired t-test on {self.n_matched} matched seeds"
@@ -600,18 +601,12 @@ def _mean_pm(mean: float | None, std: float | None, n: int) -> str:
         return "(no values)"
     if n == 1:
         return f"{_g4(mean)} (n=1)"
-    return f"{_g4(mean)} ± {_num(std)} (n={n})"
+    return f"{_g4(mean)} ± {numbers.number(std, '.2g', missing='unknown')} (n={n})"
 
 
 def _g4(value: float) -> str:
     """Four significant digits, trailing zeros kept: 1.000, 0.9967, 1235."""
     return f"{value:#.4g}".rstrip(".")
-
-
-def _num(value: float | None) -> str:
-    if value is None or math.isinf(value):
-        return "unknown"
-    return f"{value:.2g}"
 
 
 def _finite_or_none(value: Any) -> Any:

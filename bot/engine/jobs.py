@@ -126,9 +126,7 @@ def register_student(store: Any, name: str, gpus: int = 0) -> str:
     with store.transaction():
         existing = store.one("SELECT name FROM students WHERE name = ?", (name,))
         if existing:
-            store.update(
-                "students", name, {"token_hash": hash_token(token), "gpus": gpus}, key="name"
-            )
+            store.update("students", name, {"token_hash": hash_token(token), "gpus": gpus})
         else:
             store.insert(
                 "students",
@@ -263,11 +261,9 @@ class JobBook:
                     repo, exp, "implement" if payload.get("implement") else "train", "bot"
                 )
                 self.engine.refresh_status(repo, exp["id"], phase_note=f"{student} is {phase}")
-                self.store.update("students", student, {"state": phase, "last_seen": t}, key="name")
+                self.store.update("students", student, {"state": phase, "last_seen": t})
             else:
-                self.store.update(
-                    "students", student, {"state": "training", "last_seen": t}, key="name"
-                )
+                self.store.update("students", student, {"state": "training", "last_seen": t})
         self.engine.bus.publish("job", id=job["id"], state="leased", student=student)
         return Leased(job=job, repo=repo, experiment=exp)
 
@@ -314,7 +310,7 @@ class JobBook:
             },
         )
         if job["leased_by"]:
-            self.store.update("students", job["leased_by"], {"state": "idle"}, key="name")
+            self.store.update("students", job["leased_by"], {"state": "idle"})
         if job["experiment_id"]:
             repo = self.engine.repo_by_id(job["repo_id"], job["track"])
             exp = self.store.one("SELECT * FROM experiments WHERE id = ?", (job["experiment_id"],))
@@ -354,7 +350,7 @@ class JobBook:
                             self.engine.refresh_status(
                                 repo, exp["id"], phase_note=f"{student} is {event.phase}"
                             )
-                    self.store.update("students", student, {"state": event.phase}, key="name")
+                    self.store.update("students", student, {"state": event.phase})
             self.store.update("jobs", job_id, values)
             self.store.execute("UPDATE students SET last_seen = ? WHERE name = ?", (t, student))
         self.engine.bus.publish(
@@ -427,7 +423,7 @@ class JobBook:
             {"state": "failed", "result": dumps({"reason": reason}), "updated_at": now()},
         )
         if job["leased_by"]:
-            self.store.update("students", job["leased_by"], {"state": "idle"}, key="name")
+            self.store.update("students", job["leased_by"], {"state": "idle"})
         repo = self.engine.repo_by_id(job["repo_id"], job["track"])
         if job["kind"] == "baseline":
             self._baseline_short(repo, job, reason)
@@ -489,7 +485,7 @@ class JobBook:
                     "updated_at": t,
                 },
             )
-            self.store.update("students", student, {"state": "idle", "last_seen": t}, key="name")
+            self.store.update("students", student, {"state": "idle", "last_seen": t})
             if job["kind"] == "baseline":
                 self._baseline_done(repo, job)
             elif exp is not None:

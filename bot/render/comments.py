@@ -14,6 +14,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from bot.render import numbers
+
 ZWJ = "\u200d"  # after "@", GitHub no longer sees a mention; the text still reads the same
 _BACKTICKS = re.compile(r"`+")
 _MENTION = re.compile(r"(?<![\w.])@(?=[A-Za-z0-9])")
@@ -45,12 +47,6 @@ def plain(text: str, limit: int = 300) -> str:
     return _MENTION.sub("@" + ZWJ, escaped)
 
 
-def _fmt(value: float | None, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    return f"{value:.{digits}f}"
-
-
 def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
@@ -65,8 +61,8 @@ def _pm(mean: float | None, std: float | None, n: int) -> str:
     if mean is None:
         return "—"
     if std is None:
-        return f"{_fmt(mean)} (n={n})"
-    return f"{_fmt(mean)} ± {_fmt(std)} (n={n})"
+        return f"{numbers.number(mean)} (n={n})"
+    return f"{numbers.number(mean)} ± {numbers.number(std)} (n={n})"
 
 
 def mermaid_curve(curves: dict[int, list[list[float]]], metric: str = "train_loss") -> str:
@@ -155,7 +151,7 @@ def results_comment(
         for r in sorted(runs, key=lambda r: r["seed"]):
             link = f"[run]({r['wandb_url']})" if r.get("wandb_url") else "—"
             lines.append(
-                f"| {r['seed']} | {r['status']} | {_fmt(r.get('metric'))} | "
+                f"| {r['seed']} | {r['status']} | {numbers.number(r.get('metric'))} | "
                 f"{(r.get('duration_s') or 0):.1f} s | {(r.get('peak_mem_mb') or 0):.0f} MB | "
                 f"{(r.get('gpu_hours') or 0):.4f} | {link} |"
             )

@@ -14,30 +14,12 @@ from pathlib import Path
 
 from bot import queries
 from bot.problem import Problem
+from bot.render import numbers
 from bot.render.charts import Series, line_chart
 from bot.store import Store
 
 BEST_OVER_EXPERIMENTS_SVG = "best_over_experiments.svg"
 BEST_OVER_TIME_SVG = "best_over_time.svg"
-
-
-def fmt_metric(value: float | None, std: float | None = None, digits: int = 4) -> str:
-    if value is None:
-        return "—"
-    if std is None or std == 0:
-        return f"{value:.{digits}f}"
-    return f"{value:.{digits}f} ± {std:.{digits}f}"
-
-
-def fmt_delta(delta: float | None, digits: int = 4) -> str:
-    return "—" if delta is None else f"{delta:+.{digits}f}"
-
-
-def fmt_measured(gain: float | None, seeds: int, digits: int = 4) -> str:
-    """A winner's measured gain: the re-measured baseline after its merge minus the old one."""
-    if gain is None:
-        return "not yet measured"
-    return f"{gain:+.{digits}f} (n={seeds})"
 
 
 def progress_svg(progress: queries.BestSoFar, title: str, *, width: int = 720) -> str:
@@ -122,16 +104,20 @@ def render_report(
         "",
         f"- Experiments: {len(exps)}"
         + (" (" + ", ".join(f"{n} {s}" for s, n in sorted(states.items())) + ")" if exps else ""),
-        f"- Starting baseline: {fmt_metric(first)}",
+        f"- Starting baseline: {numbers.metric(first)}",
         "- Current baseline: "
         + (
-            f"{fmt_metric(base.mean, base.std)} over {base.seeds} seeds on "
+            f"{numbers.metric(base.mean, base.std)} over {base.seeds} seeds on "
             f"`{(base.base_sha or '?')[:7]}`"
             if base
             else "not measured yet"
         ),
-        f"- Best so far: {fmt_metric(best)}"
-        + (f" ({fmt_delta(best - first)} against the start)" if best is not None and first else ""),
+        f"- Best so far: {numbers.metric(best)}"
+        + (
+            f" ({numbers.delta(best - first)} against the start)"
+            if best is not None and first
+            else ""
+        ),
         f"- GPU-hours: {run_totals.get('g') or 0:.3f}; compute cost ${run_totals.get('c') or 0:.2f}; "
         f"advisor cost ${advisor_cost:.2f}",
         "",
@@ -161,10 +147,10 @@ def render_report(
                     _pr(r.repo, r.pr_number, html_base),
                     r.title,
                     r.student or "—",
-                    fmt_metric(r.mean, r.std),
+                    numbers.metric(r.mean, r.std),
                     r.seeds,
-                    fmt_delta(r.claimed_gain),
-                    fmt_measured(r.measured_gain, r.measured_seeds),
+                    numbers.delta(r.claimed_gain),
+                    numbers.measured(r.measured_gain, r.measured_seeds),
                     r.merged_by or "—",
                 ]
                 for r in board
@@ -192,9 +178,9 @@ def render_report(
                     e.title,
                     e.state,
                     e.student or "—",
-                    fmt_metric(e.mean, e.std),
+                    numbers.metric(e.mean, e.std),
                     e.seeds,
-                    fmt_delta(e.delta),
+                    numbers.delta(e.delta),
                     f"{e.verdict} ({e.actor})" if e.verdict else "—",
                     e.rationale or "—",
                 ]

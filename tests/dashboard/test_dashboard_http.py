@@ -85,6 +85,16 @@ def test_live_script_is_served(served: Served) -> None:
     assert 'new EventSource("/events")' in response.text
 
 
+def test_the_stylesheet_is_served_and_nothing_else_under_static(served: Served) -> None:
+    html = httpx.get(served.url + "/", timeout=10).text
+    assert '<link rel="stylesheet" href="/static/dashboard.css">' in html
+    css = httpx.get(served.url + "/static/dashboard.css", timeout=10)
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert "--accent" in css.text
+    for name in ("pages.py", "..%2F__init__.py", "missing.css"):
+        assert httpx.get(f"{served.url}/static/{name}", timeout=10).status_code == 404
+
+
 def test_events_stream_delivers_published_bus_messages(served: Served) -> None:
     with httpx.stream("GET", served.url + "/events", timeout=10) as response:
         assert response.headers["content-type"].startswith("text/event-stream")

@@ -1,4 +1,4 @@
-"""The dashboard: the labs' state as HTML pages, JSON, and a live event stream.
+"""The dashboard's pages: the labs' state rendered as plain HTML with SVG charts.
 
 `/` lists the labs (one per repository with a `kohai.toml`); `/labs/{owner}/{repo}`
 is one lab's page, with that lab's own metric and direction as stored at its
@@ -12,105 +12,19 @@ changed, so an open page follows the lab as it works.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
-from collections.abc import AsyncIterator
-from dataclasses import asdict
 from html import escape
-from pathlib import Path
 from typing import Any
-
-from litestar import Request, Response, get
-from litestar.datastructures import State
-from litestar.enums import MediaType
-from litestar.exceptions import NotFoundException
-from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from bot import queries
 from bot.engine import labs
 from bot.problem import Problem
-from bot.render.report import curves_svg, fmt_delta, fmt_metric, progress_svg
+from bot.render import numbers
+from bot.render.report import curves_svg, progress_svg
 from bot.store import Store
 
-STATIC_DIR = Path(__file__).parent / "static"
-KEEPALIVE_S = 15.0
 DEFAULT_HTML_BASE = "https://github.com"
 EXPERIMENTS_SHOWN = 200  # rows on the overview page; the JSON API and the CLI have them all
-
-CSS = """
-:root { --fg:#111827; --muted:#6b7280; --line:#e5e7eb; --bg:#f9fafb; --card:#fff;
-  --accent:#2563eb; --good:#16a34a; --bad:#dc2626; --warn:#d97706; }
-* { box-sizing: border-box; }
-body { margin:0; font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;
-  color:var(--fg); background:var(--bg); }
-header { display:flex; align-items:center; gap:16px; padding:12px 24px;
-  background:#111827; color:#f9fafb; }
-header h1 { font-size:18px; margin:0; letter-spacing:.02em; }
-header a { color:#f9fafb; text-decoration:none; }
-header .repo { color:#9ca3af; }
-header .spacer { flex:1; }
-.live { font-size:12px; padding:2px 10px; border-radius:999px; background:#374151; }
-.live::before { content:"\\25CF  "; }
-.live.on { background:#14532d; color:#bbf7d0; }
-.live.off { background:#7f1d1d; color:#fecaca; }
-#updated { font-size:12px; color:#9ca3af; }
-main { max-width:1280px; margin:0 auto; padding:16px 24px 48px; }
-section { background:var(--card); border:1px solid var(--line); border-radius:8px;
-  padding:14px 18px; margin:16px 0; }
-@keyframes flash { from { box-shadow:0 0 0 3px #93c5fd; } to { box-shadow:0 0 0 3px transparent; } }
-section.flash { animation: flash 1.5s ease-out; }
-h2 { font-size:15px; margin:0 0 10px; }
-.cards { display:grid; grid-template-columns:repeat(auto-fit,minmax(170px,1fr)); gap:12px; }
-.card { border:1px solid var(--line); border-radius:6px; padding:10px 12px; }
-.card .label { color:var(--muted); font-size:12px; }
-.card .value { font-size:18px; font-weight:600; font-variant-numeric:tabular-nums; }
-.charts { display:grid; grid-template-columns:repeat(auto-fit,minmax(420px,1fr)); gap:12px; }
-.charts svg, .chart svg { width:100%; height:auto; }
-.chart svg { max-width:1100px; }
-table { border-collapse:collapse; width:100%; }
-th, td { text-align:left; padding:6px 8px; border-bottom:1px solid var(--line);
-  vertical-align:top; }
-th { color:var(--muted); font-weight:500; font-size:12px; text-transform:uppercase; }
-td.num { font-variant-numeric:tabular-nums; white-space:nowrap; }
-td.why { color:#374151; max-width:420px; }
-td.pr { white-space:nowrap; }
-a { color:var(--accent); }
-.badge { display:inline-block; padding:1px 8px; border-radius:999px; font-size:12px;
-  background:#e5e7eb; color:#374151; white-space:nowrap; }
-.s-merged, .s-ok, .s-keep, .s-merge { background:#dcfce7; color:#166534; }
-.s-closed, .s-close, .s-crash, .s-timeout, .s-refused, .s-invalid, .s-offline { background:#fee2e2; color:#991b1b; }
-.s-training, .s-implementing, .s-leased, .s-confirm, .s-wait { background:#dbeafe; color:#1e40af; }
-.s-review, .s-changes, .s-rerun { background:#fef3c7; color:#92400e; }
-.s-queued, .s-proposed { background:#f3f4f6; color:#374151; }
-.good { color:var(--good); } .bad { color:var(--bad); }
-.muted { color:var(--muted); }
-pre { background:#111827; color:#e5e7eb; padding:10px; border-radius:6px; overflow:auto;
-  font-size:12px; }
-.empty { color:var(--muted); font-style:italic; }
-"""
-
-
-def _store(state: State) -> Store:
-    return state.store
-
-
-def _problem(state: State, repo_id: int | None = None) -> Problem:
-    """The lab's problem as stored at its last sync.
-
-    A repository that never synced a kohai.toml falls back to the app's
-    `problem` (a bot serving a database of one known problem), else the default.
-    """
-    if repo_id is not None:
-        row = _store(state).one("SELECT problem_toml FROM repos WHERE id = ?", (repo_id,))
-        if row and row["problem_toml"]:
-            return labs.stored_problem_of(row["problem_toml"])
-    problem = state.get("problem")
-    return problem if isinstance(problem, Problem) else Problem()
-
-
-def _html_base(state: State) -> str:
-    return str(state.get("github_html_url") or DEFAULT_HTML_BASE).rstrip("/")
 
 
 def _e(value: Any) -> str:
@@ -158,7 +72,7 @@ def _delta_html(delta: float | None, problem: Problem) -> str:
         return "—"
     better = delta < 0 if problem.minimize else delta > 0
     cls = "good" if better and delta != 0 else ("bad" if delta != 0 else "muted")
-    return f'<span class="{cls}">{_e(fmt_delta(delta))}</span>'
+    return f'<span class="{cls}">{_e(numbers.delta(delta))}</span>'
 
 
 def experiment_path(exp: queries.ExperimentRow, scoped: bool = False) -> str:
@@ -199,7 +113,7 @@ def _page(title: str, subtitle: str, body: str) -> str:
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<link rel="icon" href="data:,"><title>{_e(title)}</title><style>{CSS}</style></head>'
+        f'<link rel="icon" href="data:,"><title>{_e(title)}</title><link rel="stylesheet" href="/static/dashboard.css"></head>'
         '<body><header><h1><a href="/">kohai</a></h1>'
         f'<span class="repo">{_e(subtitle)}</span><span class="spacer"></span>'
         '<span id="updated"></span><span id="live" class="live">connecting</span></header>'
@@ -238,7 +152,7 @@ def _summary_cards(
     ).get("c") or 0.0
     best, start = progress.best, progress.baseline
     improvement = (
-        f'<div class="label">{_e(fmt_delta(best - start))} vs start</div>'
+        f'<div class="label">{_e(numbers.delta(best - start))} vs start</div>'
         if best is not None and start is not None
         else ""
     )
@@ -254,14 +168,14 @@ def _summary_cards(
     cards = [
         (
             "baseline",
-            fmt_metric(base.mean) if base else "—",
+            numbers.metric(base.mean) if base else "—",
             unmeasurable[0]["baseline_problem"]
             if unmeasurable
             else f"± {base.std:.4f}, {base.seeds} seeds on {(base.base_sha or '?')[:7]}"
             if base
             else "",
         ),
-        (f"best {problem.metric}", fmt_metric(best), ""),
+        (f"best {problem.metric}", numbers.metric(best), ""),
         ("experiments", str(len(exps)), f"{running} running"),
         ("merged", str(sum(1 for e in exps if e.state == "merged")), ""),
         ("queue", str(waiting), "open jobs"),
@@ -301,7 +215,7 @@ def _leaderboard(
             f"<tr><td class=num>{row.rank}</td>"
             f"<td class=pr>{_pr_links(exp, html_base, scoped)}</td>"
             f"<td>{_e(row.title)}{_trust_badge(exp.trust)}</td><td>{_e(row.student or '—')}</td>"
-            f"<td class=num>{_e(fmt_metric(row.mean, row.std))}</td><td class=num>{row.seeds}</td>"
+            f"<td class=num>{_e(numbers.metric(row.mean, row.std))}</td><td class=num>{row.seeds}</td>"
             f"<td class=num>{_delta_html(row.claimed_gain, problem)}</td>"
             f"<td class=num>{_measured_html(row.measured_gain, row.measured_seeds, problem)}</td>"
             f"<td>{_e(row.merged_by or '—')}</td></tr>"
@@ -346,7 +260,7 @@ def _experiments_table(
             f'<tr data-experiment="{exp.id}"><td class=pr>{_pr_links(exp, html_base, scoped)}</td>'
             f"<td>{_track_tag(exp.track)}{_e(exp.title)}</td><td>{_badge(exp.state)}{hold}</td>"
             f"<td>{_e(exp.student or '—')}</td><td class=num>{seeds}</td>"
-            f"<td class=num>{_e(fmt_metric(exp.mean, exp.std))}</td>"
+            f"<td class=num>{_e(numbers.metric(exp.mean, exp.std))}</td>"
             f"<td class=num>{_delta_html(exp.delta, problem)}</td><td>{decision}</td>"
             f"<td class=why>{_e(exp.rationale or '—')}</td></tr>"
         )
@@ -437,8 +351,8 @@ def _labs_table(rows: list[labs.LabRow]) -> str:
         body.append(
             f'<tr data-lab="{_e(row.lab)}"><td><a href="{_e(lab_path(row.lab))}">'
             f"{_e(row.lab)}</a></td><td>{_e(row.metric)} <span class=muted>({arrow})</span></td>"
-            f"<td class=num>{_e(fmt_metric(row.baseline))}</td>"
-            f"<td class=num>{_e(fmt_metric(row.best))}</td>"
+            f"<td class=num>{_e(numbers.metric(row.baseline))}</td>"
+            f"<td class=num>{_e(numbers.metric(row.best))}</td>"
             f"<td class=num>{row.experiments} <span class=muted>({row.running} running)</span></td>"
             f"<td class=num>{_share_html(row)}</td></tr>"
         )
@@ -550,7 +464,7 @@ def _runs_table(detail: queries.ExperimentDetail, problem: Problem) -> str:
         )
         rows.append(
             f"<tr><td class=num>{run.seed}</td><td>{_badge(run.status)}</td>"
-            f"<td class=num>{_e(fmt_metric(run.metric))}</td><td>{_short(run.commit_sha)}</td>"
+            f"<td class=num>{_e(numbers.metric(run.metric))}</td><td>{_short(run.commit_sha)}</td>"
             f"<td>{_short(run.base_sha)}</td><td>{_e(run.student or '—')}</td>"
             f"<td class=num>{_e(f'{run.duration_s:.0f}s' if run.duration_s else '—')}</td>"
             f"<td class=num>{_e(f'{run.peak_mem_mb:.0f} MB' if run.peak_mem_mb else '—')}</td>"
@@ -589,9 +503,10 @@ def render_experiment(
         ("branch", f"<code>{_e(exp.branch)}</code>" if exp.branch else "—"),
         (
             problem.metric,
-            _e(fmt_metric(exp.mean, exp.std)) + f" <span class=muted>({exp.seeds} seeds)</span>",
+            _e(numbers.metric(exp.mean, exp.std))
+            + f" <span class=muted>({exp.seeds} seeds)</span>",
         ),
-        ("baseline", _e(fmt_metric(exp.baseline_mean))),
+        ("baseline", _e(numbers.metric(exp.baseline_mean))),
         ("Δ vs baseline", _delta_html(exp.delta, problem)),
         ("GPU-hours / cost", f"{exp.gpu_hours:.3f} / ${exp.cost_usd:.2f}"),
     ]
@@ -649,199 +564,3 @@ def render_experiment(
         ]
     )
     return _page(f"{exp.title} · kohai", exp.repo, body)
-
-
-@get("/", media_type=MediaType.HTML, include_in_schema=False, sync_to_thread=False)
-def dashboard_index(state: State) -> str:
-    """The lab list; with one lab (or none yet), that lab's page below it."""
-    store = _store(state)
-    rows = labs.lab_rows(store)
-    if len(rows) > 1:
-        return render_labs(store, rows)
-    repo_id = rows[0].repo_id if rows else None
-    return render_index(store, _problem(state, repo_id), _html_base(state), repo_id, lab_list=rows)
-
-
-def _lab_id(state: State, owner: str, repo: str, track: str | None = None) -> int:
-    """The repository's id; 404 for an unknown repository or a track it does not declare."""
-    row = _store(state).one(
-        "SELECT id, problem_toml FROM repos WHERE full_name = ? COLLATE NOCASE",
-        (f"{owner}/{repo}",),
-    )
-    if row is None:
-        raise NotFoundException(f"no lab {owner}/{repo}")
-    if track is not None and track.lower() not in _track_names(row["problem_toml"]):
-        raise NotFoundException(f"no track {track[:60]} in {owner}/{repo}")
-    return int(row["id"])
-
-
-def _track_names(problem_toml: str | None) -> tuple[str, ...]:
-    return labs.stored_problem_of(problem_toml).track_names
-
-
-@get(
-    ["/labs/{owner:str}/{repo:str}", "/labs/{owner:str}/{repo:str}/{track:str}"],
-    media_type=MediaType.HTML,
-    include_in_schema=False,
-    sync_to_thread=False,
-)
-def dashboard_lab(state: State, request: Request) -> str:
-    """One lab's page, with its own metric, direction, experiments and queue."""
-    params = request.path_params
-    track = (params.get("track") or "default").lower()
-    repo_id = _lab_id(state, params["owner"], params["repo"], track)
-    return render_index(
-        _store(state),
-        _problem(state, repo_id),
-        _html_base(state),
-        repo_id,
-        scoped=True,
-        track=track,
-    )
-
-
-@get(
-    "/labs/{owner:str}/{repo:str}/experiments/{n:int}",
-    media_type=MediaType.HTML,
-    include_in_schema=False,
-    sync_to_thread=False,
-)
-def dashboard_lab_experiment(state: State, request: Request) -> str:
-    """An experiment's page within its lab: `n` is its PR number there, or its id with `?by=id`."""
-    params = request.path_params
-    repo_id = _lab_id(state, params["owner"], params["repo"])
-    n = int(params["n"])
-    by = request.query_params.get("by", "auto")
-    detail = queries.experiment_detail(
-        _store(state), n, by=by if by in ("pr", "id") else "auto", repo_id=repo_id
-    )
-    if detail is None:
-        raise NotFoundException(f"no experiment {n} in {params['owner']}/{params['repo']}")
-    return render_experiment(detail, _problem(state, repo_id), _html_base(state))
-
-
-@get(
-    "/experiments/{n:int}",
-    media_type=MediaType.HTML,
-    include_in_schema=False,
-    sync_to_thread=False,
-)
-def dashboard_experiment(state: State, request: Request) -> str:
-    """An experiment's page: `n` is its PR number, or its id with `?by=id`."""
-    n = int(request.path_params["n"])
-    by = request.query_params.get("by", "auto")
-    detail = queries.experiment_detail(_store(state), n, by=by if by in ("pr", "id") else "auto")
-    if detail is None:
-        raise NotFoundException(f"no experiment {n}")
-    return render_experiment(detail, _problem(state, detail.experiment.repo_id), _html_base(state))
-
-
-@get("/api/experiments", sync_to_thread=False)
-def api_experiments(state: State, request: Request) -> list[dict[str, Any]]:
-    """Every experiment (of one lab with `?lab=owner/repo[:track]`) with its result, newest first."""
-    html_base = _html_base(state)
-    wanted = request.query_params.get("lab")
-    repo_id, track = None, None
-    if wanted:
-        full_name, track = labs.split_lab_key(wanted)
-        if ":" not in wanted:
-            track = None  # the whole repository: every track
-        owner, _, name = full_name.partition("/")
-        repo_id = _lab_id(state, owner, name, track)
-    return [
-        {
-            **asdict(exp),
-            "lab": labs.lab_key(exp.repo, exp.track),
-            "page": experiment_path(exp),
-            "lab_page": experiment_path(exp, scoped=True),
-            "pr_url": queries.pr_url(exp.repo, exp.pr_number, html_base),
-        }
-        for exp in queries.experiments(_store(state), repo_id, track)
-    ]
-
-
-@get("/api/labs", sync_to_thread=False)
-def api_labs(state: State) -> list[dict[str, Any]]:
-    """Every lab: metric and direction, baseline, best, experiments, share against weight."""
-    return [asdict(row) | {"page": lab_path(row.lab)} for row in labs.lab_rows(_store(state))]
-
-
-@get("/api/hosts", sync_to_thread=False)
-def api_hosts(state: State) -> list[dict[str, Any]]:
-    """Every registered student/host with its state and current job."""
-    return [asdict(student) for student in queries.students(_store(state))]
-
-
-_LAB_OF = {
-    "experiment": "SELECT r.full_name, e.track FROM experiments e JOIN repos r "
-    "ON r.id = e.repo_id WHERE e.id = ?",
-    "job": "SELECT r.full_name, j.track FROM jobs j JOIN repos r ON r.id = j.repo_id "
-    "WHERE j.id = ?",
-    "progress": "SELECT r.full_name, j.track FROM jobs j JOIN repos r ON r.id = j.repo_id "
-    "WHERE j.id = ?",
-    "repo": "SELECT full_name, NULL AS track FROM repos WHERE id = ?",
-    "lab": "SELECT full_name, NULL AS track FROM repos WHERE id = ?",
-}
-
-
-def lab_of(store: Store | None, message: dict[str, Any]) -> str | None:
-    """The lab (`owner/repo`, or `owner/repo:track`) a bus message is about; None: no lab."""
-    if store is None or not isinstance(message, dict):
-        return None
-    sql = _LAB_OF.get(str(message.get("topic")))
-    key = message.get("job_id") if message.get("topic") == "progress" else message.get("id")
-    if sql is None or not isinstance(key, int) or isinstance(key, bool):
-        return None
-    row = store.one(sql, (key,))
-    if not row:
-        return None
-    track = row["track"] or message.get("track")
-    return labs.lab_key(str(row["full_name"]), track if isinstance(track, str) else None)
-
-
-async def _event_stream(
-    bus: Any, store: Store | None = None
-) -> AsyncIterator[ServerSentEventMessage]:
-    async with bus.subscribe() as inbox:
-        yield ServerSentEventMessage(data=json.dumps({"topic": "hello"}), retry=3000)
-        while True:
-            try:
-                message = await asyncio.wait_for(inbox.get(), timeout=KEEPALIVE_S)
-            except TimeoutError:
-                yield ServerSentEventMessage(comment="keepalive")
-                continue
-            lab = lab_of(store, message)
-            if lab is not None and "lab" not in message:
-                message = {**message, "lab": lab}
-            yield ServerSentEventMessage(data=json.dumps(message, default=str))
-
-
-@get("/events", include_in_schema=False)
-async def dashboard_events(state: State) -> ServerSentEvent:
-    """Bus messages as server-sent events, each with the lab it is about (`lab`, owner/repo).
-
-    The first one (`hello`) confirms the subscription.
-    """
-    return ServerSentEvent(_event_stream(state.bus, state.get("store")))
-
-
-@get("/static/live.js", include_in_schema=False, sync_to_thread=False)
-def dashboard_script() -> Response[bytes]:
-    return Response(
-        (STATIC_DIR / "live.js").read_bytes(),
-        media_type="text/javascript; charset=utf-8",
-        headers={"Cache-Control": "no-cache"},
-    )
-
-
-ROUTES: list = [
-    dashboard_index,
-    dashboard_lab,
-    dashboard_lab_experiment,
-    dashboard_experiment,
-    api_experiments,
-    api_labs,
-    api_hosts,
-    dashboard_events,
-    dashboard_script,
-]

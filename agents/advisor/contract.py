@@ -1,5 +1,8 @@
 """The advisor's contract: propose a hypothesis for an idle student, review a finished one.
 
+Implementations import this module, never the package's factory, so that the
+factory may import them without a cycle.
+
 Two implementations stand behind it: an offline Bayesian search over the
 problem's declared knobs (`agents.offline.advisor`), and a Claude advisor
 (`agents.claude.advisor`) used when an Anthropic key is configured. The bot
@@ -9,8 +12,6 @@ over either: a review can close what the gate would merge, never the reverse.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -70,34 +71,3 @@ class Advisor(Protocol):
     async def review(
         self, ctx: AdvisorContext, experiment: ExperimentRecord, gate: GateDecision
     ) -> Review: ...
-
-
-def make_advisor(api_key: str | None, **options: Any) -> Advisor:
-    """The Claude advisor when a key is given, else the offline search.
-
-    With a key, the agent form (Claude Code in a read-only checkout, with the
-    notebook tools) is used where claude-agent-sdk is installed, else the
-    single-call form; `engine="agent"|"messages"` (or `KOHAI_ADVISOR_ENGINE`)
-    chooses. `options` go to the Claude advisor as they are (model, budgets,
-    checkouts, ...); the offline advisor takes only `seed`. The Claude modules
-    are imported here, on demand, so an offline bot never loads them.
-    """
-    if api_key:
-        engine = options.pop("engine", None) or os.environ.get(ENGINE_ENV) or _default_engine()
-        if engine == "agent":
-            from agents.claude.agent_advisor import ClaudeAgentAdvisor
-
-            return ClaudeAgentAdvisor(api_key=api_key, **options)
-        from agents.claude.advisor import ClaudeAdvisor
-
-        return ClaudeAdvisor(api_key=api_key, **options)
-    from agents.offline.advisor import OfflineAdvisor
-
-    return OfflineAdvisor(seed=int(options.get("seed", 0)))
-
-
-ENGINE_ENV = "KOHAI_ADVISOR_ENGINE"
-
-
-def _default_engine() -> str:
-    return "agent" if importlib.util.find_spec("claude_agent_sdk") is not None else "messages"

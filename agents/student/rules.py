@@ -1,4 +1,8 @@
-"""The student's host-side entry point: implement a hypothesis in a checked-out branch.
+"""What every student shares: the outcome it reports and the rules its edits obey.
+
+Implementations (`agents.offline.student`, `agents.claude.student`) import this
+module, never the package's `implement`, so that it may import them without a
+cycle.
 
 Runs on GPU hosts, which do not install the server's dependencies, so this
 module imports only the standard library and kohai's shared contract modules.
@@ -16,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from bot.problem import Problem
-from bot.protocol import Implement
 
 # Hooks off and no fsmonitor for every git command run in the job's checkout: nothing
 # planted in its .git runs here (the job sandbox also keeps .git read-only).
@@ -38,36 +41,6 @@ class ImplementOutcome:
     notes: str = ""
     error: str | None = None
     smoke_s: float = 0.0  # seconds the coding agent spent in smoke runs
-
-
-def implement(worktree: Path, spec: Implement, problem: Problem) -> ImplementOutcome:
-    """Implement `spec` in `worktree` (a git checkout of the PR branch), then police the edits.
-
-    "offline" sets knob values (`agents.offline.student`); "claude" runs the
-    coding agent (`agents.claude.student`, imported only when asked for).
-    """
-    worktree = Path(worktree)
-    start = _head(worktree)
-    if spec.mode == "claude":
-        from agents.claude.student import implement as implement_with_claude
-
-        outcome = implement_with_claude(worktree, spec, problem)
-    elif spec.mode == "offline":
-        from agents.offline.student import implement as implement_offline
-
-        outcome = implement_offline(worktree, spec, problem)
-    else:
-        return ImplementOutcome(error=f"unknown implement mode {spec.mode!r}")
-    try:
-        reverted = enforce_editable(worktree, problem, since=start)
-        outcome.changed_files = changed_files(worktree, since=start)
-    except RuntimeError as exc:
-        return ImplementOutcome(cost_usd=outcome.cost_usd, error=str(exc))
-    outcome.reverted_files = sorted({*outcome.reverted_files, *reverted})
-    if reverted:
-        note = f"Reverted changes outside the editable files: {', '.join(reverted)}."
-        outcome.notes = f"{outcome.notes}\n{note}".strip()
-    return outcome
 
 
 def knob_summary(knobs: dict[str, Any]) -> str:
@@ -117,7 +90,7 @@ def enforce_editable(worktree: Path, problem: Problem, *, since: str | None = No
     return reverted
 
 
-def _head(worktree: Path) -> str | None:
+def head(worktree: Path) -> str | None:
     result = subprocess.run(
         ["git", *SAFE_GIT, "rev-parse", "--verify", "HEAD"],
         cwd=worktree,
