@@ -50,11 +50,12 @@ greedy's improvement per GPU-hour with false merges <= 5 %.
 from __future__ import annotations
 
 import argparse
+import functools
 import heapq
-import inspect
 import math
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -66,8 +67,6 @@ from bot.core.stats import pooled_paired_spread, pooled_seed_correlation
 
 # The gate takes runs with their seeds where it pairs matched seeds (SeedRun), bare values
 # where it does not; the bench feeds whichever the gate in this checkout understands.
-PAIRED = hasattr(gate, "SeedRun")
-COUNTS_ROUNDS = "confirm_rounds" in inspect.signature(decide).parameters
 
 P_NULL, P_HARMFUL = 0.60, 0.25  # the rest helpful
 EFFECT_LOW, EFFECT_HIGH = 0.5, 2.0
@@ -217,6 +216,17 @@ class Candidate:
     done: bool = False
 
 
+class Finished(NamedTuple):
+    """A run that ends at a time on the simulated clock."""
+
+    kind: str  # "baseline" or "candidate"
+    cand: Candidate | None
+    seed: int
+    value: float
+    curve: list[list[float]]
+    cost: float
+
+
 @dataclass
 class KohaiConfig:
     students: int = 4
@@ -240,7 +250,7 @@ def kohai(lab: Lab, budget: float, cfg: KohaiConfig) -> Result:
     ideas = iter(lab.ideas)
     clock = 0.0
     committed = 0.0  # GPU-hours started (a full run is reserved; stopped runs refund)
-    events: list[tuple[float, int, int, object]] = []
+    events: list[tuple[float, int, int, Finished]] = []
     order = 0
     history: list[list[tuple[float, float]]] = []  # decided comparisons: (candidate, baseline)
 
@@ -248,7 +258,7 @@ def kohai(lab: Lab, budget: float, cfg: KohaiConfig) -> Result:
         """The lab's matched-seed correlation from its decided comparisons, as the bot pools it."""
         return pooled_seed_correlation(history[-50:])
 
-    def next_job() -> tuple[str, object, int] | None:
+    def next_job() -> tuple[str, Candidate | None, int] | None:
         if baseline_wanted:
             return "baseline", None, baseline_wanted.pop(0)
         for c in candidates:
@@ -294,7 +304,9 @@ def kohai(lab: Lab, budget: float, cfg: KohaiConfig) -> Result:
                         break
         committed += 1
         order += 1
-        heapq.heappush(events, (now + cost, order, base_id, (kind, cand, seed, value, curve, cost)))
+        heapq.heappush(
+            events, (now + cost, order, base_id, Finished(kind, cand, seed, value, curve, cost))
+        )
         return True
 
     def evaluate(c: Candidate) -> None:
@@ -306,12 +318,6 @@ def kohai(lab: Lab, budget: float, cfg: KohaiConfig) -> Result:
             out.stopped += 1
             return
         seeds = sorted(c.values)
-        extra = {"confirm_rounds": c.rounds} if COUNTS_ROUNDS else {}
-        if cfg.screen_margin or cfg.sequential:
-            extra["screen_margin"] = cfg.screen_margin
-            extra["sequential"] = cfg.sequential
-        if cfg.pooled:
-            extra["paired_spread"] = pooled_paired_spread(history[-50:])
         verdict = decide(
             _runs(c.values),
             _runs({s: v for s, (v, _) in baseline.items()}),
@@ -319,7 +325,10 @@ def kohai(lab: Lab, budget: float, cfg: KohaiConfig) -> Result:
             confirm_seeds=cfg.confirm_seeds,
             baseline_seeds=cfg.baseline_seeds,
             seed_correlation=correlation(),
-            **extra,
+            confirm_rounds=c.rounds,
+            screen_margin=cfg.screen_margin,
+            sequential=cfg.sequential,
+            paired_spread=pooled_paired_spread(history[-50:]) if cfg.pooled else None,
         )
         if verdict.verdict == "wait":
             return
@@ -350,7 +359,7 @@ def kohai(lab: Lab, budget: float, cfg: KohaiConfig) -> Result:
         start(clock)
     while events:
         clock, _, job_base, payload = heapq.heappop(events)
-        kind, cand, seed, value, curve, cost = payload  # type: ignore[misc]
+        kind, cand, seed, value, curve, cost = payload
         out.gpu_hours += cost
         committed -= 1 - cost
         if kind == "baseline":
@@ -359,7 +368,7 @@ def kohai(lab: Lab, budget: float, cfg: KohaiConfig) -> Result:
                 if len(baseline) >= cfg.baseline_seeds:
                     for c in candidates:
                         evaluate(c)
-        else:
+        elif cand is not None:
             cand.in_flight -= 1
             if job_base == base_id and not cand.done:
                 cand.values[seed] = value
@@ -372,10 +381,8 @@ def kohai(lab: Lab, budget: float, cfg: KohaiConfig) -> Result:
     return out
 
 
-def _runs(values: dict[int, float]) -> list:
-    if PAIRED:
-        return [{"seed": s, "status": "ok", "metric": v} for s, v in sorted(values.items())]
-    return [values[s] for s in sorted(values)]
+def _runs(values: dict[int, float]) -> list[gate.SeedRun]:
+    return [gate.SeedRun(seed=s, status="ok", metric=v) for s, v in sorted(values.items())]
 
 
 # ---------------------------------------------------------------------- main
@@ -443,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             name = f"kohai {args.students} st., gate {confirm}/{base}" + (
                 ", early stop" if stop else ""
             )
-            policies.append((name, lambda lab, cfg=cfg: kohai(lab, args.gpu_hours, cfg)))
+            policies.append((name, functools.partial(kohai, budget=args.gpu_hours, cfg=cfg)))
     paired = EarlyStopConfig(enabled=True, band=1.0)  # against the matched seed's curve
     for confirm, stop in ((3, False), (5, False), (3, True)):
         cfg = KohaiConfig(
@@ -458,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
             pooled=True,
         )
         name = f"kohai+ {confirm}/{confirm} screen,seq,pooled,reuse" + (", pstop" if stop else "")
-        policies.append((name, lambda lab, cfg=cfg: kohai(lab, args.gpu_hours, cfg)))
+        policies.append((name, functools.partial(kohai, budget=args.gpu_hours, cfg=cfg)))
 
     print(
         f"{args.labs} simulated labs x {args.gpu_hours:g} GPU-hours each; ideas {P_NULL:.0%} null, "

@@ -52,8 +52,11 @@ class StopConfig(Protocol):
     `patience` (default DEFAULT_PATIENCE) are read when present.
     """
 
-    after_fraction: float
-    band: float
+    @property
+    def after_fraction(self) -> float: ...
+
+    @property
+    def band(self) -> float: ...
 
 
 @dataclass(frozen=True)
