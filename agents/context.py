@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agents.student.rules import knob_summary
+from bot import queries
 from bot.core.stats import mean_std
 from bot.core.untrusted import CLOSE_TAG, OPEN_TAG, clip_quoted, is_quoted, neutralize
 from bot.problem import Problem
@@ -306,21 +307,12 @@ def _latest_diff(store: Store, experiment_id: int) -> str:
 def _baseline_values(
     store: Store, repo_id: int, base_sha: str | None, track: str = "default"
 ) -> list[float]:
+    """The baseline on `base_sha`, or on the latest measured base before the first sync."""
     if base_sha is None:
-        latest = store.one(
-            "SELECT base_sha FROM runs WHERE repo_id = ? AND track = ? AND kind = 'baseline' "
-            "ORDER BY id DESC LIMIT 1",
-            (repo_id, track),
-        )
-        if latest is None:
+        base_sha = queries.latest_baseline_base(store, repo_id, track)
+        if base_sha is None:
             return []
-        base_sha = latest["base_sha"]
-    rows = store.query(
-        "SELECT metric FROM runs WHERE repo_id = ? AND track = ? AND kind = 'baseline' "
-        "AND status = 'ok' AND metric IS NOT NULL AND base_sha IS ? ORDER BY id",
-        (repo_id, track, base_sha),
-    )
-    return [r["metric"] for r in rows]
+    return queries.baseline_values(store, repo_id, track, base_sha)
 
 
 def _all_baseline_means(store: Store, repo_id: int, track: str = "default") -> list[float]:

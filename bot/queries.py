@@ -314,6 +314,43 @@ def current_group(runs: list[RunRow]) -> list[RunRow]:
     return [r for r in runs if (r.commit_sha, r.base_sha) == key]
 
 
+def baseline_values(store: Store, repo_id: int, track: str, base_sha: str | None) -> list[float]:
+    """The baseline's measured values on one base of one lab: the one definition.
+
+    Only `ok` seeds with a metric count; `base_sha` None (a lab not yet synced)
+    has no baseline.
+    """
+    rows = store.query(
+        "SELECT metric FROM runs WHERE repo_id = ? AND track = ? AND kind = 'baseline' "
+        "AND base_sha IS ? AND status = 'ok' AND metric IS NOT NULL ORDER BY id",
+        (repo_id, track, base_sha),
+    )
+    return [r["metric"] for r in rows]
+
+
+def latest_baseline_base(store: Store, repo_id: int, track: str) -> str | None:
+    """The base the lab's latest baseline run measured (None before the first)."""
+    row = store.one(
+        "SELECT base_sha FROM runs WHERE repo_id = ? AND track = ? AND kind = 'baseline' "
+        "ORDER BY id DESC LIMIT 1",
+        (repo_id, track),
+    )
+    return row["base_sha"] if row else None
+
+
+def group_values(
+    store: Store, experiment_id: int, commit_sha: str | None, base_sha: str | None
+) -> list[float]:
+    """A candidate's measured values for one commit on one base: the seeds that may be pooled."""
+    rows = store.query(
+        "SELECT metric FROM runs WHERE experiment_id = ? AND kind = 'candidate' "
+        "AND commit_sha IS ? AND base_sha IS ? AND status = 'ok' AND metric IS NOT NULL "
+        "ORDER BY id",
+        (experiment_id, commit_sha, base_sha),
+    )
+    return [r["metric"] for r in rows]
+
+
 def _baselines_by_base(store: Store) -> dict[tuple[int, str, str | None], list[RunRow]]:
     """Baseline runs by lab (repository and track) and the base they measured."""
     groups: dict[tuple[int, str, str | None], list[RunRow]] = defaultdict(list)

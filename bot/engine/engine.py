@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bot import queries
 from bot.core import intents as i
 from bot.core import labels as lab
 from bot.core import lifecycle
@@ -1016,20 +1017,10 @@ class Engine:
     # ----------------------------------------------------------- status view
 
     def baseline_values(self, repo: Repo) -> list[float]:
-        rows = self.store.query(
-            "SELECT metric FROM runs WHERE repo_id = ? AND track = ? AND kind = 'baseline' "
-            "AND base_sha = ? AND status = 'ok' AND metric IS NOT NULL ORDER BY id",
-            (repo.id, repo.track, repo.base_sha),
-        )
-        return [r["metric"] for r in rows]
+        return queries.baseline_values(self.store, repo.id, repo.track, repo.base_sha)
 
     def candidate_values(self, exp: dict[str, Any]) -> list[float]:
-        rows = self.store.query(
-            "SELECT metric FROM runs WHERE experiment_id = ? AND kind = 'candidate' AND commit_sha IS ? "
-            "AND base_sha IS ? AND status = 'ok' AND metric IS NOT NULL ORDER BY id",
-            (exp["id"], exp["head_sha"], exp["base_sha"]),
-        )
-        return [r["metric"] for r in rows]
+        return queries.group_values(self.store, exp["id"], exp["head_sha"], exp["base_sha"])
 
     def refresh_status(self, repo: Repo, exp_id: int, phase_note: str = "") -> None:
         exp = self.store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,))
