@@ -223,7 +223,7 @@ def sandbox_refusal(reason: str | None, unsandboxed: bool) -> str | None:
         return None
     return (
         f"kohai host run: the job sandbox cannot start: {reason}\n"
-        "  Install bubblewrap and allow unprivileged user namespaces (see the README's "
+        "  Install bubblewrap and allow unprivileged user namespaces (see docs/sandbox.md, "
         '"The job sandbox"), or start with --unsandboxed: jobs then run without it and '
         'every result says "unsandboxed".'
     )

@@ -138,7 +138,7 @@ def actor_kind(actor: str) -> str:
 
 
 def table_rows() -> list[tuple[str, str, str, str]]:
-    """(state, event, new state, actors) for the README and the dashboard, in a stable order."""
+    """(state, event, new state, actors) for docs/reliability.md and the dashboard, in a stable order."""
     order = {s: n for n, s in enumerate(STATES)}
     rows = sorted(TABLE.values(), key=lambda r: (order[r.state], r.event))
     return [(r.state, r.event, r.to, ", ".join(sorted(r.actors))) for r in rows]
