@@ -1,6 +1,8 @@
 """The bot's only door to GitHub: App authentication, retries, rate limits, pacing.
 
-Everything that talks to GitHub goes through `GitHubApp.request`, so that one
+Everything that talks to GitHub goes through `GitHubApp.call` (githubkit's
+typed REST methods, for an installation or the App) or `GitHubApp.request`
+(a raw call, for what has no typed method; built on `call`), so that one
 place decides when a failed call is tried again, how long to wait, and how
 fast content may be created. The decisions themselves (`classify_failure`,
 `backoff_s`, `Pacer.delay`) are pure so that tests can pin them exactly; the
@@ -24,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import certifi
@@ -36,6 +38,7 @@ from githubkit.exception import RequestError, RequestFailed
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+R = TypeVar("R")
 Clock = Callable[[], float]
 
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
@@ -182,6 +185,14 @@ def _error_message(response: httpx.Response) -> str:
             message = f"{message} ({'; '.join(str(d) for d in details)})"
         return message
     return str(body)[:500]
+
+
+def _where(exc: BaseException, method: str) -> str:
+    """`METHOD /path` of the request a transport error interrupted, for the log."""
+    request = getattr(exc, "_request", None)  # httpx raises when asking for a missing one
+    if isinstance(request, httpx.Request):
+        return f"{request.method} {request.url.path}"
+    return method
 
 
 def _json(response: httpx.Response) -> Any:
@@ -352,11 +363,47 @@ class GitHubApp:
         params: Mapping[str, Any] | None = None,
         idempotent: bool | None = None,
     ) -> Reply:
-        """One GitHub call, as the installation (or as the App when `installation_id` is None).
+        """One raw GitHub call, for what githubkit has no typed method for (GraphQL,
+        a `Link: rel="next"` URL, the App's own endpoints read loosely).
+
+        The same door as `call`: the same retries, waits, pacing and renewal.
+        """
+        method = method.upper()
+        response = await self.call(
+            installation_id,
+            lambda gh: gh.arequest(method, path, json=json, params=params),
+            method=method,
+            idempotent=idempotent,
+        )
+        raw = response.raw_response
+        return Reply(
+            raw.status_code,
+            raw.headers,
+            _json(raw),
+            {str(k): v for k, v in raw.links.items()},
+        )
+
+    async def call(
+        self,
+        installation_id: int | None,
+        fn: Callable[[GitHub[Any]], Awaitable[R]],
+        *,
+        method: str,
+        idempotent: bool | None = None,
+    ) -> R:
+        """Run one of githubkit's typed REST calls as the installation (or as the App
+        when `installation_id` is None): `fn` is given the client and makes one request,
+        e.g. `lambda gh: gh.rest.issues.async_create_comment(owner, repo, n, body=b)`.
+
+        `method` is that request's HTTP method: it decides whether the call is
+        paced (content-creating calls are, per installation) and, unless
+        `idempotent` says otherwise, whether a failure that may have happened
+        on GitHub's side is sent again (everything but POST).
 
         Retries what GitHub says may be retried, waits out rate limits up to
-        `max_wait_s`, paces content-creating calls per installation, and
-        raises `GitHubWriteError` for everything else.
+        `max_wait_s`, makes new credentials once when GitHub refuses a token
+        (401), and raises `GitHubWriteError` for everything else. `fn` is
+        called again for each attempt, with the client of the moment.
         """
         method = method.upper()
         if idempotent is None:
@@ -370,22 +417,16 @@ class GitHubApp:
             if paced:
                 await acquire(self._pacers_for(installation_id or 0), self._sleep)
             try:
-                response = await client.arequest(method, path, json=json, params=params)
+                return await fn(client)
             except RequestFailed as exc:
                 raw = exc.response.raw_response
+                where = f"{raw.request.method} {raw.request.url.path}"
                 failure = classify_failure(
                     raw.status_code, raw.headers, _error_message(raw), self._wall_clock()
                 )
             except RequestError as exc:
+                where = _where(exc.exc, method)
                 failure = classify_transport_error(exc.exc)
-            else:
-                raw = response.raw_response
-                return Reply(
-                    raw.status_code,
-                    raw.headers,
-                    _json(raw),
-                    {str(k): v for k, v in raw.links.items()},
-                )
             if failure.status == 401 and not renewed:
                 # A token revoked or expired early: GitHub refused it, so the
                 # request did nothing; make new credentials and send it again.
@@ -405,9 +446,8 @@ class GitHubApp:
                     failure.wait_s,  # only a wait GitHub asked for binds the outbox
                 )
             log.warning(
-                "GitHub %s %s: %s %s; retrying in %.1fs",
-                method,
-                path,
+                "GitHub %s: %s %s; retrying in %.1fs",
+                where,
                 failure.status,
                 failure.message,
                 wait,
