@@ -31,7 +31,14 @@ from urllib.parse import quote
 
 import certifi
 import httpx
-from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub, TokenAuthStrategy
+import pydantic
+from githubkit import (
+    AppAuthStrategy,
+    AppInstallationAuthStrategy,
+    GitHub,
+    TokenAuthStrategy,
+    UnauthAuthStrategy,
+)
 from githubkit.cache import MemCacheStrategy
 from githubkit.exception import RequestError, RequestFailed
 
@@ -418,6 +425,9 @@ class GitHubApp:
                 await acquire(self._pacers_for(installation_id or 0), self._sleep)
             try:
                 return await fn(client)
+            except pydantic.ValidationError as exc:
+                # githubkit checks a typed call's body before sending it: nothing was sent.
+                raise GitHubWriteError(0, f"githubkit refused the request: {exc}", False) from exc
             except RequestFailed as exc:
                 raw = exc.response.raw_response
                 where = f"{raw.request.method} {raw.request.url.path}"
@@ -439,9 +449,10 @@ class GitHubApp:
                 raise GitHubWriteError(failure.status, failure.message, True, failure.wait_s)
             wait = failure.wait_s if failure.wait_s is not None else backoff_s(attempt)
             if attempt >= self.max_attempts or wait > self.max_wait_s:
+                tries = f" (gave up after {attempt} attempts)" if attempt > 1 else ""
                 raise GitHubWriteError(
                     failure.status,
-                    f"{failure.message} (gave up after {attempt} attempts)",
+                    f"{failure.message}{tries}",
                     True,
                     failure.wait_s,  # only a wait GitHub asked for binds the outbox
                 )
@@ -517,6 +528,29 @@ class GitHubApp:
         return data.get("data") or {}
 
     # -- App-level calls -------------------------------------------------
+
+    async def reachable(self) -> str | None:
+        """None when GitHub answers at `base_url` (whatever it answers), else why not.
+
+        Asked without credentials, once, so that it tells an unreachable GitHub
+        apart from a key that cannot sign anything.
+        """
+        client = self._client(UnauthAuthStrategy())
+        try:
+            await client.arequest("GET", "/app")
+        except RequestFailed:
+            return None
+        except RequestError as exc:
+            return str(exc.exc) or type(exc.exc).__name__
+        return None
+
+    async def app_info(self) -> dict[str, Any]:
+        """`GET /app` as the App (a JWT signed with its key): its slug, permissions, events.
+
+        Read loosely (raw), for `bot.github.preflight` reports on whatever GitHub says.
+        """
+        reply = await self.request(None, "GET", "/app")
+        return reply.data if isinstance(reply.data, dict) else {}
 
     async def installation_for_repo(self, full_name: str) -> int:
         """The installation id that covers a repository (cached)."""

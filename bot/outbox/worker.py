@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import quote
 
 import pydantic
@@ -92,6 +92,7 @@ def describe_failure(exc: Exception) -> tuple[str, bool, float | None]:
 # `GitHubApp` satisfies them all, and a test can hand any one a smaller stand-in.
 
 
+@runtime_checkable
 class Calls(Protocol):
     """githubkit's typed REST calls, through the App's retries and pacing."""
 
@@ -105,6 +106,7 @@ class Calls(Protocol):
     ) -> R: ...
 
 
+@runtime_checkable
 class Lists(Protocol):
     """Every item of a list endpoint, following GitHub's `Link: rel="next"` URLs."""
 
@@ -119,28 +121,34 @@ class Lists(Protocol):
     ) -> list[Any]: ...
 
 
+@runtime_checkable
 class KnowsItself(Protocol):
     async def bot_login(self) -> str: ...
 
 
+@runtime_checkable
 class GraphQL(Protocol):
     async def graphql(
         self, installation_id: int, query: str, variables: Mapping[str, Any] | None = None
     ) -> dict[str, Any]: ...
 
 
+@runtime_checkable
 class CommentClient(Calls, Lists, KnowsItself, Protocol):
     """Find the App's marked comment on an issue; create or edit one."""
 
 
+@runtime_checkable
 class LabelCatalogClient(Calls, Lists, Protocol):
     """List a repository's labels and create the missing ones."""
 
 
+@runtime_checkable
 class PullClient(Calls, Lists, KnowsItself, Protocol):
     """Start a branch, find or open its PR, label it, link it from its issue."""
 
 
+@runtime_checkable
 class DraftClient(Calls, GraphQL, Protocol):
     """Read a PR; flip its draft state (GraphQL only)."""
 
