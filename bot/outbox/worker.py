@@ -70,7 +70,7 @@ def failure_update(
 
 
 def describe_failure(exc: Exception) -> tuple[str, bool, float | None]:
-    """(message, retryable, retry_after) for any exception an op raised.
+    """(message, retryable, retry_after) for any exception performing a write raised.
 
     GitHub's errors say for themselves; an answer that githubkit's model
     refuses is a mismatch that retrying cannot fix; so is a malformed row
