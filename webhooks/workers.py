@@ -14,6 +14,7 @@ from typing import Any
 
 from bot.engine.inbox import process_pending
 from bot.github.sync import stale_repos, sync_repo
+from bot.outbox import writes as w
 from bot.outbox.worker import OutboxWorker
 from webhooks.context import BotContext
 
@@ -56,7 +57,7 @@ async def inbox_worker(ctx: BotContext) -> None:
     )
 
 
-BRANCH_OPS = frozenset({"start_branch", "create_branch"})
+BRANCH_WRITES = frozenset(w.BRANCH_WRITES)
 
 
 async def outbox_worker(ctx: BotContext) -> None:
@@ -77,8 +78,8 @@ async def outbox_worker(ctx: BotContext) -> None:
         )
 
     # The branch lane has GitHub to itself while it writes: the rest waits a moment.
-    branches = lane(only_ops=BRANCH_OPS)
-    worker = lane(skip_ops=BRANCH_OPS, defer_to=branches)
+    branches = lane(only=BRANCH_WRITES)
+    worker = lane(skip=BRANCH_WRITES, defer_to=branches)
     ctx.extra["outbox"] = worker
     wakes = (asyncio.Event(), asyncio.Event())
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from bot.core.router import ExperimentView, RouteState
 from bot.core.untrusted import quote_as_data
 from bot.engine import labs
 from bot.engine.bus import Bus
-from bot.outbox.writes import enqueue
+from bot.outbox import writes as w
 from bot.problem import DEFAULT_TRACK, Problem, ProblemError, loads_problem
 from bot.render.comments import status_comment
 from bot.store import Store, dumps, now
@@ -245,13 +245,14 @@ class Engine:
 
     # ----------------------------------------------------------------- writes
 
-    def write(self, repo: Repo, op: str, **args: Any) -> None:
-        if "number" in args and args["number"] is None:
+    def write(self, repo: Repo, write: w.Write) -> None:
+        """Record one GitHub write for the outbox, in the caller's transaction."""
+        if getattr(write, "number", 0) is None:
             # The PR is not open yet (its job runs while it opens): what matters
             # then is written when it opens (`_pr_caught_up`).
-            log.debug("%s on %s: no PR yet", op, repo.full_name)
+            log.debug("%s on %s: no PR yet", write.op, repo.full_name)
             return
-        enqueue(self.store, repo.full_name, repo.installation_id, op, **args)
+        w.enqueue(self.store, repo.full_name, repo.installation_id, write)
         self._on_outbox()
 
     def _publish(self, topic: str, **data: Any) -> None:
@@ -374,16 +375,16 @@ class Engine:
         if exp is None:
             if intent.label_change:
                 if intent.on:
-                    self.write(repo, "add_labels", number=intent.number, labels=["hold"])
+                    self.write(repo, w.AddLabels(number=intent.number, labels=["hold"]))
                 else:
-                    self.write(repo, "remove_label", number=intent.number, label="hold")
+                    self.write(repo, w.RemoveLabel(number=intent.number, label="hold"))
             return "hold on an issue"
         self.store.update("experiments", exp["id"], {"hold": int(intent.on), "updated_at": now()})
         if intent.label_change:
             if intent.on:
-                self.write(repo, "add_labels", number=exp["pr_number"], labels=["hold"])
+                self.write(repo, w.AddLabels(number=exp["pr_number"], labels=["hold"]))
             else:
-                self.write(repo, "remove_label", number=exp["pr_number"], label="hold")
+                self.write(repo, w.RemoveLabel(number=exp["pr_number"], label="hold"))
         if not intent.on:
             self.notify_job_queued(exp["student"])
         self.refresh_status(repo, exp["id"])
@@ -444,10 +445,10 @@ class Engine:
         wanted = lab.desired_labels(exp["state"], exp["student"], bool(exp["hold"]))
         for label in sorted(set(lab.STATUS_LABELS.values()) - wanted):
             if label in event.labels:
-                self.write(repo, "remove_label", number=exp["pr_number"], label=label)
-        missing = sorted(w for w in wanted if w not in event.labels)
+                self.write(repo, w.RemoveLabel(number=exp["pr_number"], label=label))
+        missing = sorted(name for name in wanted if name not in event.labels)
         if missing:
-            self.write(repo, "add_labels", number=exp["pr_number"], labels=missing)
+            self.write(repo, w.AddLabels(number=exp["pr_number"], labels=missing))
         return "labels repaired"
 
     @handles(i.RevertLabel)
@@ -455,15 +456,15 @@ class Engine:
         if repo is None:
             return "no repo"
         if intent.added:
-            self.write(repo, "remove_label", number=intent.number, label=intent.label)
+            self.write(repo, w.RemoveLabel(number=intent.number, label=intent.label))
         else:
-            self.write(repo, "add_labels", number=intent.number, labels=[intent.label])
+            self.write(repo, w.AddLabels(number=intent.number, labels=[intent.label]))
         return f"label {intent.label!r} change undone (no write permission)"
 
     @handles(i.Acknowledge)
     def _on_Acknowledge(self, intent: i.Acknowledge, event: Event, repo: Repo | None) -> str:
         if repo is not None:
-            self.write(repo, "react", comment_id=intent.comment_id, content="eyes")
+            self.write(repo, w.React(comment_id=intent.comment_id, content="eyes"))
         return "acknowledged"
 
     @handles(i.Reply)
@@ -471,7 +472,7 @@ class Engine:
         if repo is not None:
             key = re.sub(r"[^\w.:/-]+", "-", f"{event.delivery_id}:{intent.key}")[:120]
             self.write(
-                repo, "comment", number=intent.number, kind="reply", key=key, body=intent.body
+                repo, w.Comment(number=intent.number, kind="reply", key=key, body=intent.body)
             )
         return "replied"
 
@@ -511,11 +512,9 @@ class Engine:
     def _reply(self, repo: Repo, exp: dict[str, Any], event: Event, key: str, body: str) -> None:
         self.write(
             repo,
-            "comment",
-            number=exp["pr_number"],
-            kind="reply",
-            key=f"{event.delivery_id}:{key}",
-            body=body,
+            w.Comment(
+                number=exp["pr_number"], kind="reply", key=f"{event.delivery_id}:{key}", body=body
+            ),
         )
 
     def next_seeds(self, exp: dict[str, Any], count: int) -> list[int]:
@@ -554,7 +553,7 @@ class Engine:
         )
         if not exp["hold"]:
             self.store.update("experiments", exp["id"], {"hold": 1})
-            self.write(repo, "add_labels", number=exp["pr_number"], labels=["hold"])
+            self.write(repo, w.AddLabels(number=exp["pr_number"], labels=["hold"]))
         self.decide(exp["id"], "stop", f"human:{intent.actor}", f"stopped by @{intent.actor}")
         running = self.store.one(
             "SELECT id FROM jobs WHERE experiment_id = ? AND state = 'leased'", (exp["id"],)
@@ -603,7 +602,7 @@ class Engine:
         ):
             self._reply(repo, exp, event, "close-refused", f"This experiment is {exp['state']}.")
             return "close refused"
-        self.write(repo, "close", number=exp["pr_number"])
+        self.write(repo, w.Close(number=exp["pr_number"]))
         return "closed"
 
     @handles(i.PostStatus)
@@ -652,19 +651,20 @@ class Engine:
         # The branch first: the job is queued as soon as it exists, the PR follows.
         self.write(
             repo,
-            "start_branch",
-            experiment_id=exp_id,
-            base=repo.base_branch,
-            base_sha=repo.base_sha,
-            branch=branch,
-            commit_message=commit_message,
+            w.StartBranch(
+                experiment_id=exp_id,
+                base=repo.base_branch,
+                base_sha=repo.base_sha,
+                branch=branch,
+                commit_message=commit_message,
+            ),
         )
         specs = list(lab.LABEL_SPECS)
         if student:
             specs.append(lab.student_label_spec(student))
         if repo.tracked:
             specs.append(lab.track_label_spec(repo.track))
-        self.write(repo, "ensure_labels", labels=specs)
+        self.write(repo, w.EnsureLabels(labels=specs))
         body = hypothesis.strip()
         if knobs:
             body += "\n\n**Knobs**\n\n" + "\n".join(f"- `{k} = {v!r}`" for k, v in knobs.items())
@@ -677,16 +677,17 @@ class Engine:
             )
         self.write(
             repo,
-            "open_pr",
-            experiment_id=exp_id,
-            base=repo.base_branch,
-            branch=branch,
-            title=(repo.title_prefix + title)[:200],
-            body=body,
-            commit_message=commit_message,
-            labels=[lab.student_label(student), "status:queued"]
-            + ([lab.track_label(repo.track)] if repo.tracked else []),
-            issue_number=issue_number,
+            w.OpenPullRequest(
+                experiment_id=exp_id,
+                base=repo.base_branch,
+                branch=branch,
+                title=(repo.title_prefix + title)[:200],
+                body=body,
+                commit_message=commit_message,
+                labels=[lab.student_label(student), "status:queued"]
+                + ([lab.track_label(repo.track)] if repo.tracked else []),
+                issue_number=issue_number,
+            ),
         )
         self._publish("experiment", id=exp_id)
         return exp_id
@@ -727,9 +728,9 @@ class Engine:
         old_label, new_label = lab.status_label(old), lab.status_label(state)
         if exp["pr_number"] and old_label != new_label:
             if old_label:
-                self.write(repo, "remove_label", number=exp["pr_number"], label=old_label)
+                self.write(repo, w.RemoveLabel(number=exp["pr_number"], label=old_label))
             if new_label:
-                self.write(repo, "add_labels", number=exp["pr_number"], labels=[new_label])
+                self.write(repo, w.AddLabels(number=exp["pr_number"], labels=[new_label]))
         exp["state"] = state
         self._publish("experiment", id=exp["id"], state=state)
 
@@ -744,10 +745,10 @@ class Engine:
         )
         if exp["pr_number"]:
             if student:
-                self.write(repo, "ensure_labels", labels=[lab.student_label_spec(student)])
-            self.write(repo, "remove_label", number=exp["pr_number"], label=lab.student_label(old))
+                self.write(repo, w.EnsureLabels(labels=[lab.student_label_spec(student)]))
+            self.write(repo, w.RemoveLabel(number=exp["pr_number"], label=lab.student_label(old)))
             self.write(
-                repo, "add_labels", number=exp["pr_number"], labels=[lab.student_label(student)]
+                repo, w.AddLabels(number=exp["pr_number"], labels=[lab.student_label(student)])
             )
         exp["student"] = student
         self.notify_job_queued(student)
@@ -787,12 +788,13 @@ class Engine:
             if requested and exp["pr_number"]:
                 self.write(
                     repo,
-                    "comment",
-                    number=exp["pr_number"],
-                    kind="reply",
-                    key=f"job-cancelled:{row['id']}",
-                    body=f"@{requested}: the job your command queued (job {row['id']}) will not "
-                    f"run: {why}",
+                    w.Comment(
+                        number=exp["pr_number"],
+                        kind="reply",
+                        key=f"job-cancelled:{row['id']}",
+                        body=f"@{requested}: the job your command queued (job {row['id']}) will not "
+                        f"run: {why}",
+                    ),
                 )
         return len(rows)
 
@@ -800,17 +802,18 @@ class Engine:
         self, repo: Repo, exp: dict[str, Any], *, title: str, check_base: bool = True
     ) -> None:
         """Queue the merge; with `check_base` it lands only if the base is still the measured one."""
-        self.write(repo, "mark_ready", number=exp["pr_number"])
+        self.write(repo, w.MarkReady(number=exp["pr_number"]))
         self.write(
             repo,
-            "merge",
-            number=exp["pr_number"],
-            sha=exp["head_sha"],
-            method="squash",
-            title=title,
-            experiment_id=exp["id"],
-            base=repo.base_branch,
-            base_sha=exp["base_sha"] if check_base else None,
+            w.Merge(
+                number=exp["pr_number"],
+                sha=exp["head_sha"],
+                method="squash",
+                title=title,
+                experiment_id=exp["id"],
+                base=repo.base_branch,
+                base_sha=exp["base_sha"] if check_base else None,
+            ),
         )
 
     def merge_in_flight(self, repo: Repo) -> bool:
@@ -820,9 +823,9 @@ class Engine:
         only on a base the bot has read back after the previous merge.
         """
         pending = self.store.one(
-            "SELECT id FROM outbox WHERE repo = ? AND op = 'merge' AND state = 'pending' "
+            "SELECT id FROM outbox WHERE repo = ? AND op = ? AND state = 'pending' "
             "AND json_extract(args, '$.base') = ?",
-            (repo.full_name, repo.base_branch),
+            (repo.full_name, w.Merge.op, repo.base_branch),
         )
         synced = self.store.one("SELECT synced_at FROM repos WHERE id = ?", (repo.id,))
         if repo.tracked:
@@ -840,11 +843,9 @@ class Engine:
             return
         self.write(
             repo,
-            "comment",
-            number=exp["pr_number"],
-            kind="decision",
-            key=key,
-            body=f"### {heading}\n\n{text}",
+            w.Comment(
+                number=exp["pr_number"], kind="decision", key=key, body=f"### {heading}\n\n{text}"
+            ),
         )
 
     def decide(
@@ -1059,16 +1060,14 @@ class Engine:
         )
         self.write(
             repo,
-            "sticky",
-            number=exp["pr_number"],
-            kind="status",
-            key=str(exp["pr_number"]),
-            body=body,
+            w.StatusComment(
+                number=exp["pr_number"], kind="status", key=str(exp["pr_number"]), body=body
+            ),
         )
 
     # ----------------------------------------------------- outbox callbacks
 
-    def _pr_caught_up(self, repo: Repo, exp: dict[str, Any], args: dict[str, Any]) -> None:
+    def _pr_caught_up(self, repo: Repo, exp: dict[str, Any], labels: Sequence[str]) -> None:
         """The draft PR opened after its job was queued: bring its labels and comments up to date.
 
         The PR was opened with the labels of a queued experiment; the work may
@@ -1076,44 +1075,43 @@ class Engine:
         label is corrected, the status comment written, and results that came
         back before the PR existed are posted now.
         """
-        opened = [name for name in args.get("labels") or [] if name.startswith("status:")]
+        opened = [name for name in labels if name.startswith("status:")]
         current = lab.status_label(exp["state"])
         for name in opened:
             if name != current:
-                self.write(repo, "remove_label", number=exp["pr_number"], label=name)
+                self.write(repo, w.RemoveLabel(number=exp["pr_number"], label=name))
         if current and current not in opened:
-            self.write(repo, "add_labels", number=exp["pr_number"], labels=[current])
+            self.write(repo, w.AddLabels(number=exp["pr_number"], labels=[current]))
         if self.on_pr_opened is not None:
             self.on_pr_opened(repo, exp)
         if exp["state"] == "closed":
-            self.write(repo, "close", number=exp["pr_number"])
+            self.write(repo, w.Close(number=exp["pr_number"]))
         self.refresh_status(repo, exp["id"])
 
     def on_write_done(self, row: dict[str, Any], result: dict[str, Any]) -> None:
         """Results of GitHub writes that feed back into state (called inside the outbox's transaction)."""
-        args = json.loads(row["args"]) if isinstance(row["args"], str) else row["args"]
+        write = w.decode(row["op"], row["args"])
         repo = self.repo(row["repo"])
         if repo is None:
             return
-        if row["op"] == "create_branch":
+        if isinstance(write, w.CreateBranch):
             # A track's base branch now exists: the sync reads it and measures its baseline.
-            self.mark_base_stale(self._on_track(repo, args.get("track")))
+            self.mark_base_stale(self._on_track(repo, write.track))
             return
-        if args.get("experiment_id"):
-            owner = self.store.one(
-                "SELECT track FROM experiments WHERE id = ?", (args["experiment_id"],)
-            )
+        experiment_id = getattr(write, "experiment_id", None)
+        if experiment_id:
+            owner = self.store.one("SELECT track FROM experiments WHERE id = ?", (experiment_id,))
             repo = self.lab_of(repo, owner)
-        if row["op"] == "start_branch":
-            exp = self.store.one("SELECT * FROM experiments WHERE id = ?", (args["experiment_id"],))
+        if isinstance(write, w.StartBranch):
+            exp = self.store.one("SELECT * FROM experiments WHERE id = ?", (experiment_id,))
             if exp is None or exp["state"] != "proposed":
                 return
             if not exp["head_sha"] and result.get("head_sha"):
                 self.store.update("experiments", exp["id"], {"head_sha": result["head_sha"]})
                 exp["head_sha"] = result["head_sha"]
             self.queue_experiment_job(repo, exp, seeds=list(range(repo.problem.seeds)))
-        elif row["op"] == "open_pr":
-            exp = self.store.one("SELECT * FROM experiments WHERE id = ?", (args["experiment_id"],))
+        elif isinstance(write, w.OpenPullRequest):
+            exp = self.store.one("SELECT * FROM experiments WHERE id = ?", (experiment_id,))
             if exp is None or exp["pr_number"]:
                 return
             values: dict[str, Any] = {"pr_number": result["number"], "updated_at": now()}
@@ -1125,12 +1123,11 @@ class Engine:
             if exp["state"] == "proposed":
                 self.queue_experiment_job(repo, exp, seeds=list(range(repo.problem.seeds)))
             else:
-                self._pr_caught_up(repo, exp, args)
-        elif row["op"] == "merge" and result.get("merged"):
-            exp_id = args.get("experiment_id")
+                self._pr_caught_up(repo, exp, write.labels)
+        elif isinstance(write, w.Merge) and result.get("merged"):
             exp = (
-                self.store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,))
-                if exp_id
+                self.store.one("SELECT * FROM experiments WHERE id = ?", (experiment_id,))
+                if experiment_id
                 else None
             )
             if exp is not None and exp["state"] != "merged":
@@ -1151,11 +1148,15 @@ class Engine:
 
     def on_write_failed(self, row: dict[str, Any], message: str) -> None:
         """A GitHub write failed for good; a refused merge must not leave its PR in limbo."""
-        if row["op"] != "merge":
+        if row["op"] != w.Merge.op:
             return
-        args = json.loads(row["args"]) if isinstance(row["args"], str) else row["args"]
+        try:
+            write = w.decode(row["op"], row["args"])
+        except (KeyError, TypeError, ValueError):
+            return  # a malformed row: it failed as such, and names no experiment
+        assert isinstance(write, w.Merge)
         repo = self.repo(row["repo"])
-        exp_id = args.get("experiment_id")
+        exp_id = write.experiment_id
         exp = (
             self.store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,)) if exp_id else None
         )
@@ -1178,13 +1179,12 @@ class Engine:
         self.decide(exp["id"], "wait", "gate", f"GitHub refused the merge: {message}")
         self.write(
             repo,
-            "comment",
-            number=exp["pr_number"],
-            kind="merge-failed",
-            key=str(row["id"]),
-            body=(
-                f"### Merge refused by GitHub\n\n{message}\n\n`/rerun` merges the base into the "
-                "branch and trains it again (a conflict goes to the student); `/close` ends it."
+            w.Comment(
+                number=exp["pr_number"],
+                kind="merge-failed",
+                key=str(row["id"]),
+                body=f"### Merge refused by GitHub\n\n{message}\n\n`/rerun` merges the base into the "
+                "branch and trains it again (a conflict goes to the student); `/close` ends it.",
             ),
         )
         self.store.update("experiments", exp["id"], {"review_requested": 0, "updated_at": now()})

@@ -23,6 +23,7 @@ from typing import Any
 
 from bot.engine import labs
 from bot.engine.engine import Engine, Repo
+from bot.outbox import writes as w
 from bot.protocol import (
     JOB_STATUSES,
     LEASE_SECONDS,
@@ -433,11 +434,12 @@ class JobBook:
             if exp is not None and exp["pr_number"] and self.engine.move(repo, exp, "fail", "bot"):
                 self.engine.write(
                     repo,
-                    "comment",
-                    number=exp["pr_number"],
-                    kind="failure",
-                    key=str(job["id"]),
-                    body=f"### Job {job['id']} failed\n\n{reason}. The experiment goes to review.",
+                    w.Comment(
+                        number=exp["pr_number"],
+                        kind="failure",
+                        key=str(job["id"]),
+                        body=f"### Job {job['id']} failed\n\n{reason}. The experiment goes to review.",
+                    ),
                 )
                 self.store.update("experiments", exp["id"], {"review_requested": 1})
                 self.engine.refresh_status(repo, exp["id"])
@@ -640,7 +642,7 @@ class JobBook:
                 "so there is nothing to measure.",
                 key=f"already-{job['id']}",
             )
-            self.engine.write(repo, "close", number=exp["pr_number"])
+            self.engine.write(repo, w.Close(number=exp["pr_number"]))
             return
         if result.status == "refused" and CONFLICT_MARK in result.reason:
             if self._onto_new_base(repo, exp, job, result.reason):
@@ -733,11 +735,7 @@ class JobBook:
         if exp["pr_number"]:
             self.engine.write(
                 repo,
-                "comment",
-                number=exp["pr_number"],
-                kind="results",
-                key=str(job["id"]),
-                body=body,
+                w.Comment(number=exp["pr_number"], kind="results", key=str(job["id"]), body=body),
             )
             if exp["state"] not in ("merged", "closed"):
-                self.engine.write(repo, "mark_ready", number=exp["pr_number"])
+                self.engine.write(repo, w.MarkReady(number=exp["pr_number"]))

@@ -22,6 +22,7 @@ from bot.core.audit import failed_audit
 from bot.core.gate import GateDecision
 from bot.engine.engine import Engine, Repo
 from bot.engine.evidence import gate_decision, student_on_hardware
+from bot.outbox import writes as w
 from bot.store import now
 
 MAX_CHANGE_ROUNDS = 2
@@ -279,7 +280,7 @@ class Reviewer:
     ) -> None:
         if self.engine.finish(repo, exp, "closed", actor=actor, rationale=rationale):
             self.engine.decision_comment(repo, exp, heading, rationale, key=f"close-{exp['id']}")
-            self.engine.write(repo, "close", number=exp["pr_number"])
+            self.engine.write(repo, w.Close(number=exp["pr_number"]))
         self._done(exp)
 
     def _done(self, exp: dict[str, Any]) -> None:

@@ -1,6 +1,8 @@
 """The bot's only door to GitHub: App authentication, retries, rate limits, pacing.
 
-Everything that talks to GitHub goes through `GitHubApp.request`, so that one
+Everything that talks to GitHub goes through `GitHubApp.call` (githubkit's
+typed REST methods, for an installation or the App) or `GitHubApp.request`
+(a raw call, for what has no typed method; built on `call`), so that one
 place decides when a failed call is tried again, how long to wait, and how
 fast content may be created. The decisions themselves (`classify_failure`,
 `backoff_s`, `Pacer.delay`) are pure so that tests can pin them exactly; the
@@ -24,18 +26,26 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import certifi
 import httpx
-from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub, TokenAuthStrategy
+import pydantic
+from githubkit import (
+    AppAuthStrategy,
+    AppInstallationAuthStrategy,
+    GitHub,
+    TokenAuthStrategy,
+    UnauthAuthStrategy,
+)
 from githubkit.cache import MemCacheStrategy
 from githubkit.exception import RequestError, RequestFailed
 
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+R = TypeVar("R")
 Clock = Callable[[], float]
 
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
@@ -182,6 +192,14 @@ def _error_message(response: httpx.Response) -> str:
             message = f"{message} ({'; '.join(str(d) for d in details)})"
         return message
     return str(body)[:500]
+
+
+def _where(exc: BaseException, method: str) -> str:
+    """`METHOD /path` of the request a transport error interrupted, for the log."""
+    request = getattr(exc, "_request", None)  # httpx raises when asking for a missing one
+    if isinstance(request, httpx.Request):
+        return f"{request.method} {request.url.path}"
+    return method
 
 
 def _json(response: httpx.Response) -> Any:
@@ -352,11 +370,47 @@ class GitHubApp:
         params: Mapping[str, Any] | None = None,
         idempotent: bool | None = None,
     ) -> Reply:
-        """One GitHub call, as the installation (or as the App when `installation_id` is None).
+        """One raw GitHub call, for what githubkit has no typed method for (GraphQL,
+        a `Link: rel="next"` URL, the App's own endpoints read loosely).
+
+        The same door as `call`: the same retries, waits, pacing and renewal.
+        """
+        method = method.upper()
+        response = await self.call(
+            installation_id,
+            lambda gh: gh.arequest(method, path, json=json, params=params),
+            method=method,
+            idempotent=idempotent,
+        )
+        raw = response.raw_response
+        return Reply(
+            raw.status_code,
+            raw.headers,
+            _json(raw),
+            {str(k): v for k, v in raw.links.items()},
+        )
+
+    async def call(
+        self,
+        installation_id: int | None,
+        fn: Callable[[GitHub[Any]], Awaitable[R]],
+        *,
+        method: str,
+        idempotent: bool | None = None,
+    ) -> R:
+        """Run one of githubkit's typed REST calls as the installation (or as the App
+        when `installation_id` is None): `fn` is given the client and makes one request,
+        e.g. `lambda gh: gh.rest.issues.async_create_comment(owner, repo, n, body=b)`.
+
+        `method` is that request's HTTP method: it decides whether the call is
+        paced (content-creating calls are, per installation) and, unless
+        `idempotent` says otherwise, whether a failure that may have happened
+        on GitHub's side is sent again (everything but POST).
 
         Retries what GitHub says may be retried, waits out rate limits up to
-        `max_wait_s`, paces content-creating calls per installation, and
-        raises `GitHubWriteError` for everything else.
+        `max_wait_s`, makes new credentials once when GitHub refuses a token
+        (401), and raises `GitHubWriteError` for everything else. `fn` is
+        called again for each attempt, with the client of the moment.
         """
         method = method.upper()
         if idempotent is None:
@@ -370,22 +424,19 @@ class GitHubApp:
             if paced:
                 await acquire(self._pacers_for(installation_id or 0), self._sleep)
             try:
-                response = await client.arequest(method, path, json=json, params=params)
+                return await fn(client)
+            except pydantic.ValidationError as exc:
+                # githubkit checks a typed call's body before sending it: nothing was sent.
+                raise GitHubWriteError(0, f"githubkit refused the request: {exc}", False) from exc
             except RequestFailed as exc:
                 raw = exc.response.raw_response
+                where = f"{raw.request.method} {raw.request.url.path}"
                 failure = classify_failure(
                     raw.status_code, raw.headers, _error_message(raw), self._wall_clock()
                 )
             except RequestError as exc:
+                where = _where(exc.exc, method)
                 failure = classify_transport_error(exc.exc)
-            else:
-                raw = response.raw_response
-                return Reply(
-                    raw.status_code,
-                    raw.headers,
-                    _json(raw),
-                    {str(k): v for k, v in raw.links.items()},
-                )
             if failure.status == 401 and not renewed:
                 # A token revoked or expired early: GitHub refused it, so the
                 # request did nothing; make new credentials and send it again.
@@ -398,16 +449,16 @@ class GitHubApp:
                 raise GitHubWriteError(failure.status, failure.message, True, failure.wait_s)
             wait = failure.wait_s if failure.wait_s is not None else backoff_s(attempt)
             if attempt >= self.max_attempts or wait > self.max_wait_s:
+                tries = f" (gave up after {attempt} attempts)" if attempt > 1 else ""
                 raise GitHubWriteError(
                     failure.status,
-                    f"{failure.message} (gave up after {attempt} attempts)",
+                    f"{failure.message}{tries}",
                     True,
                     failure.wait_s,  # only a wait GitHub asked for binds the outbox
                 )
             log.warning(
-                "GitHub %s %s: %s %s; retrying in %.1fs",
-                method,
-                path,
+                "GitHub %s: %s %s; retrying in %.1fs",
+                where,
                 failure.status,
                 failure.message,
                 wait,
@@ -477,6 +528,29 @@ class GitHubApp:
         return data.get("data") or {}
 
     # -- App-level calls -------------------------------------------------
+
+    async def reachable(self) -> str | None:
+        """None when GitHub answers at `base_url` (whatever it answers), else why not.
+
+        Asked without credentials, once, so that it tells an unreachable GitHub
+        apart from a key that cannot sign anything.
+        """
+        client = self._client(UnauthAuthStrategy())
+        try:
+            await client.arequest("GET", "/app")
+        except RequestFailed:
+            return None
+        except RequestError as exc:
+            return str(exc.exc) or type(exc.exc).__name__
+        return None
+
+    async def app_info(self) -> dict[str, Any]:
+        """`GET /app` as the App (a JWT signed with its key): its slug, permissions, events.
+
+        Read loosely (raw), for `bot.github.preflight` reports on whatever GitHub says.
+        """
+        reply = await self.request(None, "GET", "/app")
+        return reply.data if isinstance(reply.data, dict) else {}
 
     async def installation_for_repo(self, full_name: str) -> int:
         """The installation id that covers a repository (cached)."""

@@ -3,27 +3,21 @@
 A bot with a wrong App id or key starts, acknowledges webhooks and then
 fails at its first write, minutes later and far from the cause. These checks
 make the same mistakes fail at start-up (and show on `/healthz`) with one
-line naming the setting to fix. They use httpx and PyJWT directly, so that
-they also run before the GitHub client is set up.
+line naming the setting to fix. They ask through `GitHubApp`, once each,
+with a client of their own, so that they also run before the bot's client is
+set up.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
-import httpx
-import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from bot.core import router
 from bot.deploy import ALWAYS_DELIVERED_EVENTS
-
-# GitHub accepts App JWTs valid for at most ten minutes; back-date for clock drift.
-JWT_BACKDATE_S = 60
-JWT_LIFETIME_S = 540
-USER_AGENT = "kohai-preflight"
+from bot.github.client import GitHubApp, GitHubWriteError
 
 PERMISSION_RANK = {"none": 0, "read": 1, "write": 2, "admin": 3}
 
@@ -63,13 +57,6 @@ class PreflightReport:
                 for c in self.checks
             ],
         }
-
-
-def app_jwt(app_id: int, private_key_pem: str, now: float | None = None) -> str:
-    """The JSON Web Token an App authenticates with as itself (RS256, issuer = App id)."""
-    issued = int(now if now is not None else time.time()) - JWT_BACKDATE_S
-    claims = {"iat": issued, "exp": issued + JWT_LIFETIME_S, "iss": str(app_id)}
-    return jwt.encode(claims, private_key_pem, algorithm="RS256")
 
 
 def check_private_key(private_key_pem: str) -> Check:
@@ -121,83 +108,62 @@ def check_permissions(app: dict[str, object]) -> Check:
 async def preflight(
     app_id: int, private_key_pem: str, api_url: str, *, timeout: float = 10
 ) -> PreflightReport:
-    """Check the key, then `GET /app` as the App; every failure is one line naming its cause."""
+    """Check the key, then `GET /app` as the App; every failure is one line naming its cause.
+
+    Asked once each, through `GitHubApp` (the one door to GitHub, which signs
+    the App's JWT): a start-up check reports what GitHub says now rather than
+    retrying it away.
+    """
     report = PreflightReport()
     base = api_url.rstrip("/")
     key_check = check_private_key(private_key_pem)
     report.checks.append(key_check)
-    headers = {"Accept": "application/vnd.github+json", "User-Agent": USER_AGENT}
-    if key_check.ok:
-        headers["Authorization"] = f"Bearer {app_jwt(app_id, private_key_pem)}"
-    async with httpx.AsyncClient(timeout=timeout, headers=headers) as client:
-        try:
-            response = await client.get(f"{base}/app")
-        except httpx.HTTPError as exc:
-            reason = str(exc) or type(exc).__name__
-            report.checks.append(Check("GitHub", False, f"cannot reach GitHub at {base}: {reason}"))
-            return report
-    report.checks.append(Check("GitHub", True, f"GitHub answers at {base}"))
-    if not key_check.ok:
-        return report  # nothing to authenticate with: the key's own check says why
-    if _rate_limited(response):
-        report.checks.append(
-            Check(
-                "App credentials",
-                False,
-                f"GitHub is rate limiting the App ({response.status_code} "
-                f"{_github_message(response)}); the check is repeated until it passes",
-            )
-        )
-        return report
-    if response.status_code in (401, 403):
-        report.checks.append(
-            Check(
-                "App credentials",
-                False,
-                f"GitHub rejected the App credentials (app id {app_id}): "
-                f"{response.status_code} {_github_message(response)}",
-            )
-        )
-        return report
-    if response.status_code != 200:
-        report.checks.append(
-            Check(
-                "App credentials",
-                False,
-                f"GitHub answered {response.status_code} to GET {base}/app: "
-                f"{_github_message(response)}",
-            )
-        )
-        return report
+    github = GitHubApp(
+        app_id,
+        private_key_pem,
+        base,
+        max_attempts=1,
+        timeout_s=timeout,
+        writes_per_minute=None,
+        writes_per_hour=None,
+    )
     try:
-        app = response.json()
-    except ValueError:
-        app = {}
-    if not isinstance(app, dict):
-        app = {}
+        if not key_check.ok:
+            # Nothing to sign with: only whether GitHub is there; the key's own check says why.
+            unreachable = await github.reachable()
+            report.checks.append(_reach_check(base, unreachable))
+            return report
+        try:
+            app = await github.app_info()
+        except GitHubWriteError as exc:
+            if exc.status == 0:
+                report.checks.append(_reach_check(base, exc.message))
+                return report
+            report.checks.append(_reach_check(base, None))
+            report.checks.append(Check("App credentials", False, _refusal(app_id, base, exc)))
+            return report
+    finally:
+        await github.aclose()
+    report.checks.append(_reach_check(base, None))
     slug = app.get("slug") or app.get("name") or f"id {app_id}"
     report.checks.append(Check("App credentials", True, f"authenticated as the App {slug}"))
     report.checks.append(check_permissions(app))
     return report
 
 
-def _github_message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text.strip()[:200] or response.reason_phrase
-    if isinstance(body, dict) and body.get("message"):
-        return str(body["message"])
-    return response.reason_phrase
+def _reach_check(base: str, unreachable: str | None) -> Check:
+    if unreachable is not None:
+        return Check("GitHub", False, f"cannot reach GitHub at {base}: {unreachable}")
+    return Check("GitHub", True, f"GitHub answers at {base}")
 
 
-def _rate_limited(response: httpx.Response) -> bool:
-    """A 403/429 that is GitHub's rate limit (primary or secondary), not a refusal of the key."""
-    if response.status_code not in (403, 429):
-        return False
-    if response.status_code == 429 or "retry-after" in response.headers:
-        return True
-    if response.headers.get("x-ratelimit-remaining") == "0":
-        return True
-    message = _github_message(response).lower()
-    return "rate limit" in message or "abuse" in message
+def _refusal(app_id: int, base: str, exc: GitHubWriteError) -> str:
+    """What GitHub's refusal of `GET /app` means: a rate limit is never bad credentials."""
+    if exc.status in (403, 429) and exc.retryable:
+        return (
+            f"GitHub is rate limiting the App ({exc.status} {exc.message}); "
+            "the check is repeated until it passes"
+        )
+    if exc.status in (401, 403):
+        return f"GitHub rejected the App credentials (app id {app_id}): {exc.status} {exc.message}"
+    return f"GitHub answered {exc.status} to GET {base}/app: {exc.message}"

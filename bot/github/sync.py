@@ -15,6 +15,7 @@ from typing import Any
 from bot.engine import labs
 from bot.engine.engine import Engine, Repo
 from bot.github.client import GitHubApp, GitHubWriteError
+from bot.outbox import writes as w
 from bot.problem import CONFIG_FILE, PROGRAM_FILE, ProblemError, Track, loads_problem
 from bot.store import now
 
@@ -165,18 +166,14 @@ def _create_base(engine: Engine, repo: Repo, track: Track) -> None:
             (repo.id, track.name, track.base, now()),
         )
         pending = engine.store.one(
-            "SELECT id FROM outbox WHERE repo = ? AND op = 'create_branch' "
+            "SELECT id FROM outbox WHERE repo = ? AND op = ? "
             "AND state = 'pending' AND json_extract(args, '$.branch') = ?",
-            (repo.full_name, track.base),
+            (repo.full_name, w.CreateBranch.op, track.base),
         )
         if pending is None:
             log.info("%s: creating %s for track %s", repo.full_name, track.base, track.name)
             engine.write(
-                repo,
-                "create_branch",
-                branch=track.base,
-                sha=repo.base_sha,
-                track=track.name,
+                repo, w.CreateBranch(branch=track.base, sha=repo.base_sha or "", track=track.name)
             )
 
 

@@ -5,7 +5,7 @@ the transaction that changed its state. This worker performs each pending
 write and then, in ONE transaction, marks it done and hands the result to the
 engine's `on_done` hook. A crash between the GitHub call and that commit
 leaves the row pending, so the write is performed again on restart — and
-every op is written to find its earlier attempt first (a comment's hidden
+every write is performed so as to find its earlier attempt first (a comment's hidden
 marker, a PR's branch, a label that is already there), which makes the
 second performance a no-op.
 
@@ -21,16 +21,22 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import quote
 
+import pydantic
+from githubkit import GitHub, Response
+from githubkit.utils import UNSET
+from githubkit_schemas.latest.models import PullRequest
+
 from bot.github.client import GitHubApp, GitHubWriteError
-from bot.outbox.writes import marker, with_marker
+from bot.outbox import writes as w
 from bot.store import Store, dumps
 
 log = logging.getLogger(__name__)
 
+R = TypeVar("R")
 OnDone = Callable[[dict[str, Any], dict[str, Any]], None]
 MAX_ATTEMPTS = 8
 
@@ -64,25 +70,121 @@ def failure_update(
 
 
 def describe_failure(exc: Exception) -> tuple[str, bool, float | None]:
-    """(message, retryable, retry_after) for any exception an op raised.
+    """(message, retryable, retry_after) for any exception performing a write raised.
 
-    GitHub's errors say for themselves; a malformed row (missing or mistyped
-    argument) is a bug that retrying cannot fix; anything else is given the
-    benefit of the doubt, within the attempt limit.
+    GitHub's errors say for themselves; an answer that githubkit's model
+    refuses is a mismatch that retrying cannot fix; so is a malformed row
+    (missing or mistyped argument); anything else is given the benefit of the
+    doubt, within the attempt limit.
     """
     if isinstance(exc, GitHubWriteError):
         return str(exc), exc.retryable, exc.retry_after
+    if isinstance(exc, pydantic.ValidationError):
+        return f"GitHub's answer does not fit githubkit's model: {exc}", False, None
     if isinstance(exc, KeyError | ValueError | TypeError):
         return f"bad outbox row: {type(exc).__name__}: {exc}", False, None
     return f"{type(exc).__name__}: {exc}", True, None
 
 
-# -- the ops -------------------------------------------------------------------
+# -- the clients the writes need -------------------------------------------------
 #
-# Each op takes (github, installation_id, repo, args) and returns the result
-# stored on the row. Each is safe to perform twice.
+# Each write's coroutine names, as a Protocol, only the client calls it makes;
+# `GitHubApp` satisfies them all, and a test can hand any one a smaller stand-in.
 
-Op = Callable[[GitHubApp, int, str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+@runtime_checkable
+class Calls(Protocol):
+    """githubkit's typed REST calls, through the App's retries and pacing."""
+
+    async def call(
+        self,
+        installation_id: int | None,
+        fn: Callable[[GitHub[Any]], Awaitable[R]],
+        *,
+        method: str,
+        idempotent: bool | None = None,
+    ) -> R: ...
+
+
+@runtime_checkable
+class Lists(Protocol):
+    """Every item of a list endpoint, following GitHub's `Link: rel="next"` URLs."""
+
+    async def paginate(
+        self,
+        installation_id: int | None,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        per_page: int = 100,
+        max_pages: int = 50,
+    ) -> list[Any]: ...
+
+
+@runtime_checkable
+class KnowsItself(Protocol):
+    async def bot_login(self) -> str: ...
+
+
+@runtime_checkable
+class GraphQL(Protocol):
+    async def graphql(
+        self, installation_id: int, query: str, variables: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class CommentClient(Calls, Lists, KnowsItself, Protocol):
+    """Find the App's marked comment on an issue; create or edit one."""
+
+
+@runtime_checkable
+class LabelCatalogClient(Calls, Lists, Protocol):
+    """List a repository's labels and create the missing ones."""
+
+
+@runtime_checkable
+class PullClient(Calls, Lists, KnowsItself, Protocol):
+    """Start a branch, find or open its PR, label it, link it from its issue."""
+
+
+@runtime_checkable
+class DraftClient(Calls, GraphQL, Protocol):
+    """Read a PR; flip its draft state (GraphQL only)."""
+
+
+# -- one coroutine per write ---------------------------------------------------
+#
+# Each takes (client, installation_id, repo, write) and returns the result stored
+# on the row. Each is safe to perform twice. Raw requests remain only where
+# githubkit has no typed call that does the job:
+#   - listing comments, pulls and labels (`paginate`): GitHub's `Link: rel="next"`
+#     URL is followed as given, and a server that ignores `page` is noticed;
+#     githubkit's typed list calls fetch one page by number;
+#   - draft state (`MarkReady`, `ConvertToDraft`): GitHub changes it through
+#     GraphQL only (`GitHubApp.graphql`, which reads GraphQL's rate-limit errors).
+
+Perform = Callable[[Any, int, str, Any], Awaitable[dict[str, Any]]]
+PERFORMERS: dict[type[w.Write], Perform] = {}
+
+
+def performs(write_type: type[w.Write]) -> Callable[[Perform], Perform]:
+    """Register the coroutine that performs `write_type`; one each, no more."""
+
+    def register(perform: Perform) -> Perform:
+        if write_type in PERFORMERS:
+            raise ValueError(f"{write_type.__name__} is performed twice")
+        PERFORMERS[write_type] = perform
+        return perform
+
+    return register
+
+
+async def perform(
+    github: GitHubApp, installation_id: int, repo: str, write: w.Write
+) -> dict[str, Any]:
+    """Perform one write with the coroutine registered for its type."""
+    return await PERFORMERS[type(write)](github, installation_id, repo, write)
 
 
 MAX_BODY = 65_536  # GitHub refuses longer comment and PR bodies (422)
@@ -94,6 +196,14 @@ def fit_body(body: str) -> str:
         return body
     note = "\n\n… (truncated)"
     return body[: MAX_BODY - len(note)] + note
+
+
+def owner_name(repo: str) -> tuple[str, str]:
+    """`owner/name` as githubkit's calls take it."""
+    owner, _, name = repo.partition("/")
+    if not owner or not name:
+        raise ValueError(f"not a repository: {repo!r}")
+    return owner, name
 
 
 def is_marked_by(comment: dict[str, Any], mark: str, bot_login: str) -> bool:
@@ -112,7 +222,7 @@ def is_marked_by(comment: dict[str, Any], mark: str, bot_login: str) -> bool:
 
 
 async def find_marked_comment(
-    github: GitHubApp, installation_id: int, repo: str, number: int, mark: str
+    github: CommentClient, installation_id: int, repo: str, number: int, mark: str
 ) -> dict[str, Any] | None:
     """The bot's earlier comment carrying `mark`, if any (never a user's copy)."""
     bot_login = await github.bot_login()
@@ -124,52 +234,56 @@ async def find_marked_comment(
 
 
 async def _create_comment(
-    github: GitHubApp, installation_id: int, repo: str, number: int, body: str
-) -> dict[str, Any]:
+    github: Calls, installation_id: int, repo: str, number: int, body: str
+) -> int:
+    owner, name = owner_name(repo)
     # Not idempotent: after an ambiguous failure the outbox retries the whole
-    # op, which looks for the marker first.
-    reply = await github.request(
+    # write, which looks for the marker first.
+    reply = await github.call(
         installation_id,
-        "POST",
-        f"/repos/{repo}/issues/{number}/comments",
-        json={"body": fit_body(body)},
+        lambda gh: gh.rest.issues.async_create_comment(owner, name, number, body=fit_body(body)),
+        method="POST",
         idempotent=False,
     )
-    return reply.data
+    return reply.parsed_data.id
 
 
-async def op_comment(
-    github: GitHubApp, installation_id: int, repo: str, args: dict[str, Any]
+@performs(w.Comment)
+async def comment(
+    github: CommentClient, installation_id: int, repo: str, write: w.Comment
 ) -> dict[str, Any]:
-    number, kind, key = int(args["number"]), args["kind"], args["key"]
-    existing = await find_marked_comment(github, installation_id, repo, number, marker(kind, key))
-    if existing is None:
-        existing = await _create_comment(
-            github, installation_id, repo, number, with_marker(args["body"], kind, key)
-        )
-    return {"comment_id": existing["id"]}
+    mark = w.marker(write.kind, write.key)
+    existing = await find_marked_comment(github, installation_id, repo, write.number, mark)
+    if existing is not None:
+        return {"comment_id": existing["id"]}
+    body = w.with_marker(write.body or "", write.kind, write.key)
+    return {"comment_id": await _create_comment(github, installation_id, repo, write.number, body)}
 
 
-async def op_sticky(
-    github: GitHubApp, installation_id: int, repo: str, args: dict[str, Any]
+@performs(w.StatusComment)
+async def status_comment(
+    github: CommentClient, installation_id: int, repo: str, write: w.StatusComment
 ) -> dict[str, Any]:
-    number, kind, key = int(args["number"]), args["kind"], args["key"]
-    body = fit_body(with_marker(args["body"], kind, key))
-    existing = await find_marked_comment(github, installation_id, repo, number, marker(kind, key))
+    body = fit_body(w.with_marker(write.body or "", write.kind, write.key))
+    mark = w.marker(write.kind, write.key)
+    existing = await find_marked_comment(github, installation_id, repo, write.number, mark)
     if existing is None:
-        existing = await _create_comment(github, installation_id, repo, number, body)
-    elif existing.get("body") != body:
-        await github.request(
+        return {
+            "comment_id": await _create_comment(github, installation_id, repo, write.number, body)
+        }
+    if existing.get("body") != body:
+        owner, name = owner_name(repo)
+        comment_id = int(existing["id"])
+        await github.call(
             installation_id,
-            "PATCH",
-            f"/repos/{repo}/issues/comments/{existing['id']}",
-            json={"body": body},
+            lambda gh: gh.rest.issues.async_update_comment(owner, name, comment_id, body=body),
+            method="PATCH",
         )
     return {"comment_id": existing["id"]}
 
 
 async def _find_pr_for_branch(
-    github: GitHubApp, installation_id: int, repo: str, branch: str
+    github: Lists, installation_id: int, repo: str, branch: str
 ) -> dict[str, Any] | None:
     owner = repo.split("/", 1)[0]
     pulls = await github.paginate(
@@ -186,54 +300,58 @@ async def _find_pr_for_branch(
     return None
 
 
-async def _ref_sha(github: GitHubApp, installation_id: int, repo: str, branch: str) -> str | None:
+async def _ref_sha(github: Calls, installation_id: int, repo: str, branch: str) -> str | None:
+    owner, name = owner_name(repo)
     try:
-        reply = await github.request(
-            installation_id, "GET", f"/repos/{repo}/git/ref/heads/{quote(branch)}"
+        reply = await github.call(
+            installation_id,
+            lambda gh: gh.rest.git.async_get_ref(owner, name, f"heads/{quote(branch)}"),
+            method="GET",
         )
     except GitHubWriteError as exc:
         if exc.status == 404:
             return None
         raise
-    return str(reply.data["object"]["sha"])
+    return reply.parsed_data.object_.sha
 
 
-async def _start_branch(
-    github: GitHubApp, installation_id: int, repo: str, args: dict[str, Any]
-) -> str:
-    """The experiment's branch, started with an empty commit on the base's tree.
-
-    GitHub refuses a PR whose head adds nothing to its base, so the branch
-    gets one commit (carrying the hypothesis) that changes no file.
-    """
-    branch = args["branch"]
-    existing = await _ref_sha(github, installation_id, repo, branch)
-    if existing is not None:
-        return existing
-    base_sha = await _ref_sha(github, installation_id, repo, args["base"])
-    if base_sha is None:
-        raise GitHubWriteError(404, f"base branch {args['base']!r} not found in {repo}", False)
-    base_commit = await github.request(
-        installation_id, "GET", f"/repos/{repo}/git/commits/{base_sha}"
-    )
-    commit = await github.request(
+async def _tree_of(github: Calls, installation_id: int, repo: str, sha: str) -> str:
+    owner, name = owner_name(repo)
+    reply = await github.call(
         installation_id,
-        "POST",
-        f"/repos/{repo}/git/commits",
-        json={
-            "message": args.get("commit_message") or args["title"],
-            "tree": base_commit.data["tree"]["sha"],
-            "parents": [base_sha],
-        },
+        lambda gh: gh.rest.git.async_get_commit(owner, name, sha),
+        method="GET",
+    )
+    return reply.parsed_data.tree.sha
+
+
+async def _empty_commit(
+    github: Calls, installation_id: int, repo: str, message: str, tree: str, parent: str
+) -> str:
+    owner, name = owner_name(repo)
+    reply = await github.call(
+        installation_id,
+        lambda gh: gh.rest.git.async_create_commit(
+            owner, name, message=message, tree=tree, parents=[parent]
+        ),
+        method="POST",
         idempotent=True,  # a duplicate commit object is unreachable and harmless
     )
-    sha = str(commit.data["sha"])
+    return reply.parsed_data.sha
+
+
+async def _create_ref(
+    github: Calls, installation_id: int, repo: str, branch: str, sha: str
+) -> str | None:
+    """Point a new branch at `sha`; when it exists already (422), its sha as it is."""
+    owner, name = owner_name(repo)
     try:
-        await github.request(
+        await github.call(
             installation_id,
-            "POST",
-            f"/repos/{repo}/git/refs",
-            json={"ref": f"refs/heads/{branch}", "sha": sha},
+            lambda gh: gh.rest.git.async_create_ref(
+                owner, name, ref=f"refs/heads/{branch}", sha=sha
+            ),
+            method="POST",
             idempotent=True,
         )
     except GitHubWriteError as exc:
@@ -243,7 +361,27 @@ async def _start_branch(
         if raced is None:
             raise
         return raced
-    return sha
+    return None
+
+
+async def _start_branch(
+    github: Calls, installation_id: int, repo: str, branch: str, base: str, message: str
+) -> str:
+    """The experiment's branch, started with an empty commit on the base's tree.
+
+    GitHub refuses a PR whose head adds nothing to its base, so the branch
+    gets one commit (carrying the hypothesis) that changes no file.
+    """
+    existing = await _ref_sha(github, installation_id, repo, branch)
+    if existing is not None:
+        return existing
+    base_sha = await _ref_sha(github, installation_id, repo, base)
+    if base_sha is None:
+        raise GitHubWriteError(404, f"base branch {base!r} not found in {repo}", False)
+    tree = await _tree_of(github, installation_id, repo, base_sha)
+    sha = await _empty_commit(github, installation_id, repo, message, tree, base_sha)
+    raced = await _create_ref(github, installation_id, repo, branch, sha)
+    return raced or sha
 
 
 _BASE_TREES: dict[
@@ -251,8 +389,9 @@ _BASE_TREES: dict[
 ] = {}  # (repo, base commit) -> its tree: commits never change
 
 
-async def op_start_branch(
-    github: GitHubApp, installation_id: int, repo: str, args: dict[str, Any]
+@performs(w.StartBranch)
+async def start_branch(
+    github: Calls, installation_id: int, repo: str, write: w.StartBranch
 ) -> dict[str, Any]:
     """The experiment's branch, created in as few calls as GitHub allows.
 
@@ -260,171 +399,163 @@ async def op_start_branch(
     never changes, so a new branch is two writes: the empty commit and the
     ref. A ref that exists already (a retry, a race) is read back.
     """
-    branch, base_sha = args["branch"], args.get("base_sha")
+    branch, base_sha = write.branch, write.base_sha
+    message = write.commit_message or branch
     if not base_sha:
-        sha = await _start_branch(github, installation_id, repo, args)
+        sha = await _start_branch(github, installation_id, repo, branch, write.base, message)
         return {"branch": branch, "head_sha": sha}
     tree = _BASE_TREES.get((repo, base_sha))
     if tree is None:
-        base_commit = await github.request(
-            installation_id, "GET", f"/repos/{repo}/git/commits/{base_sha}"
-        )
-        tree = str(base_commit.data["tree"]["sha"])
+        tree = await _tree_of(github, installation_id, repo, base_sha)
         if len(_BASE_TREES) > 1000:
             _BASE_TREES.clear()
         _BASE_TREES[(repo, base_sha)] = tree
-    commit = await github.request(
-        installation_id,
-        "POST",
-        f"/repos/{repo}/git/commits",
-        json={
-            "message": args.get("commit_message") or branch,
-            "tree": tree,
-            "parents": [base_sha],
-        },
-        idempotent=True,  # a duplicate commit object is unreachable and harmless
-    )
-    sha = str(commit.data["sha"])
-    try:
-        await github.request(
-            installation_id,
-            "POST",
-            f"/repos/{repo}/git/refs",
-            json={"ref": f"refs/heads/{branch}", "sha": sha},
-            idempotent=True,
-        )
-    except GitHubWriteError as exc:
-        if exc.status != 422:
-            raise
-        existing = await _ref_sha(github, installation_id, repo, branch)
-        if existing is None:
-            raise
-        sha = existing
-    return {"branch": branch, "head_sha": sha}
+    sha = await _empty_commit(github, installation_id, repo, message, tree, base_sha)
+    raced = await _create_ref(github, installation_id, repo, branch, sha)
+    return {"branch": branch, "head_sha": raced or sha}
 
 
-async def op_create_branch(
-    github: GitHubApp, installation_id: int, repo: str, args: dict[str, Any]
+@performs(w.CreateBranch)
+async def create_branch(
+    github: Calls, installation_id: int, repo: str, write: w.CreateBranch
 ) -> dict[str, Any]:
     """A track's base branch, pointing at the default branch's head; an existing one is kept.
 
     Creating a ref that exists answers 422: the branch is then read back and
     left as it is (a track's base is never moved by this write).
     """
-    branch = args["branch"]
+    branch = write.branch
     existing = await _ref_sha(github, installation_id, repo, branch)
     if existing is not None:
         return {"branch": branch, "sha": existing, "created": False}
-    try:
-        await github.request(
-            installation_id,
-            "POST",
-            f"/repos/{repo}/git/refs",
-            json={"ref": f"refs/heads/{branch}", "sha": args["sha"]},
-            idempotent=True,
-        )
-    except GitHubWriteError as exc:
-        if exc.status != 422:
-            raise
-        raced = await _ref_sha(github, installation_id, repo, branch)
-        if raced is None:
-            raise
+    raced = await _create_ref(github, installation_id, repo, branch, write.sha)
+    if raced is not None:
         return {"branch": branch, "sha": raced, "created": False}
-    return {"branch": branch, "sha": args["sha"], "created": True}
+    return {"branch": branch, "sha": write.sha, "created": True}
 
 
-async def op_open_pr(
-    github: GitHubApp, installation_id: int, repo: str, args: dict[str, Any]
+@performs(w.OpenPullRequest)
+async def open_pull_request(
+    github: PullClient, installation_id: int, repo: str, write: w.OpenPullRequest
 ) -> dict[str, Any]:
-    experiment_id, branch = args["experiment_id"], args["branch"]
-    pull = await _find_pr_for_branch(github, installation_id, repo, branch)
-    if pull is None:
-        await _start_branch(github, installation_id, repo, args)
+    owner, name = owner_name(repo)
+    branch = write.branch
+    found = await _find_pr_for_branch(github, installation_id, repo, branch)
+    if found is not None:
+        number = int(found["number"])
+        node_id, html_url = found.get("node_id"), found.get("html_url")
+        head_sha = (found.get("head") or {}).get("sha")
+    else:
+        message = write.commit_message or write.title
+        await _start_branch(github, installation_id, repo, branch, write.base, message)
+        body = fit_body(w.with_marker(write.body or "", "experiment", write.experiment_id))
         try:
-            reply = await github.request(
+            reply = await github.call(
                 installation_id,
-                "POST",
-                f"/repos/{repo}/pulls",
-                json={
-                    "title": args["title"],
-                    "head": branch,
-                    "base": args["base"],
-                    "body": fit_body(
-                        with_marker(args.get("body") or "", "experiment", experiment_id)
-                    ),
-                    "draft": True,
-                },
+                lambda gh: gh.rest.pulls.async_create(
+                    owner,
+                    name,
+                    title=write.title,
+                    head=branch,
+                    base=write.base,
+                    body=body,
+                    draft=True,
+                ),
+                method="POST",
                 idempotent=True,  # a second one is refused with 422 and found below
             )
-            pull = reply.data
         except GitHubWriteError as exc:
             if exc.status != 422 or "already exists" not in exc.message.lower():
                 raise
-            pull = await _find_pr_for_branch(github, installation_id, repo, branch)
-            if pull is None:
+            raced = await _find_pr_for_branch(github, installation_id, repo, branch)
+            if raced is None:
                 raise
-    number = int(pull["number"])
-    labels = list(args.get("labels") or [])
-    if labels:
-        await op_add_labels(github, installation_id, repo, {"number": number, "labels": labels})
-    issue_number = args.get("issue_number")
-    if issue_number:
-        link = f"Opened #{number} for this hypothesis: {pull.get('html_url', '')}".rstrip(": ")
-        await op_comment(
+            number = int(raced["number"])
+            node_id, html_url = raced.get("node_id"), raced.get("html_url")
+            head_sha = (raced.get("head") or {}).get("sha")
+        else:
+            pull = reply.parsed_data
+            number, node_id, html_url, head_sha = (
+                pull.number,
+                pull.node_id,
+                pull.html_url,
+                pull.head.sha,
+            )
+    if write.labels:
+        await add_labels(
+            github, installation_id, repo, w.AddLabels(number=number, labels=write.labels)
+        )
+    if write.issue_number:
+        link = f"Opened #{number} for this hypothesis: {html_url or ''}".rstrip(": ")
+        await comment(
             github,
             installation_id,
             repo,
-            {"number": issue_number, "kind": "link", "key": experiment_id, "body": link},
+            w.Comment(number=write.issue_number, kind="link", key=write.experiment_id, body=link),
         )
-    return {
-        "number": number,
-        "node_id": pull.get("node_id"),
-        "head_sha": (pull.get("head") or {}).get("sha"),
-        "html_url": pull.get("html_url"),
-    }
+    return {"number": number, "node_id": node_id, "head_sha": head_sha, "html_url": html_url}
 
 
-async def op_ensure_labels(
-    github: GitHubApp, installation_id: int, repo: str, args: dict[str, Any]
+async def _create_label(
+    github: Calls, installation_id: int, owner: str, name: str, label: Mapping[str, str]
+) -> None:
+    color = str(label.get("color") or "ededed").lstrip("#")
+    description = label.get("description") or UNSET
+    await github.call(
+        installation_id,
+        lambda gh: gh.rest.issues.async_create_label(
+            owner, name, name=label["name"], color=color, description=description
+        ),
+        method="POST",
+        idempotent=True,
+    )
+
+
+@performs(w.EnsureLabels)
+async def ensure_labels(
+    github: LabelCatalogClient, installation_id: int, repo: str, write: w.EnsureLabels
 ) -> dict[str, Any]:
+    owner, name = owner_name(repo)
     existing = await github.paginate(installation_id, f"/repos/{repo}/labels")
     names = {str(label.get("name", "")).lower() for label in existing}
-    for label in args.get("labels") or []:
+    for label in write.labels:
         if label["name"].lower() in names:
             continue
-        body = {"name": label["name"], "color": str(label.get("color") or "ededed").lstrip("#")}
-        if label.get("description"):
-            body["description"] = label["description"]
         try:
-            await github.request(
-                installation_id, "POST", f"/repos/{repo}/labels", json=body, idempotent=True
-            )
+            await _create_label(github, installation_id, owner, name, label)
         except GitHubWriteError as exc:
             if exc.status != 422:  # already_exists: someone made it meanwhile
                 raise
     return {}
 
 
-async def op_add_labels(
-    github: GitHubApp, installation_id: int, repo: str, args: dict[str, Any]
+@performs(w.AddLabels)
+async def add_labels(
+    github: Calls, installation_id: int, repo: str, write: w.AddLabels
 ) -> dict[str, Any]:
-    await github.request(
+    owner, name = owner_name(repo)
+    await github.call(
         installation_id,
-        "POST",
-        f"/repos/{repo}/issues/{int(args['number'])}/labels",
-        json={"labels": list(args["labels"])},
+        lambda gh: gh.rest.issues.async_add_labels(
+            owner, name, write.number, labels=list(write.labels)
+        ),
+        method="POST",
         idempotent=True,  # adding a label twice leaves one label
     )
     return {}
 
 
-async def op_remove_label(
-    github: GitHubApp, installation_id: int, repo: str, args: dict[str, Any]
+@performs(w.RemoveLabel)
+async def remove_label(
+    github: Calls, installation_id: int, repo: str, write: w.RemoveLabel
 ) -> dict[str, Any]:
-    label = quote(str(args["label"]), safe="")
+    owner, name = owner_name(repo)
+    label = quote(str(write.label), safe="")  # githubkit puts it in the path as given
     try:
-        await github.request(
-            installation_id, "DELETE", f"/repos/{repo}/issues/{int(args['number'])}/labels/{label}"
+        await github.call(
+            installation_id,
+            lambda gh: gh.rest.issues.async_remove_label(owner, name, write.number, label),
+            method="DELETE",
         )
     except GitHubWriteError as exc:
         if exc.status != 404:  # not there: already the state we want
@@ -432,14 +563,16 @@ async def op_remove_label(
     return {}
 
 
-async def op_react(
-    github: GitHubApp, installation_id: int, repo: str, args: dict[str, Any]
-) -> dict[str, Any]:
-    await github.request(
+@performs(w.React)
+async def react(github: Calls, installation_id: int, repo: str, write: w.React) -> dict[str, Any]:
+    owner, name = owner_name(repo)
+    content: Any = write.content or "eyes"  # githubkit checks it is one of GitHub's reactions
+    await github.call(
         installation_id,
-        "POST",
-        f"/repos/{repo}/issues/comments/{int(args['comment_id'])}/reactions",
-        json={"content": args.get("content") or "eyes"},
+        lambda gh: gh.rest.reactions.async_create_for_issue_comment(
+            owner, name, write.comment_id, content=content
+        ),
+        method="POST",
         idempotent=True,  # GitHub answers 200 with the existing reaction
     )
     return {}
@@ -455,88 +588,92 @@ mutation($id: ID!) { convertPullRequestToDraft(input: {pullRequestId: $id}) {
 """
 
 
+async def _get_pull(
+    github: Calls, installation_id: int, repo: str, number: int
+) -> Response[PullRequest, Any]:
+    owner, name = owner_name(repo)
+    return await github.call(
+        installation_id, lambda gh: gh.rest.pulls.async_get(owner, name, number), method="GET"
+    )
+
+
 async def _set_draft(
-    github: GitHubApp, installation_id: int, repo: str, number: int, draft: bool
+    github: DraftClient, installation_id: int, repo: str, number: int, draft: bool
 ) -> dict[str, Any]:
     """Draft state can only change through GraphQL; skip the call when already there."""
-    pull = (await github.request(installation_id, "GET", f"/repos/{repo}/pulls/{number}")).data
-    if bool(pull.get("draft")) == draft:
+    pull = (await _get_pull(github, installation_id, repo, number)).parsed_data
+    if bool(pull.draft) == draft:
         return {}
     mutation = CONVERT_TO_DRAFT if draft else MARK_READY
-    await github.graphql(installation_id, mutation, {"id": pull["node_id"]})
+    await github.graphql(installation_id, mutation, {"id": pull.node_id})
     return {}
 
 
-async def op_mark_ready(
-    github: GitHubApp, installation_id: int, repo: str, args: dict[str, Any]
+@performs(w.MarkReady)
+async def mark_ready(
+    github: DraftClient, installation_id: int, repo: str, write: w.MarkReady
 ) -> dict[str, Any]:
-    return await _set_draft(github, installation_id, repo, int(args["number"]), draft=False)
+    return await _set_draft(github, installation_id, repo, write.number, draft=False)
 
 
-async def op_convert_to_draft(
-    github: GitHubApp, installation_id: int, repo: str, args: dict[str, Any]
+@performs(w.ConvertToDraft)
+async def convert_to_draft(
+    github: DraftClient, installation_id: int, repo: str, write: w.ConvertToDraft
 ) -> dict[str, Any]:
-    return await _set_draft(github, installation_id, repo, int(args["number"]), draft=True)
+    return await _set_draft(github, installation_id, repo, write.number, draft=True)
 
 
-async def op_merge(
-    github: GitHubApp, installation_id: int, repo: str, args: dict[str, Any]
-) -> dict[str, Any]:
-    number = int(args["number"])
-    pull = (await github.request(installation_id, "GET", f"/repos/{repo}/pulls/{number}")).data
-    if pull.get("merged"):
-        return {"sha": pull.get("merge_commit_sha"), "merged": True}
-    if args.get("base_sha"):
+@performs(w.Merge)
+async def merge(github: Calls, installation_id: int, repo: str, write: w.Merge) -> dict[str, Any]:
+    owner, name = owner_name(repo)
+    number = write.number
+    reply = await _get_pull(github, installation_id, repo, number)
+    pull = reply.parsed_data
+    if pull.merged:
+        # The REST version githubkit speaks (2026-03-10) dropped `merge_commit_sha`
+        # from its model; it is read from the answer, where GitHub still sends it.
+        answer = reply.json()
+        sha = answer.get("merge_commit_sha") if isinstance(answer, dict) else None
+        return {"sha": sha, "merged": True}
+    if write.base_sha:
         # Merges are decided on a measured base: if the base moved since, do not land.
-        branch = args.get("base") or (pull.get("base") or {}).get("ref") or "main"
-        head = (
-            await github.request(installation_id, "GET", f"/repos/{repo}/branches/{branch}")
-        ).data["commit"]["sha"]
-        if head != args["base_sha"]:
+        branch = write.base or pull.base.ref or "main"
+        branch_reply = await github.call(
+            installation_id,
+            lambda gh: gh.rest.repos.async_get_branch(owner, name, branch),
+            method="GET",
+        )
+        head = branch_reply.parsed_data.commit.sha
+        if head != write.base_sha:
             raise GitHubWriteError(
                 409,
                 f"the base moved since the candidate was measured (measured on "
-                f"{str(args['base_sha'])[:10]}, {branch} is now at {head[:10]})",
+                f"{str(write.base_sha)[:10]}, {branch} is now at {head[:10]})",
                 False,
             )
-    body: dict[str, Any] = {"merge_method": args.get("method") or "squash"}
-    if args.get("sha"):
-        body["sha"] = args["sha"]  # GitHub refuses (409) if the head moved since we decided
-    if args.get("title"):
-        body["commit_title"] = args["title"]
-    reply = await github.request(
-        installation_id, "PUT", f"/repos/{repo}/pulls/{number}/merge", json=body
-    )
-    return {"sha": reply.data.get("sha"), "merged": bool(reply.data.get("merged", True))}
-
-
-async def op_close(
-    github: GitHubApp, installation_id: int, repo: str, args: dict[str, Any]
-) -> dict[str, Any]:
-    await github.request(
+    method: Any = write.method or "squash"  # githubkit checks it is merge, squash or rebase
+    head_sha = write.sha or UNSET  # GitHub refuses (409) if the head moved since we decided
+    title = write.title or UNSET
+    merged = await github.call(
         installation_id,
-        "PATCH",
-        f"/repos/{repo}/issues/{int(args['number'])}",
-        json={"state": "closed"},
+        lambda gh: gh.rest.pulls.async_merge(
+            owner, name, number, merge_method=method, sha=head_sha, commit_title=title
+        ),
+        method="PUT",
+    )
+    result = merged.parsed_data
+    return {"sha": result.sha, "merged": bool(result.merged)}
+
+
+@performs(w.Close)
+async def close(github: Calls, installation_id: int, repo: str, write: w.Close) -> dict[str, Any]:
+    owner, name = owner_name(repo)
+    await github.call(
+        installation_id,
+        lambda gh: gh.rest.issues.async_update(owner, name, write.number, state="closed"),
+        method="PATCH",
     )
     return {}
-
-
-OPS: dict[str, Op] = {
-    "ensure_labels": op_ensure_labels,
-    "start_branch": op_start_branch,
-    "create_branch": op_create_branch,
-    "open_pr": op_open_pr,
-    "add_labels": op_add_labels,
-    "remove_label": op_remove_label,
-    "comment": op_comment,
-    "sticky": op_sticky,
-    "react": op_react,
-    "mark_ready": op_mark_ready,
-    "convert_to_draft": op_convert_to_draft,
-    "merge": op_merge,
-    "close": op_close,
-}
 
 
 # -- the worker ----------------------------------------------------------------
@@ -556,15 +693,15 @@ class OutboxWorker:
         clock: Callable[[], float] = time.time,
         max_attempts: int = MAX_ATTEMPTS,
         idle_s: float = 2.0,
-        only_ops: frozenset[str] | None = None,
-        skip_ops: frozenset[str] = frozenset(),
+        only: frozenset[type[w.Write]] | None = None,
+        skip: frozenset[type[w.Write]] = frozenset(),
         defer_to: OutboxWorker | None = None,
     ) -> None:
-        """`only_ops` / `skip_ops` make a lane of the outbox: the bot runs new branches
-        in a lane of their own, beside the rest, so a job never waits behind a PR.
-        A lane with `defer_to` starts no write while that lane has one to make."""
-        self.only_ops = only_ops
-        self.skip_ops = skip_ops
+        """`only` / `skip` (write types) make a lane of the outbox: the bot runs new
+        branches in a lane of their own, beside the rest, so a job never waits behind
+        a PR. A lane with `defer_to` starts no write while that lane has one to make."""
+        self.only_ops = None if only is None else frozenset(t.op for t in only)
+        self.skip_ops = frozenset(t.op for t in skip)
         self.defer_to = defer_to
         self.performing = False
         self.store = store
@@ -581,10 +718,11 @@ class OutboxWorker:
 
     def due(self) -> list[dict[str, Any]]:
         """Pending rows whose time has come: new branches first, then in the order written."""
+        first, second = (t.op for t in w.BRANCH_WRITES)
         rows = self.store.query(
             "SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_at <= ? "
-            "ORDER BY op = 'create_branch' DESC, op = 'start_branch' DESC, id",
-            (self.clock(),),
+            "ORDER BY op = ? DESC, op = ? DESC, id",
+            (self.clock(), first, second),
         )
         return [
             row
@@ -650,10 +788,8 @@ class OutboxWorker:
             installation_id = row["installation_id"]
             if installation_id is None:
                 installation_id = await self.github.installation_for_repo(row["repo"])
-            op = OPS[row["op"]]
-            result = await op(
-                self.github, int(installation_id), row["repo"], json.loads(row["args"])
-            )
+            write = w.decode(row["op"], row["args"])
+            result = await perform(self.github, int(installation_id), row["repo"], write)
         except Exception as exc:  # noqa: BLE001 - any failure of a write is recorded and retried
             return self._record_failure(row, exc)
         try:

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from bot.core import router
-from bot.github.preflight import app_jwt, preflight
+from bot.github.preflight import preflight
 
 APP_ID = 4242
 
@@ -189,12 +189,17 @@ async def test_missing_permissions_warn_without_stopping(
     assert "issue_comment" in warning and "pull_request" in warning
 
 
-def test_app_jwt_is_what_github_expects(app_key: rsa.RSAPrivateKey) -> None:
-    token = app_jwt(APP_ID, _pem(app_key), now=1_700_000_000)
-    claims = jwt.decode(
-        token, app_key.public_key(), algorithms=["RS256"], options={"verify_exp": False}
-    )
+async def test_the_app_jwt_is_what_github_expects(
+    github: tuple[str, FakeGitHub], app_key: rsa.RSAPrivateKey
+) -> None:
+    """Signed by `GitHubApp` (githubkit): RS256, the App id as issuer, at most ten minutes."""
+    url, fake = github
+    started = time.time()
 
-    assert claims["iss"] == str(APP_ID)
-    assert claims["iat"] <= 1_700_000_000 < claims["exp"]
+    await preflight(APP_ID, _pem(app_key), url)
+
+    token = fake.requests[-1]["Authorization"].removeprefix("Bearer ")
+    claims = jwt.decode(token, app_key.public_key(), algorithms=["RS256"])
+    assert str(claims["iss"]) == str(APP_ID)
+    assert claims["iat"] <= started < claims["exp"]
     assert claims["exp"] - claims["iat"] <= 600

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import types
+import typing
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import pydantic
 import pytest
 import respx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from githubkit.utils import Unset
+from githubkit_schemas.latest import models
 
 from bot.github.client import GitHubApp
 from bot.store import Store
@@ -99,3 +105,103 @@ def api_calls(router: respx.MockRouter) -> list[tuple[str, str, Any]]:
 
 def writes(router: respx.MockRouter) -> list[tuple[str, str, Any]]:
     return [call for call in api_calls(router) if call[0] != "GET"]
+
+
+# -- GitHub's answers, as githubkit's models require them -----------------------
+#
+# The ops read GitHub's answers through githubkit's typed models, which require
+# every field GitHub documents. A test names the fields it cares about; `shaped`
+# fills in the rest with placeholders of the right type (null where GitHub allows
+# null), so that the mocks stay readable and the models still check the shape.
+# The sandbox tests check the real shapes.
+
+
+def _filler(annotation: Any, name: str, depth: int) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args:
+            return None
+        concrete = [
+            a
+            for a in args
+            if not (typing.get_origin(a) is Literal and isinstance(typing.get_args(a)[0], Unset))
+        ]
+        return _filler((concrete or list(args))[0], name, depth)
+    if origin is Literal:
+        return args[0]
+    if origin is list:
+        return []
+    if origin is dict:
+        return {}
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return shaped(annotation, {}, depth + 1)
+    if annotation is bool:
+        return False
+    if annotation is int:
+        return 1
+    if annotation is float:
+        return 0.0
+    if annotation is datetime.datetime:
+        return "2026-01-01T00:00:00Z"
+    if annotation is datetime.date:
+        return "2026-01-01"
+    if name.endswith("url"):
+        return f"https://api.github.com/placeholder/{name}"
+    return f"{name}-placeholder"
+
+
+def shaped(
+    model: type[pydantic.BaseModel], given: dict[str, Any], depth: int = 0
+) -> dict[str, Any]:
+    """`given`, completed with every field `model` requires (nested models too)."""
+    assert depth < 12, f"{model.__name__}: models nest too deep"
+    body = dict(given)
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        if not info.is_required() or key in body:
+            continue
+        body[key] = _filler(info.annotation, key, depth)
+    for name, info in model.model_fields.items():  # complete what the test gave, too
+        key = info.alias or name
+        value = body.get(key)
+        inner = info.annotation
+        if isinstance(value, dict) and typing.get_origin(inner) in (typing.Union, types.UnionType):
+            inner = next(
+                (
+                    a
+                    for a in typing.get_args(inner)
+                    if isinstance(a, type) and issubclass(a, pydantic.BaseModel)
+                ),
+                inner,
+            )
+        if (
+            isinstance(value, dict)
+            and isinstance(inner, type)
+            and issubclass(inner, pydantic.BaseModel)
+        ):
+            body[key] = shaped(inner, value, depth + 1)
+    model.model_validate(body)
+    return body
+
+
+def comment_json(
+    comment_id: int, body: str = "", user: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return shaped(models.IssueComment, {"id": comment_id, "body": body, "user": user or BOT_USER})
+
+
+def pull_json(**given: Any) -> dict[str, Any]:
+    return shaped(models.PullRequest, given)
+
+
+def ref_json(ref: str, sha: str) -> dict[str, Any]:
+    return shaped(models.GitRef, {"ref": ref, "object": {"sha": sha, "type": "commit"}})
+
+
+def commit_json(sha: str, tree: str = "tree222") -> dict[str, Any]:
+    return shaped(models.GitCommit, {"sha": sha, "tree": {"sha": tree}})
+
+
+def branch_json(name: str, sha: str) -> dict[str, Any]:
+    return shaped(models.BranchWithProtection, {"name": name, "commit": {"sha": sha}})

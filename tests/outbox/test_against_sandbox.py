@@ -20,6 +20,7 @@ import pytest
 from bot.github.catchup import catch_up
 from bot.github.client import GitHubApp
 from bot.github.permissions import PermissionCache, can_command
+from bot.outbox import writes as w
 from bot.outbox.worker import OutboxWorker, failed_writes
 from bot.outbox.writes import enqueue
 from bot.store import Store
@@ -56,9 +57,9 @@ def installation(sandbox: SandboxServer) -> int:
     return found
 
 
-def run(store: Store, sandbox: SandboxServer, op: str, **args: Any) -> int:
+def run(store: Store, sandbox: SandboxServer, write: w.Write) -> int:
     with store.transaction():
-        return enqueue(store, REPO, installation(sandbox), op, **args)
+        return enqueue(store, REPO, installation(sandbox), write)
 
 
 def result_of(store: Store, row_id: int) -> dict[str, Any]:
@@ -76,19 +77,20 @@ async def test_an_experiment_from_issue_to_merge(
         {"name": "status:queued", "color": "fbca04", "description": "waiting for a host"},
         {"name": "student:fern", "color": "1d76db", "description": "fern's experiment"},
     ]
-    run(store, sandbox, "ensure_labels", labels=labels)
+    run(store, sandbox, w.EnsureLabels(labels=labels))
     pr_row = run(
         store,
         sandbox,
-        "open_pr",
-        experiment_id=1,
-        base="main",
-        branch="kohai/1-lower-lr",
-        title="Lower learning rate",
-        body="Hypothesis: lr 0.003 lowers val_bpb.",
-        commit_message="kohai: lower learning rate",
-        labels=["status:queued", "student:fern"],
-        issue_number=issue["number"],
+        w.OpenPullRequest(
+            experiment_id=1,
+            base="main",
+            branch="kohai/1-lower-lr",
+            title="Lower learning rate",
+            body="Hypothesis: lr 0.003 lowers val_bpb.",
+            commit_message="kohai: lower learning rate",
+            labels=["status:queued", "student:fern"],
+            issue_number=issue["number"],
+        ),
     )
     assert await worker.run_once() == 2, failed_writes(store)
     pr = result_of(store, pr_row)
@@ -116,25 +118,26 @@ async def test_an_experiment_from_issue_to_merge(
     run(
         store,
         sandbox,
-        "open_pr",
-        experiment_id=1,
-        base="main",
-        branch="kohai/1-lower-lr",
-        title="Lower learning rate",
-        body="",
-        commit_message="",
-        labels=["status:queued"],
-        issue_number=issue["number"],
+        w.OpenPullRequest(
+            experiment_id=1,
+            base="main",
+            branch="kohai/1-lower-lr",
+            title="Lower learning rate",
+            body="",
+            commit_message="",
+            labels=["status:queued"],
+            issue_number=issue["number"],
+        ),
     )
-    run(store, sandbox, "sticky", number=number, kind="status", key=number, body="queued")
+    run(store, sandbox, w.StatusComment(number=number, kind="status", key=number, body="queued"))
     assert await worker.run_once() == 2, failed_writes(store)  # posted; the next edits it
-    run(store, sandbox, "sticky", number=number, kind="status", key=number, body="training")
-    run(store, sandbox, "comment", number=number, kind="result", key="1-0", body="val_bpb 0.98")
-    run(store, sandbox, "comment", number=number, kind="result", key="1-0", body="val_bpb 0.98")
-    run(store, sandbox, "remove_label", number=number, label="status:queued")
-    run(store, sandbox, "remove_label", number=number, label="status:queued")
-    run(store, sandbox, "mark_ready", number=number)
-    run(store, sandbox, "mark_ready", number=number)
+    run(store, sandbox, w.StatusComment(number=number, kind="status", key=number, body="training"))
+    run(store, sandbox, w.Comment(number=number, kind="result", key="1-0", body="val_bpb 0.98"))
+    run(store, sandbox, w.Comment(number=number, kind="result", key="1-0", body="val_bpb 0.98"))
+    run(store, sandbox, w.RemoveLabel(number=number, label="status:queued"))
+    run(store, sandbox, w.RemoveLabel(number=number, label="status:queued"))
+    run(store, sandbox, w.MarkReady(number=number))
+    run(store, sandbox, w.MarkReady(number=number))
     assert await worker.run_once() == 7, failed_writes(store)
     assert len(control.pulls(REPO)) == len(pulls)
     assert len(control.comments(REPO, issue["number"])) == 1
@@ -147,10 +150,10 @@ async def test_an_experiment_from_issue_to_merge(
     assert [p["draft"] for p in control.pulls(REPO) if p["number"] == number] == [False]
 
     merge = run(
-        store, sandbox, "merge", number=number, sha=pr["head_sha"], method="squash", title=""
+        store, sandbox, w.Merge(number=number, sha=pr["head_sha"], method="squash", title="")
     )
     again = run(
-        store, sandbox, "merge", number=number, sha=pr["head_sha"], method="squash", title=""
+        store, sandbox, w.Merge(number=number, sha=pr["head_sha"], method="squash", title="")
     )
     assert await worker.run_once() == 2, failed_writes(store)
     assert result_of(store, merge)["merged"] is True
@@ -254,10 +257,10 @@ async def test_a_copied_marker_in_a_users_comment_changes_nothing(
     )
     assert spoof["user"]["type"] == "User"
     worker = OutboxWorker(store, app)
-    run(store, sandbox, "comment", number=number, kind="results", key=77, body="the results")
-    run(store, sandbox, "sticky", number=number, kind="status", key=77, body="queued")
+    run(store, sandbox, w.Comment(number=number, kind="results", key=77, body="the results"))
+    run(store, sandbox, w.StatusComment(number=number, kind="status", key=77, body="queued"))
     assert await worker.run_once() == 2, failed_writes(store)
-    run(store, sandbox, "sticky", number=number, kind="status", key=77, body="training")
+    run(store, sandbox, w.StatusComment(number=number, kind="status", key=77, body="training"))
     assert await worker.run_once() == 1, failed_writes(store)
 
     comments = control.comments(REPO, number)
@@ -270,7 +273,7 @@ async def test_a_copied_marker_in_a_users_comment_changes_nothing(
         ["<!-- kohai:status:77 -->", "training"],
     ]
     # Asked again (a retried op), the bot finds its own comment, not the user's.
-    run(store, sandbox, "comment", number=number, kind="results", key=77, body="the results")
+    run(store, sandbox, w.Comment(number=number, kind="results", key=77, body="the results"))
     assert await worker.run_once() == 1
     assert len(control.comments(REPO, number)) == 3
 
@@ -291,18 +294,17 @@ async def test_a_new_branch_jumps_the_queue_and_the_pr_opens_on_it(
 
     base = rev("main")
     worker = OutboxWorker(store, app)
-    labels_row = run(
-        store, sandbox, "ensure_labels", labels=[{"name": "x-late", "color": "ededed"}]
-    )
+    labels_row = run(store, sandbox, w.EnsureLabels(labels=[{"name": "x-late", "color": "ededed"}]))
     branch_row = run(
         store,
         sandbox,
-        "start_branch",
-        experiment_id=7,
-        base="main",
-        base_sha=base,
-        branch="kohai/7-fast",
-        commit_message="kohai: start experiment 7",
+        w.StartBranch(
+            experiment_id=7,
+            base="main",
+            base_sha=base,
+            branch="kohai/7-fast",
+            commit_message="kohai: start experiment 7",
+        ),
     )
     assert [r["id"] for r in worker.due()][:2] == [branch_row, labels_row]
     assert await worker.run_once() == 2, failed_writes(store)
@@ -313,25 +315,27 @@ async def test_a_new_branch_jumps_the_queue_and_the_pr_opens_on_it(
     again = run(
         store,
         sandbox,
-        "start_branch",
-        experiment_id=7,
-        base="main",
-        base_sha=base,
-        branch="kohai/7-fast",
-        commit_message="kohai: start experiment 7",
+        w.StartBranch(
+            experiment_id=7,
+            base="main",
+            base_sha=base,
+            branch="kohai/7-fast",
+            commit_message="kohai: start experiment 7",
+        ),
     )
     pr_row = run(
         store,
         sandbox,
-        "open_pr",
-        experiment_id=7,
-        base="main",
-        branch="kohai/7-fast",
-        title="Fast start",
-        body="b",
-        commit_message="",
-        labels=[],
-        issue_number=None,
+        w.OpenPullRequest(
+            experiment_id=7,
+            base="main",
+            branch="kohai/7-fast",
+            title="Fast start",
+            body="b",
+            commit_message="",
+            labels=[],
+            issue_number=None,
+        ),
     )
     assert await worker.run_once() == 2, failed_writes(store)
     assert result_of(store, again)["head_sha"] == head

@@ -10,18 +10,30 @@ import pytest
 import respx
 
 from bot.github.client import GitHubApp
+from bot.outbox import writes as w
 from bot.outbox.worker import OutboxWorker, is_marked_by
 from bot.outbox.writes import enqueue, marker, with_marker
 from bot.store import Store
 
-from .conftest import BOT_USER, INSTALLATION, api_calls, writes
+from .conftest import (
+    BOT_USER,
+    INSTALLATION,
+    api_calls,
+    comment_json,
+    commit_json,
+    pull_json,
+    ref_json,
+    writes,
+)
 
 REPO = "lab/charlm"
+BASE = "base111" + "1" * 33  # git object names: GitHub's models want all 40 characters
+HEAD = "c0ffee" + "e" * 34
 
 
-async def perform(store: Store, github: GitHubApp, op: str, **args: Any) -> dict[str, Any]:
+async def perform(store: Store, github: GitHubApp, write: w.Write) -> dict[str, Any]:
     with store.transaction():
-        row_id = enqueue(store, REPO, INSTALLATION, op, **args)
+        row_id = enqueue(store, REPO, INSTALLATION, write)
     await OutboxWorker(store, github).run_once()
     row = store.one("SELECT * FROM outbox WHERE id = ?", (row_id,))
     assert row is not None
@@ -36,8 +48,8 @@ async def test_comment_is_created_with_its_marker(
     gh_mock.get(f"/repos/{REPO}/issues/4/comments").respond(
         200, json=[{"id": 1, "body": "someone else"}]
     )
-    gh_mock.post(f"/repos/{REPO}/issues/4/comments").respond(201, json={"id": 77})
-    row = await perform(store, github, "comment", number=4, kind="result", key="9-1", body="hi")
+    gh_mock.post(f"/repos/{REPO}/issues/4/comments").respond(201, json=comment_json(77))
+    row = await perform(store, github, w.Comment(number=4, kind="result", key="9-1", body="hi"))
     assert (row["state"], row["result"]) == ("done", {"comment_id": 77})
     assert api_calls(gh_mock) == [
         ("GET", f"/repos/{REPO}/issues/4/comments?per_page=100", None),
@@ -55,8 +67,8 @@ async def test_marker_already_there_prevents_a_second_comment(
     gh_mock.get(f"/repos/{REPO}/issues/4/comments").respond(
         200, json=[{"id": 55, "user": BOT_USER, "body": with_marker("hi", "result", "9-1")}]
     )
-    create = gh_mock.post(f"/repos/{REPO}/issues/4/comments").respond(201, json={"id": 78})
-    row = await perform(store, github, "comment", number=4, kind="result", key="9-1", body="hi")
+    create = gh_mock.post(f"/repos/{REPO}/issues/4/comments").respond(201, json=comment_json(78))
+    row = await perform(store, github, w.Comment(number=4, kind="result", key="9-1", body="hi"))
     assert (row["state"], row["result"]) == ("done", {"comment_id": 55})
     assert create.call_count == 0
 
@@ -73,7 +85,7 @@ async def test_marker_is_found_on_a_later_page(
     gh_mock.get("/repositories/1/issues/4/comments").respond(
         200, json=[{"id": 500, "user": BOT_USER, "body": with_marker("old", "result", "9-1")}]
     )
-    row = await perform(store, github, "comment", number=4, kind="result", key="9-1", body="hi")
+    row = await perform(store, github, w.Comment(number=4, kind="result", key="9-1", body="hi"))
     assert row["result"] == {"comment_id": 500}
     assert writes(gh_mock) == []
 
@@ -85,7 +97,9 @@ async def test_sticky_is_edited_in_place(
         200, json=[{"id": 31, "user": BOT_USER, "body": with_marker("queued", "status", 4)}]
     )
     gh_mock.patch(f"/repos/{REPO}/issues/comments/31").respond(200, json={"id": 31})
-    row = await perform(store, github, "sticky", number=4, kind="status", key=4, body="training")
+    row = await perform(
+        store, github, w.StatusComment(number=4, kind="status", key=4, body="training")
+    )
     assert row["result"] == {"comment_id": 31}
     assert writes(gh_mock) == [
         (
@@ -102,7 +116,7 @@ async def test_sticky_unchanged_is_not_rewritten(
     gh_mock.get(f"/repos/{REPO}/issues/4/comments").respond(
         200, json=[{"id": 31, "user": BOT_USER, "body": with_marker("same", "status", 4)}]
     )
-    row = await perform(store, github, "sticky", number=4, kind="status", key=4, body="same")
+    row = await perform(store, github, w.StatusComment(number=4, kind="status", key=4, body="same"))
     assert row["state"] == "done" and writes(gh_mock) == []
 
 
@@ -110,8 +124,10 @@ async def test_sticky_is_created_when_missing(
     store: Store, github: GitHubApp, gh_mock: respx.MockRouter
 ) -> None:
     gh_mock.get(f"/repos/{REPO}/issues/4/comments").respond(200, json=[])
-    gh_mock.post(f"/repos/{REPO}/issues/4/comments").respond(201, json={"id": 40})
-    row = await perform(store, github, "sticky", number=4, kind="status", key=4, body="queued")
+    gh_mock.post(f"/repos/{REPO}/issues/4/comments").respond(201, json=comment_json(40))
+    row = await perform(
+        store, github, w.StatusComment(number=4, kind="status", key=4, body="queued")
+    )
     assert row["result"] == {"comment_id": 40}
     assert writes(gh_mock) == [
         ("POST", f"/repos/{REPO}/issues/4/comments", {"body": "<!-- kohai:status:4 -->\nqueued"})
@@ -132,7 +148,7 @@ PULL = {
     "number": 21,
     "node_id": "PR_kw21",
     "html_url": "https://github.com/lab/charlm/pull/21",
-    "head": {"ref": "kohai/12-wider-mlp", "sha": "c0ffee", "repo": {"full_name": REPO}},
+    "head": {"ref": "kohai/12-wider-mlp", "sha": HEAD, "repo": {"full_name": REPO}},
     "draft": True,
 }
 
@@ -143,29 +159,29 @@ def mock_open_pr_world(router: respx.MockRouter) -> None:
         404, json={"message": "Not Found"}
     )
     router.get(f"/repos/{REPO}/git/ref/heads/main").respond(
-        200, json={"ref": "refs/heads/main", "object": {"sha": "base111", "type": "commit"}}
+        200, json=ref_json("refs/heads/main", BASE)
     )
-    router.get(f"/repos/{REPO}/git/commits/base111").respond(
-        200, json={"sha": "base111", "tree": {"sha": "tree222"}}
+    router.get(f"/repos/{REPO}/git/commits/{BASE}").respond(
+        200, json=commit_json(BASE, tree="tree222")
     )
-    router.post(f"/repos/{REPO}/git/commits").respond(201, json={"sha": "c0ffee"})
+    router.post(f"/repos/{REPO}/git/commits").respond(201, json=commit_json(HEAD))
     router.post(f"/repos/{REPO}/git/refs").respond(201, json={"ref": "refs/heads/kohai/12"})
-    router.post(f"/repos/{REPO}/pulls").respond(201, json=PULL)
+    router.post(f"/repos/{REPO}/pulls").respond(201, json=pull_json(**PULL))
     router.post(f"/repos/{REPO}/issues/21/labels").respond(200, json=[])
     router.get(f"/repos/{REPO}/issues/3/comments").respond(200, json=[])
-    router.post(f"/repos/{REPO}/issues/3/comments").respond(201, json={"id": 900})
+    router.post(f"/repos/{REPO}/issues/3/comments").respond(201, json=comment_json(900))
 
 
 async def test_open_pr_starts_the_branch_with_an_empty_commit_then_a_draft_pr(
     store: Store, github: GitHubApp, gh_mock: respx.MockRouter
 ) -> None:
     mock_open_pr_world(gh_mock)
-    row = await perform(store, github, "open_pr", **OPEN_PR_ARGS)
+    row = await perform(store, github, w.OpenPullRequest(**OPEN_PR_ARGS))
     assert row["state"] == "done", row["last_error"]
     assert row["result"] == {
         "number": 21,
         "node_id": "PR_kw21",
-        "head_sha": "c0ffee",
+        "head_sha": HEAD,
         "html_url": "https://github.com/lab/charlm/pull/21",
     }
     assert api_calls(gh_mock) == [
@@ -176,20 +192,20 @@ async def test_open_pr_starts_the_branch_with_an_empty_commit_then_a_draft_pr(
         ),
         ("GET", f"/repos/{REPO}/git/ref/heads/kohai/12-wider-mlp", None),
         ("GET", f"/repos/{REPO}/git/ref/heads/main", None),
-        ("GET", f"/repos/{REPO}/git/commits/base111", None),
+        ("GET", f"/repos/{REPO}/git/commits/{BASE}", None),
         (
             "POST",
             f"/repos/{REPO}/git/commits",
             {
                 "message": OPEN_PR_ARGS["commit_message"],
                 "tree": "tree222",
-                "parents": ["base111"],
+                "parents": [BASE],
             },
         ),
         (
             "POST",
             f"/repos/{REPO}/git/refs",
-            {"ref": "refs/heads/kohai/12-wider-mlp", "sha": "c0ffee"},
+            {"ref": "refs/heads/kohai/12-wider-mlp", "sha": HEAD},
         ),
         (
             "POST",
@@ -225,7 +241,7 @@ async def test_open_pr_when_the_pr_exists_only_repairs_labels_and_link(
     gh_mock.get(f"/repos/{REPO}/issues/3/comments").respond(
         200, json=[{"id": 900, "user": BOT_USER, "body": with_marker("Opened #21", "link", 12)}]
     )
-    row = await perform(store, github, "open_pr", **OPEN_PR_ARGS)
+    row = await perform(store, github, w.OpenPullRequest(**OPEN_PR_ARGS))
     assert row["result"]["number"] == 21
     assert writes(gh_mock) == [
         ("POST", f"/repos/{REPO}/issues/21/labels", {"labels": ["student:fern", "status:queued"]})
@@ -237,10 +253,10 @@ async def test_open_pr_reuses_an_existing_branch(
 ) -> None:
     mock_open_pr_world(gh_mock)
     gh_mock.get(f"/repos/{REPO}/git/ref/heads/kohai/12-wider-mlp").respond(
-        200, json={"object": {"sha": "c0ffee"}}
+        200, json=ref_json("refs/heads/kohai/12-wider-mlp", HEAD)
     )
     args = {**OPEN_PR_ARGS, "labels": [], "issue_number": None}
-    row = await perform(store, github, "open_pr", **args)
+    row = await perform(store, github, w.OpenPullRequest(**args))
     assert row["state"] == "done"
     assert [(m, p) for m, p, _ in writes(gh_mock)] == [("POST", f"/repos/{REPO}/pulls")]
 
@@ -263,7 +279,7 @@ async def test_ensure_labels_creates_only_missing_ones(
         {"name": "status:queued", "color": "#fbca04", "description": "waiting for a host"},
         {"name": "student:fern", "color": "1d76db", "description": ""},
     ]
-    row = await perform(store, github, "ensure_labels", labels=labels)
+    row = await perform(store, github, w.EnsureLabels(labels=labels))
     assert row["state"] == "done", row["last_error"]
     assert writes(gh_mock) == [
         (
@@ -283,9 +299,9 @@ async def test_add_and_remove_labels(
     gh_mock.delete(f"/repos/{REPO}/issues/21/labels/hold").respond(
         404, json={"message": "Label does not exist"}
     )
-    added = await perform(store, github, "add_labels", number=21, labels=["status:wip"])
-    removed = await perform(store, github, "remove_label", number=21, label="status:queued")
-    absent = await perform(store, github, "remove_label", number=21, label="hold")
+    added = await perform(store, github, w.AddLabels(number=21, labels=["status:wip"]))
+    removed = await perform(store, github, w.RemoveLabel(number=21, label="status:queued"))
+    absent = await perform(store, github, w.RemoveLabel(number=21, label="hold"))
     assert [added["state"], removed["state"], absent["state"]] == ["done"] * 3
     assert writes(gh_mock) == [
         ("POST", f"/repos/{REPO}/issues/21/labels", {"labels": ["status:wip"]}),
@@ -296,7 +312,7 @@ async def test_add_and_remove_labels(
 
 async def test_react(store: Store, github: GitHubApp, gh_mock: respx.MockRouter) -> None:
     gh_mock.post(f"/repos/{REPO}/issues/comments/555/reactions").respond(201, json={"id": 1})
-    row = await perform(store, github, "react", comment_id=555, content="eyes")
+    row = await perform(store, github, w.React(comment_id=555, content="eyes"))
     assert row["state"] == "done"
     assert writes(gh_mock) == [
         ("POST", f"/repos/{REPO}/issues/comments/555/reactions", {"content": "eyes"})
@@ -306,12 +322,12 @@ async def test_react(store: Store, github: GitHubApp, gh_mock: respx.MockRouter)
 async def test_mark_ready_goes_through_graphql(
     store: Store, github: GitHubApp, gh_mock: respx.MockRouter
 ) -> None:
-    gh_mock.get(f"/repos/{REPO}/pulls/21").respond(200, json=PULL)
+    gh_mock.get(f"/repos/{REPO}/pulls/21").respond(200, json=pull_json(**PULL))
     gh_mock.post("/graphql").respond(
         200,
         json={"data": {"markPullRequestReadyForReview": {"pullRequest": {"isDraft": False}}}},
     )
-    row = await perform(store, github, "mark_ready", number=21)
+    row = await perform(store, github, w.MarkReady(number=21))
     assert row["state"] == "done", row["last_error"]
     [(method, path, body)] = writes(gh_mock)
     assert (method, path) == ("POST", "/graphql")
@@ -322,34 +338,34 @@ async def test_mark_ready_goes_through_graphql(
 async def test_mark_ready_on_a_ready_pr_does_nothing(
     store: Store, github: GitHubApp, gh_mock: respx.MockRouter
 ) -> None:
-    gh_mock.get(f"/repos/{REPO}/pulls/21").respond(200, json={**PULL, "draft": False})
-    row = await perform(store, github, "mark_ready", number=21)
+    gh_mock.get(f"/repos/{REPO}/pulls/21").respond(200, json=pull_json(**{**PULL, "draft": False}))
+    row = await perform(store, github, w.MarkReady(number=21))
     assert row["state"] == "done" and writes(gh_mock) == []
 
 
 async def test_convert_to_draft(store: Store, github: GitHubApp, gh_mock: respx.MockRouter) -> None:
-    gh_mock.get(f"/repos/{REPO}/pulls/21").respond(200, json={**PULL, "draft": False})
+    gh_mock.get(f"/repos/{REPO}/pulls/21").respond(200, json=pull_json(**{**PULL, "draft": False}))
     gh_mock.post("/graphql").respond(200, json={"data": {"convertPullRequestToDraft": {}}})
-    row = await perform(store, github, "convert_to_draft", number=21)
+    row = await perform(store, github, w.ConvertToDraft(number=21))
     assert row["state"] == "done"
     [(_, _, body)] = writes(gh_mock)
     assert "convertPullRequestToDraft" in body["query"]
 
 
 async def test_merge(store: Store, github: GitHubApp, gh_mock: respx.MockRouter) -> None:
-    gh_mock.get(f"/repos/{REPO}/pulls/21").respond(200, json={**PULL, "merged": False})
+    gh_mock.get(f"/repos/{REPO}/pulls/21").respond(200, json=pull_json(**{**PULL, "merged": False}))
     gh_mock.put(f"/repos/{REPO}/pulls/21/merge").respond(
         200, json={"sha": "m3rg3", "merged": True, "message": "Pull Request successfully merged"}
     )
     row = await perform(
-        store, github, "merge", number=21, sha="c0ffee", method="squash", title="Wider MLP (#21)"
+        store, github, w.Merge(number=21, sha=HEAD, method="squash", title="Wider MLP (#21)")
     )
     assert (row["state"], row["result"]) == ("done", {"sha": "m3rg3", "merged": True})
     assert writes(gh_mock) == [
         (
             "PUT",
             f"/repos/{REPO}/pulls/21/merge",
-            {"merge_method": "squash", "sha": "c0ffee", "commit_title": "Wider MLP (#21)"},
+            {"merge_method": "squash", "sha": HEAD, "commit_title": "Wider MLP (#21)"},
         )
     ]
 
@@ -358,9 +374,9 @@ async def test_merge_of_a_merged_pr_is_done(
     store: Store, github: GitHubApp, gh_mock: respx.MockRouter
 ) -> None:
     gh_mock.get(f"/repos/{REPO}/pulls/21").respond(
-        200, json={**PULL, "merged": True, "merge_commit_sha": "m3rg3"}
+        200, json=pull_json(**{**PULL, "merged": True, "merge_commit_sha": "m3rg3"})
     )
-    row = await perform(store, github, "merge", number=21, sha="c0ffee", method="squash", title="")
+    row = await perform(store, github, w.Merge(number=21, sha=HEAD, method="squash", title=""))
     assert row["result"] == {"sha": "m3rg3", "merged": True}
     assert writes(gh_mock) == []
 
@@ -368,18 +384,18 @@ async def test_merge_of_a_merged_pr_is_done(
 async def test_merge_refused_is_a_permanent_failure_with_githubs_message(
     store: Store, github: GitHubApp, gh_mock: respx.MockRouter
 ) -> None:
-    gh_mock.get(f"/repos/{REPO}/pulls/21").respond(200, json={**PULL, "merged": False})
+    gh_mock.get(f"/repos/{REPO}/pulls/21").respond(200, json=pull_json(**{**PULL, "merged": False}))
     gh_mock.put(f"/repos/{REPO}/pulls/21/merge").respond(
         409, json={"message": "Head branch was modified. Review and try the merge again."}
     )
-    row = await perform(store, github, "merge", number=21, sha="old", method="squash", title="t")
+    row = await perform(store, github, w.Merge(number=21, sha="old", method="squash", title="t"))
     assert row["state"] == "failed" and row["attempts"] == 1
     assert "Head branch was modified" in row["last_error"]
 
 
 async def test_close(store: Store, github: GitHubApp, gh_mock: respx.MockRouter) -> None:
     gh_mock.patch(f"/repos/{REPO}/issues/21").respond(200, json={"state": "closed"})
-    row = await perform(store, github, "close", number=21)
+    row = await perform(store, github, w.Close(number=21))
     assert row["state"] == "done"
     assert writes(gh_mock) == [("PATCH", f"/repos/{REPO}/issues/21", {"state": "closed"})]
 
@@ -392,8 +408,8 @@ async def test_an_over_long_comment_is_cut_to_what_github_accepts(
     store: Store, github: GitHubApp, gh_mock: respx.MockRouter
 ) -> None:
     gh_mock.get(f"/repos/{REPO}/issues/4/comments").respond(200, json=[])
-    gh_mock.post(f"/repos/{REPO}/issues/4/comments").respond(201, json={"id": 1})
-    row = await perform(store, github, "comment", number=4, kind="log", key=1, body="x" * 70_000)
+    gh_mock.post(f"/repos/{REPO}/issues/4/comments").respond(201, json=comment_json(1))
+    row = await perform(store, github, w.Comment(number=4, kind="log", key=1, body="x" * 70_000))
     assert row["state"] == "done"
     [(_, _, body)] = writes(gh_mock)
     assert len(body["body"]) == 65_536
@@ -436,6 +452,8 @@ async def test_a_users_copied_marker_is_passed_over(
     )
     edit = gh_mock.patch(f"/repos/{REPO}/issues/comments/31").respond(200, json={"id": 31})
     spoofed = gh_mock.patch(f"/repos/{REPO}/issues/comments/5").respond(200, json={"id": 5})
-    row = await perform(store, github, "sticky", number=4, kind="status", key=4, body="training")
+    row = await perform(
+        store, github, w.StatusComment(number=4, kind="status", key=4, body="training")
+    )
     assert row["result"] == {"comment_id": 31}
     assert (edit.call_count, spoofed.call_count) == (1, 0)

@@ -13,6 +13,7 @@ import respx
 
 from bot.engine.bus import Bus
 from bot.github.client import GitHubApp, GitHubWriteError
+from bot.outbox import writes as w
 from bot.outbox.worker import (
     OutboxWorker,
     failed_writes,
@@ -24,9 +25,20 @@ from bot.outbox.worker import (
 from bot.outbox.writes import enqueue
 from bot.store import Store
 
-from .conftest import BOT_USER, INSTALLATION, FakeTime, writes
+from .conftest import (
+    BOT_USER,
+    INSTALLATION,
+    FakeTime,
+    comment_json,
+    commit_json,
+    pull_json,
+    ref_json,
+    writes,
+)
 
 REPO = "lab/charlm"
+BASE = "base111" + "1" * 33  # git object names: GitHub's models want all 40 characters
+HEAD = "c0ffee" + "e" * 34
 
 
 class FakeRepo:
@@ -35,7 +47,7 @@ class FakeRepo:
     def __init__(self, router: respx.MockRouter) -> None:
         self.comments: dict[int, list[dict[str, Any]]] = {}
         self.pulls: list[dict[str, Any]] = []
-        self.refs = {"main": "base111"}
+        self.refs = {"main": BASE}
         router.get(url__regex=rf"/repos/{REPO}/issues/(?P<n>\d+)/comments").mock(
             side_effect=self.list_comments
         )
@@ -46,10 +58,10 @@ class FakeRepo:
         router.get(url__regex=rf"/repos/{REPO}/git/ref/heads/(?P<ref>.+)").mock(
             side_effect=self.get_ref
         )
-        router.get(f"/repos/{REPO}/git/commits/base111").respond(
-            200, json={"sha": "base111", "tree": {"sha": "tree222"}}
+        router.get(f"/repos/{REPO}/git/commits/{BASE}").respond(
+            200, json=commit_json(BASE, tree="tree222")
         )
-        router.post(f"/repos/{REPO}/git/commits").respond(201, json={"sha": "c0ffee"})
+        router.post(f"/repos/{REPO}/git/commits").respond(201, json=commit_json(HEAD))
         router.post(f"/repos/{REPO}/git/refs").mock(side_effect=self.create_ref)
         router.post(f"/repos/{REPO}/pulls").mock(side_effect=self.create_pull)
         router.post(url__regex=rf"/repos/{REPO}/issues/\d+/labels").respond(200, json=[])
@@ -62,18 +74,18 @@ class FakeRepo:
         return self.json(self.comments.get(int(n), []))
 
     def create_comment(self, request: httpx.Request, n: str) -> httpx.Response:
-        comment = {
-            "id": 1000 + sum(map(len, self.comments.values())),
-            "user": BOT_USER,  # written with the installation's token: the App's bot account
-            **json.loads(request.content),
-        }
+        comment = comment_json(
+            1000 + sum(map(len, self.comments.values())),
+            json.loads(request.content)["body"],
+            BOT_USER,  # written with the installation's token: the App's bot account
+        )
         self.comments.setdefault(int(n), []).append(comment)
         return self.json(comment, 201)
 
     def get_ref(self, request: httpx.Request, ref: str) -> httpx.Response:
         if ref not in self.refs:
             return self.json({"message": "Not Found"}, 404)
-        return self.json({"object": {"sha": self.refs[ref]}})
+        return self.json(ref_json(f"refs/heads/{ref}", self.refs[ref]))
 
     def create_ref(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
@@ -83,13 +95,13 @@ class FakeRepo:
     def create_pull(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         number = 100 + len(self.pulls)
-        pull = {
-            "number": number,
-            "node_id": f"PR_{number}",
-            "html_url": f"https://github.com/{REPO}/pull/{number}",
-            "head": {"ref": body["head"], "sha": self.refs[body["head"]]},
-            "draft": body["draft"],
-        }
+        pull = pull_json(
+            number=number,
+            node_id=f"PR_{number}",
+            html_url=f"https://github.com/{REPO}/pull/{number}",
+            head={"ref": body["head"], "sha": self.refs[body["head"]]},
+            draft=body["draft"],
+        )
         self.pulls.append(pull)
         return self.json(pull, 201)
 
@@ -98,11 +110,9 @@ class Crash(BaseException):
     """The process dying: nothing after it runs, the open transaction is lost."""
 
 
-def enqueue_now(
-    store: Store, op: str, installation_id: int | None = INSTALLATION, **args: Any
-) -> int:
+def enqueue_now(store: Store, write: w.Write, installation_id: int | None = INSTALLATION) -> int:
     with store.transaction():
-        return enqueue(store, REPO, installation_id, op, **args)
+        return enqueue(store, REPO, installation_id, write)
 
 
 async def test_crash_between_the_write_and_the_commit_writes_exactly_once(
@@ -111,18 +121,19 @@ async def test_crash_between_the_write_and_the_commit_writes_exactly_once(
     repo = FakeRepo(gh_mock)
     path = tmp_path / "k.db"
     store = Store(path)
-    comment_id = enqueue_now(store, "comment", number=3, kind="result", key="12-0", body="0.98")
+    comment_id = enqueue_now(store, w.Comment(number=3, kind="result", key="12-0", body="0.98"))
     pr_id = enqueue_now(
         store,
-        "open_pr",
-        experiment_id=12,
-        base="main",
-        branch="kohai/12-wider",
-        title="Wider",
-        body="h",
-        commit_message="kohai: wider",
-        labels=["status:queued"],
-        issue_number=3,
+        w.OpenPullRequest(
+            experiment_id=12,
+            base="main",
+            branch="kohai/12-wider",
+            title="Wider",
+            body="h",
+            commit_message="kohai: wider",
+            labels=["status:queued"],
+            issue_number=3,
+        ),
     )
 
     def die(row: dict[str, Any], result: dict[str, Any]) -> None:
@@ -147,7 +158,7 @@ async def test_crash_between_the_write_and_the_commit_writes_exactly_once(
     )
     assert await worker.run_once() == 2
     # The same write asked for again finds its marker rather than posting.
-    again = enqueue_now(restarted, "comment", number=3, kind="result", key="12-0", body="x")
+    again = enqueue_now(restarted, w.Comment(number=3, kind="result", key="12-0", body="x"))
     assert await OutboxWorker(restarted, github).run_once() == 1
     assert restarted.one("SELECT result FROM outbox WHERE id = ?", (again,)) == {
         "result": '{"comment_id":1000}'
@@ -164,7 +175,7 @@ async def test_crash_between_the_write_and_the_commit_writes_exactly_once(
             {
                 "number": 100,
                 "node_id": "PR_100",
-                "head_sha": "c0ffee",
+                "head_sha": HEAD,
                 "html_url": f"https://github.com/{REPO}/pull/100",
             },
         ),
@@ -178,15 +189,16 @@ async def test_crash_after_the_pr_was_opened_does_not_open_another(
     repo = FakeRepo(gh_mock)
     enqueue_now(
         store,
-        "open_pr",
-        experiment_id=7,
-        base="main",
-        branch="kohai/7-x",
-        title="X",
-        body="",
-        commit_message="kohai: x",
-        labels=[],
-        issue_number=None,
+        w.OpenPullRequest(
+            experiment_id=7,
+            base="main",
+            branch="kohai/7-x",
+            title="X",
+            body="",
+            commit_message="kohai: x",
+            labels=[],
+            issue_number=None,
+        ),
     )
     calls = 0
 
@@ -211,7 +223,7 @@ async def test_a_failing_hook_keeps_the_row_and_the_retry_does_not_repost(
     store: Store, github: GitHubApp, gh_mock: respx.MockRouter
 ) -> None:
     repo = FakeRepo(gh_mock)
-    row_id = enqueue_now(store, "comment", number=3, kind="result", key="1-0", body="r")
+    row_id = enqueue_now(store, w.Comment(number=3, kind="result", key="1-0", body="r"))
     clock = FakeTime(5000.0)
     failing = OutboxWorker(store, github, on_done=lambda row, result: 1 / 0, clock=clock)
     assert await failing.run_once() == 0
@@ -232,7 +244,7 @@ async def test_retryable_failure_backs_off_then_succeeds(
     route = gh_mock.patch(f"/repos/{REPO}/issues/9").mock(
         side_effect=[httpx.Response(502)] * 5 + [httpx.Response(200, json={})]
     )
-    row_id = enqueue_now(store, "close", number=9)
+    row_id = enqueue_now(store, w.Close(number=9))
     clock = FakeTime(100.0)
     worker = OutboxWorker(store, github, clock=clock)
     assert await worker.run_once() == 0
@@ -254,7 +266,7 @@ async def test_permanent_error_fails_the_row_with_githubs_message(
     gh_mock.post(f"/repos/{REPO}/issues/4/labels").respond(
         422, json={"message": "Validation Failed", "errors": [{"message": "name is too long"}]}
     )
-    row_id = enqueue_now(store, "add_labels", number=4, labels=["x" * 100])
+    row_id = enqueue_now(store, w.AddLabels(number=4, labels=["x" * 100]))
     assert await OutboxWorker(store, github).run_once() == 0
     [failed] = failed_writes(store)
     assert failed["id"] == row_id and failed["op"] == "add_labels"
@@ -269,7 +281,7 @@ async def test_too_many_attempts_fail_the_row(
     store: Store, github: GitHubApp, gh_mock: respx.MockRouter
 ) -> None:
     gh_mock.patch(f"/repos/{REPO}/issues/9").respond(503)
-    enqueue_now(store, "close", number=9)
+    enqueue_now(store, w.Close(number=9))
     clock = FakeTime(0.0)
     worker = OutboxWorker(store, github, clock=clock, max_attempts=3)
     for _ in range(3):
@@ -284,8 +296,8 @@ async def test_missing_installation_is_looked_up(
 ) -> None:
     lookup = gh_mock.get(f"/repos/{REPO}/installation").respond(200, json={"id": INSTALLATION})
     gh_mock.patch(f"/repos/{REPO}/issues/9").respond(200, json={})
-    enqueue_now(store, "close", installation_id=None, number=9)
-    enqueue_now(store, "close", installation_id=None, number=9)
+    enqueue_now(store, w.Close(number=9), installation_id=None)
+    enqueue_now(store, w.Close(number=9), installation_id=None)
     assert await OutboxWorker(store, github).run_once() == 2
     assert lookup.call_count == 1
 
@@ -293,7 +305,12 @@ async def test_missing_installation_is_looked_up(
 async def test_a_bad_row_fails_at_once(
     store: Store, github: GitHubApp, gh_mock: respx.MockRouter
 ) -> None:
-    enqueue_now(store, "close")  # no number
+    with store.transaction():  # a row without its number, as no typed write can make it
+        store.insert(
+            "outbox",
+            {"repo": REPO, "installation_id": INSTALLATION, "op": "close", "args": "{}"}
+            | {"state": "pending", "created_at": 0, "next_attempt_at": 0},
+        )
     assert await OutboxWorker(store, github).run_once() == 0
     [failed] = failed_writes(store)
     assert failed["attempts"] == 1 and failed["last_error"].startswith("bad outbox row: KeyError")
@@ -305,10 +322,10 @@ async def test_rows_run_in_order_and_a_retrying_repo_waits(
     gh_mock.patch(f"/repos/{REPO}/issues/1").respond(502)
     gh_mock.patch(f"/repos/{REPO}/issues/2").respond(200, json={})
     gh_mock.patch("/repos/lab/other/issues/3").respond(200, json={})
-    enqueue_now(store, "close", number=1)
-    enqueue_now(store, "close", number=2)
+    enqueue_now(store, w.Close(number=1))
+    enqueue_now(store, w.Close(number=2))
     with store.transaction():
-        enqueue(store, "lab/other", INSTALLATION, "close", number=3)
+        enqueue(store, "lab/other", INSTALLATION, w.Close(number=3))
     assert await OutboxWorker(store, github).run_once() == 1
     states = store.query("SELECT repo, state FROM outbox ORDER BY id")
     assert [s["state"] for s in states] == ["pending", "pending", "done"]
@@ -326,7 +343,7 @@ async def test_run_forever_wakes_on_the_event_and_publishes(
         task = asyncio.create_task(worker.run_forever(wake))
         try:
             await asyncio.sleep(0.05)
-            enqueue_now(store, "close", number=9)
+            enqueue_now(store, w.Close(number=9))
             wake.set()
             message = await asyncio.wait_for(messages.get(), timeout=5)
         finally:
@@ -368,8 +385,8 @@ async def test_a_failed_row_does_not_hold_back_the_next(
 ) -> None:
     gh_mock.patch(f"/repos/{REPO}/issues/1").respond(404, json={"message": "Not Found"})
     gh_mock.patch(f"/repos/{REPO}/issues/2").respond(200, json={})
-    enqueue_now(store, "close", number=1)
-    enqueue_now(store, "close", number=2)
+    enqueue_now(store, w.Close(number=1))
+    enqueue_now(store, w.Close(number=2))
     assert await OutboxWorker(store, github).run_once() == 1
     assert [r["state"] for r in store.query("SELECT state FROM outbox ORDER BY id")] == [
         "failed",
