@@ -118,7 +118,9 @@ def decide(
     if len(points) < patience:
         return StopDecision(False, f"fewer than {patience} progress points")
     mine = _clean(matched) if matched is not None else []
-    rho = min(max(seed_correlation or 0.0, 0.0), MAX_RHO)
+    rho = 0.0  # unknown or not a number: the widest band
+    if seed_correlation is not None and math.isfinite(seed_correlation):
+        rho = min(max(seed_correlation, 0.0), MAX_RHO)
     checked: StopDecision | None = None
     for x, value in points[-patience:]:
         at_x = [v for v in (_interpolate(c, x) for c in curves) if v is not None]
