@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from bot.engine.engine import Engine
 from bot.engine.jobs import JobBook
 from bot.engine.review import Ask, Opinion, Reviewer
 from bot.problem import GateConfig, loads_problem
-from bot.protocol import JobResult, RunResult
+from bot.protocol import Job, JobResult, RunResult
 from bot.store import Store
 
 BASE_TOML = (
@@ -60,17 +61,26 @@ class Lab:
         assert row is not None
         return row
 
-    def complete(self, values: tuple[float, ...], head: str | None = None) -> None:
+    def complete(self, values: tuple[float | str, ...], head: str | None = None) -> None:
+        """Lease the next job and complete it: a float is an ok seed, a string its status."""
         leased = self.jobs.take("fern")
         assert leased is not None
         seeds = json.loads(leased.job["seeds"])
         runs = [
-            RunResult(seed=s, status="ok", metric=v) for s, v in zip(seeds, values, strict=True)
+            RunResult(
+                seed=s,
+                status="ok" if isinstance(v, float) else v,  # type: ignore[arg-type]
+                metric=v if isinstance(v, float) else None,
+                curve=[[step, v + 1.0 + s - step / 100] for step in (10, 20, 30)]
+                if isinstance(v, float)
+                else [],
+            )
+            for s, v in zip(seeds, values, strict=True)
         ]
         result = JobResult("ok", runs, head_sha=head, lease_id=leased.job["lease_id"])
         assert self.jobs.complete(leased.job["id"], "fern", result) == "stored"
 
-    def baseline(self, *values: float) -> None:
+    def baseline(self, *values: float | str) -> None:
         with self.store.transaction():
             self.engine.queue_baseline(self.repo)
         self.complete(values)
@@ -316,3 +326,75 @@ def test_the_problems_default_levers_reach_the_gate(tmp_path: Path) -> None:
     assert lab.review(exp_id) == "confirm"
     default = GateConfig()
     assert lab.queued_seeds(exp_id) == ([1] if default.sequential else [1, 2])
+
+
+def _job_basics() -> dict[str, Any]:
+    return {
+        "student": "fern",
+        "repo": "lab/x",
+        "clone_url": "",
+        "token": "",
+        "token_expires_at": "",
+        "base_ref": "main",
+        "base_sha": "b" * 40,
+    }
+
+
+def _queued_job(lab: Lab, exp_id: int, seeds: list[int]) -> dict[str, Any]:
+    with lab.store.transaction():
+        lab.engine.queue_experiment_job(lab.repo, lab.exp(exp_id), seeds=seeds)
+    job = lab.store.one(
+        "SELECT * FROM jobs WHERE experiment_id = ? AND state = 'queued'", (exp_id,)
+    )
+    assert job is not None
+    return job
+
+
+def test_a_lease_carries_each_baseline_curve_with_its_seed_and_the_labs_correlation(
+    tmp_path: Path,
+) -> None:
+    """What a host needs for paired early stopping comes with the job (webhooks/hosts.py)."""
+    from webhooks.hosts import _early_stop_fields
+
+    lab = _pooled_lab(tmp_path, "early_stop = { after = 0.3, band = 1 }\n")  # in [train]
+    lab.experiment(16, *(b - 0.01 for b in BASELINE))  # 21 earlier pairs: a correlation
+    exp_id = lab.experiment(7, 1.8)
+    job = _queued_job(lab, exp_id, [1, 2])
+    ctx = SimpleNamespace(store=lab.store)
+    fields = _early_stop_fields(ctx, lab.repo, job)
+    assert fields["baseline_curve_seeds"] == [0, 1, 2]
+    assert [c[0][1] for c in fields["baseline_curves"]] == pytest.approx(
+        [v + 1.0 + s - 0.1 for s, v in enumerate(BASELINE)]
+    )
+    rho = fields["seed_correlation"]
+    assert rho is not None
+    assert rho == evidence.lab_seed_correlation(lab.store, lab.repo_id, exclude=exp_id)
+    wire = Job.from_dict(
+        {**_job_basics(), **fields, "seeds": [1, 2], "kind": "experiment", "id": job["id"]}
+    )
+    assert wire.matched_curve(1) == fields["baseline_curves"][1]
+    assert wire.matched_curve(5) is None
+    assert wire.lab_seed_correlation() == rho
+    # A baseline job gets none of it.
+    assert _early_stop_fields(ctx, lab.repo, {**job, "kind": "baseline"}) == {}
+
+
+def test_failed_baseline_seeds_send_no_curve_and_the_rest_keep_their_seeds(tmp_path: Path) -> None:
+    from webhooks.hosts import _early_stop_fields
+
+    lab = Lab(tmp_path, "early_stop = true\n")
+    lab.baseline(*BASELINE)
+    exp_id = lab.experiment(7, 1.8)
+    job = _queued_job(lab, exp_id, [1, 2])
+    with lab.store.transaction():  # seed 1 of the baseline turns out to have crashed
+        lab.store.execute(
+            "UPDATE runs SET status = 'crash', metric = NULL WHERE kind = 'baseline' AND seed = 1"
+        )
+    fields = _early_stop_fields(SimpleNamespace(store=lab.store), lab.repo, job)
+    assert fields["baseline_curve_seeds"] == [0, 2]
+    assert len(fields["baseline_curves"]) == 2
+    assert fields["seed_correlation"] is None  # no earlier comparisons yet
+    # Without [train] early_stop nothing is sent.
+    (tmp_path / "plain").mkdir()
+    plain = Lab(tmp_path / "plain", "")
+    assert _early_stop_fields(SimpleNamespace(store=plain.store), plain.repo, job) == {}
