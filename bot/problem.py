@@ -177,7 +177,9 @@ class GateConfig:
     --levers` supports (docs/agents.md, "The merge gate").
     """
 
-    screen: float = 0.0
+    # All three on: each kept false merges at or under 5 % and raised true merges
+    # per candidate run at every seed correlation (bench/decisions.py --levers).
+    screen: float = 0.5
     sequential: bool = True
     pooled: bool = True
 

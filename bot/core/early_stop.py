@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 Point = Sequence[float]  # [x, value]: x a budget fraction or a step, as the baseline's are
 
@@ -52,8 +52,11 @@ class StopConfig(Protocol):
     `patience` (default DEFAULT_PATIENCE) are read when present.
     """
 
-    after_fraction: float
-    band: float
+    @property
+    def after_fraction(self) -> float: ...
+
+    @property
+    def band(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ def decide(
             ref = f"its seed's baseline {mean:.4g} (paired spread {std:.2g})"
         band = max(config.band * std, MIN_BAND_REL * abs(mean))
         behind = value - mean if minimize else mean - value
-        numbers = dict(
+        numbers: dict[str, Any] = dict(
             at=x, value=value, baseline_mean=mean, baseline_std=std, n_baseline=len(at_x)
         )
         if behind <= band:

@@ -10,11 +10,15 @@ from bot.problem import GateConfig, ProblemError, loads_problem
 @pytest.mark.parametrize(
     ("toml", "expected"),
     [
-        ("", GateConfig()),
+        ("", GateConfig(screen=0.5, sequential=True, pooled=True)),  # the defaults
         ("[gate]\n", GateConfig()),
         ("[gate]\nscreen = 0.5\n", GateConfig(screen=0.5)),
         ("[gate]\nscreen = 1\n", GateConfig(screen=1.0)),
         ("[gate]\nscreen = 0\n", GateConfig(screen=0.0)),
+        (
+            "[gate]\nscreen = 0\nsequential = false\npooled = false\n",
+            GateConfig(screen=0.0, sequential=False, pooled=False),
+        ),
         ("[gate]\nsequential = false\n", GateConfig(sequential=False)),
         ("[gate]\npooled = false\n", GateConfig(pooled=False)),
         (
