@@ -16,11 +16,19 @@ them; the baseline runs seeds 0 .. baseline_seeds - 1. A candidate seed fails
 (crash, timeout, invalid) with probability `--fail` whatever the effect.
 
 Reports, per correlation and policy: the false-merge rate when the true effect
-is zero, the power (merge rate) at true effects of 0.5, 1 and 2 sigma, and the
-training runs a null candidate costs on average (failed ones included). The RNG
-seed is fixed, so the table is reproducible.
+is zero, the power (merge rate) at true effects of 0.5, 1 and 2 sigma, the
+training runs a null candidate costs on average (failed ones included), and
+power per run: true merges per 100 candidate runs over the lab benchmark's mix
+of ideas (60 % null, 25 % harmful at -1 sigma, 15 % helpful, spread evenly over
+0.5, 1 and 2 sigma). The RNG seed is fixed, so the table is reproducible.
+
+`--levers` compares the gate's opt-in levers (`[gate]` in kohai.toml) one at a
+time and together: first-seed screening, sequential confirmation, and the lab's
+pooled paired spread (from the same earlier comparisons that give its seed
+correlation).
 
 Usage: python bench/decisions.py [--experiments N] [--seed S] [--fail P] [--rho R ...]
+       [--levers]
 """
 
 from __future__ import annotations
@@ -33,10 +41,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from bot.core.gate import SeedRun, decide
-from bot.core.stats import pooled_seed_correlation
+from bot.core.stats import pooled_paired_spread, pooled_seed_correlation
 from bot.problem import Problem
 
 EFFECTS = (0.0, 0.5, 1.0, 2.0)  # true improvement, in units of the seed noise sigma
+HARMFUL = -1.0  # a harmful idea of the lab mix
+# The lab benchmark's mix of ideas (bench/lab.py): shares of null, harmful, helpful.
+MIX_NULL, MIX_HARMFUL, MIX_HELPFUL = 0.60, 0.25, 0.15
 FIRST_SEEDS = 1  # `train.seeds`: seeds of an ordinary run before any confirmation
 # Matched-seed correlation of val_bpb on the reference problem (charlm, 150 steps,
 # seeds 0-5, learning rate 3e-3 against 2e-3): 0.89.
@@ -86,14 +97,17 @@ class World:
     def baseline(self, n: int) -> list[SeedRun]:
         return [self.run(s, 0.0, may_fail=False) for s in range(n)]
 
-    def lab_correlation(self) -> float | None:
-        """What the lab has learnt of the seed correlation from earlier comparisons."""
+    def lab_history(self) -> list[list[tuple[float, float]]]:
+        """The lab's earlier comparisons: (candidate, baseline) per matched seed."""
         cov = [[1.0, self.rho], [self.rho, 1.0]]
-        groups = [
+        return [
             [tuple(p) for p in self.rng.multivariate_normal([0.0, 0.0], cov, HISTORY_SEEDS)]
             for _ in range(self.history)
         ]
-        return pooled_seed_correlation(groups)
+
+    def lab_correlation(self) -> float | None:
+        """What the lab has learnt of the seed correlation from earlier comparisons."""
+        return pooled_seed_correlation(self.lab_history())
 
     def candidate(self, seeds: range) -> list[SeedRun]:
         # minimize: an improvement of `effect` sigma lowers the metric
@@ -110,12 +124,23 @@ def gate_policy(
     *,
     paired: bool = True,
     max_failure_rate: float | None = None,
+    screen: float = 0.0,
+    sequential: bool = False,
+    pooled: bool = False,
 ) -> Policy:
-    """kohai: a first run, confirmation seeds if it looks better, then the gate's test."""
-    extra = {} if max_failure_rate is None else {"max_failure_rate": max_failure_rate}
+    """kohai: a first run, confirmation seeds if it looks better, then the gate's test.
+
+    `screen`, `sequential` and `pooled` are the `[gate]` levers, as
+    `bot.engine.evidence.gate_decision` passes them.
+    """
+    extra: dict[str, object] = {}
+    if max_failure_rate is not None:
+        extra["max_failure_rate"] = max_failure_rate
 
     def run(world: World) -> Outcome:
-        correlation = world.lab_correlation() if paired else None
+        history = world.lab_history() if paired else []
+        correlation = pooled_seed_correlation(history) if paired else None
+        spread = pooled_paired_spread(history) if pooled else None
         baseline = world.baseline(baseline_seeds)
         candidate = world.candidate(range(FIRST_SEEDS))
         rounds = 0
@@ -130,7 +155,10 @@ def gate_policy(
                 confirm_rounds=rounds,
                 pairing=paired,
                 seed_correlation=correlation,
-                **extra,
+                screen_margin=screen,
+                sequential=sequential,
+                paired_spread=spread,
+                **extra,  # type: ignore[arg-type]
             )
             if decision.verdict != "confirm":
                 return Outcome(decision.verdict == "merge", len(candidate))
@@ -197,6 +225,24 @@ def simulate(
     return merged / experiments, runs / experiments
 
 
+def lever_policies() -> list[tuple[str, Policy]]:
+    """The `[gate]` levers off, one at a time, and together, at 5/5 and at the demo's 3/3."""
+    rows: list[tuple[str, Policy]] = []
+    for c, b in ((5, 5), (3, 3)):
+        rows += [
+            (f"gate {c}/{b}, levers off", gate_policy(c, b)),
+            (f"gate {c}/{b}, screen 0.5", gate_policy(c, b, screen=0.5)),
+            (f"gate {c}/{b}, sequential", gate_policy(c, b, sequential=True)),
+            (f"gate {c}/{b}, pooled", gate_policy(c, b, pooled=True)),
+            (f"gate {c}/{b}, sequential+pooled", gate_policy(c, b, sequential=True, pooled=True)),
+            (
+                f"gate {c}/{b}, all three",
+                gate_policy(c, b, screen=0.5, sequential=True, pooled=True),
+            ),
+        ]
+    return rows
+
+
 def policies() -> list[tuple[str, Policy]]:
     default = Problem()
     c, b = default.confirm_seeds, default.baseline_seeds
@@ -211,18 +257,47 @@ def policies() -> list[tuple[str, Policy]]:
     ]
 
 
+@dataclass(frozen=True)
+class Row:
+    rho: float
+    policy: str
+    rates: list[float]  # merge rate at each of EFFECTS
+    cost: float  # candidate runs per null experiment
+    per_100_runs: float  # true merges per 100 candidate runs over the lab mix
+
+
+def power_per_run(rates: list[float], runs: list[float], harmful_runs: float) -> float:
+    """True merges per 100 candidate runs over the lab mix of ideas (harmful ones never count).
+
+    `rates` and `runs` are the merge rate and mean runs at each of EFFECTS.
+    """
+    helpful = [i for i, e in enumerate(EFFECTS) if e > 0]
+    power = sum(rates[i] for i in helpful) / len(helpful)
+    helpful_runs = sum(runs[i] for i in helpful) / len(helpful)
+    null_runs = runs[EFFECTS.index(0.0)]
+    spent = MIX_NULL * null_runs + MIX_HARMFUL * harmful_runs + MIX_HELPFUL * helpful_runs
+    return 100.0 * MIX_HELPFUL * power / spent
+
+
 def table(
-    experiments: int, seed: int, rhos: tuple[float, ...], fail: float
-) -> list[tuple[float, str, list[float], float]]:
+    experiments: int,
+    seed: int,
+    rhos: tuple[float, ...],
+    fail: float,
+    chosen: list[tuple[str, Policy]] | None = None,
+) -> list[Row]:
     rows = []
     for rho in rhos:
-        for name, policy in policies():
-            rates, cost = [], 0.0
+        for name, policy in chosen if chosen is not None else policies():
+            rates, runs = [], []
             for i, effect in enumerate(EFFECTS):
-                rate, runs = simulate(policy, effect, experiments, seed + i, rho=rho, fail=fail)
+                rate, cost = simulate(policy, effect, experiments, seed + i, rho=rho, fail=fail)
                 rates.append(rate)
-                cost = runs if effect == 0.0 else cost
-            rows.append((rho, name, rates, cost))
+                runs.append(cost)
+            _, harmful_runs = simulate(
+                policy, HARMFUL, experiments, seed + len(EFFECTS), rho=rho, fail=fail
+            )
+            rows.append(Row(rho, name, rates, runs[0], power_per_run(rates, runs, harmful_runs)))
     return rows
 
 
@@ -242,13 +317,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--fail", type=float, default=0.0, help="chance a candidate seed fails")
     parser.add_argument("--rho", type=float, nargs="*", default=list(RHOS))
+    parser.add_argument(
+        "--levers", action="store_true", help="compare the [gate] levers instead of the policies"
+    )
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
     header = (
         f"{'rho':>4}  {'policy':<40} {'false merge':>11} "
         + " ".join(f"{f'power {e:g}σ':>10}" for e in EFFECTS[1:])
-        + f" {'runs/null':>9}  goal"
+        + f" {'runs/null':>9} {'merges/100 runs':>15}  goal"
     )
     print(
         f"{args.experiments} simulated experiments per cell; seed noise σ = 1, correlation rho "
@@ -261,13 +339,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(header)
     print("-" * len(header))
-    for rho, name, rates, cost in table(args.experiments, args.seed, tuple(args.rho), args.fail):
+    chosen = lever_policies() if args.levers else None
+    for row in table(args.experiments, args.seed, tuple(args.rho), args.fail, chosen):
         print(
-            f"{rho:>4.2f}  {name:<40} {rates[0]:>11.1%} "
-            + " ".join(f"{r:>10.1%}" for r in rates[1:])
-            + f" {cost:>9.2f}  {'yes' if meets_goal(rates, cost) else 'no'}"
+            f"{row.rho:>4.2f}  {row.policy:<40} {row.rates[0]:>11.1%} "
+            + " ".join(f"{r:>10.1%}" for r in row.rates[1:])
+            + f" {row.cost:>9.2f} {row.per_100_runs:>15.2f}"
+            + f"  {'yes' if meets_goal(row.rates, row.cost) else 'no'}"
         )
-    print(f"({time.perf_counter() - started:.1f}s; runs/null: candidate runs per null experiment)")
+    print(
+        f"({time.perf_counter() - started:.1f}s; runs/null: candidate runs per null experiment; "
+        f"merges/100 runs: true merges per 100 candidate runs, ideas {MIX_NULL:.0%} null, "
+        f"{MIX_HARMFUL:.0%} harmful at {HARMFUL:g}σ, {MIX_HELPFUL:.0%} helpful)"
+    )
     return 0
 
 

@@ -161,6 +161,29 @@ class EarlyStop:
     band: float = 3.0  # how many baseline standard deviations behind counts as losing
 
 
+MAX_SCREEN = 5.0  # a first-seed margin of more baseline stds than this would screen out all
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """`[gate]`: the merge gate's opt-in levers (`bot.core.gate.decide`).
+
+    `screen`: a first seed not ahead of its matched baseline seed by this many
+    baseline standard deviations closes without confirmation seeds (0: off).
+    `sequential`: confirmation seeds one at a time, a candidate no longer ahead
+    closing at once (the test is still made only at `confirm_seeds`).
+    `pooled`: the paired test pools its variance with the lab's (repo and
+    track) earlier paired comparisons. The defaults are what `bench/decisions.py
+    --levers` supports (docs/agents.md, "The merge gate").
+    """
+
+    # All three on: each kept false merges at or under 5 % and raised true merges
+    # per candidate run at every seed correlation (bench/decisions.py --levers).
+    screen: float = 0.5
+    sequential: bool = True
+    pooled: bool = True
+
+
 @dataclass(frozen=True)
 class Track:
     """A research line of its own in one repository: `[tracks.<name>]` in kohai.toml.
@@ -195,6 +218,7 @@ class Problem:
     data_command: str | None = None  # `[data] command`: trusted, before training
     early_stop: EarlyStop | None = None
     tracks: tuple[Track, ...] = field(default_factory=tuple)
+    gate: GateConfig = field(default_factory=GateConfig)
 
     @property
     def sealed(self) -> bool:
@@ -278,6 +302,34 @@ def _early_stop(value: Any) -> EarlyStop | None:
     if after >= 1:
         raise ProblemError("train.early_stop.after: a fraction of the budget below 1")
     return EarlyStop(after_fraction=float(after), band=float(band))
+
+
+def _gate(value: Any) -> GateConfig:
+    if value is None:
+        return GateConfig()
+    if not isinstance(value, dict):
+        raise ProblemError("[gate] must be a table")
+    unknown = sorted(set(value) - {"screen", "sequential", "pooled"})
+    if unknown:
+        raise ProblemError(f"gate: unknown keys {unknown} (expected screen, sequential, pooled)")
+    default = GateConfig()
+    screen = value.get("screen", default.screen)
+    if (
+        isinstance(screen, bool)
+        or not isinstance(screen, int | float)
+        or not 0 <= screen <= MAX_SCREEN  # NaN fails this too
+    ):
+        raise ProblemError(
+            f"gate.screen: expected a number of baseline stds in [0, {MAX_SCREEN:g}] "
+            f"(0 = off), got {screen!r}"
+        )
+    flags = {}
+    for key in ("sequential", "pooled"):
+        flag = value.get(key, getattr(default, key))
+        if not isinstance(flag, bool):
+            raise ProblemError(f"gate.{key}: expected true or false, got {flag!r}")
+        flags[key] = flag
+    return GateConfig(screen=float(screen), **flags)
 
 
 _BRANCH_BAD = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
@@ -393,6 +445,7 @@ def parse_problem(data: dict[str, Any]) -> Problem:
         data_command=_command(prepare, "data") if prepare is not None else None,
         early_stop=_early_stop(train.get("early_stop")),
         tracks=_tracks(data.get("tracks")),
+        gate=_gate(data.get("gate")),
     )
     return problem
 

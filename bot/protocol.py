@@ -81,6 +81,31 @@ class Job:
     # The base's ok baseline curves ([step, train_loss] points, one list per seed),
     # sent with experiment jobs when the problem declares [train] early_stop.
     baseline_curves: list[list[list[float]]] = field(default_factory=list)
+    # The seed of each of `baseline_curves`, position by position (None: unknown).
+    # A separate list, so hosts that predate it read the curves as before; a bot
+    # that predates it sends none, and every curve is then unmatched.
+    baseline_curve_seeds: list[int | None] = field(default_factory=list)
+    # The lab's pooled correlation of matched seeds (None: too few comparisons),
+    # for the band of paired early stopping.
+    seed_correlation: float | None = None
+
+    def matched_curve(self, seed: int) -> list[list[float]] | None:
+        """The baseline curve of this seed (the first one sent), None without one.
+
+        Hostile or malformed entries (a seed that is not an integer, more seeds
+        than curves) match nothing.
+        """
+        for curve, curve_seed in zip(self.baseline_curves, self.baseline_curve_seeds, strict=False):
+            if type(curve_seed) is int and curve_seed == seed and isinstance(curve, list):
+                return curve
+        return None
+
+    def lab_seed_correlation(self) -> float | None:
+        """`seed_correlation` if it is a finite number in [-1, 1], else None (unknown)."""
+        rho = self.seed_correlation
+        if isinstance(rho, bool) or not isinstance(rho, int | float):
+            return None
+        return float(rho) if -1.0 <= rho <= 1.0 else None  # NaN fails the bounds
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

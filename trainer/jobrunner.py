@@ -44,15 +44,24 @@ class JobContext:
     sandboxed: bool = True  # False only when the host was started --unsandboxed
 
 
-def early_stop_rule(job: Job, problem: Problem) -> StopRule | None:
-    """The harness's early-stop rule for a candidate, when the problem asks for one.
+def early_stop_rule(job: Job, problem: Problem, seed: int | None = None) -> StopRule | None:
+    """The harness's early-stop rule for one seed of a candidate, when the problem asks for one.
 
     Off for baselines, without `[train] early_stop`, and without baseline
-    curves to compare with (the first experiments on a new base).
+    curves to compare with (the first experiments on a new base). When the
+    baseline has a curve of this `seed`, the comparison is paired: the run
+    against its own seed's curve, the band narrowed by the lab's seed
+    correlation (`bot.core.early_stop.decide`); otherwise against the seeds' mean.
     """
     if job.kind == "baseline" or problem.early_stop is None or not job.baseline_curves:
         return None
-    return stop_rule(job.baseline_curves, problem.early_stop, minimize=True)
+    return stop_rule(
+        job.baseline_curves,
+        problem.early_stop,
+        minimize=True,
+        matched=job.matched_curve(seed) if seed is not None else None,
+        seed_correlation=job.lab_seed_correlation(),
+    )
 
 
 def problem_at(worktree: Path, sha: str) -> Problem:
@@ -147,7 +156,7 @@ def _run_in_worktree(
             on_progress=functools.partial(reporter.progress, seed),
             on_line=reporter.line,
             cancel=cancel,
-            should_stop=early_stop_rule(job, problem),
+            should_stop=early_stop_rule(job, problem, seed),
         )
         if run.status == "cancelled":
             if ctx.abort.is_set() and not reporter.cancel.is_set():

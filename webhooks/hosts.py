@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from litestar import Request, Response, post
 from litestar.datastructures import State
 
+from bot.engine.evidence import lab_seed_correlation
 from bot.engine.jobs import LeaseConflict, Leased, hash_token
 from bot.github import bundles
 from bot.protocol import Implement, Job, JobEvent, JobResult
@@ -87,20 +88,31 @@ async def _job_payload(ctx: Any, leased: Leased) -> dict[str, Any]:
         ),
         gpus=list(range(student_row["gpus"])) if student_row and student_row["gpus"] else [],
         lease_id=job["lease_id"] or "",
-        baseline_curves=_baseline_curves(ctx, repo, job),
+        **_early_stop_fields(ctx, repo, job),
     ).to_dict()
 
 
-def _baseline_curves(ctx: Any, repo: Any, job: dict[str, Any]) -> list[list[list[float]]]:
-    """What early stopping compares a candidate's progress with: its base's baseline curves."""
+def _early_stop_fields(ctx: Any, repo: Any, job: dict[str, Any]) -> dict[str, Any]:
+    """What early stopping compares a candidate's progress with: its base's baseline curves.
+
+    Each curve goes with its seed (a candidate seed is compared with its own
+    seed's curve when there is one) and the lab's seed correlation (the paired
+    band); nothing for baselines or when the problem has no `[train] early_stop`.
+    """
     if job["kind"] == "baseline" or repo.problem.early_stop is None:
-        return []
+        return {}
     rows = ctx.store.query(
-        "SELECT curve FROM runs WHERE repo_id = ? AND track = ? AND kind = 'baseline' "
+        "SELECT seed, curve FROM runs WHERE repo_id = ? AND track = ? AND kind = 'baseline' "
         "AND status = 'ok' AND base_sha IS ? ORDER BY seed, id",
         (repo.id, repo.track, job["base_sha"] or repo.base_sha),
     )
-    return [curve for curve in (json.loads(r["curve"] or "[]") for r in rows) if curve]
+    curves = [(r["seed"], json.loads(r["curve"] or "[]")) for r in rows]
+    curves = [(seed, curve) for seed, curve in curves if curve]
+    return {
+        "baseline_curves": [curve for _, curve in curves],
+        "baseline_curve_seeds": [seed for seed, _ in curves],
+        "seed_correlation": lab_seed_correlation(ctx.store, repo.id, exclude=job["experiment_id"]),
+    }
 
 
 @post("/api/hosts/{name:str}/lease", status_code=200, summary="Long-poll for the next job")

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 Point = Sequence[float]  # [x, value]: x a budget fraction or a step, as the baseline's are
 
@@ -121,7 +121,9 @@ def decide(
     if len(points) < patience:
         return StopDecision(False, f"fewer than {patience} progress points")
     mine = _clean(matched) if matched is not None else []
-    rho = min(max(seed_correlation or 0.0, 0.0), MAX_RHO)
+    rho = 0.0  # unknown or not a number: the widest band
+    if seed_correlation is not None and math.isfinite(seed_correlation):
+        rho = min(max(seed_correlation, 0.0), MAX_RHO)
     checked: StopDecision | None = None
     for x, value in points[-patience:]:
         at_x = [v for v in (_interpolate(c, x) for c in curves) if v is not None]
@@ -136,7 +138,7 @@ def decide(
             ref = f"its seed's baseline {mean:.4g} (paired spread {std:.2g})"
         band = max(config.band * std, MIN_BAND_REL * abs(mean))
         behind = value - mean if minimize else mean - value
-        numbers = dict(
+        numbers: dict[str, Any] = dict(
             at=x, value=value, baseline_mean=mean, baseline_std=std, n_baseline=len(at_x)
         )
         if behind <= band:

@@ -755,10 +755,19 @@ class Engine:
         self.refresh_status(repo, exp["id"])
 
     def finish(
-        self, repo: Repo, exp: dict[str, Any], state: str, *, actor: str, rationale: str
+        self,
+        repo: Repo,
+        exp: dict[str, Any],
+        state: str,
+        *,
+        actor: str,
+        rationale: str,
+        stats: dict[str, Any] | None = None,
     ) -> bool:
         """An experiment reaches merged or closed: record why, cancel its work.
 
+        `stats` are the gate's numbers behind the verdict (its reason among
+        them: "screened out", "not better", ...), recorded with the decision.
         False (and nothing changed) when the lifecycle refuses it: a late
         verdict on an experiment that is already final.
         """
@@ -769,7 +778,7 @@ class Engine:
         self.store.execute(
             "UPDATE jobs SET cancel = 1 WHERE experiment_id = ? AND state = 'leased'", (exp["id"],)
         )
-        self.decide(exp["id"], "merge" if state == "merged" else "close", actor, rationale)
+        self.decide(exp["id"], "merge" if state == "merged" else "close", actor, rationale, stats)
         self.refresh_status(repo, exp["id"])
         return True
 

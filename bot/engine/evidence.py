@@ -3,8 +3,9 @@
 `bot.core.gate.decide` is pure; this is its edge. It reads every counted run of the
 candidate (failed ones included: they count against it), the baseline runs of
 the base it was measured on with their seeds and hardware class, how many
-confirmation rounds the candidate has had, and the lab's own estimate of how
-strongly matched seeds correlate, then asks the gate.
+confirmation rounds the candidate has had, the lab's own estimate of how
+strongly matched seeds correlate and, with `[gate] pooled`, how widely a paired
+difference spreads, then asks the gate with the problem's `[gate]` levers.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.core.gate import GateDecision, SeedRun, decide
-from bot.core.stats import pooled_seed_correlation
+from bot.core.stats import pooled_paired_spread, pooled_seed_correlation
 from bot.problem import Problem
 from bot.store import Store
 
@@ -59,13 +60,20 @@ def confirm_rounds(store: Store, exp: dict[str, Any]) -> int:
     return int(row["n"]) if row else 0
 
 
-def lab_seed_correlation(store: Store, repo_id: int, *, exclude: int | None = None) -> float | None:
-    """How strongly matched seeds correlate in this lab, from its earlier comparisons.
+def lab_comparisons(
+    store: Store,
+    repo_id: int,
+    *,
+    track: str | None = None,
+    exclude: int | None = None,
+) -> list[list[tuple[float, float]]]:
+    """The lab's earlier paired comparisons: (candidate, baseline) values per shared seed.
 
-    Each earlier candidate (one commit on one base) with two or more measured
-    seeds is paired, seed by seed, with the baseline of the same base and
-    hardware class; `exclude` leaves out the experiment being decided, so its own
-    data do not choose its test. None while there are too few pairs.
+    Each earlier candidate (one commit on one base) is paired, seed by seed,
+    with the first ok baseline run of the same base, track, seed and hardware
+    class. `track` narrows them to one track (None: every track of the
+    repository); `exclude` leaves out the experiment being decided, so its own
+    data do not choose its test.
     """
     rows = store.query(
         "SELECT c.experiment_id AS exp, c.commit_sha AS commit_sha, c.base_sha AS base, "
@@ -76,18 +84,40 @@ def lab_seed_correlation(store: Store, repo_id: int, *, exclude: int | None = No
         "AND b.metric IS NOT NULL "
         "WHERE c.repo_id = ? AND c.kind = 'candidate' AND c.status = 'ok' "
         "AND c.metric IS NOT NULL AND c.experiment_id IS NOT ? "
+        "AND (? IS NULL OR c.track = ?) "
         "AND b.id = (SELECT MIN(b2.id) FROM runs b2 WHERE b2.repo_id = b.repo_id "
         "AND b2.track = b.track "
         "AND b2.kind = 'baseline' AND b2.base_sha IS b.base_sha AND b2.seed = b.seed "
         "AND b2.gpu_kind = b.gpu_kind AND b2.status = 'ok' AND b2.metric IS NOT NULL) "
         "ORDER BY c.id",
-        (repo_id, exclude),
+        (repo_id, exclude, track, track),
     )
     groups: dict[tuple[Any, ...], dict[int, tuple[float, float]]] = {}
     for row in rows:
         group = groups.setdefault((row["exp"], row["commit_sha"], row["base"]), {})
         group.setdefault(row["seed"], (float(row["cm"]), float(row["bm"])))
-    return pooled_seed_correlation([list(g.values()) for g in groups.values()])
+    return [list(g.values()) for g in groups.values()]
+
+
+def lab_seed_correlation(store: Store, repo_id: int, *, exclude: int | None = None) -> float | None:
+    """How strongly matched seeds correlate in this lab, from its earlier comparisons.
+
+    Pooled over every track of the repository (seed luck is a property of its
+    training code); each comparison with two or more measured seeds counts.
+    None while there are too few pairs.
+    """
+    return pooled_seed_correlation(lab_comparisons(store, repo_id, exclude=exclude))
+
+
+def lab_paired_spread(
+    store: Store, repo_id: int, track: str, *, exclude: int | None = None
+) -> tuple[float, float] | None:
+    """The lab's pooled std of a paired difference and its df, from this track's comparisons.
+
+    One track only: its program, and so the size of its seed noise, may differ
+    from the others'. None while there are too few degrees of freedom.
+    """
+    return pooled_paired_spread(lab_comparisons(store, repo_id, track=track, exclude=exclude))
 
 
 def gate_decision(
@@ -100,7 +130,13 @@ def gate_decision(
     alpha: float,
     track: str = "default",
 ) -> GateDecision:
-    """The gate's verdict on `exp` against the baseline of `base_sha`, from the store."""
+    """The gate's verdict on `exp` against the baseline of `base_sha`, from the store.
+
+    The problem's `[gate]` levers are passed on as they are; with `pooled`, the
+    paired test leans on this track's earlier paired comparisons.
+    """
+    levers = problem.gate
+    spread = lab_paired_spread(store, repo_id, track, exclude=exp["id"]) if levers.pooled else None
     return decide(
         candidate_runs(store, exp),
         baseline_runs(store, repo_id, base_sha, track),
@@ -110,6 +146,9 @@ def gate_decision(
         alpha=alpha,
         confirm_rounds=confirm_rounds(store, exp),
         seed_correlation=lab_seed_correlation(store, repo_id, exclude=exp["id"]),
+        screen_margin=levers.screen,
+        sequential=levers.sequential,
+        paired_spread=spread,
     )
 
 

@@ -272,13 +272,20 @@ class Reviewer:
                 )
             else:
                 rationale = gate.rationale + advice
-            self._close(repo, exp, actor, rationale, heading="Closing")
+            self._close(repo, exp, actor, rationale, heading="Closing", stats=gate.stats())
             return "close"
 
     def _close(
-        self, repo: Repo, exp: dict[str, Any], actor: str, rationale: str, *, heading: str
+        self,
+        repo: Repo,
+        exp: dict[str, Any],
+        actor: str,
+        rationale: str,
+        *,
+        heading: str,
+        stats: dict[str, Any] | None = None,
     ) -> None:
-        if self.engine.finish(repo, exp, "closed", actor=actor, rationale=rationale):
+        if self.engine.finish(repo, exp, "closed", actor=actor, rationale=rationale, stats=stats):
             self.engine.decision_comment(repo, exp, heading, rationale, key=f"close-{exp['id']}")
             self.engine.write(repo, w.Close(number=exp["pr_number"]))
         self._done(exp)
