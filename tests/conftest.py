@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bot.cli.lab import ServerThread, free_port
+from bot.store import Store
+from tests.support.dashboard_seed import Seeded, seed_lab
 
 __all__ = ["ServerThread", "free_port"]
 
@@ -42,3 +46,12 @@ def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
         pytest.fail(f"webhook fixtures not found at {FIXTURES}")
     return FIXTURES
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> Iterator[Seeded]:
+    path = tmp_path / "kohai.db"
+    store = Store(path)
+    ids = seed_lab(store, time.time() - 3 * 3600)
+    store.close()
+    yield Seeded(path, ids)

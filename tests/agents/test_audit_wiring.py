@@ -13,7 +13,7 @@ from bot.engine.review import Ask, Opinion
 from bot.protocol import DIFF_INCOMPLETE, MAX_DIFF_CHARS, JobResult
 from bot.store import Store, now
 from tests.agents.conftest import git, make_git_repo
-from tests.core.test_review import Lab, ok
+from tests.support.engine_lab import Lab, ok
 from trainer.jobrunner import pr_diff
 
 SEEDED = (

@@ -9,7 +9,7 @@ from support.scripted_anthropic import ScriptedAnthropic, text
 
 from agents.advisor import make_advisor
 from agents.loop import MAX_ADVISOR_FAILURES, AdvisorLoop
-from tests.core.test_review import Lab, ok
+from tests.support.engine_lab import Lab, ok
 
 
 async def test_off_schema_reviews_are_paid_for_counted_and_bounded(tmp_path: Path) -> None:

@@ -26,8 +26,7 @@ from bot.outbox.writes import enqueue
 from bot.store import Store
 from sandbox.control import SandboxControl
 from sandbox.server import SandboxServer
-
-from .conftest import FakeTime
+from tests.support.github_mock import FakeTime
 
 REPO = "lab/outbox"
 

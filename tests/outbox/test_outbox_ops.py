@@ -14,8 +14,7 @@ from bot.outbox import writes as w
 from bot.outbox.worker import OutboxWorker, is_marked_by
 from bot.outbox.writes import enqueue, marker, with_marker
 from bot.store import Store
-
-from .conftest import (
+from tests.support.github_mock import (
     BOT_USER,
     INSTALLATION,
     api_calls,

@@ -24,8 +24,7 @@ from bot.outbox.worker import (
 )
 from bot.outbox.writes import enqueue
 from bot.store import Store
-
-from .conftest import (
+from tests.support.github_mock import (
     BOT_USER,
     INSTALLATION,
     FakeTime,

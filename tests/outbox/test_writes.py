@@ -15,8 +15,7 @@ from bot.outbox import worker
 from bot.outbox import writes as w
 from bot.outbox.worker import PERFORMERS, OutboxWorker, failed_writes, performs
 from bot.store import Store
-
-from .conftest import INSTALLATION, api_calls, comment_json, pull_json
+from tests.support.github_mock import INSTALLATION, api_calls, comment_json, pull_json
 
 REPO = "lab/charlm"
 HEAD = "c0ffee" + "e" * 34

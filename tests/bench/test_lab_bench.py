@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-PATH = Path(__file__).resolve().parents[1] / "bench" / "lab.py"
+PATH = Path(__file__).resolve().parents[2] / "bench" / "lab.py"
 
 
 @pytest.fixture(scope="module")

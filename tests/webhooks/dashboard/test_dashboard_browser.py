@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from dashboard_seed import BASES, Lab, Seeded, serve_dashboard
 
 from bot.store import Store
+from tests.support.dashboard_seed import BASES, Lab, Seeded, serve_dashboard
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -27,7 +27,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-README_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
+README_SCREENSHOT = Path(__file__).resolve().parents[3] / "docs" / "dashboard.png"
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),

@@ -6,11 +6,11 @@ import time
 from pathlib import Path
 
 import pytest
-from dashboard_seed import BASES, Lab, Seeded
 
 from bot import queries
 from bot.problem import Problem
 from bot.store import Store
+from tests.support.dashboard_seed import BASES, Lab, Seeded
 
 
 @pytest.fixture

@@ -19,8 +19,7 @@ from bot.github.client import (
     classify_failure,
     permission_level,
 )
-
-from .conftest import API, INSTALLATION, FakeTime, api_calls
+from tests.support.github_mock import API, INSTALLATION, FakeTime, api_calls
 
 
 async def test_app_routes_use_a_short_lived_rs256_jwt(

@@ -7,11 +7,10 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from dashboard_seed import Seeded
-
 from bot.problem import Problem
 from bot.render.report import write_report
 from bot.store import Store
+from tests.support.dashboard_seed import Seeded
 
 
 def test_report_with_leaderboard_experiments_and_charts(seeded: Seeded, tmp_path: Path) -> None:

@@ -8,10 +8,10 @@ import time
 import xml.etree.ElementTree as ET
 
 import httpx
-from dashboard_seed import Served, serve_dashboard
 
 from bot.problem import Problem
 from bot.store import Store
+from tests.support.dashboard_seed import Served, serve_dashboard
 
 SVG_BLOCK = re.compile(r"<svg .*?</svg>", re.S)
 

@@ -632,7 +632,7 @@ def test_mean_std() -> None:
 
 def test_decisions_benchmark_simulates_the_real_gate(monkeypatch: pytest.MonkeyPatch) -> None:
     """The benchmark's policies, on a small sample: greedy merges noise, the gate does not."""
-    path = Path(__file__).resolve().parents[1] / "bench" / "decisions.py"
+    path = Path(__file__).resolve().parents[2] / "bench" / "decisions.py"
     spec = importlib.util.spec_from_file_location("bench_decisions", path)
     assert spec and spec.loader
     bench = importlib.util.module_from_spec(spec)

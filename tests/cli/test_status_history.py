@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from dashboard_seed import BASES, Seeded
 
 from bot.cli import main
+from tests.support.dashboard_seed import BASES, Seeded
 
 COLUMNS = [
     "commit", "val_bpb", "memory_gb", "status", "description",

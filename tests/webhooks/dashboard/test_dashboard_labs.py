@@ -15,11 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from dashboard_seed import BASES, Lab, Seeded, Served, seed_lab, serve_dashboard
 from test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS
 
 from bot.config import Settings, html_url_for
 from bot.store import Store
+from tests.support.dashboard_seed import BASES, Lab, Seeded, Served, seed_lab, serve_dashboard
 
 CHARLM_TOML = '[metric]\nname = "val_bpb"\ndirection = "minimize"\n'
 VISION_TOML = '[metric]\nname = "accuracy"\ndirection = "maximize"\n[lab]\nweight = 3\n'

@@ -7,8 +7,7 @@ import respx
 
 from bot.github.client import GitHubApp
 from bot.github.permissions import PermissionCache, can_command
-
-from .conftest import INSTALLATION, FakeTime
+from tests.support.github_mock import INSTALLATION, FakeTime
 
 PATH = "/repos/lab/charlm/collaborators/{login}/permission"
 
