@@ -51,6 +51,7 @@ class Command:
     help: str
     needs_experiment: bool
     build: Builder
+    example: str = ""  # a line a user may paste, shown in /help
 
 
 def parse_commands(body: str) -> list[Invocation]:
@@ -162,11 +163,21 @@ COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
         Command(
-            "rerun", "/rerun [seeds=N]", "train this PR again on its current head", True, _rerun
+            "rerun",
+            "/rerun [seeds=N]",
+            "train this PR again on its current head",
+            True,
+            _rerun,
+            "/rerun seeds=2",
         ),
         Command("stop", "/stop", "stop the running job and put the PR on hold", True, _stop),
         Command(
-            "assign", "/assign <student>", "hand the work to a student (or `any`)", False, _assign
+            "assign",
+            "/assign <student>",
+            "hand the work to a student (or `any`)",
+            False,
+            _assign,
+            "/assign fern",
         ),
         Command("review", "/review", "ask the advisor to review now", True, _review),
         Command(
@@ -182,10 +193,13 @@ COMMANDS: dict[str, Command] = {
 
 
 def help_text() -> str:
-    rows = "\n".join(f"| `{c.usage}` | {c.help} |" for c in COMMANDS.values())
+    rows = "\n".join(
+        f"| `{c.usage}` | {c.help} | {f'`{c.example}`' if c.example else ''} |"
+        for c in COMMANDS.values()
+    )
     return (
         "**kohai commands** (one per line; write, maintain or admin permission needed)\n\n"
-        "| command | does |\n|---|---|\n" + rows
+        "| command | does | example |\n|---|---|---|\n" + rows
     )
 
 
