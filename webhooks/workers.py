@@ -8,10 +8,12 @@ is logged and the loop goes on.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from bot.engine import write_results
 from bot.engine.inbox import process_pending
 from bot.github.sync import stale_repos, sync_repo
 from bot.outbox import writes as w
@@ -71,8 +73,8 @@ async def outbox_worker(ctx: BotContext) -> None:
         return OutboxWorker(
             ctx.store,
             ctx.github,
-            on_done=ctx.engine.on_write_done,
-            on_failed=ctx.engine.on_write_failed,
+            on_done=functools.partial(write_results.write_done, ctx.engine),
+            on_failed=functools.partial(write_results.write_failed, ctx.engine),
             bus=ctx.bus,
             **options,
         )

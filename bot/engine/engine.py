@@ -10,17 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from bot import queries
-from bot.core import intents as i
 from bot.core import labels as lab
 from bot.core import lifecycle
 from bot.core.events import Event
 from bot.core.router import ExperimentView, RouteState
-from bot.core.untrusted import quote_as_data
 from bot.engine import labs
 from bot.engine.bus import Bus
 from bot.outbox import writes as w
@@ -29,23 +27,6 @@ from bot.render.comments import status_comment
 from bot.store import Store, dumps, now
 
 log = logging.getLogger("kohai.engine")
-
-# Which method applies which intent: one entry per intent type, filled by `@handles`.
-Handler = Callable[["Engine", Any, Event, "Repo | None"], "str | None"]
-HANDLERS: dict[type, Handler] = {}
-
-
-def handles(kind: type) -> Callable[[Handler], Handler]:
-    """Register the decorated Engine method as the one that applies intents of `kind`."""
-
-    def register(method: Handler) -> Handler:
-        if kind in HANDLERS:
-            raise TypeError(f"{kind.__name__} already has a handler")
-        HANDLERS[kind] = method
-        return method
-
-    return register
-
 
 HUMAN_PRIORITY = 10
 ADVISOR_PRIORITY = 0
@@ -160,15 +141,15 @@ class Engine:
         if not full_name:
             return None
         row = self.store.one("SELECT * FROM repos WHERE full_name = ?", (full_name,))
-        return self._on_track(Repo.from_row(row), track) if row else None
+        return self.on_track(Repo.from_row(row), track) if row else None
 
     def repo_by_id(self, repo_id: int, track: str | None = None) -> Repo:
         row = self.store.one("SELECT * FROM repos WHERE id = ?", (repo_id,))
         if row is None:
             raise KeyError(f"no repo {repo_id}")
-        return self._on_track(Repo.from_row(row), track)
+        return self.on_track(Repo.from_row(row), track)
 
-    def _on_track(self, repo: Repo, track: str | None) -> Repo:
+    def on_track(self, repo: Repo, track: str | None) -> Repo:
         """The repository seen as one of its tracks: that track's base branch and base."""
         name = (track or DEFAULT_TRACK).lower()
         if name == DEFAULT_TRACK:
@@ -195,7 +176,7 @@ class Engine:
     def lab_of(self, repo: Repo, exp: dict[str, Any] | None) -> Repo:
         """The lab an experiment belongs to: its repository on the experiment's track."""
         track = (exp or {}).get("track") or DEFAULT_TRACK
-        return repo if track == repo.track else self._on_track(self.repo_by_id(repo.id), track)
+        return repo if track == repo.track else self.on_track(self.repo_by_id(repo.id), track)
 
     def experiment_by_number(self, repo_id: int, number: int) -> dict[str, Any] | None:
         return self.store.one(
@@ -208,7 +189,7 @@ class Engine:
         """A lab stops: its queued jobs are cancelled with `reason`, leased ones told to stop."""
         cancelled = labs.stop_lab(self.store, repo_id, reason)
         log.info("lab %s stopped (%s): %d queued jobs cancelled", repo_id, reason, cancelled)
-        self._publish("lab", id=repo_id, state="stopped", reason=reason)
+        self.publish("lab", id=repo_id, state="stopped", reason=reason)
         return cancelled
 
     def students(self) -> frozenset[str]:
@@ -249,267 +230,23 @@ class Engine:
         """Record one GitHub write for the outbox, in the caller's transaction."""
         if getattr(write, "number", 0) is None:
             # The PR is not open yet (its job runs while it opens): what matters
-            # then is written when it opens (`_pr_caught_up`).
+            # then is written when it opens (`write_results.pr_caught_up`).
             log.debug("%s on %s: no PR yet", write.op, repo.full_name)
             return
         w.enqueue(self.store, repo.full_name, repo.installation_id, write)
         self._on_outbox()
 
-    def _publish(self, topic: str, **data: Any) -> None:
+    def publish(self, topic: str, **data: Any) -> None:
         self.bus.publish(topic, **data)
 
     # ------------------------------------------------------------- applying
 
-    def apply(self, event: Event, intents: list[i.Intent]) -> list[str]:
-        """Apply intents for one event in one transaction; return notes for the inbox."""
-        notes: list[str] = []
-        with self.store.transaction():
-            repo = self.repo(event.repo)
-            if repo is not None and event.number is not None:
-                # An event on a PR or issue speaks for the experiment's own track.
-                repo = self.lab_of(repo, self.experiment_by_number(repo.id, event.number))
-            for intent in intents:
-                note = HANDLERS[type(intent)](self, intent, event, repo)
-                notes.append(note or type(intent).__name__)
-        self._publish("event", name=event.name, action=event.action)
-        return notes
-
-    @handles(i.Ignore)
-    def _on_Ignore(self, intent: i.Ignore, event: Event, repo: Repo | None) -> str:
-        return f"ignored: {intent.reason}"
-
-    @handles(i.Pong)
-    def _on_Pong(self, intent: i.Pong, event: Event, repo: Repo | None) -> str:
-        return "pong"
-
-    @handles(i.RecordInstallation)
-    def _on_RecordInstallation(
-        self, intent: i.RecordInstallation, event: Event, repo: Repo | None
-    ) -> str:
-        t = now()
-        for name in intent.added:
-            existing = self.store.one("SELECT id FROM repos WHERE full_name = ?", (name,))
-            if existing:
-                self.store.update(
-                    "repos",
-                    existing["id"],
-                    {"installation_id": intent.installation_id, "active": 1, "synced_at": None},
-                )
-            else:
-                self.store.insert(
-                    "repos",
-                    {
-                        "full_name": name,
-                        "installation_id": intent.installation_id,
-                        "active": 1,
-                        "created_at": t,
-                    },
-                )
-        for name in intent.removed:
-            self.store.execute("UPDATE repos SET active = 0 WHERE full_name = ?", (name,))
-            row = self.store.one("SELECT id FROM repos WHERE full_name = ?", (name,))
-            if row:
-                self.stop_lab(row["id"], f"the App was removed from {name}")
-        if intent.active is not None:
-            self.store.execute(
-                "UPDATE repos SET active = ? WHERE installation_id = ?",
-                (1 if intent.active else 0, intent.installation_id),
-            )
-            if not intent.active:
-                for row in self.store.query(
-                    "SELECT id FROM repos WHERE installation_id = ?", (intent.installation_id,)
-                ):
-                    self.stop_lab(
-                        row["id"],
-                        f"installation {intent.installation_id} was removed or suspended",
-                    )
-            if intent.active:
-                self.store.execute(
-                    "UPDATE repos SET synced_at = NULL WHERE installation_id = ?",
-                    (intent.installation_id,),
-                )
-        return f"installation {intent.installation_id}: +{len(intent.added)} -{len(intent.removed)}"
-
-    @handles(i.OpenFromIssue)
-    def _on_OpenFromIssue(self, intent: i.OpenFromIssue, event: Event, repo: Repo | None) -> str:
-        if repo is None:
-            return "no repo"
-        repo = self._on_track(repo, intent.track)
-        hypothesis = intent.body or intent.title
-        if not intent.trusted:  # an outsider's words: data for the agents, never instructions
-            hypothesis = quote_as_data(
-                hypothesis,
-                number=intent.issue_number,
-                author=intent.author,
-                labeller=intent.actor,
-            )
-        exp_id = self.open_experiment(
-            repo,
-            title=intent.title or f"Issue #{intent.issue_number}",
-            hypothesis=hypothesis,
-            student=intent.student,
-            source="human",
-            issue_number=intent.issue_number,
-            knobs=knobs_from_text(intent.body, repo.problem),
-        )
-        return f"experiment {exp_id} opened from issue #{intent.issue_number} in {repo.key}"
-
-    def _exp(self, repo: Repo | None, number: int) -> dict[str, Any] | None:
+    def experiment_for(self, repo: Repo | None, number: int) -> dict[str, Any] | None:
         if repo is None:
             return None
         return self.experiment_by_number(repo.id, number)
 
-    @handles(i.Assign)
-    def _on_Assign(self, intent: i.Assign, event: Event, repo: Repo | None) -> str:
-        exp = self._exp(repo, intent.number)
-        if exp is None or repo is None:
-            return "no experiment"
-        self.reassign(repo, exp, intent.student)
-        return f"assigned to {intent.student or 'any'}"
-
-    @handles(i.SetHold)
-    def _on_SetHold(self, intent: i.SetHold, event: Event, repo: Repo | None) -> str:
-        if repo is None:
-            return "no repo"
-        exp = self._exp(repo, intent.number)
-        if exp is None:
-            if intent.label_change:
-                if intent.on:
-                    self.write(repo, w.AddLabels(number=intent.number, labels=["hold"]))
-                else:
-                    self.write(repo, w.RemoveLabel(number=intent.number, label="hold"))
-            return "hold on an issue"
-        self.store.update("experiments", exp["id"], {"hold": int(intent.on), "updated_at": now()})
-        if intent.label_change:
-            if intent.on:
-                self.write(repo, w.AddLabels(number=exp["pr_number"], labels=["hold"]))
-            else:
-                self.write(repo, w.RemoveLabel(number=exp["pr_number"], label="hold"))
-        if not intent.on:
-            self.notify_job_queued(exp["student"])
-        self.refresh_status(repo, exp["id"])
-        return f"hold {'on' if intent.on else 'off'}"
-
-    @handles(i.RecordOutcome)
-    def _on_RecordOutcome(self, intent: i.RecordOutcome, event: Event, repo: Repo | None) -> str:
-        exp = self._exp(repo, intent.number)
-        if exp is None or repo is None:
-            return "no experiment"
-        state = "merged" if intent.merged else "closed"
-        self.finish(
-            repo,
-            exp,
-            state,
-            actor=f"human:{intent.actor}",
-            rationale=f"{state} by @{intent.actor} on GitHub",
-        )
-        if intent.merged:
-            self.mark_base_stale(repo)
-        return state
-
-    @handles(i.Reopen)
-    def _on_Reopen(self, intent: i.Reopen, event: Event, repo: Repo | None) -> str:
-        exp = self._exp(repo, intent.number)
-        if exp is None or repo is None:
-            return "no experiment"
-        if not self.move(repo, exp, "reopen", f"human:{intent.actor}"):
-            return f"reopen refused in state {exp['state']}"
-        self.decide(exp["id"], "reopen", f"human:{intent.actor}", f"reopened by @{intent.actor}")
-        self.store.update("experiments", exp["id"], {"review_requested": 1, "updated_at": now()})
-        self.refresh_status(repo, exp["id"], phase_note="reopened; the gate looks again")
-        return "reopened"
-
-    @handles(i.HeadMoved)
-    def _on_HeadMoved(self, intent: i.HeadMoved, event: Event, repo: Repo | None) -> str:
-        exp = self._exp(repo, intent.number)
-        if exp is None:
-            return "no experiment"
-        self.store.update("experiments", exp["id"], {"head_sha": intent.sha, "updated_at": now()})
-        return f"head {intent.sha[:10]}"
-
-    @handles(i.BaseMoved)
-    def _on_BaseMoved(self, intent: i.BaseMoved, event: Event, repo: Repo | None) -> str:
-        if repo is None:
-            return "base unchanged"
-        repo = self._on_track(repo, intent.track)
-        if repo.base_sha == intent.sha:
-            return "base unchanged"
-        self.mark_base_stale(repo)
-        return f"base of {repo.key} moved to {intent.sha[:10]}"
-
-    @handles(i.RepairLabels)
-    def _on_RepairLabels(self, intent: i.RepairLabels, event: Event, repo: Repo | None) -> str:
-        exp = self._exp(repo, intent.number)
-        if exp is None or repo is None:
-            return "no experiment"
-        wanted = lab.desired_labels(exp["state"], exp["student"], bool(exp["hold"]))
-        for label in sorted(set(lab.STATUS_LABELS.values()) - wanted):
-            if label in event.labels:
-                self.write(repo, w.RemoveLabel(number=exp["pr_number"], label=label))
-        missing = sorted(name for name in wanted if name not in event.labels)
-        if missing:
-            self.write(repo, w.AddLabels(number=exp["pr_number"], labels=missing))
-        return "labels repaired"
-
-    @handles(i.RevertLabel)
-    def _on_RevertLabel(self, intent: i.RevertLabel, event: Event, repo: Repo | None) -> str:
-        if repo is None:
-            return "no repo"
-        if intent.added:
-            self.write(repo, w.RemoveLabel(number=intent.number, label=intent.label))
-        else:
-            self.write(repo, w.AddLabels(number=intent.number, labels=[intent.label]))
-        return f"label {intent.label!r} change undone (no write permission)"
-
-    @handles(i.Acknowledge)
-    def _on_Acknowledge(self, intent: i.Acknowledge, event: Event, repo: Repo | None) -> str:
-        if repo is not None:
-            self.write(repo, w.React(comment_id=intent.comment_id, content="eyes"))
-        return "acknowledged"
-
-    @handles(i.Reply)
-    def _on_Reply(self, intent: i.Reply, event: Event, repo: Repo | None) -> str:
-        if repo is not None:
-            key = re.sub(r"[^\w.:/-]+", "-", f"{event.delivery_id}:{intent.key}")[:120]
-            self.write(
-                repo, w.Comment(number=intent.number, kind="reply", key=key, body=intent.body)
-            )
-        return "replied"
-
-    @handles(i.Rerun)
-    def _on_Rerun(self, intent: i.Rerun, event: Event, repo: Repo | None) -> str:
-        exp = self._exp(repo, intent.number)
-        if exp is None or repo is None:
-            return "no experiment"
-        if exp["state"] in ("merged", "closed"):
-            self._reply(repo, exp, event, "done", f"This experiment is already {exp['state']}.")
-            return "already finished"
-        if self.store.one(
-            "SELECT id FROM jobs WHERE experiment_id = ? AND state = 'queued'", (exp["id"],)
-        ):
-            self._reply(repo, exp, event, "busy", "A job for this experiment is already queued.")
-            return "already queued"
-        seeds = intent.seeds or repo.problem.seeds
-        self.decide(
-            exp["id"],
-            "rerun",
-            f"human:{intent.actor}",
-            f"/rerun with {seeds} seed(s) by @{intent.actor}",
-        )
-        job_id = self.queue_experiment_job(
-            repo,
-            exp,
-            seeds=self.next_seeds(exp, seeds),
-            priority=HUMAN_PRIORITY,
-            actor=f"human:{intent.actor}",
-            requested_by=intent.actor,
-        )
-        if job_id is None:
-            self._reply(repo, exp, event, "refused", f"This experiment is {exp['state']}.")
-            return "rerun refused"
-        return f"rerun with {seeds} seeds"
-
-    def _reply(self, repo: Repo, exp: dict[str, Any], event: Event, key: str, body: str) -> None:
+    def reply(self, repo: Repo, exp: dict[str, Any], event: Event, key: str, body: str) -> None:
         self.write(
             repo,
             w.Comment(
@@ -538,80 +275,6 @@ class Engine:
                 seeds.append(seed)
             seed += 1
         return seeds
-
-    @handles(i.Stop)
-    def _on_Stop(self, intent: i.Stop, event: Event, repo: Repo | None) -> str:
-        exp = self._exp(repo, intent.number)
-        if exp is None or repo is None:
-            return "no experiment"
-        self.store.execute(
-            "UPDATE jobs SET cancel = 1 WHERE experiment_id = ? AND state = 'leased'", (exp["id"],)
-        )
-        self.store.execute(
-            "UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE experiment_id = ? AND state = 'queued'",
-            (now(), exp["id"]),
-        )
-        if not exp["hold"]:
-            self.store.update("experiments", exp["id"], {"hold": 1})
-            self.write(repo, w.AddLabels(number=exp["pr_number"], labels=["hold"]))
-        self.decide(exp["id"], "stop", f"human:{intent.actor}", f"stopped by @{intent.actor}")
-        running = self.store.one(
-            "SELECT id FROM jobs WHERE experiment_id = ? AND state = 'leased'", (exp["id"],)
-        )
-        if not running and exp["state"] == "queued":
-            # Nothing was running: the held PR waits in review (a running job gets there
-            # when its host reports it cancelled).
-            self.move(repo, exp, "stop", f"human:{intent.actor}")
-        self.refresh_status(repo, exp["id"])
-        return "stopped"
-
-    @handles(i.Review)
-    def _on_Review(self, intent: i.Review, event: Event, repo: Repo | None) -> str:
-        exp = self._exp(repo, intent.number)
-        if exp is None:
-            return "no experiment"
-        self.store.update("experiments", exp["id"], {"review_requested": 1})
-        self._publish("review", experiment_id=exp["id"])
-        return "review requested"
-
-    @handles(i.Merge)
-    def _on_Merge(self, intent: i.Merge, event: Event, repo: Repo | None) -> str:
-        exp = self._exp(repo, intent.number)
-        if exp is None or repo is None:
-            return "no experiment"
-        self.decide(
-            exp["id"],
-            "merge",
-            f"human:{intent.actor}",
-            f"/merge by @{intent.actor}: human override of the gate",
-        )
-        self.merge(repo, exp, title=f"{exp['title']} (merged by @{intent.actor})")
-        return "merge requested"
-
-    @handles(i.Close)
-    def _on_Close(self, intent: i.Close, event: Event, repo: Repo | None) -> str:
-        exp = self._exp(repo, intent.number)
-        if exp is None or repo is None:
-            return "no experiment"
-        if not self.finish(
-            repo,
-            exp,
-            "closed",
-            actor=f"human:{intent.actor}",
-            rationale=f"/close by @{intent.actor}",
-        ):
-            self._reply(repo, exp, event, "close-refused", f"This experiment is {exp['state']}.")
-            return "close refused"
-        self.write(repo, w.Close(number=exp["pr_number"]))
-        return "closed"
-
-    @handles(i.PostStatus)
-    def _on_PostStatus(self, intent: i.PostStatus, event: Event, repo: Repo | None) -> str:
-        exp = self._exp(repo, intent.number)
-        if exp is None or repo is None:
-            return "no experiment"
-        self.refresh_status(repo, exp["id"])
-        return "status refreshed"
 
     # ------------------------------------------------------- experiment moves
 
@@ -689,7 +352,7 @@ class Engine:
                 issue_number=issue_number,
             ),
         )
-        self._publish("experiment", id=exp_id)
+        self.publish("experiment", id=exp_id)
         return exp_id
 
     def move(self, repo: Repo, exp: dict[str, Any], event: str, actor: str) -> bool:
@@ -732,7 +395,7 @@ class Engine:
             if new_label:
                 self.write(repo, w.AddLabels(number=exp["pr_number"], labels=[new_label]))
         exp["state"] = state
-        self._publish("experiment", id=exp["id"], state=state)
+        self.publish("experiment", id=exp["id"], state=state)
 
     def reassign(self, repo: Repo, exp: dict[str, Any], student: str | None) -> None:
         old = exp["student"]
@@ -889,7 +552,7 @@ class Engine:
                 "UPDATE tracks SET synced_at = NULL WHERE repo_id = ? AND name = ?",
                 (repo.id, repo.track),
             )
-        self._publish("repo", id=repo.id, track=repo.track)
+        self.publish("repo", id=repo.id, track=repo.track)
 
     def baseline_problem(self, repo: Repo) -> str | None:
         """Why this line's baseline cannot be measured, when it cannot (else None)."""
@@ -975,7 +638,7 @@ class Engine:
         self.store.update("experiments", exp["id"], {"review_requested": 0})
         self.refresh_status(repo, exp["id"])
         self.notify_job_queued(exp["student"])
-        self._publish("job", id=job_id)
+        self.publish("job", id=job_id)
         return job_id
 
     def queue_baseline(
@@ -1021,7 +684,7 @@ class Engine:
             },
         )
         self.notify_job_queued(student)
-        self._publish("job", id=job_id)
+        self.publish("job", id=job_id)
         return job_id
 
     # ----------------------------------------------------------- status view
@@ -1072,131 +735,4 @@ class Engine:
             w.StatusComment(
                 number=exp["pr_number"], kind="status", key=str(exp["pr_number"]), body=body
             ),
-        )
-
-    # ----------------------------------------------------- outbox callbacks
-
-    def _pr_caught_up(self, repo: Repo, exp: dict[str, Any], labels: Sequence[str]) -> None:
-        """The draft PR opened after its job was queued: bring its labels and comments up to date.
-
-        The PR was opened with the labels of a queued experiment; the work may
-        have moved on meanwhile (leased, trained, even reported), so the status
-        label is corrected, the status comment written, and results that came
-        back before the PR existed are posted now.
-        """
-        opened = [name for name in labels if name.startswith("status:")]
-        current = lab.status_label(exp["state"])
-        for name in opened:
-            if name != current:
-                self.write(repo, w.RemoveLabel(number=exp["pr_number"], label=name))
-        if current and current not in opened:
-            self.write(repo, w.AddLabels(number=exp["pr_number"], labels=[current]))
-        if self.on_pr_opened is not None:
-            self.on_pr_opened(repo, exp)
-        if exp["state"] == "closed":
-            self.write(repo, w.Close(number=exp["pr_number"]))
-        self.refresh_status(repo, exp["id"])
-
-    def on_write_done(self, row: dict[str, Any], result: dict[str, Any]) -> None:
-        """Results of GitHub writes that feed back into state (called inside the outbox's transaction)."""
-        write = w.decode(row["op"], row["args"])
-        repo = self.repo(row["repo"])
-        if repo is None:
-            return
-        if isinstance(write, w.CreateBranch):
-            # A track's base branch now exists: the sync reads it and measures its baseline.
-            self.mark_base_stale(self._on_track(repo, write.track))
-            return
-        experiment_id = getattr(write, "experiment_id", None)
-        if experiment_id:
-            owner = self.store.one("SELECT track FROM experiments WHERE id = ?", (experiment_id,))
-            repo = self.lab_of(repo, owner)
-        if isinstance(write, w.StartBranch):
-            exp = self.store.one("SELECT * FROM experiments WHERE id = ?", (experiment_id,))
-            if exp is None or exp["state"] != "proposed":
-                return
-            if not exp["head_sha"] and result.get("head_sha"):
-                self.store.update("experiments", exp["id"], {"head_sha": result["head_sha"]})
-                exp["head_sha"] = result["head_sha"]
-            self.queue_experiment_job(repo, exp, seeds=list(range(repo.problem.seeds)))
-        elif isinstance(write, w.OpenPullRequest):
-            exp = self.store.one("SELECT * FROM experiments WHERE id = ?", (experiment_id,))
-            if exp is None or exp["pr_number"]:
-                return
-            values: dict[str, Any] = {"pr_number": result["number"], "updated_at": now()}
-            if not exp["head_sha"]:
-                values["head_sha"] = result.get("head_sha")
-            self.store.update("experiments", exp["id"], values)
-            exp = self.store.one("SELECT * FROM experiments WHERE id = ?", (exp["id"],))
-            assert exp is not None
-            if exp["state"] == "proposed":
-                self.queue_experiment_job(repo, exp, seeds=list(range(repo.problem.seeds)))
-            else:
-                self._pr_caught_up(repo, exp, write.labels)
-        elif isinstance(write, w.Merge) and result.get("merged"):
-            exp = (
-                self.store.one("SELECT * FROM experiments WHERE id = ?", (experiment_id,))
-                if experiment_id
-                else None
-            )
-            if exp is not None and exp["state"] != "merged":
-                last = self.store.one(
-                    "SELECT actor, rationale FROM decisions WHERE experiment_id = ? AND verdict = 'merge' "
-                    "ORDER BY id DESC LIMIT 1",
-                    (exp["id"],),
-                )
-                actor = (last or {}).get("actor") or "bot"
-                # The merge happened on GitHub: the store follows, whatever state it was in.
-                if not self.move(
-                    repo, exp, "merged", actor if actor.startswith("human") else "bot"
-                ):
-                    self.move(repo, exp, "merged", "human")
-                self.cancel_queued_jobs(repo, exp, "the experiment was merged")
-                self.refresh_status(repo, exp["id"])
-            self.mark_base_stale(repo)
-
-    def on_write_failed(self, row: dict[str, Any], message: str) -> None:
-        """A GitHub write failed for good; a refused merge must not leave its PR in limbo."""
-        if row["op"] != w.Merge.op:
-            return
-        try:
-            write = w.decode(row["op"], row["args"])
-        except (KeyError, TypeError, ValueError):
-            return  # a malformed row: it failed as such, and names no experiment
-        assert isinstance(write, w.Merge)
-        repo = self.repo(row["repo"])
-        exp_id = write.experiment_id
-        exp = (
-            self.store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,)) if exp_id else None
-        )
-        if repo is None or exp is None or exp["state"] in ("merged", "closed"):
-            return
-        repo = self.lab_of(repo, exp)
-        if BASE_MOVED in message:
-            # Measured on a base that is gone: back to be re-measured on the new one.
-            rationale = f"Not merged: {message}. Re-measuring on the new base before deciding."
-            self.decide(exp["id"], "rerun", "gate", rationale)
-            self.decision_comment(
-                repo, exp, "Not merged: the base moved", rationale, key=f"base-moved-{row['id']}"
-            )
-            self.mark_base_stale(repo)
-            self.store.update(
-                "experiments", exp["id"], {"review_requested": 1, "updated_at": now()}
-            )
-            self.refresh_status(repo, exp["id"], phase_note="base moved; re-measuring")
-            return
-        self.decide(exp["id"], "wait", "gate", f"GitHub refused the merge: {message}")
-        self.write(
-            repo,
-            w.Comment(
-                number=exp["pr_number"],
-                kind="merge-failed",
-                key=str(row["id"]),
-                body=f"### Merge refused by GitHub\n\n{message}\n\n`/rerun` merges the base into the "
-                "branch and trains it again (a conflict goes to the student); `/close` ends it.",
-            ),
-        )
-        self.store.update("experiments", exp["id"], {"review_requested": 0, "updated_at": now()})
-        self.refresh_status(
-            repo, exp["id"], phase_note="merge refused by GitHub; waiting for a human"
         )

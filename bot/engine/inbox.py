@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from bot.core.events import MalformedEvent, parse_event
 from bot.core.router import permission_logins, route
+from bot.engine import handlers
 from bot.engine.engine import Engine
 from bot.store import Store, now
 
@@ -80,7 +81,7 @@ async def route_one(engine: Engine, row: dict, permission: PermissionLookup | No
                 author_permission=levels.get((event.author or "").lower()),
             )
             intents = route(event, snapshot)
-            notes = engine.apply(event, intents)
+            notes = handlers.apply(engine, event, intents)
             ignored = all(n.startswith("ignored") for n in notes)
             status = "ignored" if ignored else "routed"
             _finish(store, row["id"], status, "; ".join(notes))

@@ -809,7 +809,7 @@ class OutboxWorker:
         except Exception as exc:  # the engine's hook failed: keep the row, try later
             log.exception("outbox %s: on_done failed", row["id"])
             return self._record_failure(row, RuntimeError(f"on_done: {type(exc).__name__}: {exc}"))
-        self._publish(row, "done")
+        self.publish(row, "done")
         return "done"
 
     def _record_failure(self, row: dict[str, Any], exc: Exception) -> str:
@@ -824,10 +824,10 @@ class OutboxWorker:
         level = logging.ERROR if values.get("state") == "failed" else logging.WARNING
         log.log(level, "outbox %s %s %s: %s", row["id"], row["op"], row["repo"], message)
         state = str(values.get("state", "pending"))
-        self._publish(row, state, error=message)
+        self.publish(row, state, error=message)
         return state
 
-    def _publish(self, row: dict[str, Any], state: str, **extra: Any) -> None:
+    def publish(self, row: dict[str, Any], state: str, **extra: Any) -> None:
         if self.bus is not None:
             self.bus.publish(
                 "outbox", id=row["id"], op=row["op"], repo=row["repo"], state=state, **extra

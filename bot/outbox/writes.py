@@ -99,7 +99,7 @@ def _frozen(items: Sequence[Any] | None) -> tuple[Any, ...]:
 
 # Writes on an issue or PR carry its `number`. The engine may build one while the
 # experiment's PR is still being opened (number None); it drops such a write,
-# and `Engine._pr_caught_up` writes what matters once the PR exists.
+# and `bot.engine.write_results.pr_caught_up` writes what matters once the PR exists.
 
 
 @dataclass(frozen=True)

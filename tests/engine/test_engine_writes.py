@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bot.engine import write_results
 from bot.engine.engine import Engine
 from bot.store import Store, dumps
 
@@ -41,13 +42,13 @@ def test_open_pr_done_records_the_number_and_queues_the_job(tmp_path: Path) -> N
     assert ops(store) == ["start_branch", "ensure_labels", "open_pr"]
     row = store.one("SELECT * FROM outbox WHERE op = 'open_pr'")
     with store.transaction():
-        engine.on_write_done(row, {"number": 5, "head_sha": "h" * 40})
+        write_results.write_done(engine, row, {"number": 5, "head_sha": "h" * 40})
     exp = store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,))
     assert (exp["pr_number"], exp["state"]) == (5, "queued")
     job = store.one("SELECT * FROM jobs WHERE experiment_id = ?", (exp_id,))
     assert job["state"] == "queued" and json.loads(job["payload"])["implement"]["hypothesis"] == "h"
     with store.transaction():  # a retried callback changes nothing
-        engine.on_write_done(row, {"number": 5, "head_sha": "h" * 40})
+        write_results.write_done(engine, row, {"number": 5, "head_sha": "h" * 40})
     assert store.count("SELECT COUNT(*) AS n FROM jobs") == 1
 
 
@@ -67,7 +68,8 @@ def test_a_refused_merge_is_explained_on_the_pr(tmp_path: Path) -> None:
                 "args": dumps({"number": 5, "sha": "h" * 40, "experiment_id": exp_id}),
             },
         )
-        engine.on_write_failed(
+        write_results.write_failed(
+            engine,
             store.one("SELECT * FROM outbox WHERE id = ?", (row_id,)),
             "Pull Request is not mergeable",
         )
@@ -103,11 +105,11 @@ def test_the_job_is_queued_when_the_branch_exists_and_the_pr_catches_up(tmp_path
     branch = store.one("SELECT * FROM outbox WHERE op = 'start_branch'")
     assert json.loads(branch["args"])["base_sha"] == "b" * 40
     with store.transaction():
-        engine.on_write_done(branch, {"branch": "kohai/1-try-it", "head_sha": "s" * 40})
+        write_results.write_done(engine, branch, {"branch": "kohai/1-try-it", "head_sha": "s" * 40})
     exp = store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,))
     assert (exp["state"], exp["pr_number"], exp["head_sha"]) == ("queued", None, "s" * 40)
     with store.transaction():  # a retried callback queues nothing more
-        engine.on_write_done(branch, {"branch": "kohai/1-try-it", "head_sha": "s" * 40})
+        write_results.write_done(engine, branch, {"branch": "kohai/1-try-it", "head_sha": "s" * 40})
     leased = book.take("fern")
     assert leased is not None and leased.experiment["id"] == exp_id
     book.complete(
@@ -121,7 +123,8 @@ def test_the_job_is_queued_when_the_branch_exists_and_the_pr_catches_up(tmp_path
     assert not store.query("SELECT id FROM outbox WHERE args LIKE '%\"number\":null%'")
 
     with store.transaction():
-        engine.on_write_done(
+        write_results.write_done(
+            engine,
             store.one("SELECT * FROM outbox WHERE op = 'open_pr'"),
             {"number": 5, "head_sha": "s" * 40},
         )

@@ -8,6 +8,7 @@ import pytest
 
 from bot.core import lifecycle
 from bot.core.lifecycle import FINAL_STATES, STATES, transition
+from bot.engine import handlers
 from bot.engine.engine import Engine
 from bot.store import Store
 
@@ -136,10 +137,12 @@ def test_a_human_reopening_a_closed_pr_brings_it_back_to_review(tmp_path: Path) 
             repo, title="t", hypothesis="h", student="fern", source="human"
         )
         store.update("experiments", exp_id, {"pr_number": 3, "state": "closed"})
-        note = engine._on_Reopen(i.Reopen(3, "ann"), None, repo)  # type: ignore[arg-type]
+        note = handlers._on_Reopen(engine, i.Reopen(3, "ann"), None, repo)  # type: ignore[arg-type]
         assert note == "reopened"
         # Reopening what is not closed changes nothing.
-        assert engine._on_Reopen(i.Reopen(3, "ann"), None, repo).startswith("reopen refused")  # type: ignore[arg-type]
+        assert handlers._on_Reopen(engine, i.Reopen(3, "ann"), None, repo).startswith(
+            "reopen refused"
+        )  # type: ignore[arg-type]
     exp = store.one("SELECT state, review_requested, outcome FROM experiments")
     assert exp == {"state": "review", "review_requested": 1, "outcome": None}
 
@@ -161,7 +164,7 @@ def test_stop_on_a_queued_experiment_holds_it_in_review(tmp_path: Path) -> None:
         store.update("experiments", exp_id, {"pr_number": 3})
         exp = store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,))
         engine.queue_experiment_job(repo, exp, seeds=[0])
-        engine._on_Stop(i.Stop(3, "ann"), None, repo)  # type: ignore[arg-type]
+        handlers._on_Stop(engine, i.Stop(3, "ann"), None, repo)  # type: ignore[arg-type]
     exp = store.one("SELECT state, hold FROM experiments")
     assert exp == {"state": "review", "hold": 1}  # not left queued with nothing to run
     assert store.one("SELECT state FROM jobs")["state"] == "cancelled"

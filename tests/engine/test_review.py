@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from bot.core.gate import GateDecision
+from bot.engine import write_results
 from bot.engine.engine import BASE_MOVED
 from bot.engine.jobs import MAX_BASELINE_JOBS, validate_result
 from bot.engine.review import Ask, Opinion, gate_reason, review_outcome
@@ -57,7 +58,7 @@ def test_merges_are_serialized_and_checked_against_the_measured_base(tmp_path: P
     # The merge landed; until the new base is synced, nothing else is decided.
     with lab.store.transaction():
         lab.store.update("outbox", merge["id"], {"state": "done"})
-        lab.engine.on_write_done(merge, {"merged": True})
+        write_results.write_done(lab.engine, merge, {"merged": True})
     assert lab.exp(first)["state"] == "merged"
     assert lab.review(second) == "wait-merge"
     # Synced onto the new base: the second is re-measured there, not merged.
@@ -76,7 +77,7 @@ def test_a_merge_whose_base_moved_goes_back_to_be_re_measured(tmp_path: Path) ->
     message = f"GitHub 409: {BASE_MOVED} (measured on bbbbbbbbbb, main is now at cccccccccc)"
     with lab.store.transaction():
         lab.store.update("outbox", merge["id"], {"state": "failed"})
-        lab.engine.on_write_failed(merge, message)
+        write_results.write_failed(lab.engine, merge, message)
     exp = lab.exp(exp_id)
     assert exp["state"] == "review" and exp["review_requested"] == 1
     assert lab.store.one("SELECT synced_at FROM repos")["synced_at"] is None

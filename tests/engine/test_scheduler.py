@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bot.engine import labs
+from bot.engine import handlers, labs
 from bot.engine.engine import Engine
 from bot.engine.jobs import JobBook, register_student
 from bot.store import Store, now
@@ -296,7 +296,7 @@ def test_a_deleted_installation_stops_its_labs_and_cancels_their_queued_jobs(
             (gone,),
         )
     event = parse_event("installation", payload)
-    engine.apply(event, route(event, engine.snapshot(event)))
+    handlers.apply(engine, event, route(event, engine.snapshot(event)))
     jobs = {r["id"]: r for r in store.query("SELECT * FROM jobs")}
     mine = [j for j in jobs.values() if j["repo_id"] == gone]
     leased = [j for j in mine if j["state"] == "leased"]
