@@ -13,8 +13,28 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ZERO_SHA = "0" * 40
+FULL_SHA = frozenset("0123456789abcdef")
+
+# Git objects are content-addressed: once a full sha names an object, its type and
+# (for a commit) its contents never change. Remembering them saves a `git`
+# process per lookup; an object not found is never remembered, since it may be
+# written the next moment. Bounded, and keyed by repository.
+_TYPES: dict[tuple[str, str], str] = {}
+_COMMITS: dict[tuple[str, str], CommitInfo] = {}
+_MEMO_LIMIT = 50_000
+
+
+def _is_full_sha(sha: str) -> bool:
+    return len(sha) == 40 and set(sha) <= FULL_SHA
+
+
+def _remember(memo: dict[tuple[str, str], Any], key: tuple[str, str], value: Any) -> None:
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    memo[key] = value
 
 
 class GitError(RuntimeError):
@@ -127,12 +147,22 @@ def commit_tree(
     for parent in parents:
         args += ["-p", parent]
     env = _signature_env(author, committer or author)
-    return _out(repo, *args, input=message.encode(), env=env)
+    sha = _out(repo, *args, input=message.encode(), env=env)
+    _remember(_TYPES, (str(repo), sha), "commit")
+    return sha
 
 
 def object_type(repo: Path, sha: str) -> str | None:
+    key = (str(repo), sha)
+    if key in _TYPES:
+        return _TYPES[key]
     result = _git(repo, "cat-file", "-t", sha, check=False)
-    return result.stdout.decode().strip() if result.returncode == 0 else None
+    if result.returncode != 0:
+        return None
+    kind = result.stdout.decode().strip()
+    if _is_full_sha(sha):
+        _remember(_TYPES, key, kind)
+    return kind
 
 
 def resolve(repo: Path, ref: str) -> str | None:
@@ -165,6 +195,9 @@ def _parse_signature(value: str) -> Signature:
 
 
 def commit_info(repo: Path, sha: str) -> CommitInfo | None:
+    known = _COMMITS.get((str(repo), sha))
+    if known is not None:
+        return known
     if object_type(repo, sha) != "commit":
         return None
     raw = _git(repo, "cat-file", "commit", sha).stdout.decode(errors="replace")
@@ -181,8 +214,11 @@ def commit_info(repo: Path, sha: str) -> CommitInfo | None:
         elif key == "committer":
             committer = _parse_signature(value)
     assert author and committer
-    full = _out(repo, "rev-parse", sha)
-    return CommitInfo(full, tree, tuple(parents), author, committer, message)
+    full = sha if _is_full_sha(sha) else _out(repo, "rev-parse", sha)
+    info = CommitInfo(full, tree, tuple(parents), author, committer, message)
+    _remember(_COMMITS, (str(repo), full), info)
+    _remember(_TYPES, (str(repo), tree), "tree")
+    return info
 
 
 def count_ahead(repo: Path, base: str, head: str) -> int:
