@@ -2,7 +2,7 @@
 
 Every public method runs in one transaction: the state change and the outbox
 rows commit together or not at all. Nothing here talks to GitHub or a host;
-I/O happens in the workers around it (`bot.workers`, `bot.outbox.worker`).
+I/O happens in the workers around it (`webhooks.workers`, `bot.outbox.worker`).
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot.cli.lab import ServerThread
 from bot.config import Settings
-from tests.conftest import ServerThread, sign
+from tests.conftest import sign
 from webhooks.app import create_app
 from webhooks.context import BotContext
 from webhooks.workers import inbox_worker
