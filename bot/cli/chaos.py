@@ -20,7 +20,6 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -427,4 +426,3 @@ if __name__ == "__main__":
         raise SystemExit(bot_main())
     report = run_chaos(Path(sys.argv[1]) if sys.argv[1:] else Path("/tmp/kohai-chaos"))
     print(json.dumps(report.__dict__, indent=2))
-    print(textwrap.dedent(""))
