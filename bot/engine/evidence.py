@@ -60,64 +60,63 @@ def confirm_rounds(store: Store, exp: dict[str, Any]) -> int:
     return int(row["n"]) if row else 0
 
 
-def lab_comparisons(
-    store: Store,
-    repo_id: int,
-    *,
-    track: str | None = None,
-    exclude: int | None = None,
-) -> list[list[tuple[float, float]]]:
-    """The lab's earlier paired comparisons: (candidate, baseline) values per shared seed.
+Comparison = tuple[str, list[tuple[float, float]]]
+
+
+def lab_comparisons(store: Store, repo_id: int, *, exclude: int | None = None) -> list[Comparison]:
+    """The lab's earlier paired comparisons: each one's track and (candidate, baseline) per seed.
 
     Each earlier candidate (one commit on one base) is paired, seed by seed,
     with the first ok baseline run of the same base, track, seed and hardware
-    class. `track` narrows them to one track (None: every track of the
-    repository); `exclude` leaves out the experiment being decided, so its own
-    data do not choose its test.
+    class; `exclude` leaves out the experiment being decided, so its own data
+    do not choose its test. One query serves both estimates below.
     """
     rows = store.query(
         "SELECT c.experiment_id AS exp, c.commit_sha AS commit_sha, c.base_sha AS base, "
-        "c.seed AS seed, c.metric AS cm, b.metric AS bm FROM runs c JOIN runs b "
+        "c.track AS track, c.seed AS seed, c.metric AS cm, b.metric AS bm "
+        "FROM runs c JOIN runs b "
         "ON b.repo_id = c.repo_id AND b.track = c.track AND b.kind = 'baseline' "
         "AND b.base_sha IS c.base_sha "
         "AND b.seed = c.seed AND b.gpu_kind = c.gpu_kind AND b.status = 'ok' "
         "AND b.metric IS NOT NULL "
         "WHERE c.repo_id = ? AND c.kind = 'candidate' AND c.status = 'ok' "
         "AND c.metric IS NOT NULL AND c.experiment_id IS NOT ? "
-        "AND (? IS NULL OR c.track = ?) "
         "AND b.id = (SELECT MIN(b2.id) FROM runs b2 WHERE b2.repo_id = b.repo_id "
         "AND b2.track = b.track "
         "AND b2.kind = 'baseline' AND b2.base_sha IS b.base_sha AND b2.seed = b.seed "
         "AND b2.gpu_kind = b.gpu_kind AND b2.status = 'ok' AND b2.metric IS NOT NULL) "
         "ORDER BY c.id",
-        (repo_id, exclude, track, track),
+        (repo_id, exclude),
     )
-    groups: dict[tuple[Any, ...], dict[int, tuple[float, float]]] = {}
+    groups: dict[tuple[Any, ...], tuple[str, dict[int, tuple[float, float]]]] = {}
     for row in rows:
-        group = groups.setdefault((row["exp"], row["commit_sha"], row["base"]), {})
-        group.setdefault(row["seed"], (float(row["cm"]), float(row["bm"])))
-    return [list(g.values()) for g in groups.values()]
+        _, pairs = groups.setdefault(
+            (row["exp"], row["commit_sha"], row["base"]), (row["track"], {})
+        )
+        pairs.setdefault(row["seed"], (float(row["cm"]), float(row["bm"])))
+    return [(track, list(pairs.values())) for track, pairs in groups.values()]
+
+
+def seed_correlation_of(comparisons: list[Comparison]) -> float | None:
+    """Pooled over every track of the repository: seed luck belongs to its training code."""
+    return pooled_seed_correlation([pairs for _, pairs in comparisons])
+
+
+def paired_spread_of(comparisons: list[Comparison], track: str) -> tuple[float, float] | None:
+    """One track only: its program, and so the size of its seed noise, may differ."""
+    return pooled_paired_spread([pairs for line, pairs in comparisons if line == track])
 
 
 def lab_seed_correlation(store: Store, repo_id: int, *, exclude: int | None = None) -> float | None:
-    """How strongly matched seeds correlate in this lab, from its earlier comparisons.
-
-    Pooled over every track of the repository (seed luck is a property of its
-    training code); each comparison with two or more measured seeds counts.
-    None while there are too few pairs.
-    """
-    return pooled_seed_correlation(lab_comparisons(store, repo_id, exclude=exclude))
+    """How strongly matched seeds correlate in this lab; None while there are too few pairs."""
+    return seed_correlation_of(lab_comparisons(store, repo_id, exclude=exclude))
 
 
 def lab_paired_spread(
     store: Store, repo_id: int, track: str, *, exclude: int | None = None
 ) -> tuple[float, float] | None:
-    """The lab's pooled std of a paired difference and its df, from this track's comparisons.
-
-    One track only: its program, and so the size of its seed noise, may differ
-    from the others'. None while there are too few degrees of freedom.
-    """
-    return pooled_paired_spread(lab_comparisons(store, repo_id, track=track, exclude=exclude))
+    """The pooled std of a paired difference and its df in one track; None with too few df."""
+    return paired_spread_of(lab_comparisons(store, repo_id, exclude=exclude), track)
 
 
 def gate_decision(
@@ -136,7 +135,7 @@ def gate_decision(
     paired test leans on this track's earlier paired comparisons.
     """
     levers = problem.gate
-    spread = lab_paired_spread(store, repo_id, track, exclude=exp["id"]) if levers.pooled else None
+    comparisons = lab_comparisons(store, repo_id, exclude=exp["id"])
     return decide(
         candidate_runs(store, exp),
         baseline_runs(store, repo_id, base_sha, track),
@@ -145,10 +144,10 @@ def gate_decision(
         baseline_seeds=problem.baseline_seeds,
         alpha=alpha,
         confirm_rounds=confirm_rounds(store, exp),
-        seed_correlation=lab_seed_correlation(store, repo_id, exclude=exp["id"]),
+        seed_correlation=seed_correlation_of(comparisons),
         screen_margin=levers.screen,
         sequential=levers.sequential,
-        paired_spread=spread,
+        paired_spread=paired_spread_of(comparisons, track) if levers.pooled else None,
     )
 
 
