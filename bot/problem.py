@@ -18,7 +18,7 @@ PROGRAM_FILE = "program.md"
 DEFAULT_TRACK = "default"
 TRACK_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 MAX_TRACKS = 16
-MAX_TRACK_WEIGHT = 1000.0
+MAX_WEIGHT = 1000.0  # a share of the students' time: a lab or track of 1 still gets its turn
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -217,6 +217,7 @@ class Problem:
     evaluation: Evaluation | None = None  # None: unsealed, the script's own claim is the result
     data_command: str | None = None  # `[data] command`: trusted, before training
     early_stop: EarlyStop | None = None
+    weight: float = 1.0  # `[lab] weight`: the default line's share of the students' time
     tracks: tuple[Track, ...] = field(default_factory=tuple)
     gate: GateConfig = field(default_factory=GateConfig)
 
@@ -372,12 +373,28 @@ def _track(name: Any, table: Any) -> Track:
         or ".." in Path(program).parts
     ):
         raise ProblemError(f"{where}.program: expected a path relative to the repository root")
-    weight = table.get("weight", 1)
-    if isinstance(weight, bool) or not isinstance(weight, int | float):
-        raise ProblemError(f"{where}.weight: expected a positive number, got {weight!r}")
-    if not (0 < float(weight) <= MAX_TRACK_WEIGHT):
-        raise ProblemError(f"{where}.weight: expected a number in (0, {MAX_TRACK_WEIGHT:g}]")
-    return Track(name=name, base=base, program=program, weight=float(weight))
+    weight = _weight(table.get("weight", 1), f"{where}.weight")
+    return Track(name=name, base=base, program=program, weight=weight)
+
+
+def _weight(value: Any, where: str) -> float:
+    """A share of the students' time: positive and finite, so no file takes every student or none."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProblemError(f"{where}: expected a positive number, got {value!r}")
+    if not 0 < float(value) <= MAX_WEIGHT:  # NaN fails this too
+        raise ProblemError(f"{where}: expected a number in (0, {MAX_WEIGHT:g}], got {value!r}")
+    return float(value)
+
+
+def _lab_weight(value: Any) -> float:
+    if value is None:
+        return 1.0
+    if not isinstance(value, dict):
+        raise ProblemError("[lab] must be a table")
+    unknown = sorted(set(value) - {"weight"})
+    if unknown:
+        raise ProblemError(f"lab: unknown keys {unknown} (expected weight)")
+    return _weight(value.get("weight", 1), "lab.weight")
 
 
 def _tracks(value: Any) -> tuple[Track, ...]:
@@ -444,6 +461,7 @@ def parse_problem(data: dict[str, Any]) -> Problem:
         evaluation=_evaluation(evaluation) if evaluation is not None else None,
         data_command=_command(prepare, "data") if prepare is not None else None,
         early_stop=_early_stop(train.get("early_stop")),
+        weight=_lab_weight(data.get("lab")),
         tracks=_tracks(data.get("tracks")),
         gate=_gate(data.get("gate")),
     )

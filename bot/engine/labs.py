@@ -15,10 +15,9 @@ starves, however small its weight.
 
 from __future__ import annotations
 
+import functools
 import json
-import math
 import re
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +26,7 @@ from bot.problem import DEFAULT_TRACK, Problem, ProblemError, loads_problem
 from bot.store import Store, now
 
 SHARE_WINDOW_S = 6 * 3600.0  # how far back GPU time counts against a lab's share
-DEFAULT_WEIGHT = 1.0
-MAX_WEIGHT = 1000.0
+DEFAULT_WEIGHT = 1.0  # a lab the weights do not name
 LAB_RE = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(?::[A-Za-z0-9_.-]+)?")
 
 
@@ -62,29 +60,6 @@ class Lab:
     @property
     def key(self) -> str:
         return lab_key(self.full_name, self.track)
-
-
-def lab_weight(toml_text: str | None) -> float:
-    """The lab's `[lab] weight` from its kohai.toml; 1 when absent or unusable.
-
-    A weight is a share, so it must be a positive finite number; anything else
-    (a string, a negative number, infinity) falls back to 1 rather than letting
-    one repository's file take every student or none. Capped at MAX_WEIGHT.
-    """
-    if not toml_text:
-        return DEFAULT_WEIGHT
-    try:
-        data = tomllib.loads(toml_text)
-    except tomllib.TOMLDecodeError:
-        return DEFAULT_WEIGHT
-    table = data.get("lab")
-    raw = table.get("weight") if isinstance(table, dict) else None
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
-        return DEFAULT_WEIGHT
-    value = float(raw)
-    if not math.isfinite(value) or value <= 0:
-        return DEFAULT_WEIGHT
-    return min(value, MAX_WEIGHT)
 
 
 def parse_lab_list(text: str | None) -> tuple[str, ...] | None:
@@ -180,10 +155,16 @@ def stored_problem_of(text: str | None) -> Problem:
 
 
 def _problem(text: str | None) -> Problem:
+    return _parsed(text or "") or Problem()
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(text: str) -> Problem | None:
+    """A stored kohai.toml parsed once (the scheduler reads every lab's on each lease)."""
     try:
-        return loads_problem(text) if text else Problem()
+        return loads_problem(text) if text else None
     except ProblemError:
-        return Problem()
+        return None
 
 
 def repo_labs(
@@ -196,7 +177,7 @@ def repo_labs(
     `[tracks.<name>] weight`; the default line keeps the `[lab] weight`.
     """
     problem = _problem(problem_toml)
-    lines = [Lab(repo_id, full_name, lab_weight(problem_toml), problem)]
+    lines = [Lab(repo_id, full_name, problem.weight, problem)]
     ready = None if synced_tracks is None else set(synced_tracks)
     for track in problem.tracks:
         if ready is None or track.name in ready:
@@ -211,8 +192,13 @@ def _synced_tracks(store: Store) -> dict[int, set[str]]:
     return synced
 
 
+def valid_problem(text: str | None) -> bool:
+    """Whether a kohai.toml parses: one that does not runs nothing (sync says why)."""
+    return _parsed(text or "") is not None
+
+
 def active_labs(store: Store) -> list[Lab]:
-    """The labs that run now: installed, active, with a kohai.toml and a synced base.
+    """The labs that run now: installed, active, with a valid kohai.toml and a synced base.
 
     A track runs once its base branch has been read (created when missing).
     """
@@ -223,6 +209,7 @@ def active_labs(store: Store) -> list[Lab]:
             "SELECT id, full_name, problem_toml FROM repos WHERE active = 1 "
             "AND problem_toml IS NOT NULL AND base_sha IS NOT NULL ORDER BY id"
         )
+        if valid_problem(row["problem_toml"])
         for lab in repo_labs(
             row["id"], row["full_name"], row["problem_toml"], synced.get(row["id"], set())
         )

@@ -55,6 +55,7 @@ async def sync_repo(engine: Engine, github: GitHubApp, repo_id: int) -> str | No
     toml = await _file_at(github, inst, name, CONFIG_FILE, sha)
     program = await _file_at(github, inst, name, PROGRAM_FILE, sha)
     base_files = await _editable_files(github, inst, name, toml, sha)
+    broken = _problem_error(toml)
     with engine.store.transaction():
         moved = row["base_sha"] != sha
         engine.store.update(
@@ -74,6 +75,10 @@ async def sync_repo(engine: Engine, github: GitHubApp, repo_id: int) -> str | No
             log.warning("%s has no %s at %s: nothing to train", name, CONFIG_FILE, sha[:10])
             # Without its kohai.toml the repository is no lab: its queued work stops.
             engine.stop_lab(repo_id, f"{CONFIG_FILE} is no longer on {default_branch}")
+        elif broken is not None:
+            # A file that does not parse runs nothing, not a default problem in its place.
+            log.warning("%s: %s at %s is invalid: %s", name, CONFIG_FILE, sha[:10], broken)
+            engine.stop_lab(repo_id, f"{CONFIG_FILE} on {default_branch} is invalid: {broken}")
         elif moved or not engine.store.one(
             "SELECT id FROM jobs WHERE kind = 'baseline' AND repo_id = ? AND track = 'default' "
             "AND base_sha = ?",
@@ -88,15 +93,27 @@ async def sync_repo(engine: Engine, github: GitHubApp, repo_id: int) -> str | No
                     (repo_id,),
                 ):
                     engine.store.update("experiments", exp["id"], {"review_requested": 1})
-    if toml is not None:
+    runs = toml is not None and broken is None
+    if runs:
         await sync_tracks(engine, github, repo_id)
     engine.bus.publish("repo", id=repo_id, base_sha=sha)
-    if toml is not None:
+    if runs:
         try:  # the first lease of this lab then need not wait on GitHub
             await github.warm_job_token(inst, name)
         except Exception as exc:  # noqa: BLE001 - a lease mints it instead
             log.warning("could not mint a job token ahead for %s: %s", name, exc)
     return sha
+
+
+def _problem_error(toml: str | None) -> str | None:
+    """Why a kohai.toml does not parse (None when it does, or when there is none)."""
+    if toml is None:
+        return None
+    try:
+        loads_problem(toml)
+    except ProblemError as exc:
+        return str(exc)
+    return None
 
 
 async def _branch_sha(

@@ -16,31 +16,45 @@ import pytest
 from bot.engine import handlers, labs
 from bot.engine.engine import Engine
 from bot.engine.jobs import JobBook, register_student
+from bot.problem import ProblemError, loads_problem
 from bot.store import Store, now
 
 # ------------------------------------------------------------------ pure parts
 
 
 @pytest.mark.parametrize(
-    ("toml", "weight", "why"),
+    ("toml", "weight"),
     [
-        (None, 1.0, "no file: the default"),
-        ("[metric]\nname = 'x'\n", 1.0, "no [lab] table"),
-        ("[lab]\nweight = 3\n", 3.0, "an integer"),
-        ("[lab]\nweight = 0.5\n", 0.5, "a fraction"),
-        ("[lab]\nweight = 0\n", 1.0, "zero would starve the lab: refused"),
-        ("[lab]\nweight = -2\n", 1.0, "negative: refused"),
-        ("[lab]\nweight = 'lots'\n", 1.0, "a string: refused"),
-        ("[lab]\nweight = true\n", 1.0, "a boolean is not a number"),
-        ("[lab]\nweight = inf\n", 1.0, "infinity would take every student"),
-        ("[lab]\nweight = nan\n", 1.0, "nan compares with nothing"),
-        ("[lab]\nweight = 1e12\n", labs.MAX_WEIGHT, "capped"),
-        ("[lab\nweight = 3", 1.0, "broken TOML: the default, never a crash"),
-        ("lab = 5\n", 1.0, "lab must be a table"),
+        ("", 1.0),
+        ("[metric]\nname = 'x'\n", 1.0),
+        ("[lab]\nweight = 3\n", 3.0),
+        ("[lab]\nweight = 0.5\n", 0.5),
+        ("[lab]\nweight = 1000\n", 1000.0),
     ],
 )
-def test_lab_weight(toml: str | None, weight: float, why: str) -> None:
-    assert labs.lab_weight(toml) == weight, why
+def test_lab_weight(toml: str, weight: float) -> None:
+    assert loads_problem(toml).weight == weight
+    assert labs.repo_labs(1, "o/r", toml or None, None)[0].weight == weight
+
+
+@pytest.mark.parametrize(
+    ("toml", "why"),
+    [
+        ("[lab]\nweight = 0\n", "zero would starve the lab"),
+        ("[lab]\nweight = -2\n", "negative"),
+        ("[lab]\nweight = 'lots'\n", "a string"),
+        ("[lab]\nweight = true\n", "a boolean is not a number"),
+        ("[lab]\nweight = inf\n", "infinity would take every student"),
+        ("[lab]\nweight = nan\n", "nan compares with nothing"),
+        ("[lab]\nweight = 1e12\n", "more than any share needs"),
+        ("lab = 5\n", "lab must be a table"),
+        ("[lab]\nwieght = 2\n", "a misspelt key"),
+    ],
+)
+def test_a_bad_lab_weight_is_a_clear_error_and_no_lab(toml: str, why: str) -> None:
+    with pytest.raises(ProblemError, match=r"\blab\b"):
+        loads_problem(toml)
+    assert not labs.valid_problem(toml), why
 
 
 @pytest.mark.parametrize(
@@ -173,7 +187,7 @@ def test_shares_follow_the_weights_over_a_simulated_backlog(weights, durations, 
 def _repo(store: Store, name: str, weight: float, budget: str = "60s") -> int:
     toml = (
         f'[metric]\nname = "loss"\n[train]\ncommand = "true"\nbudget = "{budget}"\n'
-        f'grace = "0s"\n[lab]\nweight = {weight}\n'
+        f'grace = "1s"\n[lab]\nweight = {weight}\n'
     )
     return store.insert(
         "repos",
