@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bot.cli.lab import LocalLab
+from bot.engine.engine import Engine
 
 ROOT = Path(__file__).resolve().parents[2]
 CHARLM = ROOT / "trainer" / "examples" / "charlm"
@@ -32,6 +33,11 @@ class Lab(LocalLab):
     """The shared local lab, with the reference problem's repository the tests work on."""
 
     repo: str = "lab/charlm"
+
+    def engine(self) -> Engine:
+        """An engine on the test's own connection: the bot's belongs to the server's thread,
+        which may be inside a transaction when the test acts."""
+        return Engine(self.store, max_experiments=self.max_experiments)
 
     def add_host(self, name: str, **kw: Any) -> subprocess.Popen[bytes]:  # type: ignore[override]
         env = {"WANDB_MODE": "disabled", "KOHAI_WANDB": "disabled", **kw.pop("env", {})}

@@ -46,7 +46,7 @@ def lease(lab: Lab, name: str, token: str) -> dict:
         )
         if reply.status_code != 204:
             break
-    assert reply.status_code == 200, (reply.text, lab.ctx.store.query("SELECT * FROM jobs"))
+    assert reply.status_code == 200, (reply.text, lab.q("SELECT * FROM jobs"))
     return reply.json()
 
 

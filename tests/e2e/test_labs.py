@@ -34,7 +34,7 @@ def _idle(lab: Lab, *names: str) -> None:
     """Students whose hosts are polling now (what `idle_students` looks for)."""
     for name in names:
         lab.register(name)
-        lab.ctx.store.execute("UPDATE students SET last_seen = ? WHERE name = ?", (now(), name))
+        lab.store.execute("UPDATE students SET last_seen = ? WHERE name = ?", (now(), name))
 
 
 def test_two_repositories_are_two_labs_and_removing_one_stops_it(make_lab) -> None:
@@ -57,9 +57,9 @@ def test_two_repositories_are_two_labs_and_removing_one_stops_it(make_lab) -> No
     # Each lab has its own baseline queued; here they count as measured.
     baselines = lab.q("SELECT repo_id FROM jobs WHERE kind = 'baseline'")
     assert {b["repo_id"] for b in baselines} == {r["id"] for r in synced}
-    lab.ctx.store.execute("UPDATE jobs SET state = 'done' WHERE kind = 'baseline'")
+    lab.store.execute("UPDATE jobs SET state = 'done' WHERE kind = 'baseline'")
 
-    loop = AdvisorLoop(lab.ctx.engine, OfflineAdvisor(seed=1))
+    loop = AdvisorLoop(lab.engine(), OfflineAdvisor(seed=1))
     _idle(lab, "fern", "frieren", "stark")
     assert asyncio.run(loop.propose_for_idle()) == 3
     per_lab = {
@@ -152,5 +152,45 @@ def test_kohai_toml_leaving_the_default_branch_stops_the_lab(make_lab, tmp_path)
     stopped = lab.q("SELECT problem_toml FROM repos WHERE id = ?", (repo["id"],))[0]
     assert stopped["problem_toml"] is None
     _idle(lab, "fern")
-    assert asyncio.run(AdvisorLoop(lab.ctx.engine, OfflineAdvisor()).propose_for_idle()) == 0
+    assert asyncio.run(AdvisorLoop(lab.engine(), OfflineAdvisor()).propose_for_idle()) == 0
     assert not lab.q("SELECT id FROM experiments")
+
+
+def test_an_invalid_kohai_toml_stops_the_lab_with_its_reason(make_lab, tmp_path) -> None:
+    """A push that breaks kohai.toml: nothing runs on a default problem in its place."""
+    import subprocess
+
+    lab: Lab = make_lab()
+    repo = lab.wait(
+        "the repository synced with its baseline queued",
+        lambda: lab.q(
+            "SELECT r.* FROM repos r JOIN jobs j ON j.repo_id = r.id "
+            "WHERE r.problem_toml IS NOT NULL AND j.kind = 'baseline' AND j.state = 'queued'"
+        ),
+        timeout=60,
+    )[0]
+    token = lab.sandbox.user_token("alice")
+    url = lab.sandbox.clone_url(lab.repo).replace("://", f"://x-access-token:{token}@", 1)
+    work = tmp_path / "clone"
+    git = ["git", "-c", "user.name=alice", "-c", "user.email=alice@example.com"]
+    subprocess.run([*git, "clone", "-q", url, str(work)], check=True, timeout=60)
+    toml = work / "kohai.toml"
+    toml.write_text(toml.read_text() + '\n[gate]\nscreen = "lots"\n')
+    subprocess.run([*git, "-C", str(work), "commit", "-qam", "a typo"], check=True)
+    subprocess.run([*git, "-C", str(work), "push", "-q", "origin", "HEAD"], check=True, timeout=60)
+
+    job = lab.wait(
+        "the baseline cancelled",
+        lambda: lab.q(
+            "SELECT * FROM jobs WHERE repo_id = ? AND kind = 'baseline' AND state = 'cancelled'",
+            (repo["id"],),
+        ),
+        timeout=60,
+    )[0]
+    reason = json.loads(job["result"])["reason"]
+    assert "kohai.toml on main is invalid" in reason and "gate.screen" in reason
+    assert not lab.q("SELECT id FROM jobs WHERE repo_id = ? AND state = 'queued'", (repo["id"],)), (
+        "no baseline is queued for a problem that does not parse"
+    )
+    _idle(lab, "fern")
+    assert asyncio.run(AdvisorLoop(lab.engine(), OfflineAdvisor()).propose_for_idle()) == 0

@@ -59,7 +59,7 @@ def _branch_sha(lab: Lab, branch: str) -> str | None:
 def _idle(lab: Lab, *names: str) -> None:
     for name in names:
         lab.register(name)
-        lab.ctx.store.execute("UPDATE students SET last_seen = ? WHERE name = ?", (now(), name))
+        lab.store.execute("UPDATE students SET last_seen = ? WHERE name = ?", (now(), name))
 
 
 def _synced_tracks(lab: Lab) -> dict[str, dict[str, Any]]:
@@ -89,10 +89,10 @@ def test_two_tracks_have_their_own_bases_proposals_issues_merges_and_pages(make_
         timeout=30,
     )
     assert {b["track"] for b in baselines} == {"default", "wide", "deep"}
-    lab.ctx.store.execute("UPDATE jobs SET state = 'done' WHERE kind = 'baseline'")
+    lab.store.execute("UPDATE jobs SET state = 'done' WHERE kind = 'baseline'")
 
     # Proposals for each track: three lines of weight 1, three idle students.
-    loop = AdvisorLoop(lab.ctx.engine, OfflineAdvisor(seed=3))
+    loop = AdvisorLoop(lab.engine(), OfflineAdvisor(seed=3))
     _idle(lab, "fern", "frieren", "stark")
     assert asyncio.run(loop.propose_for_idle()) == 3
     per_track = {r["track"]: r for r in lab.q("SELECT * FROM experiments")}
@@ -156,8 +156,8 @@ def test_two_tracks_have_their_own_bases_proposals_issues_merges_and_pages(make_
     assert not lab.q("SELECT id FROM experiments WHERE issue_number = ?", (unknown["number"],))
 
     # A merge in the wide track lands on track/wide; main does not move.
-    engine = lab.ctx.engine
-    with lab.ctx.store.transaction():
+    engine = lab.engine()
+    with lab.store.transaction():
         exp = lab.q("SELECT * FROM experiments WHERE id = ?", (human["id"],))[0]
         repo = engine.repo_by_id(exp["repo_id"], exp["track"])
         engine.decide(exp["id"], "merge", "human:alice", "merged in the test")
