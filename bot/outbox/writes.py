@@ -183,14 +183,10 @@ class Comment(Write):
 
 
 @dataclass(frozen=True)
-class StatusComment(Write):
+class StatusComment(Comment):
     """The sticky comment: posted once, then edited in place; only the latest body counts."""
 
     op: ClassVar[str] = "sticky"
-    number: int
-    kind: str
-    key: str | int
-    body: str
 
 
 @dataclass(frozen=True)
@@ -271,7 +267,7 @@ def enqueue(store: Store, repo: str, installation_id: int | None, write: Write) 
     if WRITES.get(write.op) is not type(write):
         raise ValueError(f"unknown outbox write {type(write).__name__}")
     mark = None
-    if isinstance(write, Comment | StatusComment):
+    if isinstance(write, Comment):  # a status comment is one too
         mark = marker(write.kind, write.key)
     if isinstance(write, StatusComment):
         # Only the latest body of a status comment matters: an older edit that
