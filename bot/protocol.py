@@ -186,9 +186,8 @@ class JobResult:
     notes: str = ""
     lease_id: str = ""  # the lease this result belongs to
     smoke_s: float = 0.0  # seconds the coding agent spent smoke-running the training command
-    diff: str = (
-        ""  # the PR's diff (base...head), for the hypothesis-vs-diff audit (bot/core/audit.py)
-    )
+    # The PR's diff (base...head), for the hypothesis-vs-diff audit (bot/core/audit.py).
+    diff: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -9,6 +9,7 @@ path, so they turn it off), a fixed port, how hosts are started.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -187,10 +188,8 @@ class LocalLab:
 
         token = token or self.register(name)
         log = open(self.work / f"host-{name}.log", "wb")  # lives as long as the host
-        preexec: Callable[[], None] | None = None
-        if cpus:
-            # Before the daemon runs anything, so every run inherits its cores.
-            preexec = lambda: os.sched_setaffinity(0, cpus)  # noqa: E731
+        # Before the daemon runs anything, so every run inherits its cores.
+        preexec = functools.partial(os.sched_setaffinity, 0, cpus) if cpus else None
         process = spawn(
             name,
             token,
