@@ -113,8 +113,15 @@ def _unknown_student(event: Event, name: str, state: RouteState) -> i.Intent:
 
 
 def is_command_label(label: str | None) -> bool:
-    """Labels that are commands to kohai: `student:<name>` and `hold` (not `status:*`)."""
-    return label == HOLD or _student_of(label) is not None
+    """Labels that are commands to kohai: `student:<name>`, `track:<name>` and `hold`.
+
+    `status:*` labels are the bot's own projection, repaired rather than obeyed.
+    """
+    return (
+        label == HOLD
+        or _student_of(label) is not None
+        or (label or "").lower().startswith(TRACK_PREFIX)
+    )
 
 
 def _may_command(state: RouteState) -> bool:

@@ -388,6 +388,12 @@ LABEL_REFUSALS = [
         ("hold", False),
     ),
     (
+        "triage user picks an issue's track (a writer's student label would follow it)",
+        ev("issues", "labeled", label="track:wide", labels=("track:wide",)),
+        st(None, "triage"),
+        ("track:wide", True),
+    ),
+    (
         "triage user holds an issue",
         ev("issues", "labeled", label="hold", labels=("hold",)),
         st(None, "triage"),
