@@ -329,10 +329,10 @@ def baseline_values(store: Store, repo_id: int, track: str, base_sha: str | None
 
 
 def latest_baseline_base(store: Store, repo_id: int, track: str) -> str | None:
-    """The base the lab's latest baseline run measured (None before the first)."""
+    """The base of the lab's latest measured baseline seed (None before the first)."""
     row = store.one(
         "SELECT base_sha FROM runs WHERE repo_id = ? AND track = ? AND kind = 'baseline' "
-        "ORDER BY id DESC LIMIT 1",
+        "AND status = 'ok' AND metric IS NOT NULL ORDER BY id DESC LIMIT 1",
         (repo_id, track),
     )
     return row["base_sha"] if row else None
@@ -385,16 +385,14 @@ def baseline(store: Store, repo_id: int | None = None, track: str = "default") -
             "SELECT base_sha FROM tracks WHERE repo_id = ? AND name = ?", (repo["id"], track)
         )
         base_sha = (line or {}).get("base_sha")
-    runs = _runs(store, "kind = 'baseline' AND repo_id = ? AND track = ?", (repo["id"], track))
-    on_base = [r for r in runs if r.base_sha == base_sha and _ok_values([r])]
-    if not on_base:
-        measured = [r for r in runs if _ok_values([r])]
-        if not measured:
+    values = baseline_values(store, repo["id"], track, base_sha)
+    if not values:  # not measured on this base yet: the last base that was
+        base_sha = latest_baseline_base(store, repo["id"], track)
+        values = baseline_values(store, repo["id"], track, base_sha)
+        if not values:
             return None
-        on_base = [r for r in measured if r.base_sha == measured[-1].base_sha]
-    values = _ok_values(on_base)
     mean, std = mean_std(values)
-    return Baseline(repo["id"], on_base[0].base_sha, mean, std, len(values), values)
+    return Baseline(repo["id"], base_sha, mean, std, len(values), values)
 
 
 def _experiment_rows(
