@@ -10,13 +10,14 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from bot.engine import labs
 from bot.engine.engine import Engine, Repo
 from bot.github.client import GitHubApp, GitHubWriteError
 from bot.outbox import writes as w
-from bot.problem import CONFIG_FILE, PROGRAM_FILE, ProblemError, Track, loads_problem
+from bot.problem import CONFIG_FILE, PROGRAM_FILE, Problem, ProblemError, Track, loads_problem
 from bot.store import now
 
 log = logging.getLogger("kohai.sync")
@@ -54,8 +55,9 @@ async def sync_repo(engine: Engine, github: GitHubApp, repo_id: int) -> str | No
     sha = branch.data["commit"]["sha"]
     toml = await _file_at(github, inst, name, CONFIG_FILE, sha)
     program = await _file_at(github, inst, name, PROGRAM_FILE, sha)
-    base_files = await _editable_files(github, inst, name, toml, sha)
-    broken = _problem_error(toml)
+    problem, broken = _parse(toml)
+    editable = problem.editable if problem is not None else ()
+    base_files = await _editable_files(github, inst, name, editable, sha)
     with engine.store.transaction():
         moved = row["base_sha"] != sha
         engine.store.update(
@@ -105,15 +107,14 @@ async def sync_repo(engine: Engine, github: GitHubApp, repo_id: int) -> str | No
     return sha
 
 
-def _problem_error(toml: str | None) -> str | None:
-    """Why a kohai.toml does not parse (None when it does, or when there is none)."""
+def _parse(toml: str | None) -> tuple[Problem | None, str | None]:
+    """The problem a kohai.toml states, or why it does not parse (both None without one)."""
     if toml is None:
-        return None
+        return None, None
     try:
-        loads_problem(toml)
+        return loads_problem(toml), None
     except ProblemError as exc:
-        return str(exc)
-    return None
+        return None, str(exc)
 
 
 async def _branch_sha(
@@ -151,8 +152,7 @@ async def sync_tracks(engine: Engine, github: GitHubApp, repo_id: int) -> list[s
             _create_base(engine, repo, track)
             continue
         program = await _file_at(github, inst, name, track.program, sha)
-        toml = engine.store.one("SELECT problem_toml FROM repos WHERE id = ?", (repo_id,))
-        files = await _editable_files(github, inst, name, (toml or {}).get("problem_toml"), sha)
+        files = await _editable_files(github, inst, name, repo.problem.editable, sha)
         _record_track(engine, repo, track, sha, program, files)
         running.append(track.name)
     with engine.store.transaction():
@@ -234,19 +234,13 @@ def _record_track(
 
 
 async def _editable_files(
-    github: GitHubApp, installation_id: int, repo: str, toml: str | None, sha: str
+    github: GitHubApp, installation_id: int, repo: str, editable: Sequence[str], sha: str
 ) -> dict[str, str]:
     """The base's editable files (those that exist, bounded): where the incumbent's knobs live.
 
     The offline advisor reads its starting point from them; a file too large to
     be a training script is left out rather than stored.
     """
-    if toml is None:
-        return {}
-    try:
-        editable = loads_problem(toml).editable
-    except ProblemError:
-        return {}
     files: dict[str, str] = {}
     for path in editable[:MAX_BASE_FILES]:
         text = await _file_at(github, installation_id, repo, path, sha)
