@@ -22,6 +22,7 @@ from sqlite_utils.db import NotFoundError
 
 if TYPE_CHECKING:
     from bot.protocol import RunResult
+    from bot.records import R
 
 SCHEMA_VERSION = 6
 
@@ -347,6 +348,29 @@ class Store:
         """The one number a `SELECT COUNT(*) ...` (or any one-value query) answers."""
         row = self.conn.execute(sql, params).fetchone()
         return int(row[0] or 0) if row else 0
+
+    def get(self, kind: type[R], *key: Any) -> R | None:
+        """The record with this primary key (`store.get(Experiment, 7)`), or None."""
+        where = " AND ".join(f"{column} = ?" for column in kind.key)
+        return self.first(kind, where, key)
+
+    def rows(
+        self, kind: type[R], where: str | None = None, params: Any = (), *, order_by: str = "rowid"
+    ) -> list[R]:
+        """Every record of `kind` matching `where`, in `order_by` order."""
+        table = self.db.table(kind.table)
+        return [
+            kind.from_row(row) for row in table.rows_where(where, params or None, order_by=order_by)
+        ]
+
+    def first(
+        self, kind: type[R], where: str | None = None, params: Any = (), *, order_by: str = "rowid"
+    ) -> R | None:
+        """The first record of `kind` matching `where` in `order_by` order, or None."""
+        table = self.db.table(kind.table)
+        for row in table.rows_where(where, params or None, order_by=order_by, limit=1):
+            return kind.from_row(row)
+        return None
 
     def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)

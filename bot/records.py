@@ -1,0 +1,240 @@
+"""Typed rows: what the store hands the engine, the job book, the reviewer and the readers.
+
+A record is one table's row with its JSON columns decoded and its 0/1 flags as
+booleans, so no caller parses `knobs`, `seeds`, `payload` or `curve` itself and
+a misspelt column is a type error rather than a `KeyError` at run time.
+Records are read-only snapshots: a change goes through `Store.update` (or
+`Store.insert`) with column values, and whoever needs the new state reads the
+record again or uses `dataclasses.replace`.
+
+Extra columns in a row (a join's `lab_name`, say) are ignored; a column a
+narrow SELECT left out takes the field's default, so `Run` also serves the
+light reads that skip curves and log tails.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+from bot.core.lifecycle import FINAL_STATES
+from bot.problem import DEFAULT_TRACK
+
+R = TypeVar("R", bound="Record")
+
+
+def _json(value: Any, kind: type, nullable: bool) -> Any:
+    """A JSON column's value as `kind`: NULL is None (nullable) or empty; broken text is empty."""
+    if value is None:
+        return None if nullable else kind()
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value else kind()
+        except ValueError:
+            value = kind()
+    return value if isinstance(value, kind) else kind()
+
+
+class Record:
+    """What every record shares: its table and how a row becomes one."""
+
+    table: ClassVar[str]
+    key: ClassVar[tuple[str, ...]] = ("id",)
+    # Columns stored as JSON text, with the type they decode to.
+    json_columns: ClassVar[Mapping[str, type]] = {}
+    # JSON columns whose NULL means "not yet" and reads as None.
+    nullable: ClassVar[tuple[str, ...]] = ()
+    # Columns stored as 0/1 that read as booleans.
+    flags: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_row(cls: type[R], row: Mapping[str, Any]) -> R:
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if f.name not in row:
+                continue  # the field's default: a narrow SELECT did not ask for it
+            value = row[f.name]
+            if f.name in cls.json_columns:
+                value = _json(value, cls.json_columns[f.name], f.name in cls.nullable)
+            elif f.name in cls.flags:
+                value = bool(value)
+            elif value is None and f.default is not dataclasses.MISSING and f.default is not None:
+                value = f.default  # a NULL in a column whose reader expects a value
+            values[f.name] = value
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Experiment(Record):
+    """One hypothesis and its PR, through the lifecycle in `bot.core.lifecycle`."""
+
+    table: ClassVar[str] = "experiments"
+    json_columns: ClassVar[Mapping[str, type]] = {"knobs": dict}
+    flags: ClassVar[tuple[str, ...]] = ("hold", "implemented", "review_requested")
+
+    id: int
+    repo_id: int
+    state: str
+    source: str = "advisor"
+    title: str = ""
+    hypothesis: str = ""
+    student: str | None = None
+    issue_number: int | None = None
+    pr_number: int | None = None
+    branch: str | None = None
+    knobs: dict[str, Any] = field(default_factory=dict)
+    base_sha: str | None = None  # the base the current results were measured on
+    head_sha: str | None = None
+    hold: bool = False
+    seeds_wanted: int = 1
+    implemented: bool = False
+    review_requested: bool = False
+    debug_attempts: int = 0
+    feedback: str = ""
+    outcome: str | None = None
+    cost_usd: float = 0.0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    advisor_failures: int = 0
+    advisor_retry_at: float = 0.0
+    track: str = DEFAULT_TRACK
+
+    @property
+    def final(self) -> bool:
+        """Merged or closed: nothing about it changes any more."""
+        return self.state in FINAL_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class Job(Record):
+    """Work for a host: measure a baseline, or implement and train an experiment."""
+
+    table: ClassVar[str] = "jobs"
+    json_columns: ClassVar[Mapping[str, type]] = {"seeds": list, "payload": dict, "result": dict}
+    nullable: ClassVar[tuple[str, ...]] = ("result",)
+    flags: ClassVar[tuple[str, ...]] = ("cancel",)
+
+    id: int
+    kind: str  # experiment | baseline
+    repo_id: int
+    state: str  # queued | leased | done | failed | cancelled
+    experiment_id: int | None = None
+    student: str | None = None  # None: any student may take it
+    priority: int = 0
+    seeds: list[int] = field(default_factory=list)
+    base_sha: str | None = None
+    attempts: int = 0
+    cancel: bool = False
+    payload: dict[str, Any] = field(default_factory=dict)  # implement spec, wandb group, ...
+    leased_by: str | None = None
+    lease_id: str | None = None
+    lease_expires: float | None = None
+    phase: str | None = None
+    last_event_at: float | None = None
+    result: dict[str, Any] | None = None  # what the host reported, once finished
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    track: str = DEFAULT_TRACK
+
+    @property
+    def implement(self) -> dict[str, Any]:
+        """The implement spec; empty for a job that only trains."""
+        spec = self.payload.get("implement")
+        return spec if isinstance(spec, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class Run(Record):
+    """One seed's measurement, as a host reported it."""
+
+    table: ClassVar[str] = "runs"
+    json_columns: ClassVar[Mapping[str, type]] = {"metrics": dict, "curve": list}
+    flags: ClassVar[tuple[str, ...]] = ("sealed", "sandboxed")
+
+    id: int
+    repo_id: int
+    kind: str  # candidate | baseline
+    seed: int
+    status: str  # ok | crash | timeout | refused | cancelled
+    experiment_id: int | None = None
+    job_id: int | None = None
+    student: str | None = None
+    commit_sha: str | None = None
+    base_sha: str | None = None
+    metric: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    curve: list[list[float]] = field(default_factory=list)
+    duration_s: float | None = None
+    peak_mem_mb: float | None = None
+    gpu_hours: float | None = None
+    cost_usd: float = 0.0
+    reason: str = ""
+    log_tail: str = ""
+    wandb_url: str = ""
+    created_at: float = 0.0
+    host: str = ""
+    gpu_kind: str = ""
+    sealed: bool = True  # the metric came from the problem's [eval], not the script
+    sandboxed: bool = True
+    train_s: float | None = None
+    eval_s: float | None = None
+    track: str = DEFAULT_TRACK
+
+    @property
+    def ok(self) -> bool:
+        """A measurement that counts: status ok with a metric."""
+        return self.status == "ok" and self.metric is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision(Record):
+    """A verdict on an experiment, by whom, why, and the gate's figures."""
+
+    table: ClassVar[str] = "decisions"
+    json_columns: ClassVar[Mapping[str, type]] = {"stats": dict}
+
+    id: int
+    experiment_id: int
+    verdict: str
+    actor: str
+    rationale: str = ""
+    stats: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Student(Record):
+    """A registered host identity and what it is doing."""
+
+    table: ClassVar[str] = "students"
+    key: ClassVar[tuple[str, ...]] = ("name",)
+
+    name: str
+    token_hash: str | None = None
+    gpus: int = 0
+    state: str = "idle"
+    last_seen: float | None = None
+    created_at: float = 0.0
+    labs: str | None = None  # `owner/repo[:track]`, comma-separated; None: every lab
+
+
+@dataclass(frozen=True, slots=True)
+class Track(Record):
+    """A declared research track's own base branch, base and baseline state."""
+
+    table: ClassVar[str] = "tracks"
+    key: ClassVar[tuple[str, ...]] = ("repo_id", "name")
+    json_columns: ClassVar[Mapping[str, type]] = {"base_files": dict}
+
+    repo_id: int
+    name: str
+    base_branch: str = ""
+    base_sha: str | None = None
+    program_md: str | None = None
+    base_files: dict[str, Any] = field(default_factory=dict)
+    baseline_problem: str | None = None
+    synced_at: float | None = None
+    created_at: float = 0.0
