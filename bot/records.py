@@ -3,9 +3,10 @@
 A record is one table's row with its JSON columns decoded and its 0/1 flags as
 booleans, so no caller parses `knobs`, `seeds`, `payload` or `curve` itself and
 a misspelt column is a type error rather than a `KeyError` at run time.
-Records are read-only snapshots: a change goes through `Store.update` (or
-`Store.insert`) with column values, and whoever needs the new state reads the
-record again or uses `dataclasses.replace`.
+Changes go through `Store.update` (or `Store.insert`) with column values, never
+through a record. Records are snapshots and frozen, except `Experiment`: the
+engine's moves (`Engine.move`, `Engine.reassign`) change the row and the record
+they were handed together, so a caller holding it sees the state it just caused.
 
 Extra columns in a row (a join's `lab_name`, say) are ignored; a column a
 narrow SELECT left out takes the field's default, so `Run` also serves the
@@ -22,6 +23,7 @@ from typing import Any, ClassVar, TypeVar
 
 from bot.core.lifecycle import FINAL_STATES
 from bot.problem import DEFAULT_TRACK
+from bot.protocol import JobKind
 
 R = TypeVar("R", bound="Record")
 
@@ -67,7 +69,7 @@ class Record:
         return cls(**values)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Experiment(Record):
     """One hypothesis and its PR, through the lifecycle in `bot.core.lifecycle`."""
 
@@ -118,7 +120,7 @@ class Job(Record):
     flags: ClassVar[tuple[str, ...]] = ("cancel",)
 
     id: int
-    kind: str  # experiment | baseline
+    kind: JobKind
     repo_id: int
     state: str  # queued | leased | done | failed | cancelled
     experiment_id: int | None = None

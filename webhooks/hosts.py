@@ -8,7 +8,6 @@ event, not on a sleep loop.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,6 +15,7 @@ from urllib.parse import urlsplit
 from litestar import Request, Response, post
 from litestar.datastructures import State
 
+from bot import records
 from bot.engine.evidence import lab_seed_correlation
 from bot.engine.jobs import LeaseConflict, Leased, hash_token
 from bot.github import bundles
@@ -54,64 +54,63 @@ def _error(status: int, message: str) -> Response[dict[str, str]]:
 async def _job_payload(ctx: Any, leased: Leased) -> dict[str, Any]:
     job, repo, exp = leased.job, leased.repo, leased.experiment
     token, expires = await ctx.github.job_token(repo.installation_id, repo.full_name)
-    payload = json.loads(job["payload"] or "{}")
-    implement = payload.get("implement")
+    implement = job.implement or None
     if (
         exp is not None
-        and exp["implemented"]
-        and not exp["feedback"]
-        and not (implement or {}).get("onto_base")
+        and exp.implemented
+        and not exp.feedback
+        and not job.implement.get("onto_base")
     ):
         implement = None  # an earlier job implemented it; this one only trains
-    student_row = ctx.store.one("SELECT gpus FROM students WHERE name = ?", (job["leased_by"],))
+    student_row = ctx.store.one("SELECT gpus FROM students WHERE name = ?", (job.leased_by,))
     return Job(
-        id=job["id"],
-        kind=job["kind"],
-        student=job["leased_by"],
+        id=job.id,
+        kind=job.kind,
+        student=job.leased_by or "",
         repo=repo.full_name,
         clone_url=clone_url(ctx.settings.github_api_url, repo.full_name),
         token=token,
         token_expires_at=expires,
         base_ref=repo.base_branch,
-        base_sha=job["base_sha"] or repo.base_sha or "",
-        seeds=json.loads(job["seeds"]),
-        attempt=job["attempts"],
-        experiment_id=job["experiment_id"],
-        pr_number=exp["pr_number"] if exp else None,
-        head_ref=exp["branch"] if exp else None,
-        head_sha=exp["head_sha"] if exp else None,
+        base_sha=job.base_sha or repo.base_sha or "",
+        seeds=list(job.seeds),
+        attempt=job.attempts,
+        experiment_id=job.experiment_id,
+        pr_number=exp.pr_number if exp else None,
+        head_ref=exp.branch if exp else None,
+        head_sha=exp.head_sha if exp else None,
         implement=Implement(**implement) if implement else None,
         wandb_group=(
-            (f"pr-{exp['pr_number']}" if exp["pr_number"] else f"experiment-{exp['id']}")
+            (f"pr-{exp.pr_number}" if exp.pr_number else f"experiment-{exp.id}")
             if exp
             else "baseline"
         ),
         gpus=list(range(student_row["gpus"])) if student_row and student_row["gpus"] else [],
-        lease_id=job["lease_id"] or "",
+        lease_id=job.lease_id or "",
         **_early_stop_fields(ctx, repo, job),
     ).to_dict()
 
 
-def _early_stop_fields(ctx: Any, repo: Any, job: dict[str, Any]) -> dict[str, Any]:
+def _early_stop_fields(ctx: Any, repo: Any, job: records.Job) -> dict[str, Any]:
     """What early stopping compares a candidate's progress with: its base's baseline curves.
 
     Each curve goes with its seed (a candidate seed is compared with its own
     seed's curve when there is one) and the lab's seed correlation (the paired
     band); nothing for baselines or when the problem has no `[train] early_stop`.
     """
-    if job["kind"] == "baseline" or repo.problem.early_stop is None:
+    if job.kind == "baseline" or repo.problem.early_stop is None:
         return {}
-    rows = ctx.store.query(
-        "SELECT seed, curve FROM runs WHERE repo_id = ? AND track = ? AND kind = 'baseline' "
-        "AND status = 'ok' AND base_sha IS ? ORDER BY seed, id",
-        (repo.id, repo.track, job["base_sha"] or repo.base_sha),
+    runs = ctx.store.rows(
+        records.Run,
+        "repo_id = ? AND track = ? AND kind = 'baseline' AND status = 'ok' AND base_sha IS ?",
+        (repo.id, repo.track, job.base_sha or repo.base_sha),
+        order_by="seed, id",
     )
-    curves = [(r["seed"], json.loads(r["curve"] or "[]")) for r in rows]
-    curves = [(seed, curve) for seed, curve in curves if curve]
+    curves = [(run.seed, run.curve) for run in runs if run.curve]
     return {
         "baseline_curves": [curve for _, curve in curves],
         "baseline_curve_seeds": [seed for seed, _ in curves],
-        "seed_correlation": lab_seed_correlation(ctx.store, repo.id, exclude=job["experiment_id"]),
+        "seed_correlation": lab_seed_correlation(ctx.store, repo.id, exclude=job.experiment_id),
     }
 
 
@@ -133,9 +132,7 @@ async def lease(name: str, request: Request, state: State, wait: float = 0.0) ->
             try:
                 body = await _job_payload(ctx, leased)
             except Exception as exc:  # noqa: BLE001 - GitHub down: the job goes back, the host retries
-                ctx.jobs.give_back(
-                    leased.job["id"], count_attempt=False, lease_id=leased.job["lease_id"]
-                )
+                ctx.jobs.give_back(leased.job.id, count_attempt=False, lease_id=leased.job.lease_id)
                 return _error(503, f"cannot mint a repository token right now: {exc}")
             return Response(body, status_code=200)
         remaining = deadline - loop.time()
@@ -153,10 +150,10 @@ def _authorize_job(
     student = _student_for_token(ctx, _bearer(request))
     if student is None:
         return None, _error(401, "missing or invalid host token")
-    job = ctx.store.one("SELECT leased_by, state FROM jobs WHERE id = ?", (job_id,))
+    job = ctx.store.get(records.Job, job_id)
     if job is None:
         return None, _error(404, f"no job {job_id}")
-    if job["leased_by"] not in (None, student):
+    if job.leased_by not in (None, student):
         return None, _error(403, f"job {job_id} is leased by another student")
     return student, None
 
@@ -253,25 +250,25 @@ async def job_push(
     student = _student_for_token(ctx, _bearer(request))
     if student is None:
         return _error(401, "missing or invalid host token")
-    job = ctx.store.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+    job = ctx.store.get(records.Job, job_id)
     if job is None:
         return _error(404, f"no job {job_id}")
-    if job["leased_by"] != student or job["state"] != "leased":
+    if job.leased_by != student or job.state != "leased":
         return _error(409, f"job {job_id} is not leased by {student}")
-    if job["lease_id"] and lease_id != job["lease_id"]:
+    if job.lease_id and lease_id != job.lease_id:
         return _error(409, f"lease {lease_id or '(none)'} is not the current lease of job {job_id}")
     exp = None
-    if job["experiment_id"]:
-        exp = ctx.store.one("SELECT * FROM experiments WHERE id = ?", (job["experiment_id"],))
+    if job.experiment_id:
+        exp = ctx.store.get(records.Experiment, job.experiment_id)
     branch = branch or request.headers.get("x-kohai-branch", "")
-    refusal = bundles.branch_refusal(branch, exp["branch"] if exp else None, job["kind"])
+    refusal = bundles.branch_refusal(branch, exp.branch if exp else None, job.kind)
     if refusal is not None:
         return _error(403, refusal)
     body = await request.body()
     if len(body) > bundles.MAX_BUNDLE_BYTES:
         return _error(413, f"a bundle may hold at most {bundles.MAX_BUNDLE_BYTES} bytes")
-    repo = ctx.jobs.engine.repo_by_id(job["repo_id"], job.get("track"))
-    base_sha = job["base_sha"] or repo.base_sha or ""
+    repo = ctx.jobs.engine.repo_by_id(job.repo_id, job.track)
+    base_sha = job.base_sha or repo.base_sha or ""
     try:
         token = await ctx.github.push_token(repo.installation_id, repo.full_name)
     except Exception as exc:  # noqa: BLE001 - GitHub down: the host retries

@@ -22,23 +22,19 @@ generator. Words that every hypothesis uses ("budget", "time") do not excuse
 anything; the identifier must be named. A change to a file outside the
 editable list, and a diff too large to have been read whole, are findings too.
 
-Pure: text in, findings out. `audit_experiment` is the one edge, reading the
-diff the host reported with the experiment's latest results; `failed_audit` is
-what the reviewer (`bot.engine.review.Reviewer.conclude`) calls before a merge.
+Pure: text in, findings out. The diff is the one the host reported with the
+experiment's latest results (`bot.engine.evidence.reported_diff` reads it);
+`failed_audit` is what the reviewer (`bot.engine.review.Reviewer.conclude`)
+calls before a merge.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from bot.protocol import DIFF_INCOMPLETE
-
-if TYPE_CHECKING:
-    from bot.store import Store
 
 TRUNCATED_MARK = DIFF_INCOMPLETE
 MAX_FINDINGS = 20
@@ -165,54 +161,23 @@ def audit_diff(diff: str, hypothesis: str, *, editable: Sequence[str] | None = N
     return Audit(tuple(findings))
 
 
-def audit_experiment(store: Store, experiment: dict[str, Any]) -> Audit | None:
-    """The audit of an experiment's latest reported diff; None when no host reported one.
-
-    The host puts the pull request's diff (base...head) into its job result;
-    the newest job of this experiment with a diff for its current head is used.
-    """
-    rows = store.query(
-        "SELECT result FROM jobs WHERE experiment_id = ? AND result IS NOT NULL ORDER BY id DESC",
-        (experiment["id"],),
-    )
-    for row in rows:
-        try:
-            result = json.loads(row["result"])
-        except (TypeError, ValueError):
-            continue
-        if not isinstance(result, dict) or not isinstance(result.get("diff"), str):
-            continue
-        if experiment.get("head_sha") and result.get("head_sha") not in (
-            None,
-            experiment["head_sha"],
-        ):
-            continue
-        from bot.problem import ProblemError, loads_problem
-
-        editable = None
-        repo = store.one("SELECT problem_toml FROM repos WHERE id = ?", (experiment["repo_id"],))
-        if repo and repo.get("problem_toml"):
-            try:
-                editable = loads_problem(repo["problem_toml"]).editable
-            except ProblemError:
-                editable = None
-        return audit_diff(result["diff"], experiment.get("hypothesis") or "", editable=editable)
-    return None
-
-
 def failed_audit(
-    store: Store, experiment: dict[str, Any], gate_verdict: str, opinion: str | None
+    diff: str | None,
+    hypothesis: str,
+    editable: Sequence[str] | None,
+    gate_verdict: str,
+    opinion: str | None,
 ) -> Audit | None:
     """The failed audit that stops a merge about to happen, else None.
 
     Only a result the gate and the opinion would merge is audited: the audit can
-    stop a merge, never cause one. With no diff reported (an older host) it
-    passes, as before the audit existed.
+    stop a merge, never cause one. With no diff reported (`diff` None: an older
+    host) it passes, as before the audit existed.
     """
-    if gate_verdict != "merge" or opinion in ("close", "changes"):
+    if gate_verdict != "merge" or opinion in ("close", "changes") or diff is None:
         return None
-    audit = audit_experiment(store, experiment)
-    return audit if audit is not None and not audit.passed else None
+    audit = audit_diff(diff, hypothesis, editable=editable)
+    return audit if not audit.passed else None
 
 
 def _path_of(header: str) -> str:

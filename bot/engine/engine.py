@@ -7,7 +7,6 @@ I/O happens in the workers around it (`webhooks.workers`, `bot.outbox.worker`).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from bot.engine import labs
 from bot.engine.bus import Bus
 from bot.outbox import writes as w
 from bot.problem import DEFAULT_TRACK, Problem, ProblemError, loads_problem
+from bot.records import Decision, Experiment, Job, Track
 from bot.render.comments import status_comment
 from bot.store import Store, dumps, now
 
@@ -133,7 +133,7 @@ class Engine:
         self.notify_job_queued = on_job_queued or (lambda student: None)
         self._on_outbox = on_outbox or (lambda: None)
         # Set by the job book: posts results that came back before the PR existed.
-        self.on_pr_opened: Callable[[Repo, dict[str, Any]], None] | None = None
+        self.on_pr_opened: Callable[[Repo, Experiment], None] | None = None
 
     # ---------------------------------------------------------------- lookups
 
@@ -155,11 +155,8 @@ class Engine:
         if name == DEFAULT_TRACK:
             return repo
         declared = repo.problem.track(name)
-        row = self.store.one(
-            "SELECT base_branch, base_sha FROM tracks WHERE repo_id = ? AND name = ?",
-            (repo.id, name),
-        )
-        base_branch = (row or {}).get("base_branch") or (
+        row = self.store.get(Track, repo.id, name)
+        base_branch = (row.base_branch if row else "") or (
             declared.base if declared else f"track/{name}"
         )
         return Repo(
@@ -167,22 +164,24 @@ class Engine:
             full_name=repo.full_name,
             installation_id=repo.installation_id,
             default_branch=repo.default_branch,
-            base_sha=(row or {}).get("base_sha"),
+            base_sha=row.base_sha if row else None,
             problem=repo.problem,
             track=name,
             base_branch=base_branch,
         )
 
-    def lab_of(self, repo: Repo, exp: dict[str, Any] | None) -> Repo:
+    def lab_of(self, repo: Repo, exp: Experiment | None) -> Repo:
         """The lab an experiment belongs to: its repository on the experiment's track."""
-        track = (exp or {}).get("track") or DEFAULT_TRACK
+        track = exp.track if exp else DEFAULT_TRACK
         return repo if track == repo.track else self.on_track(self.repo_by_id(repo.id), track)
 
-    def experiment_by_number(self, repo_id: int, number: int) -> dict[str, Any] | None:
-        return self.store.one(
-            "SELECT * FROM experiments WHERE repo_id = ? AND (pr_number = ? OR "
-            "(issue_number = ? AND pr_number IS NOT ?)) ORDER BY pr_number = ? DESC, id DESC",
-            (repo_id, number, number, number, number),
+    def experiment_by_number(self, repo_id: int, number: int) -> Experiment | None:
+        """The experiment of PR `number`, or the one opened from issue `number`."""
+        return self.store.first(
+            Experiment,
+            "repo_id = ? AND (pr_number = ? OR (issue_number = ? AND pr_number IS NOT ?))",
+            (repo_id, number, number, number),
+            order_by=f"pr_number = {int(number)} DESC, id DESC",
         )
 
     def stop_lab(self, repo_id: int, reason: str) -> int:
@@ -201,15 +200,15 @@ class Engine:
         repo = self.repo(event.repo)
         view = None
         if repo is not None and event.number is not None:
-            row = self.experiment_by_number(repo.id, event.number)
-            if row is not None:
+            exp = self.experiment_by_number(repo.id, event.number)
+            if exp is not None:
                 view = ExperimentView(
-                    id=row["id"],
-                    state=row["state"],
-                    student=row["student"],
-                    hold=bool(row["hold"]),
-                    pr_number=row["pr_number"],
-                    issue_number=row["issue_number"],
+                    id=exp.id,
+                    state=exp.state,
+                    student=exp.student,
+                    hold=exp.hold,
+                    pr_number=exp.pr_number,
+                    issue_number=exp.issue_number,
                 )
         return RouteState(
             bot_login=self.bot_login,
@@ -241,33 +240,34 @@ class Engine:
 
     # ------------------------------------------------------------- applying
 
-    def experiment_for(self, repo: Repo | None, number: int) -> dict[str, Any] | None:
+    def experiment_for(self, repo: Repo | None, number: int) -> Experiment | None:
         if repo is None:
             return None
         return self.experiment_by_number(repo.id, number)
 
-    def reply(self, repo: Repo, exp: dict[str, Any], event: Event, key: str, body: str) -> None:
+    def reply(self, repo: Repo, exp: Experiment, event: Event, key: str, body: str) -> None:
+        if exp.pr_number is None:  # its PR is not open yet: nowhere to answer
+            return
         self.write(
             repo,
             w.Comment(
-                number=exp["pr_number"], kind="reply", key=f"{event.delivery_id}:{key}", body=body
+                number=exp.pr_number, kind="reply", key=f"{event.delivery_id}:{key}", body=body
             ),
         )
 
-    def next_seeds(self, exp: dict[str, Any], count: int) -> list[int]:
+    def next_seeds(self, exp: Experiment, count: int) -> list[int]:
         """Seeds not yet run (nor queued) on this experiment's head: a rerun adds evidence."""
         used = {
             r["seed"]
             for r in self.store.query(
                 "SELECT seed FROM runs WHERE experiment_id = ? AND commit_sha IS ?",
-                (exp["id"], exp["head_sha"]),
+                (exp.id, exp.head_sha),
             )
         }
-        for row in self.store.query(
-            "SELECT seeds FROM jobs WHERE experiment_id = ? AND state IN ('queued', 'leased')",
-            (exp["id"],),
+        for job in self.store.rows(
+            Job, "experiment_id = ? AND state IN ('queued', 'leased')", (exp.id,)
         ):
-            used.update(json.loads(row["seeds"]))
+            used.update(job.seeds)
         seeds: list[int] = []
         seed = 0
         while len(seeds) < count:
@@ -355,31 +355,31 @@ class Engine:
         self.publish("experiment", id=exp_id)
         return exp_id
 
-    def move(self, repo: Repo, exp: dict[str, Any], event: str, actor: str) -> bool:
+    def move(self, repo: Repo, exp: Experiment, event: str, actor: str) -> bool:
         """Change the experiment's state through the lifecycle table; False when refused.
 
         A refused move is logged (with the table's reason) and the state stays
         as it is: the caller goes on without the change.
         """
-        current = self.store.one("SELECT state FROM experiments WHERE id = ?", (exp["id"],))
-        if current is not None:
-            exp["state"] = current["state"]
-        move = lifecycle.transition(exp["state"], event, lifecycle.actor_kind(actor))
+        current = self.store.one("SELECT state FROM experiments WHERE id = ?", (exp.id,))
+        if current is not None:  # the caller's record may be older than the row
+            exp.state = current["state"]
+        move = lifecycle.transition(exp.state, event, lifecycle.actor_kind(actor))
         if not move.allowed:
             log.warning(
                 "experiment %s: refused %s by %s in state %s: %s",
-                exp["id"],
+                exp.id,
                 event,
                 actor,
-                exp["state"],
+                exp.state,
                 move.reason,
             )
             return False
         self._set_state(repo, exp, move.to)
         return True
 
-    def _set_state(self, repo: Repo, exp: dict[str, Any], state: str) -> None:
-        old = exp["state"]
+    def _set_state(self, repo: Repo, exp: Experiment, state: str) -> None:
+        old = exp.state
         if old == state:
             return
         values: dict[str, Any] = {"state": state, "updated_at": now()}
@@ -387,40 +387,38 @@ class Engine:
             values |= {"outcome": state, "review_requested": 0}
         elif old in lifecycle.FINAL_STATES:
             values["outcome"] = None
-        self.store.update("experiments", exp["id"], values)
+        self.store.update("experiments", exp.id, values)
         old_label, new_label = lab.status_label(old), lab.status_label(state)
-        if exp["pr_number"] and old_label != new_label:
+        if exp.pr_number and old_label != new_label:
             if old_label:
-                self.write(repo, w.RemoveLabel(number=exp["pr_number"], label=old_label))
+                self.write(repo, w.RemoveLabel(number=exp.pr_number, label=old_label))
             if new_label:
-                self.write(repo, w.AddLabels(number=exp["pr_number"], labels=[new_label]))
-        exp["state"] = state
-        self.publish("experiment", id=exp["id"], state=state)
+                self.write(repo, w.AddLabels(number=exp.pr_number, labels=[new_label]))
+        exp.state = state
+        self.publish("experiment", id=exp.id, state=state)
 
-    def reassign(self, repo: Repo, exp: dict[str, Any], student: str | None) -> None:
-        old = exp["student"]
+    def reassign(self, repo: Repo, exp: Experiment, student: str | None) -> None:
+        old = exp.student
         if old == student:
             return
-        self.store.update("experiments", exp["id"], {"student": student, "updated_at": now()})
+        self.store.update("experiments", exp.id, {"student": student, "updated_at": now()})
         self.store.execute(
             "UPDATE jobs SET student = ? WHERE experiment_id = ? AND state = 'queued'",
-            (student, exp["id"]),
+            (student, exp.id),
         )
-        if exp["pr_number"]:
+        if exp.pr_number:
             if student:
                 self.write(repo, w.EnsureLabels(labels=[lab.student_label_spec(student)]))
-            self.write(repo, w.RemoveLabel(number=exp["pr_number"], label=lab.student_label(old)))
-            self.write(
-                repo, w.AddLabels(number=exp["pr_number"], labels=[lab.student_label(student)])
-            )
-        exp["student"] = student
+            self.write(repo, w.RemoveLabel(number=exp.pr_number, label=lab.student_label(old)))
+            self.write(repo, w.AddLabels(number=exp.pr_number, labels=[lab.student_label(student)]))
+        exp.student = student
         self.notify_job_queued(student)
-        self.refresh_status(repo, exp["id"])
+        self.refresh_status(repo, exp.id)
 
     def finish(
         self,
         repo: Repo,
-        exp: dict[str, Any],
+        exp: Experiment,
         state: str,
         *,
         actor: str,
@@ -439,52 +437,50 @@ class Engine:
             return False
         self.cancel_queued_jobs(repo, exp, f"the experiment was {state}: {rationale}")
         self.store.execute(
-            "UPDATE jobs SET cancel = 1 WHERE experiment_id = ? AND state = 'leased'", (exp["id"],)
+            "UPDATE jobs SET cancel = 1 WHERE experiment_id = ? AND state = 'leased'", (exp.id,)
         )
-        self.decide(exp["id"], "merge" if state == "merged" else "close", actor, rationale, stats)
-        self.refresh_status(repo, exp["id"])
+        self.decide(exp.id, "merge" if state == "merged" else "close", actor, rationale, stats)
+        self.refresh_status(repo, exp.id)
         return True
 
-    def cancel_queued_jobs(self, repo: Repo, exp: dict[str, Any], why: str) -> int:
+    def cancel_queued_jobs(self, repo: Repo, exp: Experiment, why: str) -> int:
         """Cancel the experiment's queued jobs; a command that queued one hears why.
 
         A command accepted on a PR is carried out or answered, never dropped.
         """
-        rows = self.store.query(
-            "SELECT id, payload FROM jobs WHERE experiment_id = ? AND state = 'queued'",
-            (exp["id"],),
-        )
-        for row in rows:
-            self.store.update("jobs", row["id"], {"state": "cancelled", "updated_at": now()})
-            requested = json.loads(row["payload"] or "{}").get("requested_by")
-            if requested and exp["pr_number"]:
+        jobs = self.store.rows(Job, "experiment_id = ? AND state = 'queued'", (exp.id,))
+        for job in jobs:
+            self.store.update("jobs", job.id, {"state": "cancelled", "updated_at": now()})
+            requested = job.payload.get("requested_by")
+            if requested and exp.pr_number:
                 self.write(
                     repo,
                     w.Comment(
-                        number=exp["pr_number"],
+                        number=exp.pr_number,
                         kind="reply",
-                        key=f"job-cancelled:{row['id']}",
-                        body=f"@{requested}: the job your command queued (job {row['id']}) will not "
+                        key=f"job-cancelled:{job.id}",
+                        body=f"@{requested}: the job your command queued (job {job.id}) will not "
                         f"run: {why}",
                     ),
                 )
-        return len(rows)
+        return len(jobs)
 
-    def merge(
-        self, repo: Repo, exp: dict[str, Any], *, title: str, check_base: bool = True
-    ) -> None:
+    def merge(self, repo: Repo, exp: Experiment, *, title: str, check_base: bool = True) -> None:
         """Queue the merge; with `check_base` it lands only if the base is still the measured one."""
-        self.write(repo, w.MarkReady(number=exp["pr_number"]))
+        if exp.pr_number is None:
+            log.warning("experiment %s: no PR to merge", exp.id)
+            return
+        self.write(repo, w.MarkReady(number=exp.pr_number))
         self.write(
             repo,
             w.Merge(
-                number=exp["pr_number"],
-                sha=exp["head_sha"],
+                number=exp.pr_number,
+                sha=exp.head_sha,
                 method="squash",
                 title=title,
-                experiment_id=exp["id"],
+                experiment_id=exp.id,
                 base=repo.base_branch,
-                base_sha=exp["base_sha"] if check_base else None,
+                base_sha=exp.base_sha if check_base else None,
             ),
         )
 
@@ -508,15 +504,15 @@ class Engine:
         return bool(pending) or not (synced and synced["synced_at"])
 
     def decision_comment(
-        self, repo: Repo, exp: dict[str, Any], heading: str, text: str, *, key: str
+        self, repo: Repo, exp: Experiment, heading: str, text: str, *, key: str
     ) -> None:
         """A comment that states a decision and its real reason (once per key)."""
-        if not exp["pr_number"]:
+        if not exp.pr_number:
             return
         self.write(
             repo,
             w.Comment(
-                number=exp["pr_number"], kind="decision", key=key, body=f"### {heading}\n\n{text}"
+                number=exp.pr_number, kind="decision", key=key, body=f"### {heading}\n\n{text}"
             ),
         )
 
@@ -557,12 +553,9 @@ class Engine:
     def baseline_problem(self, repo: Repo) -> str | None:
         """Why this line's baseline cannot be measured, when it cannot (else None)."""
         if repo.tracked:
-            row = self.store.one(
-                "SELECT baseline_problem FROM tracks WHERE repo_id = ? AND name = ?",
-                (repo.id, repo.track),
-            )
-        else:
-            row = self.store.one("SELECT baseline_problem FROM repos WHERE id = ?", (repo.id,))
+            track = self.store.get(Track, repo.id, repo.track)
+            return (track.baseline_problem if track else None) or None
+        row = self.store.one("SELECT baseline_problem FROM repos WHERE id = ?", (repo.id,))
         return (row or {}).get("baseline_problem") or None
 
     def set_baseline_problem(self, repo: Repo, problem: str | None) -> None:
@@ -579,7 +572,7 @@ class Engine:
     def queue_experiment_job(
         self,
         repo: Repo,
-        exp: dict[str, Any],
+        exp: Experiment,
         *,
         seeds: list[int],
         priority: int | None = None,
@@ -597,22 +590,22 @@ class Engine:
         the new base (the branch conflicts with it).
         """
         working = self.store.one(
-            "SELECT id FROM jobs WHERE experiment_id = ? AND state = 'leased'", (exp["id"],)
+            "SELECT id FROM jobs WHERE experiment_id = ? AND state = 'leased'", (exp.id,)
         )
         if not working and not self.move(repo, exp, "queue", actor):
             return None
-        if exp["state"] in lifecycle.FINAL_STATES:
+        if exp.state in lifecycle.FINAL_STATES:
             return None
         if priority is None:
-            priority = HUMAN_PRIORITY if exp["source"] == "human" else ADVISOR_PRIORITY
+            priority = HUMAN_PRIORITY if exp.source == "human" else ADVISOR_PRIORITY
         implement = None
-        if not exp["implemented"] or exp["feedback"] or onto_base:
+        if not exp.implemented or exp.feedback or onto_base:
             implement = {
-                "hypothesis": exp["hypothesis"],
-                "title": exp["title"],
-                "knobs": json.loads(exp["knobs"] or "{}"),
+                "hypothesis": exp.hypothesis,
+                "title": exp.title,
+                "knobs": exp.knobs,
                 "mode": self.implement_mode,
-                "feedback": exp["feedback"] or "",
+                "feedback": exp.feedback or "",
                 "onto_base": onto_base,
             }
         t = now()
@@ -622,8 +615,8 @@ class Engine:
                 "kind": "experiment",
                 "repo_id": repo.id,
                 "track": repo.track,
-                "experiment_id": exp["id"],
-                "student": exp["student"],
+                "experiment_id": exp.id,
+                "student": exp.student,
                 "state": "queued",
                 "priority": priority,
                 "seeds": dumps(seeds),
@@ -635,9 +628,9 @@ class Engine:
                 "updated_at": t,
             },
         )
-        self.store.update("experiments", exp["id"], {"review_requested": 0})
-        self.refresh_status(repo, exp["id"])
-        self.notify_job_queued(exp["student"])
+        self.store.update("experiments", exp.id, {"review_requested": 0})
+        self.refresh_status(repo, exp.id)
+        self.notify_job_queued(exp.student)
         self.publish("job", id=job_id)
         return job_id
 
@@ -692,39 +685,34 @@ class Engine:
     def baseline_values(self, repo: Repo) -> list[float]:
         return queries.baseline_values(self.store, repo.id, repo.track, repo.base_sha)
 
-    def candidate_values(self, exp: dict[str, Any]) -> list[float]:
-        return queries.group_values(self.store, exp["id"], exp["head_sha"], exp["base_sha"])
+    def candidate_values(self, exp: Experiment) -> list[float]:
+        return queries.group_values(self.store, exp.id, exp.head_sha, exp.base_sha)
 
     def refresh_status(self, repo: Repo, exp_id: int, phase_note: str = "") -> None:
-        exp = self.store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,))
-        if exp is None or not exp["pr_number"]:
+        exp = self.store.get(Experiment, exp_id)
+        if exp is None or not exp.pr_number:
             return
-        last = self.store.one(
-            "SELECT verdict, actor, rationale FROM decisions WHERE experiment_id = ? ORDER BY id DESC LIMIT 1",
-            (exp_id,),
-        )
-        decision = (
-            f"{last['verdict']} ({last['actor']}): {last['rationale'][:300]}" if last else None
-        )
+        last = self.store.first(Decision, "experiment_id = ?", (exp_id,), order_by="id DESC")
+        decision = f"{last.verdict} ({last.actor}): {last.rationale[:300]}" if last else None
         notes = [phase_note] if phase_note else []
-        if exp["state"] not in lifecycle.FINAL_STATES:
+        if exp.state not in lifecycle.FINAL_STATES:
             problem = self.baseline_problem(repo)
             if problem:
                 notes.append(f"⚠ {problem}")
-            if exp.get("advisor_failures"):
+            if exp.advisor_failures:
                 notes.append(
-                    f"⚠ the advisor failed {exp['advisor_failures']} time(s) on this PR; "
+                    f"⚠ the advisor failed {exp.advisor_failures} time(s) on this PR; "
                     "retrying with backoff"
                 )
         phase_note = " · ".join(notes)
         body = status_comment(
-            state=exp["state"],
-            student=exp["student"],
-            hypothesis=exp["hypothesis"],
+            state=exp.state,
+            student=exp.student,
+            hypothesis=exp.hypothesis,
             metric=repo.problem.metric,
             baseline=self.baseline_values(repo),
             candidate=self.candidate_values(exp),
-            hold=bool(exp["hold"]),
+            hold=exp.hold,
             decision=decision,
             phase_note=phase_note,
             track=repo.track if repo.tracked else None,
@@ -732,7 +720,5 @@ class Engine:
         )
         self.write(
             repo,
-            w.StatusComment(
-                number=exp["pr_number"], kind="status", key=str(exp["pr_number"]), body=body
-            ),
+            w.StatusComment(number=exp.pr_number, kind="status", key=str(exp.pr_number), body=body),
         )

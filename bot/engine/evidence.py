@@ -15,18 +15,19 @@ from typing import Any
 from bot.core.gate import GateDecision, SeedRun, decide
 from bot.core.stats import pooled_paired_spread, pooled_seed_correlation
 from bot.problem import Problem
+from bot.records import Experiment, Job
 from bot.store import Store
 
 RUN_COLUMNS = "id, seed, status, metric, gpu_kind, host, student, created_at"
 
 
-def candidate_runs(store: Store, exp: dict[str, Any], base_sha: str | None = None) -> list[SeedRun]:
+def candidate_runs(store: Store, exp: Experiment, base_sha: str | None = None) -> list[SeedRun]:
     """Every run of the experiment's current head on the base it was measured on."""
-    base = exp["base_sha"] if base_sha is None else base_sha
+    base = exp.base_sha if base_sha is None else base_sha
     rows = store.query(
         f"SELECT {RUN_COLUMNS} FROM runs WHERE experiment_id = ? AND kind = 'candidate' "
         "AND commit_sha IS ? AND base_sha IS ? ORDER BY id",
-        (exp["id"], exp["head_sha"], base),
+        (exp.id, exp.head_sha, base),
     )
     return [SeedRun.coerce(row) for row in rows]
 
@@ -43,19 +44,19 @@ def baseline_runs(
     return [SeedRun.coerce(row) for row in rows]
 
 
-def confirm_rounds(store: Store, exp: dict[str, Any]) -> int:
+def confirm_rounds(store: Store, exp: Experiment) -> int:
     """Confirmation rounds the gate has asked for on the current head and base."""
     first = store.one(
         "SELECT MIN(created_at) AS t FROM runs WHERE experiment_id = ? AND kind = 'candidate' "
         "AND commit_sha IS ? AND base_sha IS ?",
-        (exp["id"], exp["head_sha"], exp["base_sha"]),
+        (exp.id, exp.head_sha, exp.base_sha),
     )
     if not first or first["t"] is None:
         return 0
     row = store.one(
         "SELECT COUNT(*) AS n FROM decisions WHERE experiment_id = ? AND verdict = 'confirm' "
         "AND actor = 'gate' AND created_at >= ?",
-        (exp["id"], first["t"]),
+        (exp.id, first["t"]),
     )
     return int(row["n"]) if row else 0
 
@@ -125,7 +126,7 @@ def gate_decision(
     repo_id: int,
     base_sha: str | None,
     problem: Problem,
-    exp: dict[str, Any],
+    exp: Experiment,
     alpha: float,
     track: str = "default",
 ) -> GateDecision:
@@ -135,7 +136,7 @@ def gate_decision(
     paired test leans on this track's earlier paired comparisons.
     """
     levers = problem.gate
-    comparisons = lab_comparisons(store, repo_id, exclude=exp["id"])
+    comparisons = lab_comparisons(store, repo_id, exclude=exp.id)
     return decide(
         candidate_runs(store, exp),
         baseline_runs(store, repo_id, base_sha, track),
@@ -151,11 +152,29 @@ def gate_decision(
     )
 
 
-def student_on_hardware(store: Store, exp: dict[str, Any], gpu_kind: str) -> str | None:
+def student_on_hardware(store: Store, exp: Experiment, gpu_kind: str) -> str | None:
     """A student that ran this experiment on `gpu_kind`: where its baseline should run."""
     row = store.one(
         "SELECT student FROM runs WHERE experiment_id = ? AND gpu_kind = ? AND student IS NOT NULL "
         "ORDER BY id DESC LIMIT 1",
-        (exp["id"], gpu_kind),
+        (exp.id, gpu_kind),
     )
-    return row["student"] if row else exp.get("student")
+    return row["student"] if row else exp.student
+
+
+def reported_diff(store: Store, exp: Experiment) -> str | None:
+    """The newest diff a host reported for the experiment's current head (`JobResult.diff`).
+
+    None when no host reported one (an older host), so the audit has nothing to read.
+    """
+    for job in store.rows(
+        Job, "experiment_id = ? AND result IS NOT NULL", (exp.id,), order_by="id DESC"
+    ):
+        result = job.result or {}
+        diff = result.get("diff")
+        if not isinstance(diff, str):
+            continue
+        if exp.head_sha and result.get("head_sha") not in (None, exp.head_sha):
+            continue
+        return diff
+    return None

@@ -157,15 +157,15 @@ def _on_SetHold(engine: Engine, intent: i.SetHold, event: Event, repo: Repo | No
             else:
                 engine.write(repo, w.RemoveLabel(number=intent.number, label="hold"))
         return "hold on an issue"
-    engine.store.update("experiments", exp["id"], {"hold": int(intent.on), "updated_at": now()})
-    if intent.label_change:
+    engine.store.update("experiments", exp.id, {"hold": int(intent.on), "updated_at": now()})
+    if intent.label_change and exp.pr_number:
         if intent.on:
-            engine.write(repo, w.AddLabels(number=exp["pr_number"], labels=["hold"]))
+            engine.write(repo, w.AddLabels(number=exp.pr_number, labels=["hold"]))
         else:
-            engine.write(repo, w.RemoveLabel(number=exp["pr_number"], label="hold"))
+            engine.write(repo, w.RemoveLabel(number=exp.pr_number, label="hold"))
     if not intent.on:
-        engine.notify_job_queued(exp["student"])
-    engine.refresh_status(repo, exp["id"])
+        engine.notify_job_queued(exp.student)
+    engine.refresh_status(repo, exp.id)
     return f"hold {'on' if intent.on else 'off'}"
 
 
@@ -195,10 +195,10 @@ def _on_Reopen(engine: Engine, intent: i.Reopen, event: Event, repo: Repo | None
     if exp is None or repo is None:
         return "no experiment"
     if not engine.move(repo, exp, "reopen", f"human:{intent.actor}"):
-        return f"reopen refused in state {exp['state']}"
-    engine.decide(exp["id"], "reopen", f"human:{intent.actor}", f"reopened by @{intent.actor}")
-    engine.store.update("experiments", exp["id"], {"review_requested": 1, "updated_at": now()})
-    engine.refresh_status(repo, exp["id"], phase_note="reopened; the gate looks again")
+        return f"reopen refused in state {exp.state}"
+    engine.decide(exp.id, "reopen", f"human:{intent.actor}", f"reopened by @{intent.actor}")
+    engine.store.update("experiments", exp.id, {"review_requested": 1, "updated_at": now()})
+    engine.refresh_status(repo, exp.id, phase_note="reopened; the gate looks again")
     return "reopened"
 
 
@@ -207,7 +207,7 @@ def _on_HeadMoved(engine: Engine, intent: i.HeadMoved, event: Event, repo: Repo 
     exp = engine.experiment_for(repo, intent.number)
     if exp is None:
         return "no experiment"
-    engine.store.update("experiments", exp["id"], {"head_sha": intent.sha, "updated_at": now()})
+    engine.store.update("experiments", exp.id, {"head_sha": intent.sha, "updated_at": now()})
     return f"head {intent.sha[:10]}"
 
 
@@ -227,15 +227,15 @@ def _on_RepairLabels(
     engine: Engine, intent: i.RepairLabels, event: Event, repo: Repo | None
 ) -> str:
     exp = engine.experiment_for(repo, intent.number)
-    if exp is None or repo is None:
+    if exp is None or repo is None or exp.pr_number is None:
         return "no experiment"
-    wanted = lab.desired_labels(exp["state"], exp["student"], bool(exp["hold"]))
+    wanted = lab.desired_labels(exp.state, exp.student, exp.hold)
     for label in sorted(set(lab.STATUS_LABELS.values()) - wanted):
         if label in event.labels:
-            engine.write(repo, w.RemoveLabel(number=exp["pr_number"], label=label))
+            engine.write(repo, w.RemoveLabel(number=exp.pr_number, label=label))
     missing = sorted(name for name in wanted if name not in event.labels)
     if missing:
-        engine.write(repo, w.AddLabels(number=exp["pr_number"], labels=missing))
+        engine.write(repo, w.AddLabels(number=exp.pr_number, labels=missing))
     return "labels repaired"
 
 
@@ -270,17 +270,17 @@ def _on_Rerun(engine: Engine, intent: i.Rerun, event: Event, repo: Repo | None) 
     exp = engine.experiment_for(repo, intent.number)
     if exp is None or repo is None:
         return "no experiment"
-    if exp["state"] in ("merged", "closed"):
-        engine.reply(repo, exp, event, "done", f"This experiment is already {exp['state']}.")
+    if exp.final:
+        engine.reply(repo, exp, event, "done", f"This experiment is already {exp.state}.")
         return "already finished"
     if engine.store.one(
-        "SELECT id FROM jobs WHERE experiment_id = ? AND state = 'queued'", (exp["id"],)
+        "SELECT id FROM jobs WHERE experiment_id = ? AND state = 'queued'", (exp.id,)
     ):
         engine.reply(repo, exp, event, "busy", "A job for this experiment is already queued.")
         return "already queued"
     seeds = intent.seeds or repo.problem.seeds
     engine.decide(
-        exp["id"],
+        exp.id,
         "rerun",
         f"human:{intent.actor}",
         f"/rerun with {seeds} seed(s) by @{intent.actor}",
@@ -294,7 +294,7 @@ def _on_Rerun(engine: Engine, intent: i.Rerun, event: Event, repo: Repo | None) 
         requested_by=intent.actor,
     )
     if job_id is None:
-        engine.reply(repo, exp, event, "refused", f"This experiment is {exp['state']}.")
+        engine.reply(repo, exp, event, "refused", f"This experiment is {exp.state}.")
         return "rerun refused"
     return f"rerun with {seeds} seeds"
 
@@ -305,24 +305,25 @@ def _on_Stop(engine: Engine, intent: i.Stop, event: Event, repo: Repo | None) ->
     if exp is None or repo is None:
         return "no experiment"
     engine.store.execute(
-        "UPDATE jobs SET cancel = 1 WHERE experiment_id = ? AND state = 'leased'", (exp["id"],)
+        "UPDATE jobs SET cancel = 1 WHERE experiment_id = ? AND state = 'leased'", (exp.id,)
     )
     engine.store.execute(
         "UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE experiment_id = ? AND state = 'queued'",
-        (now(), exp["id"]),
+        (now(), exp.id),
     )
-    if not exp["hold"]:
-        engine.store.update("experiments", exp["id"], {"hold": 1})
-        engine.write(repo, w.AddLabels(number=exp["pr_number"], labels=["hold"]))
-    engine.decide(exp["id"], "stop", f"human:{intent.actor}", f"stopped by @{intent.actor}")
+    if not exp.hold:
+        engine.store.update("experiments", exp.id, {"hold": 1})
+        if exp.pr_number:
+            engine.write(repo, w.AddLabels(number=exp.pr_number, labels=["hold"]))
+    engine.decide(exp.id, "stop", f"human:{intent.actor}", f"stopped by @{intent.actor}")
     running = engine.store.one(
-        "SELECT id FROM jobs WHERE experiment_id = ? AND state = 'leased'", (exp["id"],)
+        "SELECT id FROM jobs WHERE experiment_id = ? AND state = 'leased'", (exp.id,)
     )
-    if not running and exp["state"] == "queued":
+    if not running and exp.state == "queued":
         # Nothing was running: the held PR waits in review (a running job gets there
         # when its host reports it cancelled).
         engine.move(repo, exp, "stop", f"human:{intent.actor}")
-    engine.refresh_status(repo, exp["id"])
+    engine.refresh_status(repo, exp.id)
     return "stopped"
 
 
@@ -331,8 +332,8 @@ def _on_Review(engine: Engine, intent: i.Review, event: Event, repo: Repo | None
     exp = engine.experiment_for(repo, intent.number)
     if exp is None:
         return "no experiment"
-    engine.store.update("experiments", exp["id"], {"review_requested": 1})
-    engine.publish("review", experiment_id=exp["id"])
+    engine.store.update("experiments", exp.id, {"review_requested": 1})
+    engine.publish("review", experiment_id=exp.id)
     return "review requested"
 
 
@@ -342,12 +343,12 @@ def _on_Merge(engine: Engine, intent: i.Merge, event: Event, repo: Repo | None) 
     if exp is None or repo is None:
         return "no experiment"
     engine.decide(
-        exp["id"],
+        exp.id,
         "merge",
         f"human:{intent.actor}",
         f"/merge by @{intent.actor}: human override of the gate",
     )
-    engine.merge(repo, exp, title=f"{exp['title']} (merged by @{intent.actor})")
+    engine.merge(repo, exp, title=f"{exp.title} (merged by @{intent.actor})")
     return "merge requested"
 
 
@@ -363,9 +364,10 @@ def _on_Close(engine: Engine, intent: i.Close, event: Event, repo: Repo | None) 
         actor=f"human:{intent.actor}",
         rationale=f"/close by @{intent.actor}",
     ):
-        engine.reply(repo, exp, event, "close-refused", f"This experiment is {exp['state']}.")
+        engine.reply(repo, exp, event, "close-refused", f"This experiment is {exp.state}.")
         return "close refused"
-    engine.write(repo, w.Close(number=exp["pr_number"]))
+    if exp.pr_number:
+        engine.write(repo, w.Close(number=exp.pr_number))
     return "closed"
 
 
@@ -374,5 +376,5 @@ def _on_PostStatus(engine: Engine, intent: i.PostStatus, event: Event, repo: Rep
     exp = engine.experiment_for(repo, intent.number)
     if exp is None or repo is None:
         return "no experiment"
-    engine.refresh_status(repo, exp["id"])
+    engine.refresh_status(repo, exp.id)
     return "status refreshed"

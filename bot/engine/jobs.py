@@ -14,7 +14,6 @@ extended by how long the bot was away.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import secrets
@@ -32,6 +31,7 @@ from bot.protocol import (
     JobEvent,
     JobResult,
 )
+from bot.records import Experiment, Job, Run
 from bot.render.comments import results_comment
 from bot.store import dumps, now, run_columns
 
@@ -70,15 +70,15 @@ def new_lease_id() -> str:
     return secrets.token_hex(8)
 
 
-def validate_result(job: dict[str, Any], student: str, result: JobResult) -> str | None:
+def validate_result(job: Job, student: str, result: JobResult) -> str | None:
     """What makes a posted result unusable for this job; None when it may be stored.
 
     Pure: the seeds must be the job's own (each once, all of them when the job
     finished "ok"), statuses from the protocol, metrics finite numbers, and the
     poster the student holding the lease.
     """
-    if job.get("leased_by") not in (None, student):
-        return f"job {job['id']} is leased by another student"
+    if job.leased_by not in (None, student):
+        return f"job {job.id} is leased by another student"
     if result.status not in JOB_STATUSES:
         return f"status must be one of {sorted(JOB_STATUSES)}, not {result.status!r}"
     seeds = [run.seed for run in result.runs]
@@ -86,8 +86,7 @@ def validate_result(job: dict[str, Any], student: str, result: JobResult) -> str
         return "every run needs an integer seed"
     if len(set(seeds)) != len(seeds):
         return "a seed appears twice"
-    wanted = json.loads(job["seeds"]) if isinstance(job.get("seeds"), str) else job.get("seeds")
-    wanted = list(wanted or [])
+    wanted = list(job.seeds)
     strangers = sorted(set(seeds) - set(wanted))
     if strangers:
         return f"seeds {strangers} were not asked for (the job's seeds are {wanted})"
@@ -153,9 +152,9 @@ def authenticate(store: Any, name: str, token: str | None) -> bool:
 
 @dataclass
 class Leased:
-    job: dict[str, Any]
+    job: Job
     repo: Repo
-    experiment: dict[str, Any] | None
+    experiment: Experiment | None
 
 
 class JobBook:
@@ -167,23 +166,25 @@ class JobBook:
         self.lease_seconds = lease_seconds
         engine.on_pr_opened = self.late_results
 
-    def late_results(self, repo: Repo, exp: dict[str, Any]) -> None:
+    def late_results(self, repo: Repo, exp: Experiment) -> None:
         """Results that came back before the experiment's PR existed, posted now that it does."""
-        for job in self.store.query(
-            "SELECT * FROM jobs WHERE experiment_id = ? AND kind = 'experiment' "
-            "AND state IN ('done', 'failed') AND result IS NOT NULL ORDER BY id",
-            (exp["id"],),
+        for job in self.store.rows(
+            Job,
+            "experiment_id = ? AND kind = 'experiment' "
+            "AND state IN ('done', 'failed') AND result IS NOT NULL",
+            (exp.id,),
+            order_by="id",
         ):
-            data = json.loads(job["result"] or "{}")
+            data = job.result or {}
             status = str(data.get("status") or "")
-            has_runs = self.store.one("SELECT id FROM runs WHERE job_id = ? LIMIT 1", (job["id"],))
+            has_runs = self.store.one("SELECT id FROM runs WHERE job_id = ? LIMIT 1", (job.id,))
             if has_runs or status in ("refused", "implement_failed", "crash", "timeout"):
                 summary = JobResult(
                     status=status,  # type: ignore[arg-type]
                     reason=str(data.get("reason") or ""),
                     cost_usd=float(data.get("cost_usd") or 0.0),
                 )
-                self._results_comment(repo, exp, job, job["leased_by"] or "", summary)
+                self._results_comment(repo, exp, job, job.leased_by or "", summary)
 
     # ------------------------------------------------------------- leasing
 
@@ -195,85 +196,83 @@ class JobBook:
             )
             if busy:
                 return None
-            allowed = labs.student_labs(self.store, student)
-            usage: dict[str, float] | None = None
-            weights = {lab.key: lab.weight for lab in labs.active_labs(self.store)}
-            job: dict[str, Any] = {}
-            while True:
-                rows = [
-                    {**row, "lab": labs.lab_key(row["lab_name"], row["track"])}
-                    for row in self.store.query(
-                        "SELECT j.*, r.full_name AS lab_name FROM jobs j "
-                        "LEFT JOIN experiments e ON e.id = j.experiment_id "
-                        "JOIN repos r ON r.id = j.repo_id "
-                        "WHERE j.state = 'queued' AND r.active = 1 "
-                        "AND (j.student IS NULL OR j.student = ?) "
-                        "AND (e.id IS NULL OR e.hold = 0) "
-                        "ORDER BY j.priority DESC, (j.student IS NULL) ASC, j.id ASC",
-                        (student,),
-                    )
-                    if labs.may_serve(allowed, row["lab_name"], row["track"])
-                ]
-                if len({row["lab"] for row in rows}) > 1 and usage is None:
-                    usage = labs.gpu_usage(self.store)
-                chosen = labs.choose_job(rows, usage or {}, weights)
-                if chosen is None:
-                    self.store.execute(
-                        "UPDATE students SET last_seen = ?, state = 'idle' WHERE name = ?",
-                        (now(), student),
-                    )
-                    return None
-                job = {k: v for k, v in chosen.items() if k not in ("lab", "lab_name")}
-                exp = None
-                if job["experiment_id"]:
-                    exp = self.store.one(
-                        "SELECT * FROM experiments WHERE id = ?", (job["experiment_id"],)
-                    )
-                if exp is not None and exp["state"] in ("merged", "closed"):
-                    # A job left behind by a final experiment: never run it.
-                    self.store.update(
-                        "jobs", job["id"], {"state": "cancelled", "updated_at": now()}
-                    )
-                    continue
-                break
+            picked = self._next_job(student)
+            if picked is None:
+                self.store.execute(
+                    "UPDATE students SET last_seen = ?, state = 'idle' WHERE name = ?",
+                    (now(), student),
+                )
+                return None
+            job, exp = picked
             t = now()
             self.store.update(
                 "jobs",
-                job["id"],
+                job.id,
                 {
                     "state": "leased",
                     "leased_by": student,
                     "lease_id": new_lease_id(),
-                    "attempts": job["attempts"] + 1,
+                    "attempts": job.attempts + 1,
                     "lease_expires": t + self.lease_seconds,
                     "last_event_at": t,
                     "cancel": 0,
                     "updated_at": t,
                 },
             )
-            job = self.store.one("SELECT * FROM jobs WHERE id = ?", (job["id"],)) or job
-            repo = self.engine.repo_by_id(job["repo_id"], job["track"])
+            job = self.store.get(Job, job.id) or job
+            repo = self.engine.repo_by_id(job.repo_id, job.track)
             if exp is not None:
-                if exp["student"] != student:
+                if exp.student != student:
                     self.engine.reassign(repo, exp, student)
-                payload = json.loads(job["payload"] or "{}")
-                phase = "implementing" if payload.get("implement") else "training"
-                self.engine.move(
-                    repo, exp, "implement" if payload.get("implement") else "train", "bot"
-                )
-                self.engine.refresh_status(repo, exp["id"], phase_note=f"{student} is {phase}")
+                phase = "implementing" if job.implement else "training"
+                self.engine.move(repo, exp, "implement" if job.implement else "train", "bot")
+                self.engine.refresh_status(repo, exp.id, phase_note=f"{student} is {phase}")
                 self.store.update("students", student, {"state": phase, "last_seen": t})
             else:
                 self.store.update("students", student, {"state": "training", "last_seen": t})
-        self.engine.bus.publish("job", id=job["id"], state="leased", student=student)
+        self.engine.bus.publish("job", id=job.id, state="leased", student=student)
         return Leased(job=job, repo=repo, experiment=exp)
 
-    def current(self, job_id: int, lease_id: str | None) -> dict[str, Any]:
+    def _next_job(self, student: str) -> tuple[Job, Experiment | None] | None:
+        """The job the scheduler gives this student, with its experiment; None when none.
+
+        A job left behind by a final experiment is cancelled on the way, never run.
+        """
+        allowed = labs.student_labs(self.store, student)
+        usage: dict[str, float] | None = None
+        weights = {lab.key: lab.weight for lab in labs.active_labs(self.store)}
+        while True:
+            queued = [
+                (labs.lab_key(row["lab_name"], row["track"]), Job.from_row(row))
+                for row in self.store.query(
+                    "SELECT j.*, r.full_name AS lab_name FROM jobs j "
+                    "LEFT JOIN experiments e ON e.id = j.experiment_id "
+                    "JOIN repos r ON r.id = j.repo_id "
+                    "WHERE j.state = 'queued' AND r.active = 1 "
+                    "AND (j.student IS NULL OR j.student = ?) "
+                    "AND (e.id IS NULL OR e.hold = 0) "
+                    "ORDER BY j.priority DESC, (j.student IS NULL) ASC, j.id ASC",
+                    (student,),
+                )
+                if labs.may_serve(allowed, row["lab_name"], row["track"])
+            ]
+            if len({key for key, _ in queued}) > 1 and usage is None:
+                usage = labs.gpu_usage(self.store)
+            chosen = labs.choose_job(queued, usage or {}, weights)
+            if chosen is None:
+                return None
+            job = chosen[1]
+            exp = self.store.get(Experiment, job.experiment_id) if job.experiment_id else None
+            if exp is None or not exp.final:
+                return job, exp
+            self.store.update("jobs", job.id, {"state": "cancelled", "updated_at": now()})
+
+    def current(self, job_id: int, lease_id: str | None) -> Job:
         """The job if `lease_id` is its current lease; raises LeaseConflict otherwise."""
-        job = self.store.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        job = self.store.get(Job, job_id)
         if job is None:
             raise KeyError(job_id)
-        if not lease_id or job["lease_id"] != lease_id:
+        if not lease_id or job.lease_id != lease_id:
             raise LeaseConflict(
                 f"lease {lease_id or '(none)'} is not the current lease of job {job_id}"
             )
@@ -285,22 +284,22 @@ class JobBook:
         With `lease_id`, only that lease is given back (LeaseConflict otherwise).
         """
         with self.store.transaction():
-            job = self.store.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
-            if job is None or job["state"] != "leased":
-                if lease_id is not None and (job is None or job["lease_id"] != lease_id):
+            job = self.store.get(Job, job_id)
+            if job is None or job.state != "leased":
+                if lease_id is not None and (job is None or job.lease_id != lease_id):
                     raise LeaseConflict(
                         f"lease {lease_id} is not the current lease of job {job_id}"
                     )
                 return
-            if lease_id is not None and job["lease_id"] != lease_id:
+            if lease_id is not None and job.lease_id != lease_id:
                 raise LeaseConflict(f"lease {lease_id} is not the current lease of job {job_id}")
-            attempts = job["attempts"] if count_attempt else max(0, job["attempts"] - 1)
+            attempts = job.attempts if count_attempt else max(0, job.attempts - 1)
             self._requeue(job, attempts)
 
-    def _requeue(self, job: dict[str, Any], attempts: int) -> None:
+    def _requeue(self, job: Job, attempts: int) -> None:
         self.store.update(
             "jobs",
-            job["id"],
+            job.id,
             {
                 "state": "queued",
                 "leased_by": None,
@@ -310,15 +309,15 @@ class JobBook:
                 "updated_at": now(),
             },
         )
-        if job["leased_by"]:
-            self.store.update("students", job["leased_by"], {"state": "idle"})
-        if job["experiment_id"]:
-            repo = self.engine.repo_by_id(job["repo_id"], job["track"])
-            exp = self.store.one("SELECT * FROM experiments WHERE id = ?", (job["experiment_id"],))
-            if exp is not None and exp["state"] in ("implementing", "training"):
+        if job.leased_by:
+            self.store.update("students", job.leased_by, {"state": "idle"})
+        if job.experiment_id:
+            repo = self.engine.repo_by_id(job.repo_id, job.track)
+            exp = self.store.get(Experiment, job.experiment_id)
+            if exp is not None and exp.state in ("implementing", "training"):
                 self.engine.move(repo, exp, "requeue", "bot")
-                self.engine.refresh_status(repo, exp["id"])
-        self.engine.notify_job_queued(job["student"])
+                self.engine.refresh_status(repo, exp.id)
+        self.engine.notify_job_queued(job.student)
 
     # ------------------------------------------------------------ progress
 
@@ -326,7 +325,7 @@ class JobBook:
         """Extend the lease named by the event and note its progress (LeaseConflict: not current)."""
         with self.store.transaction():
             job = self.current(job_id, event.lease_id)
-            if job["leased_by"] != student or job["state"] != "leased":
+            if job.leased_by != student or job.state != "leased":
                 raise LeaseConflict(f"job {job_id} is no longer leased to {student}")
             t = now()
             values: dict[str, Any] = {
@@ -336,20 +335,16 @@ class JobBook:
             }
             if event.kind == "phase" and event.phase:
                 values["phase"] = event.phase
-                if job["experiment_id"] and not job["cancel"]:
-                    repo = self.engine.repo_by_id(job["repo_id"], job["track"])
-                    exp = self.store.one(
-                        "SELECT * FROM experiments WHERE id = ?", (job["experiment_id"],)
-                    )
+                if job.experiment_id and not job.cancel:
+                    repo = self.engine.repo_by_id(job.repo_id, job.track)
+                    exp = self.store.get(Experiment, job.experiment_id)
                     if exp is not None and event.phase in ("implementing", "training"):
-                        if event.head_sha and exp["state"] not in ("merged", "closed"):
-                            self.store.update(
-                                "experiments", exp["id"], {"head_sha": event.head_sha}
-                            )
+                        if event.head_sha and not exp.final:
+                            self.store.update("experiments", exp.id, {"head_sha": event.head_sha})
                         event_name = "implement" if event.phase == "implementing" else "train"
                         if self.engine.move(repo, exp, event_name, "host"):
                             self.engine.refresh_status(
-                                repo, exp["id"], phase_note=f"{student} is {event.phase}"
+                                repo, exp.id, phase_note=f"{student} is {event.phase}"
                             )
                     self.store.update("students", student, {"state": event.phase})
             self.store.update("jobs", job_id, values)
@@ -364,7 +359,7 @@ class JobBook:
             step=event.step,
             metrics=event.metrics,
         )
-        return {"lease_expires_at": values["lease_expires"], "cancel": bool(job["cancel"])}
+        return {"lease_expires_at": values["lease_expires"], "cancel": job.cancel}
 
     # ------------------------------------------------------------ liveness
 
@@ -402,47 +397,46 @@ class JobBook:
         """Requeue jobs whose host went silent; fail them for good after MAX_ATTEMPTS."""
         expired: list[int] = []
         with self.store.transaction():
-            rows = self.store.query(
-                "SELECT * FROM jobs WHERE state = 'leased' AND lease_expires < ?", (now(),)
-            )
-            for job in rows:
-                expired.append(job["id"])
-                if job["attempts"] >= MAX_ATTEMPTS:
+            for job in self.store.rows(
+                Job, "state = 'leased' AND lease_expires < ?", (now(),), order_by="id"
+            ):
+                expired.append(job.id)
+                if job.attempts >= MAX_ATTEMPTS:
                     reason = (
-                        f"the host of student {job['leased_by']} stopped reporting {MAX_ATTEMPTS} times "
+                        f"the host of student {job.leased_by} stopped reporting {MAX_ATTEMPTS} times "
                         f"(lease of {self.lease_seconds:.0f} s expired each time)"
                     )
                     self._fail(job, reason)
                 else:
-                    self._requeue(job, job["attempts"])
+                    self._requeue(job, job.attempts)
         return expired
 
-    def _fail(self, job: dict[str, Any], reason: str) -> None:
+    def _fail(self, job: Job, reason: str) -> None:
         self.store.update(
             "jobs",
-            job["id"],
+            job.id,
             {"state": "failed", "result": dumps({"reason": reason}), "updated_at": now()},
         )
-        if job["leased_by"]:
-            self.store.update("students", job["leased_by"], {"state": "idle"})
-        repo = self.engine.repo_by_id(job["repo_id"], job["track"])
-        if job["kind"] == "baseline":
+        if job.leased_by:
+            self.store.update("students", job.leased_by, {"state": "idle"})
+        repo = self.engine.repo_by_id(job.repo_id, job.track)
+        if job.kind == "baseline":
             self._baseline_short(repo, job, reason)
             return
-        if job["experiment_id"]:
-            exp = self.store.one("SELECT * FROM experiments WHERE id = ?", (job["experiment_id"],))
-            if exp is not None and exp["pr_number"] and self.engine.move(repo, exp, "fail", "bot"):
+        if job.experiment_id:
+            exp = self.store.get(Experiment, job.experiment_id)
+            if exp is not None and exp.pr_number and self.engine.move(repo, exp, "fail", "bot"):
                 self.engine.write(
                     repo,
                     w.Comment(
-                        number=exp["pr_number"],
+                        number=exp.pr_number,
                         kind="failure",
-                        key=str(job["id"]),
-                        body=f"### Job {job['id']} failed\n\n{reason}. The experiment goes to review.",
+                        key=str(job.id),
+                        body=f"### Job {job.id} failed\n\n{reason}. The experiment goes to review.",
                     ),
                 )
-                self.store.update("experiments", exp["id"], {"review_requested": 1})
-                self.engine.refresh_status(repo, exp["id"])
+                self.store.update("experiments", exp.id, {"review_requested": 1})
+                self.engine.refresh_status(repo, exp.id)
 
     # ----------------------------------------------------------- completion
 
@@ -454,26 +448,24 @@ class JobBook:
         result does not fit the job).
         """
         with self.store.transaction():
-            job = self.store.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+            job = self.store.get(Job, job_id)
             if job is None:
                 raise KeyError(job_id)
-            if not result.lease_id or job["lease_id"] != result.lease_id:
+            if not result.lease_id or job.lease_id != result.lease_id:
                 raise LeaseConflict(
                     f"lease {result.lease_id or '(none)'} is not the current lease of job {job_id}"
                 )
-            if job["state"] in FINISHED_JOB_STATES:
+            if job.state in FINISHED_JOB_STATES:
                 return "duplicate"
             problem = validate_result(job, student, result)
             if problem:
                 raise ValueError(problem)
-            if job["cancel"]:
+            if job.cancel:
                 result = as_cancelled(result)
-            repo = self.engine.repo_by_id(job["repo_id"], job["track"])
+            repo = self.engine.repo_by_id(job.repo_id, job.track)
             exp = None
-            if job["experiment_id"]:
-                exp = self.store.one(
-                    "SELECT * FROM experiments WHERE id = ?", (job["experiment_id"],)
-                )
+            if job.experiment_id:
+                exp = self.store.get(Experiment, job.experiment_id)
             cancelled = result.status == "cancelled"
             runs = [r for r in result.runs if r.status != "cancelled"]
             self._store_runs(repo, job, student, result, runs)
@@ -488,7 +480,7 @@ class JobBook:
                 },
             )
             self.store.update("students", student, {"state": "idle", "last_seen": t})
-            if job["kind"] == "baseline":
+            if job.kind == "baseline":
                 self._baseline_done(repo, job)
             elif exp is not None:
                 self._experiment_done(repo, exp, job, student, result, runs)
@@ -499,25 +491,25 @@ class JobBook:
     def _store_runs(
         self,
         repo: Repo,
-        job: dict[str, Any],
+        job: Job,
         student: str,
         result: JobResult,
         runs: list[Any],
     ) -> None:
-        kind = "baseline" if job["kind"] == "baseline" else "candidate"
-        commit = result.head_sha or (job["base_sha"] if kind == "baseline" else None)
+        kind = "baseline" if job.kind == "baseline" else "candidate"
+        commit = result.head_sha or (job.base_sha if kind == "baseline" else None)
         t = now()
         for run in runs:
             row = {
                 "repo_id": repo.id,
-                "track": job["track"],
-                "experiment_id": job["experiment_id"],
-                "job_id": job["id"],
+                "track": job.track,
+                "experiment_id": job.experiment_id,
+                "job_id": job.id,
                 "kind": kind,
                 "student": student,
                 "seed": run.seed,
                 "commit_sha": commit,
-                "base_sha": job["base_sha"],
+                "base_sha": job.base_sha,
                 "cost_usd": result.cost_usd / max(len(runs), 1),
                 "created_at": t,
                 **run_columns(run, student),
@@ -530,9 +522,9 @@ class JobBook:
 
     # ------------------------------------------------------------ baseline
 
-    def _baseline_done(self, repo: Repo, job: dict[str, Any]) -> None:
+    def _baseline_done(self, repo: Repo, job: Job) -> None:
         """A baseline job finished: re-queue its failed seeds (bounded), then wake the reviews."""
-        if job["base_sha"] == repo.base_sha:
+        if job.base_sha == repo.base_sha:
             ok = {
                 r["seed"]
                 for r in self.store.query(
@@ -547,18 +539,18 @@ class JobBook:
                 self._baseline_short(repo, job, f"seeds {missing} of the baseline failed")
             else:
                 self.engine.set_baseline_problem(repo, None)
-        for exp in self.store.query(
-            "SELECT * FROM experiments WHERE repo_id = ? AND track = ? "
-            "AND state IN ('queued', 'implementing', 'training', 'review')",
+        for exp in self.store.rows(
+            Experiment,
+            "repo_id = ? AND track = ? AND state IN ('queued', 'implementing', 'training', 'review')",
             (repo.id, repo.track),
         ):
-            if exp["state"] == "review":
-                self.store.update("experiments", exp["id"], {"review_requested": 1})
-            self.engine.refresh_status(repo, exp["id"])
+            if exp.state == "review":
+                self.store.update("experiments", exp.id, {"review_requested": 1})
+            self.engine.refresh_status(repo, exp.id)
 
-    def _baseline_short(self, repo: Repo, job: dict[str, Any], why: str) -> None:
+    def _baseline_short(self, repo: Repo, job: Job, why: str) -> None:
         """Some baseline seeds are missing: queue them again, or say on every PR that it cannot be measured."""
-        if job["base_sha"] != repo.base_sha:
+        if job.base_sha != repo.base_sha:
             return
         jobs = self.store.count(
             "SELECT COUNT(*) AS n FROM jobs WHERE kind = 'baseline' AND repo_id = ? "
@@ -584,38 +576,38 @@ class JobBook:
             f"after {jobs} jobs. Experiments wait; fix the base or re-run the baseline."
         )
         self.engine.set_baseline_problem(repo, problem)
-        for exp in self.store.query(
+        for row in self.store.query(
             "SELECT id FROM experiments WHERE repo_id = ? AND track = ? AND state IN "
             "('proposed', 'queued', 'implementing', 'training', 'review')",
             (repo.id, repo.track),
         ):
-            self.engine.refresh_status(repo, exp["id"])
+            self.engine.refresh_status(repo, row["id"])
 
     # ---------------------------------------------------------- experiment
 
     def _experiment_done(
         self,
         repo: Repo,
-        exp: dict[str, Any],
-        job: dict[str, Any],
+        exp: Experiment,
+        job: Job,
         student: str,
         result: JobResult,
         runs: list[Any],
     ) -> None:
-        final = exp["state"] in ("merged", "closed")
+        final = exp.final
         values: dict[str, Any] = {
-            "cost_usd": (exp["cost_usd"] or 0) + result.cost_usd,
+            "cost_usd": (exp.cost_usd or 0) + result.cost_usd,
             "updated_at": now(),
         }
         if not final:
-            values["base_sha"] = job["base_sha"]
+            values["base_sha"] = job.base_sha
             if result.head_sha:
                 values["head_sha"] = result.head_sha
             if result.status not in ("implement_failed", "refused", "cancelled"):
                 values["implemented"] = 1
                 values["feedback"] = ""
-        self.store.update("experiments", exp["id"], values)
-        exp = {**exp, **values}
+        self.store.update("experiments", exp.id, values)
+        exp = self.store.get(Experiment, exp.id) or exp
         if runs or result.status in ("refused", "implement_failed", "crash", "timeout"):
             self._results_comment(repo, exp, job, student, result)
         if final:
@@ -623,7 +615,7 @@ class JobBook:
         if result.status == "cancelled":
             # /stop: done, and it counts against nothing; the held PR waits in review.
             if self.engine.move(repo, exp, "stop", "bot"):
-                self.engine.refresh_status(repo, exp["id"], phase_note="stopped")
+                self.engine.refresh_status(repo, exp.id, phase_note="stopped")
             return
         if result.status == "refused" and ALREADY_IN_BASE_MARK in result.reason:
             self.engine.finish(
@@ -638,60 +630,59 @@ class JobBook:
                 exp,
                 "Closing: already in base",
                 "The branch has no change left against the base "
-                f"`{(job['base_sha'] or '?')[:10]}`: what it tries is already there, "
+                f"`{(job.base_sha or '?')[:10]}`: what it tries is already there, "
                 "so there is nothing to measure.",
-                key=f"already-{job['id']}",
+                key=f"already-{job.id}",
             )
-            self.engine.write(repo, w.Close(number=exp["pr_number"]))
+            if exp.pr_number:
+                self.engine.write(repo, w.Close(number=exp.pr_number))
             return
         if result.status == "refused" and CONFLICT_MARK in result.reason:
             if self._onto_new_base(repo, exp, job, result.reason):
                 return
         waiting = self.store.one(
-            "SELECT id FROM jobs WHERE experiment_id = ? AND state = 'queued'", (exp["id"],)
+            "SELECT id FROM jobs WHERE experiment_id = ? AND state = 'queued'", (exp.id,)
         )
         if waiting:
             # A command queued more work meanwhile: it runs before anything is decided.
             self.engine.move(repo, exp, "requeue", "bot")
-            self.engine.refresh_status(repo, exp["id"])
+            self.engine.refresh_status(repo, exp.id)
             return
         ok_runs = [r for r in runs if r.status == "ok"]
-        if self.engine.move(repo, exp, "results", "host") or exp["state"] == "review":
-            self.store.update("experiments", exp["id"], {"review_requested": 1})
+        if self.engine.move(repo, exp, "results", "host") or exp.state == "review":
+            self.store.update("experiments", exp.id, {"review_requested": 1})
         self.engine.refresh_status(
-            repo, exp["id"], phase_note=f"{len(ok_runs)}/{len(runs)} seeds ok; deciding"
+            repo, exp.id, phase_note=f"{len(ok_runs)}/{len(runs)} seeds ok; deciding"
         )
 
-    def _onto_new_base(
-        self, repo: Repo, exp: dict[str, Any], job: dict[str, Any], reason: str
-    ) -> bool:
+    def _onto_new_base(self, repo: Repo, exp: Experiment, job: Job, reason: str) -> bool:
         """The branch conflicts with the new base: its student brings the hypothesis onto it."""
         rounds = self.store.count(
             "SELECT COUNT(*) AS n FROM decisions WHERE experiment_id = ? AND verdict = 'rebase'",
-            (exp["id"],),
+            (exp.id,),
         )
         if rounds >= MAX_REBASE_ROUNDS:
             return False
-        for other in self.store.query(
-            "SELECT payload FROM jobs WHERE experiment_id = ? AND id != ? "
-            "AND state IN ('queued', 'leased') AND base_sha IS ?",
-            (exp["id"], job["id"], repo.base_sha),
+        for other in self.store.rows(
+            Job,
+            "experiment_id = ? AND id != ? AND state IN ('queued', 'leased') AND base_sha IS ?",
+            (exp.id, job.id, repo.base_sha),
         ):
-            if (json.loads(other["payload"] or "{}").get("implement") or {}).get("onto_base"):
+            if other.implement.get("onto_base"):
                 # Two jobs of this experiment hit the conflict (a /rerun beside the
                 # first): one move onto the new base is on its way already.
                 return True
         self.engine.move(repo, exp, "results", "host")
         rationale = (
-            f"The branch conflicts with the new base `{(job['base_sha'] or '?')[:10]}`; "
-            f"{exp['student'] or 'its student'} brings this hypothesis onto the new base, "
+            f"The branch conflicts with the new base `{(job.base_sha or '?')[:10]}`; "
+            f"{exp.student or 'its student'} brings this hypothesis onto the new base, "
             "then it is measured again."
         )
-        decision_id = self.engine.decide(exp["id"], "rebase", "bot", rationale)
+        decision_id = self.engine.decide(exp.id, "rebase", "bot", rationale)
         self.engine.decision_comment(
             repo, exp, "Bringing the hypothesis onto the new base", rationale, key=str(decision_id)
         )
-        fresh = self.store.one("SELECT * FROM experiments WHERE id = ?", (exp["id"],))
+        fresh = self.store.get(Experiment, exp.id)
         assert fresh is not None
         self.engine.queue_experiment_job(
             repo, fresh, seeds=list(range(repo.problem.seeds)), onto_base=True
@@ -701,29 +692,24 @@ class JobBook:
     def _results_comment(
         self,
         repo: Repo,
-        exp: dict[str, Any],
-        job: dict[str, Any],
+        exp: Experiment,
+        job: Job,
         student: str,
         result: JobResult,
     ) -> None:
-        all_runs = [
-            {**r, "curve": json.loads(r["curve"] or "[]")}
-            for r in self.store.query(
-                "SELECT * FROM runs WHERE job_id = ? ORDER BY seed", (job["id"],)
-            )
-        ]
-        attempt_note = f"Attempt {job['attempts']}." if job["attempts"] > 1 else ""
+        all_runs = self.store.rows(Run, "job_id = ?", (job.id,), order_by="seed")
+        attempt_note = f"Attempt {job.attempts}." if job.attempts > 1 else ""
         if repo.tracked:  # say which research line these results belong to
             where = f"Track **{repo.track}**, against `{repo.base_branch}`."
             attempt_note = f"{where} {attempt_note}".strip()
         body = results_comment(
-            title=exp["title"],
+            title=exp.title,
             metric=repo.problem.metric,
             minimize=repo.problem.minimize,
             runs=all_runs,
             baseline=self.engine.baseline_values(repo),
-            head_sha=exp.get("head_sha"),
-            base_sha=job["base_sha"],
+            head_sha=exp.head_sha,
+            base_sha=job.base_sha,
             student=student,
             job_status=result.status,
             reason=result.reason,
@@ -732,10 +718,10 @@ class JobBook:
             smoke_s=result.smoke_s,
             unsandboxed=any(not run.sandboxed for run in result.runs),
         )
-        if exp["pr_number"]:
+        if exp.pr_number:
             self.engine.write(
                 repo,
-                w.Comment(number=exp["pr_number"], kind="results", key=str(job["id"]), body=body),
+                w.Comment(number=exp.pr_number, kind="results", key=str(job.id), body=body),
             )
-            if exp["state"] not in ("merged", "closed"):
-                self.engine.write(repo, w.MarkReady(number=exp["pr_number"]))
+            if not exp.final:
+                self.engine.write(repo, w.MarkReady(number=exp.pr_number))

@@ -20,9 +20,9 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from bot.problem import DEFAULT_TRACK, Problem, ProblemError, loads_problem
+from bot.records import Job
 from bot.store import Store, now
 
 SHARE_WINDOW_S = 6 * 3600.0  # how far back GPU time counts against a lab's share
@@ -106,29 +106,29 @@ def pick_lab(
 
 
 def choose_job(
-    jobs: Sequence[Mapping[str, Any]],
+    jobs: Sequence[tuple[str, Job]],
     usage: Mapping[str, float],
     weights: Mapping[str, float],
-) -> Mapping[str, Any] | None:
-    """Which of the queued jobs a student takes next.
+) -> tuple[str, Job] | None:
+    """Which of the queued jobs a student takes next, with its lab's key.
 
-    `jobs` are the ones this student may run, in the queue's order (priority
-    first, then the student's own before anyone's, then age), each with a
-    `lab` key. Priority comes first: baselines, then human-requested work,
+    `jobs` are the ones this student may run, each with its lab's key, in the
+    queue's order (priority first, then the student's own before anyone's,
+    then age). Priority comes first: baselines, then human-requested work,
     then the advisor's. Within the first tier the lab furthest behind its
     weight wins, and within a lab the oldest job.
     """
     if not jobs:
         return None
 
-    def tier(job: Mapping[str, Any]) -> tuple[int, bool]:
-        return (-int(job.get("priority") or 0), job.get("student") is None)
+    def tier(job: Job) -> tuple[int, bool]:
+        return (-job.priority, job.student is None)
 
-    top = min(tier(job) for job in jobs)
-    first = [job for job in jobs if tier(job) == top]
-    labs = list(dict.fromkeys(job["lab"] for job in first))
+    top = min(tier(job) for _, job in jobs)
+    first = [(key, job) for key, job in jobs if tier(job) == top]
+    labs = list(dict.fromkeys(key for key, _ in first))
     lab = pick_lab(labs, usage, weights)
-    return next(job for job in first if job["lab"] == lab)
+    return next((key, job) for key, job in first if key == lab)
 
 
 def shares(usage: Mapping[str, float], weights: Mapping[str, float]) -> dict[str, dict[str, float]]:

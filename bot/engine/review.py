@@ -14,15 +14,15 @@ outage in between leaves the review to be done again, never lost.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from bot.core.audit import failed_audit
 from bot.core.gate import GateDecision
 from bot.engine.engine import Engine, Repo
-from bot.engine.evidence import gate_decision, student_on_hardware
+from bot.engine.evidence import gate_decision, reported_diff, student_on_hardware
 from bot.outbox import writes as w
+from bot.records import Experiment, Job
 from bot.store import now
 
 MAX_CHANGE_ROUNDS = 2
@@ -34,7 +34,7 @@ class Ask:
     """The gate has spoken and the advisor's opinion is wanted before `conclude`."""
 
     repo: Repo
-    experiment: dict[str, Any]
+    experiment: Experiment
     gate: GateDecision
 
 
@@ -81,30 +81,32 @@ class Reviewer:
         self.store = engine.store
         self.alpha = alpha
 
-    def due(self) -> list[dict[str, Any]]:
+    def due(self) -> list[Experiment]:
         """Experiments whose review is requested and whose advisor backoff has passed.
 
         An experiment whose draft PR is still opening waits: a decision is
         written on its PR.
         """
-        return self.store.query(
-            "SELECT * FROM experiments WHERE state = 'review' AND review_requested = 1 "
-            "AND pr_number IS NOT NULL AND advisor_retry_at <= ? ORDER BY id",
+        return self.store.rows(
+            Experiment,
+            "state = 'review' AND review_requested = 1 AND pr_number IS NOT NULL "
+            "AND advisor_retry_at <= ?",
             (now(),),
+            order_by="id",
         )
 
     # ------------------------------------------------------------- gate
 
-    def candidate(self, exp: dict[str, Any], base_sha: str | None) -> list[float | None]:
+    def candidate(self, exp: Experiment, base_sha: str | None) -> list[float | None]:
         rows = self.store.query(
             "SELECT metric, status FROM runs WHERE experiment_id = ? AND kind = 'candidate' "
             "AND commit_sha IS ? AND base_sha IS ? AND status NOT IN ('cancelled', 'refused') "
             "ORDER BY id",
-            (exp["id"], exp["head_sha"], base_sha),
+            (exp.id, exp.head_sha, base_sha),
         )
         return [r["metric"] if r["status"] == "ok" else None for r in rows]
 
-    def gate(self, repo: Repo, exp: dict[str, Any]) -> GateDecision:
+    def gate(self, repo: Repo, exp: Experiment) -> GateDecision:
         return gate_decision(
             self.store,
             repo_id=repo.id,
@@ -117,30 +119,25 @@ class Reviewer:
 
     # ------------------------------------------------------------ before
 
-    def begin(self, exp: dict[str, Any]) -> Ask | str:
+    def begin(self, exp: Experiment) -> Ask | str:
         """Settle what needs no advisor; an `Ask` when the advisor's opinion is wanted."""
-        repo = self.engine.repo_by_id(exp["repo_id"], exp.get("track"))
+        repo = self.engine.repo_by_id(exp.repo_id, exp.track)
         with self.store.transaction():
-            fresh = self.store.one("SELECT * FROM experiments WHERE id = ?", (exp["id"],))
-            if fresh is None or fresh["state"] != "review" or not fresh["review_requested"]:
+            fresh = self.store.get(Experiment, exp.id)
+            if fresh is None or fresh.state != "review" or not fresh.review_requested:
                 return "gone"
             exp = fresh
-            if exp["hold"]:
+            if exp.hold:
                 self._done(exp)
                 return "held"
             if self.engine.merge_in_flight(repo):
                 return "wait-merge"  # stays requested: decided once the new base is synced
-            if (
-                exp["implemented"]
-                and exp["base_sha"]
-                and repo.base_sha
-                and exp["base_sha"] != repo.base_sha
-            ):
+            if exp.implemented and exp.base_sha and repo.base_sha and exp.base_sha != repo.base_sha:
                 self.engine.decide(
-                    exp["id"],
+                    exp.id,
                     "rerun",
                     "gate",
-                    f"Measured on base `{exp['base_sha'][:10]}`; the base is now "
+                    f"Measured on base `{exp.base_sha[:10]}`; the base is now "
                     f"`{repo.base_sha[:10]}`. Re-running on the new base before any decision.",
                 )
                 self.engine.queue_experiment_job(repo, exp, seeds=list(range(repo.problem.seeds)))
@@ -160,32 +157,33 @@ class Reviewer:
                     note = f"waiting for a baseline on {gate.baseline_hardware}"
                 elif problem:
                     note = "the baseline cannot be measured"
-                self.engine.refresh_status(repo, exp["id"], phase_note=note)
+                self.engine.refresh_status(repo, exp.id, phase_note=note)
                 return "wait"
             if gate.verdict == "confirm":
-                self.engine.decide(exp["id"], "confirm", "gate", gate.rationale, gate.stats())
+                self.engine.decide(exp.id, "confirm", "gate", gate.rationale, gate.stats())
                 self.engine.queue_experiment_job(
                     repo, exp, seeds=self.engine.next_seeds(exp, gate.seeds_needed)
                 )
                 return "confirm"
         return Ask(repo, exp, gate)
 
-    def _no_runs_reason(self, exp: dict[str, Any]) -> str | None:
+    def _no_runs_reason(self, exp: Experiment) -> str | None:
         """When the experiment has no measured run at all, the real reason (from its last job)."""
-        if self.candidate(exp, exp["base_sha"]):
+        if self.candidate(exp, exp.base_sha):
             return None
-        job = self.store.one(
-            "SELECT id, state, result FROM jobs WHERE experiment_id = ? AND kind = 'experiment' "
-            "AND state IN ('done', 'failed') ORDER BY id DESC LIMIT 1",
-            (exp["id"],),
+        job = self.store.first(
+            Job,
+            "experiment_id = ? AND kind = 'experiment' AND state IN ('done', 'failed')",
+            (exp.id,),
+            order_by="id DESC",
         )
         if job is None:
             return None
-        result = json.loads(job["result"] or "{}")
+        result = job.result or {}
         reason = result.get("reason") or "no reason given"
         status = result.get("status")
-        if job["state"] == "failed":
-            return f"Closed: job {job['id']} failed for good: {reason}."
+        if job.state == "failed":
+            return f"Closed: job {job.id} failed for good: {reason}."
         if status == "refused":
             return f"Closed: the run was refused before training: {reason}."
         if status == "implement_failed":
@@ -200,17 +198,21 @@ class Reviewer:
         """Apply the review: the gate's verdict with the advisor's opinion (None: the gate alone)."""
         repo, gate = ask.repo, ask.gate
         with self.store.transaction():
-            exp = self.store.one("SELECT * FROM experiments WHERE id = ?", (ask.experiment["id"],))
-            if exp is None or exp["state"] != "review":
+            exp = self.store.get(Experiment, ask.experiment.id)
+            if exp is None or exp.state != "review":
                 return "gone"
             rounds = self.store.count(
                 "SELECT COUNT(*) AS n FROM decisions WHERE experiment_id = ? AND verdict = 'changes'",
-                (exp["id"],),
+                (exp.id,),
             )
             # The hypothesis-vs-diff audit (bot/core/audit.py): a merge whose diff also touches what
             # can move the metric goes back with the finding (closes once rounds run out).
             audit = failed_audit(
-                self.store, exp, gate.verdict, opinion.verdict if opinion else None
+                reported_diff(self.store, exp),
+                exp.hypothesis,
+                repo.problem.editable,
+                gate.verdict,
+                opinion.verdict if opinion else None,
             )
             if audit is not None:
                 verdict = "changes" if rounds < MAX_CHANGE_ROUNDS else "close"
@@ -227,15 +229,15 @@ class Reviewer:
                 if opinion and opinion.by != "gate" and opinion.rationale
                 else ""
             )
-            if opinion is None and exp["advisor_failures"]:
-                advice = f"\n\nThe advisor failed {exp['advisor_failures']} time(s); the gate alone decided."
+            if opinion is None and exp.advisor_failures:
+                advice = f"\n\nThe advisor failed {exp.advisor_failures} time(s); the gate alone decided."
             if outcome == "merge":
                 if self.engine.merge_in_flight(repo):
                     return "wait-merge"
                 rationale = gate.rationale + advice
-                decision_id = self.engine.decide(exp["id"], "merge", actor, rationale, gate.stats())
+                decision_id = self.engine.decide(exp.id, "merge", actor, rationale, gate.stats())
                 self.engine.decision_comment(repo, exp, "Merging", rationale, key=str(decision_id))
-                self.engine.merge(repo, exp, title=exp["title"])
+                self.engine.merge(repo, exp, title=exp.title)
                 self._done(exp)
                 return "merge"
             if outcome == "changes":
@@ -244,9 +246,7 @@ class Reviewer:
                     f"{asker} asks for changes: {opinion.rationale or 'see the feedback'}"
                     f"\n\nThe numbers so far: {gate_reason(gate.rationale)}"
                 )
-                decision_id = self.engine.decide(
-                    exp["id"], "changes", actor, rationale, gate.stats()
-                )
+                decision_id = self.engine.decide(exp.id, "changes", actor, rationale, gate.stats())
                 body = rationale + (
                     f"\n\n**Feedback**\n\n{opinion.feedback}" if opinion.feedback else ""
                 )
@@ -255,10 +255,10 @@ class Reviewer:
                 )
                 self.store.update(
                     "experiments",
-                    exp["id"],
+                    exp.id,
                     {"feedback": opinion.feedback or opinion.rationale, "advisor_failures": 0},
                 )
-                fresh = self.store.one("SELECT * FROM experiments WHERE id = ?", (exp["id"],))
+                fresh = self.store.get(Experiment, exp.id)
                 assert fresh is not None
                 self.engine.queue_experiment_job(
                     repo, fresh, seeds=list(range(repo.problem.seeds)), actor=actor
@@ -278,7 +278,7 @@ class Reviewer:
     def _close(
         self,
         repo: Repo,
-        exp: dict[str, Any],
+        exp: Experiment,
         actor: str,
         rationale: str,
         *,
@@ -286,31 +286,30 @@ class Reviewer:
         stats: dict[str, Any] | None = None,
     ) -> None:
         if self.engine.finish(repo, exp, "closed", actor=actor, rationale=rationale, stats=stats):
-            self.engine.decision_comment(repo, exp, heading, rationale, key=f"close-{exp['id']}")
-            self.engine.write(repo, w.Close(number=exp["pr_number"]))
+            self.engine.decision_comment(repo, exp, heading, rationale, key=f"close-{exp.id}")
+            if exp.pr_number:
+                self.engine.write(repo, w.Close(number=exp.pr_number))
         self._done(exp)
 
-    def _done(self, exp: dict[str, Any]) -> None:
+    def _done(self, exp: Experiment) -> None:
         self.store.update(
             "experiments",
-            exp["id"],
+            exp.id,
             {"review_requested": 0, "advisor_retry_at": 0, "updated_at": now()},
         )
 
     # ---------------------------------------------------------- failures
 
-    def advisor_failed(self, exp: dict[str, Any], error: str, backoff_s: float) -> int:
+    def advisor_failed(self, exp: Experiment, error: str, backoff_s: float) -> int:
         """Count an advisor failure on this experiment and when to try again; returns the count."""
         with self.store.transaction():
-            row = self.store.one(
-                "SELECT advisor_failures FROM experiments WHERE id = ?", (exp["id"],)
-            )
+            row = self.store.one("SELECT advisor_failures FROM experiments WHERE id = ?", (exp.id,))
             failures = (row or {}).get("advisor_failures", 0) + 1
             self.store.update(
                 "experiments",
-                exp["id"],
+                exp.id,
                 {"advisor_failures": failures, "advisor_retry_at": now() + backoff_s},
             )
-            repo = self.engine.repo_by_id(exp["repo_id"], exp.get("track"))
-            self.engine.refresh_status(repo, exp["id"], phase_note=f"advisor error: {error[:200]}")
+            repo = self.engine.repo_by_id(exp.repo_id, exp.track)
+            self.engine.refresh_status(repo, exp.id, phase_note=f"advisor error: {error[:200]}")
         return failures

@@ -12,8 +12,8 @@ import html
 import math
 import re
 from collections.abc import Sequence
-from typing import Any
 
+from bot.records import Run
 from bot.render import numbers
 
 ZWJ = "\u200d"  # after "@", GitHub no longer sees a mention; the text still reads the same
@@ -103,7 +103,7 @@ def results_comment(
     title: str,
     metric: str,
     minimize: bool,
-    runs: list[dict[str, Any]],
+    runs: Sequence[Run],
     baseline: Sequence[float],
     head_sha: str | None,
     base_sha: str | None,
@@ -116,7 +116,7 @@ def results_comment(
     unsandboxed: bool = False,
 ) -> str:
     """One finished job: per-seed table, mean ± std, delta vs baseline, resources, curve."""
-    ok = [r["metric"] for r in runs if r.get("status") == "ok" and r.get("metric") is not None]
+    ok = [r.metric for r in runs if r.ok and r.metric is not None]
     mean, std = mean_std(ok)
     b_mean, b_std = mean_std(list(baseline))
     lines = [f"### Results: {title}", ""]
@@ -129,15 +129,13 @@ def results_comment(
         + (f". {attempt_note}" if attempt_note else ""),
         "",
     ]
-    if unsandboxed or any(
-        not r.get("sandboxed", True) for r in runs if r.get("status") != "cancelled"
-    ):
+    if unsandboxed or any(not r.sandboxed for r in runs if r.status != "cancelled"):
         lines += [
             "**unsandboxed**: the host ran this code without the job sandbox "
             "(`kohai host run --unsandboxed`); it had the host's files and network.",
             "",
         ]
-    if any(not r.get("sealed") for r in runs if r.get("status") != "cancelled"):
+    if any(not r.sealed for r in runs if r.status != "cancelled"):
         lines += [
             "**unsealed**: this problem has no `[eval]` in `kohai.toml`, so the metric is the "
             "training script's own claim, not a frozen evaluator's.",
@@ -148,12 +146,12 @@ def results_comment(
             f"| seed | status | {metric} | runtime | peak memory | GPU-hours | W&B |",
             "|---:|---|---:|---:|---:|---:|---|",
         ]
-        for r in sorted(runs, key=lambda r: r["seed"]):
-            link = f"[run]({r['wandb_url']})" if r.get("wandb_url") else "—"
+        for r in sorted(runs, key=lambda r: r.seed):
+            link = f"[run]({r.wandb_url})" if r.wandb_url else "—"
             lines.append(
-                f"| {r['seed']} | {r['status']} | {numbers.number(r.get('metric'))} | "
-                f"{(r.get('duration_s') or 0):.1f} s | {(r.get('peak_mem_mb') or 0):.0f} MB | "
-                f"{(r.get('gpu_hours') or 0):.4f} | {link} |"
+                f"| {r.seed} | {r.status} | {numbers.number(r.metric)} | "
+                f"{(r.duration_s or 0):.1f} s | {(r.peak_mem_mb or 0):.0f} MB | "
+                f"{(r.gpu_hours or 0):.4f} | {link} |"
             )
         lines.append("")
     lines.append(f"**{metric}**: {_pm(mean, std, len(ok))}")
@@ -169,24 +167,24 @@ def results_comment(
         lines.append(
             f"**delta**: {delta:+.4f} ± {se:.4f} (SE) — {word} ({'lower' if minimize else 'higher'} is better)"
         )
-    total_time = sum(r.get("duration_s") or 0 for r in runs)
-    total_gpu = sum(r.get("gpu_hours") or 0 for r in runs)
+    total_time = sum(r.duration_s or 0 for r in runs)
+    total_gpu = sum(r.gpu_hours or 0 for r in runs)
     lines += [
         "",
         f"Runtime {total_time:.1f} s · GPU-hours {total_gpu:.4f} · LLM cost ${cost_usd:.4f}"
         + (f" · smoke runs {smoke_s:.1f} s" if smoke_s else ""),
     ]
-    curves = {r["seed"]: r.get("curve") or [] for r in runs}
+    curves = {r.seed: r.curve for r in runs}
     chart = mermaid_curve(curves)
     if chart:
         lines += ["", chart]
-    failed = [r for r in runs if r.get("status") != "ok"]
+    failed = [r for r in runs if r.status != "ok"]
     for r in failed[:2]:
-        tail = (r.get("log_tail") or "").strip()
+        tail = r.log_tail.strip()
         lines += [
             "",
-            f"<details><summary>seed {r['seed']}: {plain(r['status'], 40)} — "
-            f"{plain(r.get('reason') or 'see log')}</summary>",
+            f"<details><summary>seed {r.seed}: {plain(r.status, 40)} — "
+            f"{plain(r.reason or 'see log')}</summary>",
             "",
             code_block(tail[-6000:] or "(no output)"),
             "",

@@ -11,6 +11,7 @@ import pytest
 from bot.core.gate import decide
 from bot.engine.review import Ask, Opinion
 from bot.protocol import DIFF_INCOMPLETE, MAX_DIFF_CHARS, JobResult
+from bot.records import Experiment
 from bot.store import Store, now
 from tests.agents.conftest import git, make_git_repo
 from tests.support.engine_lab import Lab, ok
@@ -82,7 +83,7 @@ def test_the_reviewer_audits_before_a_merge(
         assert body.startswith("### Changes requested")
         assert "The hypothesis-vs-diff audit asks for changes" in body
         assert "seed: `manual_seed` changes in `train.py`" in body or "too large" in body
-        assert lab.exp(exp_id)["feedback"].startswith("Hypothesis-vs-diff audit")
+        assert lab.exp(exp_id).feedback.startswith("Hypothesis-vs-diff audit")
         [decision] = lab.store.query(
             "SELECT * FROM decisions WHERE experiment_id = ? AND verdict = 'changes' "
             "AND rationale != 'earlier'",
@@ -109,7 +110,7 @@ def test_the_host_reports_the_pr_diff_from_the_merge_base(tmp_path: Path) -> Non
     assert huge.endswith(DIFF_INCOMPLETE + "\n") and len(huge) < MAX_DIFF_CHARS + 100
 
 
-def _experiment(store: Store, repo_id: int, diff: str, head: str = "h1") -> dict:
+def _experiment(store: Store, repo_id: int, diff: str, head: str = "h1") -> Experiment | None:
     exp_id = store.insert(
         "experiments",
         {
@@ -137,7 +138,7 @@ def _experiment(store: Store, repo_id: int, diff: str, head: str = "h1") -> dict
             "updated_at": now(),
         },
     )
-    return store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,))
+    return store.get(Experiment, exp_id)
 
 
 def test_the_claude_review_sees_the_diff_and_answers_the_audit(store: Store, repo_id: int) -> None:
@@ -149,7 +150,7 @@ def test_the_claude_review_sees_the_diff_and_answers_the_audit(store: Store, rep
     exp = _experiment(store, repo_id, SEEDED)
     problem = loads_problem('[files]\neditable = ["train.py"]\n')
     ctx = build_context(store, repo_id, problem, "", "")
-    [record] = [r for r in ctx.history if r.id == exp["id"]]
+    [record] = [r for r in ctx.history if r.id == exp.id]
     assert record.diff == SEEDED
     question = review_question(ctx, record, MERGE)
     assert "```diff\n" + SEEDED.rstrip() in question

@@ -111,12 +111,12 @@ def test_the_job_is_queued_when_the_branch_exists_and_the_pr_catches_up(tmp_path
     with store.transaction():  # a retried callback queues nothing more
         write_results.write_done(engine, branch, {"branch": "kohai/1-try-it", "head_sha": "s" * 40})
     leased = book.take("fern")
-    assert leased is not None and leased.experiment["id"] == exp_id
+    assert leased is not None and leased.experiment.id == exp_id
     book.complete(
-        leased.job["id"],
+        leased.job.id,
         "fern",
         JobResult(
-            status="refused", reason="diff touches a frozen file", lease_id=leased.job["lease_id"]
+            status="refused", reason="diff touches a frozen file", lease_id=leased.job.lease_id
         ),
     )
     before = store.one("SELECT MAX(id) AS n FROM outbox")["n"]

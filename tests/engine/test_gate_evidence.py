@@ -15,6 +15,7 @@ from bot.engine import evidence
 from bot.engine.engine import Engine
 from bot.engine.jobs import JobBook
 from bot.protocol import JobResult, RunResult
+from bot.records import Experiment
 from bot.store import Store, dumps, now
 
 H100, A100 = "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB"
@@ -41,7 +42,7 @@ def lab(tmp_path: Path) -> tuple[Store, Engine, JobBook]:
     return store, engine, JobBook(engine)
 
 
-def _experiment(store: Store, title: str = "lower lr") -> dict:
+def _experiment(store: Store, title: str = "lower lr") -> Experiment:
     t = now()
     with store.transaction():
         exp_id = store.insert(
@@ -59,11 +60,11 @@ def _experiment(store: Store, title: str = "lower lr") -> dict:
                 "updated_at": t,
             },
         )
-    return store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,))
+    return store.get(Experiment, exp_id)
 
 
 def _run_job(
-    store: Store, book: JobBook, student: str, values: list, gpu: str, exp: dict | None = None
+    store: Store, book: JobBook, student: str, values: list, gpu: str, exp: Experiment | None = None
 ) -> None:
     """Queue a job for `student`, lease it and complete it with these per-seed values."""
     t = now()
@@ -73,7 +74,7 @@ def _run_job(
             {
                 "kind": "experiment" if exp else "baseline",
                 "repo_id": 1,
-                "experiment_id": exp["id"] if exp else None,
+                "experiment_id": exp.id if exp else None,
                 "student": student,
                 "state": "queued",
                 "seeds": dumps(list(range(len(values)))),
@@ -98,12 +99,12 @@ def _run_job(
         )
         for seed, value in enumerate(values)
     ]
-    head = exp["head_sha"] if exp else None
+    head = exp.head_sha if exp else None
     assert (
         book.complete(
-            leased.job["id"],
+            leased.job.id,
             student,
-            JobResult("ok", runs, head_sha=head, lease_id=leased.job["lease_id"]),
+            JobResult("ok", runs, head_sha=head, lease_id=leased.job.lease_id),
         )
         == "stored"
     )
@@ -130,7 +131,7 @@ def test_gate_from_the_store_pairs_matched_seeds(lab) -> None:
     exp = _experiment(store)
     small = [0.99 + s + e for s, e in zip(SHARED, [0.001, -0.002, 0.002, -0.001, 0], strict=True)]
     _run_job(store, book, "fern", small, H100, exp)
-    exp = store.one("SELECT * FROM experiments WHERE id = ?", (exp["id"],))
+    exp = store.get(Experiment, exp.id)
     repo = engine.repo_by_id(1)
     gate = evidence.gate_decision(
         store, repo_id=1, base_sha=repo.base_sha, problem=repo.problem, exp=exp, alpha=0.05
@@ -145,7 +146,7 @@ def test_failed_seeds_are_read_and_counted(lab) -> None:
     _run_job(store, book, "frieren", [1.0 + s for s in SHARED], H100)
     exp = _experiment(store)
     _run_job(store, book, "fern", [0.9, "crash", "timeout", 0.9, "cancelled"], H100, exp)
-    exp = store.one("SELECT * FROM experiments WHERE id = ?", (exp["id"],))
+    exp = store.get(Experiment, exp.id)
     runs = evidence.candidate_runs(store, exp)
     # A cancelled seed is not stored at all: it was never a measurement.
     assert [r.status for r in runs] == ["ok", "crash", "timeout", "ok"]
@@ -162,7 +163,7 @@ def test_baseline_on_other_hardware_waits_and_is_queued_for_our_student(lab) -> 
     _run_job(store, book, "frieren", [1.0 + s for s in SHARED], A100)
     exp = _experiment(store)
     _run_job(store, book, "fern", [0.9], H100, exp)
-    exp = store.one("SELECT * FROM experiments WHERE id = ?", (exp["id"],))
+    exp = store.get(Experiment, exp.id)
     repo = engine.repo_by_id(1)
     gate = evidence.gate_decision(
         store, repo_id=1, base_sha=repo.base_sha, problem=repo.problem, exp=exp, alpha=0.05
@@ -184,13 +185,13 @@ def test_confirm_rounds_count_the_gates_confirmations_on_this_measurement(lab) -
     exp = _experiment(store)
     assert evidence.confirm_rounds(store, exp) == 0
     _run_job(store, book, "fern", [0.9], H100, exp)
-    exp = store.one("SELECT * FROM experiments WHERE id = ?", (exp["id"],))
+    exp = store.get(Experiment, exp.id)
     with store.transaction():
         for actor in ("gate", "gate", "human:alice"):
             store.insert(
                 "decisions",
                 {
-                    "experiment_id": exp["id"],
+                    "experiment_id": exp.id,
                     "verdict": "confirm",
                     "actor": actor,
                     "rationale": "",
@@ -226,4 +227,4 @@ def test_lab_seed_correlation_comes_from_other_experiments(lab) -> None:
     assert r is not None and r > 0.9
     # The experiment being decided does not choose its own test: without it, 15 pairs
     # are too few to say.
-    assert evidence.lab_seed_correlation(store, 1, exclude=others[0]["id"]) is None
+    assert evidence.lab_seed_correlation(store, 1, exclude=others[0].id) is None

@@ -9,18 +9,21 @@ is read back from the decisions, the queued jobs and the outbox.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from bot import records
 from bot.engine import evidence
 from bot.engine.engine import Engine
 from bot.engine.jobs import JobBook
 from bot.engine.review import Ask, Opinion, Reviewer
 from bot.problem import GateConfig, loads_problem
 from bot.protocol import Job, JobResult, RunResult
+from bot.records import Experiment
 from bot.store import Store
 
 BASE_TOML = (
@@ -56,16 +59,16 @@ class Lab:
     def repo(self) -> Any:
         return self.engine.repo_by_id(self.repo_id)
 
-    def exp(self, exp_id: int) -> dict[str, Any]:
-        row = self.store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,))
-        assert row is not None
-        return row
+    def exp(self, exp_id: int) -> Experiment:
+        exp = self.store.get(Experiment, exp_id)
+        assert exp is not None
+        return exp
 
     def complete(self, values: tuple[float | str, ...], head: str | None = None) -> None:
         """Lease the next job and complete it: a float is an ok seed, a string its status."""
         leased = self.jobs.take("fern")
         assert leased is not None
-        seeds = json.loads(leased.job["seeds"])
+        seeds = leased.job.seeds
         runs = [
             RunResult(
                 seed=s,
@@ -77,8 +80,8 @@ class Lab:
             )
             for s, v in zip(seeds, values, strict=True)
         ]
-        result = JobResult("ok", runs, head_sha=head, lease_id=leased.job["lease_id"])
-        assert self.jobs.complete(leased.job["id"], "fern", result) == "stored"
+        result = JobResult("ok", runs, head_sha=head, lease_id=leased.job.lease_id)
+        assert self.jobs.complete(leased.job.id, "fern", result) == "stored"
 
     def baseline(self, *values: float | str) -> None:
         with self.store.transaction():
@@ -191,7 +194,7 @@ def test_the_reviewer_honours_the_gate_table(
     assert decision["stats"]["n_candidate"] == 1
     assert lab.queued_seeds(exp_id) == seeds
     if outcome == "close":
-        assert lab.exp(exp_id)["state"] == "closed"
+        assert lab.exp(exp_id).state == "closed"
         [comment] = [
             json.loads(r["args"])["body"]
             for r in lab.store.query("SELECT args FROM outbox WHERE op = 'comment'")
@@ -340,12 +343,10 @@ def _job_basics() -> dict[str, Any]:
     }
 
 
-def _queued_job(lab: Lab, exp_id: int, seeds: list[int]) -> dict[str, Any]:
+def _queued_job(lab: Lab, exp_id: int, seeds: list[int]) -> records.Job:
     with lab.store.transaction():
         lab.engine.queue_experiment_job(lab.repo, lab.exp(exp_id), seeds=seeds)
-    job = lab.store.one(
-        "SELECT * FROM jobs WHERE experiment_id = ? AND state = 'queued'", (exp_id,)
-    )
+    job = lab.store.first(records.Job, "experiment_id = ? AND state = 'queued'", (exp_id,))
     assert job is not None
     return job
 
@@ -370,13 +371,13 @@ def test_a_lease_carries_each_baseline_curve_with_its_seed_and_the_labs_correlat
     assert rho is not None
     assert rho == evidence.lab_seed_correlation(lab.store, lab.repo_id, exclude=exp_id)
     wire = Job.from_dict(
-        {**_job_basics(), **fields, "seeds": [1, 2], "kind": "experiment", "id": job["id"]}
+        {**_job_basics(), **fields, "seeds": [1, 2], "kind": "experiment", "id": job.id}
     )
     assert wire.matched_curve(1) == fields["baseline_curves"][1]
     assert wire.matched_curve(5) is None
     assert wire.lab_seed_correlation() == rho
     # A baseline job gets none of it.
-    assert _early_stop_fields(ctx, lab.repo, {**job, "kind": "baseline"}) == {}
+    assert _early_stop_fields(ctx, lab.repo, replace(job, kind="baseline")) == {}
 
 
 def test_failed_baseline_seeds_send_no_curve_and_the_rest_keep_their_seeds(tmp_path: Path) -> None:

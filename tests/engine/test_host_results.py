@@ -6,8 +6,9 @@ import pytest
 
 from bot.engine.jobs import validate_result
 from bot.protocol import JobResult, RunResult
+from bot.records import Job
 
-JOB = {"id": 7, "leased_by": "fern", "seeds": "[0]"}
+JOB = Job(id=7, kind="experiment", repo_id=1, state="leased", leased_by="fern", seeds=[0])
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from bot.cli.lab import ServerThread
 from bot.config import Settings
 from bot.engine.jobs import register_student, validate_result
 from bot.protocol import JobResult, RunResult
+from bot.records import Experiment
 from webhooks.app import create_app
 from webhooks.context import BotContext
 
@@ -54,7 +55,7 @@ def bot(tmp_path: Path, pem: str):
         store.update(
             "experiments", exp_id, {"pr_number": 4, "head_sha": "h" * 40, "implemented": 1}
         )
-        exp = store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,))
+        exp = store.get(Experiment, exp_id)
         engine.queue_experiment_job(repo, exp, seeds=[0, 1])
     tokens = {name: register_student(store, name) for name in ("fern", "frieren")}
     with ServerThread(create_app(ctx, run_workers=False)) as server:
@@ -80,14 +81,14 @@ def test_a_completion_for_a_lease_that_is_not_current_is_409_and_changes_nothing
     ctx, url, tokens, exp_id = bot
     first = ctx.jobs.take("fern")
     assert first is not None
-    job_id, old_lease = first.job["id"], first.job["lease_id"]
+    job_id, old_lease = first.job.id, first.job.lease_id
     assert old_lease
     # The bot decides fern went silent: the lease expires, frieren takes the job.
     ctx.store.execute("UPDATE jobs SET lease_expires = 0 WHERE id = ?", (job_id,))
     ctx.jobs.expire_leases()
     second = ctx.jobs.take("frieren")
-    assert second is not None and second.job["id"] == job_id
-    new_lease = second.job["lease_id"]
+    assert second is not None and second.job.id == job_id
+    new_lease = second.job.lease_id
     assert new_lease != old_lease
 
     # fern's host comes back: its events and its result name the old lease.
@@ -145,11 +146,11 @@ def test_a_result_that_does_not_fit_its_job_is_400(bot, change, needle: str) -> 
     ctx, url, tokens, _ = bot
     leased = ctx.jobs.take("fern")
     assert leased is not None
-    body = ok_result(leased.job["lease_id"], [0, 1])
+    body = ok_result(leased.job.lease_id, [0, 1])
     body = json.loads(json.dumps(body))
     change(body)
     response = httpx.post(
-        f"{url}/api/jobs/{leased.job['id']}/complete",
+        f"{url}/api/jobs/{leased.job.id}/complete",
         content=json.dumps(body, allow_nan=True),
         headers={"Authorization": f"Bearer {tokens['fern']}", "Content-Type": "application/json"},
         timeout=30,
@@ -167,8 +168,8 @@ def test_another_students_completion_is_refused(bot) -> None:
     response = call(
         url,
         tokens["frieren"],
-        f"/api/jobs/{leased.job['id']}/complete",
-        ok_result(leased.job["lease_id"], [0, 1]),
+        f"/api/jobs/{leased.job.id}/complete",
+        ok_result(leased.job.lease_id, [0, 1]),
     )
     assert response.status_code == 403
     assert validate_result(leased.job, "frieren", JobResult(status="ok")) is not None
@@ -179,7 +180,7 @@ def test_a_completion_without_a_lease_id_is_409(bot) -> None:
     leased = ctx.jobs.take("fern")
     assert leased is not None
     response = call(
-        url, tokens["fern"], f"/api/jobs/{leased.job['id']}/complete", ok_result("", [0, 1])
+        url, tokens["fern"], f"/api/jobs/{leased.job.id}/complete", ok_result("", [0, 1])
     )
     assert response.status_code == 409
 
@@ -188,12 +189,10 @@ def test_release_names_its_lease(bot) -> None:
     ctx, url, tokens, _ = bot
     leased = ctx.jobs.take("fern")
     assert leased is not None
-    job_id = leased.job["id"]
+    job_id = leased.job.id
     wrong = call(url, tokens["fern"], f"/api/jobs/{job_id}/release", lease_id="nope")
     assert wrong.status_code == 409
-    right = call(
-        url, tokens["fern"], f"/api/jobs/{job_id}/release", lease_id=leased.job["lease_id"]
-    )
+    right = call(url, tokens["fern"], f"/api/jobs/{job_id}/release", lease_id=leased.job.lease_id)
     assert right.status_code == 200
     job = ctx.store.one("SELECT state, lease_id, attempts FROM jobs WHERE id = ?", (job_id,))
     assert (job["state"], job["lease_id"], job["attempts"]) == ("queued", None, 0)
@@ -207,17 +206,17 @@ def test_a_cancelled_job_is_done_without_counting_against_the_experiment(bot) ->
     reply = call(
         url,
         tokens["fern"],
-        f"/api/jobs/{leased.job['id']}/events",
-        {"kind": "heartbeat", "lease_id": leased.job["lease_id"]},
+        f"/api/jobs/{leased.job.id}/events",
+        {"kind": "heartbeat", "lease_id": leased.job.lease_id},
     )
     assert reply.json()["cancel"] is True
     result = JobResult(
         status="cancelled",
         runs=[RunResult(seed=0, status="ok", metric=1.0), RunResult(seed=1, status="cancelled")],
         head_sha="h" * 40,
-        lease_id=leased.job["lease_id"],
+        lease_id=leased.job.lease_id,
     ).to_dict()
-    done = call(url, tokens["fern"], f"/api/jobs/{leased.job['id']}/complete", result)
+    done = call(url, tokens["fern"], f"/api/jobs/{leased.job.id}/complete", result)
     assert done.status_code == 200
     runs = ctx.store.query("SELECT seed, status FROM runs")
     assert runs == [{"seed": 0, "status": "ok"}]  # the cancelled seed is no failure
@@ -242,7 +241,7 @@ def test_bot_downtime_does_not_expire_leases(bot) -> None:
     assert ctx.store.one("SELECT state FROM jobs")["state"] == "leased"
     # A host that really died is still caught one lease later.
     ctx.store.execute("UPDATE jobs SET lease_expires = ?", (time.time() - 1,))
-    assert ctx.jobs.expire_leases() == [leased.job["id"]]
+    assert ctx.jobs.expire_leases() == [leased.job.id]
 
 
 def test_a_stopped_run_reported_as_a_crash_by_an_older_host_is_no_failure(bot) -> None:
@@ -254,9 +253,9 @@ def test_a_stopped_run_reported_as_a_crash_by_an_older_host_is_no_failure(bot) -
         status="crash",
         reason="stopped by /stop",
         runs=[RunResult(seed=0, status="crash", reason="stopped by /stop")],
-        lease_id=leased.job["lease_id"],
+        lease_id=leased.job.lease_id,
     ).to_dict()
-    done = call(url, tokens["fern"], f"/api/jobs/{leased.job['id']}/complete", result)
+    done = call(url, tokens["fern"], f"/api/jobs/{leased.job.id}/complete", result)
     assert done.status_code == 200
     assert ctx.store.query("SELECT * FROM runs") == []
     assert ctx.store.one("SELECT state FROM jobs")["state"] == "cancelled"

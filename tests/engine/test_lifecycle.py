@@ -10,6 +10,7 @@ from bot.core import lifecycle
 from bot.core.lifecycle import FINAL_STATES, STATES, transition
 from bot.engine import handlers
 from bot.engine.engine import Engine
+from bot.records import Experiment
 from bot.store import Store
 
 ALLOWED = [
@@ -110,7 +111,7 @@ def test_the_engine_refuses_and_logs_an_illegal_move(
             repo, title="t", hypothesis="h", student="fern", source="human"
         )
         store.update("experiments", exp_id, {"pr_number": 3, "state": "closed"})
-        exp = store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,))
+        exp = store.get(Experiment, exp_id)
         assert exp is not None
         writes = store.count("SELECT COUNT(*) AS n FROM outbox")
         assert engine.move(repo, exp, "results", "host") is False
@@ -162,7 +163,7 @@ def test_stop_on_a_queued_experiment_holds_it_in_review(tmp_path: Path) -> None:
             repo, title="t", hypothesis="h", student="fern", source="human"
         )
         store.update("experiments", exp_id, {"pr_number": 3})
-        exp = store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,))
+        exp = store.get(Experiment, exp_id)
         engine.queue_experiment_job(repo, exp, seeds=[0])
         handlers._on_Stop(engine, i.Stop(3, "ann"), None, repo)  # type: ignore[arg-type]
     exp = store.one("SELECT state, hold FROM experiments")

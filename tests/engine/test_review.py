@@ -18,6 +18,7 @@ from bot.engine.engine import BASE_MOVED
 from bot.engine.jobs import MAX_BASELINE_JOBS, validate_result
 from bot.engine.review import Ask, Opinion, gate_reason, review_outcome
 from bot.protocol import JobResult, RunResult
+from bot.records import Job
 from tests.support.engine_lab import Lab, ok
 
 
@@ -52,19 +53,19 @@ def test_merges_are_serialized_and_checked_against_the_measured_base(tmp_path: P
     assert lab.review(first) == "merge"
     # The first merge is in flight: the second candidate waits, still requested.
     assert lab.review(second) == "wait-merge"
-    assert lab.exp(second)["review_requested"] == 1
+    assert lab.exp(second).review_requested
     [merge] = lab.store.query("SELECT * FROM outbox WHERE op = 'merge'")
     assert json.loads(merge["args"])["base_sha"] == "b" * 40
     # The merge landed; until the new base is synced, nothing else is decided.
     with lab.store.transaction():
         lab.store.update("outbox", merge["id"], {"state": "done"})
         write_results.write_done(lab.engine, merge, {"merged": True})
-    assert lab.exp(first)["state"] == "merged"
+    assert lab.exp(first).state == "merged"
     assert lab.review(second) == "wait-merge"
     # Synced onto the new base: the second is re-measured there, not merged.
     lab.store.update("repos", lab.repo_id, {"base_sha": "c" * 40, "synced_at": 2.0})
     assert lab.review(second) == "rerun"
-    assert lab.exp(second)["state"] == "queued"
+    assert lab.exp(second).state == "queued"
 
 
 def test_a_merge_whose_base_moved_goes_back_to_be_re_measured(tmp_path: Path) -> None:
@@ -79,7 +80,7 @@ def test_a_merge_whose_base_moved_goes_back_to_be_re_measured(tmp_path: Path) ->
         lab.store.update("outbox", merge["id"], {"state": "failed"})
         write_results.write_failed(lab.engine, merge, message)
     exp = lab.exp(exp_id)
-    assert exp["state"] == "review" and exp["review_requested"] == 1
+    assert exp.state == "review" and exp.review_requested
     assert lab.store.one("SELECT synced_at FROM repos")["synced_at"] is None
     [comment] = lab.comments("decision")[-1:]
     assert "Not merged: the base moved" in comment and "Closed" not in comment
@@ -102,7 +103,7 @@ def test_no_runs_close_with_the_real_reason_and_changes_never_say_closed(tmp_pat
     changes = lab.comments("decision")[-1]
     assert changes.startswith("### Changes requested")
     assert "Closed" not in changes and "halve lr" in changes
-    assert lab.exp(other)["state"] == "queued"
+    assert lab.exp(other).state == "queued"
 
 
 def test_a_conflict_goes_to_the_student_and_an_empty_diff_closes_as_already_in_base(
@@ -117,7 +118,7 @@ def test_a_conflict_goes_to_the_student_and_an_empty_diff_closes_as_already_in_b
             reason="the branch conflicts with the new base bbbbbbbbbb: CONFLICT (content)",
         )
     )
-    assert lab.exp(exp_id)["state"] == "queued"
+    assert lab.exp(exp_id).state == "queued"
     job = lab.store.one(
         "SELECT * FROM jobs WHERE experiment_id = ? AND state = 'queued'", (exp_id,)
     )
@@ -127,7 +128,7 @@ def test_a_conflict_goes_to_the_student_and_an_empty_diff_closes_as_already_in_b
 
     lab.run(JobResult(status="refused", reason="already in base: no change left against bbbb"))
     exp = lab.exp(exp_id)
-    assert exp["state"] == "closed"
+    assert exp.state == "closed"
     assert "already in base" in lab.comments("decision")[-1]
     assert "close" in [r["op"] for r in lab.store.query("SELECT op FROM outbox")]
 
@@ -144,12 +145,12 @@ def test_a_rerun_queued_during_training_runs_first_and_a_dropped_one_is_answered
         lab.engine.queue_experiment_job(
             lab.repo, lab.exp(exp_id), seeds=[1], actor="human:ann", requested_by="ann"
         )
-    assert lab.exp(exp_id)["state"] == "training"  # the new job waits behind the running one
+    assert lab.exp(exp_id).state == "training"  # the new job waits behind the running one
     result = ok(3.0, head="5" * 40)
-    result.lease_id = leased.job["lease_id"]
-    lab.jobs.complete(leased.job["id"], "fern", result)
+    result.lease_id = leased.job.lease_id
+    lab.jobs.complete(leased.job.id, "fern", result)
     # The gate does not decide (and close) while the human's rerun waits.
-    assert lab.exp(exp_id)["state"] == "queued"
+    assert lab.exp(exp_id).state == "queued"
     with lab.store.transaction():
         lab.engine.finish(
             lab.repo, lab.exp(exp_id), "closed", actor="human:bob", rationale="/close"
@@ -169,7 +170,7 @@ def test_failed_baseline_seeds_are_requeued_then_shown_as_unmeasurable(tmp_path:
     )
     # Baselines have priority over the experiment's job.
     job = lab.run(crashed)
-    assert job["kind"] == "baseline"
+    assert job.kind == "baseline"
     for _ in range(MAX_BASELINE_JOBS - 1):
         requeued = lab.store.one("SELECT * FROM jobs WHERE kind = 'baseline' AND state = 'queued'")
         assert requeued is not None and json.loads(requeued["seeds"]) == [1]
@@ -182,7 +183,7 @@ def test_failed_baseline_seeds_are_requeued_then_shown_as_unmeasurable(tmp_path:
         for r in lab.store.query("SELECT args FROM outbox WHERE op = 'sticky' ORDER BY id")
     ]
     assert "cannot be measured" in sticky[-1]
-    assert lab.exp(exp_id)["state"] in ("queued", "implementing", "training")
+    assert lab.exp(exp_id).state in ("queued", "implementing", "training")
 
 
 def test_review_requested_is_cleared_only_when_the_review_is_recorded(tmp_path: Path) -> None:
@@ -195,18 +196,18 @@ def test_review_requested_is_cleared_only_when_the_review_is_recorded(tmp_path: 
     # The advisor fails: the review is still requested, retried after a backoff.
     assert lab.reviewer.advisor_failed(lab.exp(exp_id), "HTTP 529 overloaded", 30.0) == 1
     exp = lab.exp(exp_id)
-    assert exp["review_requested"] == 1 and exp["advisor_failures"] == 1
+    assert exp.review_requested and exp.advisor_failures == 1
     assert lab.reviewer.due() == []  # backing off
     sticky = lab.store.query("SELECT args FROM outbox WHERE op = 'sticky' ORDER BY id DESC LIMIT 1")
     assert "advisor failed 1 time" in json.loads(sticky[0]["args"])["body"]
     # After N failures the gate alone decides, and says so.
     assert lab.reviewer.conclude(ask, None) == "merge"
-    assert lab.exp(exp_id)["review_requested"] == 0
+    assert not lab.exp(exp_id).review_requested
     assert "the gate alone decided" in lab.comments("decision")[-1]
 
 
 def test_validate_result_refuses_an_infinite_metric() -> None:
-    job = {"id": 1, "seeds": "[0]", "leased_by": "fern"}
+    job = Job(id=1, kind="experiment", repo_id=1, state="leased", seeds=[0], leased_by="fern")
     bad = JobResult(status="ok", runs=[RunResult(seed=0, status="ok", metric=float("inf"))])
     assert "finite" in (validate_result(job, "fern", bad) or "")
     assert validate_result(job, "fern", ok(1.0)) is None

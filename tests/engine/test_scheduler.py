@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import heapq
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,6 +16,7 @@ from bot.engine import handlers, labs
 from bot.engine.engine import Engine
 from bot.engine.jobs import JobBook, register_student
 from bot.problem import ProblemError, loads_problem
+from bot.records import Job
 from bot.store import Store, now
 
 # ------------------------------------------------------------------ pure parts
@@ -112,8 +112,10 @@ def test_pick_lab(candidates, usage, weights, chosen) -> None:
     assert labs.pick_lab(candidates, usage, weights) == chosen
 
 
-def _job(job_id: int, lab: str, priority: int = 0, student: str | None = None) -> dict[str, Any]:
-    return {"id": job_id, "lab": lab, "priority": priority, "student": student}
+def _job(job_id: int, lab: str, priority: int = 0, student: str | None = None) -> tuple[str, Job]:
+    return lab, Job(
+        id=job_id, kind="experiment", repo_id=1, state="queued", priority=priority, student=student
+    )
 
 
 @pytest.mark.parametrize(
@@ -133,8 +135,8 @@ def _job(job_id: int, lab: str, priority: int = 0, student: str | None = None) -
     ],
 )
 def test_choose_job(jobs, usage, chosen, why) -> None:
-    job = labs.choose_job(jobs, usage, {})
-    assert (job["id"] if job else None) == chosen, why
+    picked = labs.choose_job(jobs, usage, {})
+    assert (picked[1].id if picked else None) == chosen, why
 
 
 def simulate(
@@ -156,10 +158,11 @@ def simulate(
         if t >= horizon_s:
             continue
         backlog = [_job(i, lab) for i, lab in enumerate(sorted(weights))]
-        job = labs.choose_job(backlog, usage, weights)
-        assert job is not None
-        usage[job["lab"]] += durations[job["lab"]]
-        heapq.heappush(busy, (t + durations[job["lab"]], student))
+        picked = labs.choose_job(backlog, usage, weights)
+        assert picked is not None
+        lab = picked[0]
+        usage[lab] += durations[lab]
+        heapq.heappush(busy, (t + durations[lab], student))
     return usage
 
 
@@ -243,9 +246,9 @@ def test_the_job_book_shares_students_by_weight_over_the_real_store(tmp_path: Pa
                     "runs",
                     {
                         "repo_id": lease.repo.id,
-                        "job_id": lease.job["id"],
+                        "job_id": lease.job.id,
                         "kind": "baseline",
-                        "student": lease.job["leased_by"],
+                        "student": lease.job.leased_by,
                         "seed": 0,
                         "status": "ok",
                         "metric": 1.0,
@@ -253,7 +256,7 @@ def test_the_job_book_shares_students_by_weight_over_the_real_store(tmp_path: Pa
                         "created_at": now(),
                     },
                 )
-                store.update("jobs", lease.job["id"], {"state": "done"})
+                store.update("jobs", lease.job.id, {"state": "done"})
     share = labs.lab_shares(store)
     assert taken[light] > 0 and taken[heavy] > 0
     for name, row in share.items():
@@ -273,10 +276,10 @@ def test_a_student_limited_to_one_lab_never_takes_another(tmp_path: Path) -> Non
     store.update("students", "fern", {"labs": "lab/a"})
     first = book.take("fern")
     assert first is not None and first.repo.full_name == "lab/a"
-    store.update("jobs", first.job["id"], {"state": "done"})
+    store.update("jobs", first.job.id, {"state": "done"})
     second = book.take("fern")
     assert second is not None and second.repo.full_name == "lab/a"
-    store.update("jobs", second.job["id"], {"state": "done"})
+    store.update("jobs", second.job.id, {"state": "done"})
     assert book.take("fern") is None  # lab/b's jobs wait for a student that may serve it
 
 

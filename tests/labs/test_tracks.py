@@ -250,7 +250,7 @@ def test_a_student_limited_to_a_track_serves_only_it(store: Store) -> None:
     register_student(store, "fern")
     store.execute("UPDATE students SET labs = 'o/r:deep' WHERE name = 'fern'")
     leased = JobBook(engine).take("fern")
-    assert leased is not None and leased.job["track"] == "deep"
+    assert leased is not None and leased.job.track == "deep"
     assert leased.repo.base_branch == "track/deep" and leased.repo.base_sha == "c" * 40
     assert JobBook(engine).take("fern") is None, "one job at a time"
 

@@ -10,6 +10,7 @@ import re
 
 import pytest
 
+from bot.records import Run
 from bot.render.comments import ZWJ, code_block, plain, results_comment, status_comment
 
 MENTION = re.compile(r"(?<![\w`])@[A-Za-z0-9]")  # what GitHub would link as a mention
@@ -47,8 +48,17 @@ def _results(tail: str, reason: str) -> str:
         metric="val_bpb",
         minimize=True,
         runs=[
-            {"seed": 0, "status": "ok", "metric": 1.0},
-            {"seed": 1, "status": "crash", "metric": None, "log_tail": tail, "reason": reason},
+            Run(id=1, repo_id=1, kind="candidate", seed=0, status="ok", metric=1.0),
+            Run(
+                id=1,
+                repo_id=1,
+                kind="candidate",
+                seed=1,
+                status="crash",
+                metric=None,
+                log_tail=tail,
+                reason=reason,
+            ),
         ],
         baseline=[1.0, 1.1],
         head_sha="a" * 40,
@@ -113,7 +123,17 @@ def test_an_unsealed_result_says_so_and_a_sealed_one_does_not() -> None:
             title="t",
             metric="val_bpb",
             minimize=True,
-            runs=[{"seed": 0, "status": "ok", "metric": 1.0, "sealed": sealed}],
+            runs=[
+                Run(
+                    id=1,
+                    repo_id=1,
+                    kind="candidate",
+                    seed=0,
+                    status="ok",
+                    metric=1.0,
+                    sealed=sealed,
+                )
+            ],
             baseline=[1.1],
             head_sha="a" * 40,
             base_sha="b" * 40,

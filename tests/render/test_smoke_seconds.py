@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot.protocol import JobResult
+from bot.records import Run
 from bot.render.comments import results_comment
 
 
@@ -11,7 +12,9 @@ def _comment(smoke_s: float, unsandboxed: bool = False) -> str:
         title="Lower the LR",
         metric="val_bpb",
         minimize=True,
-        runs=[{"seed": 1, "status": "ok", "metric": 1.5, "duration_s": 10.0}],
+        runs=[
+            Run(id=1, repo_id=1, kind="candidate", seed=1, status="ok", metric=1.5, duration_s=10.0)
+        ],
         baseline=[1.6],
         head_sha="a" * 40,
         base_sha="b" * 40,

@@ -14,6 +14,7 @@ from bot.engine.engine import Engine
 from bot.engine.jobs import JobBook
 from bot.engine.review import Ask, Opinion, Reviewer
 from bot.protocol import JobResult, RunResult
+from bot.records import Experiment, Job
 from bot.store import Store
 
 TOML = (
@@ -61,16 +62,16 @@ class Lab:
             self.engine.queue_experiment_job(self.repo, self.exp(exp_id), seeds=[0])
         return exp_id
 
-    def exp(self, exp_id: int) -> dict[str, Any]:
-        row = self.store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,))
-        assert row is not None
-        return row
+    def exp(self, exp_id: int) -> Experiment:
+        exp = self.store.get(Experiment, exp_id)
+        assert exp is not None
+        return exp
 
-    def run(self, result: JobResult, student: str = "fern") -> dict[str, Any]:
+    def run(self, result: JobResult, student: str = "fern") -> Job:
         leased = self.jobs.take(student)
         assert leased is not None
-        result.lease_id = leased.job["lease_id"]
-        self.jobs.complete(leased.job["id"], student, result)
+        result.lease_id = leased.job.lease_id
+        self.jobs.complete(leased.job.id, student, result)
         return leased.job
 
     def baseline(self, *values: float) -> None:
