@@ -14,10 +14,9 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from conftest import Receiver
 from githubkit import GitHub
 from githubkit.exception import RequestFailed
-from sandbox_helpers import NAME, OWNER, REPO, git, start_branch, token_url
+from sandbox_helpers import NAME, OWNER, REPO, Receiver, git, start_branch, token_url
 
 from sandbox.control import SandboxControl, SandboxError
 from sandbox.server import SandboxServer
