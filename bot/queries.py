@@ -25,41 +25,14 @@ from typing import Any
 
 from bot.core.stats import mean_std
 from bot.problem import Problem
+from bot.records import Decision, Experiment, Job, Run, Student, Track
 from bot.store import Store
 
 ACTIVE_STATES = ("implementing", "training")
 OPEN_JOB_STATES = ("queued", "leased")
 
 
-@dataclass(frozen=True)
-class RunRow:
-    id: int
-    repo_id: int
-    experiment_id: int | None
-    job_id: int | None
-    kind: str
-    student: str | None
-    seed: int
-    commit_sha: str | None
-    base_sha: str | None
-    status: str
-    metric: float | None
-    metrics: dict[str, Any]
-    curve: list[list[float]]
-    duration_s: float | None
-    peak_mem_mb: float | None
-    gpu_hours: float | None
-    cost_usd: float
-    reason: str
-    log_tail: str
-    wandb_url: str
-    created_at: float
-    sealed: bool = True  # the metric came from the problem's [eval], not the script
-    sandboxed: bool = True
-    track: str = "default"
-
-
-def trust_note(runs: list[RunRow]) -> str:
+def trust_note(runs: list[Run]) -> str:
     """ "unsealed" / "unsandboxed" when any measured run was; "" when every one was both."""
     measured = [r for r in runs if r.status != "cancelled"]
     notes = []
@@ -164,20 +137,10 @@ class BestSoFar:
 
 
 @dataclass(frozen=True)
-class DecisionRow:
-    id: int
-    verdict: str
-    actor: str
-    rationale: str
-    stats: dict[str, Any]
-    created_at: float
-
-
-@dataclass(frozen=True)
 class ExperimentDetail:
     experiment: ExperimentRow
-    runs: list[RunRow]
-    decisions: list[DecisionRow]
+    runs: list[Run]
+    decisions: list[Decision]
     changed_files: list[str] = field(default_factory=list)
     reverted_files: list[str] = field(default_factory=list)
     notes: str = ""
@@ -256,56 +219,30 @@ def _loads(text: str | None, default: Any) -> Any:
         return default
 
 
-def _run(row: dict[str, Any]) -> RunRow:
-    return RunRow(
-        id=row["id"],
-        repo_id=row["repo_id"],
-        experiment_id=row["experiment_id"],
-        job_id=row["job_id"],
-        kind=row["kind"],
-        student=row["student"],
-        seed=row["seed"],
-        commit_sha=row["commit_sha"],
-        base_sha=row["base_sha"],
-        status=row["status"],
-        metric=row["metric"],
-        metrics=_loads(row["metrics"], {}),
-        curve=_loads(row["curve"], []),
-        duration_s=row["duration_s"],
-        peak_mem_mb=row["peak_mem_mb"],
-        gpu_hours=row["gpu_hours"],
-        cost_usd=row["cost_usd"] or 0.0,
-        reason=row["reason"] or "",
-        log_tail=row["log_tail"] or "",
-        wandb_url=row["wandb_url"] or "",
-        created_at=row["created_at"],
-        sealed=bool(row.get("sealed", 1)),
-        sandboxed=bool(row.get("sandboxed", 1)),
-        track=row.get("track") or "default",
-    )
-
-
-# Curves and log tails are the bulk of a run row and only an experiment's page shows them.
+# Curves, metrics and log tails are the bulk of a run row and only an experiment's page
+# shows them; a light read leaves them out and they take the record's empty defaults.
+# `sealed` and `sandboxed` must stay in: their default is True, and a light read of an
+# unsealed run would otherwise call it sealed.
 _LIGHT_COLUMNS = (
     "id, repo_id, experiment_id, job_id, kind, student, seed, commit_sha, base_sha, status, "
     "metric, duration_s, peak_mem_mb, gpu_hours, cost_usd, reason, wandb_url, created_at, "
-    "sealed, sandboxed, track, '{}' AS metrics, '[]' AS curve, '' AS log_tail"
+    "sealed, sandboxed, track"
 )
 
 
 def _runs(
     store: Store, where: str = "1", params: tuple[Any, ...] = (), *, full: bool = False
-) -> list[RunRow]:
+) -> list[Run]:
     columns = "*" if full else _LIGHT_COLUMNS
     rows = store.query(f"SELECT {columns} FROM runs WHERE {where} ORDER BY created_at, id", params)
-    return [_run(row) for row in rows]
+    return [Run.from_row(row) for row in rows]
 
 
-def _ok_values(runs: list[RunRow]) -> list[float]:
+def _ok_values(runs: list[Run]) -> list[float]:
     return [r.metric for r in runs if r.status == "ok" and r.metric is not None]
 
 
-def current_group(runs: list[RunRow]) -> list[RunRow]:
+def current_group(runs: list[Run]) -> list[Run]:
     """The runs sharing the commit and base of the latest run (seeds that may be pooled)."""
     if not runs:
         return []
@@ -351,9 +288,9 @@ def group_values(
     return [r["metric"] for r in rows]
 
 
-def _baselines_by_base(store: Store) -> dict[tuple[int, str, str | None], list[RunRow]]:
+def _baselines_by_base(store: Store) -> dict[tuple[int, str, str | None], list[Run]]:
     """Baseline runs by lab (repository and track) and the base they measured."""
-    groups: dict[tuple[int, str, str | None], list[RunRow]] = defaultdict(list)
+    groups: dict[tuple[int, str, str | None], list[Run]] = defaultdict(list)
     for run in _runs(store, "kind = 'baseline'"):
         groups[(run.repo_id, run.track, run.base_sha)].append(run)
     return groups
@@ -381,10 +318,8 @@ def baseline(store: Store, repo_id: int | None = None, track: str = "default") -
         return None
     base_sha = repo["base_sha"]
     if track != "default":
-        line = store.one(
-            "SELECT base_sha FROM tracks WHERE repo_id = ? AND name = ?", (repo["id"], track)
-        )
-        base_sha = (line or {}).get("base_sha")
+        line = store.get(Track, repo["id"], track)
+        base_sha = line.base_sha if line else None
     values = baseline_values(store, repo["id"], track, base_sha)
     if not values:  # not measured on this base yet: the last base that was
         base_sha = latest_baseline_base(store, repo["id"], track)
@@ -420,60 +355,57 @@ def _experiment_rows(
     if not rows:
         return []
     in_scope = f"experiment_id IN (SELECT e.id FROM experiments e WHERE {scope})"
-    runs_by_experiment: dict[int, list[RunRow]] = defaultdict(list)
+    runs_by_experiment: dict[int, list[Run]] = defaultdict(list)
     for run in _runs(store, f"kind = 'candidate' AND {in_scope}", params):
         runs_by_experiment[run.experiment_id or 0].append(run)
-    latest_decision: dict[int, dict[str, Any]] = {}
-    for found in store.query(
-        f"SELECT * FROM decisions WHERE {in_scope} ORDER BY created_at, id", params
-    ):
-        latest_decision[found["experiment_id"]] = found
+    latest_decision: dict[int, Decision] = {}
+    for found in store.rows(Decision, in_scope, params, order_by="created_at, id"):
+        latest_decision[found.experiment_id] = found
     baselines = _baselines_by_base(store)
     result = []
     for row in rows:
-        runs = runs_by_experiment.get(row["id"], [])
+        exp = Experiment.from_row(row)  # the join's `repo` column is read from the row
+        runs = runs_by_experiment.get(exp.id, [])
         group = current_group(runs)
         mean, std = _summary(_ok_values(group))
         base_mean = None
         if group:
-            base_values = _ok_values(
-                baselines.get((row["repo_id"], row["track"], group[0].base_sha), [])
-            )
+            base_values = _ok_values(baselines.get((exp.repo_id, exp.track, group[0].base_sha), []))
             base_mean = mean_std(base_values)[0] if base_values else None
-        decision = latest_decision.get(row["id"])
+        decision = latest_decision.get(exp.id)
         result.append(
             ExperimentRow(
-                id=row["id"],
-                repo_id=row["repo_id"],
+                id=exp.id,
+                repo_id=exp.repo_id,
                 repo=row["repo"],
-                title=row["title"],
-                hypothesis=row["hypothesis"] or "",
-                state=row["state"],
-                source=row["source"],
-                student=row["student"],
-                pr_number=row["pr_number"],
-                issue_number=row["issue_number"],
-                branch=row["branch"],
-                base_sha=row["base_sha"],
-                head_sha=row["head_sha"],
-                hold=bool(row["hold"]),
+                title=exp.title,
+                hypothesis=exp.hypothesis,
+                state=exp.state,
+                source=exp.source,
+                student=exp.student,
+                pr_number=exp.pr_number,
+                issue_number=exp.issue_number,
+                branch=exp.branch,
+                base_sha=exp.base_sha,
+                head_sha=exp.head_sha,
+                hold=exp.hold,
                 seeds=len(_ok_values(group)),
                 failed=sum(1 for r in group if r.status != "ok"),
                 mean=mean,
                 std=std,
                 baseline_mean=base_mean,
                 delta=None if mean is None or base_mean is None else mean - base_mean,
-                verdict=decision["verdict"] if decision else None,
-                actor=decision["actor"] if decision else None,
-                rationale=decision["rationale"] if decision else "",
-                decided_at=decision["created_at"] if decision else None,
-                cost_usd=(row["cost_usd"] or 0.0) + sum(r.cost_usd for r in runs),
+                verdict=decision.verdict if decision else None,
+                actor=decision.actor if decision else None,
+                rationale=decision.rationale if decision else "",
+                decided_at=decision.created_at if decision else None,
+                cost_usd=exp.cost_usd + sum(r.cost_usd for r in runs),
                 gpu_hours=sum(r.gpu_hours or 0.0 for r in runs),
-                created_at=row["created_at"],
-                updated_at=row["updated_at"],
+                created_at=exp.created_at,
+                updated_at=exp.updated_at,
                 finished_at=max((r.created_at for r in runs), default=None),
                 trust=trust_note(group),
-                track=row["track"],
+                track=exp.track,
             )
         )
     return result
@@ -524,9 +456,9 @@ def leaderboard(
     """Merged winners, best first in the problem's direction (unmeasured ones last)."""
     problem = problem or Problem()
     merged = [e for e in experiments(store, repo_id, track) if e.state == "merged"]
-    merge_decisions: dict[int, dict[str, Any]] = {}
-    for found in store.query("SELECT * FROM decisions WHERE verdict = 'merge' ORDER BY id"):
-        merge_decisions[found["experiment_id"]] = found
+    merge_decisions: dict[int, Decision] = {}
+    for found in store.rows(Decision, "verdict = 'merge'", order_by="id"):
+        merge_decisions[found.experiment_id] = found
     key = _sort_key(problem)
     merged.sort(key=lambda e: (key(e.mean), e.id))
     baselines = _baselines_by_base(store)
@@ -556,8 +488,8 @@ def leaderboard(
                 std=exp.std,
                 seeds=exp.seeds,
                 delta=exp.delta,
-                merged_at=decision["created_at"] if decision else exp.updated_at,
-                merged_by=decision["actor"] if decision else None,
+                merged_at=decision.created_at if decision else exp.updated_at,
+                merged_by=decision.actor if decision else None,
                 claimed_gain=claimed,
                 measured_gain=measured,
                 measured_seeds=measured_n,
@@ -579,8 +511,8 @@ def _merge_shas(store: Store) -> dict[int, str]:
 
 def claimed_and_measured(
     exp: ExperimentRow,
-    decision: dict[str, Any] | None,
-    baselines: dict[str | None, list[RunRow]],
+    decision: Decision | None,
+    baselines: dict[str | None, list[Run]],
     merge_sha: str | None,
 ) -> tuple[float | None, float | None, int]:
     """A winner's claimed gain, its measured gain, and the seeds behind the measurement.
@@ -591,12 +523,12 @@ def claimed_and_measured(
     the one on the merge commit when the outbox recorded it, else the first
     baseline on another base measured after the merge. Pure.
     """
-    stats = _loads(decision["stats"], {}) if decision else {}
+    stats = decision.stats if decision else {}
     claimed = stats.get("delta") if isinstance(stats.get("delta"), (int, float)) else exp.delta
     old = _ok_values(baselines.get(exp.base_sha, []))
     if not old:
         return claimed, None, 0
-    merged_at = decision["created_at"] if decision else exp.updated_at
+    merged_at = decision.created_at if decision else exp.updated_at
     after = baselines.get(merge_sha) if merge_sha else None
     if not after:
         later = [
@@ -695,20 +627,19 @@ def best_over_time(
 
 def find_experiment(
     store: Store, n: int, *, by: str = "auto", repo_id: int | None = None
-) -> dict[str, Any] | None:
+) -> Experiment | None:
     """The experiment with PR number `n`, else with id `n` (`by="id"`/`"pr"` to insist).
 
     PR numbers are per repository: `repo_id` says whose (else the latest with it).
     """
     scope = "(? IS NULL OR repo_id = ?)"
     if by in ("auto", "pr"):
-        row = store.one(
-            f"SELECT id FROM experiments WHERE pr_number = ? AND {scope} ORDER BY id DESC",
-            (n, repo_id, repo_id),
+        found = store.first(
+            Experiment, f"pr_number = ? AND {scope}", (n, repo_id, repo_id), order_by="id DESC"
         )
-        if row or by == "pr":
-            return row
-    return store.one(f"SELECT id FROM experiments WHERE id = ? AND {scope}", (n, repo_id, repo_id))
+        if found or by == "pr":
+            return found
+    return store.first(Experiment, f"id = ? AND {scope}", (n, repo_id, repo_id))
 
 
 def experiment_detail(
@@ -718,35 +649,17 @@ def experiment_detail(
     found = find_experiment(store, number_or_id, by=by, repo_id=repo_id)
     if found is None:
         return None
-    rows = _experiment_rows(store, experiment_id=found["id"])
+    rows = _experiment_rows(store, experiment_id=found.id)
     if not rows:
         return None
-    decisions = [
-        DecisionRow(
-            id=d["id"],
-            verdict=d["verdict"],
-            actor=d["actor"],
-            rationale=d["rationale"],
-            stats=_loads(d["stats"], {}),
-            created_at=d["created_at"],
-        )
-        for d in store.query(
-            "SELECT * FROM decisions WHERE experiment_id = ? ORDER BY created_at, id",
-            (found["id"],),
-        )
-    ]
-    job = store.one(
-        "SELECT result FROM jobs WHERE experiment_id = ? AND result IS NOT NULL "
-        "ORDER BY id DESC LIMIT 1",
-        (found["id"],),
+    job = store.first(
+        Job, "experiment_id = ? AND result IS NOT NULL", (found.id,), order_by="id DESC"
     )
-    result = _loads(job["result"] if job else None, {})
-    if not isinstance(result, dict):
-        result = {}
+    result = (job.result if job else None) or {}
     return ExperimentDetail(
         experiment=rows[0],
-        runs=_runs(store, "experiment_id = ?", (found["id"],), full=True),
-        decisions=decisions,
+        runs=_runs(store, "experiment_id = ?", (found.id,), full=True),
+        decisions=store.rows(Decision, "experiment_id = ?", (found.id,), order_by="created_at, id"),
         changed_files=list(result.get("changed_files") or []),
         reverted_files=list(result.get("reverted_files") or []),
         notes=str(result.get("notes") or ""),
@@ -755,12 +668,16 @@ def experiment_detail(
 
 def students(store: Store) -> list[StudentRow]:
     """Every registered student with what it is doing now and how often it won."""
-    jobs = store.query(
+    # Each host's leased job, with the joined PR, title and lab the row carries besides.
+    current: dict[str, tuple[Job, dict[str, Any]]] = {}
+    for row in store.query(
         "SELECT j.*, e.pr_number, e.title, r.full_name AS repo FROM jobs j "
         "LEFT JOIN experiments e ON e.id = j.experiment_id "
         "LEFT JOIN repos r ON r.id = j.repo_id WHERE j.state = 'leased' ORDER BY j.id"
-    )
-    current = {job["leased_by"]: job for job in jobs if job["leased_by"]}
+    ):
+        leased = Job.from_row(row)
+        if leased.leased_by:
+            current[leased.leased_by] = (leased, row)
     runs = {
         row["student"]: row["n"]
         for row in store.query(
@@ -775,24 +692,27 @@ def students(store: Store) -> list[StudentRow]:
         )
     }
     result = []
-    for row in store.query("SELECT * FROM students ORDER BY name"):
-        job = current.get(row["name"])
+    for student in store.rows(Student, order_by="name"):
+        job: Job | None = None
+        joined: dict[str, Any] = {}
+        if student.name in current:
+            job, joined = current[student.name]
         result.append(
             StudentRow(
-                name=row["name"],
-                state=row["state"],
-                gpus=row["gpus"],
-                last_seen=row["last_seen"],
-                job_id=job["id"] if job else None,
-                job_kind=job["kind"] if job else None,
-                job_phase=job["phase"] if job else None,
-                experiment_id=job["experiment_id"] if job else None,
-                pr_number=job["pr_number"] if job else None,
-                title=job["title"] if job else None,
-                runs=runs.get(row["name"], 0),
-                wins=wins.get(row["name"], 0),
-                repo=job["repo"] if job else None,
-                labs=row.get("labs"),
+                name=student.name,
+                state=student.state,
+                gpus=student.gpus,
+                last_seen=student.last_seen,
+                job_id=job.id if job else None,
+                job_kind=job.kind if job else None,
+                job_phase=job.phase if job else None,
+                experiment_id=job.experiment_id if job else None,
+                pr_number=joined.get("pr_number"),
+                title=joined.get("title"),
+                runs=runs.get(student.name, 0),
+                wins=wins.get(student.name, 0),
+                repo=joined.get("repo"),
+                labs=student.labs,
             )
         )
     return result
@@ -807,27 +727,30 @@ def queue(store: Store, repo_id: int | None = None, track: str | None = None) ->
         "ORDER BY j.state = 'queued', j.priority DESC, j.id",
         (repo_id, repo_id, track, track),
     )
-    return [
-        QueueRow(
-            job_id=row["id"],
-            kind=row["kind"],
-            state=row["state"],
-            student=row["student"],
-            leased_by=row["leased_by"],
-            phase=row["phase"],
-            priority=row["priority"],
-            seeds=list(_loads(row["seeds"], [])),
-            attempts=row["attempts"],
-            experiment_id=row["experiment_id"],
-            pr_number=row["pr_number"],
-            title=row["title"],
-            created_at=row["created_at"],
+    result = []
+    for row in rows:
+        job = Job.from_row(row)  # the join's `pr_number` and `title` are read from the row
+        result.append(
+            QueueRow(
+                job_id=job.id,
+                kind=job.kind,
+                state=job.state,
+                student=job.student,
+                leased_by=job.leased_by,
+                phase=job.phase,
+                priority=job.priority,
+                seeds=list(job.seeds),
+                attempts=job.attempts,
+                experiment_id=job.experiment_id,
+                pr_number=row["pr_number"],
+                title=row["title"],
+                created_at=job.created_at,
+            )
         )
-        for row in rows
-    ]
+    return result
 
 
-def _history_status(group: list[RunRow], exp: ExperimentRow | None, kept_commit: Any) -> str:
+def _history_status(group: list[Run], exp: ExperimentRow | None, kept_commit: Any) -> str:
     if not _ok_values(group):
         return next((r.status for r in group if r.status != "ok"), "crash")
     if group[0].kind == "baseline":
@@ -860,7 +783,7 @@ def history_rows(
         if repo_id is None
         else _runs(store, f"repo_id = ? AND {in_track}", (repo_id, *track_params))
     )
-    candidate_runs: dict[int, list[RunRow]] = defaultdict(list)
+    candidate_runs: dict[int, list[Run]] = defaultdict(list)
     for run in runs:
         if run.kind == "candidate" and run.experiment_id is not None:
             candidate_runs[run.experiment_id].append(run)
@@ -868,7 +791,7 @@ def history_rows(
         exp_id: next(iter(current_group(exp_runs)), None)
         for exp_id, exp_runs in candidate_runs.items()
     }
-    groups: dict[Any, list[RunRow]] = {}
+    groups: dict[Any, list[Run]] = {}
     for run in runs:
         key = ("job", run.job_id) if run.job_id is not None else ("run", run.id)
         groups.setdefault(key, []).append(run)

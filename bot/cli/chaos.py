@@ -24,9 +24,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bot.cli.lab import free_port
+
+if TYPE_CHECKING:
+    from bot.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 REPO = "lab/chaos"
@@ -198,7 +201,7 @@ class ChaosLab:
 
     # ------------------------------------------------------------- looking
 
-    def store(self) -> Any:
+    def store(self) -> Store:
         from bot.store import Store
 
         return Store(self.db)
@@ -221,10 +224,12 @@ class ChaosLab:
 
     def invariants(self, issues: list[int]) -> dict[str, int]:
         """Violations of each invariant (all zero when nothing was lost or doubled)."""
+        from bot.records import Experiment, Run
+
         store = self.store()
         try:
-            exps = store.query("SELECT * FROM experiments")
-            runs = store.query("SELECT * FROM runs WHERE kind = 'candidate'")
+            exps = store.rows(Experiment)
+            runs = store.rows(Run, "kind = 'candidate'")
             pulls = self.control.pulls(REPO)
             numbers = {p["number"] for p in pulls} | set(issues)
             comments = {n: self.control.comments(REPO, n) for n in numbers}
@@ -244,32 +249,30 @@ class ChaosLab:
                 if (m := re.search(r"Requested in #(\d+)", p.get("body") or ""))
             )
             issue_prs = sum(1 for n in issues if prs_per_issue.get(n, 0) != 1)
-            by_pr = {e["pr_number"]: e for e in exps if e["pr_number"]}
+            by_pr = {e.pr_number: e for e in exps if e.pr_number}
             without_results = 0
-            for job_id in {r["job_id"] for r in runs}:
+            for job_id in {r.job_id for r in runs}:
                 exp = next(
                     e
                     for e in exps
-                    if e["id"] == next(r for r in runs if r["job_id"] == job_id)["experiment_id"]
+                    if e.id == next(r for r in runs if r.job_id == job_id).experiment_id
                 )
-                thread = comments.get(exp["pr_number"], [])
+                thread = comments.get(exp.pr_number, []) if exp.pr_number else []
                 if not any(
                     f"<!-- kohai:results:{job_id} -->" in (c.get("body") or "") for c in thread
                 ):
                     without_results += 1
-            seen = Counter(
-                (r["experiment_id"], r["commit_sha"], r["base_sha"], r["seed"]) for r in runs
-            )
+            seen = Counter((r.experiment_id, r.commit_sha, r.base_sha, r.seed) for r in runs)
             doubled = sum(n - 1 for n in seen.values() if n > 1)
             mismatched = 0
             for pull in pulls:
-                exp = by_pr.get(pull["number"])
-                if exp is None:
+                known = by_pr.get(pull["number"])
+                if known is None:
                     mismatched += 1  # a PR the store does not know
                     continue
                 merged = bool(pull.get("merged") or pull.get("merged_at"))
                 github = "merged" if merged else pull["state"]
-                mine = {"merged": "merged", "closed": "closed"}.get(exp["state"], "open")
+                mine = {"merged": "merged", "closed": "closed"}.get(known.state, "open")
                 if github != mine:
                     mismatched += 1
             routed = set()
@@ -286,9 +289,7 @@ class ChaosLab:
                 and c.get("id") not in routed
             )
             stuck = 0 if self.quiet() else 1
-            failed_writes = store.one("SELECT COUNT(*) AS n FROM outbox WHERE state = 'failed'")[
-                "n"
-            ]
+            failed_writes = store.count("SELECT COUNT(*) AS n FROM outbox WHERE state = 'failed'")
             failed_deliveries = store.count(
                 "SELECT COUNT(*) AS n FROM inbox WHERE status = 'failed'"
             )

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.cli.lab import LabError, LocalLab, port_free
+from bot.records import Experiment
 from bot.render import numbers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -176,15 +177,16 @@ class Demo:
                 as_user="bob",
             )
             self.say(f"bob opened issue #{issue['number']} labelled student:fern")
-        human = self.store.one(
-            "SELECT e.* FROM experiments e JOIN repos r ON r.id = e.repo_id "
-            "WHERE e.source = 'human' AND e.pr_number IS NOT NULL AND e.state = 'training' "
-            "AND r.full_name = ? ORDER BY e.id LIMIT 1",
+        human = self.store.first(
+            Experiment,
+            "source = 'human' AND pr_number IS NOT NULL AND state = 'training' "
+            "AND repo_id = (SELECT id FROM repos WHERE full_name = ?)",
             (REPO,),
+            order_by="id",
         )
-        if "rerun" not in self.acted and human is not None:
+        if "rerun" not in self.acted and human is not None and human.pr_number is not None:
             self.acted.add("rerun")
-            number = human["pr_number"]
+            number = human.pr_number
             self.control.comment(REPO, number, "/rerun", as_user="carol")
             self.say(f"carol (read-only) commented /rerun on #{number}")
             self.control.comment(REPO, number, "/rerun seeds=2", as_user="bob")

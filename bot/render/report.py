@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bot import queries
 from bot.problem import Problem
+from bot.records import Run
 from bot.render import numbers
 from bot.render.charts import Series, line_chart
 from bot.store import Store
@@ -45,9 +46,7 @@ def progress_svg(progress: queries.BestSoFar, title: str, *, width: int = 720) -
     )
 
 
-def curves_svg(
-    runs: list[queries.RunRow], title: str = "training curves", *, width: int = 720
-) -> str:
+def curves_svg(runs: list[Run], title: str = "training curves", *, width: int = 720) -> str:
     """Train loss against step, one line per seed and commit."""
     series = [
         Series(

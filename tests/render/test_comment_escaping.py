@@ -148,9 +148,10 @@ def test_an_unsealed_result_says_so_and_a_sealed_one_does_not() -> None:
 def test_trust_notes_name_what_a_result_lacks() -> None:
     from dataclasses import replace
 
-    from bot.queries import RunRow, trust_note
+    from bot.queries import trust_note
+    from bot.records import Run
 
-    run = RunRow(
+    run = Run(
         id=1, repo_id=1, experiment_id=1, job_id=1, kind="candidate", student="fern", seed=0,
         commit_sha=None, base_sha=None, status="ok", metric=1.0, metrics={}, curve=[],
         duration_s=1.0, peak_mem_mb=1.0, gpu_hours=0.0, cost_usd=0.0, reason="", log_tail="",

@@ -244,3 +244,43 @@ def test_a_winner_without_a_new_baseline_is_not_yet_measured(store: Store, seede
     store.execute("DELETE FROM runs WHERE kind = 'baseline' AND base_sha = ?", (BASES[2],))
     row = next(r for r in queries.leaderboard(store) if r.experiment_id == seeded.ids["cos"])
     assert row.claimed_gain is not None and row.measured_gain is None
+
+
+def test_light_reads_keep_the_stored_trust_flags(tmp_path: Path) -> None:
+    # Light reads skip curves and log tails; `sealed`/`sandboxed` default to True in the
+    # record, so they must still come from the row or an unsealed run would read as sealed.
+    store = Store(tmp_path / "k.db")
+    lab = Lab(store, time.time() - 1000)
+    exp = lab.experiment("Loose", "review", "fern", 7, 10, BASES[0])
+    lab.runs("candidate", [1.0, 1.1], base=BASES[0], at=20, experiment_id=exp, sealed=False)
+    store.execute("UPDATE runs SET sandboxed = 0 WHERE experiment_id = ?", (exp,))
+    assert queries.experiments(store)[0].trust == "unsealed, unsandboxed"
+    assert [r.trust for r in queries.history_rows(store)] == ["unsealed, unsandboxed"]
+    detail = queries.experiment_detail(store, 7)
+    assert detail is not None
+    assert [(r.sealed, r.sandboxed) for r in detail.runs] == [(False, False)] * 2
+    assert detail.runs[0].metrics == {"val_bpb": 1.0} and len(detail.runs[0].curve) == 21
+    store.close()
+
+
+def test_find_experiment_is_a_record_scoped_by_repository(store: Store, seeded: Seeded) -> None:
+    found = queries.find_experiment(store, 2)
+    assert found is not None and found.id == seeded.ids["lr"] and found.pr_number == 2
+    assert isinstance(found.knobs, dict) and found.hold is False
+    assert queries.find_experiment(store, seeded.ids["lr"], by="id") == found
+    assert queries.find_experiment(store, 2, by="pr") == found
+    assert queries.find_experiment(store, 999, by="pr") is None
+    assert queries.find_experiment(store, 2, repo_id=999) is None
+
+
+def test_a_broken_decision_stats_column_reads_as_no_stats(store: Store, seeded: Seeded) -> None:
+    exp_id = seeded.ids["lr"]
+    store.execute(
+        "UPDATE decisions SET stats = ? WHERE experiment_id = ? AND verdict = 'merge'",
+        ("{not json", exp_id),
+    )
+    row = next(r for r in queries.leaderboard(store) if r.experiment_id == exp_id)
+    exp = next(e for e in queries.experiments(store) if e.id == exp_id)
+    assert row.claimed_gain == exp.delta  # no gate figures: the experiment's own delta
+    detail = queries.experiment_detail(store, 2)
+    assert detail is not None and [d.stats for d in detail.decisions] == [{}, {}]
