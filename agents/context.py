@@ -17,6 +17,7 @@ from bot import queries
 from bot.core.stats import mean_std
 from bot.core.untrusted import CLOSE_TAG, OPEN_TAG, clip_quoted, is_quoted, neutralize
 from bot.problem import Problem
+from bot.records import Decision, Experiment, Job, Run, Track
 from bot.render import numbers
 
 if TYPE_CHECKING:
@@ -153,29 +154,26 @@ def build_context(
     The baseline is the ok baseline runs on the repository's current base; an
     experiment's figures are its latest measurement (the runs of the commit and
     base of its newest run), so results from an old head or an old base are not
-    mixed in. "Best" is the best of every baseline measured and every merged
-    experiment: the bar the lab has actually cleared. `track` reads one research
-    track of the repository: its base, its baseline, its experiments only.
+    mixed in. "Best" is the one the dashboard shows (`queries.best_steps`): the
+    best of every baseline measured and every merged winner, the bar the lab
+    has actually cleared. `track` reads one research track of the repository:
+    its base, its baseline, its experiments only.
     """
     repo = store.one("SELECT * FROM repos WHERE id = ?", (repo_id,))
     if repo is None:
         raise KeyError(f"no repository with id {repo_id}")
-    line = repo
+    base_sha: str | None = repo.get("base_sha")
+    base_files = _json_dict(repo.get("base_files"))
     if track != "default":
-        line = store.one(
-            "SELECT * FROM tracks WHERE repo_id = ? AND name = ?", (repo_id, track)
-        ) or {"base_sha": None, "base_files": None}
-    base_sha = line.get("base_sha")
+        line = store.get(Track, repo_id, track)
+        base_sha, base_files = (line.base_sha, line.base_files) if line else (None, {})
     baseline = _baseline_values(store, repo_id, base_sha, track)
     b_mean, b_std = mean_std(baseline) if baseline else (None, None)
 
-    history = [_record(store, row) for row in _experiments(store, repo_id, track)]
-    candidates = [b_mean] if b_mean is not None else []
-    candidates += _all_baseline_means(store, repo_id, track)
-    candidates += [
-        r.metric_mean for r in history if r.state == "merged" and r.metric_mean is not None
-    ]
-    best = _best(candidates, problem)
+    experiments = store.rows(
+        Experiment, "repo_id = ? AND track = ?", (repo_id, track), order_by="id"
+    )
+    history = [_record(store, exp) for exp in experiments]
     since = _since_improvement(history)
     pending_issues = [
         f"{r.label} {OPEN_TAG}>{neutralize(r.title)}{CLOSE_TAG}"
@@ -184,13 +182,19 @@ def build_context(
         for r in history
         if r.source == "human" and not r.finished
     ]
+    baseline_runs = store.rows(
+        Run,
+        "repo_id = ? AND track = ? AND kind = 'baseline' AND status = 'ok' AND base_sha IS ?",
+        (repo_id, track, base_sha),
+        order_by="id",
+    )
     return AdvisorContext(
         program_md=program_md,
         config_toml=config_toml,
         problem=problem,
         baseline_mean=b_mean,
         baseline_std=b_std,
-        best=best,
+        best=queries.best_so_far(store, problem, repo_id, track),
         history=history,
         open_issues=[*open_issues, *pending_issues],
         plateau=since >= plateau_after,
@@ -198,78 +202,55 @@ def build_context(
         baseline_n=len(baseline),
         repo=repo.get("full_name", ""),
         base_sha=base_sha,
-        base_files={
-            str(k): v for k, v in _json_dict(line.get("base_files")).items() if isinstance(v, str)
-        },
-        baseline_curve=_last_curve(
-            store.query(
-                "SELECT curve FROM runs WHERE repo_id = ? AND track = ? AND kind = 'baseline' "
-                "AND status = 'ok' AND base_sha IS ? ORDER BY id",
-                (repo_id, track, base_sha),
-            )
-        ),
+        base_files={str(k): v for k, v in base_files.items() if isinstance(v, str)},
+        baseline_curve=_last_curve(baseline_runs),
         track=track,
     )
 
 
-def _experiments(store: Store, repo_id: int, track: str = "default") -> list[dict[str, Any]]:
-    return store.query(
-        "SELECT * FROM experiments WHERE repo_id = ? AND track = ? ORDER BY id", (repo_id, track)
-    )
-
-
-def _record(store: Store, row: dict[str, Any]) -> ExperimentRecord:
-    runs = store.query(
-        "SELECT * FROM runs WHERE experiment_id = ? AND kind = 'candidate' ORDER BY id",
-        (row["id"],),
-    )
+def _record(store: Store, exp: Experiment) -> ExperimentRecord:
+    runs = store.rows(Run, "experiment_id = ? AND kind = 'candidate'", (exp.id,), order_by="id")
     if runs:  # the latest measurement: one commit on one base (confirmation seeds join it)
-        latest = (runs[-1]["commit_sha"], runs[-1]["base_sha"])
-        runs = [r for r in runs if (r["commit_sha"], r["base_sha"]) == latest]
-    values = [r["metric"] for r in runs if r["status"] == "ok" and r["metric"] is not None]
-    failed = [r for r in runs if r["status"] != "ok" or r["metric"] is None]
+        latest = (runs[-1].commit_sha, runs[-1].base_sha)
+        runs = [r for r in runs if (r.commit_sha, r.base_sha) == latest]
+    values = [r.metric for r in runs if r.ok and r.metric is not None]
+    failed = [r for r in runs if not r.ok]
     mean, std = mean_std(values) if values else (None, None)
-    measured_on = runs[-1]["base_sha"] if runs else row.get("base_sha")
+    measured_on = runs[-1].base_sha if runs else exp.base_sha
     delta = None
     if mean is not None and measured_on is not None:
-        baseline = _baseline_values(
-            store, row["repo_id"], measured_on, row.get("track") or "default"
-        )
+        baseline = _baseline_values(store, exp.repo_id, measured_on, exp.track)
         if baseline:
             delta = mean - mean_std(baseline)[0]
-    decision = store.one(
-        "SELECT verdict FROM decisions WHERE experiment_id = ? ORDER BY id DESC LIMIT 1",
-        (row["id"],),
-    )
-    knobs = _json_dict(row.get("knobs"))
+    decision = store.first(Decision, "experiment_id = ?", (exp.id,), order_by="id DESC")
     failure = ""
     if failed:
         last = failed[-1]
-        failure = f"{last['status']}: {last['reason']}".strip()
-        if last["log_tail"]:
-            failure += "\n" + last["log_tail"][-600:]
+        failure = f"{last.status}: {last.reason}".strip()
+        if last.log_tail:
+            failure += "\n" + last.log_tail[-600:]
     return ExperimentRecord(
-        diff=_latest_diff(store, row["id"]),
-        number=row.get("pr_number"),
-        title=row["title"],
-        hypothesis=row.get("hypothesis") or "",
-        knobs=knobs,
-        student=row.get("student"),
-        state=row["state"],
+        diff=_latest_diff(store, exp.id),
+        number=exp.pr_number,
+        title=exp.title,
+        hypothesis=exp.hypothesis,
+        knobs=exp.knobs,
+        student=exp.student,
+        state=exp.state,
         metric_mean=mean,
         metric_std=std,
         n_seeds=len(values),
-        verdict=decision["verdict"] if decision else None,
-        diff_summary=f"set {knob_summary(knobs)}" if knobs else "",
-        id=row["id"],
-        source=row.get("source") or "advisor",
+        verdict=decision.verdict if decision else None,
+        diff_summary=f"set {knob_summary(exp.knobs)}" if exp.knobs else "",
+        id=exp.id,
+        source=exp.source,
         n_failed=len(failed),
         failure=failure,
-        feedback=row.get("feedback") or "",
-        head_sha=runs[-1]["commit_sha"] if runs else row.get("head_sha"),
-        base_sha=runs[-1]["base_sha"] if runs else None,
+        feedback=exp.feedback,
+        head_sha=runs[-1].commit_sha if runs else exp.head_sha,
+        base_sha=runs[-1].base_sha if runs else None,
         seeds=[
-            {"seed": r["seed"], "status": r["status"], "metric": r["metric"], "reason": r["reason"]}
+            {"seed": r.seed, "status": r.status, "metric": r.metric, "reason": r.reason}
             for r in runs
         ],
         curve=_last_curve(runs),
@@ -277,15 +258,9 @@ def _record(store: Store, row: dict[str, Any]) -> ExperimentRecord:
     )
 
 
-def _last_curve(runs: list[dict[str, Any]]) -> list[list[float]]:
-    for run in reversed(runs):
-        try:
-            curve = json.loads(run.get("curve") or "[]")
-        except ValueError:
-            continue
-        if curve:
-            return curve
-    return []
+def _last_curve(runs: list[Run]) -> list[list[float]]:
+    """The newest non-empty training curve among `runs`."""
+    return next((run.curve for run in reversed(runs) if run.curve), [])
 
 
 MAX_REVIEW_DIFF = 6000
@@ -293,12 +268,10 @@ MAX_REVIEW_DIFF = 6000
 
 def _latest_diff(store: Store, experiment_id: int) -> str:
     """The newest diff a host reported for the experiment (`JobResult.diff`), clipped."""
-    rows = store.query(
-        "SELECT result FROM jobs WHERE experiment_id = ? AND result IS NOT NULL ORDER BY id DESC",
-        (experiment_id,),
-    )
-    for row in rows:
-        diff = _json_dict(row["result"]).get("diff")
+    for job in store.rows(
+        Job, "experiment_id = ? AND result IS NOT NULL", (experiment_id,), order_by="id DESC"
+    ):
+        diff = (job.result or {}).get("diff")
         if isinstance(diff, str) and diff:
             return _clip(diff, MAX_REVIEW_DIFF)
     return ""
@@ -315,21 +288,6 @@ def _baseline_values(
     return queries.baseline_values(store, repo_id, track, base_sha)
 
 
-def _all_baseline_means(store: Store, repo_id: int, track: str = "default") -> list[float]:
-    rows = store.query(
-        "SELECT AVG(metric) AS mean FROM runs WHERE repo_id = ? AND track = ? "
-        "AND kind = 'baseline' AND status = 'ok' AND metric IS NOT NULL GROUP BY base_sha",
-        (repo_id, track),
-    )
-    return [r["mean"] for r in rows if r["mean"] is not None]
-
-
-def _best(values: list[float], problem: Problem) -> float | None:
-    if not values:
-        return None
-    return min(values) if problem.minimize else max(values)
-
-
 def _since_improvement(history: list[ExperimentRecord]) -> int:
     """Finished experiments after the last merged one, in order of id."""
     count = 0
@@ -342,6 +300,7 @@ def _since_improvement(history: list[ExperimentRecord]) -> int:
 
 
 def _json_dict(text: Any) -> dict[str, Any]:
+    """A repository row's JSON object column (`repos.base_files`); broken text is empty."""
     if isinstance(text, dict):
         return text
     try:

@@ -17,6 +17,7 @@ from agents.screens import propose_novel
 from bot.engine import labs
 from bot.engine.engine import ACTIVE_STATES, Engine, Repo
 from bot.engine.review import Ask, Opinion, Reviewer
+from bot.records import Experiment, Job, Track
 from bot.store import now
 
 log = logging.getLogger("kohai.advisor")
@@ -64,11 +65,8 @@ class AdvisorLoop:
         row = self.store.one("SELECT problem_toml, program_md FROM repos WHERE id = ?", (repo.id,))
         program = (row or {}).get("program_md") or ""
         if repo.tracked:
-            line = self.store.one(
-                "SELECT program_md FROM tracks WHERE repo_id = ? AND name = ?",
-                (repo.id, repo.track),
-            )
-            program = (line or {}).get("program_md") or program
+            line = self.store.get(Track, repo.id, repo.track)
+            program = (line.program_md if line else None) or program
         return build_context(
             self.store,
             repo.id,
@@ -141,13 +139,12 @@ class AdvisorLoop:
 
     def _waiting_for_anyone(self, lab: labs.Lab) -> bool:
         """A queued job any student may take: the next free student serves it, no proposal needed."""
-        return bool(
-            self.store.one(
-                "SELECT id FROM jobs WHERE state = 'queued' AND student IS NULL AND repo_id = ? "
-                "AND track = ?",
-                (lab.repo_id, lab.track),
-            )
+        waiting = self.store.first(
+            Job,
+            "state = 'queued' AND student IS NULL AND repo_id = ? AND track = ?",
+            (lab.repo_id, lab.track),
         )
+        return waiting is not None
 
     def _lab_full(self, lab: labs.Lab) -> bool:
         if not self.max_experiments:
@@ -234,29 +231,29 @@ class AdvisorLoop:
             await self.review_one(exp)
         return len(rows)
 
-    async def review_one(self, exp: dict[str, Any]) -> str:
+    async def review_one(self, exp: Experiment) -> str:
         ask = self.reviewer.begin(exp)
         if not isinstance(ask, Ask):
             return ask
         opinion: Opinion | None = None
         ctx = self.context(ask.repo)
-        record = next((r for r in ctx.history if r.id == exp["id"]), None)
+        record = next((r for r in ctx.history if r.id == exp.id), None)
         if record is not None:
             try:
                 review = await self.advisor.review(ctx, record, ask.gate)
             except Exception as exc:  # noqa: BLE001 - any failure is counted and backed off
-                self._record_failed_call("review", exp["id"], exc)
+                self._record_failed_call("review", exp.id, exc)
                 failures = self.reviewer.advisor_failed(
-                    exp, str(exc), advisor_backoff_s(exp.get("advisor_failures", 0) + 1)
+                    exp, str(exc), advisor_backoff_s(exp.advisor_failures + 1)
                 )
                 log.warning(
-                    "advisor review of experiment %s failed (%d): %s", exp["id"], failures, exc
+                    "advisor review of experiment %s failed (%d): %s", exp.id, failures, exc
                 )
                 if failures < MAX_ADVISOR_FAILURES:
                     return "advisor-failed"
                 # After N failures the gate alone decides.
                 return self.reviewer.conclude(ask, None)
-            self._record_call("review", exp["id"], review)
+            self._record_call("review", exp.id, review)
             opinion = Opinion(
                 verdict=review.verdict,
                 rationale=review.rationale,

@@ -11,8 +11,9 @@ once:
 - The baseline of a base commit is the mean of the ok baseline runs on it; the
   repo's baseline is that of `repos.base_sha`, or of the latest measured base
   while the new one is still being measured.
-- The best so far starts at the first baseline and improves only when a merged
-  winner beats it, in the problem's direction.
+- The best so far is the best, in the problem's direction, of everything the
+  lab kept: every base's baseline and every merged winner's result, of one lab
+  and track; closed and open experiments never count (`best_steps`).
 """
 
 from __future__ import annotations
@@ -128,12 +129,12 @@ class BestSoFar:
     x_label: str
     baseline: float | None  # the first baseline measured: where the best starts
     points: list[ProgressPoint]
+    steps: list[BestStep] = field(default_factory=list)  # what the best is made of
 
     @property
     def best(self) -> float | None:
-        if self.points:
-            return self.points[-1].best
-        return self.baseline
+        """The best so far now, by `best_steps` (a baseline after the last experiment counts)."""
+        return self.steps[-1].best if self.steps else None
 
 
 @dataclass(frozen=True)
@@ -582,13 +583,16 @@ def _progress(
     t0 = (first_run or {}).get("t") or baseline_at or 0.0
     span = max(((e.finished_at or t0) - t0 for e in finished), default=0.0)
     scale, unit = (60.0, "minutes") if span < 2 * 3600 else (3600.0, "hours")
-    best = start_value
+    steps = best_steps(store, problem, repo_id, track)
+    best: float | None = None
+    landed = 0  # the steps that landed before (or with) this experiment's result
     points = []
     for index, exp in enumerate(finished, start=1):
         assert exp.mean is not None
         kept = exp.state == "merged"
-        if kept and (best is None or problem.better(exp.mean, best)):
-            best = exp.mean
+        while landed < len(steps) and steps[landed].order <= (exp.finished_at or 0.0, 1, exp.id):
+            best = steps[landed].best
+            landed += 1
         x = ((exp.finished_at or t0) - t0) / scale if over_time else float(index)
         points.append(
             ProgressPoint(
@@ -602,7 +606,71 @@ def _progress(
             )
         )
     label = f"{unit} since start" if over_time else "experiment"
-    return BestSoFar(problem.metric, problem.minimize, label, start_value, points)
+    return BestSoFar(problem.metric, problem.minimize, label, start_value, points, steps)
+
+
+@dataclass(frozen=True)
+class BestStep:
+    """One result the lab kept, and the best so far once it landed."""
+
+    at: float  # when it landed: a base's first ok baseline seed, a winner's latest run
+    value: float  # what it measured: the base's baseline mean, the winner's mean
+    best: float  # the best so far from then on
+    improved: bool  # it set the best
+    experiment_id: int | None = None  # the merged winner; None for a baseline
+    base_sha: str | None = None  # the base a baseline measured
+
+    @property
+    def order(self) -> tuple[float, int, int]:
+        """Oldest first; a baseline before a winner landing at the same moment."""
+        return (self.at, 0 if self.experiment_id is None else 1, self.experiment_id or 0)
+
+
+def best_steps(
+    store: Store, problem: Problem, repo_id: int | None = None, track: str | None = None
+) -> list[BestStep]:
+    """The best so far, the one definition every reader (dashboard, CLI, advisor) uses.
+
+    The best is the best, in the problem's direction, of everything the lab
+    kept: the baseline of every base it measured (the mean of its ok seeds)
+    and the result of every merged winner (the mean of its current group), in
+    one lab (`repo_id`) and track (`None`: all). A closed experiment never
+    counts, however good its seeds, nor one still open: the lab did not keep
+    it. Each step is one kept result in the order they landed, with the
+    running best; the last step's best is the best so far.
+
+    A re-measured baseline counts because it is the lab's code as it now
+    stands, measured again on fresh seeds: when merges compound, when a
+    human's push improves the base branch, or when a winner merged without a
+    measurement of its own, that is where the gain shows and nowhere else. It
+    can only raise the bar: a winner whose re-measurement came out worse keeps
+    its figure as the best (the leaderboard's measured gain shows the gap).
+    """
+    kept: list[tuple[float, float, int | None, str | None]] = []
+    for (repo, line, base), runs in _baselines_by_base(store).items():
+        ok = [r for r in runs if r.status == "ok" and r.metric is not None]
+        if ok and repo_id in (None, repo) and track in (None, line):
+            at = min(r.created_at for r in ok)
+            kept.append((at, mean_std(_ok_values(ok))[0], None, base))
+    for exp in experiments(store, repo_id, track):
+        if exp.state == "merged" and exp.mean is not None and exp.finished_at is not None:
+            kept.append((exp.finished_at, exp.mean, exp.id, exp.base_sha))
+    kept.sort(key=lambda k: (k[0], 0 if k[2] is None else 1, k[2] or 0))
+    steps: list[BestStep] = []
+    best: float | None = None
+    for at, value, experiment_id, base in kept:
+        improved = best is None or problem.better(value, best)
+        best = value if improved or best is None else best
+        steps.append(BestStep(at, value, best, improved, experiment_id, base))
+    return steps
+
+
+def best_so_far(
+    store: Store, problem: Problem, repo_id: int | None = None, track: str | None = None
+) -> float | None:
+    """The best so far of one lab and track now (`best_steps`); None before anything was kept."""
+    steps = best_steps(store, problem, repo_id, track)
+    return steps[-1].best if steps else None
 
 
 def best_over_experiments(
@@ -773,8 +841,8 @@ def history_rows(
     track: str | None = None,
 ) -> list[HistoryRow]:
     """Every training job ever (of one lab, given `repo_id`, one track given `track`),
-    oldest first; `best_only` keeps the first baseline and the merged winners that
-    improved on the best so far."""
+    oldest first; `best_only` keeps the jobs behind each kept result that set the
+    best so far (`best_steps`): baselines and merged winners."""
     problem = problem or Problem()
     by_id = {e.id: e for e in experiments(store, repo_id, track)}
     in_track, track_params = _in_track(track)
@@ -827,19 +895,22 @@ def history_rows(
         )
     rows.sort(key=lambda r: r.created_at)
     if best_only:
-        rows = _improvements(rows, problem)
+        rows = _improvements(rows, best_steps(store, problem, repo_id, track))
     return rows
 
 
-def _improvements(rows: list[HistoryRow], problem: Problem) -> list[HistoryRow]:
-    best: float | None = None
-    chosen = []
-    for row in rows:
-        if row.metric is None:
+def _improvements(rows: list[HistoryRow], steps: list[BestStep]) -> list[HistoryRow]:
+    """The jobs behind each step that set the best: a base's first baseline job, a winner's kept job."""
+    chosen: list[HistoryRow] = []
+    for step in steps:
+        if not step.improved:
             continue
-        starts = best is None and row.status == "baseline"
-        improves = row.status == "keep" and (best is None or problem.better(row.metric, best))
-        if starts or improves:
-            best = row.metric
-            chosen.append(row)
+        if step.experiment_id is None:
+            behind = [r for r in rows if r.status == "baseline" and r.parent == step.base_sha]
+        else:
+            behind = [
+                r for r in rows if r.status == "keep" and r.experiment_id == step.experiment_id
+            ]
+        if behind and behind[0] not in chosen:
+            chosen.append(behind[0])
     return chosen
