@@ -7,7 +7,6 @@ state of its own and the Claude prompt is a bounded rendering of the same facts.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,7 @@ from bot import queries
 from bot.core.stats import mean_std
 from bot.core.untrusted import CLOSE_TAG, OPEN_TAG, clip_quoted, is_quoted, neutralize
 from bot.problem import Problem
-from bot.records import Decision, Experiment, Job, Run, Track
+from bot.records import Decision, Experiment, Job, Repository, Run, Track
 from bot.render import numbers
 
 if TYPE_CHECKING:
@@ -159,11 +158,10 @@ def build_context(
     has actually cleared. `track` reads one research track of the repository:
     its base, its baseline, its experiments only.
     """
-    repo = store.one("SELECT * FROM repos WHERE id = ?", (repo_id,))
+    repo = store.get(Repository, repo_id)
     if repo is None:
         raise KeyError(f"no repository with id {repo_id}")
-    base_sha: str | None = repo.get("base_sha")
-    base_files = _json_dict(repo.get("base_files"))
+    base_sha, base_files = repo.base_sha, repo.base_files
     if track != "default":
         line = store.get(Track, repo_id, track)
         base_sha, base_files = (line.base_sha, line.base_files) if line else (None, {})
@@ -200,7 +198,7 @@ def build_context(
         plateau=since >= plateau_after,
         experiments_since_improvement=since,
         baseline_n=len(baseline),
-        repo=repo.get("full_name", ""),
+        repo=repo.full_name,
         base_sha=base_sha,
         base_files={str(k): v for k, v in base_files.items() if isinstance(v, str)},
         baseline_curve=_last_curve(baseline_runs),
@@ -297,17 +295,6 @@ def _since_improvement(history: list[ExperimentRecord]) -> int:
         elif record.state == "closed":
             count += 1
     return count
-
-
-def _json_dict(text: Any) -> dict[str, Any]:
-    """A repository row's JSON object column (`repos.base_files`); broken text is empty."""
-    if isinstance(text, dict):
-        return text
-    try:
-        value = json.loads(text or "{}")
-    except (TypeError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _record_text(r: ExperimentRecord, *, detailed: bool) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 
 from bot.core.stats import mean_std
 from bot.problem import Problem
-from bot.records import Decision, Experiment, Job, Run, Student, Track
+from bot.records import Decision, Experiment, Job, Repository, Run, Student, Track
 from bot.store import Store
 
 ACTIVE_STATES = ("implementing", "training")
@@ -311,24 +311,24 @@ def _summary(values: list[float]) -> tuple[float | None, float | None]:
 def baseline(store: Store, repo_id: int | None = None, track: str = "default") -> Baseline | None:
     """The baseline of the lab's current base (the latest repo when none is named)."""
     repo = (
-        store.one("SELECT * FROM repos WHERE id = ?", (repo_id,))
+        store.get(Repository, repo_id)
         if repo_id is not None
-        else store.one("SELECT * FROM repos ORDER BY active DESC, id DESC LIMIT 1")
+        else store.first(Repository, order_by="active DESC, id DESC")
     )
     if repo is None:
         return None
-    base_sha = repo["base_sha"]
+    base_sha = repo.base_sha
     if track != "default":
-        line = store.get(Track, repo["id"], track)
+        line = store.get(Track, repo.id, track)
         base_sha = line.base_sha if line else None
-    values = baseline_values(store, repo["id"], track, base_sha)
+    values = baseline_values(store, repo.id, track, base_sha)
     if not values:  # not measured on this base yet: the last base that was
-        base_sha = latest_baseline_base(store, repo["id"], track)
-        values = baseline_values(store, repo["id"], track, base_sha)
+        base_sha = latest_baseline_base(store, repo.id, track)
+        values = baseline_values(store, repo.id, track, base_sha)
         if not values:
             return None
     mean, std = mean_std(values)
-    return Baseline(repo["id"], base_sha, mean, std, len(values), values)
+    return Baseline(repo.id, base_sha, mean, std, len(values), values)
 
 
 def _experiment_rows(

@@ -69,6 +69,28 @@ class Record:
         return cls(**values)
 
 
+@dataclass(frozen=True, slots=True)
+class Repository(Record):
+    """An installed repository and what the last sync read on its default branch."""
+
+    table: ClassVar[str] = "repos"
+    json_columns: ClassVar[Mapping[str, type]] = {"base_files": dict}
+    flags: ClassVar[tuple[str, ...]] = ("active",)
+
+    id: int
+    full_name: str
+    installation_id: int | None = None
+    default_branch: str = "main"
+    active: bool = True
+    base_sha: str | None = None  # head of the default branch the baseline was measured on
+    problem_toml: str | None = None  # kohai.toml at base_sha
+    program_md: str | None = None  # program.md at base_sha
+    base_files: dict[str, Any] = field(default_factory=dict)  # {path: text} at base_sha
+    baseline_problem: str | None = None  # why the baseline cannot be measured, if so
+    synced_at: float | None = None  # None: the next sync reads it again
+    created_at: float = 0.0
+
+
 @dataclass(slots=True)
 class Experiment(Record):
     """One hypothesis and its PR, through the lifecycle in `bot.core.lifecycle`."""

@@ -201,15 +201,16 @@ class Demo:
         from bot import queries
         from bot.engine import labs
         from bot.engine.engine import Repo
+        from bot.records import Repository
 
-        row = self.store.one("SELECT * FROM repos WHERE full_name = ?", (REPO,))
-        problem = Repo.from_row(row).problem if row and row["problem_toml"] else None
+        found = self.store.first(Repository, "full_name = ?", (REPO,))
+        problem = Repo.of(found).problem if found and found.problem_toml else None
         exps = queries.experiments(self.store)
         done = [e for e in exps if e.state in ("merged", "closed")]
         students = queries.students(self.store)
         best = (
-            queries.best_over_experiments(self.store, problem, row["id"])
-            if row and problem
+            queries.best_over_experiments(self.store, problem, found.id)
+            if found and problem
             else None
         )
         return {

@@ -22,7 +22,7 @@ from bot.engine import labs
 from bot.engine.bus import Bus
 from bot.outbox import writes as w
 from bot.problem import DEFAULT_TRACK, Problem, ProblemError, loads_problem
-from bot.records import Decision, Experiment, Job, Track
+from bot.records import Decision, Experiment, Job, Repository, Track
 from bot.render.comments import status_comment
 from bot.store import Store, dumps, now
 
@@ -96,19 +96,20 @@ class Repo:
         return f"[{self.track}] " if self.tracked else ""
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Repo:
+    def of(cls, repository: Repository) -> Repo:
+        """The repository's default line, with its problem (the default one if unreadable)."""
         problem = Problem()
-        if row.get("problem_toml"):
+        if repository.problem_toml:
             try:
-                problem = loads_problem(row["problem_toml"])
+                problem = loads_problem(repository.problem_toml)
             except ProblemError:
                 problem = Problem()
         return cls(
-            id=row["id"],
-            full_name=row["full_name"],
-            installation_id=row["installation_id"],
-            default_branch=row["default_branch"] or "main",
-            base_sha=row["base_sha"],
+            id=repository.id,
+            full_name=repository.full_name,
+            installation_id=repository.installation_id,
+            default_branch=repository.default_branch or "main",
+            base_sha=repository.base_sha,
             problem=problem,
         )
 
@@ -140,14 +141,14 @@ class Engine:
     def repo(self, full_name: str | None, track: str | None = None) -> Repo | None:
         if not full_name:
             return None
-        row = self.store.one("SELECT * FROM repos WHERE full_name = ?", (full_name,))
-        return self.on_track(Repo.from_row(row), track) if row else None
+        found = self.store.first(Repository, "full_name = ?", (full_name,))
+        return self.on_track(Repo.of(found), track) if found else None
 
     def repo_by_id(self, repo_id: int, track: str | None = None) -> Repo:
-        row = self.store.one("SELECT * FROM repos WHERE id = ?", (repo_id,))
-        if row is None:
+        found = self.store.get(Repository, repo_id)
+        if found is None:
             raise KeyError(f"no repo {repo_id}")
-        return self.on_track(Repo.from_row(row), track)
+        return self.on_track(Repo.of(found), track)
 
     def on_track(self, repo: Repo, track: str | None) -> Repo:
         """The repository seen as one of its tracks: that track's base branch and base."""

@@ -18,6 +18,7 @@ from bot.engine.engine import Engine, Repo
 from bot.github.client import GitHubApp, GitHubWriteError
 from bot.outbox import writes as w
 from bot.problem import CONFIG_FILE, PROGRAM_FILE, Problem, ProblemError, Track, loads_problem
+from bot.records import Repository
 from bot.store import now
 
 log = logging.getLogger("kohai.sync")
@@ -45,10 +46,10 @@ async def _file_at(
 
 async def sync_repo(engine: Engine, github: GitHubApp, repo_id: int) -> str | None:
     """Refresh one repo from GitHub; queue a baseline when its base moved. Returns the base sha."""
-    row = engine.store.one("SELECT * FROM repos WHERE id = ?", (repo_id,))
-    if row is None or not row["active"] or row["installation_id"] is None:
+    found = engine.store.get(Repository, repo_id)
+    if found is None or not found.active or found.installation_id is None:
         return None
-    inst, name = row["installation_id"], row["full_name"]
+    inst, name = found.installation_id, found.full_name
     meta = await github.request(inst, "GET", f"/repos/{name}")
     default_branch = meta.data.get("default_branch") or "main"
     branch = await github.request(inst, "GET", f"/repos/{name}/branches/{default_branch}")
@@ -59,7 +60,7 @@ async def sync_repo(engine: Engine, github: GitHubApp, repo_id: int) -> str | No
     editable = problem.editable if problem is not None else ()
     base_files = await _editable_files(github, inst, name, editable, sha)
     with engine.store.transaction():
-        moved = row["base_sha"] != sha
+        moved = found.base_sha != sha
         engine.store.update(
             "repos",
             repo_id,

@@ -30,6 +30,6 @@ async def test_off_schema_reviews_are_paid_for_counted_and_bounded(tmp_path: Pat
     calls = lab.store.query("SELECT error, cost_usd, input_tokens FROM advisor_calls")
     assert len(calls) == MAX_ADVISOR_FAILURES
     assert all(c["error"] and c["cost_usd"] > 0 and c["input_tokens"] == 1000 for c in calls)
-    assert lab.exp(exp_id)["review_requested"] == 0
+    assert not lab.exp(exp_id).review_requested
     last = lab.store.one("SELECT verdict, actor FROM decisions ORDER BY id DESC LIMIT 1")
     assert last == {"verdict": "merge", "actor": "gate"}
