@@ -1,4 +1,5 @@
-"""Typed rows: what the store hands the engine, the job book, the reviewer and the readers.
+"""Typed rows: what the store hands the engine, the job book, the reviewer, the readers
+and the workers that drain the inbox and the outbox.
 
 A record is one table's row with its JSON columns decoded and its 0/1 flags as
 booleans, so no caller parses `knobs`, `seeds`, `payload` or `curve` itself and
@@ -28,16 +29,20 @@ from bot.protocol import JobKind
 R = TypeVar("R", bound="Record")
 
 
-def _json(value: Any, kind: type, nullable: bool) -> Any:
-    """A JSON column's value as `kind`: NULL is None (nullable) or empty; broken text is empty."""
+def _json(value: Any, kind: type, nullable: bool, verbatim: bool = False) -> Any:
+    """A JSON column's value as `kind`: NULL is None (nullable) or empty; broken text is
+    empty, or (`verbatim`) the text as stored, for a reader that must refuse it itself."""
     if value is None:
         return None if nullable else kind()
+    decoded = value
     if isinstance(value, str):
         try:
-            value = json.loads(value) if value else kind()
+            decoded = json.loads(value) if value or verbatim else kind()
         except ValueError:
-            value = kind()
-    return value if isinstance(value, kind) else kind()
+            decoded = None
+    if isinstance(decoded, kind):
+        return decoded
+    return value if verbatim and isinstance(value, str) else kind()
 
 
 class Record:
@@ -49,6 +54,9 @@ class Record:
     json_columns: ClassVar[Mapping[str, type]] = {}
     # JSON columns whose NULL means "not yet" and reads as None.
     nullable: ClassVar[tuple[str, ...]] = ()
+    # JSON columns whose text, when it is not JSON of the column's type, stays the
+    # text as stored (rather than reading as empty), so its reader can refuse it.
+    verbatim: ClassVar[tuple[str, ...]] = ()
     # Columns stored as 0/1 that read as booleans.
     flags: ClassVar[tuple[str, ...]] = ()
 
@@ -60,7 +68,12 @@ class Record:
                 continue  # the field's default: a narrow SELECT did not ask for it
             value = row[f.name]
             if f.name in cls.json_columns:
-                value = _json(value, cls.json_columns[f.name], f.name in cls.nullable)
+                value = _json(
+                    value,
+                    cls.json_columns[f.name],
+                    f.name in cls.nullable,
+                    f.name in cls.verbatim,
+                )
             elif f.name in cls.flags:
                 value = bool(value)
             elif value is None and f.default is not dataclasses.MISSING and f.default is not None:
@@ -262,3 +275,55 @@ class Track(Record):
     baseline_problem: str | None = None
     synced_at: float | None = None
     created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry(Record):
+    """One GitHub write the engine asked for, and how performing it went.
+
+    `args` is the write's arguments as `bot.outbox.writes.decode` reads them.
+    A row whose stored text is not a JSON object (a damaged or hostile row)
+    keeps that text, so the worker fails it as a malformed row, with the
+    reason, instead of performing a write with no arguments.
+    """
+
+    table: ClassVar[str] = "outbox"
+    json_columns: ClassVar[Mapping[str, type]] = {"args": dict, "result": dict}
+    nullable: ClassVar[tuple[str, ...]] = ("result",)
+    verbatim: ClassVar[tuple[str, ...]] = ("args",)
+
+    id: int
+    repo: str  # owner/name
+    op: str  # a write's `op` (`bot.outbox.writes.WRITES`)
+    installation_id: int | None = None  # None: looked up when performed
+    args: dict[str, Any] | str = field(default_factory=dict)
+    marker: str | None = None  # <!-- kohai:<kind>:<key> --> of a comment write
+    state: str = "pending"  # pending | done | failed | superseded
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    last_error: str | None = None
+    result: dict[str, Any] | None = None  # what GitHub answered, once done
+    created_at: float = 0.0
+    done_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery(Record):
+    """One webhook delivery, stored before it was acknowledged, and how routing it went.
+
+    `payload` stays the body as GitHub sent it: `bot.core.events.parse_event`
+    reads it and tells a body that is not a JSON object (a failed delivery)
+    from an event, which a decoded-or-empty column could not.
+    """
+
+    table: ClassVar[str] = "inbox"
+
+    id: int
+    delivery_id: str  # GitHub's X-GitHub-Delivery
+    event: str  # X-GitHub-Event
+    action: str | None = None
+    payload: str = ""
+    received_at: float = 0.0
+    status: str = "pending"  # pending | routed | ignored | failed
+    note: str | None = None  # what routing did, or why it failed; a line per failed try
+    processed_at: float | None = None

@@ -355,13 +355,18 @@ class Store:
         return self.first(kind, where, key)
 
     def rows(
-        self, kind: type[R], where: str | None = None, params: Any = (), *, order_by: str = "rowid"
+        self,
+        kind: type[R],
+        where: str | None = None,
+        params: Any = (),
+        *,
+        order_by: str = "rowid",
+        limit: int | None = None,
     ) -> list[R]:
-        """Every record of `kind` matching `where`, in `order_by` order."""
+        """Every record of `kind` matching `where` (the first `limit`), in `order_by` order."""
         table = self.db.table(kind.table)
-        return [
-            kind.from_row(row) for row in table.rows_where(where, params or None, order_by=order_by)
-        ]
+        found = table.rows_where(where, params or None, order_by=order_by, limit=limit)
+        return [kind.from_row(row) for row in found]
 
     def first(
         self, kind: type[R], where: str | None = None, params: Any = (), *, order_by: str = "rowid"

@@ -14,6 +14,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from bot.engine.inbox import inbox_counts
+from bot.outbox.worker import failed_writes
 from webhooks import hosts
 from webhooks.context import BotContext
 from webhooks.github_hook import github_webhook
@@ -36,9 +37,10 @@ def health(ctx: BotContext) -> dict[str, Any]:
         workers[name] = {"last_beat_s_ago": age, "alive": age is not None and age < 30}
     outbox = _count(ctx, "SELECT state AS k, COUNT(*) AS n FROM outbox GROUP BY state")
     jobs = _count(ctx, "SELECT state AS k, COUNT(*) AS n FROM jobs GROUP BY state")
-    failed_writes = ctx.store.query(
-        "SELECT id, op, repo, last_error FROM outbox WHERE state = 'failed' ORDER BY id DESC LIMIT 10"
-    )
+    failed = [
+        {"id": e.id, "op": e.op, "repo": e.repo, "last_error": e.last_error}
+        for e in failed_writes(ctx.store, limit=10)
+    ]
     ok = not ctx.startup_errors and all(w["alive"] for w in workers.values())
     advisor = (
         ctx.store.one(
@@ -68,7 +70,7 @@ def health(ctx: BotContext) -> dict[str, Any]:
         "baselines_unmeasurable": baselines,
         "inbox": inbox_counts(ctx.store),
         "outbox": outbox,
-        "failed_writes": failed_writes,
+        "failed_writes": failed,
         "jobs": jobs,
         "workers": workers,
     }

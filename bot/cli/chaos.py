@@ -224,7 +224,7 @@ class ChaosLab:
 
     def invariants(self, issues: list[int]) -> dict[str, int]:
         """Violations of each invariant (all zero when nothing was lost or doubled)."""
-        from bot.records import Experiment, Run
+        from bot.records import Delivery, Experiment, Run
 
         store = self.store()
         try:
@@ -276,10 +276,8 @@ class ChaosLab:
                 if github != mine:
                     mismatched += 1
             routed = set()
-            for row in store.query(
-                "SELECT payload FROM inbox WHERE event = 'issue_comment' AND status = 'routed'"
-            ):
-                routed.add((json.loads(row["payload"]).get("comment") or {}).get("id"))
+            for delivery in store.rows(Delivery, "event = 'issue_comment' AND status = 'routed'"):
+                routed.add((json.loads(delivery.payload).get("comment") or {}).get("id"))
             commands_lost = sum(
                 1
                 for thread in comments.values()

@@ -16,6 +16,7 @@ from bot.core.events import MalformedEvent, parse_event
 from bot.core.router import permission_logins, route
 from bot.engine import handlers
 from bot.engine.engine import Engine
+from bot.records import Delivery
 from bot.store import Store, now
 
 log = logging.getLogger("kohai.inbox")
@@ -41,17 +42,18 @@ def store_delivery(
     return cursor.rowcount == 1
 
 
-def pending(store: Store, limit: int = 100) -> list[dict]:
-    return store.query("SELECT * FROM inbox WHERE status = 'pending' ORDER BY id LIMIT ?", (limit,))
+def pending(store: Store, limit: int = 100) -> list[Delivery]:
+    """The oldest deliveries still to route, in arrival order."""
+    return store.rows(Delivery, "status = 'pending'", order_by="id", limit=limit)
 
 
-async def route_one(engine: Engine, row: dict, permission: PermissionLookup | None) -> str:
+async def route_one(engine: Engine, delivery: Delivery, permission: PermissionLookup | None) -> str:
     """Route one stored delivery; return its final status."""
     store = engine.store
     try:
-        event = parse_event(row["event"], row["payload"], row["delivery_id"])
+        event = parse_event(delivery.event, delivery.payload, delivery.delivery_id)
     except MalformedEvent as exc:
-        _finish(store, row["id"], "failed", str(exc))
+        _finish(store, delivery.id, "failed", str(exc))
         return "failed"
     levels: dict[str, str] = {}
     logins = permission_logins(event)
@@ -63,18 +65,18 @@ async def route_one(engine: Engine, row: dict, permission: PermissionLookup | No
                     repo.installation_id, event.repo or repo.full_name, login
                 )
         except Exception as exc:  # noqa: BLE001 - GitHub unreachable: keep the delivery for later
-            tries = _bump(store, row["id"], f"permission lookup failed: {exc}")
+            tries = _bump(store, delivery.id, f"permission lookup failed: {exc}")
             if tries >= MAX_TRIES:
-                _finish(store, row["id"], "failed", f"permission lookup failed: {exc}")
+                _finish(store, delivery.id, "failed", f"permission lookup failed: {exc}")
                 return "failed"
             return "pending"
     try:
         # The delivery's effects and its routed status commit together: a crash
         # in between can neither apply it twice nor lose it.
         with store.transaction():
-            current = store.one("SELECT status FROM inbox WHERE id = ?", (row["id"],))
-            if current is None or current["status"] != "pending":
-                return (current or {}).get("status", "failed")
+            current = store.get(Delivery, delivery.id)
+            if current is None or current.status != "pending":
+                return current.status if current is not None else "failed"
             snapshot = engine.snapshot(
                 event,
                 levels.get((event.sender or "").lower()),
@@ -84,10 +86,10 @@ async def route_one(engine: Engine, row: dict, permission: PermissionLookup | No
             notes = handlers.apply(engine, event, intents)
             ignored = all(n.startswith("ignored") for n in notes)
             status = "ignored" if ignored else "routed"
-            _finish(store, row["id"], status, "; ".join(notes))
+            _finish(store, delivery.id, status, "; ".join(notes))
     except Exception as exc:
-        log.exception("routing delivery %s failed", row["delivery_id"])
-        _finish(store, row["id"], "failed", f"{type(exc).__name__}: {exc}")
+        log.exception("routing delivery %s failed", delivery.delivery_id)
+        _finish(store, delivery.id, "failed", f"{type(exc).__name__}: {exc}")
         return "failed"
     return status
 
@@ -102,8 +104,8 @@ def _finish(store: Store, row_id: int, status: str, note: str) -> None:
 def _bump(store: Store, row_id: int, note: str) -> int:
     """Record one failed try (a line of the note); return how many there have been."""
     with store.transaction():
-        row = store.one("SELECT note FROM inbox WHERE id = ?", (row_id,))
-        previous = (row or {}).get("note") or ""
+        delivery = store.get(Delivery, row_id)
+        previous = (delivery.note if delivery is not None else None) or ""
         store.update("inbox", row_id, {"note": previous + note[:200] + "\n"})
     return previous.count("\n") + 1
 
@@ -111,8 +113,8 @@ def _bump(store: Store, row_id: int, note: str) -> int:
 async def process_pending(engine: Engine, permission: PermissionLookup | None) -> int:
     """Route every pending delivery in arrival order; return how many were finished."""
     done = 0
-    for row in pending(engine.store):
-        status = await route_one(engine, row, permission)
+    for delivery in pending(engine.store):
+        status = await route_one(engine, delivery, permission)
         if status != "pending":
             done += 1
     return done

@@ -13,7 +13,7 @@ from typing import Any
 from bot.core import labels as lab
 from bot.engine.engine import BASE_MOVED, Engine, Repo
 from bot.outbox import writes as w
-from bot.records import Experiment
+from bot.records import Experiment, OutboxEntry
 from bot.store import now
 
 
@@ -42,10 +42,10 @@ def pr_caught_up(engine: Engine, repo: Repo, exp: Experiment, labels: Sequence[s
     engine.refresh_status(repo, exp.id)
 
 
-def write_done(engine: Engine, row: dict[str, Any], result: dict[str, Any]) -> None:
+def write_done(engine: Engine, entry: OutboxEntry, result: dict[str, Any]) -> None:
     """Results of GitHub writes that feed back into state (called inside the outbox's transaction)."""
-    write = w.decode(row["op"], row["args"])
-    repo = engine.repo(row["repo"])
+    write = w.decode(entry.op, entry.args)
+    repo = engine.repo(entry.repo)
     if repo is None:
         return
     if isinstance(write, w.CreateBranch):
@@ -94,16 +94,16 @@ def write_done(engine: Engine, row: dict[str, Any], result: dict[str, Any]) -> N
         engine.mark_base_stale(repo)
 
 
-def write_failed(engine: Engine, row: dict[str, Any], message: str) -> None:
+def write_failed(engine: Engine, entry: OutboxEntry, message: str) -> None:
     """A GitHub write failed for good; a refused merge must not leave its PR in limbo."""
-    if row["op"] != w.Merge.op:
+    if entry.op != w.Merge.op:
         return
     try:
-        write = w.decode(row["op"], row["args"])
+        write = w.decode(entry.op, entry.args)
     except (KeyError, TypeError, ValueError):
         return  # a malformed row: it failed as such, and names no experiment
     assert isinstance(write, w.Merge)
-    repo = engine.repo(row["repo"])
+    repo = engine.repo(entry.repo)
     exp_id = write.experiment_id
     exp = engine.store.get(Experiment, exp_id) if exp_id else None
     if repo is None or exp is None or exp.final:
@@ -114,7 +114,7 @@ def write_failed(engine: Engine, row: dict[str, Any], message: str) -> None:
         rationale = f"Not merged: {message}. Re-measuring on the new base before deciding."
         engine.decide(exp.id, "rerun", "gate", rationale)
         engine.decision_comment(
-            repo, exp, "Not merged: the base moved", rationale, key=f"base-moved-{row['id']}"
+            repo, exp, "Not merged: the base moved", rationale, key=f"base-moved-{entry.id}"
         )
         engine.mark_base_stale(repo)
         engine.store.update("experiments", exp.id, {"review_requested": 1, "updated_at": now()})
@@ -127,7 +127,7 @@ def write_failed(engine: Engine, row: dict[str, Any], message: str) -> None:
             w.Comment(
                 number=exp.pr_number,
                 kind="merge-failed",
-                key=str(row["id"]),
+                key=str(entry.id),
                 body=f"### Merge refused by GitHub\n\n{message}\n\n`/rerun` merges the base into the "
                 "branch and trains it again (a conflict goes to the student); `/close` ends it.",
             ),

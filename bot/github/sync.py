@@ -18,7 +18,7 @@ from bot.engine.engine import Engine, Repo
 from bot.github.client import GitHubApp, GitHubWriteError
 from bot.outbox import writes as w
 from bot.problem import CONFIG_FILE, PROGRAM_FILE, Problem, ProblemError, Track, loads_problem
-from bot.records import Repository
+from bot.records import OutboxEntry, Repository
 from bot.store import now
 
 log = logging.getLogger("kohai.sync")
@@ -183,9 +183,9 @@ def _create_base(engine: Engine, repo: Repo, track: Track) -> None:
             "ON CONFLICT (repo_id, name) DO UPDATE SET base_branch = excluded.base_branch",
             (repo.id, track.name, track.base, now()),
         )
-        pending = engine.store.one(
-            "SELECT id FROM outbox WHERE repo = ? AND op = ? "
-            "AND state = 'pending' AND json_extract(args, '$.branch') = ?",
+        pending = engine.store.first(
+            OutboxEntry,
+            "repo = ? AND op = ? AND state = 'pending' AND json_extract(args, '$.branch') = ?",
             (repo.full_name, w.CreateBranch.op, track.base),
         )
         if pending is None:

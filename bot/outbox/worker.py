@@ -18,7 +18,6 @@ the dashboard show it (`failed_writes`).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -32,12 +31,14 @@ from githubkit_schemas.latest.models import PullRequest
 
 from bot.github.client import GitHubApp, GitHubWriteError
 from bot.outbox import writes as w
+from bot.records import OutboxEntry
 from bot.store import Store, dumps
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
-OnDone = Callable[[dict[str, Any], dict[str, Any]], None]
+OnDone = Callable[[OutboxEntry, dict[str, Any]], None]
+OnFailed = Callable[[OutboxEntry, str], None]
 MAX_ATTEMPTS = 8
 
 
@@ -688,7 +689,7 @@ class OutboxWorker:
         github: GitHubApp,
         *,
         on_done: OnDone | None = None,
-        on_failed: Callable[[dict[str, Any], str], None] | None = None,
+        on_failed: OnFailed | None = None,
         bus: Any = None,
         clock: Callable[[], float] = time.time,
         max_attempts: int = MAX_ATTEMPTS,
@@ -716,19 +717,20 @@ class OutboxWorker:
         self.idle_s = idle_s
         self.last_run_at: float | None = None
 
-    def due(self) -> list[dict[str, Any]]:
+    def due(self) -> list[OutboxEntry]:
         """Pending rows whose time has come: new branches first, then in the order written."""
         first, second = (t.op for t in w.BRANCH_WRITES)
-        rows = self.store.query(
-            "SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_at <= ? "
-            "ORDER BY op = ? DESC, op = ? DESC, id",
-            (self.clock(), first, second),
+        entries = self.store.rows(
+            OutboxEntry,
+            "state = 'pending' AND next_attempt_at <= ?",
+            (self.clock(), first, second),  # the last two fill `order_by`
+            order_by="op = ? DESC, op = ? DESC, id",
         )
         return [
-            row
-            for row in rows
-            if row["op"] not in self.skip_ops
-            and (self.only_ops is None or row["op"] in self.only_ops)
+            entry
+            for entry in entries
+            if entry.op not in self.skip_ops
+            and (self.only_ops is None or entry.op in self.only_ops)
         ]
 
     async def run_once(self) -> int:
@@ -744,20 +746,20 @@ class OutboxWorker:
         blocked: set[str] = set()
         tried: set[int] = set()
         while True:
-            row = next(
-                (r for r in self.due() if r["repo"] not in blocked and r["id"] not in tried),
+            entry = next(
+                (e for e in self.due() if e.repo not in blocked and e.id not in tried),
                 None,
             )
-            if row is None:
+            if entry is None:
                 break
             if self.defer_to is not None and await self._deferred():
                 continue  # the other lane wrote meanwhile: read the due rows again
-            tried.add(row["id"])
-            state = await self.perform(row)
+            tried.add(entry.id)
+            state = await self.perform(entry)
             if state == "done":
                 done += 1
             elif state == "pending":
-                blocked.add(row["repo"])
+                blocked.add(entry.repo)
         self.last_run_at = self.clock()
         return done
 
@@ -775,28 +777,28 @@ class OutboxWorker:
             await asyncio.sleep(0.002)
         return waited
 
-    async def perform(self, row: dict[str, Any]) -> str:
+    async def perform(self, entry: OutboxEntry) -> str:
         """Perform one row; returns its new state (done, pending or failed)."""
         self.performing = True
         try:
-            return await self._perform(row)
+            return await self._perform(entry)
         finally:
             self.performing = False
 
-    async def _perform(self, row: dict[str, Any]) -> str:
+    async def _perform(self, entry: OutboxEntry) -> str:
         try:
-            installation_id = row["installation_id"]
+            installation_id = entry.installation_id
             if installation_id is None:
-                installation_id = await self.github.installation_for_repo(row["repo"])
-            write = w.decode(row["op"], row["args"])
-            result = await perform(self.github, int(installation_id), row["repo"], write)
+                installation_id = await self.github.installation_for_repo(entry.repo)
+            write = w.decode(entry.op, entry.args)
+            result = await perform(self.github, int(installation_id), entry.repo, write)
         except Exception as exc:  # noqa: BLE001 - any failure of a write is recorded and retried
-            return self._record_failure(row, exc)
+            return self._record_failure(entry, exc)
         try:
             with self.store.transaction():
                 self.store.update(
                     "outbox",
-                    row["id"],
+                    entry.id,
                     {
                         "state": "done",
                         "result": dumps(result),
@@ -805,32 +807,34 @@ class OutboxWorker:
                     },
                 )
                 if self.on_done is not None:
-                    self.on_done(row, result)
+                    self.on_done(entry, result)
         except Exception as exc:  # the engine's hook failed: keep the row, try later
-            log.exception("outbox %s: on_done failed", row["id"])
-            return self._record_failure(row, RuntimeError(f"on_done: {type(exc).__name__}: {exc}"))
-        self.publish(row, "done")
+            log.exception("outbox %s: on_done failed", entry.id)
+            return self._record_failure(
+                entry, RuntimeError(f"on_done: {type(exc).__name__}: {exc}")
+            )
+        self.publish(entry, "done")
         return "done"
 
-    def _record_failure(self, row: dict[str, Any], exc: Exception) -> str:
+    def _record_failure(self, entry: OutboxEntry, exc: Exception) -> str:
         message, retryable, retry_after = describe_failure(exc)
         values = failure_update(
-            row["attempts"], message, retryable, retry_after, self.clock(), self.max_attempts
+            entry.attempts, message, retryable, retry_after, self.clock(), self.max_attempts
         )
         with self.store.transaction():
-            self.store.update("outbox", row["id"], values)
+            self.store.update("outbox", entry.id, values)
             if values.get("state") == "failed" and self.on_failed is not None:
-                self.on_failed(row, message)
+                self.on_failed(entry, message)
         level = logging.ERROR if values.get("state") == "failed" else logging.WARNING
-        log.log(level, "outbox %s %s %s: %s", row["id"], row["op"], row["repo"], message)
+        log.log(level, "outbox %s %s %s: %s", entry.id, entry.op, entry.repo, message)
         state = str(values.get("state", "pending"))
-        self.publish(row, state, error=message)
+        self.publish(entry, state, error=message)
         return state
 
-    def publish(self, row: dict[str, Any], state: str, **extra: Any) -> None:
+    def publish(self, entry: OutboxEntry, state: str, **extra: Any) -> None:
         if self.bus is not None:
             self.bus.publish(
-                "outbox", id=row["id"], op=row["op"], repo=row["repo"], state=state, **extra
+                "outbox", id=entry.id, op=entry.op, repo=entry.repo, state=state, **extra
             )
 
     async def run_forever(self, wake: asyncio.Event) -> None:
@@ -851,23 +855,13 @@ class OutboxWorker:
 # -- what the rest of the bot shows ------------------------------------------------
 
 
-def _decoded(row: dict[str, Any]) -> dict[str, Any]:
-    row = dict(row)
-    for column in ("args", "result"):
-        if row.get(column):
-            row[column] = json.loads(row[column])
-    return row
-
-
-def failed_writes(store: Store) -> list[dict[str, Any]]:
+def failed_writes(store: Store, limit: int | None = None) -> list[OutboxEntry]:
     """Writes that will not be retried, newest first, with GitHub's reason."""
-    rows = store.query("SELECT * FROM outbox WHERE state = 'failed' ORDER BY id DESC")
-    return [_decoded(row) for row in rows]
+    return store.rows(OutboxEntry, "state = 'failed'", order_by="id DESC", limit=limit)
 
 
 def pending_count(store: Store) -> int:
-    row = store.one("SELECT COUNT(*) AS n FROM outbox WHERE state = 'pending'")
-    return int(row["n"]) if row else 0
+    return store.count("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
 
 
 def requeue(store: Store, outbox_id: int) -> bool:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bot.engine import write_results
 from bot.engine.engine import Engine
+from bot.records import OutboxEntry
 from bot.store import Store, dumps
 
 
@@ -40,7 +41,7 @@ def ops(store: Store) -> list[str]:
 def test_open_pr_done_records_the_number_and_queues_the_job(tmp_path: Path) -> None:
     store, engine, exp_id = setup(tmp_path)
     assert ops(store) == ["start_branch", "ensure_labels", "open_pr"]
-    row = store.one("SELECT * FROM outbox WHERE op = 'open_pr'")
+    row = store.first(OutboxEntry, "op = 'open_pr'")
     with store.transaction():
         write_results.write_done(engine, row, {"number": 5, "head_sha": "h" * 40})
     exp = store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,))
@@ -70,7 +71,7 @@ def test_a_refused_merge_is_explained_on_the_pr(tmp_path: Path) -> None:
         )
         write_results.write_failed(
             engine,
-            store.one("SELECT * FROM outbox WHERE id = ?", (row_id,)),
+            store.get(OutboxEntry, row_id),
             "Pull Request is not mergeable",
         )
     comment = [
@@ -102,8 +103,8 @@ def test_the_job_is_queued_when_the_branch_exists_and_the_pr_catches_up(tmp_path
 
     store, engine, exp_id = setup(tmp_path)
     book = JobBook(engine)
-    branch = store.one("SELECT * FROM outbox WHERE op = 'start_branch'")
-    assert json.loads(branch["args"])["base_sha"] == "b" * 40
+    branch = store.first(OutboxEntry, "op = 'start_branch'")
+    assert branch.args["base_sha"] == "b" * 40
     with store.transaction():
         write_results.write_done(engine, branch, {"branch": "kohai/1-try-it", "head_sha": "s" * 40})
     exp = store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,))
@@ -125,7 +126,7 @@ def test_the_job_is_queued_when_the_branch_exists_and_the_pr_catches_up(tmp_path
     with store.transaction():
         write_results.write_done(
             engine,
-            store.one("SELECT * FROM outbox WHERE op = 'open_pr'"),
+            store.first(OutboxEntry, "op = 'open_pr'"),
             {"number": 5, "head_sha": "s" * 40},
         )
     exp = store.one("SELECT * FROM experiments WHERE id = ?", (exp_id,))

@@ -18,7 +18,7 @@ from bot.engine.engine import BASE_MOVED
 from bot.engine.jobs import MAX_BASELINE_JOBS, validate_result
 from bot.engine.review import Ask, Opinion, gate_reason, review_outcome
 from bot.protocol import JobResult, RunResult
-from bot.records import Job
+from bot.records import Job, OutboxEntry
 from tests.support.engine_lab import Lab, ok
 
 
@@ -54,11 +54,11 @@ def test_merges_are_serialized_and_checked_against_the_measured_base(tmp_path: P
     # The first merge is in flight: the second candidate waits, still requested.
     assert lab.review(second) == "wait-merge"
     assert lab.exp(second).review_requested
-    [merge] = lab.store.query("SELECT * FROM outbox WHERE op = 'merge'")
-    assert json.loads(merge["args"])["base_sha"] == "b" * 40
+    [merge] = lab.store.rows(OutboxEntry, "op = 'merge'")
+    assert merge.args["base_sha"] == "b" * 40
     # The merge landed; until the new base is synced, nothing else is decided.
     with lab.store.transaction():
-        lab.store.update("outbox", merge["id"], {"state": "done"})
+        lab.store.update("outbox", merge.id, {"state": "done"})
         write_results.write_done(lab.engine, merge, {"merged": True})
     assert lab.exp(first).state == "merged"
     assert lab.review(second) == "wait-merge"
@@ -74,10 +74,10 @@ def test_a_merge_whose_base_moved_goes_back_to_be_re_measured(tmp_path: Path) ->
     exp_id = lab.experiment(5)
     lab.run(ok(1.0, head="5" * 40))
     assert lab.review(exp_id) == "merge"
-    merge = lab.store.one("SELECT * FROM outbox WHERE op = 'merge'")
+    merge = lab.store.first(OutboxEntry, "op = 'merge'")
     message = f"GitHub 409: {BASE_MOVED} (measured on bbbbbbbbbb, main is now at cccccccccc)"
     with lab.store.transaction():
-        lab.store.update("outbox", merge["id"], {"state": "failed"})
+        lab.store.update("outbox", merge.id, {"state": "failed"})
         write_results.write_failed(lab.engine, merge, message)
     exp = lab.exp(exp_id)
     assert exp.state == "review" and exp.review_requested
@@ -254,7 +254,7 @@ async def test_a_failing_advisor_backs_off_is_counted_then_the_gate_decides(
     assert len(calls) == MAX_ADVISOR_FAILURES
     assert all("off-schema" in c["error"] and c["cost_usd"] == 0.01 for c in calls)
     exp = lab.exp(exp_id)
-    assert exp["review_requested"] == 0
+    assert not exp.review_requested
     assert lab.store.one("SELECT verdict, actor FROM decisions ORDER BY id DESC LIMIT 1") == {
         "verdict": "merge",
         "actor": "gate",

@@ -305,7 +305,7 @@ async def test_a_new_branch_jumps_the_queue_and_the_pr_opens_on_it(
             commit_message="kohai: start experiment 7",
         ),
     )
-    assert [r["id"] for r in worker.due()][:2] == [branch_row, labels_row]
+    assert [r.id for r in worker.due()][:2] == [branch_row, labels_row]
     assert await worker.run_once() == 2, failed_writes(store)
     head = result_of(store, branch_row)["head_sha"]
     assert head == rev("kohai/7-fast") and rev("kohai/7-fast^") == base

@@ -23,6 +23,7 @@ from bot.outbox.worker import (
     retry_delay_s,
 )
 from bot.outbox.writes import enqueue
+from bot.records import OutboxEntry
 from bot.store import Store
 from tests.support.github_mock import (
     BOT_USER,
@@ -135,7 +136,7 @@ async def test_crash_between_the_write_and_the_commit_writes_exactly_once(
         ),
     )
 
-    def die(row: dict[str, Any], result: dict[str, Any]) -> None:
+    def die(row: OutboxEntry, result: dict[str, Any]) -> None:
         store.execute("INSERT INTO repos (full_name, created_at) VALUES ('lab/x', 0)")
         raise Crash
 
@@ -153,7 +154,7 @@ async def test_crash_between_the_write_and_the_commit_writes_exactly_once(
     restarted = Store(path)
     seen: list[tuple[int, dict[str, Any]]] = []
     worker = OutboxWorker(
-        restarted, github, on_done=lambda row, result: seen.append((row["id"], result))
+        restarted, github, on_done=lambda row, result: seen.append((row.id, result))
     )
     assert await worker.run_once() == 2
     # The same write asked for again finds its marker rather than posting.
@@ -201,7 +202,7 @@ async def test_crash_after_the_pr_was_opened_does_not_open_another(
     )
     calls = 0
 
-    def die_once(row: dict[str, Any], result: dict[str, Any]) -> None:
+    def die_once(row: OutboxEntry, result: dict[str, Any]) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
@@ -268,9 +269,9 @@ async def test_permanent_error_fails_the_row_with_githubs_message(
     row_id = enqueue_now(store, w.AddLabels(number=4, labels=["x" * 100]))
     assert await OutboxWorker(store, github).run_once() == 0
     [failed] = failed_writes(store)
-    assert failed["id"] == row_id and failed["op"] == "add_labels"
-    assert failed["args"] == {"number": 4, "labels": ["x" * 100]}
-    assert failed["last_error"] == "GitHub 422: Validation Failed (name is too long)"
+    assert failed.id == row_id and failed.op == "add_labels"
+    assert failed.args == {"number": 4, "labels": ["x" * 100]}
+    assert failed.last_error == "GitHub 422: Validation Failed (name is too long)"
     assert pending_count(store) == 0
     assert requeue(store, row_id)
     assert pending_count(store) == 1 and failed_writes(store) == []
@@ -287,7 +288,7 @@ async def test_too_many_attempts_fail_the_row(
         await worker.run_once()
         clock.now += 10_000
     [failed] = failed_writes(store)
-    assert failed["attempts"] == 3 and "after 3 attempts" in failed["last_error"]
+    assert failed.attempts == 3 and "after 3 attempts" in failed.last_error
 
 
 async def test_missing_installation_is_looked_up(
@@ -312,7 +313,7 @@ async def test_a_bad_row_fails_at_once(
         )
     assert await OutboxWorker(store, github).run_once() == 0
     [failed] = failed_writes(store)
-    assert failed["attempts"] == 1 and failed["last_error"].startswith("bad outbox row: KeyError")
+    assert failed.attempts == 1 and failed.last_error.startswith("bad outbox row: KeyError")
 
 
 async def test_rows_run_in_order_and_a_retrying_repo_waits(

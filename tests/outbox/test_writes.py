@@ -159,11 +159,11 @@ async def test_hostile_rows_fail_for_good_without_a_request(
     insert_row(store, "close", "not an object")
     insert_row(store, "react", {"comment_id": 5, "content": "<script>"})
     assert await OutboxWorker(store, github).run_once() == 0
-    errors = [row["last_error"] for row in reversed(failed_writes(store))]
+    errors = [row.last_error for row in reversed(failed_writes(store))]
     assert errors[0].startswith("bad outbox row: ValueError: unknown outbox op 'launch_missiles'")
     assert errors[1].startswith("bad outbox row: TypeError: outbox args of close")
     assert errors[2].startswith("GitHub: githubkit refused the request")  # not a reaction
-    assert [row["attempts"] for row in failed_writes(store)] == [1, 1, 1]
+    assert [row.attempts for row in failed_writes(store)] == [1, 1, 1]
     assert api_calls(gh_mock) == []
 
 
