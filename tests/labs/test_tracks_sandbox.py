@@ -19,6 +19,7 @@ import httpx
 
 from agents.loop import AdvisorLoop
 from agents.offline.advisor import OfflineAdvisor
+from bot.records import Experiment
 from bot.store import now
 from tests.e2e.conftest import Lab, make_lab, problem_files
 
@@ -158,9 +159,10 @@ def test_two_tracks_have_their_own_bases_proposals_issues_merges_and_pages(make_
     # A merge in the wide track lands on track/wide; main does not move.
     engine = lab.engine()
     with lab.store.transaction():
-        exp = lab.q("SELECT * FROM experiments WHERE id = ?", (human["id"],))[0]
-        repo = engine.repo_by_id(exp["repo_id"], exp["track"])
-        engine.decide(exp["id"], "merge", "human:alice", "merged in the test")
+        exp = engine.store.get(Experiment, human["id"])
+        assert exp is not None
+        repo = engine.repo_by_id(exp.repo_id, exp.track)
+        engine.decide(exp.id, "merge", "human:alice", "merged in the test")
         engine.merge(repo, exp, title="Widen the MLP", check_base=False)
     lab.wait(
         "track/wide moved",
