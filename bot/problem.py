@@ -7,6 +7,7 @@ The budget lives here, in a file the agents may not edit (it is never in
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -466,6 +467,19 @@ def parse_problem(data: dict[str, Any]) -> Problem:
         gate=_gate(data.get("gate")),
     )
     return problem
+
+
+@functools.lru_cache(maxsize=256)
+def parsed_problem(text: str | None) -> Problem | None:
+    """A stored kohai.toml parsed once; None when there is none or it does not parse.
+
+    The engine and the scheduler read a lab's stored file on every event and
+    lease; a `Problem` is frozen, so one parsed copy serves them all.
+    """
+    try:
+        return loads_problem(text) if text else None
+    except ProblemError:
+        return None
 
 
 def loads_problem(text: str) -> Problem:

@@ -17,8 +17,9 @@ light reads that skip curves and log tails.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -62,24 +63,59 @@ class Record:
 
     @classmethod
     def from_row(cls: type[R], row: Mapping[str, Any]) -> R:
+        """The record of one row given as a mapping (a dict, a join's row)."""
+        return cls.reader(tuple(row))(tuple(row.values()))
+
+    @classmethod
+    def reader(cls: type[R], columns: Sequence[str]) -> Callable[[Sequence[Any]], R]:
+        """What turns rows with these columns, in this order, into records.
+
+        Worked out once per record type and column list: the lease path reads
+        every queued job, the outbox worker every pending write.
+        """
+        key = (cls, tuple(columns))
+        read = _READERS.get(key)
+        if read is None:
+            read = _READERS[key] = _make_reader(cls, key[1])
+        return read
+
+
+_READERS: dict[tuple[type, tuple[str, ...]], Callable[[Sequence[Any]], Any]] = {}
+
+
+def _make_reader(kind: type[R], columns: tuple[str, ...]) -> Callable[[Sequence[Any]], R]:
+    """A reader of rows with `columns`: each field from its column, decoded; a field
+    without a column (a narrow SELECT) keeps its default; extra columns are ignored."""
+    position = {name: i for i, name in enumerate(columns)}
+    steps: list[tuple[str, int, Callable[[Any], Any] | None, Any]] = []
+    for f in dataclasses.fields(kind):  # type: ignore[arg-type]
+        if f.name not in position:
+            continue
+        decode: Callable[[Any], Any] | None = None
+        if f.name in kind.json_columns:
+            decode = functools.partial(
+                _json,
+                kind=kind.json_columns[f.name],
+                nullable=f.name in kind.nullable,
+                verbatim=f.name in kind.verbatim,
+            )
+        elif f.name in kind.flags:
+            decode = bool
+        fallback = None if f.default is dataclasses.MISSING else f.default
+        steps.append((f.name, position[f.name], decode, fallback))
+
+    def read(row: Sequence[Any]) -> R:
         values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            if f.name not in row:
-                continue  # the field's default: a narrow SELECT did not ask for it
-            value = row[f.name]
-            if f.name in cls.json_columns:
-                value = _json(
-                    value,
-                    cls.json_columns[f.name],
-                    f.name in cls.nullable,
-                    f.name in cls.verbatim,
-                )
-            elif f.name in cls.flags:
-                value = bool(value)
-            elif value is None and f.default is not dataclasses.MISSING and f.default is not None:
-                value = f.default  # a NULL in a column whose reader expects a value
-            values[f.name] = value
-        return cls(**values)
+        for name, i, decode, fallback in steps:
+            value = row[i]
+            if decode is not None:
+                value = decode(value)
+            elif value is None and fallback is not None:
+                value = fallback  # a NULL in a column whose reader expects a value
+            values[name] = value
+        return kind(**values)
+
+    return read
 
 
 @dataclass(frozen=True, slots=True)

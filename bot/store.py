@@ -363,19 +363,28 @@ class Store:
         order_by: str = "rowid",
         limit: int | None = None,
     ) -> list[R]:
-        """Every record of `kind` matching `where` (the first `limit`), in `order_by` order."""
-        table = self.db.table(kind.table)
-        found = table.rows_where(where, params or None, order_by=order_by, limit=limit)
-        return [kind.from_row(row) for row in found]
+        """Every record of `kind` matching `where` (the first `limit`), in `order_by` order.
+
+        The SQL is sqlite-utils' `rows_where`, without its check that the table
+        exists (a query of its own on every call; the schema is ours): these
+        reads sit on the lease path.
+        """
+        sql = f"SELECT * FROM [{kind.table}]"
+        if where is not None:
+            sql += f" WHERE {where}"
+        sql += f" ORDER BY {order_by}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        cursor = self.conn.execute(sql, params or ())
+        read = kind.reader([column[0] for column in cursor.description])
+        return [read(row) for row in cursor]
 
     def first(
         self, kind: type[R], where: str | None = None, params: Any = (), *, order_by: str = "rowid"
     ) -> R | None:
         """The first record of `kind` matching `where` in `order_by` order, or None."""
-        table = self.db.table(kind.table)
-        for row in table.rows_where(where, params or None, order_by=order_by, limit=1):
-            return kind.from_row(row)
-        return None
+        found = self.rows(kind, where, params, order_by=order_by, limit=1)
+        return found[0] if found else None
 
     def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)

@@ -21,7 +21,7 @@ from bot.core.router import ExperimentView, RouteState
 from bot.engine import labs
 from bot.engine.bus import Bus
 from bot.outbox import writes as w
-from bot.problem import DEFAULT_TRACK, Problem, ProblemError, loads_problem
+from bot.problem import DEFAULT_TRACK, Problem
 from bot.records import Decision, Experiment, Job, Repository, Track
 from bot.render.comments import status_comment
 from bot.store import Store, dumps, now
@@ -98,19 +98,13 @@ class Repo:
     @classmethod
     def of(cls, repository: Repository) -> Repo:
         """The repository's default line, with its problem (the default one if unreadable)."""
-        problem = Problem()
-        if repository.problem_toml:
-            try:
-                problem = loads_problem(repository.problem_toml)
-            except ProblemError:
-                problem = Problem()
         return cls(
             id=repository.id,
             full_name=repository.full_name,
             installation_id=repository.installation_id,
             default_branch=repository.default_branch or "main",
             base_sha=repository.base_sha,
-            problem=problem,
+            problem=labs.stored_problem_of(repository.problem_toml),
         )
 
 

@@ -219,7 +219,9 @@ class JobBook:
                     "updated_at": t,
                 },
             )
-            job = self.store.get(Job, job.id) or job
+            leased = self.store.get(Job, job.id)  # whole: the choice read only a few columns
+            assert leased is not None, "leased in this transaction"
+            job = leased
             repo = self.engine.repo_by_id(job.repo_id, job.track)
             if exp is not None:
                 if exp.student != student:
@@ -245,7 +247,9 @@ class JobBook:
             queued = [
                 (labs.lab_key(row["lab_name"], row["track"]), Job.from_row(row))
                 for row in self.store.query(
-                    "SELECT j.*, r.full_name AS lab_name FROM jobs j "
+                    # What the choice needs (the leased job is read whole once chosen).
+                    "SELECT j.id, j.kind, j.repo_id, j.state, j.experiment_id, j.student, "
+                    "j.priority, j.attempts, j.track, r.full_name AS lab_name FROM jobs j "
                     "LEFT JOIN experiments e ON e.id = j.experiment_id "
                     "JOIN repos r ON r.id = j.repo_id "
                     "WHERE j.state = 'queued' AND r.active = 1 "

@@ -15,13 +15,12 @@ starves, however small its weight.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from bot.problem import DEFAULT_TRACK, Problem, ProblemError, loads_problem
+from bot.problem import DEFAULT_TRACK, Problem, parsed_problem
 from bot.records import Job
 from bot.store import Store, now
 
@@ -151,20 +150,7 @@ def shares(usage: Mapping[str, float], weights: Mapping[str, float]) -> dict[str
 
 def stored_problem_of(text: str | None) -> Problem:
     """The problem in a stored kohai.toml; the default when it is missing or unusable."""
-    return _problem(text)
-
-
-def _problem(text: str | None) -> Problem:
-    return _parsed(text or "") or Problem()
-
-
-@functools.lru_cache(maxsize=256)
-def _parsed(text: str) -> Problem | None:
-    """A stored kohai.toml parsed once (the scheduler reads every lab's on each lease)."""
-    try:
-        return loads_problem(text) if text else None
-    except ProblemError:
-        return None
+    return parsed_problem(text) or Problem()
 
 
 def repo_labs(
@@ -176,7 +162,7 @@ def repo_labs(
     (None: every declared track, for listings). A track's weight is its own
     `[tracks.<name>] weight`; the default line keeps the `[lab] weight`.
     """
-    problem = _problem(problem_toml)
+    problem = stored_problem_of(problem_toml)
     lines = [Lab(repo_id, full_name, problem.weight, problem)]
     ready = None if synced_tracks is None else set(synced_tracks)
     for track in problem.tracks:
@@ -194,7 +180,7 @@ def _synced_tracks(store: Store) -> dict[int, set[str]]:
 
 def valid_problem(text: str | None) -> bool:
     """Whether a kohai.toml parses: one that does not runs nothing (sync says why)."""
-    return _parsed(text or "") is not None
+    return parsed_problem(text) is not None
 
 
 def active_labs(store: Store) -> list[Lab]:
@@ -230,7 +216,7 @@ def all_labs(store: Store) -> list[Lab]:
 
 def _estimate_s(problem_toml: str | None, seeds_json: str | None) -> float:
     """What a job is expected to take: its seeds times the training budget."""
-    problem = _problem(problem_toml)
+    problem = stored_problem_of(problem_toml)
     try:
         seeds = len(json.loads(seeds_json or "[0]")) or 1
     except ValueError:
@@ -390,4 +376,4 @@ def stored_problem(store: Store, full_name: str) -> tuple[int, Problem] | None:
     )
     if row is None:
         return None
-    return row["id"], _problem(row["problem_toml"])
+    return row["id"], stored_problem_of(row["problem_toml"])
