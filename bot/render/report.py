@@ -23,16 +23,24 @@ BEST_OVER_EXPERIMENTS_SVG = "best_over_experiments.svg"
 BEST_OVER_TIME_SVG = "best_over_time.svg"
 
 
+def best_staircase(progress: queries.BestSoFar) -> list[tuple[float, float]]:
+    """The best so far as a step line: from the first baseline, through each experiment,
+    to the best now (a baseline re-measured after the last experiment may have moved it)."""
+    line: list[tuple[float, float]] = []
+    if progress.baseline is not None:
+        line.append((0.0, progress.baseline))
+    line += [(p.x, p.best) for p in progress.points]
+    if line and progress.best is not None and line[-1][1] != progress.best:
+        line.append((line[-1][0], progress.best))
+    return line
+
+
 def progress_svg(progress: queries.BestSoFar, title: str, *, width: int = 720) -> str:
     """Every finished experiment as a dot, merged winners highlighted, the best as a staircase."""
     tried = [(p.x, p.value) for p in progress.points if not p.kept]
     kept = [(p.x, p.value) for p in progress.points if p.kept]
-    best_line: list[tuple[float, float]] = []
-    if progress.baseline is not None:
-        best_line.append((0.0, progress.baseline))
-    best_line += [(p.x, p.best) for p in progress.points]
     series = [
-        Series("best so far", best_line, step=True, color="#16a34a"),
+        Series("best so far", best_staircase(progress), step=True, color="#16a34a"),
         Series("tried", tried, line=False, markers=True, color="#9ca3af"),
         Series("merged", kept, line=False, markers=True, color="#2563eb"),
     ]
