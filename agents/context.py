@@ -15,8 +15,9 @@ from agents.student.rules import knob_summary
 from bot import queries
 from bot.core.stats import mean_std
 from bot.core.untrusted import CLOSE_TAG, OPEN_TAG, clip_quoted, is_quoted, neutralize
+from bot.engine.evidence import reported_diff
 from bot.problem import Problem
-from bot.records import Decision, Experiment, Job, Repository, Run, Track
+from bot.records import Decision, Experiment, Repository, Run, Track
 from bot.render import numbers
 
 if TYPE_CHECKING:
@@ -228,7 +229,7 @@ def _record(store: Store, exp: Experiment) -> ExperimentRecord:
         if last.log_tail:
             failure += "\n" + last.log_tail[-600:]
     return ExperimentRecord(
-        diff=_latest_diff(store, exp.id),
+        diff=_latest_diff(store, exp),
         number=exp.pr_number,
         title=exp.title,
         hypothesis=exp.hypothesis,
@@ -264,15 +265,9 @@ def _last_curve(runs: list[Run]) -> list[list[float]]:
 MAX_REVIEW_DIFF = 6000
 
 
-def _latest_diff(store: Store, experiment_id: int) -> str:
-    """The newest diff a host reported for the experiment (`JobResult.diff`), clipped."""
-    for job in store.rows(
-        Job, "experiment_id = ? AND result IS NOT NULL", (experiment_id,), order_by="id DESC"
-    ):
-        diff = (job.result or {}).get("diff")
-        if isinstance(diff, str) and diff:
-            return _clip(diff, MAX_REVIEW_DIFF)
-    return ""
+def _latest_diff(store: Store, exp: Experiment) -> str:
+    """The diff the audit reads (`evidence.reported_diff`: the newest for the current head), clipped."""
+    return _clip(reported_diff(store, exp) or "", MAX_REVIEW_DIFF)
 
 
 def _baseline_values(

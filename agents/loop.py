@@ -17,7 +17,7 @@ from agents.screens import propose_novel
 from bot.engine import labs
 from bot.engine.engine import ACTIVE_STATES, Engine, Repo
 from bot.engine.review import Ask, Opinion, Reviewer
-from bot.records import Experiment, Job, Track
+from bot.records import Experiment, Track
 from bot.store import now
 
 log = logging.getLogger("kohai.advisor")
@@ -139,12 +139,13 @@ class AdvisorLoop:
 
     def _waiting_for_anyone(self, lab: labs.Lab) -> bool:
         """A queued job any student may take: the next free student serves it, no proposal needed."""
-        waiting = self.store.first(
-            Job,
-            "state = 'queued' AND student IS NULL AND repo_id = ? AND track = ?",
-            (lab.repo_id, lab.track),
+        return bool(
+            self.store.one(
+                "SELECT id FROM jobs WHERE state = 'queued' AND student IS NULL AND repo_id = ? "
+                "AND track = ?",
+                (lab.repo_id, lab.track),
+            )
         )
-        return waiting is not None
 
     def _lab_full(self, lab: labs.Lab) -> bool:
         if not self.max_experiments:
