@@ -74,9 +74,9 @@ async def route_one(engine: Engine, delivery: Delivery, permission: PermissionLo
         # The delivery's effects and its routed status commit together: a crash
         # in between can neither apply it twice nor lose it.
         with store.transaction():
-            current = store.get(Delivery, delivery.id)
-            if current is None or current.status != "pending":
-                return current.status if current is not None else "failed"
+            current = store.one("SELECT status FROM inbox WHERE id = ?", (delivery.id,))
+            if current is None or current["status"] != "pending":
+                return str((current or {}).get("status", "failed"))
             snapshot = engine.snapshot(
                 event,
                 levels.get((event.sender or "").lower()),
@@ -104,8 +104,8 @@ def _finish(store: Store, row_id: int, status: str, note: str) -> None:
 def _bump(store: Store, row_id: int, note: str) -> int:
     """Record one failed try (a line of the note); return how many there have been."""
     with store.transaction():
-        delivery = store.get(Delivery, row_id)
-        previous = (delivery.note if delivery is not None else None) or ""
+        row = store.one("SELECT note FROM inbox WHERE id = ?", (row_id,))
+        previous = (row or {}).get("note") or ""
         store.update("inbox", row_id, {"note": previous + note[:200] + "\n"})
     return previous.count("\n") + 1
 
