@@ -289,9 +289,12 @@ def group_values(
     return [r["metric"] for r in rows]
 
 
-def _baselines_by_base(store: Store) -> dict[tuple[int, str, str | None], list[Run]]:
+BaselinesByBase = dict[tuple[int, str, str | None], list[Run]]
+
+
+def _baselines_by_base(store: Store) -> BaselinesByBase:
     """Baseline runs by lab (repository and track) and the base they measured."""
-    groups: dict[tuple[int, str, str | None], list[Run]] = defaultdict(list)
+    groups: BaselinesByBase = defaultdict(list)
     for run in _runs(store, "kind = 'baseline'"):
         groups[(run.repo_id, run.track, run.base_sha)].append(run)
     return groups
@@ -545,10 +548,9 @@ def claimed_and_measured(
 
 
 def _first_baseline(
-    store: Store, repo_id: int | None = None, track: str | None = None
+    groups: BaselinesByBase, repo_id: int | None = None, track: str | None = None
 ) -> tuple[float | None, float | None]:
     """The mean of the first base ever measured (in one lab, given `repo_id`) and when."""
-    groups = _baselines_by_base(store)
     measured = [
         runs
         for (repo, line, _), runs in groups.items()
@@ -570,11 +572,11 @@ def _progress(
     track: str | None = None,
 ) -> BestSoFar:
     problem = problem or Problem()
-    finished = [
-        e for e in experiments(store, repo_id, track) if e.mean is not None and e.finished_at
-    ]
+    exps = experiments(store, repo_id, track)
+    baselines = _baselines_by_base(store)  # read once for the start, the steps and the chart
+    finished = [e for e in exps if e.mean is not None and e.finished_at]
     finished.sort(key=lambda e: (e.finished_at or 0.0, e.id))
-    start_value, baseline_at = _first_baseline(store, repo_id, track)
+    start_value, baseline_at = _first_baseline(baselines, repo_id, track)
     in_track, track_params = _in_track(track)
     first_run = store.one(
         f"SELECT MIN(created_at) AS t FROM runs WHERE (? IS NULL OR repo_id = ?) AND {in_track}",
@@ -583,7 +585,7 @@ def _progress(
     t0 = (first_run or {}).get("t") or baseline_at or 0.0
     span = max(((e.finished_at or t0) - t0 for e in finished), default=0.0)
     scale, unit = (60.0, "minutes") if span < 2 * 3600 else (3600.0, "hours")
-    steps = best_steps(store, problem, repo_id, track)
+    steps = _kept_steps(baselines, exps, problem, repo_id, track)
     best: float | None = None
     landed = 0  # the steps that landed before (or with) this experiment's result
     points = []
@@ -646,13 +648,25 @@ def best_steps(
     can only raise the bar: a winner whose re-measurement came out worse keeps
     its figure as the best (the leaderboard's measured gain shows the gap).
     """
+    exps = experiments(store, repo_id, track)
+    return _kept_steps(_baselines_by_base(store), exps, problem, repo_id, track)
+
+
+def _kept_steps(
+    baselines: BaselinesByBase,
+    exps: list[ExperimentRow],
+    problem: Problem,
+    repo_id: int | None,
+    track: str | None,
+) -> list[BestStep]:
+    """`best_steps` from the lab's baselines by base and its experiments, already read."""
     kept: list[tuple[float, float, int | None, str | None]] = []
-    for (repo, line, base), runs in _baselines_by_base(store).items():
+    for (repo, line, base), runs in baselines.items():
         ok = [r for r in runs if r.status == "ok" and r.metric is not None]
         if ok and repo_id in (None, repo) and track in (None, line):
             at = min(r.created_at for r in ok)
             kept.append((at, mean_std(_ok_values(ok))[0], None, base))
-    for exp in experiments(store, repo_id, track):
+    for exp in exps:
         if exp.state == "merged" and exp.mean is not None and exp.finished_at is not None:
             kept.append((exp.finished_at, exp.mean, exp.id, exp.base_sha))
     kept.sort(key=lambda k: (k[0], 0 if k[2] is None else 1, k[2] or 0))
