@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
@@ -118,11 +121,11 @@ def test_two_repositories_are_two_labs_and_removing_one_stops_it(make_lab) -> No
     assert after and all(r["repo_id"] != wide_id for r in after)
 
 
-def test_kohai_toml_leaving_the_default_branch_stops_the_lab(make_lab, tmp_path) -> None:
-    """A push that deletes kohai.toml: the sync finds no problem, the queued baseline is cancelled."""
-    import subprocess
+def _push_to_main(lab: Lab, tmp_path: Path, message: str, change: Callable[[Path], None]) -> int:
+    """Once the lab synced with its baseline queued, alice pushes `change` to main.
 
-    lab: Lab = make_lab()
+    Returns the repository's id.
+    """
     repo = lab.wait(
         "the repository synced with its baseline queued",
         lambda: lab.q(
@@ -136,20 +139,32 @@ def test_kohai_toml_leaving_the_default_branch_stops_the_lab(make_lab, tmp_path)
     work = tmp_path / "clone"
     git = ["git", "-c", "user.name=alice", "-c", "user.email=alice@example.com"]
     subprocess.run([*git, "clone", "-q", url, str(work)], check=True, timeout=60)
-    subprocess.run([*git, "-C", str(work), "rm", "-q", "kohai.toml"], check=True)
-    subprocess.run([*git, "-C", str(work), "commit", "-qm", "no longer a lab"], check=True)
+    change(work)
+    subprocess.run([*git, "-C", str(work), "commit", "-qam", message], check=True)
     subprocess.run([*git, "-C", str(work), "push", "-q", "origin", "HEAD"], check=True, timeout=60)
+    return int(repo["id"])
 
+
+def _cancelled_baseline_reason(lab: Lab, repo_id: int) -> str:
     job = lab.wait(
         "the baseline cancelled",
         lambda: lab.q(
             "SELECT * FROM jobs WHERE repo_id = ? AND kind = 'baseline' AND state = 'cancelled'",
-            (repo["id"],),
+            (repo_id,),
         ),
         timeout=60,
     )[0]
-    assert "kohai.toml is no longer on main" in json.loads(job["result"])["reason"]
-    stopped = lab.q("SELECT problem_toml FROM repos WHERE id = ?", (repo["id"],))[0]
+    return str(json.loads(job["result"])["reason"])
+
+
+def test_kohai_toml_leaving_the_default_branch_stops_the_lab(make_lab, tmp_path) -> None:
+    """A push that deletes kohai.toml: the sync finds no problem, the queued baseline is cancelled."""
+    lab: Lab = make_lab()
+    repo_id = _push_to_main(
+        lab, tmp_path, "no longer a lab", lambda work: (work / "kohai.toml").unlink()
+    )
+    assert "kohai.toml is no longer on main" in _cancelled_baseline_reason(lab, repo_id)
+    stopped = lab.q("SELECT problem_toml FROM repos WHERE id = ?", (repo_id,))[0]
     assert stopped["problem_toml"] is None
     _idle(lab, "fern")
     assert asyncio.run(AdvisorLoop(lab.engine(), OfflineAdvisor()).propose_for_idle()) == 0
@@ -158,38 +173,16 @@ def test_kohai_toml_leaving_the_default_branch_stops_the_lab(make_lab, tmp_path)
 
 def test_an_invalid_kohai_toml_stops_the_lab_with_its_reason(make_lab, tmp_path) -> None:
     """A push that breaks kohai.toml: nothing runs on a default problem in its place."""
-    import subprocess
+
+    def typo(work: Path) -> None:
+        toml = work / "kohai.toml"
+        toml.write_text(toml.read_text() + '\n[gate]\nscreen = "lots"\n')
 
     lab: Lab = make_lab()
-    repo = lab.wait(
-        "the repository synced with its baseline queued",
-        lambda: lab.q(
-            "SELECT r.* FROM repos r JOIN jobs j ON j.repo_id = r.id "
-            "WHERE r.problem_toml IS NOT NULL AND j.kind = 'baseline' AND j.state = 'queued'"
-        ),
-        timeout=60,
-    )[0]
-    token = lab.sandbox.user_token("alice")
-    url = lab.sandbox.clone_url(lab.repo).replace("://", f"://x-access-token:{token}@", 1)
-    work = tmp_path / "clone"
-    git = ["git", "-c", "user.name=alice", "-c", "user.email=alice@example.com"]
-    subprocess.run([*git, "clone", "-q", url, str(work)], check=True, timeout=60)
-    toml = work / "kohai.toml"
-    toml.write_text(toml.read_text() + '\n[gate]\nscreen = "lots"\n')
-    subprocess.run([*git, "-C", str(work), "commit", "-qam", "a typo"], check=True)
-    subprocess.run([*git, "-C", str(work), "push", "-q", "origin", "HEAD"], check=True, timeout=60)
-
-    job = lab.wait(
-        "the baseline cancelled",
-        lambda: lab.q(
-            "SELECT * FROM jobs WHERE repo_id = ? AND kind = 'baseline' AND state = 'cancelled'",
-            (repo["id"],),
-        ),
-        timeout=60,
-    )[0]
-    reason = json.loads(job["result"])["reason"]
+    repo_id = _push_to_main(lab, tmp_path, "a typo", typo)
+    reason = _cancelled_baseline_reason(lab, repo_id)
     assert "kohai.toml on main is invalid" in reason and "gate.screen" in reason
-    assert not lab.q("SELECT id FROM jobs WHERE repo_id = ? AND state = 'queued'", (repo["id"],)), (
+    assert not lab.q("SELECT id FROM jobs WHERE repo_id = ? AND state = 'queued'", (repo_id,)), (
         "no baseline is queued for a problem that does not parse"
     )
     _idle(lab, "fern")
