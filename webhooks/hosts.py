@@ -100,12 +100,15 @@ def _early_stop_fields(ctx: Any, repo: Any, job: records.Job) -> dict[str, Any]:
     """
     if job.kind == "baseline" or repo.problem.early_stop is None:
         return {}
-    runs = ctx.store.rows(
-        records.Run,
-        "repo_id = ? AND track = ? AND kind = 'baseline' AND status = 'ok' AND base_sha IS ?",
-        (repo.id, repo.track, job.base_sha or repo.base_sha),
-        order_by="seed, id",
-    )
+    runs = [  # the curves only: a lease does not read log tails
+        records.Run.from_row(row)
+        for row in ctx.store.query(
+            "SELECT id, repo_id, kind, seed, status, curve FROM runs WHERE repo_id = ? "
+            "AND track = ? AND kind = 'baseline' AND status = 'ok' AND base_sha IS ? "
+            "ORDER BY seed, id",
+            (repo.id, repo.track, job.base_sha or repo.base_sha),
+        )
+    ]
     curves = [(run.seed, run.curve) for run in runs if run.curve]
     return {
         "baseline_curves": [curve for _, curve in curves],
