@@ -217,6 +217,7 @@ class Problem:
     knobs: tuple[Knob, ...] = field(default_factory=tuple)
     evaluation: Evaluation | None = None  # None: unsealed, the script's own claim is the result
     data_command: str | None = None  # `[data] command`: trusted, before training
+    data_network: bool = False  # `[data] network = true`: the data step may reach the network
     early_stop: EarlyStop | None = None
     weight: float = 1.0  # `[lab] weight`: the default line's share of the students' time
     tracks: tuple[Track, ...] = field(default_factory=tuple)
@@ -274,6 +275,14 @@ def _command(table: dict[str, Any], where: str) -> str:
     if not isinstance(command, str) or not command.strip():
         raise ProblemError(f"{where}.command: expected a command line")
     return command
+
+
+def _data_network(table: dict[str, Any] | None) -> bool:
+    """`[data] network`: off unless declared, since the data step runs sandboxed without it."""
+    value = (table or {}).get("network", False)
+    if not isinstance(value, bool):
+        raise ProblemError(f"data.network: expected true or false, got {value!r}")
+    return value
 
 
 def _evaluation(table: dict[str, Any]) -> Evaluation:
@@ -461,6 +470,7 @@ def parse_problem(data: dict[str, Any]) -> Problem:
         knobs=knobs,
         evaluation=_evaluation(evaluation) if evaluation is not None else None,
         data_command=_command(prepare, "data") if prepare is not None else None,
+        data_network=_data_network(prepare),
         early_stop=_early_stop(train.get("early_stop")),
         weight=_lab_weight(data.get("lab")),
         tracks=_tracks(data.get("tracks")),

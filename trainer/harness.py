@@ -15,6 +15,7 @@ The harness, not the script, owns the budget and the result:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -25,13 +26,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from bot.problem import Problem
 from bot.protocol import RunResult
+from trainer import model_launch
 from trainer import sandbox as job_sandbox
 from trainer.metrics import (
     MetricsFollower,
@@ -195,11 +197,17 @@ def clean_env(base: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in base.items() if not any(s in k.upper() for s in secret)}
 
 
-def prepare_data(problem: Problem, base_dir: Path, data_dir: Path, log_path: Path) -> str | None:
+def prepare_data(
+    problem: Problem, base_dir: Path, data_dir: Path, log_path: Path, *, sandboxed: bool = True
+) -> str | None:
     """Run `[data] command` from the base commit once per data dir; None, or why it failed.
 
-    Trusted code (frozen, from the base), run before training and outside the
-    sandbox: it is where a problem fetches or cuts what training may read.
+    Trusted code (frozen, from the base), run before training: it is where a
+    problem fetches or cuts what training may read. It still runs in the job
+    sandbox (`sandboxed`, False only on a host started --unsandboxed): a base
+    that a rogue change reached must not be able to read the host. It sees
+    the base checkout read-only, writes only `data_dir`, gets no secrets, and
+    reaches the network only when the problem declares `[data] network = true`.
     """
     ready = data_dir / ".kohai-ready"
     if problem.data_command is None or ready.exists():
@@ -208,16 +216,35 @@ def prepare_data(problem: Problem, base_dir: Path, data_dir: Path, log_path: Pat
     env = clean_env(dict(os.environ))
     env.update(KOHAI_DATA_DIR=str(data_dir), PYTHONDONTWRITEBYTECODE="1")
     env["PATH"] = _python_first(env.get("PATH", ""))
+    argv = command_argv(problem.data_command)
+    terminate: Callable[[int, signal.Signals], None] = signal_group
+    if sandboxed:
+        box = job_sandbox.Sandbox(
+            work=Path(data_dir).resolve(),
+            readonly=(Path(base_dir).resolve(),),
+            env=job_sandbox.job_env(env),
+            network=problem.data_network,
+            init=True,
+        )
+        argv = box.argv(argv, cwd=Path(base_dir).resolve())
+        terminate = job_sandbox.signal_init
+    where = "job sandbox" + (", with network" if problem.data_network else ", no network")
     with log_path.open("a", encoding="utf-8") as log:
-        log.write(f"$ {problem.data_command}  # [data], from the base commit\n")
+        log.write(
+            f"$ {problem.data_command}  # [data], from the base commit"
+            f" ({where if sandboxed else 'UNSANDBOXED'})\n"
+        )
     done = run_bounded(
-        command_argv(problem.data_command),
+        argv,
         cwd=base_dir,
         env=env,
         log_path=log_path,
         budget_s=DATA_BUDGET_S,
         grace_s=5.0,
+        terminate=terminate,
     )
+    if sandboxed:
+        done.exit_code = job_sandbox.unwrap_exit(done.exit_code)
     if done.terminated or done.exit_code != 0:
         why = "timed out" if done.terminated else describe_exit(done.exit_code or -1)
         return f"[data] command failed ({why}): {last_error_line(done.tail)}"
@@ -292,7 +319,7 @@ def run_once(
         )
     if problem.data_command is not None and base_dir is not None:
         data_dir = Path(data_dir) if data_dir is not None else layout.run_dir / "data"
-        failure = prepare_data(problem, base_dir, data_dir, layout.log_path)
+        failure = prepare_data(problem, base_dir, data_dir, layout.log_path, sandboxed=sandboxed)
         if failure:
             return _finish(result, "crash", failure, layout, [])
         env["KOHAI_DATA_DIR"] = str(data_dir)
@@ -417,7 +444,7 @@ def run_once(
         seed=seed,
         gpus=gpus,
         cancel=cancel,
-        sandbox_prefix=_model_sandbox(base_dir, repo_dir, layout, hide, gpus) if sandboxed else [],
+        model_sandbox=_model_sandbox(base_dir, repo_dir, layout, hide, gpus) if sandboxed else None,
     )
     result.eval_s = round(eval_s, 3)
     result.duration_s = round(result.train_s + eval_s, 3)
@@ -475,12 +502,17 @@ def evaluate(
     seed: int,
     gpus: list[int],
     cancel: CancelFlag | None = None,
-    sandbox_prefix: list[str] | None = None,
+    model_sandbox: model_launch.Wrap | None = None,
 ) -> tuple[str, float | None, dict[str, float], str, float]:
     """Run the base's `[eval] command` on the artefact: (status, metric, values, reason, seconds).
 
-    `sandbox_prefix` is the argv the evaluator puts before its model-side
-    child (KOHAI_SANDBOX); empty runs that child unsandboxed.
+    With `model_sandbox` (see `_model_sandbox`), the evaluator runs in the job
+    sandbox: the base checkout, the candidate's files and the artefact
+    read-only, its own directory writable, no network, no secrets. It starts
+    its model-side children through KOHAI_SANDBOX, a client of the harness's
+    model launcher, which runs each in a fresh sandbox of `model_sandbox`.
+    Without it (a host started --unsandboxed) the evaluator and its child
+    run on the host, KOHAI_SANDBOX empty.
     """
     evaluation = problem.evaluation
     assert evaluation is not None
@@ -494,22 +526,47 @@ def evaluate(
         CUDA_VISIBLE_DEVICES=",".join(str(g) for g in gpus),
         PYTHONDONTWRITEBYTECODE="1",
         PYTHONUNBUFFERED="1",
-        # The argv prefix the evaluator puts before its model-side child (JSON
-        # list; empty: no sandbox).
-        KOHAI_SANDBOX=json.dumps(sandbox_prefix or []),
+        KOHAI_SANDBOX="[]",
     )
     env["PATH"] = _python_first(env.get("PATH", ""))
     with layout.eval_log_path.open("w", encoding="utf-8") as log:
         log.write(f"$ {evaluation.command}  # [eval], from the base commit\n")
-    done = run_bounded(
-        command_argv(evaluation.command),
-        cwd=base_dir,
-        env=env,
-        log_path=layout.eval_log_path,
-        budget_s=evaluation.budget_s,
-        grace_s=5.0,
-        cancel=cancel,
-    )
+    with contextlib.ExitStack() as stack:
+        argv = command_argv(evaluation.command)
+        terminate: Callable[[int, signal.Signals], None] = signal_group
+        if model_sandbox is not None:
+            launcher = stack.enter_context(
+                model_launch.launcher(model_sandbox, layout.run_dir / "eval-model")
+            )
+            # The argv prefix the evaluator puts before its model-side child (JSON list).
+            env["KOHAI_SANDBOX"] = json.dumps(launcher.client_argv())
+            box = job_sandbox.Sandbox(
+                work=layout.eval_path.parent.resolve(),
+                writable=(launcher.directory,),
+                readonly=(
+                    Path(base_dir).resolve(),
+                    Path(candidate_dir).resolve(),
+                    layout.train_dir.resolve(),
+                    model_launch.CLIENT_FILE,
+                ),
+                env=job_sandbox.job_env(env),
+                gpus=tuple(gpus),
+                init=True,
+            )
+            argv = box.argv(argv, cwd=Path(base_dir).resolve())
+            terminate = job_sandbox.signal_init
+        done = run_bounded(
+            argv,
+            cwd=base_dir,
+            env=env,
+            log_path=layout.eval_log_path,
+            budget_s=evaluation.budget_s,
+            grace_s=5.0,
+            cancel=cancel,
+            terminate=terminate,
+        )
+    if model_sandbox is not None:
+        done.exit_code = job_sandbox.unwrap_exit(done.exit_code)
     if done.cancelled:
         return "cancelled", None, {}, CANCELLED_REASON, done.duration_s
     if done.terminated:
@@ -535,28 +592,32 @@ def _hidden(problem: Problem, repo_dir: Path) -> tuple[Path, ...]:
 
 def _model_sandbox(
     base_dir: Path, candidate_dir: Path, layout: Layout, hide: tuple[Path, ...], gpus: list[int]
-) -> list[str]:
-    """The bwrap argv prefix for the evaluator's model-side child (the candidate's code).
+) -> model_launch.Wrap:
+    """How the model launcher sandboxes each of the evaluator's model-side children.
 
-    It reads the candidate's files, the artefact and the base's files, writes
-    only a scratch directory, sees no network and not the hidden data. The
-    prefix keeps the environment the evaluator gives the child (no
-    `--clearenv`): the evaluator is trusted and passes an allowlist.
+    A child runs the candidate's code: it reads the candidate's files, the
+    artefact and the base's files, writes only a fresh directory of its own
+    (and its private /tmp), sees no network and not the hidden data. Its
+    environment is the evaluator's request less anything the allowlist drops.
     """
-    scratch = layout.run_dir / "eval" / "scratch"
-    scratch.mkdir(parents=True, exist_ok=True)
-    box = job_sandbox.Sandbox(
-        work=scratch.resolve(),
-        readonly=(
-            Path(candidate_dir).resolve(),
-            layout.train_dir.resolve(),
-            Path(base_dir).resolve(),
-        ),
-        hide=hide,
-        gpus=tuple(gpus),
-        init=True,  # its usage reaches the evaluator's wait, as an unsandboxed child's would
+    readonly = (
+        Path(candidate_dir).resolve(),
+        layout.train_dir.resolve(),
+        Path(base_dir).resolve(),
     )
-    return box.exec_args([], cwd=Path(candidate_dir).resolve())
+
+    def wrap(command: list[str], env: Mapping[str, str], work: Path) -> list[str]:
+        box = job_sandbox.Sandbox(
+            work=work.resolve(),
+            readonly=readonly,
+            hide=hide,
+            env=job_sandbox.job_env(dict(env)),
+            gpus=tuple(gpus),
+            init=True,  # its exit status reaches the launcher as the command's own
+        )
+        return box.argv(command, cwd=readonly[0])
+
+    return wrap
 
 
 def _eval_tail(layout: Layout) -> list[str]:

@@ -7,8 +7,14 @@ side of evaluation) runs on a GPU host that holds credentials. bubblewrap
 - its own PID namespace: when the top command exits, the kernel ends every
   process left in it, also one that called `setsid()` and double-forked;
 - no network (only a private loopback) unless `network=True`;
-- a filesystem of read-only system directories, the Python it runs on, the
-  binds asked for, and only `work` (plus `writable`) writable. Nothing of
+- a minimal file system (`system_binds`): the executables of /usr/bin, the
+  shared libraries (/usr/lib/<multiarch>, /usr/lib64), the few /etc files
+  the dynamic loader and locales need, the Python it runs on (its prefix,
+  base prefix and site-packages, never another interpreter's standard
+  library), the binds asked for, and only `work` (plus `writable`) writable.
+  Not /usr as a whole: /usr/lib/python3*, /usr/share and the home directories
+  hold copies of data a problem may hold out (the reference problem's corpus
+  is Python's own help text); Nothing of
   $HOME, /root or the host's work directory (its repository cache) exists
   inside unless it is bound. A `.git` inside a writable directory is bound
   read-only on top, so code in the sandbox cannot plant hooks or config
@@ -27,10 +33,13 @@ from __future__ import annotations
 import fnmatch
 import functools
 import os
+import platform
 import shutil
 import signal
+import site
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,8 +50,43 @@ INIT_READY_S = 10.0  # how long a signal may wait for kohai's PID 1 to be ready 
 INIT_FILE = Path(__file__).resolve().parent / "sandbox_init.py"
 PROBE_TIMEOUT_S = 20.0
 
-# Read-only system directories bound when present (symlinks are recreated as symlinks).
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+# The top-level names that are symlinks into /usr on a merged-/usr system: recreated as
+# the same symlinks inside (a real directory there is bound when a bind below needs it).
+TOP_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# Read-only system paths bound when present: executables and shared libraries only.
+# /usr/lib itself is not bound (it holds /usr/lib/python3*, other interpreters'
+# standard libraries); its multiarch directory is added by `system_binds`.
+SYSTEM_PATHS = (
+    "/usr/bin",
+    "/usr/sbin",
+    "/usr/local/bin",
+    "/usr/lib64",
+    "/usr/lib/locale",
+    "/usr/lib/git-core",  # git, for the coding agent's tools
+)
+# /etc: the dynamic loader's cache and the files libc reads for locale and time. No
+# passwd, group, shadow, hosts or machine-id: nothing in a job needs who is on the host.
+ETC_FILES = (
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+    "/etc/alternatives",  # /usr/bin links through it (awk, editor, ...)
+)
+# With network access (a `[data]` step that declares it): name resolution and TLS roots.
+NETWORK_PATHS = (
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/nsswitch.conf",
+    "/etc/gai.conf",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/usr/lib/ssl",
+    "/usr/share/ca-certificates",
+    "/run/systemd/resolve",
+)
+# With GPUs: the driver's libraries where a device plugin or the CUDA toolkit put them.
+GPU_PATHS = ("/usr/local/nvidia", "/usr/local/cuda")
 GPU_DEVICE_GLOBS = ("/dev/nvidia*", "/dev/dri")
 
 # Environment that may cross into the sandbox (exact names, then prefixes).
@@ -106,15 +150,79 @@ def job_env(env: Mapping[str, str]) -> dict[str, str]:
     return allowlisted_env(env, extra)
 
 
+def _multiarch_lib() -> Path | None:
+    """/usr/lib/<triplet> (x86_64-linux-gnu, aarch64-linux-gnu, ...): libc, libstdc++, libcuda."""
+    triplet = sysconfig.get_config_var("MULTIARCH") or f"{platform.machine()}-linux-gnu"
+    path = Path("/usr/lib") / str(triplet)
+    return path if path.is_dir() else None
+
+
 def _python_dirs() -> list[Path]:
-    """The Python this process runs on, and its venv: a sandboxed `python` must find both."""
-    dirs = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix)}
-    dirs.add(Path(os.path.realpath(sys.executable)).parent.parent)
-    return sorted(d for d in dirs if d.is_dir() and str(d) not in ("/", "/usr"))
+    """The Python this process runs on, and its venv: a sandboxed `python` must find both.
+
+    Its prefix, base prefix and exec prefix, the prefix of the real
+    executable, and its site-packages. A prefix that is a shared system
+    directory (/usr, /usr/local) is not bound whole: only this interpreter's
+    own standard library and site directories from it, so another
+    interpreter's copy of the standard library stays out.
+    """
+    shared = {Path("/"), Path("/usr"), Path("/usr/local")}
+    dirs: set[Path] = set()
+    prefixes = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix)}
+    prefixes.add(Path(os.path.realpath(sys.executable)).parent.parent)
+    for prefix in prefixes:
+        if prefix in shared:
+            paths = sysconfig.get_paths()
+            dirs.update(Path(paths[k]) for k in ("stdlib", "platstdlib") if k in paths)
+        else:
+            dirs.add(prefix)
+            real = Path(os.path.realpath(prefix))
+            if real != prefix:  # a venv reached through a link: the link's target too
+                dirs.add(real)
+    for site_dir in (*site.getsitepackages(), sysconfig.get_paths().get("purelib", "")):
+        if site_dir:
+            dirs.add(Path(site_dir))
+    dirs.add(Path(os.path.realpath(sys.executable)))
+    found = sorted(d for d in dirs if d.exists() and d not in shared)
+    # A directory inside another one on the list adds nothing.
+    return [d for d in found if not any(p != d and p in d.parents for p in found)]
 
 
-def _covered(path: Path, roots: Sequence[str]) -> bool:
-    return any(path == Path(r) or Path(r) in path.parents for r in roots)
+def system_binds(*, network: bool = False, gpus: bool = False) -> list[str]:
+    """The bubblewrap arguments of the minimal file system every job sandbox starts from.
+
+    Pure but for looking at which paths exist here. Only what a job needs
+    to run: the merged-/usr links, /usr/bin and the shared libraries, the
+    loader's /etc files, the Python this process runs on; name resolution
+    and TLS roots with `network`; the driver's directories with `gpus`.
+    """
+    args: list[str] = []
+    for name in TOP_LINKS:
+        path = Path(name)
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), name]
+        elif path.is_dir() and name != "/lib":  # a real /lib (not merged /usr): its libraries
+            args += ["--ro-bind", name, name]
+    multiarch = _multiarch_lib()
+    if multiarch is not None and Path("/lib").is_dir() and not Path("/lib").is_symlink():
+        # Not a merged /usr: libc and the loader's libraries live in /lib/<triplet>.
+        paths = [f"/lib/{multiarch.name}"]
+    else:
+        paths = []
+    paths += SYSTEM_PATHS
+    if multiarch is not None:
+        paths.append(str(multiarch))
+    paths += ETC_FILES
+    if network:
+        paths += NETWORK_PATHS
+    if gpus:
+        paths += GPU_PATHS
+    for name in paths:
+        if Path(name).exists():
+            args += ["--ro-bind", name, name]
+    for extra in _python_dirs():
+        args += ["--ro-bind", str(extra), str(extra)]
+    return args
 
 
 @dataclass(frozen=True)
@@ -172,18 +280,7 @@ class Sandbox:
             "--tmpfs",
             "/tmp",
         ]
-        for name in SYSTEM_DIRS:
-            path = Path(name)
-            if path.is_symlink():
-                args += ["--symlink", os.readlink(path), name]
-            elif path.is_dir():
-                args += ["--ro-bind", name, name]
-        for extra in _python_dirs():
-            if not _covered(extra, SYSTEM_DIRS):
-                args += ["--ro-bind", str(extra), str(extra)]
-        if self.network:
-            # Name resolution may need the host's resolver files (already under /etc).
-            args += ["--ro-bind-try", "/run/systemd/resolve", "/run/systemd/resolve"]
+        args += system_binds(network=self.network, gpus=bool(self.gpus))
         for path in readonly:
             args += ["--ro-bind", str(path), str(path)]
         writable = (self.work, *self.writable)
