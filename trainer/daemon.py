@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -46,17 +47,65 @@ def parse_gpus(text: str) -> list[int]:
         raise ValueError(f"GPU list must look like 0,1 (got {text!r})") from None
 
 
-def parse_students(args: argparse.Namespace) -> list[StudentSpec]:
-    """Students from `--name/--token/--gpus` and repeated `--student NAME:GPUS:TOKEN`.
+TOKEN_ENV = "KOHAI_HOST_TOKEN"
+MAX_TOKEN_BYTES = 4096
 
-    With `--name` alone, the token comes from KOHAI_HOST_TOKEN.
+
+def check_token_mode(mode: int, path: str) -> None:
+    """Refuse a token file that someone else on the host could read (pure, on st_mode)."""
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"--token-file {path} is not a regular file")
+    if mode & 0o077:
+        raise ValueError(
+            f"--token-file {path} is readable or writable by group or others "
+            f"(mode {stat.S_IMODE(mode):04o}): chmod 600 {path}"
+        )
+
+
+def read_token_file(path: str) -> str:
+    """The token from a 0600 file, or from standard input for `-`; its first line."""
+    if path == "-":
+        text = sys.stdin.readline(MAX_TOKEN_BYTES)
+    else:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as fh:
+            check_token_mode(os.fstat(fh.fileno()).st_mode, path)
+            text = fh.read(MAX_TOKEN_BYTES).decode("utf-8", errors="replace")
+    token = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if not token:
+        raise ValueError(f"--token-file {path} holds no token")
+    return token
+
+
+def take_token(args: argparse.Namespace) -> str | None:
+    """The host token from --token-file, --token or KOHAI_HOST_TOKEN, in that order.
+
+    Whichever it came from, KOHAI_HOST_TOKEN leaves this process's environment
+    at once, so nothing the host starts inherits it; the token lives on only
+    in the daemon's memory. (The kernel keeps a process's initial environment
+    in /proc/PID/environ: deliver it by file or standard input, as `spawn`
+    and the deploy units do, to leave none there.)
+    """
+    from_env = os.environ.pop(TOKEN_ENV, None)
+    path = getattr(args, "token_file", None)
+    if path:
+        return read_token_file(path)
+    return args.token or from_env
+
+
+def parse_students(args: argparse.Namespace) -> list[StudentSpec]:
+    """Students from `--name/--token-file/--gpus` and repeated `--student NAME:GPUS:TOKEN`.
+
+    With `--name`, the token comes from --token-file (a 0600 file, or `-`
+    for standard input), --token or KOHAI_HOST_TOKEN.
     """
     students: list[StudentSpec] = []
-    # KOHAI_HOST_TOKEN keeps the token out of the process list (Kubernetes secrets, systemd).
-    token = args.token or (os.environ.get("KOHAI_HOST_TOKEN") if args.name else None)
+    token = take_token(args) if args.name or getattr(args, "token_file", None) else args.token
     if args.name or token:
         if not (args.name and token):
-            raise ValueError("--name and --token (or KOHAI_HOST_TOKEN) go together")
+            raise ValueError(
+                "--name and a token (--token-file, --token or KOHAI_HOST_TOKEN) go together"
+            )
         students.append(StudentSpec(args.name, token, parse_gpus(args.gpus or "")))
     for entry in args.student or []:
         name, sep, rest = entry.partition(":")
@@ -65,7 +114,9 @@ def parse_students(args: argparse.Namespace) -> list[StudentSpec]:
             raise ValueError(f"--student expects NAME:GPUS:TOKEN, got {entry.split(':')[0]}:...")
         students.append(StudentSpec(name, token, parse_gpus(gpus)))
     if not students:
-        raise ValueError("give --name and --token, or at least one --student NAME:GPUS:TOKEN")
+        raise ValueError(
+            "give --name and a token (--token-file), or at least one --student NAME:GPUS:TOKEN"
+        )
     names = [s.name for s in students]
     if len(set(names)) != len(names):
         raise ValueError(f"student names must be distinct: {names}")
@@ -234,9 +285,11 @@ def main(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         students = parse_students(args)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         print(f"kohai host run: {exc}", file=sys.stderr)
         return 2
+    finally:
+        os.environ.pop(TOKEN_ENV, None)  # however the token came, no child inherits it
     unsandboxed = bool(getattr(args, "unsandboxed", False))
     refusal = sandbox_refusal(sandbox.probe(), unsandboxed)
     if refusal is not None:
@@ -272,7 +325,9 @@ def spawn(
 ) -> subprocess.Popen[bytes]:
     """Start `kohai host run` for one student as a child process (demo, tests, benchmarks).
 
-    The token travels in KOHAI_HOST_TOKEN, never on the command line.
+    The token travels on the child's standard input (`--token-file -`): never
+    on the command line, and not in its environment, where the kernel would
+    keep it readable in /proc/PID/environ for the daemon's whole life.
     """
     command = [
         sys.executable,
@@ -282,11 +337,26 @@ def spawn(
         "run",
         "--name",
         name,
+        "--token-file",
+        "-",
         "--bot-url",
         bot_url,
         "--work-dir",
         str(work_dir),
         *(["--unsandboxed"] if unsandboxed else []),
     ]
-    full_env = {**(os.environ if env is None else env), "KOHAI_HOST_TOKEN": token}
-    return subprocess.Popen(command, env=full_env, cwd=Path(__file__).resolve().parents[1], **popen)  # type: ignore[call-overload]
+    full_env = {k: v for k, v in (os.environ if env is None else env).items() if k != TOKEN_ENV}
+    proc = subprocess.Popen(  # type: ignore[call-overload]
+        command,
+        env=full_env,
+        cwd=Path(__file__).resolve().parents[1],
+        stdin=subprocess.PIPE,
+        **popen,
+    )
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(token.encode() + b"\n")
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass  # it died at once; its exit status and log say why
+    return proc  # type: ignore[no-any-return]

@@ -82,7 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     host_sub = host.add_subparsers(dest="host_command", required=True, metavar="ACTION")
     run = host_sub.add_parser("run", help="the host daemon: lease jobs, implement, train, report")
     run.add_argument("--name", help="student name (one student)")
-    run.add_argument("--token", help="the student's host token")
+    run.add_argument(
+        "--token-file",
+        default=None,
+        metavar="PATH",
+        help="read the student's host token from PATH (mode 0600; `-`: standard input)",
+    )
+    run.add_argument("--token", help="the student's host token (prefer --token-file)")
     run.add_argument("--gpus", default="", help="GPU ids for --name, e.g. 0,1")
     run.add_argument(
         "--student",
