@@ -37,8 +37,12 @@ def test_unit_runs_the_host_daemon_for_its_instance() -> None:
     flags = dict(zip(argv[3::2], argv[4::2], strict=False))
     assert flags["--name"] == "%i"
     assert flags["--bot-url"] == "${KOHAI_BOT_URL}"
-    assert "--token" not in flags  # read from KOHAI_HOST_TOKEN in the EnvironmentFile
+    assert "--token" not in flags  # never on the command line
     assert "KOHAI_HOST_TOKEN" not in service["ExecStart"]
+    # A credential file, not the environment (which /proc/PID/environ would keep).
+    assert service["LoadCredential"] == "token:/etc/kohai/host-%i.token"
+    assert flags["--token-file"] == "%d/token"
+    assert "KOHAI_HOST_TOKEN" not in UNIT.read_text().split("[Service]")[1]
     assert flags["--gpus"] == "${KOHAI_GPUS}"
     assert service["EnvironmentFile"] == "/etc/kohai/host-%i.env"
 
@@ -61,6 +65,7 @@ def _verify(root: Path, unit_text: str) -> subprocess.CompletedProcess[str]:
     (root / "etc/systemd/system/kohai-host@.service").write_text(unit_text)
     (root / "etc/kohai").mkdir()
     (root / "etc/kohai/host-fern.env").write_text("KOHAI_BOT_URL=http://127.0.0.1:8000\n")
+    (root / "etc/kohai/host-fern.token").write_text("khost_example\n")
     executable = root / "opt/kohai/bin/kohai"
     executable.parent.mkdir(parents=True)
     executable.write_text("#!/bin/sh\n")

@@ -23,10 +23,19 @@ Why this shape: the model's code is what experiments change, so it is
 untrusted. It runs only in the child, which receives input bytes and returns
 logits; the evaluator computes the loss itself from those logits against
 targets the child is never sent before it has answered (windows go out in
-strided batches, so no batch holds the byte that follows another window). It
-also probes causality: for random windows it sends a twin whose bytes after a
-random position are replaced, and predictions up to that position must not
-change. A model that reads the future (non-causal attention) is invalid.
+strided batches, so no batch holds the byte that follows another window).
+
+It also probes causality, in a way a model cannot spot: for random windows,
+at random positions (new ones every run), a twin whose bytes after that
+position are replaced by another window's text is answered by a *fresh* model
+process, which never saw the original; the predictions up to the position
+must be the same as the first process gave. Each process's batches also
+carry decoy rows (spliced copies that share a prefix with a row of the same
+batch, checked the same way), so "two rows share a prefix" marks nothing, and
+the fresh process answers some original windows again, which must get the
+same answer. Each process is a new sandbox with nothing writable that
+outlives it, so no state passes between them. A model that reads the future,
+or that reads it only when it is not being watched, is invalid.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ import random
 import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np  # the evaluator's own arithmetic; torch is imported only where a model runs
@@ -46,7 +56,9 @@ VOCAB_SIZE = 256  # bytes
 VAL_FRACTION = 0.1
 EVAL_BYTES = 32_768
 EVAL_BATCH = 32  # windows per request to the model child
-CAUSALITY_PROBES = 16
+CAUSALITY_PROBES = 16  # twins answered by the fresh probe process
+DECOYS_PER_BATCH = 4  # spliced copies of windows of the same batch, in every batch
+COVER_WINDOWS = 32  # original windows the probe process answers again, beside the twins
 CAUSALITY_TOLERANCE = 1e-3  # max |change| of a log-probability that still counts as causal
 ARTIFACT = "model.safetensors"
 TRAIN_FILE = "train.bin"
@@ -224,53 +236,108 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def score(child: ModelChild, val: bytes, rng: random.Random) -> dict[str, float]:
-    """Bits per byte over the fixed held-out slice, with causality probes mixed in.
+def splice(x_all: np.ndarray, w: int, cut: int, rng: random.Random) -> np.ndarray:
+    """Window `w` with its bytes after `cut` replaced by the same span of another window.
+
+    The twin reads like any other window (text, not noise), but its byte at
+    `cut + 1` differs from the original's, so a model that reads one byte
+    ahead answers differently at `cut`.
+    """
+    x = x_all[w].copy()
+    want = x[cut + 1]
+    for _ in range(16):
+        other = rng.randrange(len(x_all))
+        if other != w and x_all[other][cut + 1] != want:
+            x[cut + 1 :] = x_all[other][cut + 1 :]
+            break
+    if x[cut + 1] == want:  # no window differs there: change that one byte
+        x[cut + 1] = (int(want) + 1 + rng.randrange(VOCAB_SIZE - 1)) % VOCAB_SIZE
+    return x
+
+
+def _change(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max())
+
+
+def _not_causal(cut: int, change: float) -> Invalid:
+    return Invalid(
+        f"the model is not causal: replacing the bytes after position {cut} of a window "
+        f"changed its predictions up to that position (max |change of log p| = {change:.3g})"
+    )
+
+
+def score(open_child: Callable[[], ModelChild], val: bytes, rng: random.Random) -> dict[str, float]:
+    """Bits per byte over the fixed held-out slice, with the causality probe around it.
 
     The slice is cut into consecutive windows of the model's context length;
-    each byte is predicted once from the bytes before it in its window.
+    each byte is predicted once from the bytes before it in its window, by
+    the first model process. A second, fresh process then answers the probe's
+    twins and some original windows again (see the module's docstring).
     """
-    t = child.context
-    data = np.frombuffer(val[: EVAL_BYTES + 1], dtype=np.uint8).astype(np.int64)
-    n_windows = (len(data) - 1) // t
-    if n_windows < 1:
-        raise Invalid(f"context {t} is longer than the evaluation slice")
-    x_all = data[: n_windows * t].reshape(n_windows, t)
-    y_all = data[1 : n_windows * t + 1].reshape(n_windows, t)
-    n_batches = max(1, math.ceil(n_windows / EVAL_BATCH))
-    probed = rng.sample(range(n_windows), min(CAUSALITY_PROBES, n_windows))
-    probes = {w: rng.randrange(0, t - 1) for w in probed}
-    total_nats, total_bytes, worst = 0.0, 0, 0.0
-    for b in range(n_batches):
-        windows = list(range(b, n_windows, n_batches))  # strided: no neighbours in one batch
-        rows = [(w, None) for w in windows] + [(w, probes[w]) for w in windows if w in probes]
-        rng.shuffle(rows)
-        batch = []
-        for w, cut in rows:
-            x = x_all[w].copy()
-            if cut is not None:
-                x[cut + 1 :] = [rng.randrange(VOCAB_SIZE) for _ in range(t - cut - 1)]
-            batch.append(x)
-        logp = log_softmax(child.logits(np.stack(batch)))
-        original = {w: i for i, (w, cut) in enumerate(rows) if cut is None}
-        for i, (w, cut) in enumerate(rows):
-            if cut is None:
-                total_nats -= float(logp[i, np.arange(t), y_all[w]].sum())
-                total_bytes += t
-            else:
-                change = float(np.abs(logp[i, : cut + 1] - logp[original[w], : cut + 1]).max())
+    child = open_child()
+    try:
+        t = child.context
+        data = np.frombuffer(val[: EVAL_BYTES + 1], dtype=np.uint8).astype(np.int64)
+        n_windows = (len(data) - 1) // t
+        if n_windows < 1 or t < 2:
+            raise Invalid(f"context {t} is longer than the evaluation slice")
+        x_all = data[: n_windows * t].reshape(n_windows, t)
+        y_all = data[1 : n_windows * t + 1].reshape(n_windows, t)
+        picked = rng.sample(range(n_windows), min(n_windows, CAUSALITY_PROBES + COVER_WINDOWS))
+        probes = {w: rng.randrange(0, t - 1) for w in picked[:CAUSALITY_PROBES]}
+        cover = picked[CAUSALITY_PROBES:]
+        kept: dict[int, np.ndarray] = {}  # the first process's answers to the picked windows
+        n_batches = max(1, math.ceil(n_windows / EVAL_BATCH))
+        total_nats, total_bytes, worst = 0.0, 0, 0.0
+        for b in range(n_batches):
+            windows = list(range(b, n_windows, n_batches))  # strided: no neighbours in one batch
+            decoys = rng.sample(windows, min(DECOYS_PER_BATCH, len(windows)))
+            rows = [(w, None) for w in windows] + [(w, rng.randrange(0, t - 1)) for w in decoys]
+            rng.shuffle(rows)
+            batch = [x_all[w] if cut is None else splice(x_all, w, cut, rng) for w, cut in rows]
+            logp = log_softmax(child.logits(np.stack(batch)))
+            original = {w: i for i, (w, cut) in enumerate(rows) if cut is None}
+            for i, (w, cut) in enumerate(rows):
+                if cut is None:
+                    total_nats -= float(logp[i, np.arange(t), y_all[w]].sum())
+                    total_bytes += t
+                    if w in probes or w in cover:
+                        kept[w] = logp[i]
+                else:
+                    change = _change(logp[i, : cut + 1], logp[original[w], : cut + 1])
+                    worst = max(worst, change)
+                    if change > CAUSALITY_TOLERANCE:
+                        raise _not_causal(cut, change)
+    finally:
+        child.close()
+    # The fresh process: the twins, and cover windows it must answer as the first one did.
+    rows = [(w, cut) for w, cut in probes.items()] + [(w, None) for w in cover]
+    rng.shuffle(rows)
+    child = open_child()
+    try:
+        for start in range(0, len(rows), EVAL_BATCH):
+            chunk = rows[start : start + EVAL_BATCH]
+            batch = [x_all[w] if cut is None else splice(x_all, w, cut, rng) for w, cut in chunk]
+            logp = log_softmax(child.logits(np.stack(batch)))
+            for i, (w, cut) in enumerate(chunk):
+                end = t if cut is None else cut + 1
+                change = _change(logp[i, :end], kept[w][:end])
                 worst = max(worst, change)
+                if change > CAUSALITY_TOLERANCE and cut is not None:
+                    raise _not_causal(cut, change)
                 if change > CAUSALITY_TOLERANCE:
                     raise Invalid(
-                        f"the model is not causal: replacing the bytes after position {cut} of a "
-                        f"window changed its predictions up to that position "
-                        f"(max |change of log p| = {change:.3g})"
+                        "the model is not consistent: a second model process answered a window "
+                        f"differently from the first (max |change of log p| = {change:.3g})"
                     )
+    finally:
+        child.close()
     return {
         "val_bpb": round(total_nats / (total_bytes * math.log(2)), 6),
         "eval_bytes": total_bytes,
         "causality_probes": len(probes),
         "causality_max_change": worst,
+        "model_processes": 2,
     }
 
 
@@ -283,11 +350,8 @@ def evaluate() -> dict[str, object]:
     if len(head) < 9 or head[8:9] != b"{":
         raise Invalid(f"{ARTIFACT} is not a safetensors file")
     val = split(load_corpus())[1]
-    child = ModelChild(Path(__file__).resolve().parent)
-    try:
-        return score(child, val, random.SystemRandom())
-    finally:
-        child.close()
+    base_dir = Path(__file__).resolve().parent
+    return score(lambda: ModelChild(base_dir), val, random.SystemRandom())
 
 
 def main() -> None:
