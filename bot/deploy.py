@@ -73,6 +73,17 @@ GITHUB_SECRET_KEYS: dict[str, str] = {
     "KOHAI_WEBHOOK_SECRET": "webhook-secret",
 }
 HOST_TOKEN_KEY = "token"
+HOST_TOKEN_DIR = "/var/run/kohai"  # the host token's Secret, mounted as a file
+# The daemon reads its token on standard input from the Secret's file: not in its
+# environment, where /proc/PID/environ would keep it for the daemon's whole life.
+HOST_COMMAND = [
+    "tini",
+    "--",
+    "/bin/sh",
+    "-c",
+    f'exec kohai host run --token-file - "$@" < {HOST_TOKEN_DIR}/{HOST_TOKEN_KEY}',
+    "kohai-host",
+]
 
 
 def student_names(count: int) -> list[str]:
@@ -296,7 +307,8 @@ def student_deployment(student: str, gpus: int, image: str, namespace: str) -> d
     if gpus:
         resources["requests"]["nvidia.com/gpu"] = str(gpus)
         resources["limits"]["nvidia.com/gpu"] = str(gpus)
-    # The token reaches the daemon as KOHAI_HOST_TOKEN from the Secret, never as an argument.
+    # The token reaches the daemon on standard input from the Secret's file (HOST_COMMAND),
+    # never as an argument or in the environment.
     args = [
         "--name",
         student,
@@ -310,15 +322,14 @@ def student_deployment(student: str, gpus: int, image: str, namespace: str) -> d
     container = {
         "name": "host",
         "image": image,
+        "command": list(HOST_COMMAND),
         "args": args,
-        "env": [
-            _secret_env("KOHAI_HOST_TOKEN", host_secret_name(student), HOST_TOKEN_KEY),
-            {"name": "KOHAI_BOT_URL", "value": BOT_URL},
-        ],
+        "env": [{"name": "KOHAI_BOT_URL", "value": BOT_URL}],
         "envFrom": [{"secretRef": {"name": KEYS_SECRET, "optional": True}}],
         "volumeMounts": [
             {"name": "work", "mountPath": HOST_WORK_DIR},
             {"name": "shm", "mountPath": "/dev/shm"},
+            {"name": "host-token", "mountPath": HOST_TOKEN_DIR, "readOnly": True},
         ],
         "resources": resources,
         "securityContext": _host_container_security(),
@@ -331,6 +342,10 @@ def student_deployment(student: str, gpus: int, image: str, namespace: str) -> d
         "volumes": [
             {"name": "work", "emptyDir": {}},
             {"name": "shm", "emptyDir": {"medium": "Memory"}},
+            {
+                "name": "host-token",
+                "secret": {"secretName": host_secret_name(student), "defaultMode": 0o440},
+            },
         ],
     }
     if gpus:

@@ -94,9 +94,15 @@ def test_students_request_their_gpus_and_read_their_own_token(
         assert container.resources.limits["nvidia.com/gpu"] == str(gpus)
         assert container.resources.requests["nvidia.com/gpu"] == str(gpus)
         assert container.image == "registry.example.com:5000/lab/kohai-host:1.2"
-        token = {e.name: e for e in container.env}["KOHAI_HOST_TOKEN"]
-        assert token.value is None
-        assert token.value_from.secret_key_ref.name == f"kohai-host-{name}"
+        # The token: the Secret's file on the daemon's standard input, not its environment.
+        assert "KOHAI_HOST_TOKEN" not in {e.name for e in container.env}
+        volumes = {v.name: v for v in student.spec.template.spec.volumes}
+        assert volumes["host-token"].secret.secret_name == f"kohai-host-{name}"
+        mounts = {m.name: m for m in container.volume_mounts}
+        assert mounts["host-token"].read_only
+        script = container.command[container.command.index("-c") + 1]
+        assert "--token-file -" in script
+        assert f"< {mounts['host-token'].mount_path}/token" in script
         args = container.args
         assert args[args.index("--name") + 1] == name
         assert args[args.index("--bot-url") + 1] == "http://kohai-bot:8000"
