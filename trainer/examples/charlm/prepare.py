@@ -29,11 +29,11 @@ It also probes causality, in a way a model cannot spot: for random windows,
 at random positions (new ones every run), a twin whose bytes after that
 position are replaced by another window's text is answered by a *fresh* model
 process, which never saw the original; the predictions up to the position
-must be the same as the first process gave. Each process's batches also
-carry decoy rows (spliced copies that share a prefix with a row of the same
-batch, checked the same way), so "two rows share a prefix" marks nothing, and
-the fresh process answers some original windows again, which must get the
-same answer. Each process is a new sandbox with nothing writable that
+must be the same as the first process gave. The first process's batches
+also carry decoy rows (spliced copies that share a prefix with a row of the
+same batch, checked the same way), so "two rows share a prefix" marks
+nothing, and the fresh process answers some original windows again, in
+requests of the same shape, which must get the same answer. Each process is a new sandbox with nothing writable that
 outlives it, so no state passes between them. A model that reads the future,
 or that reads it only when it is not being watched, is invalid.
 """
@@ -58,7 +58,7 @@ EVAL_BYTES = 32_768
 EVAL_BATCH = 32  # windows per request to the model child
 CAUSALITY_PROBES = 16  # twins answered by the fresh probe process
 DECOYS_PER_BATCH = 4  # spliced copies of windows of the same batch, in every batch
-COVER_WINDOWS = 32  # original windows the probe process answers again, beside the twins
+COVER_WINDOWS = 32  # at least: original windows the probe process answers again
 CAUSALITY_TOLERANCE = 1e-3  # max |change| of a log-probability that still counts as causal
 ARTIFACT = "model.safetensors"
 TRAIN_FILE = "train.bin"
@@ -283,11 +283,18 @@ def score(open_child: Callable[[], ModelChild], val: bytes, rng: random.Random) 
             raise Invalid(f"context {t} is longer than the evaluation slice")
         x_all = data[: n_windows * t].reshape(n_windows, t)
         y_all = data[1 : n_windows * t + 1].reshape(n_windows, t)
-        picked = rng.sample(range(n_windows), min(n_windows, CAUSALITY_PROBES + COVER_WINDOWS))
-        probes = {w: rng.randrange(0, t - 1) for w in picked[:CAUSALITY_PROBES]}
-        cover = picked[CAUSALITY_PROBES:]
-        kept: dict[int, np.ndarray] = {}  # the first process's answers to the picked windows
         n_batches = max(1, math.ceil(n_windows / EVAL_BATCH))
+        # The second process's requests have the shape of the first's (the same kernels
+        # answer both, so an honest model's numbers agree to the last bit): as many
+        # cover windows as fill its last request.
+        size = len(range(0, n_windows, n_batches))
+        size += min(DECOYS_PER_BATCH, size)
+        n_probes = min(CAUSALITY_PROBES, n_windows)
+        wanted = math.ceil((n_probes + COVER_WINDOWS) / size) * size
+        picked = rng.sample(range(n_windows), min(n_windows, wanted))
+        probes = {w: rng.randrange(0, t - 1) for w in picked[:n_probes]}
+        cover = picked[n_probes:]
+        kept: dict[int, np.ndarray] = {}  # the first process's answers to the picked windows
         total_nats, total_bytes, worst = 0.0, 0, 0.0
         for b in range(n_batches):
             windows = list(range(b, n_windows, n_batches))  # strided: no neighbours in one batch
@@ -315,8 +322,8 @@ def score(open_child: Callable[[], ModelChild], val: bytes, rng: random.Random) 
     rng.shuffle(rows)
     child = open_child()
     try:
-        for start in range(0, len(rows), EVAL_BATCH):
-            chunk = rows[start : start + EVAL_BATCH]
+        for start in range(0, len(rows), size):
+            chunk = rows[start : start + size]
             batch = [x_all[w] if cut is None else splice(x_all, w, cut, rng) for w, cut in chunk]
             logp = log_softmax(child.logits(np.stack(batch)))
             for i, (w, cut) in enumerate(chunk):
