@@ -359,4 +359,5 @@ def spawn(
         proc.stdin.close()
     except BrokenPipeError:
         pass  # it died at once; its exit status and log say why
+    proc.stdin = None  # done with: communicate() and wait() must not touch it again
     return proc  # type: ignore[no-any-return]
