@@ -7,6 +7,7 @@ The budget lives here, in a file the agents may not edit (it is never in
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import re
 import tomllib
@@ -27,6 +28,19 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 class ProblemError(ValueError):
     """A `kohai.toml` that cannot be used; the message names the field."""
+
+
+def path_matches(path: str, patterns: tuple[str, ...] | list[str]) -> bool:
+    """Listed exactly, under a listed directory, or matched by a listed glob.
+
+    The one reading of `files.editable` and `files.frozen`: the host's check
+    before training and the bot's check of every pushed tip and merge use it.
+    """
+    for pattern in patterns:
+        entry = pattern.rstrip("/")
+        if path == entry or path.startswith(entry + "/") or fnmatch.fnmatchcase(path, entry):
+            return True
+    return False
 
 
 def parse_duration(value: str | int | float, *, field_name: str = "duration") -> float:

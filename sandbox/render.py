@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import zlib
 from typing import Any
+from urllib.parse import quote
 
 EVENTS = ["issues", "issue_comment", "pull_request", "push"]
 ASSOCIATION = {"admin": "MEMBER", "write": "COLLABORATOR", "read": "CONTRIBUTOR"}
@@ -431,6 +432,24 @@ class Renderer:
         }
 
     # -- git data -------------------------------------------------------------------
+
+    def pull_file(self, full: str, head_sha: str, change: Any) -> dict[str, Any]:
+        """One entry of `GET /pulls/{n}/files` (githubkit's DiffEntry)."""
+        path = quote(change.filename)
+        shape: dict[str, Any] = {
+            "sha": change.sha,
+            "filename": change.filename,
+            "status": change.status,
+            "additions": change.additions,
+            "deletions": change.deletions,
+            "changes": change.additions + change.deletions,
+            "blob_url": f"{self.web}/{full}/blob/{head_sha}/{path}",
+            "raw_url": f"{self.web}/{full}/raw/{head_sha}/{path}",
+            "contents_url": f"{self.api}/repos/{full}/contents/{path}?ref={head_sha}",
+        }
+        if change.previous_filename:
+            shape["previous_filename"] = change.previous_filename
+        return shape
 
     def git_commit(self, repo: dict[str, Any], info: Any) -> dict[str, Any]:
         full = repo["full_name"]

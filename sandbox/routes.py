@@ -126,6 +126,9 @@ route("GET", rf"/repos/{R}/pulls/{N}")(
 route("PATCH", rf"/repos/{R}/pulls/{N}")(
     lambda w, p, m, q, b: pulls.update_pull(w, p, m["repo"], int(m["n"]), b or {})
 )
+route("GET", rf"/repos/{R}/pulls/{N}/files")(
+    lambda w, p, m, q, b: pulls.list_files(w, p, m["repo"], int(m["n"]), q)
+)
 route("PUT", rf"/repos/{R}/pulls/{N}/merge")(
     lambda w, p, m, q, b: pulls.merge_pull(w, p, m["repo"], int(m["n"]), b or {})
 )
