@@ -43,6 +43,7 @@ class Settings:
     max_experiments: int = 0  # advisor experiments to open in each lab; 0: no limit
     advisor: bool = True  # propose for idle students
     catch_up: bool = True
+    webhook_proxy_url: str | None = None  # a smee-compatible channel the webhooks arrive on
 
     @property
     def html_url(self) -> str:
@@ -85,6 +86,9 @@ class Settings:
         html_url = env.get("KOHAI_GITHUB_HTML_URL", "").strip().rstrip("/")
         if html_url and not html_url.startswith(("http://", "https://")):
             raise ConfigError(f"KOHAI_GITHUB_HTML_URL must be an http(s) URL, got {html_url!r}")
+        proxy = env.get("KOHAI_WEBHOOK_PROXY_URL", "").strip() or None
+        if proxy and not proxy.startswith(("http://", "https://")):
+            raise ConfigError(f"KOHAI_WEBHOOK_PROXY_URL must be an http(s) URL, got {proxy!r}")
         alpha_raw = env.get("KOHAI_ALPHA", "0.05")
         try:
             alpha = float(alpha_raw)
@@ -108,6 +112,7 @@ class Settings:
             max_experiments=int_setting(env, "KOHAI_MAX_EXPERIMENTS", 0),
             advisor=env.get("KOHAI_ADVISOR", "on") != "off",
             catch_up=env.get("KOHAI_CATCH_UP", "on") != "off",
+            webhook_proxy_url=proxy,
         )
 
 

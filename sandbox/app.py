@@ -17,7 +17,7 @@ import anyio.to_thread
 from litestar import Litestar, Request, Response, route
 from litestar.enums import HttpMethod
 
-from sandbox import control_api, githttp, routes
+from sandbox import channel, control_api, githttp, routes
 from sandbox.errors import ApiError
 from sandbox.paging import link_header
 from sandbox.world import World
@@ -88,7 +88,7 @@ def build_app(world: World) -> Litestar:
         )
 
     return Litestar(
-        route_handlers=[everything],
+        route_handlers=[everything, *channel.handlers(channel.Channels())],
         request_max_body_size=MAX_BODY,
         openapi_config=None,
         debug=False,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Mapping
+from typing import Any
 
 from litestar import Request, Response, post
 from litestar.datastructures import State
@@ -39,29 +41,39 @@ async def _read_capped(request: Request) -> bytes | None:
     return b"".join(chunks)
 
 
-@post("/webhooks/github", status_code=202, include_in_schema=True, summary="GitHub webhook intake")
-async def github_webhook(request: Request, state: State) -> Response[dict[str, str]]:
-    """202 stored; 200 duplicate; 401 bad signature; 400 malformed; 413 over 25 MB."""
-    ctx = state.kohai
-    body = await _read_capped(request)
-    if body is None:
-        return _error(413, "payload over 25 MB")
-    if not signature_ok(
-        ctx.settings.webhook_secret, body, request.headers.get("x-hub-signature-256")
-    ):
-        return _error(401, "missing or invalid X-Hub-Signature-256")
-    event = request.headers.get("x-github-event")
-    delivery = request.headers.get("x-github-delivery")
+def accept_delivery(
+    ctx: Any, body: bytes, headers: Mapping[str, str]
+) -> tuple[int, dict[str, str]]:
+    """Verify, store, wake the inbox: (HTTP status, answer). One intake for every way in.
+
+    GitHub's own POST and a webhook channel (`webhooks.relay`) both come here:
+    the signature is checked over the body bytes as if GitHub had posted them.
+    """
+    if not signature_ok(ctx.settings.webhook_secret, body, headers.get("x-hub-signature-256")):
+        return 401, {"error": "missing or invalid X-Hub-Signature-256"}
+    event = headers.get("x-github-event")
+    delivery = headers.get("x-github-delivery")
     if not event or not delivery:
-        return _error(400, "missing X-GitHub-Event or X-GitHub-Delivery header")
+        return 400, {"error": "missing X-GitHub-Event or X-GitHub-Delivery header"}
     try:
         payload = json.loads(body.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
-        return _error(400, "body is not UTF-8 JSON")
+        return 400, {"error": "body is not UTF-8 JSON"}
     if not isinstance(payload, dict):
-        return _error(400, "body is not a JSON object")
+        return 400, {"error": "body is not a JSON object"}
     action = payload.get("action") if isinstance(payload.get("action"), str) else None
     if not store_delivery(ctx.store, delivery, event, action, body):
-        return Response({"status": "duplicate", "delivery": delivery}, status_code=200)
+        return 200, {"status": "duplicate", "delivery": delivery}
     ctx.inbox_wake.set()
-    return Response({"status": "stored", "delivery": delivery}, status_code=202)
+    return 202, {"status": "stored", "delivery": delivery}
+
+
+@post("/webhooks/github", status_code=202, include_in_schema=True, summary="GitHub webhook intake")
+async def github_webhook(request: Request, state: State) -> Response[dict[str, str]]:
+    """202 stored; 200 duplicate; 401 bad signature; 400 malformed; 413 over 25 MB."""
+    body = await _read_capped(request)
+    if body is None:
+        return _error(413, "payload over 25 MB")
+    headers = {key.lower(): value for key, value in request.headers.items()}
+    status, answer = accept_delivery(state.kohai, body, headers)
+    return Response(answer, status_code=status)

@@ -102,6 +102,7 @@ class LocalLab:
         pacing: bool = True,
         catch_up: bool = True,
         graceful_s: int | None = None,
+        proxy: bool = False,
     ) -> None:
         self.work = work
         self.port = port or free_port()
@@ -112,6 +113,7 @@ class LocalLab:
         self.pacing = pacing
         self.catch_up = catch_up
         self.graceful_s = graceful_s
+        self.proxy = proxy  # webhooks through the sandbox's smee-compatible channel
         self.hosts: dict[str, subprocess.Popen[bytes]] = {}
         self._started: list[Any] = []
 
@@ -127,6 +129,10 @@ class LocalLab:
             self.work / "github", webhook_url=f"{self.bot_url}/webhooks/github"
         ).start()
         self._started.append(self.sandbox)
+        channel = None
+        if self.proxy:  # GitHub cannot reach the bot: it posts to a channel the bot reads
+            channel = f"{self.sandbox.url}/_channels/{self.port}"
+            self.sandbox.set_webhook_url(channel)
         self.control = SandboxControl(self.sandbox.url)
         self.settings = Settings(
             app_id=self.sandbox.app_id,
@@ -138,6 +144,7 @@ class LocalLab:
             anthropic_api_key=self.anthropic_api_key,
             advisor=self.advisor,
             catch_up=self.catch_up,
+            webhook_proxy_url=channel,
         )
         github = None
         if not self.pacing:
