@@ -102,8 +102,12 @@ class LocalLab:
         pacing: bool = True,
         catch_up: bool = True,
         graceful_s: int | None = None,
+        dashboard_public: bool = True,
     ) -> None:
         self.work = work
+        # The local lab's dashboard is open (KOHAI_DASHBOARD_PUBLIC=1) unless a test asks
+        # for the GitHub sign-in, which then goes through the sandbox's OAuth pages.
+        self.dashboard_public = dashboard_public
         self.port = port or free_port()
         self.bot_url = f"http://127.0.0.1:{self.port}"
         self.advisor = advisor
@@ -127,6 +131,7 @@ class LocalLab:
             self.work / "github", webhook_url=f"{self.bot_url}/webhooks/github"
         ).start()
         self._started.append(self.sandbox)
+        self.sandbox.set_callback_urls([f"{self.bot_url}/auth/callback"])
         self.control = SandboxControl(self.sandbox.url)
         self.settings = Settings(
             app_id=self.sandbox.app_id,
@@ -138,6 +143,9 @@ class LocalLab:
             anthropic_api_key=self.anthropic_api_key,
             advisor=self.advisor,
             catch_up=self.catch_up,
+            dashboard_public=self.dashboard_public,
+            github_client_id=self.sandbox.client_id,
+            github_client_secret=self.sandbox.client_secret,
         )
         github = None
         if not self.pacing:
