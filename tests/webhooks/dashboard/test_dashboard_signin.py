@@ -390,3 +390,11 @@ def test_signed_values_are_bound_to_their_key_use_and_time() -> None:
     derived = signin.session_key("", "webhook-secret")
     assert derived and derived != b"webhook-secret"
     assert signin.session_key("explicit", "webhook-secret") != derived
+
+
+def test_the_app_manifest_registers_the_sign_in_callback() -> None:
+    from bot.deploy import app_manifest
+
+    manifest = app_manifest("https://kohai.example.com/", "my-lab")
+    assert manifest["callback_urls"] == ["https://kohai.example.com/auth/callback"]
+    assert manifest["request_oauth_on_install"] is False
