@@ -398,3 +398,60 @@ def test_the_app_manifest_registers_the_sign_in_callback() -> None:
     manifest = app_manifest("https://kohai.example.com/", "my-lab")
     assert manifest["callback_urls"] == ["https://kohai.example.com/auth/callback"]
     assert manifest["request_oauth_on_install"] is False
+
+
+def _env(**extra: str) -> dict[str, str]:
+    from sandbox.auth import generate_private_key_pem
+
+    base = {
+        "KOHAI_GITHUB_APP_ID": "1",
+        "KOHAI_GITHUB_PRIVATE_KEY": generate_private_key_pem(),
+        "KOHAI_WEBHOOK_SECRET": "s",
+    }
+    return base | extra
+
+
+def test_settings_read_the_sign_in_variables() -> None:
+    from bot.config import ConfigError
+
+    closed = Settings.from_env(_env())
+    assert not closed.dashboard_public and closed.github_client_id == ""
+    opened = Settings.from_env(_env(KOHAI_DASHBOARD_PUBLIC="1"))
+    assert opened.dashboard_public
+    assert not Settings.from_env(_env(KOHAI_DASHBOARD_PUBLIC="0")).dashboard_public
+    full = Settings.from_env(
+        _env(
+            KOHAI_GITHUB_CLIENT_ID="Iv1.abc",
+            KOHAI_GITHUB_CLIENT_SECRET="shh",
+            KOHAI_SESSION_SECRET="k",
+        )
+    )
+    assert (full.github_client_id, full.github_client_secret, full.session_secret) == (
+        "Iv1.abc",
+        "shh",
+        "k",
+    )
+    for bad, needle in (
+        ({"KOHAI_GITHUB_CLIENT_ID": "Iv1.abc"}, "KOHAI_GITHUB_CLIENT_SECRET"),
+        ({"KOHAI_GITHUB_CLIENT_SECRET": "shh"}, "KOHAI_GITHUB_CLIENT_ID"),
+        ({"KOHAI_DASHBOARD_PUBLIC": "maybe"}, "KOHAI_DASHBOARD_PUBLIC"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            Settings.from_env(_env(**bad))
+        assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_behind_https_the_cookies_are_secure(world: SignInLab) -> None:
+    settings = dataclasses.replace(world.ctx.settings, public_url="https://kohai.example.com")
+    ctx = BotContext.build(settings)
+    ctx.workers = []
+    with ServerThread(create_app(ctx, run_workers=False)) as server:
+        started = httpx.get(f"{server.url}/login", timeout=10)
+    ctx.store.close()
+    assert started.status_code == 302
+    cookie = started.headers["set-cookie"].lower()
+    assert cookie.startswith(STATE_COOKIE + "=")
+    assert "secure" in cookie and "httponly" in cookie and "samesite=lax" in cookie
+    query = parse_qs(urlsplit(started.headers["location"]).query)
+    assert query["redirect_uri"] == ["https://kohai.example.com/auth/callback"]
+    assert query["client_id"] == [world.sandbox.client_id] and len(query["state"][0]) >= 32
