@@ -348,8 +348,10 @@ async def github_viewer(access: Access, code: str) -> Viewer:
 async def auth_callback(request: Request[Any, Any, Any]) -> Response[Any]:
     """GitHub's redirect back: the state must be this browser's, the code GitHub's."""
     access = access_of(request.app.state)
-    if access is None or access.public or not access.configured:
-        return _not_configured() if access is None or not access.public else Redirect("/")
+    if access is not None and access.public:
+        return Redirect("/", status_code=303)
+    if access is None or not access.configured:
+        return _not_configured()
     now = time.time()
     held = unsign(request.cookies.get(STATE_COOKIE), access.key, "state", now)
     given = request.query_params.get("state") or ""
