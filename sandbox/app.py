@@ -1,7 +1,8 @@
 """The litestar application: one catch-all handler that sorts requests three ways.
 
 `/{owner}/{repo}.git/...` goes to git's smart-HTTP backend, `/_sandbox/...` to
-the control API, `/login/oauth/...` to the OAuth web flow's pages, everything
+the control API, `/login/oauth/...` to the OAuth web flow's pages, the App
+manifest flow's pages and conversion to `manifest`, everything
 else to GitHub's REST and GraphQL routes (where the fault switch applies). Work runs in a thread: it takes the state lock and
 spawns git.
 """
@@ -17,7 +18,7 @@ import anyio.to_thread
 from litestar import Litestar, Request, Response, route
 from litestar.enums import HttpMethod
 
-from sandbox import channel, control_api, githttp, oauth, routes
+from sandbox import channel, control_api, githttp, manifest, oauth, routes
 from sandbox.errors import ApiError
 from sandbox.paging import link_header
 from sandbox.world import World
@@ -57,8 +58,9 @@ def handle_sync(
     if githttp.is_git_path(path):
         answer = githttp.handle(world, method, path, query_string, headers, raw)
         return Response(content=answer.body, status_code=answer.status, headers=answer.headers)
-    if oauth.is_oauth_path(path):
-        page = oauth.handle(world, method, path, query_string, headers, raw)
+    if oauth.is_oauth_path(path) or manifest.is_manifest_path(path):
+        pages = oauth if oauth.is_oauth_path(path) else manifest
+        page = pages.handle(world, method, path, query_string, headers, raw)
         return Response(
             content=page.body,
             status_code=page.status,

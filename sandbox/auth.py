@@ -58,6 +58,8 @@ class Principal:
     # A user access token acts for the user only where the App is installed, and only
     # within the App's permissions (GitHub's user-to-server rule).
     via_app: bool = False
+    # The App behind an "app" or "installation" caller; None: the sandbox's default App.
+    app_id: int | None = None
 
 
 def generate_private_key_pem() -> str:
@@ -107,6 +109,16 @@ def verify_app_jwt(token: str, public_pem: str, app_id: int, now: float | None =
             401,
             "'Issued at' claim ('iat') must be an Integer representing the time that the assertion was issued",
         )
+
+
+def jwt_issuer(token: str) -> str:
+    """The `iss` claim of an App JWT, read before its signature is checked: it names the
+    App whose key must verify it (every App has its own key)."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise AuthError(401, "A JSON web token could not be decoded") from exc
+    return str(claims.get("iss", ""))
 
 
 def client_id_of(app_id: int) -> str:

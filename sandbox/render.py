@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 from sandbox.auth import client_id_of
+from sandbox.state import all_apps, installation_app
 
 EVENTS = ["issues", "issue_comment", "pull_request", "push"]
 ASSOCIATION = {"admin": "MEMBER", "write": "COLLABORATOR", "read": "CONTRIBUTOR"}
@@ -103,27 +104,35 @@ class Renderer:
 
     # -- App and installations ---------------------------------------------------
 
-    def app(self) -> dict[str, Any]:
-        app = self.world["app"]
+    def app(self, app: dict[str, Any] | None = None) -> dict[str, Any]:
+        """An App's public shape (the default App's unless another is given)."""
+        app = self.world["app"] if app is None else app
+        installations = [
+            i
+            for i in self.world["installations"].values()
+            if installation_app(self.world, i) is app
+        ]
         return {
             "id": app["id"],
             "slug": app["slug"],
             "node_id": node_id("App", app["id"]),
             "client_id": client_id_of(app["id"]),
             "owner": self.user(app["owner"]),
-            "name": app["slug"],
-            "description": "An autonomous ML research lab run through pull requests",
-            "external_url": self.web,
+            "name": app.get("name", app["slug"]),
+            "description": app.get(
+                "description", "An autonomous ML research lab run through pull requests"
+            ),
+            "external_url": app.get("external_url", self.web),
             "html_url": f"{self.web}/apps/{app['slug']}",
             "created_at": app["created_at"],
             "updated_at": app["created_at"],
             "permissions": dict(app["permissions"]),
-            "events": list(EVENTS),
-            "installations_count": len(self.world["installations"]),
+            "events": list(app.get("events", EVENTS)),
+            "installations_count": len(installations),
         }
 
     def installation(self, inst: dict[str, Any]) -> dict[str, Any]:
-        app = self.world["app"]
+        app = installation_app(self.world, inst)
         account = inst["account"]
         return {
             "id": inst["id"],
@@ -138,7 +147,7 @@ class Renderer:
             "target_id": self.world["users"][account]["id"],
             "target_type": self.world["users"][account]["type"],
             "permissions": dict(inst["permissions"]),
-            "events": list(EVENTS),
+            "events": list(app.get("events", EVENTS)),
             "created_at": inst["created_at"],
             "updated_at": inst["created_at"],
             "single_file_name": None,
@@ -297,7 +306,10 @@ class Renderer:
         return shape
 
     def app_if_bot(self, login: str) -> dict[str, Any] | None:
-        return self.app() if login == self.world["app"]["bot_login"] else None
+        for app in all_apps(self.world):
+            if login == app["bot_login"]:
+                return self.app(app)
+        return None
 
     def issue(self, repo: dict[str, Any], issue: dict[str, Any]) -> dict[str, Any]:
         full = repo["full_name"]

@@ -19,8 +19,16 @@ from typing import Any
 from sandbox import auth, events, gitrepo
 from sandbox.delivery import Deliverer
 from sandbox.errors import ApiError, not_found
-from sandbox.render import Renderer
-from sandbox.state import APP_SLUG, BOT_USER_ID, USERS, State, now_iso
+from sandbox.render import Renderer, node_id
+from sandbox.state import (
+    APP_SLUG,
+    BOT_USER_ID,
+    USERS,
+    State,
+    app_record,
+    installation_app,
+    now_iso,
+)
 
 ADMIN_LOGIN = "alice"
 
@@ -53,8 +61,28 @@ class World:
             yield
             self.state.save()
 
-    def emit(self, event: str, payload: dict[str, Any]) -> None:
-        self.deliverer.enqueue(event, payload)
+    def emit(self, event: str, payload: dict[str, Any], *, app_id: int | None = None) -> None:
+        """Deliver one event to every App it concerns, as GitHub does.
+
+        An installation event goes to its installation's App. A repository event goes
+        to each App installed on the repository, with that App's installation in the
+        payload; `app_id` names the App of an event about no installation (a ping).
+        """
+        inst = payload.get("installation") or {}
+        repo = (payload.get("repository") or {}).get("full_name")
+        if repo and "app_id" not in inst:
+            targets = [i for i in self.data["installations"].values() if repo in i["repos"]]
+            for target in targets or [None]:
+                copy = payload
+                if target is not None and target["id"] != inst.get("id"):
+                    copy = {**payload, "installation": {**inst, "id": target["id"]}}
+                    copy["installation"]["node_id"] = node_id("Installation", target["id"])
+                app = installation_app(self.data, target) if target else self.data["app"]
+                self.deliverer.enqueue(event, copy, app_id=app["id"])
+            return
+        if "app_id" in inst:
+            app_id = inst["app_id"]
+        self.deliverer.enqueue(event, payload, app_id=app_id)
 
     def repos_dir(self) -> Path:
         return self.dir / "repos"
@@ -97,6 +125,7 @@ class World:
             app.setdefault("client_secret", secrets.token_hex(20))
             app.setdefault("callback_urls", [])
             self.data.setdefault("oauth_codes", {})
+            self.data.setdefault("apps", {})
             self.data.setdefault("refresh_tokens", {})
             for login, user_id, role in USERS:
                 if login not in self.data["users"]:
@@ -228,9 +257,22 @@ class World:
 
     # -- the App and its installations ------------------------------------------------
 
-    def installation_for_repo(self, full_name: str) -> dict[str, Any] | None:
+    def app(self, app_id: int | None = None) -> dict[str, Any]:
+        """The default App (None) or one registered through the manifest flow."""
+        found = app_record(self.data, app_id)
+        if found is None:
+            raise not_found()
+        return found
+
+    def installation_for_repo(
+        self, full_name: str, app_id: int | None = None
+    ) -> dict[str, Any] | None:
+        """The installation covering a repo: of one App when `app_id` is given, else of any
+        (events reach every App installed, see `emit`)."""
         for inst in self.data["installations"].values():
-            if full_name in inst["repos"]:
+            if full_name not in inst["repos"]:
+                continue
+            if app_id is None or installation_app(self.data, inst)["id"] == int(app_id):
                 return inst
         return None
 
@@ -240,13 +282,31 @@ class World:
             raise not_found()
         return inst
 
-    def install(self, full_name: str) -> dict[str, Any]:
-        """Install the App on a repo as alice would, emitting GitHub's events."""
+    def install(
+        self, full_name: str, app_id: int | None = None, sender: str = ADMIN_LOGIN
+    ) -> dict[str, Any]:
+        """Install an App (the default one unless named) on a repo as `sender` would,
+        emitting GitHub's events."""
+        return self.install_repos([full_name], app_id, sender)
+
+    def install_repos(
+        self, full_names: list[str], app_id: int | None = None, sender: str = ADMIN_LOGIN
+    ) -> dict[str, Any]:
+        """Install an App on repos of one account at once: one `installation` event that
+        lists them all when it is new there, else one `installation_repositories`."""
         with self.changing():
-            repo = self.repo(full_name)
-            owner = repo["owner"]
+            repos = [self.repo(name) for name in full_names]
+            owner = repos[0]["owner"]
+            if any(repo["owner"] != owner for repo in repos):
+                raise ApiError(422, "One installation covers the repositories of one account")
+            app = self.app(app_id)
             inst = next(
-                (i for i in self.data["installations"].values() if i["account"] == owner), None
+                (
+                    i
+                    for i in self.data["installations"].values()
+                    if i["account"] == owner and installation_app(self.data, i) is app
+                ),
+                None,
             )
             if inst is None:
                 inst_id = self.state.next_id(
@@ -255,20 +315,24 @@ class World:
                 inst = {
                     "id": inst_id,
                     "account": owner,
-                    "repos": [full_name],
-                    "permissions": dict(self.data["app"]["permissions"]),
+                    "repos": list(dict.fromkeys(full_names)),
+                    "permissions": dict(app["permissions"]),
                     "created_at": now_iso(),
                 }
+                if app is not self.data["app"]:
+                    inst["app_id"] = app["id"]
                 self.data["installations"][str(inst_id)] = inst
                 self.emit(
                     "installation",
-                    events.installation_created(self.render, inst, [repo], ADMIN_LOGIN),
+                    events.installation_created(self.render, inst, repos, sender),
                 )
-            elif full_name not in inst["repos"]:
-                inst["repos"].append(full_name)
+                return inst
+            added = [repo for repo in repos if repo["full_name"] not in inst["repos"]]
+            if added:
+                inst["repos"].extend(repo["full_name"] for repo in added)
                 self.emit(
                     "installation_repositories",
-                    events.installation_repositories_added(self.render, inst, [repo], ADMIN_LOGIN),
+                    events.installation_repositories_added(self.render, inst, added, sender),
                 )
             return inst
 
@@ -344,9 +408,11 @@ class World:
         if scheme.lower() not in ("bearer", "token") or not credential:
             raise auth.bad_credentials()
         if credential.count(".") == 2 and not credential.startswith(("ghs_", "ghp_")):
-            app = self.data["app"]
+            issuer = auth.jwt_issuer(credential)
+            app = app_record(self.data, issuer) if issuer.isdigit() else self.data["app"]
+            app = app or self.data["app"]  # an unknown issuer fails the default App's check
             auth.verify_app_jwt(credential, auth.public_key_pem(app["private_key_pem"]), app["id"])
-            return auth.Principal(kind="app", login=self.bot_login)
+            return auth.Principal(kind="app", login=str(app["bot_login"]), app_id=int(app["id"]))
         return self.principal_for_token(credential)
 
     def principal_for_token(self, token: str) -> auth.Principal:
@@ -366,9 +432,11 @@ class World:
             inst = self.data["installations"].get(str(record["installation_id"]))
             if inst is None:
                 raise auth.bad_credentials()
+            app = installation_app(self.data, inst)
             return auth.Principal(
                 kind="installation",
-                login=self.bot_login,
+                login=str(app["bot_login"]),
+                app_id=int(app["id"]),
                 installation_id=inst["id"],
                 repos=frozenset(record["repos"]) if record["repos"] is not None else None,
                 permissions=dict(record["permissions"]),
@@ -435,9 +503,9 @@ class World:
         if principal.kind == "app":
             raise ApiError(403, "Resource not accessible by integration")
         if principal.kind == "installation":
-            inst = self.installation_for_repo(full_name)
+            inst = self.data["installations"].get(str(principal.installation_id))
             in_scope = principal.repos is None or full_name in principal.repos
-            if inst is None or inst["id"] != principal.installation_id or not in_scope:
+            if inst is None or full_name not in inst["repos"] or not in_scope:
                 raise not_found()
             if not any(
                 auth.allows(principal.permissions, name, level)
