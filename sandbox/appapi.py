@@ -124,10 +124,11 @@ def user_installations(world: World, p: Principal, query: dict[str, str]) -> dic
     """`GET /user/installations`: the App's installations the user can reach a repo of."""
     _require_user_token(p)
     with world.state.lock:
+        app = world.app(p.app_id)
         found = [
             world.render.installation(inst)
             for inst in world.data["installations"].values()
-            if _user_repos(world, p.login, inst)
+            if installation_app(world.data, inst) is app and _user_repos(world, p.login, inst)
         ]
         return {"total_count": len(found), "installations": page(found, query)}
 
@@ -139,6 +140,8 @@ def user_installation_repositories(
     _require_user_token(p)
     with world.state.lock:
         inst = world.installation(installation_id)
+        if installation_app(world.data, inst) is not world.app(p.app_id):
+            raise not_found()
         names = _user_repos(world, p.login, inst)
         if not names:
             raise not_found()

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from sandbox import auth
+from sandbox.state import all_apps
 from sandbox.world import World
 
 AUTHORIZE_PATH = "/login/oauth/authorize"
@@ -78,7 +79,7 @@ def authorize_page(world: World, params: dict[str, str]) -> Answer:
     checked = _check_client_and_redirect(world, params)
     if isinstance(checked, Answer):
         return checked
-    app_name = html.escape(str(world.data["app"]["slug"]))
+    app_name = html.escape(str(_app_for_client(world, params.get("client_id"))["slug"]))
     hidden = "".join(
         f'<input type="hidden" name="{name}" value="{html.escape(value)}">'
         for name, value in (
@@ -134,7 +135,7 @@ def authorize_submit(world: World, params: dict[str, str]) -> Answer:
 
 def _check_client_and_redirect(world: World, params: dict[str, str]) -> str | Answer:
     """The redirect URI to use, or the answer GitHub gives instead."""
-    app = world.data["app"]
+    app = _app_for_client(world, params.get("client_id"))
     if params.get("client_id") != auth.client_id_of(app["id"]):
         return _page(404, "Not Found", "<p>No application has that client id.</p>")
     registered = [str(url) for url in app.get("callback_urls", [])]
@@ -168,7 +169,7 @@ def access_token(
     basic = _basic_credentials(authorization)
     if basic is not None and not client_secret:
         client_id, client_secret = basic
-    app = world.data["app"]
+    app = _app_for_client(world, client_id)
     if client_id != auth.client_id_of(app["id"]) or not secrets.compare_digest(
         client_secret.encode(), str(app["client_secret"]).encode()
     ):
@@ -184,7 +185,7 @@ def access_token(
                 return _error(
                     "bad_refresh_token", "The refresh token passed is incorrect or expired."
                 )
-            return _issue(world, record["login"], now)
+            return _issue(world, record["login"], now, record.get("app_id"))
         code = world.data["oauth_codes"].pop(params.get("code", ""), None)  # one use only
         if code is None or code["expires_at"] <= now or code["client_id"] != client_id:
             return _error("bad_verification_code", "The code passed is incorrect or expired.")
@@ -194,19 +195,30 @@ def access_token(
                 "redirect_uri_mismatch",
                 "The redirect_uri MUST match the registered callback URL for this application.",
             )
-        return _issue(world, code["login"], now)
+        return _issue(world, code["login"], now, app["id"])
 
 
-def _issue(world: World, login: str, now: float) -> dict[str, Any]:
+def _app_for_client(world: World, client_id: str | None) -> dict[str, Any]:
+    """The App whose OAuth client id this is (the default App when none is)."""
+    for app in all_apps(world.data):
+        if client_id == auth.client_id_of(app["id"]):
+            return app
+    default: dict[str, Any] = world.data["app"]
+    return default
+
+
+def _issue(world: World, login: str, now: float, app_id: int | None) -> dict[str, Any]:
     token, refresh = auth.new_token("ghu_"), auth.new_token("ghr_")
     world.data["tokens"][token] = {
         "kind": "user_app",
         "login": login,
         "expires_at": now + USER_TOKEN_LIFETIME_S,
+        "app_id": app_id,
     }
     world.data["refresh_tokens"][refresh] = {
         "login": login,
         "expires_at": now + REFRESH_TOKEN_LIFETIME_S,
+        "app_id": app_id,
     }
     return {
         "access_token": token,

@@ -426,7 +426,14 @@ class World:
                 if record["expires_at"] <= time.time():
                     raise auth.bad_credentials()
                 user = self.user_principal(record["login"])
-                return auth.Principal(kind="user", login=user.login, token=token, via_app=True)
+                app_id = record.get("app_id")
+                return auth.Principal(
+                    kind="user",
+                    login=user.login,
+                    token=token,
+                    via_app=True,
+                    app_id=int(app_id) if app_id is not None else None,
+                )
             if record["expires_at"] <= time.time():
                 raise auth.bad_credentials()
             inst = self.data["installations"].get(str(record["installation_id"]))
@@ -517,9 +524,10 @@ class World:
         if role == "none" and repo.get("private"):
             raise not_found()  # GitHub does not tell outsiders a private repository exists
         if principal.via_app:
-            if self.installation_for_repo(full_name) is None:
+            app = self.app(principal.app_id)
+            if self.installation_for_repo(full_name, app["id"]) is None:
                 raise not_found()
-            granted = self.data["app"]["permissions"]
+            granted = app["permissions"]
             if not any(auth.allows(granted, name, level) for name in (resource, *alternatives)):
                 raise ApiError(403, "Resource not accessible by integration")
         needed = user_level or level

@@ -66,6 +66,7 @@ def health(ctx: BotContext) -> dict[str, Any]:
     return {
         "ok": ok,
         "errors": list(ctx.startup_errors),
+        "app_slug": ctx.extra.get("app_slug"),  # from GitHub's GET /app, once it answered
         "advisor_last_hour": advisor,
         "baselines_unmeasurable": baselines,
         "inbox": inbox_counts(ctx.store),

@@ -343,7 +343,8 @@ _ALWAYS_ROUTED = frozenset({"ping", "installation", "installation_repositories"}
 
 
 def caused_by_app(event: Event, bot_login: str) -> bool:
-    return event.sender_type == "Bot" or (event.sender or "") == bot_login
+    """The App's own doing: a `Bot` sender, or its login (empty while not yet known)."""
+    return event.sender_type == "Bot" or (bool(bot_login) and event.sender == bot_login)
 
 
 def route(event: Event, state: RouteState) -> list[i.Intent]:
