@@ -108,9 +108,9 @@ def test_the_conversion_answers_every_credential(lab_app: Any, sandbox: SandboxS
 
 def test_each_app_authenticates_with_its_own_key(lab_app: Any, sandbox: SandboxServer) -> None:
     lab = GitHub(AppAuthStrategy(lab_app.id, lab_app.pem), base_url=sandbox.url)
-    assert lab.rest.apps.get_authenticated().parsed_data.slug == "kohai-lab"
+    assert getattr(lab.rest.apps.get_authenticated().parsed_data, "slug", None) == "kohai-lab"
     default = GitHub(AppAuthStrategy(sandbox.app_id, sandbox.private_key_pem), base_url=sandbox.url)
-    assert default.rest.apps.get_authenticated().parsed_data.slug == "kohai"
+    assert getattr(default.rest.apps.get_authenticated().parsed_data, "slug", None) == "kohai"
     # A JWT naming the new App but signed with the default App's key is refused.
     # (Made by hand: githubkit caches JWTs by App id, and would send the good one.)
     now = int(time.time())
