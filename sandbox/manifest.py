@@ -32,7 +32,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from sandbox import auth
+from sandbox import auth, events
 from sandbox.errors import ApiError
 from sandbox.oauth import Answer
 from sandbox.state import BOT_USER_ID, all_apps, now_iso
@@ -264,6 +264,9 @@ def register(world: World, manifest: dict[str, Any], name: str, owner: str) -> d
         "public": bool(manifest.get("public", False)),
     }
     world.data["apps"][str(app_id)] = app
+    if app["webhook_url"]:  # GitHub pings a new App's hook at once
+        ping = events.ping(world.render, app["hook_id"], app["webhook_url"], app)
+        world.emit("ping", ping, app_id=app_id)
     bot_id = world.state.next_id("bot", start=BOT_USER_ID + 1)
     world.data["users"][app["bot_login"]] = {
         "id": bot_id,

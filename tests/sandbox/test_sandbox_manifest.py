@@ -128,6 +128,10 @@ def test_installing_sends_the_installation_webhook_to_the_new_app_only(
     receiver: Receiver,
     control: SandboxControl,
 ) -> None:
+    control.deliveries()
+    # GitHub pings a new App's hook when it is created.
+    [ping] = lab_hook.events("ping")
+    assert ping["hook"]["app_id"] == lab_app.id
     sandbox.create_repo("lab/other", install=False)
     page = web.get(f"/apps/{lab_app.slug}/installations/new")
     assert page.status_code == 200 and 'value="lab/other"' in page.text
@@ -173,7 +177,11 @@ def test_installing_sends_the_installation_webhook_to_the_new_app_only(
     assert to_default["installation"]["id"] == theirs[0].id
     # Each App's delivery log lists its own deliveries only.
     lab_log = lab.rest.apps.list_webhook_deliveries().parsed_data
-    assert {d.installation_id for d in lab_log} == {mine[0].id}
+    assert {(d.event, d.installation_id) for d in lab_log} == {
+        ("ping", None),
+        ("installation", mine[0].id),
+        ("issues", mine[0].id),
+    }
 
 
 def test_refused_manifests_name_what_is_wrong(web: httpx.Client, lab_hook: Receiver) -> None:
