@@ -63,7 +63,7 @@ def kohai(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]
     )
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 90.0) -> T:
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 180.0) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = probe()
@@ -140,6 +140,7 @@ def test_setup_in_the_browser_then_serve_from_the_file_then_install(
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page()
+                page.set_default_timeout(90_000)  # generous: the machine may be busy
                 page.goto(page_url)
                 page.click("#submit")  # posts the manifest to the sandbox GitHub
                 page.wait_for_url(sandbox.url + "/settings/apps/new?state=*")
