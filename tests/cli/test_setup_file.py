@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.cli.lab import ServerThread
+from bot.cli.lab import ServerThread, free_port
 from bot.cli.setup import (
     Flow,
     api_url_for,
@@ -284,3 +284,47 @@ def test_before_github_names_the_app_only_its_bot_type_marks_its_own_events() ->
     assert caused_by_app(Event(name="issues", sender="x[bot]", sender_type="Bot"), "")
     named = Event(name="issues", sender="kohai-lab[bot]", sender_type="User")
     assert caused_by_app(named, "kohai-lab[bot]") and not caused_by_app(named, "")
+
+
+def test_an_organisation_registration_over_http_and_a_replayed_callback(
+    github: SandboxServer, tmp_path: Path
+) -> None:
+    """The same flow as the browser's, form by form, for an organisation; then the
+    callback replayed (a reload, or someone else's replay): refused, the file kept."""
+    github.create_repo("acme/charlm", install=False)  # makes `acme` an organisation
+    out = tmp_path / "org-app.toml"
+    port = free_port()  # the callback's address is in the manifest, so known first
+    callback = f"http://127.0.0.1:{port}/callback"
+    flow = Flow(
+        manifest=setup_manifest(
+            "https://kohai.example.com",
+            "acme lab",
+            "https://kohai.example.com/webhooks/github",
+            callback,
+        ),
+        target=new_app_url(github.url, "acme"),
+        api_url=github.url,
+        html_url=github.url,
+        public_url="https://kohai.example.com",
+        webhook_proxy_url=None,
+        out=out,
+    )
+    with ServerThread(build_app(flow), port), httpx.Client(follow_redirects=True) as client:
+        page = client.get(f"http://127.0.0.1:{port}/").text
+        action = html.unescape(re.search(r'action="([^"]+)"', page)[1])  # type: ignore[index]
+        manifest = html.unescape(re.search(r'name="manifest" value="([^"]+)"', page)[1])  # type: ignore[index]
+        shown = client.post(action, data={"manifest": manifest})
+        assert "the organisation <strong>acme</strong>" in shown.text
+        done = client.post(
+            action.split("?")[0],
+            data={"manifest": manifest, "state": flow.state, "confirm": "1", "name": "acme lab"},
+        )
+        assert done.status_code == 200 and 'id="done"' in done.text
+        assert str(done.url).startswith(callback + "?code=")
+        first = out.read_text()
+        assert flow.done.is_set() and flow.app is not None
+        assert flow.app["owner"]["login"] == "acme"
+        replay = client.get(str(done.url))
+        assert replay.status_code == 409
+    assert out.read_text() == first
+    assert tomllib.loads(first)["app_id"] == flow.app["id"]
