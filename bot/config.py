@@ -26,6 +26,11 @@ def int_setting(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+# What an endpoint without a size of its own accepts: a job's result with its diff
+# (bot.protocol.MAX_DIFF_CHARS) and log tails fits many times over.
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Settings:
     app_id: int
@@ -43,6 +48,9 @@ class Settings:
     max_experiments: int = 0  # advisor experiments to open in each lab; 0: no limit
     advisor: bool = True  # propose for idle students
     catch_up: bool = True
+    # The size of a request body any endpoint without its own accepts (the host API's
+    # events and results); GitHub's webhooks (25 MB) and pushed bundles have their own.
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
     @property
     def html_url(self) -> str:
@@ -108,7 +116,18 @@ class Settings:
             max_experiments=int_setting(env, "KOHAI_MAX_EXPERIMENTS", 0),
             advisor=env.get("KOHAI_ADVISOR", "on") != "off",
             catch_up=env.get("KOHAI_CATCH_UP", "on") != "off",
+            max_body_bytes=_body_bytes(env),
         )
+
+
+MIN_BODY_BYTES = 64 * 1024  # below this a result with its diff and log tails no longer fits
+
+
+def _body_bytes(env: Mapping[str, str]) -> int:
+    value = int_setting(env, "KOHAI_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)
+    if value < MIN_BODY_BYTES:
+        raise ConfigError(f"KOHAI_MAX_BODY_BYTES must be at least {MIN_BODY_BYTES}, got {value}")
+    return value
 
 
 def html_url_for(api_url: str) -> str:

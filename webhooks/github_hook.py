@@ -10,8 +10,9 @@ from litestar import Request, Response, post
 from litestar.datastructures import State
 
 from bot.engine.inbox import store_delivery
+from webhooks.bodies import WEBHOOK_MAX_BODY_BYTES, BodyTooLarge, read_capped
 
-MAX_BODY = 25 * 1024 * 1024
+MAX_BODY = WEBHOOK_MAX_BODY_BYTES
 
 
 def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
@@ -26,25 +27,19 @@ def _error(status: int, message: str) -> Response[dict[str, str]]:
     return Response({"error": message}, status_code=status)
 
 
-async def _read_capped(request: Request) -> bytes | None:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_BODY:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-@post("/webhooks/github", status_code=202, include_in_schema=True, summary="GitHub webhook intake")
+@post(
+    "/webhooks/github",
+    status_code=202,
+    include_in_schema=True,
+    summary="GitHub webhook intake",
+    request_max_body_size=WEBHOOK_MAX_BODY_BYTES,
+)
 async def github_webhook(request: Request, state: State) -> Response[dict[str, str]]:
     """202 stored; 200 duplicate; 401 bad signature; 400 malformed; 413 over 25 MB."""
     ctx = state.kohai
-    body = await _read_capped(request)
-    if body is None:
+    try:
+        body = await read_capped(request, MAX_BODY)
+    except BodyTooLarge:
         return _error(413, "payload over 25 MB")
     if not signature_ok(
         ctx.settings.webhook_secret, body, request.headers.get("x-hub-signature-256")

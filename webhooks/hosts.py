@@ -20,6 +20,7 @@ from bot.engine.evidence import lab_seed_correlation
 from bot.engine.jobs import LeaseConflict, Leased, hash_token
 from bot.github import bundles
 from bot.protocol import Implement, Job, JobEvent, JobResult
+from webhooks.bodies import PUSH_MAX_BODY_BYTES, BodyTooLarge, read_capped, read_json
 
 MAX_WAIT_S = 60.0
 
@@ -162,10 +163,8 @@ def _authorize_job(
 
 
 async def _json_body(request: Request) -> dict[str, Any] | None:
-    try:
-        data = await request.json()
-    except Exception:  # noqa: BLE001 - a malformed body is answered, not raised
-        return None
+    """The JSON object of the body, read within the route's cap (413 past it, by the app)."""
+    data = await read_json(request)
     return data if isinstance(data, dict) else None
 
 
@@ -181,10 +180,9 @@ async def job_events(job_id: int, request: Request, state: State) -> Response[An
         return _error(400, "expected a JSON event with a kind")
     try:
         event = JobEvent.from_dict(data)
-    except (TypeError, ValueError) as exc:
+        event.check()
+    except (TypeError, ValueError) as exc:  # ProtocolError is a ValueError
         return _error(400, f"malformed event: {exc}")
-    if not isinstance(event.lease_id, str):
-        return _error(400, "lease_id must be a string")
     try:
         answer = ctx.jobs.record_event(job_id, student, event)
     except LeaseConflict as exc:
@@ -204,10 +202,9 @@ async def job_complete(job_id: int, request: Request, state: State) -> Response[
         return _error(400, "expected a JSON result with a status")
     try:
         result = JobResult.from_dict(data)
-    except (TypeError, ValueError, AttributeError) as exc:
+        result.check()  # shas, texts, URLs: a host's report is a claim
+    except (TypeError, ValueError, AttributeError) as exc:  # ProtocolError is a ValueError
         return _error(400, f"malformed result: {exc}")
-    if not isinstance(result.lease_id, str):
-        return _error(400, "lease_id must be a string")
     try:
         outcome = ctx.jobs.complete(job_id, student, result)
     except LeaseConflict as exc:
@@ -238,6 +235,7 @@ async def job_release(
 @post(
     "/api/jobs/{job_id:int}/push",
     status_code=200,
+    request_max_body_size=PUSH_MAX_BODY_BYTES,
     summary="Publish a host's commit (a git bundle) to the experiment's branch",
 )
 async def job_push(
@@ -267,8 +265,9 @@ async def job_push(
     refusal = bundles.branch_refusal(branch, exp.branch if exp else None, job.kind)
     if refusal is not None:
         return _error(403, refusal)
-    body = await request.body()
-    if len(body) > bundles.MAX_BUNDLE_BYTES:
+    try:  # streamed: a body past the cap is dropped there, never held whole
+        body = await read_capped(request, bundles.MAX_BUNDLE_BYTES)
+    except BodyTooLarge:
         return _error(413, f"a bundle may hold at most {bundles.MAX_BUNDLE_BYTES} bytes")
     repo = ctx.jobs.engine.repo_by_id(job.repo_id, job.track)
     base_sha = job.base_sha or repo.base_sha or ""

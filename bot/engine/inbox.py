@@ -17,6 +17,7 @@ from bot.core.router import permission_logins, route
 from bot.engine import handlers
 from bot.engine.engine import Engine
 from bot.records import Delivery
+from bot.render.escape import for_log
 from bot.store import Store, now
 
 log = logging.getLogger("kohai.inbox")
@@ -88,7 +89,7 @@ async def route_one(engine: Engine, delivery: Delivery, permission: PermissionLo
             status = "ignored" if ignored else "routed"
             _finish(store, delivery.id, status, "; ".join(notes))
     except Exception as exc:
-        log.exception("routing delivery %s failed", delivery.delivery_id)
+        log.exception("routing delivery %s failed", for_log(delivery.delivery_id, 100))
         _finish(store, delivery.id, "failed", f"{type(exc).__name__}: {exc}")
         return "failed"
     return status
