@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from bot.protocol import RunResult
     from bot.records import R
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Each entry upgrades the schema from version i to i + 1. Never edit a released
 # step; append a new one.
@@ -220,7 +220,19 @@ MIGRATIONS: list[str | Callable[[sqlite_utils.Database], None]] = [
     # `[tracks.<name>]` has its own base branch, base, program and baseline
     # state here. Experiments, jobs and runs name the track they belong to.
     lambda db: _add_tracks(db),
+    # 7: commands run once. A slash command (its comment) or a label change (its
+    # issue, label, action and time) is recorded with the first delivery that ran
+    # it; a replay under another delivery id finds it here and does nothing.
+    lambda db: _add_command_runs(db),
 ]
+
+
+def _add_command_runs(db: sqlite_utils.Database) -> None:
+    db.table("command_runs").create(
+        {"key": str, "delivery_id": str, "created_at": float},
+        pk="key",
+        not_null={"delivery_id", "created_at"},
+    )
 
 
 def _add_tracks(db: sqlite_utils.Database) -> None:

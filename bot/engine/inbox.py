@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from bot.core.events import MalformedEvent, parse_event
-from bot.core.router import permission_logins, route
+from bot.core.router import once_key, permission_logins, route
 from bot.engine import handlers
 from bot.engine.engine import Engine
 from bot.records import Delivery
@@ -41,6 +41,24 @@ def store_delivery(
             (delivery_id, event, action, body.decode("utf-8"), now()),
         )
     return cursor.rowcount == 1
+
+
+def claim_once(store: Store, key: str | None, delivery_id: str) -> str | None:
+    """Record that `delivery_id` runs the command `key`; the earlier delivery's id if one did.
+
+    Called inside the delivery's routing transaction, so the claim and the
+    command's effects commit together (a crash leaves neither).
+    """
+    if key is None:
+        return None
+    cursor = store.execute(
+        "INSERT OR IGNORE INTO command_runs (key, delivery_id, created_at) VALUES (?, ?, ?)",
+        (key, delivery_id, now()),
+    )
+    if cursor.rowcount == 1:
+        return None
+    row = store.one("SELECT delivery_id FROM command_runs WHERE key = ?", (key,))
+    return str((row or {}).get("delivery_id") or "?")
 
 
 def pending(store: Store, limit: int = 100) -> list[Delivery]:
@@ -78,6 +96,10 @@ async def route_one(engine: Engine, delivery: Delivery, permission: PermissionLo
             current = store.one("SELECT status FROM inbox WHERE id = ?", (delivery.id,))
             if current is None or current["status"] != "pending":
                 return str((current or {}).get("status", "failed"))
+            first = claim_once(store, once_key(event), delivery.delivery_id)
+            if first is not None:
+                _finish(store, delivery.id, "ignored", f"ignored: already run by delivery {first}")
+                return "ignored"
             snapshot = engine.snapshot(
                 event,
                 levels.get((event.sender or "").lower()),
