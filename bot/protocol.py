@@ -12,8 +12,6 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
-from bot.render.escape import https_url
-
 JobKind = Literal["experiment", "baseline"]
 # ok: the sealed evaluator (or, unsealed, the script) gave the metric; invalid: a
 # check failed (the evaluator's, a frozen file, a stray file); crash, timeout;
@@ -53,6 +51,24 @@ URL_DROPPED = (
     "W&B URL of seed {seed} dropped: a link must be https:// without spaces, brackets, "
     "quotes or angle brackets"
 )
+
+
+MAX_URL_CHARS = 2000
+# A URL a host reports is shown as a link only when it is https:// and holds
+# nothing that can end the markdown link or the HTML attribute it is put in.
+_URL = re.compile(r"https://[^\s\[\]()<>\"'`\\{}|^]+")
+
+
+def https_url(value: object) -> str | None:
+    """`value` when it is an https:// URL safe to link to, else None (it is dropped).
+
+    Safe: https only (no `javascript:`, `data:` or plain http), at most
+    MAX_URL_CHARS, and no spaces, brackets, quotes, angle brackets or
+    backslashes that could end the markdown link or HTML attribute around it.
+    """
+    if not isinstance(value, str) or len(value) > MAX_URL_CHARS:
+        return None
+    return value if _URL.fullmatch(value) and len(value) > len("https://") else None
 
 
 class ProtocolError(ValueError):

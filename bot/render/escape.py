@@ -9,13 +9,18 @@ hides the rest of the comment or poses as a bot marker), embed raw HTML or a
 markdown image (a tracking pixel) or link, end a code fence early, or forge a
 log line. Every renderer calls these functions instead of escaping again.
 
-Standard library only: `bot.protocol`, which hosts share, checks URLs here.
+The URL rule (`https_url`) lives with the job protocol, which hosts share and
+which drops a bad URL on receipt; it is re-exported here for the renderers.
 """
 
 from __future__ import annotations
 
 import html
 import re
+
+from bot.protocol import https_url
+
+__all__ = ["ZWJ", "code_block", "defang", "for_log", "https_url", "plain"]
 
 ZWJ = "\u200d"  # after "@" or "#", GitHub no longer links; the text still reads the same
 _BACKTICKS = re.compile(r"`+")
@@ -26,11 +31,6 @@ _REFERENCE = re.compile(r"(?<![\w&])#(?=\d)")
 # character references: inert in markdown and in HTML alike.
 _BRACKET_REFS = str.maketrans({"[": "&#91;", "]": "&#93;"})
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]")
-
-MAX_URL_CHARS = 2000
-# A URL a host reports is shown as a link only when it is https:// and holds
-# nothing that can end the markdown link or the HTML attribute it is put in.
-_URL = re.compile(r"https://[^\s\[\]()<>\"'`\\{}|^]+")
 
 
 def _brackets(text: str) -> str:
@@ -78,18 +78,6 @@ def code_block(text: str, info: str = "") -> str:
     fence = "`" * max(3, longest + 1)
     info = re.match(r"[\w+-]{0,20}", info).group()  # type: ignore[union-attr]  # one word
     return f"{fence}{info}\n{text}\n{fence}"
-
-
-def https_url(value: object) -> str | None:
-    """`value` when it is an https:// URL safe to link to, else None (it is dropped).
-
-    Safe: https only (no `javascript:`, `data:` or plain http), at most
-    MAX_URL_CHARS, and no spaces, brackets, quotes, angle brackets or
-    backslashes that could end the markdown link or HTML attribute around it.
-    """
-    if not isinstance(value, str) or len(value) > MAX_URL_CHARS:
-        return None
-    return value if _URL.fullmatch(value) and len(value) > len("https://") else None
 
 
 def for_log(text: object, limit: int = 500) -> str:
