@@ -100,6 +100,16 @@ def _text(value: object, where: str) -> str:
     return value
 
 
+_LABEL_BAD = re.compile(r"[^A-Za-z0-9 ._:()+/-]")
+
+
+def _label(value: str) -> str:
+    """A host's name or GPU kind as a plain label ("NVIDIA H100 80GB HBM3", "cpu"):
+    other characters become "?", so it reads the same in a code span, a cell or a log.
+    """
+    return _LABEL_BAD.sub("?", " ".join(value.split()))[:MAX_NAME_CHARS]
+
+
 def _metrics(value: object, where: str) -> None:
     """Names (bounded strings) to finite numbers: names reach the dashboard and the store."""
     if not isinstance(value, dict):
@@ -285,7 +295,7 @@ class RunResult:
         # Texts are clipped, not refused: a long log must not cost the measurement.
         self.reason = self.reason[:MAX_TEXT_CHARS]
         self.log_tail = self.log_tail[-MAX_TEXT_CHARS:]
-        self.host, self.gpu_kind = self.host[:MAX_NAME_CHARS], self.gpu_kind[:MAX_NAME_CHARS]
+        self.host, self.gpu_kind = _label(self.host), _label(self.gpu_kind)
         if self.wandb_url and https_url(self.wandb_url) is None:
             self.wandb_url = ""
             return URL_DROPPED.format(seed=self.seed)

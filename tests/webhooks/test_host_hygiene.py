@@ -132,8 +132,10 @@ def test_a_hostile_host_report_reaches_the_pr_comment_inert(bot) -> None:
     ctx, url, token, job = bot
     done = call(url, token, f"/api/jobs/{job.id}/complete", hostile_result(job))
     assert done.status_code == 200, done.text
-    run = ctx.store.one("SELECT wandb_url FROM runs")
+    run = ctx.store.one("SELECT wandb_url, gpu_kind, host FROM runs")
     assert run["wandb_url"] == ""  # dropped on receipt: never stored, never linked
+    # Names are plain labels: nothing in them can end a code span or open a tag.
+    assert run["gpu_kind"] == "?script?alert(1)?/script?" and run["host"] == "fern ??--"
     row = ctx.store.one("SELECT args FROM outbox WHERE op = 'comment' AND args LIKE '%Results%'")
     body = json.loads(row["args"])["body"]
     prose = outside_code(body)
@@ -184,6 +186,19 @@ def test_a_report_that_does_not_fit_the_protocol_is_400_and_changes_nothing(
     exp = ctx.store.one("SELECT head_sha FROM experiments")
     assert exp["head_sha"] == HEAD
     assert ctx.store.one("SELECT state, phase FROM jobs") == {"state": "leased", "phase": None}
+
+
+def test_a_decision_quoting_host_or_agent_text_cannot_forge_a_marker_or_ping(bot) -> None:
+    ctx, _, _, _ = bot
+    exp = ctx.store.get(Experiment, 1)
+    assert exp is not None
+    rationale = "looks good <!-- kohai:results:1 --> @admin ![x](https://tracker.example/p.png)"
+    with ctx.store.transaction():
+        ctx.engine.decision_comment(ctx.engine.repo("lab/x"), exp, "Merging", rationale, key="k")
+    row = ctx.store.one("SELECT args FROM outbox WHERE args LIKE '%Merging%'")
+    body = json.loads(row["args"])["body"]
+    assert body.startswith("### Merging\n\nlooks good")
+    assert "<!--" not in body and "![" not in body and not MENTION.search(body)
 
 
 # -- bodies past their cap ------------------------------------------------------------
