@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 
 from litestar import Request, Response, post
 from litestar.datastructures import State
@@ -13,6 +14,8 @@ from bot.engine.inbox import store_delivery
 from webhooks.bodies import WEBHOOK_MAX_BODY_BYTES, BodyTooLarge, read_capped
 
 MAX_BODY = WEBHOOK_MAX_BODY_BYTES
+# An event name (`issue_comment`) or a delivery id (a GUID; redeliveries keep it).
+HEADER_WORD = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 
 
 def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
@@ -49,6 +52,9 @@ async def github_webhook(request: Request, state: State) -> Response[dict[str, s
     delivery = request.headers.get("x-github-delivery")
     if not event or not delivery:
         return _error(400, "missing X-GitHub-Event or X-GitHub-Delivery header")
+    if not HEADER_WORD.fullmatch(event) or not HEADER_WORD.fullmatch(delivery):
+        # Neither header is signed: they are stored, shown and logged, so they are words.
+        return _error(400, "malformed X-GitHub-Event or X-GitHub-Delivery header")
     try:
         payload = json.loads(body.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):

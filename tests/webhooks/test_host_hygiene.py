@@ -28,6 +28,7 @@ from bot.engine.jobs import register_student
 from bot.github import bundles
 from bot.protocol import JobResult, RunResult
 from bot.records import Experiment
+from tests.conftest import sign
 from webhooks.app import create_app
 from webhooks.context import BotContext
 
@@ -199,6 +200,27 @@ def test_a_decision_quoting_host_or_agent_text_cannot_forge_a_marker_or_ping(bot
     body = json.loads(row["args"])["body"]
     assert body.startswith("### Merging\n\nlooks good")
     assert "<!--" not in body and "![" not in body and not MENTION.search(body)
+
+
+@pytest.mark.parametrize(
+    ("event", "delivery"),
+    [("ping", "d1\n2026-01-01 INFO forged log line"), ("ping <!--", "d1"), ("ping", "x" * 300)],
+)
+def test_unsigned_webhook_headers_must_be_words(bot, event: str, delivery: str) -> None:
+    ctx, url, _, _ = bot
+    body = b'{"zen": "hi"}'
+    answer = httpx.post(
+        f"{url}/webhooks/github",
+        content=body,
+        headers={
+            "X-GitHub-Event": event,
+            "X-GitHub-Delivery": delivery.replace("\n", " "),  # HTTP itself forbids raw newlines
+            "X-Hub-Signature-256": sign("s", body),
+        },
+        timeout=30,
+    )
+    assert answer.status_code == 400
+    assert ctx.store.query("SELECT * FROM inbox") == []
 
 
 # -- bodies past their cap ------------------------------------------------------------
