@@ -31,6 +31,22 @@ def int_setting(env: Mapping[str, str], name: str, default: int) -> int:
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def flag_setting(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A yes/no setting (1/0, true/false, yes/no, on/off), or one line naming it."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in TRUE_WORDS:
+        return True
+    if raw in FALSE_WORDS:
+        return False
+    raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     app_id: int
@@ -48,6 +64,15 @@ class Settings:
     max_experiments: int = 0  # advisor experiments to open in each lab; 0: no limit
     advisor: bool = True  # propose for idle students
     catch_up: bool = True
+    webhook_proxy_url: str | None = None  # a smee-compatible channel the webhooks arrive on
+    # The dashboard's GitHub sign-in: the App's own OAuth client (its user-to-server flow).
+    github_client_id: str = ""
+    github_client_secret: str = ""
+    # True: the dashboard and its JSON API are open to anyone who reaches them (the local
+    # demo). False (the default): a GitHub sign-in, and each user sees the labs they can read.
+    dashboard_public: bool = False
+    # The key that signs the dashboard's session cookies; "" derives one from the webhook secret.
+    session_secret: str = ""
     # The size of a request body any endpoint without its own accepts (the host API's
     # events and results); GitHub's webhooks (25 MB) and pushed bundles have their own.
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -93,6 +118,9 @@ class Settings:
         html_url = env.get("KOHAI_GITHUB_HTML_URL", "").strip().rstrip("/")
         if html_url and not html_url.startswith(("http://", "https://")):
             raise ConfigError(f"KOHAI_GITHUB_HTML_URL must be an http(s) URL, got {html_url!r}")
+        proxy = env.get("KOHAI_WEBHOOK_PROXY_URL", "").strip() or None
+        if proxy and not proxy.startswith(("http://", "https://")):
+            raise ConfigError(f"KOHAI_WEBHOOK_PROXY_URL must be an http(s) URL, got {proxy!r}")
         alpha_raw = env.get("KOHAI_ALPHA", "0.05")
         try:
             alpha = float(alpha_raw)
@@ -100,6 +128,18 @@ class Settings:
             alpha = -1.0
         if not 0 < alpha < 1:
             raise ConfigError(f"KOHAI_ALPHA must be between 0 and 1, got {alpha_raw!r}")
+        client_id = env.get("KOHAI_GITHUB_CLIENT_ID", "").strip()
+        client_secret = env.get("KOHAI_GITHUB_CLIENT_SECRET", "").strip()
+        if client_id and not client_secret:
+            raise ConfigError(
+                "KOHAI_GITHUB_CLIENT_SECRET is not set (the App's OAuth client secret, "
+                "which goes with KOHAI_GITHUB_CLIENT_ID)"
+            )
+        if client_secret and not client_id:
+            raise ConfigError(
+                "KOHAI_GITHUB_CLIENT_ID is not set (the App's OAuth client id, "
+                "which goes with KOHAI_GITHUB_CLIENT_SECRET)"
+            )
         return cls(
             app_id=int(raw_id),
             private_key=key,
@@ -116,6 +156,11 @@ class Settings:
             max_experiments=int_setting(env, "KOHAI_MAX_EXPERIMENTS", 0),
             advisor=env.get("KOHAI_ADVISOR", "on") != "off",
             catch_up=env.get("KOHAI_CATCH_UP", "on") != "off",
+            webhook_proxy_url=proxy,
+            github_client_id=client_id,
+            github_client_secret=client_secret,
+            dashboard_public=flag_setting(env, "KOHAI_DASHBOARD_PUBLIC", False),
+            session_secret=env.get("KOHAI_SESSION_SECRET", "").strip(),
             max_body_bytes=_body_bytes(env),
         )
 

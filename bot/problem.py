@@ -51,6 +51,19 @@ class ProblemError(ValueError):
     """A `kohai.toml` that cannot be used; the message names the field."""
 
 
+def path_matches(path: str, patterns: tuple[str, ...] | list[str]) -> bool:
+    """Listed exactly, under a listed directory, or matched by a listed glob.
+
+    The one reading of `files.editable` and `files.frozen`: the host's check
+    before training and the bot's check of every pushed tip and merge use it.
+    """
+    for pattern in patterns:
+        entry = pattern.rstrip("/")
+        if path == entry or path.startswith(entry + "/") or fnmatch.fnmatchcase(path, entry):
+            return True
+    return False
+
+
 def parse_duration(
     value: str | int | float, *, field_name: str = "duration", maximum: float | None = None
 ) -> float:
@@ -306,16 +319,6 @@ def _int_in(
     return value
 
 
-def matches(path: str, patterns: tuple[str, ...] | list[str]) -> bool:
-    """Whether a `files` entry covers `path`: listed exactly, a listed directory holds it,
-    or a listed glob matches it (`*` crosses `/`, as in fnmatch)."""
-    for pattern in patterns:
-        entry = pattern.rstrip("/")
-        if path == entry or path.startswith(entry + "/") or fnmatch.fnmatchcase(path, entry):
-            return True
-    return False
-
-
 def _example(pattern: str) -> str:
     """A path `pattern` matches: each wildcard filled with a plain character."""
     path = re.sub(
@@ -331,7 +334,7 @@ def _covers(pattern: str, entry: str, probes: tuple[str, ...] = ()) -> bool:
     the pattern matches lies under the entry (`data/*.py` inside `data/`).
     """
     literal = entry.rstrip("/")
-    return any(matches(path, [pattern]) for path in (literal, *probes)) or matches(
+    return any(path_matches(path, [pattern]) for path in (literal, *probes)) or path_matches(
         _example(pattern), [entry]
     )
 

@@ -82,6 +82,61 @@ def installation_repositories(world: World, p: Principal, query: dict[str, str])
         }
 
 
+def authenticated_user(world: World, p: Principal) -> dict[str, Any]:
+    """`GET /user`: the account behind a user's token."""
+    if p.kind != "user":
+        raise ApiError(403, "Resource not accessible by integration")
+    with world.state.lock:
+        return world.render.private_user(p.login)
+
+
+def _require_user_token(p: Principal) -> None:
+    if p.kind != "user" or not p.via_app:
+        raise ApiError(
+            403,
+            "You must authenticate with an access token authorized to a GitHub App "
+            "in order to list installations",
+        )
+
+
+def _user_repos(world: World, login: str, inst: dict[str, Any]) -> list[str]:
+    """The repositories of an installation the user has explicit access to."""
+    return [f for f in inst["repos"] if world.explicit_role(login, f) is not None]
+
+
+def user_installations(world: World, p: Principal, query: dict[str, str]) -> dict[str, Any]:
+    """`GET /user/installations`: the App's installations the user can reach a repo of."""
+    _require_user_token(p)
+    with world.state.lock:
+        found = [
+            world.render.installation(inst)
+            for inst in world.data["installations"].values()
+            if _user_repos(world, p.login, inst)
+        ]
+        return {"total_count": len(found), "installations": page(found, query)}
+
+
+def user_installation_repositories(
+    world: World, p: Principal, installation_id: int, query: dict[str, str]
+) -> dict[str, Any]:
+    """`GET /user/installations/{id}/repositories`, each with the user's `permissions`."""
+    _require_user_token(p)
+    with world.state.lock:
+        inst = world.installation(installation_id)
+        names = _user_repos(world, p.login, inst)
+        if not names:
+            raise not_found()
+        shapes = [
+            world.render.repo(world.data["repos"][f], permissions_for=world.role_of(p.login, f))
+            for f in names
+        ]
+        return {
+            "total_count": len(shapes),
+            "repository_selection": "selected",
+            "repositories": page(shapes, query),
+        }
+
+
 def list_deliveries(world: World, p: Principal, query: dict[str, str]) -> list[Any]:
     """Newest first, as GitHub lists them, paged by `cursor` (the last id seen)."""
     require_app(p)

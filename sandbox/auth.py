@@ -44,7 +44,8 @@ def bad_credentials() -> ApiError:
 class Principal:
     """The caller of one request.
 
-    kind is "app" (JWT), "installation" (ghs_ token) or "user" (ghp_ token).
+    kind is "app" (JWT), "installation" (ghs_ token) or "user" (a personal ghp_
+    token, or a ghu_ user access token of the App's OAuth client: `via_app`).
     `repos` is None when not narrowed to particular repositories.
     """
 
@@ -54,6 +55,9 @@ class Principal:
     repos: frozenset[str] | None = None
     permissions: dict[str, str] = field(default_factory=dict)
     token: str = field(default="", repr=False, compare=False)  # the credential (for revoking)
+    # A user access token acts for the user only where the App is installed, and only
+    # within the App's permissions (GitHub's user-to-server rule).
+    via_app: bool = False
 
 
 def generate_private_key_pem() -> str:
@@ -103,6 +107,11 @@ def verify_app_jwt(token: str, public_pem: str, app_id: int, now: float | None =
             401,
             "'Issued at' claim ('iat') must be an Integer representing the time that the assertion was issued",
         )
+
+
+def client_id_of(app_id: int) -> str:
+    """The App's OAuth client id (GitHub Apps' client ids start with `Iv1.`)."""
+    return f"Iv1.{int(app_id):016x}"
 
 
 def new_token(prefix: str) -> str:

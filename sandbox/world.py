@@ -92,17 +92,15 @@ class World:
                         "permissions": dict(auth.INSTALLATION_PERMISSIONS),
                     }
                 )
+            # The App's OAuth client (its client id is derived from the App id); a
+            # state saved before the sandbox had one gets its secret on the next start.
+            app.setdefault("client_secret", secrets.token_hex(20))
+            app.setdefault("callback_urls", [])
+            self.data.setdefault("oauth_codes", {})
+            self.data.setdefault("refresh_tokens", {})
             for login, user_id, role in USERS:
                 if login not in self.data["users"]:
-                    token = auth.new_token("ghp_")
-                    self.data["users"][login] = {
-                        "id": user_id,
-                        "type": "User",
-                        "role": role,
-                        "email": f"{login}@users.noreply.sandbox",
-                        "token": token,
-                    }
-                    self.data["tokens"][token] = {"kind": "user", "login": login}
+                    self._add_user(login, user_id, role)
             bot = app["bot_login"]
             self.data["users"].setdefault(
                 bot,
@@ -117,6 +115,48 @@ class World:
             if not self.private_key_path.exists():
                 self.private_key_path.write_text(app["private_key_pem"])
                 self.private_key_path.chmod(0o600)
+
+    def _add_user(self, login: str, user_id: int, role: str | None) -> dict[str, Any]:
+        token = auth.new_token("ghp_")
+        record = {
+            "id": user_id,
+            "type": "User",
+            "role": role,
+            "email": f"{login}@users.noreply.sandbox",
+            "token": token,
+            "created_at": now_iso(),
+        }
+        self.data["users"][login] = record
+        self.data["tokens"][token] = {"kind": "user", "login": login}
+        return record
+
+    def create_user(self, login: str, role: str | None = None) -> dict[str, Any]:
+        """A new human account; `role` is its permission on every repository (None: only
+        what a repository grants it as a collaborator, and read on public ones)."""
+        if not login or not all(c.isalnum() or c == "-" for c in login) or len(login) > 39:
+            raise ApiError(422, f"Invalid login: {login!r}")
+        if role is not None and role not in auth.LEVELS:
+            raise ApiError(422, f"Invalid role: {role!r}")
+        with self.changing():
+            if login in self.data["users"]:
+                raise ApiError(422, f"Login {login} is already taken")
+            record = self._add_user(login, self.state.next_id("user", start=2001), role)
+            return {"login": login, "id": record["id"], "role": role, "token": record["token"]}
+
+    def set_collaborator(self, full_name: str, login: str, permission: str) -> None:
+        """Grant `login` a role on one repository (`none` removes it)."""
+        if permission not in auth.LEVELS:
+            raise ApiError(422, f"Invalid permission: {permission!r}")
+        with self.changing():
+            repo = self.repo(full_name)
+            user = self.data["users"].get(login)
+            if user is None or user["type"] != "User":
+                raise not_found()
+            collaborators = repo.setdefault("collaborators", {})
+            if permission == "none":
+                collaborators.pop(login, None)
+            else:
+                collaborators[login] = permission
 
     def ensure_account(self, login: str) -> None:
         """An unknown repo owner becomes an organisation account."""
@@ -137,6 +177,7 @@ class World:
         from_path: Path | None = None,
         files: dict[str, str] | None = None,
         install: bool = True,
+        private: bool = False,
     ) -> dict[str, Any]:
         """Create a repo with one initial commit on `main` (idempotent), install the App."""
         owner, _, name = full_name.partition("/")
@@ -166,6 +207,8 @@ class World:
                     "owner": owner,
                     "full_name": full_name,
                     "default_branch": "main",
+                    "private": bool(private),
+                    "collaborators": {},
                     "description": None,
                     "created_at": stamp,
                     "pushed_at": stamp,
@@ -313,6 +356,11 @@ class World:
                 raise auth.bad_credentials()
             if record["kind"] == "user":
                 return self.user_principal(record["login"])
+            if record["kind"] == "user_app":
+                if record["expires_at"] <= time.time():
+                    raise auth.bad_credentials()
+                user = self.user_principal(record["login"])
+                return auth.Principal(kind="user", login=user.login, token=token, via_app=True)
             if record["expires_at"] <= time.time():
                 raise auth.bad_credentials()
             inst = self.data["installations"].get(str(record["installation_id"]))
@@ -336,16 +384,36 @@ class World:
         return str(self.data["users"][login]["token"])
 
     def role_of(self, login: str, full_name: str) -> str:
-        """A user's permission on a repo: admin, write, read or none."""
+        """A user's permission on a repo: admin, write, read or none.
+
+        Anyone may read a public repository; a private one only its collaborators.
+        """
         repo = self.repo(full_name)
-        if login == repo["owner"]:
-            return "admin"
         user = self.data["users"].get(login)
         if user is None:
             raise not_found()
         if user["type"] == "Bot":
             return "write" if self.installation_for_repo(full_name) else "none"
-        return str(user.get("role") or "read")
+        explicit = self.explicit_role(login, full_name)
+        if explicit is not None:
+            return explicit
+        return "none" if repo.get("private") else "read"
+
+    def explicit_role(self, login: str, full_name: str) -> str | None:
+        """The role a repository grants `login` itself (owner, collaborator, or a role on
+        every repository), None when it has only what the public has: the access GitHub's
+        `GET /user/installations/{id}/repositories` lists."""
+        repo = self.repo(full_name)
+        if login == repo["owner"]:
+            return "admin"
+        user = self.data["users"].get(login)
+        if user is None or user["type"] != "User":
+            return None
+        granted = repo.get("collaborators", {}).get(login)
+        if granted is not None:
+            return str(granted)
+        role = user.get("role")
+        return str(role) if role else None
 
     def authorize(
         self,
@@ -377,8 +445,17 @@ class World:
             ):
                 raise ApiError(403, "Resource not accessible by integration")
             return repo
+        role = self.role_of(principal.login, full_name)
+        if role == "none" and repo.get("private"):
+            raise not_found()  # GitHub does not tell outsiders a private repository exists
+        if principal.via_app:
+            if self.installation_for_repo(full_name) is None:
+                raise not_found()
+            granted = self.data["app"]["permissions"]
+            if not any(auth.allows(granted, name, level) for name in (resource, *alternatives)):
+                raise ApiError(403, "Resource not accessible by integration")
         needed = user_level or level
-        if auth.LEVELS[self.role_of(principal.login, full_name)] < auth.LEVELS[needed]:
+        if auth.LEVELS[role] < auth.LEVELS[needed]:
             raise ApiError(403, f"Must have {needed} access to repository.")
         return repo
 
@@ -391,6 +468,14 @@ class World:
             if url:
                 app = self.data["app"]
                 self.emit("ping", events.ping(self.render, app["hook_id"], url))
+
+    def set_callback_urls(self, urls: list[str]) -> None:
+        """The App's OAuth callback URLs; the OAuth pages redirect only to these."""
+        for url in urls:
+            if not url.startswith(("http://", "https://")) or any(c.isspace() for c in url):
+                raise ApiError(422, f"Invalid callback URL: {url!r}")
+        with self.changing():
+            self.data["app"]["callback_urls"] = list(urls)
 
     def apply_fault(self) -> ApiError | None:
         """Consume one armed fault, if any, as the error to answer with."""

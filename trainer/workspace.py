@@ -16,7 +16,6 @@ the bot as a git bundle (`publish`), and the bot pushes it as the App.
 from __future__ import annotations
 
 import base64
-import fnmatch
 import hashlib
 import io
 import os
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bot.problem import Problem
+from bot.problem import path_matches as matches
 from bot.protocol import Job
 
 GIT_TIMEOUT_S = 300.0
@@ -233,15 +233,6 @@ def _changed_paths(worktree: Path, base_sha: str, head: str) -> set[str]:
     status = git(worktree, "status", "--porcelain", "--untracked-files=all", "--no-renames")
     pending = [line[3:].strip('"') for line in status.splitlines() if len(line) > 3]
     return {p for p in [*committed, *pending] if p}
-
-
-def matches(path: str, patterns: tuple[str, ...]) -> bool:
-    """Listed exactly, under a listed directory, or matched by a listed glob."""
-    for pattern in patterns:
-        entry = pattern.rstrip("/")
-        if path == entry or path.startswith(entry + "/") or fnmatch.fnmatchcase(path, entry):
-            return True
-    return False
 
 
 def _blob_sha256(worktree: Path, sha: str, path: str) -> str | None:

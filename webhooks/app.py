@@ -90,6 +90,21 @@ def _dashboard_routes() -> list[Any]:
     return list(ROUTES)
 
 
+def _dashboard_access(ctx: BotContext) -> Any:
+    """Who may read the dashboard: public, or a GitHub sign-in checked per repository."""
+    try:
+        from webhooks.dashboard.signin import Access
+    except ImportError:
+        return None
+    access = Access.from_settings(ctx.settings, ctx.permissions.level)
+    if not access.public and not access.configured:
+        log.warning(
+            "the dashboard is closed: set KOHAI_GITHUB_CLIENT_ID and KOHAI_GITHUB_CLIENT_SECRET "
+            "for a GitHub sign-in, or KOHAI_DASHBOARD_PUBLIC=1 for an open dashboard"
+        )
+    return access
+
+
 def create_app(ctx: BotContext, *, run_workers: bool = True) -> Litestar:
     """The app for one bot process; `ctx.workers` run for the app's lifetime."""
     if run_workers and not ctx.workers:
@@ -114,6 +129,7 @@ def create_app(ctx: BotContext, *, run_workers: bool = True) -> Litestar:
         "store": ctx.store,
         "bus": ctx.bus,
         "github_html_url": ctx.settings.html_url,
+        "dashboard_access": _dashboard_access(ctx),
     }
     return Litestar(
         route_handlers=[github_webhook, healthz, *hosts.ROUTES, *_dashboard_routes()],

@@ -16,6 +16,7 @@ from litestar import Request, Response, post
 from litestar.datastructures import State
 
 from bot import records
+from bot.core import diffcheck
 from bot.engine.evidence import lab_seed_correlation
 from bot.engine.jobs import LeaseConflict, Leased, hash_token
 from bot.github import bundles
@@ -245,7 +246,10 @@ async def job_push(
 
     Hosts hold read-only tokens, so this is the only way a commit of theirs
     reaches GitHub: onto the leased job's own experiment branch, as a
-    fast-forward that contains the job's base, never forced.
+    fast-forward that contains the job's base, never forced, and changing only
+    what the lab allows (`bot.core.diffcheck`, on the bot's own diff: 422 with
+    the offending paths, and the job ends `refused` with them on the PR). The
+    tip it pushed is recorded: it is what the job must report and what merges.
     """
     ctx = state.kohai
     student = _student_for_token(ctx, _bearer(request))
@@ -275,8 +279,9 @@ async def job_push(
         token = await ctx.github.push_token(repo.installation_id, repo.full_name)
     except Exception as exc:  # noqa: BLE001 - GitHub down: the host retries
         return _error(503, f"cannot mint a push token right now: {exc}")
+    problem = repo.problem
     try:
-        sha = await asyncio.to_thread(
+        pushed = await asyncio.to_thread(
             bundles.publish_bundle,
             body,
             clone_url=clone_url(ctx.settings.github_api_url, repo.full_name),
@@ -284,7 +289,15 @@ async def job_push(
             base_ref=repo.base_branch,
             base_sha=base_sha,
             token=token,
+            check=lambda changes: diffcheck.findings(changes, problem),
         )
+    except bundles.DiffRefused as exc:
+        # The lab's rules, checked on the bot's own diff: the job ends here, the PR hears why.
+        try:
+            ctx.jobs.refuse_push(job_id, student, job.lease_id or "", str(exc))
+        except LeaseConflict:
+            pass  # the lease ended meanwhile: the refusal still stands for this push
+        return _error(422, str(exc))
     except bundles.PushRejected as exc:
         return _error(409, str(exc))
     except bundles.BundleRefused as exc:
@@ -293,6 +306,11 @@ async def job_push(
         return _error(502, str(exc))
     finally:
         await ctx.github.revoke_token(token)
+    try:
+        ctx.jobs.accept_push(job_id, job.lease_id or "", pushed.tip, pushed.diff)
+    except LeaseConflict as exc:
+        return _error(409, str(exc))
+    sha = pushed.tip
     return Response({"status": "pushed", "branch": branch, "sha": sha}, status_code=200)
 
 

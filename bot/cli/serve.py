@@ -48,6 +48,15 @@ def build_context(
         await run_loop(c, "github", lambda: github_pass(c), None, 2.0)
 
     ctx.workers = [*DEFAULT_WORKERS, advisor_worker, github_worker]
+    if settings.webhook_proxy_url:
+        from webhooks.relay import run_relay
+
+        proxy = settings.webhook_proxy_url
+
+        async def relay_worker(c: Any) -> None:
+            await run_relay(c, proxy, lambda problems: _set_problems(c, "relay", problems))
+
+        ctx.workers.append(relay_worker)
     ctx.extra["advisor_loop"] = loop
     return ctx
 

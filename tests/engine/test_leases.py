@@ -53,7 +53,7 @@ def bot(tmp_path: Path, pem: str):
             repo, title="t", hypothesis="h", student=None, source="human"
         )
         store.update(
-            "experiments", exp_id, {"pr_number": 4, "head_sha": "h" * 40, "implemented": 1}
+            "experiments", exp_id, {"pr_number": 4, "head_sha": "c" * 40, "implemented": 1}
         )
         exp = store.get(Experiment, exp_id)
         engine.queue_experiment_job(repo, exp, seeds=[0, 1])
