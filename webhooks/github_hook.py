@@ -40,6 +40,8 @@ def accept_delivery(
     GitHub's own POST and a webhook channel (`webhooks.relay`) both come here:
     the signature is checked over the body bytes as if GitHub had posted them.
     """
+    if len(body) > MAX_BODY:  # the POST stops reading at the cap; a channel's event is checked here
+        return 413, {"error": "payload over 25 MB"}
     if not signature_ok(ctx.settings.webhook_secret, body, headers.get("x-hub-signature-256")):
         return 401, {"error": "missing or invalid X-Hub-Signature-256"}
     event = headers.get("x-github-event")

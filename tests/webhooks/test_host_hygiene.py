@@ -223,6 +223,22 @@ def test_unsigned_webhook_headers_must_be_words(bot, event: str, delivery: str) 
     assert ctx.store.query("SELECT * FROM inbox") == []
 
 
+def test_a_webhook_channel_event_past_the_cap_is_refused_like_a_post(bot) -> None:
+    from webhooks.relay import relay_one
+
+    ctx, _, _, _ = bot
+    payload = {"zen": "x" * (26 * 1024 * 1024)}
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    event = {
+        "x-github-event": "ping",
+        "x-github-delivery": "big-1",
+        "x-hub-signature-256": sign("s", body),  # signed: only its size is wrong
+        "body": payload,
+    }
+    assert relay_one(ctx, json.dumps(event)) == 413
+    assert ctx.store.query("SELECT * FROM inbox") == []
+
+
 # -- bodies past their cap ------------------------------------------------------------
 
 
