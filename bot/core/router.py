@@ -383,6 +383,9 @@ def once_key(event: Event) -> str | None:
     if not event.repo:
         return None
     if event.name == "issue_comment" and event.comment_id is not None:
+        # Only comments that hold a command: the others (the bot's own among them) run nothing.
+        if not parse_commands(event.comment_body):
+            return None
         return f"comment:{event.repo}:{event.comment_id}"
     if (event.name, event.action) in _LABEL_EVENTS and event.label and event.updated_at:
         return f"label:{event.repo}#{event.number}:{event.action}:{event.label}:{event.updated_at}"

@@ -7,7 +7,14 @@ import pytest
 from bot.core.events import Event
 from bot.core.router import once_key
 
-COMMENT = Event(name="issue_comment", action="created", repo="o/r", number=5, comment_id=9)
+COMMENT = Event(
+    name="issue_comment",
+    action="created",
+    repo="o/r",
+    number=5,
+    comment_id=9,
+    comment_body="/rerun",
+)
 LABEL = Event(
     name="pull_request",
     action="labeled",
@@ -24,6 +31,7 @@ LABEL = Event(
         # One comment is one command, whichever delivery (or action) carries it.
         (COMMENT, Event(**{**COMMENT.__dict__, "delivery_id": "other"}), True),
         (COMMENT, Event(**{**COMMENT.__dict__, "action": "edited"}), True),
+        (COMMENT, Event(**{**COMMENT.__dict__, "comment_body": "/stop"}), True),  # edited text
         (COMMENT, Event(**{**COMMENT.__dict__, "comment_id": 10}), False),
         (COMMENT, Event(**{**COMMENT.__dict__, "repo": "o/other"}), False),
         # A label change is its issue, action, label and time.
@@ -45,7 +53,10 @@ def test_once_key(a: Event, b: Event, same: bool) -> None:
     "event",
     [
         Event(name="push", repo="o/r", after="a" * 40),  # not a command
-        Event(name="issue_comment", action="created", repo="o/r"),  # no comment id
+        Event(name="issue_comment", action="created", repo="o/r", comment_body="/rerun"),  # no id
+        Event(  # a comment without a command runs nothing: nothing to remember
+            name="issue_comment", action="created", repo="o/r", comment_id=9, comment_body="nice"
+        ),
         Event(name="pull_request", action="labeled", repo="o/r", number=5, label="hold"),  # no time
         Event(name="issue_comment", action="created", comment_id=9),  # no repository
     ],
