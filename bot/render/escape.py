@@ -30,7 +30,9 @@ _REFERENCE = re.compile(r"(?<![\w&])#(?=\d)")
 # Markdown link and image openers (`[text](url)`, `![alt](url)`, `[text][ref]`) become
 # character references: inert in markdown and in HTML alike.
 _BRACKET_REFS = str.maketrans({"[": "&#91;", "]": "&#93;"})
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]")
+# Control characters, line separators and bidirectional overrides (which can make a
+# reason read differently from what it says).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def _brackets(text: str) -> str:

@@ -40,6 +40,7 @@ def test_plain_keeps_the_words_readable_and_clips() -> None:
     assert plain("@alice") == "@" + ZWJ + "alice"
     assert plain("x" * 500, limit=10) == "x" * 9 + "…"
     assert "\x1b" not in plain("colour \x1b[31mred")
+    assert "\u202e" not in plain("ok \u202eevil") and "\u202e" not in defang("ok \u202eevil")
 
 
 def test_defang_keeps_lines_but_no_html_image_or_mention() -> None:
