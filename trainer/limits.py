@@ -223,7 +223,7 @@ class Guard:
     """The limits of one bounded process: `wrap` its argv, `start`, then `close` for the verdict."""
 
     limits: Limits
-    defences: Defences = field(default_factory=probe)
+    defences: Defences | None = None  # None: what this host offers (`probe()`)
     groups: list[_Group] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     exceeded: str | None = None  # set by the disk watcher while the process runs
@@ -233,6 +233,8 @@ class Guard:
     def wrap(self, argv: Sequence[str]) -> list[str]:
         """`argv` behind the limits: cgroups made and filled in, rlimits on the command line."""
         lim = self.limits
+        if self.defences is None:
+            self.defences = probe()
         name = f"{CGROUP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:10]}"
         rlimits: dict[str, int] = {}
         memory = self._group(self.defences.memory, name) if lim.memory_bytes else None

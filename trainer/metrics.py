@@ -202,8 +202,16 @@ class MetricsFollower:
                     self._stride *= 2
 
     def finish(self) -> MetricsReading:
-        """Read what is left; past the byte cap, look for the final line in the file's tail."""
+        """Read what is left (a last line without its newline counts: the run is over).
+
+        Past the byte cap, the final line is looked for in the file's tail.
+        """
         self.new_records()
+        if self._partial and not self._overlong and not self.capped:
+            record = parse_json_line(self._partial.decode("utf-8", errors="replace"))
+            self._partial = b""
+            if record is not None:
+                self._absorb(record)
         if self.capped and self.finding is None:
             try:
                 tail = read_tail(self.path, TAIL_BYTES, root=self.root)

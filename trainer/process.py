@@ -161,18 +161,23 @@ def run_bounded(
         argv = guard.wrap(argv)
         guard.start()
     started = time.monotonic()
-    proc = subprocess.Popen(
-        list(argv),
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        # Its own process group, so the budget reaches every process of the run;
-        # not its own session, which with scheduler autogroups would also change
-        # how the CPU is shared with the rest of the machine.
-        process_group=0,
-    )
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            # Its own process group, so the budget reaches every process of the run;
+            # not its own session, which with scheduler autogroups would also change
+            # how the CPU is shared with the rest of the machine.
+            process_group=0,
+        )
+    except OSError:
+        if guard is not None:
+            guard.close(None)
+        raise
     assert proc.stdout is not None
     pump = _LogPump(proc.stdout, log_path, on_line)
     pump.start()
