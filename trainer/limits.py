@@ -389,14 +389,17 @@ def _read_lines(path: Path) -> list[str]:
 
 _OOM_WORDS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory")
 _FORK_WORDS = ("Resource temporarily unavailable", "can't start new thread", "fork failed")
+# Python ignores SIGXFSZ: a write past RLIMIT_FSIZE fails with EFBIG instead.
+_FSIZE_WORDS = ("File too large", "[Errno 27]")
 
 
 def exit_verdict(exit_code: int | None, tail: Sequence[str], limits: Limits) -> str | None:
     """The limit an rlimit stopped (a signal, or the error the rlimit raises), from the exit alone.
 
-    A pure function of how the process ended: SIGXFSZ is the file-size
-    limit, SIGXCPU the CPU backstop; a failing exit whose last lines speak of
-    an allocation or a fork that failed is the memory or process limit.
+    A pure function of how the process ended: SIGXFSZ (or EFBIG, for a
+    program that ignores it, as Python does) is the file-size limit, SIGXCPU
+    the CPU backstop; a failing exit whose last lines speak of an allocation
+    or a fork that failed is the memory or process limit.
     """
     if exit_code is None or exit_code == 0:
         return None
@@ -405,6 +408,8 @@ def exit_verdict(exit_code: int | None, tail: Sequence[str], limits: Limits) -> 
     if limits.cpu_s and exit_code == -signal.SIGXCPU:
         return f"{CPU_TIME}: the job used {limits.cpu_s:g} s of CPU time, far past its budget"
     text = "\n".join(tail[-20:])
+    if limits.disk_bytes and any(w in text for w in _FSIZE_WORDS):
+        return f"{DISK_QUOTA}: a file grew past {_size(limits.disk_bytes)} ([train] disk)"
     if limits.memory_bytes and any(w in text for w in _OOM_WORDS):
         return f"{OUT_OF_MEMORY}: an allocation failed under {_size(limits.memory_bytes)} ([train] memory)"
     if limits.processes and any(w in text for w in _FORK_WORDS):
