@@ -167,6 +167,17 @@ def read_from(
         return _read_at(fd, offset, max_bytes), st.st_size
 
 
+def sha256(path: str | Path) -> str:
+    """sha256 of a whole regular file (NotRegular otherwise), read in chunks."""
+    digest = hashlib.sha256()
+    with opened(path) as (fd, _):
+        offset = 0
+        while chunk := os.pread(fd, CHUNK, offset):
+            digest.update(chunk)
+            offset += len(chunk)
+    return digest.hexdigest()
+
+
 @dataclass
 class HashBudget:
     """What one snapshot may spend on hashing: bytes per file, and in all."""

@@ -17,6 +17,7 @@ import os
 import textwrap
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ from trainer.metrics import MAX_CURVE_POINTS, MetricsFollower
 from trainer.process import MAX_TAIL_CHARS
 from trainer.safeio import NotRegular, read_capped
 from trainer.sealed import snapshot
+from trainer.workspace import check_diff
 
 pytestmark = pytest.mark.skipif(sandbox.probe() is not None, reason="bubblewrap cannot start here")
 
@@ -259,3 +261,18 @@ def test_the_metrics_follower_caps_lines_bytes_and_curve(tmp_path: Path) -> None
     capped.new_records()
     assert capped.capped  # progress stops at the cap; the final line is found in the tail
     assert capped.finish().final == {"final": True, "s": 1}
+
+
+def test_a_frozen_file_replaced_by_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    # The diff check hashes frozen files in the worktree after the implement step: a
+    # FIFO there (matched by an editable glob, so git's own check lets it through)
+    # must be a difference, not a hang.
+    repo = make_repo(tmp_path / "repo", HONEST)
+    base_sha = git(repo, "rev-parse", "HEAD")
+    problem = load_problem(repo)
+    (repo / "prepare.py").unlink()
+    os.mkfifo(repo / "prepare.py")
+    started = time.monotonic()
+    refusal = check_diff(repo, base_sha, base_sha, replace(problem, editable=("*.py",)))
+    assert time.monotonic() - started < BOUND_S
+    assert refusal is not None and "frozen file prepare.py differs" in refusal
