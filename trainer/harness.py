@@ -247,7 +247,8 @@ def prepare_data(problem: Problem, base_dir: Path, data_dir: Path, log_path: Pat
         log_path=log_path,
         budget_s=DATA_BUDGET_S,
         grace_s=5.0,
-        limits=job_limits(problem, DATA_BUDGET_S, [], (data_dir,)),
+        # The data cache may legitimately be large: bounded per file, not summed.
+        limits=job_limits(problem, DATA_BUDGET_S, []),
     )
     if done.limit:
         return f"[data] command failed ({done.limit})"

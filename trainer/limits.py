@@ -205,8 +205,29 @@ def find_controller(name: str) -> Controller | None:
 
 @functools.cache
 def probe() -> Defences:
-    """What this host can enforce; cached per process (the daemon prints it at start-up)."""
-    return Defences(memory=find_controller("memory"), pids=find_controller("pids"))
+    """What this host can enforce; cached per process (the daemon prints it at start-up).
+
+    Job cgroups left behind by a kohai process that died are removed on the way.
+    """
+    found = Defences(memory=find_controller("memory"), pids=find_controller("pids"))
+    for controller in {c for c in (found.memory, found.pids) if c is not None}:
+        remove_stale(controller.parent)
+    return found
+
+
+def remove_stale(parent: Path) -> list[Path]:
+    """rmdir the empty `kohai-<pid>-*` cgroups under `parent` whose process is gone."""
+    removed = []
+    for path in parent.glob(f"{CGROUP_PREFIX}*-*"):
+        owner = path.name.removeprefix(CGROUP_PREFIX).split("-", 1)[0]
+        if not owner.isdigit() or Path(f"/proc/{owner}").exists():
+            continue
+        try:
+            path.rmdir()  # only an empty cgroup goes: a live job's would refuse
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
 
 
 # --- one bounded process --------------------------------------------------------------

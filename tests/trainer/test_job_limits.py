@@ -212,3 +212,40 @@ def test_the_limits_of_kohai_toml() -> None:
     ]:
         with pytest.raises(ProblemError, match=field_name):
             train(bad)
+
+
+@pytest.mark.skipif(HOST.memory is None, reason="no writable memory cgroup here")
+def test_the_evaluator_runs_under_the_limits_too(tmp_path: Path) -> None:
+    # Sealed: training saves an artefact, then the base's evaluator (and with it the
+    # model-side child it starts) runs in a cgroup of its own under the same memory limit.
+    repo = make_repo(
+        tmp_path / "repo",
+        "import os\nopen(os.path.join(os.environ['KOHAI_RUN_DIR'], 'w.bin'), 'wb').write(b'1')\n",
+        'memory = "256M"\n',
+    )
+    (repo / "kohai.toml").write_text(
+        (repo / "kohai.toml").read_text() + '\n[eval]\ncommand = "python prepare.py"\n'
+    )
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "prepare.py").write_text(textwrap.dedent(MEMORY_HOG))
+    problem = loads_problem((repo / "kohai.toml").read_text())
+    result = run_once(repo, problem, 0, run_dir=tmp_path / "run", base_dir=base)
+    assert result.status == "crash", (result.status, result.reason)
+    assert result.reason.startswith("evaluation: out of memory"), result.reason
+
+
+@pytest.mark.skipif(HOST.memory is None, reason="no writable memory cgroup here")
+def test_job_cgroups_of_a_dead_kohai_process_are_removed(tmp_path: Path) -> None:
+    assert HOST.memory is not None
+    stale = HOST.memory.parent / f"{limits.CGROUP_PREFIX}999999999-deadbeef"
+    stale.mkdir()
+    mine = HOST.memory.parent / f"{limits.CGROUP_PREFIX}{os.getpid()}-alive"
+    mine.mkdir()
+    try:
+        assert limits.remove_stale(HOST.memory.parent) == [stale]
+        assert not stale.exists() and mine.exists()
+    finally:
+        for path in (stale, mine):
+            if path.exists():
+                path.rmdir()
