@@ -18,22 +18,20 @@ evaluator, its model-side child) runs under the limits of `Limits`:
 - CPU time: `RLIMIT_CPU` as a backstop past the budget (the budget itself is
   the wall clock's).
 
-The process runner applies them (`Guard`): it prefixes the command with this
-file run as a script (`python -I -S limits.py --join F... --rlimit N=V --
-COMMAND...`), which joins the cgroup, sets the rlimits and execs the
-command, so the limits hold for the sandbox and everything in it. After the
+The process runner applies them (`Guard`): it prefixes the command with
+`python -I -S limits_exec.py --join F... --rlimit N=V -- COMMAND...`, which
+joins the cgroup, sets the rlimits and execs the command, so the limits hold
+for the sandbox and everything in it. After the
 run, `Guard.close` reads the cgroup's counters and names the limit a run
 broke: `out of memory`, `too many processes`, `disk quota`, `cpu time`.
 
-Standard library only: it runs on GPU hosts, and as a script in the sandbox's
-parent before anything else is imported.
+Standard library only: it runs on GPU hosts.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import resource
 import signal
 import stat
 import sys
@@ -52,9 +50,8 @@ CPU_TIME = "cpu time"
 DISK_POLL_S = 2.0
 DISK_MAX_ENTRIES = 500_000  # past this many entries the watcher counts no further
 CGROUP_PREFIX = "kohai-"
-SCRIPT = Path(__file__).resolve()
-_RLIMITS = {"AS": resource.RLIMIT_AS, "NPROC": resource.RLIMIT_NPROC}
-_RLIMITS.update(FSIZE=resource.RLIMIT_FSIZE, CPU=resource.RLIMIT_CPU)
+# The prefix that joins the cgroup, sets the rlimits and execs: imports nothing heavy.
+SCRIPT = Path(__file__).resolve().parent / "limits_exec.py"
 
 
 @dataclass(frozen=True)
@@ -476,45 +473,3 @@ def _size(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.3g}{unit}B"
     return f"{n}B"
-
-
-# --- the prefix, run as a script ------------------------------------------------------
-
-
-def _exec(argv: list[str]) -> int:
-    """`--join FILE... --rlimit NAME=VALUE... -- COMMAND...`: join, limit, exec."""
-    joins: list[str] = []
-    rlimits: list[tuple[int, int]] = []
-    while argv and argv[0] != "--":
-        flag, value, argv = argv[0], argv[1], argv[2:]
-        if flag == "--join":
-            joins.append(value)
-        elif flag == "--rlimit":
-            key, _, number = value.partition("=")
-            rlimits.append((_RLIMITS[key], int(number)))
-        else:
-            print(f"kohai limits: unknown flag {flag}", file=sys.stderr)
-            return 2
-    command = argv[1:]
-    if not command:
-        print("usage: limits.py [--join F] [--rlimit N=V] -- COMMAND...", file=sys.stderr)
-        return 2
-    for path in joins:
-        with open(path, "w") as fh:
-            fh.write(str(os.getpid()))
-    for which, wanted in rlimits:
-        _soft, hard = resource.getrlimit(which)
-        soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        # CPU: SIGXCPU at the soft limit, SIGKILL at the hard one a little later.
-        cpu = which == resource.RLIMIT_CPU and hard == resource.RLIM_INFINITY
-        resource.setrlimit(which, (soft, soft + 5 if cpu else soft))
-    try:
-        os.execvp(command[0], command)
-    except OSError as exc:
-        print(f"kohai limits: cannot run {command[0]}: {exc.strerror}", file=sys.stderr)
-        return 127
-    return 0  # unreachable
-
-
-if __name__ == "__main__":
-    sys.exit(_exec(sys.argv[1:]))
