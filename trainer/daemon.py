@@ -161,6 +161,8 @@ class StudentWorker(threading.Thread):
         if result is None:
             log.info("%s: releasing job %s (host shutting down)", self.spec.name, job.id)
             self.client.release(job.id, stop=_timeout_event(10.0))
+            if not self.keep_runs:  # the job runs again elsewhere: these files have no use
+                cleanup_runs(self.work_dir, job.id)
             return
         acknowledged = self.client.complete(job.id, result)
         log.info("%s: job %s %s %s", self.spec.name, job.id, result.status, result.reason)

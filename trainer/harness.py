@@ -354,6 +354,7 @@ def run_once(
             env=job_sandbox.job_env(env),
             gpus=tuple(gpus),
             init=True,  # the budget's SIGTERM reaches the command; its usage reaches wait4
+            tmp_bytes=problem.resources.disk_bytes,  # /tmp counts against [train] disk too
         )
         argv = box.argv(argv, cwd=Path(repo_dir).resolve())
         terminate = job_sandbox.signal_init

@@ -409,6 +409,7 @@ _OOM_WORDS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of
 _FORK_WORDS = ("Resource temporarily unavailable", "can't start new thread", "fork failed")
 # Python ignores SIGXFSZ: a write past RLIMIT_FSIZE fails with EFBIG instead.
 _FSIZE_WORDS = ("File too large", "[Errno 27]")
+_NOSPACE_WORDS = ("No space left on device", "[Errno 28]")
 
 
 def exit_verdict(exit_code: int | None, tail: Sequence[str], limits: Limits) -> str | None:
@@ -428,6 +429,11 @@ def exit_verdict(exit_code: int | None, tail: Sequence[str], limits: Limits) -> 
     text = "\n".join(tail[-20:])
     if limits.disk_bytes and any(w in text for w in _FSIZE_WORDS):
         return f"{DISK_QUOTA}: a file grew past {_size(limits.disk_bytes)} ([train] disk)"
+    if limits.disk_bytes and any(w in text for w in _NOSPACE_WORDS):
+        return (
+            f"{DISK_QUOTA}: no space left on a device (the sandbox's /tmp holds at most "
+            f"{_size(limits.disk_bytes)}, [train] disk; or the host's disk is full)"
+        )
     if limits.memory_bytes and any(w in text for w in _OOM_WORDS):
         return f"{OUT_OF_MEMORY}: an allocation failed under {_size(limits.memory_bytes)} ([train] memory)"
     if limits.processes and any(w in text for w in _FORK_WORDS):

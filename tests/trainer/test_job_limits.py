@@ -153,6 +153,18 @@ def test_many_files_past_the_disk_limit_stop_the_job(tmp_path: Path) -> None:
     assert took < 60.0
 
 
+def test_the_sandboxs_tmp_counts_against_the_disk_limit(tmp_path: Path) -> None:
+    # /tmp inside the sandbox is a tmpfs the disk watcher cannot see: it is sized instead.
+    script = """
+        for i in range(64):  # 4 MB files: each under the file-size limit, 256 MB in all
+            with open(f"/tmp/fill{i}.bin", "wb") as fh:
+                fh.write(b"\\x01" * (4 << 20))
+    """
+    result, _ = run(tmp_path, script, 'disk = "32M"\n')
+    assert result.status == "crash", (result.status, result.reason)
+    assert result.reason.startswith("disk quota: no space left"), result.reason
+
+
 def test_gpu_jobs_without_a_cgroup_are_not_given_rlimit_as(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
