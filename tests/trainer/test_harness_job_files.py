@@ -30,7 +30,7 @@ from trainer.harness import run_once
 from trainer.metrics import MAX_CURVE_POINTS, MetricsFollower
 from trainer.process import MAX_TAIL_CHARS
 from trainer.safeio import NotRegular, read_capped
-from trainer.sealed import snapshot
+from trainer.sealed import changes, snapshot, unfit_checkout
 from trainer.workspace import check_diff
 
 pytestmark = pytest.mark.skipif(sandbox.probe() is not None, reason="bubblewrap cannot start here")
@@ -276,3 +276,16 @@ def test_a_frozen_file_replaced_by_a_fifo_is_refused_without_blocking(tmp_path: 
     refusal = check_diff(repo, base_sha, base_sha, replace(problem, editable=("*.py",)))
     assert time.monotonic() - started < BOUND_S
     assert refusal is not None and "frozen file prepare.py differs" in refusal
+
+
+def test_a_checkout_past_the_entry_cap_is_a_finding_not_a_long_walk(tmp_path: Path) -> None:
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(30):
+        (root / f"f{i}").write_text("x")
+    snap = snapshot(root, max_entries=10)
+    assert snap.problem == "the checkout holds more than 10 files"
+    assert unfit_checkout(snap) == snap.problem
+    assert changes(snapshot(root), snap, "during training") == (
+        "the checkout holds more than 10 files during training"
+    )
