@@ -390,9 +390,11 @@ def run_once(
     if sandboxed:
         done.exit_code = job_sandbox.unwrap_exit(done.exit_code)
     reading = watch.stop()
-    if done.limit_notes:
+    if done.limit_notes:  # e.g. a GPU job without a cgroup runs without a memory limit
+        notes = [f"# kohai: {note}" for note in done.limit_notes]
         with layout.log_path.open("a", encoding="utf-8") as log:
-            log.write("".join(f"# kohai: {note}\n" for note in done.limit_notes))
+            log.write("".join(f"{line}\n" for line in notes))
+        done.tail = [*done.tail, *notes]
     result.exit_code = done.exit_code
     result.train_s = round(done.duration_s, 3)
     result.duration_s = round(done.duration_s, 3)

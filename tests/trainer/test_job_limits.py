@@ -177,6 +177,12 @@ def test_gpu_jobs_without_a_cgroup_are_not_given_rlimit_as(
     assert any("RLIMIT_AS would break CUDA" in note for note in guard.notes)
     cpu_guard = Guard(Limits(memory_bytes=1 << 30))
     assert f"AS={1 << 30}" in cpu_guard.wrap(["true"])
+    # Through the harness: the run goes on, and its log tail says it had no memory limit.
+    repo = make_repo(tmp_path / "repo", 'print("score: 0.5")\n', 'memory = "1G"\n')
+    problem = loads_problem((repo / "kohai.toml").read_text())
+    result = run_once(repo, problem, 0, run_dir=tmp_path / "run", gpus=[0])
+    assert result.status == "ok", result.reason
+    assert "memory not limited" in result.log_tail
 
 
 @pytest.mark.parametrize(
