@@ -181,6 +181,29 @@ def _try_child(parent: Path, wanted: Sequence[str], version: int) -> bool:
             pass
 
 
+def _split_delegated(parent: Path, name: str) -> bool:
+    """Make a delegated cgroup v2 ready for job cgroups; whether it changed anything.
+
+    cgroup v2 lets a cgroup hand a controller to its children only while it
+    holds no process itself. A daemon started in a delegated cgroup
+    (systemd `Delegate=yes`) moves itself into a leaf, `kohai-host`, and
+    enables the controller for the children; job cgroups are then made beside
+    that leaf.
+    """
+    try:
+        if name not in (parent / "cgroup.controllers").read_text().split():
+            return False
+        if name in (parent / "cgroup.subtree_control").read_text().split():
+            return False
+        leaf = parent / f"{CGROUP_PREFIX}host"
+        leaf.mkdir(exist_ok=True)
+        _write(leaf / "cgroup.procs", str(os.getpid()))
+        _write(parent / "cgroup.subtree_control", f"+{name}")
+    except OSError:
+        return False
+    return True
+
+
 def find_controller(name: str) -> Controller | None:
     """Where job cgroups for controller `name` ("memory" or "pids") can be made, if anywhere."""
     own = _own_cgroups()
@@ -189,7 +212,9 @@ def find_controller(name: str) -> Controller | None:
         if fstype != "cgroup2" or "" not in own:
             continue
         parent = Path(mount) / own[""].lstrip("/")
-        if _try_child(parent, [name], 2):
+        if _try_child(parent, [name], 2) or (
+            _split_delegated(parent, name) and _try_child(parent, [name], 2)
+        ):
             return Controller(2, parent)
     for mount, fstype, options in mounts:
         if fstype != "cgroup" or name not in options.split(",") or name not in own:
@@ -257,15 +282,23 @@ class Guard:
         rlimits: dict[str, int] = {}
         memory = self._group(self.defences.memory, name) if lim.memory_bytes else None
         if memory is not None and lim.memory_bytes:
-            _set_memory(memory, lim.memory_bytes)
-        elif lim.memory_bytes and lim.gpu:
+            try:
+                _set_memory(memory, lim.memory_bytes)
+            except OSError as exc:
+                self.notes.append(f"memory limit refused by {memory.path}: {exc.strerror}")
+                memory = None
+        if memory is None and lim.memory_bytes and lim.gpu:
             self.notes.append("memory not limited: no cgroup here, and RLIMIT_AS would break CUDA")
-        elif lim.memory_bytes:
+        elif memory is None and lim.memory_bytes:
             rlimits["AS"] = lim.memory_bytes
         pids = self._group(self.defences.pids, name) if lim.processes else None
         if pids is not None and lim.processes:
-            _write(pids.path / "pids.max", str(lim.processes))
-        elif lim.processes:
+            try:
+                _write(pids.path / "pids.max", str(lim.processes))
+            except OSError as exc:
+                self.notes.append(f"process limit refused by {pids.path}: {exc.strerror}")
+                pids = None
+        if pids is None and lim.processes:
             rlimits["NPROC"] = lim.processes + _user_processes()
         if lim.disk_bytes:
             rlimits["FSIZE"] = lim.disk_bytes

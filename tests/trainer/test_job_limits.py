@@ -267,3 +267,26 @@ def test_job_cgroups_of_a_dead_kohai_process_are_removed(tmp_path: Path) -> None
         for path in (stale, mine):
             if path.exists():
                 path.rmdir()
+
+
+def test_a_delegated_cgroup_v2_is_split_into_a_leaf_for_the_daemon(tmp_path: Path) -> None:
+    # This machine's cgroup v2 hierarchy has no memory controller (v1 holds it), so the
+    # v2 start-up step is exercised on its file protocol: a delegated cgroup offering
+    # the controller gets the daemon moved into a leaf and the controller enabled for
+    # its children; one that does not offer it is left alone.
+    delegated = tmp_path / "service"
+    delegated.mkdir()
+    (delegated / "cgroup.controllers").write_text("cpu memory pids\n")
+    (delegated / "cgroup.subtree_control").write_text("\n")
+    assert limits._split_delegated(delegated, "memory")
+    leaf = delegated / f"{limits.CGROUP_PREFIX}host"
+    assert (leaf / "cgroup.procs").read_text() == str(os.getpid())
+    assert (delegated / "cgroup.subtree_control").read_text() == "+memory"
+    (delegated / "cgroup.subtree_control").write_text("memory\n")
+    assert not limits._split_delegated(delegated, "memory")  # already enabled
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "cgroup.controllers").write_text("hugetlb\n")
+    (bare / "cgroup.subtree_control").write_text("\n")
+    assert not limits._split_delegated(bare, "memory")
+    assert not (bare / f"{limits.CGROUP_PREFIX}host").exists()
