@@ -256,6 +256,84 @@ class Track:
     weight: float = 1.0
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)i?B?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+MIN_MEMORY = 64 << 20
+MAX_MEMORY = 64 << 40
+MIN_DISK = 1 << 20
+MAX_DISK = 1 << 50
+MIN_PROCESSES = 16
+MAX_PROCESSES = 1_000_000
+
+
+def parse_size(value: str | int, *, field_name: str) -> int:
+    """Bytes from `"512M"`, `"3G"`, `"1.5T"`, `"64GiB"` or a bare number of bytes."""
+    if isinstance(value, bool):
+        raise ProblemError(f"{field_name}: expected a size like '16G', got {value!r}")
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(str(value)) if isinstance(value, str) else None
+    if not match:
+        raise ProblemError(f"{field_name}: expected a size like '16G' or '512M', got {value!r}")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
+
+
+@dataclass(frozen=True)
+class Resources:
+    """`[train] memory`, `processes`, `disk`: what one job may use on its host (`trainer.limits`).
+
+    The defaults sit well above real use on a GPU box: most of the host's
+    memory, thousands of processes and threads (a cgroup's pids count
+    threads), and room for checkpoints. Breaking one ends the run as a crash
+    naming it (`out of memory`, `too many processes`, `disk quota`).
+    """
+
+    memory_bytes: int | None = None  # an absolute limit; None: `memory_share` of the host
+    memory_share: float = 0.9
+    processes: int = 16384
+    disk_bytes: int = 200 << 30
+
+    def memory_on(self, host_bytes: int) -> int:
+        """The memory limit on a host with `host_bytes` of memory."""
+        if self.memory_bytes is not None:
+            return self.memory_bytes
+        return int(host_bytes * self.memory_share)
+
+
+def _resources(train: dict[str, Any]) -> Resources:
+    default = Resources()
+    memory_bytes, share = None, default.memory_share
+    memory = train.get("memory")
+    if isinstance(memory, str) and memory.strip().endswith("%"):
+        try:
+            share = float(memory.strip()[:-1]) / 100.0
+        except ValueError:
+            share = -1.0
+        if not 0.01 <= share <= 1.0:  # NaN fails this too
+            raise ProblemError(f"train.memory: a share of the host in [1%, 100%], got {memory!r}")
+    elif memory is not None:
+        memory_bytes = parse_size(memory, field_name="train.memory")
+        if not MIN_MEMORY <= memory_bytes <= MAX_MEMORY:
+            raise ProblemError(f"train.memory: expected between 64M and 64T, got {memory!r}")
+    processes = train.get("processes", default.processes)
+    if (
+        isinstance(processes, bool)
+        or not isinstance(processes, int)
+        or not MIN_PROCESSES <= processes <= MAX_PROCESSES
+    ):
+        raise ProblemError(
+            f"train.processes: expected an integer in [{MIN_PROCESSES}, {MAX_PROCESSES}], "
+            f"got {processes!r}"
+        )
+    disk = train.get("disk")
+    disk_bytes = default.disk_bytes if disk is None else parse_size(disk, field_name="train.disk")
+    if not MIN_DISK <= disk_bytes <= MAX_DISK:
+        raise ProblemError(f"train.disk: expected between 1M and 1P, got {disk!r}")
+    return Resources(
+        memory_bytes=memory_bytes, memory_share=share, processes=processes, disk_bytes=disk_bytes
+    )
+
+
 @dataclass(frozen=True)
 class Problem:
     """Everything the bot and the trainer need to know about a problem repository."""
@@ -277,6 +355,7 @@ class Problem:
     weight: float = 1.0  # `[lab] weight`: the default line's share of the students' time
     tracks: tuple[Track, ...] = field(default_factory=tuple)
     gate: GateConfig = field(default_factory=GateConfig)
+    resources: Resources = field(default_factory=Resources)
 
     @property
     def sealed(self) -> bool:
@@ -583,6 +662,7 @@ def parse_problem(data: dict[str, Any]) -> Problem:
         weight=_lab_weight(data.get("lab")),
         tracks=_tracks(data.get("tracks")),
         gate=_gate(data.get("gate")),
+        resources=_resources(train),
     )
     return problem
 

@@ -74,6 +74,9 @@ def health(ctx: BotContext) -> dict[str, Any]:
         "failed_writes": failed,
         "jobs": jobs,
         "workers": workers,
+        # What each host said it enforces at its last lease (sandbox, per-job limits),
+        # the ones on a weaker fallback named under "degraded".
+        "hosts": dict(sorted(ctx.extra.get("host_defences", {}).items())),
     }
 
 

@@ -24,6 +24,27 @@ from bot.protocol import Implement, Job, JobEvent, JobResult
 from webhooks.bodies import PUSH_MAX_BODY_BYTES, BodyTooLarge, read_capped, read_json
 
 MAX_WAIT_S = 60.0
+MAX_DEFENCES_CHARS = 600
+_DEFENCE_KEY = re.compile(r"[a-z_]{1,20}")
+_DEFENCE_VALUE = re.compile(r"[A-Za-z0-9 _.()/,+-]{1,80}")
+# A defence held by a weaker fallback than the host could have: named in /healthz.
+_WEAK = ("NONE", "RLIMIT_AS", "RLIMIT_NPROC", "not ")
+
+
+def parse_defences(text: str) -> dict[str, Any]:
+    """A host's `defences` lease parameter (`memory=cgroup v1;processes=...`), checked.
+
+    What a host says about itself is a claim: only short `key=value` pairs of
+    a plain alphabet are kept (the rest is dropped, never echoed), and the
+    defences that run on a fallback are listed as `degraded`.
+    """
+    found: dict[str, str] = {}
+    for pair in text[:MAX_DEFENCES_CHARS].split(";"):
+        key, sep, value = pair.partition("=")
+        if sep and _DEFENCE_KEY.fullmatch(key) and _DEFENCE_VALUE.fullmatch(value):
+            found[key] = value
+    degraded = sorted(k for k, v in found.items() if v.startswith(_WEAK))
+    return {"defences": found, "degraded": degraded}
 
 
 def clone_url(api_url: str, repo: str) -> str:
@@ -127,6 +148,9 @@ async def lease(name: str, request: Request, state: State, wait: float = 0.0) ->
         return _error(401, "missing or invalid host token")
     if student != name:
         return _error(403, f"this token belongs to student {student}, not {name}")
+    said = request.query_params.get("defences")
+    if said is not None:  # listed per host in /healthz
+        ctx.extra.setdefault("host_defences", {})[name] = parse_defences(said)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max(0.0, min(wait, MAX_WAIT_S))
     wake = ctx.waiters.event(name)
