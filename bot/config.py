@@ -31,6 +31,11 @@ def int_setting(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+# What an endpoint without a size of its own accepts: a job's result with its diff
+# (bot.protocol.MAX_DIFF_CHARS) and log tails fits many times over.
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
@@ -72,6 +77,9 @@ class Settings:
     dashboard_public: bool = False
     # The key that signs the dashboard's session cookies; "" derives one from the webhook secret.
     session_secret: str = ""
+    # The size of a request body any endpoint without its own accepts (the host API's
+    # events and results); GitHub's webhooks (25 MB) and pushed bundles have their own.
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
     @property
     def html_url(self) -> str:
@@ -159,7 +167,18 @@ class Settings:
             github_client_secret=client_secret,
             dashboard_public=flag_setting(env, "KOHAI_DASHBOARD_PUBLIC", False),
             session_secret=env.get("KOHAI_SESSION_SECRET", "").strip(),
+            max_body_bytes=_body_bytes(env),
         )
+
+
+MIN_BODY_BYTES = 64 * 1024  # below this a result with its diff and log tails no longer fits
+
+
+def _body_bytes(env: Mapping[str, str]) -> int:
+    value = int_setting(env, "KOHAI_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)
+    if value < MIN_BODY_BYTES:
+        raise ConfigError(f"KOHAI_MAX_BODY_BYTES must be at least {MIN_BODY_BYTES}, got {value}")
+    return value
 
 
 # --- the App file `kohai setup` writes ---------------------------------------------------

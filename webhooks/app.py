@@ -16,6 +16,7 @@ from litestar.openapi import OpenAPIConfig
 from bot.engine.inbox import inbox_counts
 from bot.outbox.worker import failed_writes
 from webhooks import hosts
+from webhooks.bodies import EXCEPTION_HANDLERS
 from webhooks.context import BotContext
 from webhooks.github_hook import github_webhook
 from webhooks.workers import DEFAULT_WORKERS
@@ -74,6 +75,9 @@ def health(ctx: BotContext) -> dict[str, Any]:
         "failed_writes": failed,
         "jobs": jobs,
         "workers": workers,
+        # What each host said it enforces at its last lease (sandbox, per-job limits),
+        # the ones on a weaker fallback named under "degraded".
+        "hosts": dict(sorted(ctx.extra.get("host_defences", {}).items())),
     }
 
 
@@ -136,5 +140,8 @@ def create_app(ctx: BotContext, *, run_workers: bool = True) -> Litestar:
         state=State(state),
         lifespan=[lifespan] if run_workers else [],
         openapi_config=OpenAPIConfig(title="kohai", version="0.1.0", path="/schema"),
-        request_max_body_size=None,
+        # Every body is capped while it streams: this default, or the route's own size
+        # (webhooks 25 MB, a pushed bundle its cap); past it, 413.
+        request_max_body_size=ctx.settings.max_body_bytes,
+        exception_handlers=dict(EXCEPTION_HANDLERS),
     )

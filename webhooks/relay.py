@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
+from bot.render.escape import for_log
 from webhooks.github_hook import accept_delivery
 
 log = logging.getLogger("kohai.relay")
@@ -68,7 +69,9 @@ def relay_one(ctx: Any, data: str) -> int | None:
             break
     if status >= 400:
         log.warning(
-            "webhook channel: delivery %s refused (%s)", headers.get("x-github-delivery"), status
+            "webhook channel: delivery %s refused (%s)",
+            for_log(headers.get("x-github-delivery"), 100),
+            status,
         )
     return status
 

@@ -135,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run jobs without the bubblewrap sandbox where it cannot start; "
         'every result then says "unsandboxed"',
     )
+    run.add_argument(
+        "--keep-runs",
+        action="store_true",
+        help="keep each job's run directories (logs, artefacts) after the bot acknowledged "
+        "its result; by default they are deleted then",
+    )
 
     train = sub.add_parser("train", help="one training run of a problem repo under the harness")
     train.add_argument("path", nargs="?", default=".")

@@ -789,6 +789,7 @@ class JobBook:
             cost_usd=result.cost_usd,
             attempt_note=attempt_note,
             smoke_s=result.smoke_s,
+            notes=result.notes,
             unsandboxed=any(not run.sandboxed for run in result.runs),
         )
         if exp.pr_number:

@@ -20,6 +20,7 @@ from bot import queries
 from bot.engine import labs
 from bot.problem import Problem
 from bot.render import numbers
+from bot.render.escape import https_url
 from bot.render.report import curves_svg, progress_svg
 from bot.store import Store
 
@@ -519,10 +520,13 @@ def render_labs(
 def _runs_table(detail: queries.ExperimentDetail, problem: Problem) -> str:
     rows = []
     for run in detail.runs:
+        url = https_url(run.wandb_url)  # hosts report it: https only, nothing to break out
         wandb = (
-            f'<a href="{_e(run.wandb_url)}">W&amp;B</a>'
-            if run.wandb_url.startswith(("https://", "http://"))  # hosts report it: no javascript:
-            else ""
+            f'<a href="{_e(url)}" rel="noopener noreferrer nofollow">W&amp;B</a>'
+            if url
+            else (
+                "<span class=muted>W&amp;B link dropped (not https)</span>" if run.wandb_url else ""
+            )
         )
         rows.append(
             f"<tr><td class=num>{run.seed}</td><td>{_badge(run.status)}</td>"
