@@ -25,6 +25,7 @@ from sandbox.state import (
     BOT_USER_ID,
     USERS,
     State,
+    all_apps,
     app_record,
     installation_app,
     now_iso,
@@ -467,8 +468,10 @@ class World:
         user = self.data["users"].get(login)
         if user is None:
             raise not_found()
-        if user["type"] == "Bot":
-            return "write" if self.installation_for_repo(full_name) else "none"
+        if user["type"] == "Bot":  # an App's bot: write where that App is installed
+            app = next((a for a in all_apps(self.data) if a["bot_login"] == login), None)
+            installed = app is not None and self.installation_for_repo(full_name, app["id"])
+            return "write" if installed else "none"
         explicit = self.explicit_role(login, full_name)
         if explicit is not None:
             return explicit

@@ -80,6 +80,15 @@ def code_of(answer: httpx.Response) -> str:
     return query["code"][0]
 
 
+def gh_permission(url: str, app: GitHub[Any], installation_id: int, repo: str, login: str) -> str:
+    """A user's permission on a repo, asked with an installation token of `app`."""
+    token = app.rest.apps.create_installation_access_token(installation_id).parsed_data.token
+    client = GitHub(token, base_url=url)
+    owner, name = repo.split("/")
+    answer = client.rest.repos.get_collaborator_permission_level(owner, name, login)
+    return str(answer.parsed_data.permission)
+
+
 def convert(sandbox: SandboxServer, code: str) -> Any:
     """The conversion as a client makes it: no credentials, githubkit's model."""
     anonymous = GitHub(base_url=sandbox.url)
@@ -175,6 +184,10 @@ def test_installing_sends_the_installation_webhook_to_the_new_app_only(
     [to_default] = [e for e in receiver.events("issues", "opened") if e["issue"]["title"] == "hi"]
     assert to_lab["installation"]["id"] == mine[0].id
     assert to_default["installation"]["id"] == theirs[0].id
+    # Each App's bot has write access where its App is installed, and only there.
+    other_bot = gh_permission(sandbox.url, lab, mine[0].id, "lab/other", "kohai[bot]")
+    assert other_bot == "none"  # the default App is not installed on lab/other
+    assert gh_permission(sandbox.url, lab, mine[0].id, "lab/other", "kohai-lab[bot]") == "write"
     # Each App's delivery log lists its own deliveries only.
     lab_log = lab.rest.apps.list_webhook_deliveries().parsed_data
     assert {(d.event, d.installation_id) for d in lab_log} == {
