@@ -63,6 +63,17 @@ def info(world: World, m: dict[str, str], q: dict[str, str], b: dict[str, Any]) 
             "private_key_path": str(world.private_key_path),
             "users": users,
             "repos": sorted(world.data["repos"]),
+            # Apps registered through the manifest flow (sandbox/manifest.py).
+            "apps": [
+                {
+                    "id": other["id"],
+                    "slug": other["slug"],
+                    "owner": other["owner"],
+                    "bot_login": other["bot_login"],
+                    "webhook_url": other["webhook_url"],
+                }
+                for other in world.data.get("apps", {}).values()
+            ],
         }
 
 

@@ -197,6 +197,12 @@ def test_installing_sends_the_installation_webhook_to_the_new_app_only(
     }
 
 
+def test_the_control_api_lists_the_registered_apps(lab_app: Any, control: SandboxControl) -> None:
+    [listed] = [a for a in control.info()["apps"] if a["id"] == lab_app.id]
+    assert (listed["slug"], listed["bot_login"]) == ("kohai-lab", "kohai-lab[bot]")
+    assert "pem" not in listed and "private_key_pem" not in listed
+
+
 def test_refused_manifests_name_what_is_wrong(web: httpx.Client, lab_hook: Receiver) -> None:
     # Every App receives installation events; GitHub refuses a manifest that asks.
     asking = manifest_for(lab_hook.url, "asks for installation")
