@@ -15,7 +15,7 @@ from agents.student.rules import knob_summary
 from bot import queries
 from bot.core.stats import mean_std
 from bot.core.untrusted import CLOSE_TAG, OPEN_TAG, clip_quoted, is_quoted, neutralize
-from bot.engine.evidence import reported_diff
+from bot.engine.evidence import verified_diff
 from bot.problem import Problem
 from bot.records import Decision, Experiment, Repository, Run, Track
 from bot.render import numbers
@@ -266,8 +266,8 @@ MAX_REVIEW_DIFF = 6000
 
 
 def _latest_diff(store: Store, exp: Experiment) -> str:
-    """The diff the audit reads (`evidence.reported_diff`: the newest for the current head), clipped."""
-    return _clip(reported_diff(store, exp) or "", MAX_REVIEW_DIFF)
+    """The diff the audit reads (`evidence.verified_diff`: the newest for the current head), clipped."""
+    return _clip(verified_diff(store, exp) or "", MAX_REVIEW_DIFF)
 
 
 def _baseline_values(

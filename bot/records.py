@@ -211,6 +211,8 @@ class Job(Record):
     created_at: float = 0.0
     updated_at: float = 0.0
     track: str = DEFAULT_TRACK
+    tip_sha: str | None = None  # the commit this job must train: the bot's fact, never the host's
+    tip_diff: str | None = None  # the bot's own diff of an accepted push against the job's base
 
     @property
     def implement(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from bot.protocol import RunResult
     from bot.records import R
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 8
 
 # Each entry upgrades the schema from version i to i + 1. Never edit a released
 # step; append a new one.
@@ -220,7 +220,27 @@ MIGRATIONS: list[str | Callable[[sqlite_utils.Database], None]] = [
     # `[tracks.<name>]` has its own base branch, base, program and baseline
     # state here. Experiments, jobs and runs name the track they belong to.
     lambda db: _add_tracks(db),
+    # 7: what the bot verified of a job. `tip_sha`: the commit the job must train — the
+    # experiment's head when leased (the base for a baseline), then the tip the bot accepted
+    # from the job's push; a completion naming another commit is refused. `tip_diff`: the
+    # diff the bot computed of that accepted tip against the job's base (what the audit reads).
+    """
+    ALTER TABLE jobs ADD COLUMN tip_sha TEXT;
+    ALTER TABLE jobs ADD COLUMN tip_diff TEXT;
+    """,
+    # 8: commands run once. A slash command (its comment) or a label change (its
+    # issue, label, action and time) is recorded with the first delivery that ran
+    # it; a replay under another delivery id finds it here and does nothing.
+    lambda db: _add_command_runs(db),
 ]
+
+
+def _add_command_runs(db: sqlite_utils.Database) -> None:
+    db.table("command_runs").create(
+        {"key": str, "delivery_id": str, "created_at": float},
+        pk="key",
+        not_null={"delivery_id", "created_at"},
+    )
 
 
 def _add_tracks(db: sqlite_utils.Database) -> None:

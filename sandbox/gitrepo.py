@@ -242,6 +242,51 @@ def merge_tree(repo: Path, base: str, head: str) -> str | None:
     raise GitError(result.stderr.decode(errors="replace"))
 
 
+@dataclass(frozen=True)
+class FileChange:
+    """One file of a comparison, as GitHub's `pulls/{n}/files` lists it."""
+
+    filename: str
+    status: str  # added | removed | modified | renamed | changed
+    sha: str
+    additions: int
+    deletions: int
+    previous_filename: str | None = None
+
+
+_STATUS = {"A": "added", "D": "removed", "M": "modified", "R": "renamed", "T": "changed"}
+
+
+def changed_files(repo: Path, base: str, head: str) -> list[FileChange]:
+    """What `head` changes against its merge base with `base` (renames found, as GitHub does)."""
+    merge_base = _out(repo, "merge-base", base, head, check=False) or base
+    raw = _git(repo, "diff", "--raw", "-z", "-M", "--no-abbrev", merge_base, head).stdout.decode()
+    counts: dict[str, tuple[int, int]] = {}
+    numstat = _git(repo, "diff", "--numstat", "--no-renames", merge_base, head).stdout.decode()
+    for line in numstat.splitlines():
+        plus, minus, listed = (line.split("\t", 2) + ["", "", ""])[:3]
+        counts[listed] = (int(plus) if plus.isdigit() else 0, int(minus) if minus.isdigit() else 0)
+    fields = raw.split("\0")
+    out: list[FileChange] = []
+    i = 0
+    while i + 1 < len(fields):
+        parts = fields[i].lstrip(":").split()
+        if len(parts) < 5:
+            break
+        letter = parts[4][:1]
+        previous = None
+        if letter in ("R", "C"):
+            previous, name = fields[i + 1], fields[i + 2]
+            i += 3
+        else:
+            name = fields[i + 1]
+            i += 2
+        added, deleted = counts.get(name, (0, 0))
+        blob = parts[3] if letter != "D" else parts[2]
+        out.append(FileChange(name, _STATUS.get(letter, "changed"), blob, added, deleted, previous))
+    return out
+
+
 def read_blob(repo: Path, ref: str, path: str) -> tuple[str, bytes] | None:
     """(blob sha, content) of `path` at `ref`, or None when it is not a file there."""
     spec = f"{ref}:{path}"

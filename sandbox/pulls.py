@@ -95,6 +95,19 @@ def get_pull(world: World, p: Principal, full: str, number: int) -> dict[str, An
         return pull_shape(world, repo, _pull_issue(repo, number))
 
 
+def list_files(
+    world: World, p: Principal, full: str, number: int, query: dict[str, str]
+) -> list[Any]:
+    """GET /pulls/{n}/files: what the head changes against its base, as GitHub lists it."""
+    with world.state.lock:
+        repo = world.authorize(p, full, "pull_requests", "read")
+        pull = _pull_issue(repo, number)["pull"]
+        path = world.repo_path(full)
+        base = pull.get("base_sha_at_merge") or gitrepo.resolve(path, f"refs/heads/{pull['base']}")
+        changes = gitrepo.changed_files(path, base or pull["head_sha"], pull["head_sha"])
+        return page([world.render.pull_file(full, pull["head_sha"], c) for c in changes], query)
+
+
 def list_pulls(world: World, p: Principal, full: str, query: dict[str, str]) -> list[Any]:
     with world.state.lock:
         repo = world.authorize(p, full, "pull_requests", "read")

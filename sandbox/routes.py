@@ -51,6 +51,11 @@ route("DELETE", r"/installation/token", 204)(lambda w, p, m, q, b: w.revoke_toke
 route("GET", r"/installation/repositories")(
     lambda w, p, m, q, b: appapi.installation_repositories(w, p, q)
 )
+route("GET", r"/user")(lambda w, p, m, q, b: appapi.authenticated_user(w, p))
+route("GET", r"/user/installations")(lambda w, p, m, q, b: appapi.user_installations(w, p, q))
+route("GET", rf"/user/installations/{N}/repositories")(
+    lambda w, p, m, q, b: appapi.user_installation_repositories(w, p, int(m["n"]), q)
+)
 route("POST", r"/graphql")(lambda w, p, m, q, b: graphql.execute(w, p, b or {}))
 
 # Repositories -------------------------------------------------------------------------
@@ -125,6 +130,9 @@ route("GET", rf"/repos/{R}/pulls/{N}")(
 )
 route("PATCH", rf"/repos/{R}/pulls/{N}")(
     lambda w, p, m, q, b: pulls.update_pull(w, p, m["repo"], int(m["n"]), b or {})
+)
+route("GET", rf"/repos/{R}/pulls/{N}/files")(
+    lambda w, p, m, q, b: pulls.list_files(w, p, m["repo"], int(m["n"]), q)
 )
 route("PUT", rf"/repos/{R}/pulls/{N}/merge")(
     lambda w, p, m, q, b: pulls.merge_pull(w, p, m["repo"], int(m["n"]), b or {})

@@ -38,6 +38,10 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the client half runs with -I -S, where kohai is not importable
+    from trainer.limits import Limits
 
 CLIENT_FILE = Path(__file__).resolve()
 MAX_REQUEST = 1 << 20  # the command and environment of one child
@@ -51,8 +55,10 @@ Wrap = Callable[[list[str], Mapping[str, str], Path], list[str]]
 class ModelLauncher:
     """The harness's half: a socket that starts one sandboxed child per connection."""
 
-    def __init__(self, wrap: Wrap, scratch_root: Path) -> None:
+    def __init__(self, wrap: Wrap, scratch_root: Path, limits: Limits | None = None) -> None:
         self.wrap = wrap
+        self.limits = limits  # each child's own (`trainer.limits`), as the evaluator's
+        self.limit: str | None = None  # the first limit a child broke, if one did
         self.scratch_root = Path(scratch_root)
         # A short path of its own: a Unix socket's name is limited to 107 bytes.
         self.directory = Path(tempfile.mkdtemp(prefix="kohai-ml-"))
@@ -115,13 +121,20 @@ class ModelLauncher:
         conn: socket.socket,
     ) -> int:
         from trainer import sandbox
+        from trainer.limits import Guard
 
         work = self.scratch_root / f"model-{number}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
+        guard = Guard(self.limits) if self.limits is not None else None
+        argv = self.wrap(command, env, work)
+        if guard is not None:
+            argv = guard.wrap(argv)
+            guard.start()
+        code: int | None = None
         try:
             proc = subprocess.Popen(
-                self.wrap(command, env, work),
+                argv,
                 stdin=fds[0],
                 stdout=fds[1],
                 stderr=fds[2],
@@ -137,6 +150,8 @@ class ModelLauncher:
                     ready, _, _ = select.select([conn], [], [], WAIT_TICK_S)
                     if (ready and not conn.recv(1)) or self.closing.is_set():
                         break  # the client is gone, or the evaluation is over
+                    if guard is not None and guard.exceeded:
+                        break  # past a limit: ended at once
                 if proc.poll() is None:
                     sandbox.signal_tree(proc.pid, 9)
                     proc.kill()
@@ -146,6 +161,10 @@ class ModelLauncher:
                     self.children.discard(proc)
             return _exit_status(code)
         finally:
+            if guard is not None:
+                verdict = guard.close(sandbox.unwrap_exit(code))
+                if verdict and self.limit is None:
+                    self.limit = verdict
             shutil.rmtree(work, ignore_errors=True)
 
     def close(self) -> None:
@@ -172,8 +191,10 @@ def _exit_status(code: int) -> int:
 
 
 @contextlib.contextmanager
-def launcher(wrap: Wrap, scratch_root: Path) -> Iterator[ModelLauncher]:
-    server = ModelLauncher(wrap, scratch_root)
+def launcher(
+    wrap: Wrap, scratch_root: Path, limits: Limits | None = None
+) -> Iterator[ModelLauncher]:
+    server = ModelLauncher(wrap, scratch_root, limits)
     try:
         yield server
     finally:

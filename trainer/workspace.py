@@ -16,7 +16,6 @@ the bot as a git bundle (`publish`), and the bot pushes it as the App.
 from __future__ import annotations
 
 import base64
-import fnmatch
 import hashlib
 import io
 import os
@@ -30,7 +29,9 @@ from pathlib import Path
 from typing import Protocol
 
 from bot.problem import Problem
+from bot.problem import path_matches as matches
 from bot.protocol import Job
+from trainer import safeio
 
 GIT_TIMEOUT_S = 300.0
 # Before every host-side git command: nothing a job could plant in .git/config runs.
@@ -235,15 +236,6 @@ def _changed_paths(worktree: Path, base_sha: str, head: str) -> set[str]:
     return {p for p in [*committed, *pending] if p}
 
 
-def matches(path: str, patterns: tuple[str, ...]) -> bool:
-    """Listed exactly, under a listed directory, or matched by a listed glob."""
-    for pattern in patterns:
-        entry = pattern.rstrip("/")
-        if path == entry or path.startswith(entry + "/") or fnmatch.fnmatchcase(path, entry):
-            return True
-    return False
-
-
 def _blob_sha256(worktree: Path, sha: str, path: str) -> str | None:
     proc = subprocess.run(
         ["git", *SAFE_GIT, "show", f"{sha}:{path}"],
@@ -256,8 +248,15 @@ def _blob_sha256(worktree: Path, sha: str, path: str) -> str | None:
 
 
 def _file_sha256(path: Path) -> str | None:
+    """sha256 of a worktree file, read as a regular file only (the agent could plant a FIFO).
+
+    Anything else (a link, a FIFO, a device) gets a record no blob matches:
+    the frozen file then "differs from base".
+    """
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return safeio.sha256(path)
+    except safeio.NotRegular as exc:
+        return f"not a regular file: {exc.kind}"
     except (FileNotFoundError, IsADirectoryError):
         return None
 

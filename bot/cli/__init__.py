@@ -27,6 +27,7 @@ HANDLERS: dict[str, str] = {
     "history": "bot.cli.history:history_main",
     "deploy k8s": "bot.cli.deploy:k8s_main",
     "app manifest": "bot.cli.deploy:manifest_main",
+    "setup": "bot.cli.setup:main",
 }
 
 
@@ -54,6 +55,41 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="the bot server: webhooks, host API, dashboard, workers")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+
+    setup = sub.add_parser(
+        "setup",
+        help="register the GitHub App (GitHub's manifest flow) and write its credentials",
+        description="Register kohai's GitHub App through GitHub's manifest flow: a local page "
+        "posts the manifest, GitHub sends the browser back to kohai, and every credential "
+        "goes to one file (mode 0600) that `kohai serve` reads. "
+        "Reads KOHAI_PUBLIC_URL, KOHAI_WEBHOOK_PROXY_URL, KOHAI_GITHUB_API_URL.",
+    )
+    setup.add_argument("--org", default=None, help="register it for this organisation")
+    setup.add_argument(
+        "--out", default=None, help="the credentials file (default ~/.config/kohai/app.toml)"
+    )
+    setup.add_argument("--force", action="store_true", help="replace an existing --out file")
+    setup.add_argument("--name", default="kohai", help="the App's name on GitHub")
+    setup.add_argument(
+        "--url", default=None, help="the bot's public URL (default $KOHAI_PUBLIC_URL)"
+    )
+    setup.add_argument(
+        "--webhook-proxy-url",
+        default=None,
+        help="a smee-compatible channel for the webhooks (default $KOHAI_WEBHOOK_PROXY_URL)",
+    )
+    setup.add_argument(
+        "--github-url", default=None, help="GitHub's web address (default https://github.com)"
+    )
+    setup.add_argument(
+        "--github-api-url",
+        default=None,
+        help="GitHub's API (default $KOHAI_GITHUB_API_URL, or derived from --github-url)",
+    )
+    setup.add_argument("--port", type=int, default=0, help="the local page's port (default: free)")
+    setup.add_argument(
+        "--no-browser", action="store_true", help="print the page's address, open no browser"
+    )
 
     sandbox = sub.add_parser("sandbox", help="the local GitHub sandbox")
     sandbox.add_argument("--port", type=int, default=9000)
@@ -104,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run jobs without the bubblewrap sandbox where it cannot start; "
         'every result then says "unsandboxed"',
+    )
+    run.add_argument(
+        "--keep-runs",
+        action="store_true",
+        help="keep each job's run directories (logs, artefacts) after the bot acknowledged "
+        "its result; by default they are deleted then",
     )
 
     train = sub.add_parser("train", help="one training run of a problem repo under the harness")

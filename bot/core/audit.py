@@ -22,8 +22,9 @@ generator. Words that every hypothesis uses ("budget", "time") do not excuse
 anything; the identifier must be named. A change to a file outside the
 editable list, and a diff too large to have been read whole, are findings too.
 
-Pure: text in, findings out. The diff is the one the host reported with the
-experiment's latest results (`bot.engine.evidence.reported_diff` reads it);
+Pure: text in, findings out. The diff is the one the bot computed itself when
+it accepted the experiment's current head from a host (`bot.engine.evidence.
+verified_diff` reads it; a host's own account of its diff is never read);
 `failed_audit` is what the reviewer (`bot.engine.review.Reviewer.conclude`)
 calls before a merge.
 """
@@ -34,6 +35,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bot.problem import path_matches
 from bot.protocol import DIFF_INCOMPLETE
 
 TRUNCATED_MARK = DIFF_INCOMPLETE
@@ -139,7 +141,7 @@ def audit_diff(diff: str, hypothesis: str, *, editable: Sequence[str] | None = N
     for raw in diff.splitlines():
         if raw.startswith("diff --git "):
             path = _path_of(raw)
-            if editable is not None and path and not _editable(path, editable):
+            if editable is not None and path and not path_matches(path, tuple(editable)):
                 findings.append(Finding("files", "", path, ""))
             continue
         if raw.startswith(("+++", "---", "@@", "index ")):
@@ -171,8 +173,8 @@ def failed_audit(
     """The failed audit that stops a merge about to happen, else None.
 
     Only a result the gate and the opinion would merge is audited: the audit can
-    stop a merge, never cause one. With no diff reported (`diff` None: an older
-    host) it passes, as before the audit existed.
+    stop a merge, never cause one. With no diff the bot computed (`diff` None: a
+    head no host pushed) it passes; the merge still checks the PR's files.
     """
     if gate_verdict != "merge" or opinion in ("close", "changes") or diff is None:
         return None
@@ -184,12 +186,6 @@ def _path_of(header: str) -> str:
     """`b/...` path of a `diff --git a/x b/x` header (quoted names kept as git writes them)."""
     parts = header.split(" b/", 1)
     return parts[1].strip() if len(parts) == 2 else ""
-
-
-def _editable(path: str, editable: Sequence[str]) -> bool:
-    from fnmatch import fnmatchcase
-
-    return any(path == pattern or fnmatchcase(path, pattern) for pattern in editable)
 
 
 def _tokens(line: str) -> list[str]:

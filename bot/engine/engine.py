@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot import queries
+from bot.core import diffcheck, lifecycle
 from bot.core import labels as lab
-from bot.core import lifecycle
 from bot.core.events import Event
 from bot.core.router import ExperimentView, RouteState
 from bot.engine import labs
@@ -24,6 +24,7 @@ from bot.outbox import writes as w
 from bot.problem import DEFAULT_TRACK, Problem
 from bot.records import Decision, Experiment, Job, Repository, Track
 from bot.render.comments import status_comment
+from bot.render.escape import defang
 from bot.store import Store, dumps, now
 
 log = logging.getLogger("kohai.engine")
@@ -461,7 +462,12 @@ class Engine:
         return len(jobs)
 
     def merge(self, repo: Repo, exp: Experiment, *, title: str, check_base: bool = True) -> None:
-        """Queue the merge; with `check_base` it lands only if the base is still the measured one."""
+        """Queue the merge; with `check_base` it lands only if the base is still the measured one.
+
+        It lands at the head the bot measured (`sha=`: a head the bot accepted
+        or GitHub reported, never a host's word) and only if the PR's files, as
+        GitHub lists them then, keep to the lab's rules — a human `/merge` too.
+        """
         if exp.pr_number is None:
             log.warning("experiment %s: no PR to merge", exp.id)
             return
@@ -476,6 +482,9 @@ class Engine:
                 experiment_id=exp.id,
                 base=repo.base_branch,
                 base_sha=exp.base_sha if check_base else None,
+                editable=list(repo.problem.editable),
+                frozen=list(repo.problem.frozen),
+                trusted=sorted(diffcheck.trusted_paths(repo.problem)),
             ),
         )
 
@@ -501,15 +510,15 @@ class Engine:
     def decision_comment(
         self, repo: Repo, exp: Experiment, heading: str, text: str, *, key: str
     ) -> None:
-        """A comment that states a decision and its real reason (once per key)."""
+        """A comment that states a decision and its real reason (once per key).
+
+        The reason may quote an agent's rationale or a host's GPU kind: it is
+        made inert (no HTML, so no forged marker; no mention, image or link).
+        """
         if not exp.pr_number:
             return
-        self.write(
-            repo,
-            w.Comment(
-                number=exp.pr_number, kind="decision", key=key, body=f"### {heading}\n\n{text}"
-            ),
-        )
+        body = f"### {heading}\n\n{defang(text)}"
+        self.write(repo, w.Comment(number=exp.pr_number, kind="decision", key=key, body=body))
 
     def decide(
         self,

@@ -15,7 +15,7 @@ from typing import Any
 from bot.core.gate import GateDecision, SeedRun, decide
 from bot.core.stats import pooled_paired_spread, pooled_seed_correlation
 from bot.problem import Problem
-from bot.records import Experiment, Job
+from bot.records import Experiment
 from bot.store import Store
 
 RUN_COLUMNS = "id, seed, status, metric, gpu_kind, host, student, created_at"
@@ -162,19 +162,19 @@ def student_on_hardware(store: Store, exp: Experiment, gpu_kind: str) -> str | N
     return row["student"] if row else exp.student
 
 
-def reported_diff(store: Store, exp: Experiment) -> str | None:
-    """The newest diff a host reported for the experiment's current head (`JobResult.diff`).
+def verified_diff(store: Store, exp: Experiment) -> str | None:
+    """The diff the bot computed when it accepted the experiment's current head from a host.
 
-    None when no host reported one (an older host), so the audit has nothing to read.
+    A host's own account of its diff is never read. None when no host pushed
+    this head through the bot (the bot's own start commit, a writer's push):
+    the audit then has nothing to read, and the merge still re-reads the pull
+    request's files from GitHub (`bot.outbox.worker.merge`).
     """
-    for job in store.rows(
-        Job, "experiment_id = ? AND result IS NOT NULL", (exp.id,), order_by="id DESC"
-    ):
-        result = job.result or {}
-        diff = result.get("diff")
-        if not isinstance(diff, str):
-            continue
-        if exp.head_sha and result.get("head_sha") not in (None, exp.head_sha):
-            continue
-        return diff
-    return None
+    if not exp.head_sha:
+        return None
+    row = store.one(
+        "SELECT tip_diff FROM jobs WHERE experiment_id = ? AND tip_sha = ? "
+        "AND tip_diff IS NOT NULL ORDER BY id DESC LIMIT 1",
+        (exp.id, exp.head_sha),
+    )
+    return row["tip_diff"] if row else None

@@ -66,6 +66,38 @@ class LeaseConflict(Exception):
     """A call that names a lease which is not the job's current one (HTTP 409)."""
 
 
+class TipConflict(LeaseConflict):
+    """A result that names a commit other than the one the bot gave or accepted (HTTP 409)."""
+
+
+def expected_tip(job: Job, exp: Experiment | None) -> str | None:
+    """The commit a job must have trained: what the bot recorded, never what a host says.
+
+    The tip the bot accepted from the job's own push, else the experiment's head
+    when it was leased (rows from before that was recorded: the head now), the
+    base for a baseline.
+    """
+    if job.tip_sha:
+        return job.tip_sha
+    if job.kind == "baseline":
+        return job.base_sha
+    return exp.head_sha if exp is not None else None
+
+
+def tip_conflict(reported: str | None, expected: str | None) -> str | None:
+    """Why a result's `head_sha` cannot be taken for this job, or None. Pure.
+
+    A host may leave it out (the bot records its own tip either way), but one
+    that names a commit names the bot's.
+    """
+    if reported is None or reported == expected:
+        return None
+    return (
+        f"the result names commit {str(reported)[:12]}, but the commit this job trains is "
+        f"{(expected or '(none)')[:12]} (the bot records the tips it accepts; a host reports)"
+    )
+
+
 def new_lease_id() -> str:
     return secrets.token_hex(8)
 
@@ -217,6 +249,9 @@ class JobBook:
                     "last_event_at": t,
                     "cancel": 0,
                     "updated_at": t,
+                    # What this lease must train, until the bot accepts a push of its own.
+                    "tip_sha": exp.head_sha if exp is not None else job.base_sha,
+                    "tip_diff": None,
                 },
             )
             leased = self.store.get(Job, job.id)  # whole: the choice read only a few columns
@@ -282,6 +317,34 @@ class JobBook:
             )
         return job
 
+    def accept_push(self, job_id: int, lease_id: str, tip: str, diff: str) -> None:
+        """The bot pushed a tip of this lease: it is what the job trains and what merges.
+
+        Recorded with the bot's own diff (what the audit reads); the
+        experiment's head follows at once, before GitHub's webhook confirms it.
+        """
+        with self.store.transaction():
+            job = self.current(job_id, lease_id)
+            self.store.update(
+                "jobs", job.id, {"tip_sha": tip, "tip_diff": diff, "updated_at": now()}
+            )
+            exp = self.store.get(Experiment, job.experiment_id) if job.experiment_id else None
+            if exp is not None and not exp.final:
+                self.store.update("experiments", exp.id, {"head_sha": tip, "updated_at": now()})
+
+    def refuse_push(self, job_id: int, student: str, lease_id: str, reason: str) -> None:
+        """A push the lab does not allow ends its job as `refused`, with the reason on the PR.
+
+        The bot ends the lease itself: a host that pushed it may not go on to
+        train or report on that job (a later completion is a duplicate).
+        """
+        result = JobResult(
+            status="refused",
+            reason=f"the bot refused the pushed commit: {reason}",
+            lease_id=lease_id,
+        )
+        self.complete(job_id, student, result)
+
     def give_back(self, job_id: int, *, count_attempt: bool, lease_id: str | None = None) -> None:
         """Undo a lease (token minting failed, or the host released it on shutdown).
 
@@ -343,8 +406,8 @@ class JobBook:
                     repo = self.engine.repo_by_id(job.repo_id, job.track)
                     exp = self.store.get(Experiment, job.experiment_id)
                     if exp is not None and event.phase in ("implementing", "training"):
-                        if event.head_sha and not exp.final:
-                            self.store.update("experiments", exp.id, {"head_sha": event.head_sha})
+                        # A host's `head_sha` is not taken: the head moves only with a push
+                        # the bot accepted (`accept_push`) or GitHub's own word (a webhook).
                         event_name = "implement" if event.phase == "implementing" else "train"
                         if self.engine.move(repo, exp, event_name, "host"):
                             self.engine.refresh_status(
@@ -464,12 +527,18 @@ class JobBook:
             problem = validate_result(job, student, result)
             if problem:
                 raise ValueError(problem)
-            if job.cancel:
-                result = as_cancelled(result)
-            repo = self.engine.repo_by_id(job.repo_id, job.track)
             exp = None
             if job.experiment_id:
                 exp = self.store.get(Experiment, job.experiment_id)
+            tip = expected_tip(job, exp)
+            conflict = tip_conflict(result.head_sha, tip)
+            if conflict:
+                raise TipConflict(conflict)
+            # Stored as the bot knows it: its own tip, and no diff of the host's telling.
+            result.head_sha, result.diff = tip, ""
+            if job.cancel:
+                result = as_cancelled(result)
+            repo = self.engine.repo_by_id(job.repo_id, job.track)
             cancelled = result.status == "cancelled"
             runs = [r for r in result.runs if r.status != "cancelled"]
             self._store_runs(repo, job, student, result, runs)
@@ -720,6 +789,7 @@ class JobBook:
             cost_usd=result.cost_usd,
             attempt_note=attempt_note,
             smoke_s=result.smoke_s,
+            notes=result.notes,
             unsandboxed=any(not run.sandboxed for run in result.runs),
         )
         if exp.pr_number:

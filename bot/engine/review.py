@@ -20,7 +20,7 @@ from typing import Any, Literal
 from bot.core.audit import failed_audit
 from bot.core.gate import GateDecision
 from bot.engine.engine import Engine, Repo
-from bot.engine.evidence import gate_decision, reported_diff, student_on_hardware
+from bot.engine.evidence import gate_decision, student_on_hardware, verified_diff
 from bot.outbox import writes as w
 from bot.records import Experiment, Job
 from bot.store import now
@@ -208,7 +208,7 @@ class Reviewer:
             # The hypothesis-vs-diff audit (bot/core/audit.py): a merge whose diff also touches what
             # can move the metric goes back with the finding (closes once rounds run out).
             audit = failed_audit(
-                reported_diff(self.store, exp),
+                verified_diff(self.store, exp),
                 exp.hypothesis,
                 repo.problem.editable,
                 gate.verdict,

@@ -120,6 +120,24 @@ def write_failed(engine: Engine, entry: OutboxEntry, message: str) -> None:
         engine.store.update("experiments", exp.id, {"review_requested": 1, "updated_at": now()})
         engine.refresh_status(repo, exp.id, phase_note="base moved; re-measuring")
         return
+    if w.MERGE_CHECK in message:
+        # The bot's own last check (head and files read from GitHub) stopped the merge.
+        engine.decide(exp.id, "wait", "gate", f"Not merged: {message}")
+        if exp.pr_number is not None:
+            engine.write(
+                repo,
+                w.Comment(
+                    number=exp.pr_number,
+                    kind="merge-failed",
+                    key=str(entry.id),
+                    body=f"### Not merged\n\n{message}.\n\nOnly the head the bot measured, "
+                    "changing only the lab's editable files, is merged. `/rerun` measures the "
+                    "branch as it is now; `/close` ends it.",
+                ),
+            )
+        engine.store.update("experiments", exp.id, {"review_requested": 0, "updated_at": now()})
+        engine.refresh_status(repo, exp.id, phase_note="merge stopped by the bot's check")
+        return
     engine.decide(exp.id, "wait", "gate", f"GitHub refused the merge: {message}")
     if exp.pr_number is not None:
         engine.write(

@@ -6,8 +6,12 @@ the base branch. A host with a commit to publish (an implement job, or the
 merge of a new base into a branch) sends `git bundle` bytes to
 `POST /api/jobs/{id}/push`; `publish_bundle` fetches the branch and the base
 into a scratch bare repository, checks that the bundle's one tip is a
-fast-forward of the experiment's branch and contains the job's base, and
-pushes it to that branch only, never forced, with hooks off.
+fast-forward of the experiment's branch and contains the job's base, computes
+the change of the tip against that base itself (`git diff --raw` in its own
+scratch repository: the host's account of its change is never read), asks the
+lab's rules which paths may change (`bot.core.diffcheck`), and pushes it to
+that branch only, never forced, with hooks off. What it accepted (the tip and
+the diff it computed) is what the audit reads and what a merge must match.
 
 Standard library only (git on PATH): the bot image and the test helpers both
 use it.
@@ -20,7 +24,12 @@ import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from bot.core.diffcheck import SYMLINK, Change, parse_raw, summary
+from bot.protocol import DIFF_INCOMPLETE, MAX_DIFF_CHARS
 
 GIT_TIMEOUT_S = 300.0
 MAX_BUNDLE_BYTES = 100 * 1024 * 1024
@@ -32,6 +41,28 @@ _GIT_SAFE = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"]
 
 class BundleRefused(ValueError):
     """The bundle may not be published; the message says why (the host hears it, 422)."""
+
+
+class DiffRefused(BundleRefused):
+    """The pushed tip changes what the lab does not allow; `found` lists `path: why`."""
+
+    def __init__(self, found: list[str]) -> None:
+        super().__init__(summary(found))
+        self.found = found
+
+
+# Asked with the tip's changes against the base: `path: why` findings (none: it may go on).
+DiffCheck = Callable[[list[Change]], list[str]]
+MAX_LINK_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """What the bot accepted and pushed: the tip and its change, as the bot computed them."""
+
+    tip: str
+    diff: str
+    changes: list[Change] = field(default_factory=list)
 
 
 class PushFailed(RuntimeError):
@@ -97,6 +128,37 @@ def bundle_tip(heads: str) -> str:
     return sha
 
 
+def changes_between(repo: Path, base_sha: str, tip: str) -> list[Change]:
+    """Every path the tip changes against the base, with modes and symlink targets."""
+    raw = _git(repo, "diff", "--raw", "-z", "--no-renames", "--no-abbrev", base_sha, tip)
+    if raw.returncode != 0:
+        raise BundleRefused(f"could not diff the pushed commit: {_message(raw, None)[:200]}")
+    changes = parse_raw(raw.stdout)
+    for i, change in enumerate(changes):
+        if change.mode == SYMLINK:
+            target = _git(repo, "cat-file", "blob", change.blob).stdout[:MAX_LINK_BYTES]
+            changes[i] = Change(change.path, change.status, change.mode, change.blob, target)
+    return changes
+
+
+def diff_text(repo: Path, base_sha: str, tip: str, limit: int = MAX_DIFF_CHARS) -> str:
+    """The change as a unified diff, read up to `limit` characters; cut short, it says so."""
+    with subprocess.Popen(
+        ["git", *_GIT_SAFE, "diff", "--no-color", "--no-ext-diff", "--no-textconv", base_sha, tip],
+        cwd=repo,
+        env=_env(None),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    ) as proc:
+        assert proc.stdout is not None
+        data = proc.stdout.read(limit + 1)
+        proc.kill()
+    text = data.decode("utf-8", errors="replace")
+    if len(data) > limit:
+        return text[:limit] + "\n" + DIFF_INCOMPLETE + "\n"
+    return text
+
+
 def publish_bundle(
     bundle: bytes,
     *,
@@ -105,12 +167,14 @@ def publish_bundle(
     base_ref: str,
     base_sha: str,
     token: str | None,
-) -> str:
-    """Push the bundle's tip to `branch` of `clone_url`; the new tip sha.
+    check: DiffCheck | None = None,
+) -> Pushed:
+    """Push the bundle's tip to `branch` of `clone_url`; what was pushed.
 
     Raises BundleRefused when the bundle is malformed, does not contain
-    `base_sha`, or is not a fast-forward of the branch; PushFailed when git
-    cannot fetch from the remote; PushRejected when the push itself is refused.
+    `base_sha`, or is not a fast-forward of the branch; DiffRefused when `check`
+    finds changes the lab does not allow; PushFailed when git cannot fetch from
+    the remote; PushRejected when the push itself is refused.
     """
     if len(bundle) > MAX_BUNDLE_BYTES:
         raise BundleRefused(f"the bundle is larger than {MAX_BUNDLE_BYTES} bytes")
@@ -161,6 +225,12 @@ def publish_bundle(
             current = f"refs/remotes/origin/{branch}"
             if _git(repo, "merge-base", "--is-ancestor", current, tip).returncode != 0:
                 raise BundleRefused(f"the pushed commit is not a fast-forward of {branch}")
+        changes = changes_between(repo, base_sha, tip)
+        if check is not None:
+            found = check(changes)
+            if found:
+                raise DiffRefused(found)
+        diff = diff_text(repo, base_sha, tip)
         pushed = _git(
             repo,
             "push",
@@ -172,4 +242,4 @@ def publish_bundle(
         )
         if pushed.returncode != 0:
             raise PushRejected(f"could not push {branch}: {_message(pushed, token)}")
-        return tip
+        return Pushed(tip=tip, diff=diff, changes=changes)

@@ -18,6 +18,7 @@ the dashboard show it (`failed_writes`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -29,6 +30,7 @@ from githubkit import GitHub, Response
 from githubkit.utils import UNSET
 from githubkit_schemas.latest.models import PullRequest
 
+from bot.core import diffcheck
 from bot.github.client import GitHubApp, GitHubWriteError
 from bot.outbox import writes as w
 from bot.records import OutboxEntry
@@ -636,6 +638,7 @@ async def merge(github: Calls, installation_id: int, repo: str, write: w.Merge) 
         answer = reply.json()
         sha = answer.get("merge_commit_sha") if isinstance(answer, dict) else None
         return {"sha": sha, "merged": True}
+    await _merge_check(github, installation_id, repo, write, pull.head.sha)
     if write.base_sha:
         # Merges are decided on a measured base: if the base moved since, do not land.
         branch = write.base or pull.base.ref or "main"
@@ -664,6 +667,59 @@ async def merge(github: Calls, installation_id: int, repo: str, write: w.Merge) 
     )
     result = merged.parsed_data
     return {"sha": result.sha, "merged": bool(result.merged)}
+
+
+MAX_PR_FILE_PAGES = 30  # GitHub lists at most 3,000 files of a pull request
+
+
+def _list_files(
+    gh: GitHub[Any], *, owner: str, name: str, number: int, page: int
+) -> Awaitable[Any]:
+    return gh.rest.pulls.async_list_files(owner, name, number, per_page=100, page=page)
+
+
+async def _merge_check(
+    github: Calls, installation_id: int, repo: str, write: w.Merge, head: str
+) -> None:
+    """Land only what was measured and allowed, read from GitHub itself just before merging.
+
+    The PR's head must be the tip the bot decided on, and every file GitHub
+    lists for the PR must keep to the lab's rules (`bot.core.diffcheck`): a
+    change that reached the branch some other way than the bot's checked push
+    stops here. Raises a non-retryable GitHubWriteError naming what is wrong.
+    """
+    if write.sha and head != write.sha:
+        raise GitHubWriteError(
+            409,
+            f"{w.MERGE_CHECK}: the PR's head is {head[:12]}, not the measured {write.sha[:12]}",
+            False,
+        )
+    if not write.editable:
+        return  # a row from before the lab's rules travelled with the merge
+    owner, name = owner_name(repo)
+    paths: list[str] = []
+    page = 1
+    while True:
+        listed = await github.call(
+            installation_id,
+            functools.partial(_list_files, owner=owner, name=name, number=write.number, page=page),
+            method="GET",
+        )
+        files: list[Any] = list(listed.parsed_data)
+        for entry in files:
+            paths.append(entry.filename)
+            if entry.previous_filename:
+                paths.append(entry.previous_filename)
+        if len(files) < 100:
+            break
+        if page >= MAX_PR_FILE_PAGES:
+            raise GitHubWriteError(
+                422, f"{w.MERGE_CHECK}: the PR changes more files than GitHub lists", False
+            )
+        page += 1
+    found = diffcheck.file_findings(paths, write.editable, write.frozen, write.trusted)
+    if found:
+        raise GitHubWriteError(422, f"{w.MERGE_CHECK}: {diffcheck.summary(found)}", False)
 
 
 @performs(w.Close)

@@ -25,7 +25,7 @@ are ignored and missing optional fields take their defaults (`decode`).
 | React            | react            | comment_id, content                                     | {} |
 | MarkReady        | mark_ready       | number                                                  | {} |
 | ConvertToDraft   | convert_to_draft | number                                                  | {} |
-| Merge            | merge            | number, sha, method, title, experiment_id, base, base_sha | {sha, merged} |
+| Merge            | merge            | number, sha, method, title, experiment_id, base, base_sha, editable, frozen, trusted | {sha, merged} |
 | Close            | close            | number                                                  | {} |
 
 `StartBranch` and `CreateBranch` are performed before any other pending write
@@ -208,9 +208,17 @@ class ConvertToDraft(Write):
     number: int
 
 
+# Begins the reason of a merge the bot's own last check stopped (not GitHub's refusal).
+MERGE_CHECK = "the bot's merge check stopped it"
+
+
 @dataclass(frozen=True)
 class Merge(Write):
-    """Merge the PR at head `sha`; with `base_sha`, only while `base` is still there."""
+    """Merge the PR at head `sha`; with `base_sha`, only while `base` is still there.
+
+    `editable`, `frozen` and `trusted` are the lab's rules at the decision: the
+    merge re-reads the PR's files from GitHub and lands only if they hold.
+    """
 
     op: ClassVar[str] = "merge"
     number: int
@@ -220,6 +228,13 @@ class Merge(Write):
     experiment_id: int | None = None
     base: str | None = None
     base_sha: str | None = None
+    editable: Sequence[str] = ()
+    frozen: Sequence[str] = ()
+    trusted: Sequence[str] = ()  # the files the [eval] and [data] commands run
+
+    def __post_init__(self) -> None:
+        for name in ("editable", "frozen", "trusted"):
+            object.__setattr__(self, name, _frozen(getattr(self, name)))
 
 
 @dataclass(frozen=True)

@@ -1,50 +1,28 @@
 """The bot's comments, rendered from stored state. Pure functions returning markdown.
 
-Text that comes from a run (log tails, failure reasons) or from another person
-is untrusted: it must not end a code fence early, open an HTML comment (which
-would hide the rest of the comment, or pose as a bot marker), or ping anyone.
-`code_block` and `plain` make it inert.
+Text that comes from a run (log tails, failure reasons, W&B URLs) or from
+another person is untrusted: it must not end a code fence early, open an HTML
+comment (which would hide the rest of the comment, or pose as a bot marker),
+embed an image or ping anyone. `bot.render.escape` makes it inert; every
+untrusted string here goes through it.
 """
 
 from __future__ import annotations
 
-import html
 import math
-import re
 from collections.abc import Sequence
 
 from bot.records import Run
 from bot.render import numbers
+from bot.render.escape import ZWJ, code_block, defang, https_url, plain
 
-ZWJ = "\u200d"  # after "@", GitHub no longer sees a mention; the text still reads the same
-_BACKTICKS = re.compile(r"`+")
-_MENTION = re.compile(r"(?<![\w.])@(?=[A-Za-z0-9])")
-
-
-def code_block(text: str, info: str = "") -> str:
-    """`text` verbatim in a fenced block that nothing inside it can close.
-
-    The fence is one backtick longer than the longest run of backticks in the
-    text (at least three), so a log line of ``` stays inside. In a code block
-    GitHub renders `<!--` and `@user` as plain characters.
-    """
-    longest = max((len(m.group()) for m in _BACKTICKS.finditer(text)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return f"{fence}{info}\n{text}\n{fence}"
+__all__ = ["ZWJ", "code_block", "defang", "plain", "results_comment", "status_comment"]
 
 
-def defang(text: str) -> str:
-    """Markdown text that cannot open an HTML comment or mention anyone."""
-    return _MENTION.sub("@" + ZWJ, text.replace("<!--", "&lt;!--"))
-
-
-def plain(text: str, limit: int = 300) -> str:
-    """Untrusted text on one line, inside HTML or a table cell: escaped, defanged, clipped."""
-    flat = " ".join(str(text).split())
-    if len(flat) > limit:
-        flat = flat[: limit - 1] + "…"
-    escaped = html.escape(flat, quote=False).replace("|", "\\|").replace("`", "&#96;")
-    return _MENTION.sub("@" + ZWJ, escaped)
+def _short_sha(sha: str | None) -> str:
+    """The first ten hex digits of a commit sha ("?" for none or anything else)."""
+    short = (sha or "")[:10]
+    return short if short and all(c in "0123456789abcdef" for c in short) else "?"
 
 
 def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
@@ -114,21 +92,28 @@ def results_comment(
     attempt_note: str = "",
     smoke_s: float = 0.0,
     unsandboxed: bool = False,
+    notes: str = "",
 ) -> str:
-    """One finished job: per-seed table, mean ± std, delta vs baseline, resources, curve."""
+    """One finished job: per-seed table, mean ± std, delta vs baseline, resources, curve.
+
+    `notes` are the student's own words about the job (and what the bot dropped
+    from its report): shown, escaped, as the student's.
+    """
     ok = [r.metric for r in runs if r.ok and r.metric is not None]
     mean, std = mean_std(ok)
     b_mean, b_std = mean_std(list(baseline))
-    lines = [f"### Results: {title}", ""]
+    lines = [f"### Results: {plain(title, 200)}", ""]
     if job_status in ("refused", "implement_failed"):
         label = "Run refused" if job_status == "refused" else "Implementation failed"
         lines += [f"**{label}:** {plain(reason, 2000)}", ""]
     lines += [
-        f"Commit `{(head_sha or '?')[:10]}` on base `{(base_sha or '?')[:10]}`"
-        + (f", student **{student}**" if student else "")
+        f"Commit `{_short_sha(head_sha)}` on base `{_short_sha(base_sha)}`"
+        + (f", student **{plain(student, 60)}**" if student else "")
         + (f". {attempt_note}" if attempt_note else ""),
         "",
     ]
+    if notes.strip():
+        lines += [f"**Student's notes:** {plain(notes, 1000)}", ""]
     if unsandboxed or any(not r.sandboxed for r in runs if r.status != "cancelled"):
         lines += [
             "**unsandboxed**: the host ran this code without the job sandbox "
@@ -147,9 +132,10 @@ def results_comment(
             "|---:|---|---:|---:|---:|---:|---|",
         ]
         for r in sorted(runs, key=lambda r: r.seed):
-            link = f"[run]({r.wandb_url})" if r.wandb_url else "—"
+            url = https_url(r.wandb_url)
+            link = f"[run]({url})" if url else "dropped (not https)" if r.wandb_url else "—"
             lines.append(
-                f"| {r.seed} | {r.status} | {numbers.number(r.metric)} | "
+                f"| {r.seed} | {plain(r.status, 40)} | {numbers.number(r.metric)} | "
                 f"{(r.duration_s or 0):.1f} s | {(r.peak_mem_mb or 0):.0f} MB | "
                 f"{(r.gpu_hours or 0):.4f} | {link} |"
             )

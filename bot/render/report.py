@@ -17,6 +17,7 @@ from bot.problem import Problem
 from bot.records import Run
 from bot.render import numbers
 from bot.render.charts import Series, line_chart
+from bot.render.escape import plain
 from bot.store import Store
 
 BEST_OVER_EXPERIMENTS_SVG = "best_over_experiments.svg"
@@ -67,9 +68,14 @@ def curves_svg(runs: list[Run], title: str = "training curves", *, width: int = 
     return line_chart(series, title=title, x_label="step", y_label="train loss", width=width)
 
 
-def _cell(text: object) -> str:
-    """A markdown table cell: one line, pipes escaped."""
-    return " ".join(str(text).split()).replace("|", "\\|")
+class _Markdown(str):
+    """A cell the report rendered itself (a link): shown as it is."""
+
+
+def _cell(value: object) -> str:
+    """A markdown table cell: the report's own markdown as it is, anything else made inert
+    (titles, rationales and names come from people and agents)."""
+    return value if isinstance(value, _Markdown) else plain(value, 500)
 
 
 def _table(header: list[str], rows: list[list[object]]) -> list[str]:
@@ -80,7 +86,7 @@ def _table(header: list[str], rows: list[list[object]]) -> list[str]:
 
 def _pr(repo: str, number: int | None, html_base: str) -> str:
     url = queries.pr_url(repo, number, html_base)
-    return f"[#{number}]({url})" if url else "—"
+    return _Markdown(f"[#{number}]({url})") if url else "—"
 
 
 def render_report(

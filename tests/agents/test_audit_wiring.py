@@ -1,5 +1,6 @@
-"""The audit between the gate and a merge, through the real reviewer on a real store; the
-host's diff from real git; the Claude review prompt with the diff."""
+"""The audit between the gate and a merge, through the real reviewer on a real store; it reads
+the diff the bot computed of the tip it accepted, never the host's; the Claude review prompt
+with the diff."""
 
 from __future__ import annotations
 
@@ -31,8 +32,17 @@ MERGE = decide(
 )
 
 
-def _reviewed(tmp_path: Path, diff: str | None, opinion: str = "merge", rounds: int = 0):
-    """One experiment through the real reviewer: a clear win whose host reported `diff`."""
+def _reviewed(
+    tmp_path: Path,
+    diff: str | None,
+    opinion: str = "merge",
+    rounds: int = 0,
+    host_diff: str | None = None,
+):
+    """One experiment through the real reviewer: a clear win whose pushed tip has `diff`.
+
+    `host_diff` is what the host says its diff was: never read.
+    """
     lab = Lab(tmp_path)
     lab.baseline(2.0, 2.0001)
     exp_id = lab.experiment(5)
@@ -49,10 +59,16 @@ def _reviewed(tmp_path: Path, diff: str | None, opinion: str = "merge", rounds: 
                     "created_at": now(),
                 },
             )
-    result = ok(1.0, head="5" * 40)
-    if diff is not None:
-        result.diff = diff
-    lab.run(result)
+    leased = lab.jobs.take("fern")
+    assert leased is not None and leased.job.lease_id
+    tip = None
+    if diff is not None:  # the host pushed: the bot accepted the tip with the diff it computed
+        tip = "5" * 40
+        lab.jobs.accept_push(leased.job.id, leased.job.lease_id, tip, diff)
+    result = ok(1.0, head=tip)
+    result.diff = host_diff if host_diff is not None else ""
+    result.lease_id = leased.job.lease_id
+    lab.jobs.complete(leased.job.id, "fern", result)
     ask = lab.reviewer.begin(lab.exp(exp_id))
     assert isinstance(ask, Ask) and ask.gate.verdict == "merge"
     by = "gate" if opinion == "merge" else "advisor"
@@ -66,7 +82,7 @@ def _reviewed(tmp_path: Path, diff: str | None, opinion: str = "merge", rounds: 
         (SEEDED, "merge", 0, "changes"),  # the gate would merge; the seed sends it back
         (SEEDED, "merge", 2, "close"),  # ... and once change rounds are spent it closes
         (CLEAN, "merge", 0, "merge"),
-        (None, "merge", 0, "merge"),  # no diff reported (an older host): as before
+        (None, "merge", 0, "merge"),  # no push through the bot (a writer's head): no diff
         (SEEDED, "close", 0, "close"),  # the audit never changes a close
         (CLEAN + DIFF_INCOMPLETE + "\n", "merge", 0, "changes"),
     ],
@@ -92,6 +108,16 @@ def test_the_reviewer_audits_before_a_merge(
         assert decision["actor"] == "gate"
     if expected == "close" and opinion == "merge":
         assert any("Closed by the hypothesis-vs-diff audit" in b for b in lab.comments("decision"))
+
+
+def test_the_audit_reads_the_bots_diff_not_the_hosts(tmp_path: Path) -> None:
+    """A host that reports a clean diff for a seeded push is not believed, and vice versa."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _, _, lied_clean = _reviewed(tmp_path / "a", SEEDED, host_diff=CLEAN)
+    assert lied_clean == "changes"
+    _, _, lied_seeded = _reviewed(tmp_path / "b", CLEAN, host_diff=SEEDED)
+    assert lied_seeded == "merge"
 
 
 def test_the_host_reports_the_pr_diff_from_the_merge_base(tmp_path: Path) -> None:
@@ -124,7 +150,7 @@ def _experiment(store: Store, repo_id: int, diff: str, head: str = "h1") -> Expe
             "updated_at": now(),
         },
     )
-    result = JobResult(status="ok", head_sha=head, diff=diff).to_dict()
+    result = JobResult(status="ok", head_sha=head).to_dict()
     store.insert(
         "jobs",
         {
@@ -133,6 +159,8 @@ def _experiment(store: Store, repo_id: int, diff: str, head: str = "h1") -> Expe
             "kind": "experiment",
             "state": "done",
             "base_sha": "base1",
+            "tip_sha": head,
+            "tip_diff": diff,
             "result": json.dumps(result),
             "created_at": now(),
             "updated_at": now(),
@@ -142,7 +170,7 @@ def _experiment(store: Store, repo_id: int, diff: str, head: str = "h1") -> Expe
 
 
 def test_the_claude_review_sees_the_diff_and_answers_the_audit(store: Store, repo_id: int) -> None:
-    """The notebook carries the host's diff to the review prompt, with the static findings."""
+    """The notebook carries the bot's diff of the pushed tip to the review prompt, with findings."""
     from agents.claude.messages import review_question
     from agents.context import build_context
     from bot.problem import loads_problem

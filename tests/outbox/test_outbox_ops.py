@@ -387,7 +387,7 @@ async def test_merge_refused_is_a_permanent_failure_with_githubs_message(
     gh_mock.put(f"/repos/{REPO}/pulls/21/merge").respond(
         409, json={"message": "Head branch was modified. Review and try the merge again."}
     )
-    row = await perform(store, github, w.Merge(number=21, sha="old", method="squash", title="t"))
+    row = await perform(store, github, w.Merge(number=21, sha=HEAD, method="squash", title="t"))
     assert row["state"] == "failed" and row["attempts"] == 1
     assert "Head branch was modified" in row["last_error"]
 

@@ -125,7 +125,7 @@ async def test_an_old_row_with_an_unknown_key_is_still_performed(
     store: Store, github: GitHubApp, gh_mock: respx.MockRouter
 ) -> None:
     gh_mock.get(f"/repos/{REPO}/pulls/21").respond(
-        200, json=pull_json(number=21, merged=False, draft=False)
+        200, json=pull_json(number=21, merged=False, draft=False, head={"sha": HEAD})
     )
     gh_mock.put(f"/repos/{REPO}/pulls/21/merge").respond(
         200, json={"sha": "m3rg3", "merged": True, "message": "merged"}

@@ -99,7 +99,7 @@ class BotPublisher:
             base_ref="main",
             base_sha=self.base_sha,
             token=None,
-        )
+        ).tip
         self.pushed.append(sha)
         return sha
 

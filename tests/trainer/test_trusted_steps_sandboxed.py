@@ -44,7 +44,8 @@ findings = []
 def note(what, value):
     findings.append(f"{what}={value}")
 try:
-    note("ppid-environ", open(f"/proc/{os.getppid()}/environ", "rb").read().decode(errors="replace"))
+    text = open(f"/proc/{os.getppid()}/environ", "rb").read().decode(errors="replace")
+    note("ppid-environ", text if SECRET_HINT in text else "no-token")
 except OSError as exc:
     note("ppid-environ", f"denied:{exc.errno}")
 hits = []
@@ -186,7 +187,7 @@ def test_data_and_eval_cannot_reach_the_daemon_its_token_or_the_network(tmp_path
         assert "proc-hits=[]" in report
         assert "token-file=denied:2" in report  # no such file in the sandbox
         assert "network=refused:" in report
-        assert "ppid-environ=denied" in report or "KOHAI_HOST_TOKEN" not in report
+        assert "ppid-environ=denied" in report or "ppid-environ=no-token" in report
     assert connections == 0
 
 

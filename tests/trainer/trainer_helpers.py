@@ -244,7 +244,7 @@ class FakeBot:
                 base_ref=job["base_ref"],
                 base_sha=job["base_sha"],
                 token=None,
-            )
+            ).tip
         except bundles.BundleRefused as exc:
             return self._reply(h, 422, {"error": str(exc)})
         with self.lock:

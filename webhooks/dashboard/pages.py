@@ -20,6 +20,7 @@ from bot import queries
 from bot.engine import labs
 from bot.problem import Problem
 from bot.render import numbers
+from bot.render.escape import https_url
 from bot.render.report import curves_svg, progress_svg
 from bot.store import Store
 
@@ -119,6 +120,29 @@ def _page(title: str, subtitle: str, body: str) -> str:
         '<span id="updated"></span><span id="live" class="live">connecting</span></header>'
         f'<main>{body}</main><script src="/static/live.js" defer></script></body></html>'
     )
+
+
+VIEWER_MARK = '<span class="spacer"></span>'
+
+
+def with_viewer(page: str, login: str | None) -> str:
+    """The page with who is signed in and a way out, in the header (public: unchanged)."""
+    if not login:
+        return page
+    who = (
+        f'<span class="viewer">signed in as <strong id="viewer">{_e(login)}</strong> · '
+        '<a href="/logout">sign out</a></span>'
+    )
+    return page.replace(VIEWER_MARK, VIEWER_MARK + who, 1)
+
+
+def readable_names(store: Store, visible: frozenset[int]) -> frozenset[str]:
+    """The full names (lower case) of the repositories with these ids."""
+    if not visible:
+        return frozenset()
+    marks = ",".join("?" * len(visible))
+    rows = store.query(f"SELECT full_name FROM repos WHERE id IN ({marks})", tuple(visible))
+    return frozenset(str(r["full_name"]).lower() for r in rows)
 
 
 def _section(section_id: str, title: str, content: str) -> str:
@@ -278,11 +302,16 @@ def _experiments_table(
     return table
 
 
-def _students_table(store: Store, now: float) -> str:
+def _students_table(store: Store, now: float, visible: frozenset[int] | None = None) -> str:
+    """Every student; a job of a lab the viewer cannot read shows as "another lab"."""
+    readable = None if visible is None else readable_names(store, visible)
     rows = []
     for student in queries.students(store):
+        hidden = readable is not None and (student.repo or "").lower() not in readable
         if student.job_id is None:
             job = "—"
+        elif hidden:
+            job = '<span class="muted">working for another lab</span>'
         elif student.experiment_id is not None:
             target = (
                 f"/experiments/{student.pr_number}"
@@ -313,10 +342,27 @@ def _track_tag(track: str) -> str:
 
 
 def _queue_table(
-    store: Store, now: float, repo_id: int | None = None, track: str | None = None
+    store: Store,
+    now: float,
+    repo_id: int | None = None,
+    track: str | None = None,
+    visible: frozenset[int] | None = None,
 ) -> str:
+    """Open jobs (of one lab); a viewer who may read only some labs sees only theirs."""
+    allowed: set[int] | None = None
+    if visible is not None and repo_id is None:
+        marks = ",".join("?" * len(visible)) or "NULL"
+        allowed = {
+            int(r["id"])
+            for r in store.query(
+                f"SELECT id FROM jobs WHERE state IN ('queued', 'leased') AND repo_id IN ({marks})",
+                tuple(visible),
+            )
+        }
     rows = []
     for job in queries.queue(store, repo_id, track):
+        if allowed is not None and job.job_id not in allowed:
+            continue
         what = _e(job.title) if job.title else _e(job.kind)
         if job.pr_number is not None:
             what = f'<a href="/experiments/{job.pr_number}">#{job.pr_number}</a> {what}'
@@ -343,7 +389,10 @@ def _share_html(row: labs.LabRow) -> str:
     )
 
 
-def _labs_table(rows: list[labs.LabRow]) -> str:
+def _labs_table(
+    rows: list[labs.LabRow],
+    empty: str = "No labs yet: install the App on a repository with a kohai.toml.",
+) -> str:
     """The lab list: each lab's metric and direction, baseline, best, experiments and share."""
     body = []
     for row in rows:
@@ -359,7 +408,7 @@ def _labs_table(rows: list[labs.LabRow]) -> str:
     return _table(
         ["lab", "metric", "baseline", "best", "experiments", "GPU share (last hours)"],
         body,
-        "No labs yet: install the App on a repository with a kohai.toml.",
+        empty,
     )
 
 
@@ -372,11 +421,14 @@ def render_index(
     scoped: bool = False,
     lab_list: list[labs.LabRow] | None = None,
     track: str | None = None,
+    visible: frozenset[int] | None = None,
 ) -> str:
     """One lab's page (`repo_id`; None: everything in the store), optionally under the lab list.
 
     With `track` the page is that research track's: its base, its experiments,
     its leaderboard and queue (`default` is the repository's own line).
+    `visible` (None: everything) is what the viewer may read: the shared
+    students table hides the jobs of other labs.
     """
     now = time.time()
     if repo_id is None:
@@ -414,8 +466,8 @@ def render_index(
                 "Experiments",
                 _experiments_table(store, problem, html_base, repo_id, scoped, track),
             ),
-            _section("students", "Students", _students_table(store, now)),
-            _section("queue", "Queue", _queue_table(store, now, repo_id, track)),
+            _section("students", "Students", _students_table(store, now, visible)),
+            _section("queue", "Queue", _queue_table(store, now, repo_id, track, visible)),
         ]
     )
     title = f"{repos} · kohai" if repo_id is not None else "kohai dashboard"
@@ -441,14 +493,25 @@ def _tracks_nav(store: Store, repo_id: int, current: str) -> str:
     return "<p>" + " · ".join(links) + "</p>"
 
 
-def render_labs(store: Store, rows: list[labs.LabRow]) -> str:
-    """`/` with several labs: the lab list, the shared students and the whole queue."""
+def render_labs(
+    store: Store, rows: list[labs.LabRow], visible: frozenset[int] | None = None
+) -> str:
+    """`/` with several labs: the lab list, the shared students and the whole queue.
+
+    `visible` (None: everything) limits the students' jobs and the queue to the
+    labs the viewer may read; `rows` are already those labs.
+    """
     now = time.time()
+    empty = (
+        "No labs yet: install the App on a repository with a kohai.toml."
+        if visible is None
+        else "None of the labs is in a repository you can read."
+    )
     body = "".join(
         [
-            _section("labs", "Labs", _labs_table(rows)),
-            _section("students", "Students", _students_table(store, now)),
-            _section("queue", "Queue", _queue_table(store, now)),
+            _section("labs", "Labs", _labs_table(rows, empty)),
+            _section("students", "Students", _students_table(store, now, visible)),
+            _section("queue", "Queue", _queue_table(store, now, visible=visible)),
         ]
     )
     return _page("kohai dashboard", f"{len(rows)} labs", body)
@@ -457,10 +520,13 @@ def render_labs(store: Store, rows: list[labs.LabRow]) -> str:
 def _runs_table(detail: queries.ExperimentDetail, problem: Problem) -> str:
     rows = []
     for run in detail.runs:
+        url = https_url(run.wandb_url)  # hosts report it: https only, nothing to break out
         wandb = (
-            f'<a href="{_e(run.wandb_url)}">W&amp;B</a>'
-            if run.wandb_url.startswith(("https://", "http://"))  # hosts report it: no javascript:
-            else ""
+            f'<a href="{_e(url)}" rel="noopener noreferrer nofollow">W&amp;B</a>'
+            if url
+            else (
+                "<span class=muted>W&amp;B link dropped (not https)</span>" if run.wandb_url else ""
+            )
         )
         rows.append(
             f"<tr><td class=num>{run.seed}</td><td>{_badge(run.status)}</td>"

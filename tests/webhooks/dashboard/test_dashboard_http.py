@@ -149,3 +149,20 @@ def test_text_and_links_from_agents_and_hosts_are_made_harmless(served: Served, 
     page = httpx.get(served.url + "/experiments/2", timeout=10).text
     assert "javascript:" not in page
     assert page.count('href="https://wandb.ai/lab/charlm/runs/') == 2
+
+
+def test_a_stored_link_that_is_not_safe_https_is_shown_as_dropped(served: Served, seeded) -> None:
+    # Rows stored before the protocol dropped such URLs on receipt: the page applies
+    # the same rule (bot.protocol.https_url) and says the link was dropped.
+    writer = Store(seeded.path)
+    writer.execute(
+        "UPDATE runs SET wandb_url = CASE seed WHEN 0 THEN 'http://wandb.ai/lab/charlm/runs/0' "
+        "WHEN 1 THEN 'https://wandb.ai/x) ![t](https://tracker.example/p.png)' "
+        "ELSE 'https://wandb.ai/lab/charlm/runs/' || seed END WHERE experiment_id = ?",
+        (seeded.ids["lr"],),
+    )
+    writer.close()
+    page = httpx.get(served.url + "/experiments/2", timeout=10).text
+    assert 'href="http://wandb.ai' not in page and "tracker.example" not in page
+    assert page.count("W&amp;B link dropped (not https)") == 2
+    assert page.count('href="https://wandb.ai/lab/charlm/runs/') == 1

@@ -114,6 +114,7 @@ def test_the_production_app_gives_the_dashboard_the_html_host(tmp_path: Path, pe
         webhook_secret="s",
         github_api_url="https://ghe.example.com/api/v3",
         db_path=str(tmp_path / "kohai.db"),
+        dashboard_public=True,
     )
     ctx = BotContext.build(settings)
     ctx.workers = []
