@@ -244,3 +244,40 @@ def status_comment(
             "`/close` `/hold` `/unhold` `/status` `/help`</sub>",
         ]
     )
+
+
+def config_error_check(error: str, line: int | None) -> str:
+    """The summary of the failing check run on a commit whose kohai.toml is invalid."""
+    where = f"line {line}" if line else "the file (no line could be named)"
+    return (
+        f"The lab does not run while `kohai.toml` is invalid. The error, at {where}:\n\n"
+        f"{code_block(error)}\n\n"
+        "Fix the file on the base branch; the next commit is checked again."
+    )
+
+
+def config_error_issue(repo: str, branch: str, sha: str, error: str, line: int | None) -> str:
+    """The body of the issue "kohai: configuration error": what is wrong, where, what to do."""
+    where = f"line {line} of `kohai.toml`" if line else "`kohai.toml`"
+    return "\n".join(
+        [
+            f"`kohai.toml` on `{plain(branch, 100)}` of {plain(repo, 100)} is invalid at "
+            f"commit {sha[:10]}, so the lab has stopped: nothing is trained or proposed "
+            "until it is fixed.",
+            "",
+            f"The error, at {where}:",
+            "",
+            code_block(error),
+            "",
+            "`kohai check` validates the file locally. This issue closes itself when a "
+            "valid `kohai.toml` lands on the branch.",
+        ]
+    )
+
+
+def config_fixed_note(branch: str, sha: str) -> str:
+    """The comment that closes the configuration-error issue."""
+    return (
+        f"`kohai.toml` on `{plain(branch, 100)}` is valid again at commit {sha[:10]}: "
+        "the lab runs. Closing."
+    )
