@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from bot.records import Run
 from bot.render import numbers
+from bot.render.charts import BASELINE_COLOR, CANDIDATE_COLOR, Curve, mean_curve, mermaid_lines
 
 ZWJ = "\u200d"  # after "@", GitHub no longer sees a mention; the text still reads the same
 _BACKTICKS = re.compile(r"`+")
@@ -65,39 +66,6 @@ def _pm(mean: float | None, std: float | None, n: int) -> str:
     return f"{numbers.number(mean)} ± {numbers.number(std)} (n={n})"
 
 
-def mermaid_curve(curves: dict[int, list[list[float]]], metric: str = "train_loss") -> str:
-    """A training curve GitHub renders (mermaid xychart-beta); one line per seed."""
-    series = [(seed, points) for seed, points in sorted(curves.items()) if len(points) >= 2]
-    if not series:
-        return ""
-    longest = max((points for _, points in series), key=len)
-    stride = max(1, len(longest) // 20)
-    steps = [int(p[0]) for p in longest[::stride]]
-    lines = []
-    lo, hi = math.inf, -math.inf
-    for _, points in series:
-        by_step = {int(p[0]): p[1] for p in points}
-        ys = []
-        last = points[0][1]
-        for step in steps:
-            last = by_step.get(step, last)
-            ys.append(last)
-        lo, hi = min(lo, *ys), max(hi, *ys)
-        lines.append("    line [" + ", ".join(f"{y:.4f}" for y in ys) + "]")
-    pad = (hi - lo) * 0.05 or 0.1
-    return "\n".join(
-        [
-            "```mermaid",
-            "xychart-beta",
-            f'    title "{metric} by step"',
-            "    x-axis [" + ", ".join(str(s) for s in steps) + "]",
-            f'    y-axis "{metric}" {lo - pad:.4f} --> {hi + pad:.4f}',
-            *lines,
-            "```",
-        ]
-    )
-
-
 def results_comment(
     *,
     title: str,
@@ -114,8 +82,10 @@ def results_comment(
     attempt_note: str = "",
     smoke_s: float = 0.0,
     unsandboxed: bool = False,
+    baseline_runs: Sequence[Run] = (),
 ) -> str:
-    """One finished job: per-seed table, mean ± std, delta vs baseline, resources, curve."""
+    """The experiment's results: per-seed table, mean ± std, delta vs baseline, resources,
+    and its training curve over the baseline's (`compare_chart`)."""
     ok = [r.metric for r in runs if r.ok and r.metric is not None]
     mean, std = mean_std(ok)
     b_mean, b_std = mean_std(list(baseline))
@@ -174,8 +144,7 @@ def results_comment(
         f"Runtime {total_time:.1f} s · GPU-hours {total_gpu:.4f} · LLM cost ${cost_usd:.4f}"
         + (f" · smoke runs {smoke_s:.1f} s" if smoke_s else ""),
     ]
-    curves = {r.seed: r.curve for r in runs}
-    chart = mermaid_curve(curves)
+    chart = compare_chart(runs, baseline_runs)
     if chart:
         lines += ["", chart]
     failed = [r for r in runs if r.status != "ok"]
@@ -281,3 +250,47 @@ def config_fixed_note(branch: str, sha: str) -> str:
         f"`kohai.toml` on `{plain(branch, 100)}` is valid again at commit {sha[:10]}: "
         "the lab runs. Closing."
     )
+
+
+def _seed_list(seeds: Sequence[int]) -> str:
+    return ", ".join(str(s) for s in sorted(set(seeds)))
+
+
+def compare_chart(runs: Sequence[Run], baseline_runs: Sequence[Run]) -> str:
+    """The candidate's training curve over the baseline's, as GitHub renders it (mermaid).
+
+    Each side is the mean of its seeds' curves; the baseline uses the seeds the
+    candidate ran (the paired test's matched seeds) when it has them, all of its
+    seeds otherwise, and the legend says which. Empty when no curve was logged.
+    """
+    mine = [r for r in runs if len(r.curve) >= 2]
+    if not mine:
+        return ""
+    seeds = {r.seed for r in mine}
+    theirs = [r for r in baseline_runs if len(r.curve) >= 2]
+    matched = [r for r in theirs if r.seed in seeds]
+    chosen = matched or theirs
+
+    def points(group: Sequence[Run]) -> list[list[tuple[float, float]]]:
+        return [[(float(p[0]), float(p[1])) for p in r.curve if len(p) >= 2] for r in group]
+
+    curves = [
+        Curve(
+            f"this PR (mean of seeds {_seed_list([r.seed for r in mine])})",
+            CANDIDATE_COLOR,
+            mean_curve(points(mine)),
+        )
+    ]
+    if chosen:
+        which = "matched seeds" if matched else "its seeds, none matched"
+        curves.append(
+            Curve(
+                f"baseline on the same base ({which}: {_seed_list([r.seed for r in chosen])})",
+                BASELINE_COLOR,
+                mean_curve(points(chosen)),
+            )
+        )
+        title = "train loss by step: blue = this PR, orange = baseline"
+    else:
+        title = "train loss by step: blue = this PR (no baseline curve on this base yet)"
+    return mermaid_lines(title, curves, "train loss")

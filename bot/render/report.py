@@ -16,7 +16,7 @@ from bot import queries
 from bot.problem import Problem
 from bot.records import Run
 from bot.render import numbers
-from bot.render.charts import Series, line_chart
+from bot.render.charts import PALETTE, Series, line_chart
 from bot.store import Store
 
 BEST_OVER_EXPERIMENTS_SVG = "best_over_experiments.svg"
@@ -51,6 +51,7 @@ def progress_svg(progress: queries.BestSoFar, title: str, *, width: int = 720) -
         x_label=progress.x_label,
         y_label=f"{progress.metric} ({direction})",
         width=width,
+        integer_x=progress.counted,
     )
 
 
@@ -65,6 +66,42 @@ def curves_svg(runs: list[Run], title: str = "training curves", *, width: int = 
         if run.curve
     ]
     return line_chart(series, title=title, x_label="step", y_label="train loss", width=width)
+
+
+def overlay_svg(
+    runs: list[Run],
+    baseline_runs: list[Run],
+    title: str = "training curves: this experiment over the baseline",
+    *,
+    width: int = 720,
+) -> str:
+    """Each candidate seed's curve (solid) over the baseline's seed of the same number on
+    the same base (dashed, the same colour): the paired comparison the gate makes, drawn.
+
+    A candidate seed whose baseline twin has no curve is drawn alone; the legend
+    names each line.
+    """
+    twins = {(r.seed, r.base_sha): r for r in baseline_runs if r.curve}
+    series: list[Series] = []
+    for index, run in enumerate(r for r in runs if r.curve):
+        color = PALETTE[index % len(PALETTE)]
+        where = f" @{run.commit_sha[:7]}" if run.commit_sha else ""
+        series.append(Series(f"seed {run.seed}{where}", _points(run), color=color))
+        twin = twins.get((run.seed, run.base_sha))
+        if twin is not None:
+            series.append(
+                Series(
+                    f"baseline {twin.seed}",
+                    _points(twin),
+                    dashed=True,
+                    color=color,
+                )
+            )
+    return line_chart(series, title=title, x_label="step", y_label="train loss", width=width)
+
+
+def _points(run: Run) -> list[tuple[float, float]]:
+    return [(float(p[0]), float(p[1])) for p in run.curve if len(p) >= 2]
 
 
 def _cell(text: object) -> str:
