@@ -734,6 +734,13 @@ def find_experiment(
     return store.first(Experiment, f"id = ? AND {scope}", (n, repo_id, repo_id))
 
 
+def older_base(measured_on: str | None, current: str | None, state: str) -> bool:
+    """Whether a result was measured on a base the lab has since left (and so is not
+    comparable with results on today's base). A merged winner's base is the one it
+    changed, so it is not flagged; an unmeasured experiment has nothing to flag."""
+    return bool(measured_on and current and measured_on != current and state != "merged")
+
+
 def current_bases(store: Store) -> dict[tuple[int, str], str | None]:
     """Each lab's base now, by (repository id, track): where results are compared today."""
     bases: dict[tuple[int, str], str | None] = {

@@ -179,6 +179,7 @@ def _lab_section(
     progress = queries.best_over_experiments(store, problem, repo_id, track)
     states = Counter(e.state for e in exps)
     direction = "lower is better" if problem.minimize else "higher is better"
+    current = queries.current_bases(store).get((repo_id, track or "default")) if repo_id else None
     first = progress.baseline
     best = progress.best
     lines = [
@@ -265,7 +266,7 @@ def _lab_section(
                     numbers.metric(e.mean, e.std),
                     e.seeds,
                     numbers.delta(e.delta),
-                    f"`{e.measured_on[:7]}`" if e.measured_on else "—",
+                    _base_cell(e, current),
                     f"{e.verdict} ({e.actor})" if e.verdict else "—",
                     e.rationale or "—",
                 ]
@@ -275,6 +276,14 @@ def _lab_section(
     else:
         lines.append("No experiments yet.")
     return lines
+
+
+def _base_cell(exp: queries.ExperimentRow, current: str | None) -> str:
+    """The base a result was measured on, marked when the lab has moved past it."""
+    if not exp.measured_on:
+        return "—"
+    older = queries.older_base(exp.measured_on, current, exp.state)
+    return f"`{exp.measured_on[:7]}`" + (" (older base)" if older else "")
 
 
 def render_report(

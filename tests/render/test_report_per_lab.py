@@ -61,6 +61,11 @@ def test_the_report_has_a_section_and_charts_per_lab(two_labs: Seeded, tmp_path:
     assert "- Starting baseline: 0.7000" in vision and "- Best so far: 0.9100" in vision
     assert "Wider convolutions" in vision and "Wider convolutions" not in charlm
     assert "Cosine schedule" in charlm and "Cosine schedule" not in vision
+    # Each result says which base it was measured on; one the lab has left is marked.
+    deeper = next(line for line in charlm.splitlines() if "Deeper model" in line)
+    assert "`b1b1b1b` (older base)" in deeper
+    wide = next(line for line in charlm.splitlines() if "Wider embeddings" in line)
+    assert "`b2b2b2b`" in wide and "older base" not in wide
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert sorted(images) == [
         "lab-charlm-best_over_experiments.svg",

@@ -292,13 +292,6 @@ def _experiments_table(
     return table
 
 
-def older_base(measured_on: str | None, current: str | None, state: str) -> bool:
-    """Whether a result was measured on a base the lab has since left (and so is not
-    comparable with results on today's base). A merged winner's base is the one it
-    changed, so it is not flagged; an unmeasured experiment has nothing to flag."""
-    return bool(measured_on and current and measured_on != current and state != "merged")
-
-
 OLDER_BASE = (
     ' <span class="badge older" title="measured on an older base than the lab\'s current one: '
     "not comparable with results on today's base\">older base</span>"
@@ -309,7 +302,7 @@ def _measured_on_html(exp: queries.ExperimentRow, current: str | None) -> str:
     """The base an experiment's result was measured on, flagged when the lab has moved on."""
     if not exp.measured_on:
         return '<span class="muted">—</span>'
-    flag = OLDER_BASE if older_base(exp.measured_on, current, exp.state) else ""
+    flag = OLDER_BASE if queries.older_base(exp.measured_on, current, exp.state) else ""
     return _short(exp.measured_on) + flag
 
 
@@ -495,7 +488,7 @@ def _runs_table(
     rows = []
     for run in detail.runs:
         base = _short(run.base_sha)
-        if older_base(run.base_sha, current, detail.experiment.state):
+        if queries.older_base(run.base_sha, current, detail.experiment.state):
             base += OLDER_BASE
         wandb = (
             f'<a href="{_e(run.wandb_url)}">W&amp;B</a>'
