@@ -335,14 +335,18 @@ _SWATCH = {CANDIDATE_COLOR: "🟦", BASELINE_COLOR: "🟧"}
 
 
 def mean_curve(curves: Sequence[Sequence[tuple[float, float]]]) -> list[tuple[float, float]]:
-    """The mean of several curves at each step any of them has (each holds its last value);
-    a step before a curve's first point averages the curves that have begun."""
+    """The mean of several curves at each step any of them has.
+
+    A curve counts at a step from its first point to its last (between points it
+    holds its last value); outside that range it has no value there, so a seed
+    that logged fewer steps never drags the mean with a value it did not reach.
+    """
     cleaned = [sorted(_finite(c)) for c in curves]
     cleaned = [c for c in cleaned if c]
     steps = sorted({x for c in cleaned for x, _ in c})
     out = []
     for x in steps:
-        values = [v for c in cleaned if (v := _value_at(c, x)) is not None]
+        values = [v for c in cleaned if x <= c[-1][0] and (v := _value_at(c, x)) is not None]
         if values:
             out.append((x, sum(values) / len(values)))
     return out

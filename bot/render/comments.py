@@ -262,12 +262,14 @@ def compare_chart(runs: Sequence[Run], baseline_runs: Sequence[Run]) -> str:
     Each side is the mean of its seeds' curves; the baseline uses the seeds the
     candidate ran (the paired test's matched seeds) when it has them, all of its
     seeds otherwise, and the legend says which. Empty when no curve was logged.
+    Mermaid needs a value at every step: past its last logged step a line holds
+    its last value.
     """
-    mine = [r for r in runs if len(r.curve) >= 2]
+    mine = [r for r in runs if r.curve]
     if not mine:
         return ""
     seeds = {r.seed for r in mine}
-    theirs = [r for r in baseline_runs if len(r.curve) >= 2]
+    theirs = [r for r in baseline_runs if r.curve]
     matched = [r for r in theirs if r.seed in seeds]
     chosen = matched or theirs
 

@@ -62,19 +62,6 @@ def progress_svg(progress: queries.BestSoFar, title: str, *, width: int = 720) -
     )
 
 
-def curves_svg(runs: list[Run], title: str = "training curves", *, width: int = 720) -> str:
-    """Train loss against step, one line per seed and commit."""
-    series = [
-        Series(
-            f"seed {run.seed}" + (f" @{run.commit_sha[:7]}" if run.commit_sha else ""),
-            [(float(p[0]), float(p[1])) for p in run.curve if len(p) >= 2],
-        )
-        for run in runs
-        if run.curve
-    ]
-    return line_chart(series, title=title, x_label="step", y_label="train loss", width=width)
-
-
 def overlay_svg(
     runs: list[Run],
     baseline_runs: list[Run],
