@@ -221,7 +221,9 @@ def _legend(series: Sequence[Series], right_edge: float, top: float) -> str:
             f'<circle cx="{x + 6}" cy="{top - 14}" r="4" fill="{color}"/>'
             if item.markers and not item.line
             else f'<line x1="{x}" y1="{top - 14}" x2="{x + 12}" y2="{top - 14}" '
-            f'stroke="{color}" stroke-width="2.5"/>'
+            f'stroke="{color}" stroke-width="2.5"'
+            + (' stroke-dasharray="3 2"' if item.dashed else "")
+            + "/>"
         )
         entries.append(f'{swatch}<text x="{x + 16}" y="{top - 10}" fill="#374151">{label}</text>')
     return '<g class="legend">' + "".join(reversed(entries)) + "</g>"

@@ -65,7 +65,7 @@ def progress_svg(progress: queries.BestSoFar, title: str, *, width: int = 720) -
 def overlay_svg(
     runs: list[Run],
     baseline_runs: list[Run],
-    title: str = "training curves: this experiment over the baseline",
+    title: str = "train loss vs the baseline",
     *,
     width: int = 720,
 ) -> str:
