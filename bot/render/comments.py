@@ -226,11 +226,14 @@ def config_error_check(error: str, line: int | None) -> str:
 
 
 def config_error_issue(repo: str, branch: str, sha: str, error: str, line: int | None) -> str:
-    """The body of the issue "kohai: configuration error": what is wrong, where, what to do."""
+    """The body of the issue "kohai: configuration error": what is wrong, where, what to do.
+
+    The branch and repository names are `plain` text (a ref may hold markup); the
+    error, which quotes the file, sits in a fence nothing in it can close."""
     where = f"line {line} of `kohai.toml`" if line else "`kohai.toml`"
     return "\n".join(
         [
-            f"`kohai.toml` on `{plain(branch, 100)}` of {plain(repo, 100)} is invalid at "
+            f"`kohai.toml` on **{plain(branch, 100)}** of {plain(repo, 100)} is invalid at "
             f"commit {sha[:10]}, so the lab has stopped: nothing is trained or proposed "
             "until it is fixed.",
             "",
@@ -247,7 +250,7 @@ def config_error_issue(repo: str, branch: str, sha: str, error: str, line: int |
 def config_fixed_note(branch: str, sha: str) -> str:
     """The comment that closes the configuration-error issue."""
     return (
-        f"`kohai.toml` on `{plain(branch, 100)}` is valid again at commit {sha[:10]}: "
+        f"`kohai.toml` on **{plain(branch, 100)}** is valid again at commit {sha[:10]}: "
         "the lab runs. Closing."
     )
 

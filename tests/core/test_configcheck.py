@@ -101,3 +101,13 @@ def test_hostile_error_text_stays_inside_its_code_block() -> None:
     assert body.count(fence) == 2, "a fence longer than any backtick run in the text"
     inside = body.split(fence)[1]
     assert "<!-- kohai:x:y -->" in inside and "@everyone" in inside
+
+
+def test_a_hostile_branch_name_is_plain_text_in_the_issue() -> None:
+    """The default branch's name is the repository owner's to choose: it cannot open an
+    HTML comment (hiding the rest of the issue) or break out into markup."""
+    writes = config_writes("lab/x", "main<!--`@x", "e" * 40, TOML, "gate.screen: bad", LastWord())
+    issue = writes[1]
+    assert isinstance(issue, w.IssueReport)
+    first = issue.body.splitlines()[0]
+    assert "<!--" not in first and "&lt;!--" in first and "@\u200dx" in first
