@@ -45,7 +45,7 @@ def test_issue_label_becomes_a_trained_pr_with_results(make_lab) -> None:
         timeout=180,
     )
     bodies = comments(lab, exp["pr_number"])
-    results = next(b for b in bodies if "### Results" in b)
+    [results] = [b for b in bodies if "### Results" in b]  # one sticky results comment
     assert "| seed | status | val_bpb |" in results
     assert "xychart-beta" in results
     assert "<!-- kohai:results:" in results
@@ -72,11 +72,11 @@ def test_issue_label_becomes_a_trained_pr_with_results(make_lab) -> None:
     assert "LEARNING_RATE = 0.001" in train_py
     runs = lab.q("SELECT * FROM runs WHERE experiment_id = ?", (exp["id"],))
     assert runs and runs[0]["status"] == "ok" and runs[0]["metric"] > 0
-    # The host reported the PR's diff (for the hypothesis-vs-diff audit): the knob, nothing else.
+    # The bot's own diff of the pushed head (for the hypothesis-vs-diff audit): the knob only.
     diffs = [
-        json.loads(j["result"]).get("diff", "")
-        for j in lab.q("SELECT result FROM jobs WHERE experiment_id = ?", (exp["id"],))
-        if j["result"]
+        j["tip_diff"]
+        for j in lab.q("SELECT tip_diff FROM jobs WHERE experiment_id = ?", (exp["id"],))
+        if j["tip_diff"]
     ]
     diff = next(d for d in diffs if d)
     assert "-LEARNING_RATE = 3e-3" in diff and "+LEARNING_RATE = 0.001" in diff
