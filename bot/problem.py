@@ -919,6 +919,20 @@ def _keys_at(loc: Sequence[int | str]) -> list[str]:
     return table.keys() if table is not None else []
 
 
+def _table_keys() -> dict[str, list[str]]:
+    """Where each key lives (`[train]`, `[tracks.<name>]`), for a key written in the wrong table."""
+    homes: dict[str, list[str]] = {}
+    for name, info in KohaiToml.model_fields.items():
+        table = _find_table(info.annotation)
+        if table is not None:
+            inner = {"search": ".<knob>", "tracks": ".<name>"}.get(name, "")
+            homes[f"[{name}{inner}]"] = table.keys()
+    return homes
+
+
+_TABLE_KEYS = _table_keys()
+
+
 def error_line(error: ErrorDetails) -> str:
     """One line for one validation error: the key path and what to change."""
     loc = [part for part in error["loc"] if part not in ("[key]", _FLAG, _TABLE)]
@@ -931,6 +945,8 @@ def error_line(error: ErrorDetails) -> str:
             hint = f"did you mean `{close[0]}`?"
         elif len(loc) > 1 and loc[-1] in KohaiToml.keys():  # `eval = ...` below [metric]
             hint = f"[{loc[-1]}] is a table of its own, not a key of [{_key_path(loc[:-1])}]"
+        elif homes := [t for t, keys in _TABLE_KEYS.items() if loc[-1] in keys]:
+            hint = f"`{loc[-1]}` is a key of {' or '.join(homes)}"  # `budget` above any table
         else:
             hint = f"expected one of {', '.join(known)}"
         return f"{path}: unknown key; {hint}"

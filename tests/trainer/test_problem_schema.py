@@ -58,6 +58,10 @@ def error_of(text: str) -> ProblemError:
         (METRIC + "[serach]\n", "serach: unknown key; did you mean `search`?"),
         # a key that belongs to a table of its own, written under [metric]
         (METRIC + "lab = 5\n", "metric.lab: unknown key; [lab] is a table of its own"),
+        # a key of another table: where it lives
+        ('budget = "5m"\n' + METRIC, "budget: unknown key; `budget` is a key of [train] or [eval]"),
+        (METRIC + "seeds = 3\n", "metric.seeds: unknown key; `seeds` is a key of [train]"),
+        (METRIC + "[lab]\nprogram = 'x.md'\n", "`program` is a key of [tracks.<name>]"),
     ],
 )
 def test_an_unknown_key_is_an_error_naming_the_closest_known_key(text: str, line: str) -> None:
