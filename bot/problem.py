@@ -5,6 +5,7 @@ pydantic only (the `host` extra installs it). One pydantic model, `KohaiToml`,
 states every key: it validates the file (an unknown key is an error naming the
 closest known one), and it is the JSON Schema editors read (`kohai schema`).
 The rest of kohai reads the frozen `Problem` dataclass built from it.
+
 The budget lives here, in a file the agents may not edit (it is never in
 `files.editable`), and the trainer enforces it; a prompt never does.
 """
@@ -444,7 +445,7 @@ def _command_problem(value: Any) -> str | None:
 
 def _relative_problem(value: Any) -> str | None:
     if isinstance(value, str) and (value.startswith("/") or ".." in Path(value).parts):
-        return f"{value!r} must be relative to the repository root"
+        return f"{_shown(value)} must be relative to the repository root"
     return None
 
 
@@ -463,7 +464,7 @@ def _hide_problem(value: Any) -> str | None:
         return f"at most {MAX_PATHS} entries, got {len(value)}"
     for entry in value:
         if ".." in Path(entry.removeprefix("module:")).parts:
-            return f"{entry!r} may not contain '..'"
+            return f"{_shown(entry)} may not contain '..'"
     return None
 
 
