@@ -234,6 +234,7 @@ def _smoke(
     seed: int,
     sandboxed: bool,
     on_line: Callable[[str], None],
+    on_progress: Callable[[dict], None],
 ) -> tuple[list[Verdict], Path]:
     """One short run as `kohai train` makes it: HEAD's evaluator, the working tree's code."""
     from trainer import workspace
@@ -264,6 +265,7 @@ def _smoke(
         base_dir=base,
         budget_s=budget_s,
         on_line=on_line,
+        on_progress=on_progress,
         host="local",
         sandboxed=sandboxed,
     )
@@ -321,14 +323,28 @@ def check(
     def line(text: str) -> None:
         progress(f"{time.monotonic() - started:.0f}s / {budget:g}s budget · {text[-80:]}")
 
+    def record(point: dict) -> None:  # a progress line of KOHAI_METRICS_FILE: the last metric
+        shown = ", ".join(f"{key} {value:.4g}" for key, value in point.items() if _number(value))
+        line(shown or "training")
+
     progress(f"0s / {budget:g}s budget · starting")
     smoke, work = _smoke(
-        root, problem, budget_s=budget, seed=seed, sandboxed=why_not is None, on_line=line
+        root,
+        problem,
+        budget_s=budget,
+        seed=seed,
+        sandboxed=why_not is None,
+        on_line=line,
+        on_progress=record,
     )
     add(*smoke)
     if not any(v.status == "fail" for v in smoke):
         shutil.rmtree(work, ignore_errors=True)  # a failed run keeps its log for reading
     return verdicts
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _summary(problem: Problem) -> str:
