@@ -68,7 +68,10 @@ def test_the_reference_problem_passes_every_step(tmp_path: Path, capsys) -> None
     assert main(["check", str(repo), "--budget", "3s"]) == 0
     out = capsys.readouterr().out
     steps = verdicts(out)
-    assert [mark for step in steps.values() for mark, _ in step] == ["✓"] * 5, out
+    marks = {step: [mark for mark, _ in found] for step, found in steps.items()}
+    sandbox = marks.pop("sandbox")  # a warning where bubblewrap cannot start (then unsandboxed)
+    assert marks == {s: ["✓"] for s in ("schema", "files", "smoke run", "metric")}, out
+    assert sandbox in (["✓"], ["!"])
     assert "sealed by [eval]" in steps["schema"][0][1]
     metric = steps["metric"][0][1]
     assert metric.startswith("val_bpb = ") and "sealed" in metric
@@ -137,7 +140,7 @@ def test_a_crashing_script_fails_at_the_smoke_run(tmp_path: Path, capsys) -> Non
     )
     assert main(["check", str(repo)]) == 1
     steps = verdicts(capsys.readouterr().out)
-    assert [s for s, v in steps.items() if v[0][0] == "✓"] == ["schema", "files", "sandbox"]
+    assert [s for s, v in steps.items() if v[0][0] in "✓!"] == ["schema", "files", "sandbox"]
     (mark, detail), *_ = steps["smoke run"]
     assert mark == "✗" and detail.startswith("crash") and "no data here" in detail
     log = Path(detail.rsplit("(log: ", 1)[1].rstrip(")"))
