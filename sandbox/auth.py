@@ -25,6 +25,7 @@ CLOCK_DRIFT_S = 60
 TOKEN_LIFETIME_S = 3600
 LEVELS = {"none": 0, "read": 1, "write": 2, "admin": 3}
 INSTALLATION_PERMISSIONS = {
+    "checks": "write",
     "contents": "write",
     "issues": "write",
     "pull_requests": "write",

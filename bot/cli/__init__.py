@@ -23,6 +23,8 @@ HANDLERS: dict[str, str] = {
     "host run": "trainer.daemon:main",
     "train": "trainer.cli:train_main",
     "init": "trainer.cli:init_main",
+    "check": "bot.cli.check:check_main",
+    "schema": "bot.cli.check:schema_main",
     "status": "bot.cli.history:status_main",
     "history": "bot.cli.history:history_main",
     "deploy k8s": "bot.cli.deploy:k8s_main",
@@ -160,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     init = sub.add_parser("init", help="scaffold a problem repo from the reference problem")
     init.add_argument("path")
+
+    check = sub.add_parser(
+        "check", help="validate kohai.toml and smoke-run the problem, a verdict per step"
+    )
+    check.add_argument("path", nargs="?", default=".", help="the problem repository (default .)")
+    check.add_argument("--no-run", action="store_true", help="the schema and files only")
+    check.add_argument("--budget", default=None, help="smoke-run budget (default 10s)")
+    check.add_argument("--seed", type=int, default=0, help="smoke-run seed (default 0)")
+    sub.add_parser("schema", help="print kohai.toml's JSON Schema, for editors")
 
     status = sub.add_parser("status", help="experiments, students, queue")
     status.add_argument("--json", action="store_true")

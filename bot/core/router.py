@@ -428,6 +428,7 @@ SUBSCRIBED_EVENTS: tuple[str, ...] = tuple(sorted({name for name, _ in ROUTES if
 # PRs, merges and ready-for-review (pull_requests), labels, comments and
 # reactions (issues), and repository metadata.
 REQUIRED_PERMISSIONS: dict[str, str] = {
+    "checks": "write",  # a failing check run on a commit whose kohai.toml is invalid
     "contents": "write",
     "issues": "write",
     "metadata": "read",

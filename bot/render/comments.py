@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from bot.records import Run
 from bot.render import numbers
+from bot.render.charts import BASELINE_COLOR, CANDIDATE_COLOR, Curve, mean_curve, mermaid_lines
 from bot.render.escape import ZWJ, code_block, defang, https_url, plain
 
 __all__ = ["ZWJ", "code_block", "defang", "plain", "results_comment", "status_comment"]
@@ -43,39 +44,6 @@ def _pm(mean: float | None, std: float | None, n: int) -> str:
     return f"{numbers.number(mean)} ± {numbers.number(std)} (n={n})"
 
 
-def mermaid_curve(curves: dict[int, list[list[float]]], metric: str = "train_loss") -> str:
-    """A training curve GitHub renders (mermaid xychart-beta); one line per seed."""
-    series = [(seed, points) for seed, points in sorted(curves.items()) if len(points) >= 2]
-    if not series:
-        return ""
-    longest = max((points for _, points in series), key=len)
-    stride = max(1, len(longest) // 20)
-    steps = [int(p[0]) for p in longest[::stride]]
-    lines = []
-    lo, hi = math.inf, -math.inf
-    for _, points in series:
-        by_step = {int(p[0]): p[1] for p in points}
-        ys = []
-        last = points[0][1]
-        for step in steps:
-            last = by_step.get(step, last)
-            ys.append(last)
-        lo, hi = min(lo, *ys), max(hi, *ys)
-        lines.append("    line [" + ", ".join(f"{y:.4f}" for y in ys) + "]")
-    pad = (hi - lo) * 0.05 or 0.1
-    return "\n".join(
-        [
-            "```mermaid",
-            "xychart-beta",
-            f'    title "{metric} by step"',
-            "    x-axis [" + ", ".join(str(s) for s in steps) + "]",
-            f'    y-axis "{metric}" {lo - pad:.4f} --> {hi + pad:.4f}',
-            *lines,
-            "```",
-        ]
-    )
-
-
 def results_comment(
     *,
     title: str,
@@ -93,8 +61,10 @@ def results_comment(
     smoke_s: float = 0.0,
     unsandboxed: bool = False,
     notes: str = "",
+    baseline_runs: Sequence[Run] = (),
 ) -> str:
-    """One finished job: per-seed table, mean ± std, delta vs baseline, resources, curve.
+    """The experiment's results: per-seed table, mean ± std, delta vs baseline, resources,
+    and its training curve over the baseline's (`compare_chart`).
 
     `notes` are the student's own words about the job (and what the bot dropped
     from its report): shown, escaped, as the student's.
@@ -160,8 +130,7 @@ def results_comment(
         f"Runtime {total_time:.1f} s · GPU-hours {total_gpu:.4f} · LLM cost ${cost_usd:.4f}"
         + (f" · smoke runs {smoke_s:.1f} s" if smoke_s else ""),
     ]
-    curves = {r.seed: r.curve for r in runs}
-    chart = mermaid_curve(curves)
+    chart = compare_chart(runs, baseline_runs)
     if chart:
         lines += ["", chart]
     failed = [r for r in runs if r.status != "ok"]
@@ -230,3 +199,89 @@ def status_comment(
             "`/close` `/hold` `/unhold` `/status` `/help`</sub>",
         ]
     )
+
+
+def config_error_check(error: str, line: int | None) -> str:
+    """The summary of the failing check run on a commit whose kohai.toml is invalid."""
+    where = f"line {line}" if line else "the file (no line could be named)"
+    return (
+        f"The lab does not run while `kohai.toml` is invalid. The error, at {where}:\n\n"
+        f"{code_block(error)}\n\n"
+        "Fix the file on the base branch; the next commit is checked again."
+    )
+
+
+def config_error_issue(repo: str, branch: str, sha: str, error: str, line: int | None) -> str:
+    """The body of the issue "kohai: configuration error": what is wrong, where, what to do.
+
+    The branch and repository names are `plain` text (a ref may hold markup); the
+    error, which quotes the file, sits in a fence nothing in it can close."""
+    where = f"line {line} of `kohai.toml`" if line else "`kohai.toml`"
+    return "\n".join(
+        [
+            f"`kohai.toml` on **{plain(branch, 100)}** of {plain(repo, 100)} is invalid at "
+            f"commit {sha[:10]}, so the lab has stopped: nothing is trained or proposed "
+            "until it is fixed.",
+            "",
+            f"The error, at {where}:",
+            "",
+            code_block(error),
+            "",
+            "`kohai check` validates the file locally. This issue closes itself when a "
+            "valid `kohai.toml` lands on the branch.",
+        ]
+    )
+
+
+def config_fixed_note(branch: str, sha: str) -> str:
+    """The comment that closes the configuration-error issue."""
+    return (
+        f"`kohai.toml` on **{plain(branch, 100)}** is valid again at commit {sha[:10]}: "
+        "the lab runs. Closing."
+    )
+
+
+def _seed_list(seeds: Sequence[int]) -> str:
+    return ", ".join(str(s) for s in sorted(set(seeds)))
+
+
+def compare_chart(runs: Sequence[Run], baseline_runs: Sequence[Run]) -> str:
+    """The candidate's training curve over the baseline's, as GitHub renders it (mermaid).
+
+    Each side is the mean of its seeds' curves; the baseline uses the seeds the
+    candidate ran (the paired test's matched seeds) when it has them, all of its
+    seeds otherwise, and the legend says which. Empty when no curve was logged.
+    Mermaid needs a value at every step: past its last logged step a line holds
+    its last value.
+    """
+    mine = [r for r in runs if r.curve]
+    if not mine:
+        return ""
+    seeds = {r.seed for r in mine}
+    theirs = [r for r in baseline_runs if r.curve]
+    matched = [r for r in theirs if r.seed in seeds]
+    chosen = matched or theirs
+
+    def points(group: Sequence[Run]) -> list[list[tuple[float, float]]]:
+        return [[(float(p[0]), float(p[1])) for p in r.curve if len(p) >= 2] for r in group]
+
+    curves = [
+        Curve(
+            f"this PR (mean of seeds {_seed_list([r.seed for r in mine])})",
+            CANDIDATE_COLOR,
+            mean_curve(points(mine)),
+        )
+    ]
+    if chosen:
+        which = "matched seeds" if matched else "its seeds, none matched"
+        curves.append(
+            Curve(
+                f"baseline on the same base ({which}: {_seed_list([r.seed for r in chosen])})",
+                BASELINE_COLOR,
+                mean_curve(points(chosen)),
+            )
+        )
+        title = "train loss by step: blue = this PR, orange = baseline"
+    else:
+        title = "train loss by step: blue = this PR (no baseline curve on this base yet)"
+    return mermaid_lines(title, curves, "train loss")

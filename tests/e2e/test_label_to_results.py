@@ -45,7 +45,7 @@ def test_issue_label_becomes_a_trained_pr_with_results(make_lab) -> None:
         timeout=180,
     )
     bodies = comments(lab, exp["pr_number"])
-    results = next(b for b in bodies if "### Results" in b)
+    [results] = [b for b in bodies if "### Results" in b]  # one sticky results comment
     assert "| seed | status | val_bpb |" in results
     assert "xychart-beta" in results
     assert "<!-- kohai:results:" in results

@@ -168,6 +168,9 @@ def test_a_client_that_dies_takes_its_child_with_it(tmp_path: Path) -> None:
 # ------------------------------------------------------------ [data] network
 
 
+HEAD = '[metric]\nname = "score"\ndirection = "minimize"\n[train]\ncommand = "python train.py"\n'
+
+
 class Listener:
     def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -206,8 +209,7 @@ def test_the_data_step_reaches_the_network_only_when_declared(
             f"socket.create_connection(('127.0.0.1', {listener.port}), timeout=5).close()\n"
         )
         problem = loads_problem(
-            '[train]\ncommand = "python train.py"\n'
-            f'[data]\ncommand = "python fetch.py"\nnetwork = {str(network).lower()}\n'
+            HEAD + f'[data]\ncommand = "python fetch.py"\nnetwork = {str(network).lower()}\n'
         )
         assert problem.data_network is network
         failure = prepare_data(problem, base, tmp_path / "data", tmp_path / "log.txt")
@@ -226,4 +228,4 @@ def test_the_data_step_reaches_the_network_only_when_declared(
 
 def test_data_network_must_be_a_boolean() -> None:
     with pytest.raises(ProblemError, match="data.network"):
-        loads_problem('[data]\ncommand = "python d.py"\nnetwork = "yes"\n')
+        loads_problem(HEAD + '[data]\ncommand = "python d.py"\nnetwork = "yes"\n')

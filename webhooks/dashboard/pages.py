@@ -21,7 +21,8 @@ from bot.engine import labs
 from bot.problem import Problem
 from bot.render import numbers
 from bot.render.escape import https_url
-from bot.render.report import curves_svg, progress_svg
+from bot.render.markup import diff_html, markdown_html
+from bot.render.report import overlay_svg, progress_svg
 from bot.store import Store
 
 DEFAULT_HTML_BASE = "https://github.com"
@@ -271,6 +272,7 @@ def _experiments_table(
 ) -> str:
     rows = []
     everything = queries.experiments(store, repo_id, track)
+    bases = queries.current_bases(store)
     for exp in everything[:EXPERIMENTS_SHOWN]:
         seeds = f"{exp.seeds}" + (f' <span class="bad">+{exp.failed}✗</span>' if exp.failed else "")
         decision = (
@@ -285,11 +287,23 @@ def _experiments_table(
             f"<td>{_track_tag(exp.track)}{_e(exp.title)}</td><td>{_badge(exp.state)}{hold}</td>"
             f"<td>{_e(exp.student or '—')}</td><td class=num>{seeds}</td>"
             f"<td class=num>{_e(numbers.metric(exp.mean, exp.std))}</td>"
-            f"<td class=num>{_delta_html(exp.delta, problem)}</td><td>{decision}</td>"
-            f"<td class=why>{_e(exp.rationale or '—')}</td></tr>"
+            f"<td class=num>{_delta_html(exp.delta, problem)}</td>"
+            f"<td>{_measured_on_html(exp, bases.get((exp.repo_id, exp.track)))}</td>"
+            f"<td>{decision}</td><td class=why>{_e(exp.rationale or '—')}</td></tr>"
         )
     table = _table(
-        ["PR", "title", "state", "student", "seeds", problem.metric, "Δ", "decision", "rationale"],
+        [
+            "PR",
+            "title",
+            "state",
+            "student",
+            "seeds",
+            problem.metric,
+            "Δ",
+            "base",
+            "decision",
+            "rationale",
+        ],
         rows,
         "No experiments yet.",
     )
@@ -300,6 +314,20 @@ def _experiments_table(
             "<code>kohai history</code>.</p>"
         )
     return table
+
+
+OLDER_BASE = (
+    ' <span class="badge older" title="measured on an older base than the lab\'s current one: '
+    "not comparable with results on today's base\">older base</span>"
+)
+
+
+def _measured_on_html(exp: queries.ExperimentRow, current: str | None) -> str:
+    """The base an experiment's result was measured on, flagged when the lab has moved on."""
+    if not exp.measured_on:
+        return '<span class="muted">—</span>'
+    flag = OLDER_BASE if queries.older_base(exp.measured_on, current, exp.state) else ""
+    return _short(exp.measured_on) + flag
 
 
 def _students_table(store: Store, now: float, visible: frozenset[int] | None = None) -> str:
@@ -517,10 +545,15 @@ def render_labs(
     return _page("kohai dashboard", f"{len(rows)} labs", body)
 
 
-def _runs_table(detail: queries.ExperimentDetail, problem: Problem) -> str:
+def _runs_table(
+    detail: queries.ExperimentDetail, problem: Problem, current: str | None = None
+) -> str:
     rows = []
     for run in detail.runs:
         url = https_url(run.wandb_url)  # hosts report it: https only, nothing to break out
+        base = _short(run.base_sha)
+        if queries.older_base(run.base_sha, current, detail.experiment.state):
+            base += OLDER_BASE
         wandb = (
             f'<a href="{_e(url)}" rel="noopener noreferrer nofollow">W&amp;B</a>'
             if url
@@ -531,7 +564,7 @@ def _runs_table(detail: queries.ExperimentDetail, problem: Problem) -> str:
         rows.append(
             f"<tr><td class=num>{run.seed}</td><td>{_badge(run.status)}</td>"
             f"<td class=num>{_e(numbers.metric(run.metric))}</td><td>{_short(run.commit_sha)}</td>"
-            f"<td>{_short(run.base_sha)}</td><td>{_e(run.student or '—')}</td>"
+            f"<td>{base}</td><td>{_e(run.student or '—')}</td>"
             f"<td class=num>{_e(f'{run.duration_s:.0f}s' if run.duration_s else '—')}</td>"
             f"<td class=num>{_e(f'{run.peak_mem_mb:.0f} MB' if run.peak_mem_mb else '—')}</td>"
             f"<td class=num>{_e(f'{run.gpu_hours:.3f}' if run.gpu_hours else '—')}</td>"
@@ -556,6 +589,25 @@ def _runs_table(detail: queries.ExperimentDetail, problem: Problem) -> str:
     )
 
 
+def _change_html(detail: queries.ExperimentDetail) -> str:
+    """What the experiment changed: the files, and the bot's own diff of its head, highlighted."""
+    parts = []
+    if detail.changed_files or detail.reverted_files:
+        changed = ", ".join(f"<code>{_e(f)}</code>" for f in detail.changed_files) or "—"
+        reverted = ", ".join(f"<code>{_e(f)}</code>" for f in detail.reverted_files) or "—"
+        parts.append(f"<p>changed: {changed}</p><p>reverted (not editable): {reverted}</p>")
+    if detail.notes:
+        parts.append(f"<p>{_e(detail.notes)}</p>")
+    if detail.diff:
+        parts.append(diff_html(detail.diff))
+    else:
+        parts.append(
+            '<p class="empty">No diff: no host has pushed this head through the bot yet '
+            "(the bot shows only the diff it computed itself).</p>"
+        )
+    return "".join(parts)
+
+
 def render_experiment(
     detail: queries.ExperimentDetail, problem: Problem, html_base: str = DEFAULT_HTML_BASE
 ) -> str:
@@ -577,7 +629,7 @@ def render_experiment(
         ("GPU-hours / cost", f"{exp.gpu_hours:.3f} / ${exp.cost_usd:.2f}"),
     ]
     summary = (
-        f"<p><strong>{_e(exp.title)}</strong></p><p>{_e(exp.hypothesis)}</p>"
+        f'<p><strong>{_e(exp.title)}</strong></p><div class="md">{markdown_html(exp.hypothesis)}</div>'
         '<div class="cards">'
         + "".join(
             f'<div class="card"><div class="label">{_e(k)}</div><div>{v}</div></div>'
@@ -585,20 +637,11 @@ def render_experiment(
         )
         + "</div>"
     )
-    diff = ""
-    if detail.changed_files or detail.reverted_files or detail.notes:
-        changed = ", ".join(f"<code>{_e(f)}</code>" for f in detail.changed_files) or "—"
-        reverted = ", ".join(f"<code>{_e(f)}</code>" for f in detail.reverted_files) or "—"
-        diff = _section(
-            "exp-diff",
-            "Change",
-            f"<p>changed: {changed}</p><p>reverted (not editable): {reverted}</p>"
-            + (f"<p>{_e(detail.notes)}</p>" if detail.notes else ""),
-        )
+    diff = _section("exp-diff", "Change", _change_html(detail))
     decisions = "".join(
         f"<tr><td>{_e(time.strftime('%Y-%m-%d %H:%M', time.gmtime(d.created_at)))}</td>"
-        f"<td>{_badge(d.verdict)}</td><td>{_e(d.actor)}</td><td class=why>{_e(d.rationale)}</td>"
-        "</tr>"
+        f"<td>{_badge(d.verdict)}</td><td>{_e(d.actor)}</td>"
+        f'<td class="why md">{markdown_html(d.rationale)}</td></tr>'
         for d in detail.decisions
     )
     logs = "".join(
@@ -613,10 +656,13 @@ def render_experiment(
             _section("exp-summary", heading, summary),
             _section(
                 "exp-curves",
-                "Training curves (train loss per seed)",
-                f'<div class="chart">{curves_svg(detail.runs, width=1100)}</div>',
+                "Training curves: each seed over the baseline's",
+                f'<div class="chart">{overlay_svg(detail.runs, detail.baseline_runs, width=1100)}'
+                '</div><p class="muted">Solid: this experiment\'s seed. Dashed, in the same '
+                "colour: the baseline's seed of the same number, on the same base (the pair "
+                "the gate compares).</p>",
             ),
-            _section("exp-runs", "Runs", _runs_table(detail, problem) + logs),
+            _section("exp-runs", "Runs", _runs_table(detail, problem, detail.current_base) + logs),
             diff,
             _section(
                 "exp-decisions",

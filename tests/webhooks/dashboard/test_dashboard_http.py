@@ -54,7 +54,9 @@ def test_experiment_page_shows_seeds_curves_decisions_and_change(served: Served)
     decisions = html[html.index('id="exp-decisions"') :]
     assert "confirm" in decisions and "p = 0.001" in decisions
     (chart,) = svgs(html)
-    assert len(list(chart.iter("{http://www.w3.org/2000/svg}polyline"))) == 3
+    lines = list(chart.iter("{http://www.w3.org/2000/svg}polyline"))
+    assert len(lines) == 6  # three seeds, each over the baseline's seed (dashed)
+    assert sum(1 for line in lines if line.get("stroke-dasharray")) == 3
 
 
 def test_experiment_page_of_a_crash_shows_the_log_and_unknown_is_404(served: Served) -> None:
