@@ -22,6 +22,7 @@ import json
 import math
 import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -272,6 +273,46 @@ def _smoke(
     return run_verdicts(result, problem, run_dir / "log.txt"), work
 
 
+def held_out_verdicts(problem: Problem, root: Path) -> list[Verdict]:
+    """Whether training could read a copy of the held-out files (`[eval] hide`).
+
+    `[eval] hide` masks only the paths it names; the search runs inside the
+    training sandbox itself (`trainer.corpus`), so a copy under any other
+    name or directory that the sandbox binds counts.
+    """
+    from trainer import corpus
+
+    if not problem.sealed or not problem.evaluation or not problem.evaluation.hide:
+        return []
+    files = corpus.held_out_files(problem, root)
+    if not files:
+        return [Verdict("held-out data", "warn", "[eval] hide names no file of 1 KiB or more")]
+    scratch = Path(tempfile.mkdtemp(prefix="kohai-check-heldout-"))
+    try:
+        copies = corpus.held_out_reachable(problem, root.resolve(), scratch)
+    except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
+        return [Verdict("held-out data", "warn", f"could not search the sandbox: {exc}")]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if copies:
+        shown = ", ".join(copies[:3]) + (f" and {len(copies) - 3} more" if len(copies) > 3 else "")
+        return [
+            Verdict(
+                "held-out data",
+                "warn",
+                f"training can read a copy of the held-out files: {shown}; "
+                "[eval] hide must hide every path that holds them (docs/trust.md)",
+            )
+        ]
+    return [
+        Verdict(
+            "held-out data",
+            "pass",
+            f"no copy of the {len(files)} held-out file(s) is readable from the training sandbox",
+        )
+    ]
+
+
 def check(
     root: Path,
     *,
@@ -308,6 +349,7 @@ def check(
     why_not = sandbox.probe()
     if why_not is None:
         add(Verdict("sandbox", "pass", "training and evaluation run in the job sandbox"))
+        add(*held_out_verdicts(problem, root))
     else:
         add(
             Verdict(
