@@ -14,7 +14,7 @@ side of evaluation) runs on a GPU host that holds credentials. bubblewrap
   library), the binds asked for, and only `work` (plus `writable`) writable.
   Not /usr as a whole: /usr/lib/python3*, /usr/share and the home directories
   hold copies of data a problem may hold out (the reference problem's corpus
-  is Python's own help text); Nothing of
+  is Python's own help text). Nothing of
   $HOME, /root or the host's work directory (its repository cache) exists
   inside unless it is bound. A `.git` inside a writable directory is bound
   read-only on top, so code in the sandbox cannot plant hooks or config
