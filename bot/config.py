@@ -31,6 +31,8 @@ class Settings:
     app_id: int
     private_key: str
     webhook_secret: str
+    # The setting the key came from, for messages about it: the variable the user set.
+    private_key_source: str = "KOHAI_GITHUB_PRIVATE_KEY"
     github_api_url: str = "https://api.github.com"
     github_html_url: str = ""  # the web pages' host; "" derives it from github_api_url
     db_path: str = "kohai.db"
@@ -74,8 +76,12 @@ class Settings:
             raise ConfigError(
                 "KOHAI_GITHUB_PRIVATE_KEY (PEM text) or KOHAI_GITHUB_PRIVATE_KEY_PATH is not set"
             )
+        key_source = private_key_source(env)
         if "PRIVATE KEY-----" not in key:
-            raise ConfigError("KOHAI_GITHUB_PRIVATE_KEY is not a PEM private key")
+            raise ConfigError(
+                f"{key_source} is not a PEM private key "
+                "(GitHub's .pem file, beginning -----BEGIN RSA PRIVATE KEY-----)"
+            )
         secret = env.get("KOHAI_WEBHOOK_SECRET", "")
         if not secret:
             raise ConfigError("KOHAI_WEBHOOK_SECRET is not set (the App's webhook secret)")
@@ -95,6 +101,7 @@ class Settings:
         return cls(
             app_id=int(raw_id),
             private_key=key,
+            private_key_source=key_source,
             webhook_secret=secret,
             github_api_url=api_url,
             github_html_url=html_url,
@@ -109,6 +116,13 @@ class Settings:
             advisor=env.get("KOHAI_ADVISOR", "on") != "off",
             catch_up=env.get("KOHAI_CATCH_UP", "on") != "off",
         )
+
+
+def private_key_source(env: Mapping[str, str]) -> str:
+    """Where the App's key was read from, as the user wrote it: the text wins over the file."""
+    if env.get("KOHAI_GITHUB_PRIVATE_KEY", "").strip():
+        return "KOHAI_GITHUB_PRIVATE_KEY"
+    return f"KOHAI_GITHUB_PRIVATE_KEY_PATH={env.get('KOHAI_GITHUB_PRIVATE_KEY_PATH', '').strip()}"
 
 
 def html_url_for(api_url: str) -> str:
