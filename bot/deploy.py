@@ -283,7 +283,7 @@ def student_deployment(student: str, gpus: int, image: str, namespace: str) -> d
     """One student's host: its GPUs requested from the device plugin, its token from a Secret.
 
     Inside the container the device plugin numbers the granted GPUs from 0,
-    so the host is told to use 0..gpus-1. `Recreate`, because a second pod
+    so the host is given the count (`--gpus N`: devices 0..N-1). `Recreate`, because a second pod
     with the same token would compete for the same student's jobs.
     """
     if gpus < 0:
@@ -301,7 +301,7 @@ def student_deployment(student: str, gpus: int, image: str, namespace: str) -> d
         "--name",
         student,
         "--gpus",
-        ",".join(str(i) for i in range(gpus)),
+        str(gpus) if gpus else "",
         "--bot-url",
         BOT_URL,
         "--work-dir",

@@ -20,8 +20,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.gpus import parse_gpus
 from bot.protocol import Job, JobResult
-from trainer import sandbox
+from trainer import connect, sandbox
 from trainer.hostapi import HostAuthError, HostClient
 from trainer.jobrunner import Aborted, JobContext, run_job
 from trainer.reporter import JobReporter
@@ -36,14 +37,6 @@ class StudentSpec:
     name: str
     token: str
     gpus: list[int] = field(default_factory=list)
-
-
-def parse_gpus(text: str) -> list[int]:
-    """ "0,1" -> [0, 1]; "" -> []."""
-    try:
-        return [int(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError:
-        raise ValueError(f"GPU list must look like 0,1 (got {text!r})") from None
 
 
 def parse_students(args: argparse.Namespace) -> list[StudentSpec]:
@@ -236,6 +229,16 @@ def main(args: argparse.Namespace) -> int:
         students = parse_students(args)
     except ValueError as exc:
         print(f"kohai host run: {exc}", file=sys.stderr)
+        return 2
+    problems = connect.check_bot(
+        args.bot_url,
+        [(s.name, s.token) for s in students],
+        wait_s=float(os.environ.get("KOHAI_BOT_WAIT_S", connect.DEFAULT_WAIT_S)),
+        on_wait=lambda line: print(f"kohai host run: {line}", file=sys.stderr, flush=True),
+    )
+    for line in problems:
+        print(f"kohai host run: {line}", file=sys.stderr)
+    if problems:
         return 2
     unsandboxed = bool(getattr(args, "unsandboxed", False))
     refusal = sandbox_refusal(sandbox.probe(), unsandboxed)

@@ -10,8 +10,10 @@ an existing file unless `--create` is given.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
+import sys
 
 from bot.cli.common import CliError, console, db_path, open_store
 from bot.gpus import GpuSpecError, format_gpus, parse_gpus
@@ -38,10 +40,12 @@ def host_command(name: str, gpus: list[int]) -> str:
 
 
 def _show_token(verb: str, name: str, token: str, gpus: list[int] | None) -> None:
-    print(f"{verb}; its host token, shown once:")
-    print(token)
-    print(f"start its host (the bot at {bot_url()}, from KOHAI_PUBLIC_URL) with:")
-    print(f"  {host_command(name, gpus or [])}")
+    """The token alone on stdout (`TOKEN=$(kohai hosts add fern)`), what to do with it on stderr."""
+    say = functools.partial(print, file=sys.stderr, flush=True)
+    say(f"{verb}; its host token, shown once, is printed on stdout.")
+    say(f"start its host (the bot at {bot_url()}, from KOHAI_PUBLIC_URL) with:")
+    say(f"  {host_command(name, gpus or [])}")
+    print(token, flush=True)
 
 
 def add(args: argparse.Namespace) -> int:
@@ -84,7 +88,10 @@ def rotate(args: argparse.Namespace) -> int:
         raise CliError(
             f"no student {args.name} in {db_path()}: `kohai hosts list` shows the registered ones"
         )
-    print(f"the old token of {args.name} stops working now: restart its host with the new one")
+    print(
+        f"the old token of {args.name} stops working now: restart its host with the new one",
+        file=sys.stderr,
+    )
     _show_token(f"new token for student {args.name}", args.name, token, None)
     return 0
 

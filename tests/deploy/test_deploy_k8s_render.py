@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from bot import deploy
+from bot.gpus import parse_gpus
 
 Validate = Callable[[dict[str, Any]], Any]
 STUDENTS = ["fern", "frieren", "himmel"]
@@ -101,7 +102,7 @@ def test_students_request_their_gpus_and_read_their_own_token(
         assert args[args.index("--name") + 1] == name
         assert args[args.index("--bot-url") + 1] == "http://kohai-bot:8000"
         assert "--token" not in args and "KOHAI_HOST_TOKEN" not in " ".join(args)
-        assert args[args.index("--gpus") + 1] == ",".join(str(i) for i in range(gpus))
+        assert parse_gpus(args[args.index("--gpus") + 1]) == list(range(gpus))
         assert student.spec.strategy.type == "Recreate"
         assert student.spec.template.spec.termination_grace_period_seconds >= 60
 
