@@ -3,7 +3,8 @@
 The value is a list of device ids, `0,1` (what `CUDA_VISIBLE_DEVICES` gets).
 A bare number is a count, as Docker's `--gpus 4` is: the first N devices,
 `0..N-1`, so `--gpus 0` means no GPU. One device other than the first is
-written as a one-element list, `3,` (or Docker's spelling `device=3`).
+written as a one-element list, `3,` (or Docker's spelling `device=3`);
+`none` or nothing: no GPU.
 Dependency-free: the host side parses it too.
 """
 
@@ -22,7 +23,7 @@ def parse_gpus(text: str | None) -> list[int]:
     listed = raw.startswith("device=")
     if listed:
         raw = raw.removeprefix("device=")
-    if not raw:
+    if not raw or raw.lower() == "none":
         return []
     parts = raw.split(",")
     if not all(p.isdigit() for p in parts if p) or not any(parts):
