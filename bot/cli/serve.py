@@ -229,14 +229,12 @@ def startup_refusals(settings: Settings) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=os.environ.get("KOHAI_LOG", "INFO"), format="%(asctime)s %(name)s %(message)s"
-    )
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
         print(f"kohai serve: {exc}", file=sys.stderr)
         return 2
+    # Checked before logging is set up: a refusal is its own lines, not a request log.
     if not getattr(args, "wait_for_github", False):
         refusals = startup_refusals(settings)
         for line in refusals:
@@ -248,6 +246,9 @@ def main(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
+    logging.basicConfig(
+        level=os.environ.get("KOHAI_LOG", "INFO"), format="%(asctime)s %(name)s %(message)s"
+    )
     import uvicorn
 
     from webhooks.app import create_app
