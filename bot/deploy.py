@@ -233,8 +233,10 @@ def bot_deployment(image: str, namespace: str) -> dict[str, Any]:
         "envFrom": _optional_env_sources(),
         "volumeMounts": [{"name": "data", "mountPath": DATA_DIR}],
         "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 3},
+        # Liveness is the process serving (/livez); readiness is everything working (/healthz,
+        # 503 while GitHub rejects the App): a bot waiting for GitHub is not restarted for it.
         "livenessProbe": {
-            **probe,
+            "httpGet": {"path": "/livez", "port": BOT_PORT},
             "initialDelaySeconds": 15,
             "periodSeconds": 15,
             "failureThreshold": 4,

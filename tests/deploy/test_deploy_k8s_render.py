@@ -60,8 +60,9 @@ def test_bot_probes_health_and_the_service_reaches_it(k8s_model: Validate) -> No
     service = k8s_model(_by_name(fleet, "Service", deploy.BOT_NAME))
     (container,) = bot.spec.template.spec.containers
 
+    assert container.readiness_probe.http_get.path == "/healthz"  # 503 while anything is wrong
+    assert container.liveness_probe.http_get.path == "/livez"  # 200 while the process serves
     for probe in (container.liveness_probe, container.readiness_probe):
-        assert probe.http_get.path == "/healthz"
         assert probe.http_get.port == 8000
     assert service.spec.selector == bot.spec.template.metadata.labels
     assert service.spec.selector == bot.spec.selector.match_labels
