@@ -98,6 +98,7 @@ def rotate(args: argparse.Namespace) -> int:
 
 def list_hosts(args: argparse.Namespace) -> int:
     from rich.table import Table
+    from rich.text import Text
 
     rows = open_store().query("SELECT name, gpus, state, labs FROM students ORDER BY name")
     if not rows:
@@ -106,6 +107,7 @@ def list_hosts(args: argparse.Namespace) -> int:
     table = Table("student", "gpus", "state", "labs", box=None, pad_edge=False)
     table.columns[1].justify = "right"
     for row in rows:
-        table.add_row(row["name"], str(row["gpus"]), row["state"], row["labs"] or "all")
+        cells = (row["name"], str(row["gpus"]), row["state"], row["labs"] or "all")
+        table.add_row(*map(Text, cells))  # Text, never rich markup
     console().print(table)
     return 0

@@ -91,3 +91,14 @@ def test_a_garbage_key_file_names_the_variable_that_was_set(tmp_path: Path) -> N
     line = one_line(done.stderr)
     assert line.startswith(f"kohai serve: KOHAI_GITHUB_PRIVATE_KEY_PATH={key} is not a PEM")
     assert "KOHAI_GITHUB_PRIVATE_KEY " not in line
+
+
+def test_tables_show_text_as_written() -> None:
+    """Hostile input: an agent-written title with rich markup is printed, not interpreted."""
+    from bot.cli.history import format_table
+
+    table = format_table(["id", "title"], [[1, "[bold red]win[/] [/]"], [22, None]]).splitlines()
+    assert table[0].split() == ["id", "title"]
+    assert set(table[1]) == {"─"}
+    assert table[2].split(maxsplit=1) == ["1", "[bold red]win[/] [/]"]
+    assert table[3].split() == ["22", "-"]
