@@ -230,6 +230,11 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"kohai host run: {exc}", file=sys.stderr)
         return 2
+    unsandboxed = bool(getattr(args, "unsandboxed", False))
+    refusal = sandbox_refusal(sandbox.probe(), unsandboxed)
+    if refusal is not None:
+        print(refusal, file=sys.stderr)
+        return 2
     problems = connect.check_bot(
         args.bot_url,
         [(s.name, s.token) for s in students],
@@ -239,11 +244,6 @@ def main(args: argparse.Namespace) -> int:
     for line in problems:
         print(f"kohai host run: {line}", file=sys.stderr)
     if problems:
-        return 2
-    unsandboxed = bool(getattr(args, "unsandboxed", False))
-    refusal = sandbox_refusal(sandbox.probe(), unsandboxed)
-    if refusal is not None:
-        print(refusal, file=sys.stderr)
         return 2
     work_dir = Path(args.work_dir or os.environ.get("KOHAI_HOST_DIR", "~/.kohai/host")).expanduser()
     grace_s = float(os.environ.get("KOHAI_SHUTDOWN_GRACE_S", DEFAULT_SHUTDOWN_GRACE_S))
