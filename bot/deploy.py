@@ -119,6 +119,10 @@ def app_manifest(url: str, name: str) -> dict[str, Any]:
         "url": base,
         "hook_attributes": {"url": f"{base}/webhooks/github", "active": True},
         "redirect_url": f"{base}/",
+        # The dashboard's GitHub sign-in (the App's own OAuth client). Users are never
+        # asked to authorize the App when it is installed: only when they open the dashboard.
+        "callback_urls": [f"{base}/auth/callback"],
+        "request_oauth_on_install": False,
         "setup_url": f"{base}/",
         "setup_on_update": False,
         "description": "An autonomous ML research lab that works through pull requests.",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -21,6 +22,26 @@ DEFAULT_TRACK = "default"
 TRACK_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 MAX_TRACKS = 16
 MAX_WEIGHT = 1000.0  # a share of the students' time: a lab or track of 1 still gets its turn
+
+# Upper bounds of what kohai.toml may ask for, well above real use (one run of a
+# speedrun variant takes about 1 h 50 min on an H100, a three-arm hypothesis about
+# 5 h 30 min) and far below what would tie up the students for good: a day of
+# training passes, `1000h` does not; a million seeds does not.
+MAX_BUDGET_S = 72 * 3600.0  # [train] budget
+MAX_GRACE_S = 3600.0  # [train] grace: saving the artefact after the budget's SIGTERM
+MAX_EVAL_BUDGET_S = 24 * 3600.0  # [eval] budget
+MAX_SEEDS = 64  # seeds, confirm_seeds, baseline_seeds
+MAX_PATHS = 1000  # entries of files.editable, files.frozen, eval.hide
+MAX_KNOBS = 100  # [search] knobs
+MAX_CHOICES = 1000  # choices of one knob
+MAX_COMMAND_CHARS = 10_000  # a command line
+MAX_BAND = 100.0  # [train] early_stop band, in baseline standard deviations
+# What no editable pattern may cover, with paths to try under it: the bot refuses
+# any change to them anyway (the contract, the workflows), so such a pattern is a mistake.
+PROTECTED: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("kohai.toml", ()),
+    (".github/", (".github/workflows/ci.yml", ".github/CODEOWNERS")),
+)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -43,8 +64,13 @@ def path_matches(path: str, patterns: tuple[str, ...] | list[str]) -> bool:
     return False
 
 
-def parse_duration(value: str | int | float, *, field_name: str = "duration") -> float:
-    """Seconds from `"5m"`, `"30s"`, `"1.5h"`, `"250ms"` or a bare number of seconds."""
+def parse_duration(
+    value: str | int | float, *, field_name: str = "duration", maximum: float | None = None
+) -> float:
+    """Seconds from `"5m"`, `"30s"`, `"1.5h"`, `"250ms"` or a bare number of seconds.
+
+    Positive and finite; at most `maximum` seconds when one is given.
+    """
     if isinstance(value, bool):
         raise ProblemError(f"{field_name}: expected a duration like '5m', got {value!r}")
     if isinstance(value, int | float):
@@ -56,9 +82,20 @@ def parse_duration(value: str | int | float, *, field_name: str = "duration") ->
                 f"{field_name}: expected a duration like '5m' or '30s', got {value!r}"
             )
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds <= 0:
+    if not 0 < seconds < float("inf"):  # NaN fails this too
         raise ProblemError(f"{field_name}: must be positive, got {value!r}")
+    if maximum is not None and seconds > maximum:
+        raise ProblemError(
+            f"{field_name}: at most {_hours(maximum)}, got {value!r} ({_hours(seconds)})"
+        )
     return seconds
+
+
+def _hours(seconds: float) -> str:
+    """A bound or a duration for an error message: `72h`, `1h`, `90s`."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:g}h"
+    return f"{seconds:g}s"
 
 
 @dataclass(frozen=True)
@@ -88,12 +125,17 @@ class Knob:
             choices = spec["choices"]
             if not isinstance(choices, list) or not choices:
                 raise ProblemError(f"search.{name}.choices: expected a non-empty list")
+            if len(choices) > MAX_CHOICES:
+                raise ProblemError(f"search.{name}.choices: at most {MAX_CHOICES} choices")
             return cls(name=name, choices=tuple(choices), group=group)
         if "min" not in spec or "max" not in spec:
             raise ProblemError(f"search.{name}: expected min and max, or choices")
         low, high = spec["min"], spec["max"]
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)):
-            raise ProblemError(f"search.{name}: min and max must be numbers")
+        if not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in (low, high)
+        ):
+            raise ProblemError(f"search.{name}: min and max must be finite numbers")
         if low >= high:
             raise ProblemError(f"search.{name}: min must be below max")
         log = bool(spec.get("log", False))
@@ -214,6 +256,84 @@ class Track:
     weight: float = 1.0
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)i?B?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+MIN_MEMORY = 64 << 20
+MAX_MEMORY = 64 << 40
+MIN_DISK = 1 << 20
+MAX_DISK = 1 << 50
+MIN_PROCESSES = 16
+MAX_PROCESSES = 1_000_000
+
+
+def parse_size(value: str | int, *, field_name: str) -> int:
+    """Bytes from `"512M"`, `"3G"`, `"1.5T"`, `"64GiB"` or a bare number of bytes."""
+    if isinstance(value, bool):
+        raise ProblemError(f"{field_name}: expected a size like '16G', got {value!r}")
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(str(value)) if isinstance(value, str) else None
+    if not match:
+        raise ProblemError(f"{field_name}: expected a size like '16G' or '512M', got {value!r}")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
+
+
+@dataclass(frozen=True)
+class Resources:
+    """`[train] memory`, `processes`, `disk`: what one job may use on its host (`trainer.limits`).
+
+    The defaults sit well above real use on a GPU box: most of the host's
+    memory, thousands of processes and threads (a cgroup's pids count
+    threads), and room for checkpoints. Breaking one ends the run as a crash
+    naming it (`out of memory`, `too many processes`, `disk quota`).
+    """
+
+    memory_bytes: int | None = None  # an absolute limit; None: `memory_share` of the host
+    memory_share: float = 0.9
+    processes: int = 16384
+    disk_bytes: int = 200 << 30
+
+    def memory_on(self, host_bytes: int) -> int:
+        """The memory limit on a host with `host_bytes` of memory."""
+        if self.memory_bytes is not None:
+            return self.memory_bytes
+        return int(host_bytes * self.memory_share)
+
+
+def _resources(train: dict[str, Any]) -> Resources:
+    default = Resources()
+    memory_bytes, share = None, default.memory_share
+    memory = train.get("memory")
+    if isinstance(memory, str) and memory.strip().endswith("%"):
+        try:
+            share = float(memory.strip()[:-1]) / 100.0
+        except ValueError:
+            share = -1.0
+        if not 0.01 <= share <= 1.0:  # NaN fails this too
+            raise ProblemError(f"train.memory: a share of the host in [1%, 100%], got {memory!r}")
+    elif memory is not None:
+        memory_bytes = parse_size(memory, field_name="train.memory")
+        if not MIN_MEMORY <= memory_bytes <= MAX_MEMORY:
+            raise ProblemError(f"train.memory: expected between 64M and 64T, got {memory!r}")
+    processes = train.get("processes", default.processes)
+    if (
+        isinstance(processes, bool)
+        or not isinstance(processes, int)
+        or not MIN_PROCESSES <= processes <= MAX_PROCESSES
+    ):
+        raise ProblemError(
+            f"train.processes: expected an integer in [{MIN_PROCESSES}, {MAX_PROCESSES}], "
+            f"got {processes!r}"
+        )
+    disk = train.get("disk")
+    disk_bytes = default.disk_bytes if disk is None else parse_size(disk, field_name="train.disk")
+    if not MIN_DISK <= disk_bytes <= MAX_DISK:
+        raise ProblemError(f"train.disk: expected between 1M and 1P, got {disk!r}")
+    return Resources(
+        memory_bytes=memory_bytes, memory_share=share, processes=processes, disk_bytes=disk_bytes
+    )
+
+
 @dataclass(frozen=True)
 class Problem:
     """Everything the bot and the trainer need to know about a problem repository."""
@@ -235,6 +355,7 @@ class Problem:
     weight: float = 1.0  # `[lab] weight`: the default line's share of the students' time
     tracks: tuple[Track, ...] = field(default_factory=tuple)
     gate: GateConfig = field(default_factory=GateConfig)
+    resources: Resources = field(default_factory=Resources)
 
     @property
     def sealed(self) -> bool:
@@ -266,27 +387,75 @@ class Problem:
         return search_units(self.knobs)
 
 
-def _int_at_least(table: dict[str, Any], key: str, default: int, minimum: int, where: str) -> int:
+def _int_in(
+    table: dict[str, Any], key: str, default: int, minimum: int, maximum: int, where: str
+) -> int:
     value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ProblemError(f"{where}.{key}: expected an integer >= {minimum}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ProblemError(
+            f"{where}.{key}: expected an integer from {minimum} to {maximum}, got {value!r}"
+        )
     return value
+
+
+def _example(pattern: str) -> str:
+    """A path `pattern` matches: each wildcard filled with a plain character."""
+    path = re.sub(
+        r"\[(!?)([^\]]*)\]", lambda m: "x" if m.group(1) else (m.group(2) or "x")[0], pattern
+    )
+    return path.rstrip("/").replace("*", "x").replace("?", "x")
+
+
+def _covers(pattern: str, entry: str, probes: tuple[str, ...] = ()) -> bool:
+    """Whether the editable `pattern` covers something the `files` entry `entry` names.
+
+    Either the entry (or a probe path under it) matches the pattern, or a path
+    the pattern matches lies under the entry (`data/*.py` inside `data/`).
+    """
+    literal = entry.rstrip("/")
+    return any(path_matches(path, [pattern]) for path in (literal, *probes)) or path_matches(
+        _example(pattern), [entry]
+    )
+
+
+def _check_editable(editable: tuple[str, ...], frozen: tuple[str, ...]) -> None:
+    """No editable entry may cover a frozen file, kohai.toml or `.github/`: a student
+    could never change them (the trainer and the bot refuse it), so such a pattern is
+    a mistake to name, not a permission to grant."""
+    for pattern in editable:
+        for entry, probes in PROTECTED:
+            if _covers(pattern, entry, probes):
+                raise ProblemError(
+                    f"files.editable: {pattern!r} covers {entry}, which no student may change"
+                )
+        for entry in frozen:
+            if _covers(pattern, entry):
+                raise ProblemError(
+                    f"files.editable: {pattern!r} covers the frozen {entry!r}; "
+                    "a file cannot be both editable and frozen"
+                )
 
 
 def _paths(table: dict[str, Any], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
     value = table.get(key, list(default))
     if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
         raise ProblemError(f"files.{key}: expected a list of paths")
+    if len(value) > MAX_PATHS:
+        raise ProblemError(f"files.{key}: at most {MAX_PATHS} entries, got {len(value)}")
     for path in value:
         if path.startswith("/") or ".." in Path(path).parts:
             raise ProblemError(f"files.{key}: {path!r} must be relative to the repository root")
     return tuple(value)
 
 
-def _command(table: dict[str, Any], where: str) -> str:
-    command = table.get("command")
+def _command(table: dict[str, Any], where: str, default: str | None = None) -> str:
+    command = table.get("command", default)
     if not isinstance(command, str) or not command.strip():
         raise ProblemError(f"{where}.command: expected a command line")
+    if len(command) > MAX_COMMAND_CHARS or "\x00" in command:
+        raise ProblemError(
+            f"{where}.command: at most {MAX_COMMAND_CHARS} characters, without NUL bytes"
+        )
     return command
 
 
@@ -294,12 +463,16 @@ def _evaluation(table: dict[str, Any]) -> Evaluation:
     hide = table.get("hide", [])
     if not isinstance(hide, list) or not all(isinstance(h, str) and h for h in hide):
         raise ProblemError("eval.hide: expected a list of paths or module:NAME entries")
+    if len(hide) > MAX_PATHS:
+        raise ProblemError(f"eval.hide: at most {MAX_PATHS} entries, got {len(hide)}")
     for entry in hide:
         if ".." in Path(entry.removeprefix("module:")).parts:
             raise ProblemError(f"eval.hide: {entry!r} may not contain '..'")
     return Evaluation(
         command=_command(table, "eval"),
-        budget_s=parse_duration(table.get("budget", "2m"), field_name="eval.budget"),
+        budget_s=parse_duration(
+            table.get("budget", "2m"), field_name="eval.budget", maximum=MAX_EVAL_BUDGET_S
+        ),
         hide=tuple(hide),
     )
 
@@ -313,10 +486,15 @@ def _early_stop(value: Any) -> EarlyStop | None:
         raise ProblemError("train.early_stop: expected true, false or { after = 0.3, band = 3 }")
     after, band = value.get("after", 0.3), value.get("band", 3.0)
     for key, number in (("after", after), ("band", band)):
-        if isinstance(number, bool) or not isinstance(number, int | float) or number <= 0:
+        if isinstance(number, bool) or not isinstance(number, int | float) or not number > 0:
             raise ProblemError(f"train.early_stop.{key}: expected a positive number")
-    if after >= 1:
+    if not after < 1:
         raise ProblemError("train.early_stop.after: a fraction of the budget below 1")
+    if not band <= MAX_BAND:
+        raise ProblemError(
+            f"train.early_stop.band: at most {MAX_BAND:g} baseline standard deviations, "
+            f"got {band!r}"
+        )
     return EarlyStop(after_fraction=float(after), band=float(band))
 
 
@@ -447,9 +625,7 @@ def parse_problem(data: dict[str, Any]) -> Problem:
         raise ProblemError(
             f"metric.direction: expected 'minimize' or 'maximize', got {direction!r}"
         )
-    command = train.get("command", "python train.py")
-    if not isinstance(command, str) or not command.strip():
-        raise ProblemError("train.command: expected a command line")
+    command = _command(train, "train", "python train.py")
     editable = _paths(files, "editable", ("train.py",))
     frozen = _paths(files, "frozen", ())
     overlap = set(editable) & set(frozen)
@@ -457,6 +633,9 @@ def parse_problem(data: dict[str, Any]) -> Problem:
         raise ProblemError(f"files: {sorted(overlap)} cannot be both editable and frozen")
     if CONFIG_FILE in editable:
         raise ProblemError(f"files.editable: {CONFIG_FILE} holds the budget and cannot be editable")
+    _check_editable(editable, frozen)
+    if len(search) > MAX_KNOBS:
+        raise ProblemError(f"search: at most {MAX_KNOBS} knobs, got {len(search)}")
     knobs = tuple(Knob.from_toml(k, v) for k, v in search.items() if isinstance(v, dict))
     if len(knobs) != len(search):
         raise ProblemError("search: every knob must be a table like { min = 1, max = 2 }")
@@ -465,11 +644,15 @@ def parse_problem(data: dict[str, Any]) -> Problem:
         metric=name,
         direction=direction,
         command=command,
-        budget_s=parse_duration(train.get("budget", "5m"), field_name="train.budget"),
-        grace_s=parse_duration(train.get("grace", "10s"), field_name="train.grace"),
-        seeds=_int_at_least(train, "seeds", 1, 1, "train"),
-        confirm_seeds=_int_at_least(train, "confirm_seeds", 5, 1, "train"),
-        baseline_seeds=_int_at_least(train, "baseline_seeds", 5, 1, "train"),
+        budget_s=parse_duration(
+            train.get("budget", "5m"), field_name="train.budget", maximum=MAX_BUDGET_S
+        ),
+        grace_s=parse_duration(
+            train.get("grace", "10s"), field_name="train.grace", maximum=MAX_GRACE_S
+        ),
+        seeds=_int_in(train, "seeds", 1, 1, MAX_SEEDS, "train"),
+        confirm_seeds=_int_in(train, "confirm_seeds", 5, 1, MAX_SEEDS, "train"),
+        baseline_seeds=_int_in(train, "baseline_seeds", 5, 1, MAX_SEEDS, "train"),
         editable=editable,
         frozen=frozen,
         knobs=knobs,
@@ -479,6 +662,7 @@ def parse_problem(data: dict[str, Any]) -> Problem:
         weight=_lab_weight(data.get("lab")),
         tracks=_tracks(data.get("tracks")),
         gate=_gate(data.get("gate")),
+        resources=_resources(train),
     )
     return problem
 

@@ -7,6 +7,8 @@ the server's dependencies. The bot leases a `Job`; the host streams
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
@@ -33,6 +35,92 @@ EventKind = Literal["heartbeat", "phase", "progress", "log"]
 
 LEASE_SECONDS = 60.0
 MAX_ATTEMPTS = 3
+
+# What a host reports is a claim: the bot checks its shape before it stores or
+# shows any of it (`JobEvent.check`, `JobResult.check`; the host API answers 400).
+SHA = re.compile(r"[0-9a-f]{40}")
+PHASE = re.compile(r"[a-z][a-z_-]{0,39}")
+EVENT_KINDS: frozenset[str] = frozenset({"heartbeat", "phase", "progress", "log"})
+MAX_METRICS = 256  # names in one progress event or one run's final line
+MAX_NAME_CHARS = 200  # a metric's name
+MAX_LINES = 1000  # log lines in one event
+MAX_LINE_CHARS = 10_000
+MAX_TEXT_CHARS = 100_000  # a reason, the notes, a log tail: clipped to this (the store keeps less)
+MAX_CURVE_POINTS = 100_000
+URL_DROPPED = (
+    "W&B URL of seed {seed} dropped: a link must be https:// without spaces, brackets, "
+    "quotes or angle brackets"
+)
+
+
+MAX_URL_CHARS = 2000
+# A URL a host reports is shown as a link only when it is https:// and holds
+# nothing that can end the markdown link or the HTML attribute it is put in.
+_URL = re.compile(r"https://[^\s\[\]()<>\"'`\\{}|^]+")
+
+
+def https_url(value: object) -> str | None:
+    """`value` when it is an https:// URL safe to link to, else None (it is dropped).
+
+    Safe: https only (no `javascript:`, `data:` or plain http), at most
+    MAX_URL_CHARS, and no spaces, brackets, quotes, angle brackets or
+    backslashes that could end the markdown link or HTML attribute around it.
+    """
+    if not isinstance(value, str) or len(value) > MAX_URL_CHARS:
+        return None
+    return value if _URL.fullmatch(value) and len(value) > len("https://") else None
+
+
+class ProtocolError(ValueError):
+    """A host's message that does not fit the protocol; the host API answers 400 with it."""
+
+
+def is_sha(value: object) -> bool:
+    """A full commit sha: 40 lowercase hex characters, nothing else."""
+    return isinstance(value, str) and SHA.fullmatch(value) is not None
+
+
+def _optional_sha(value: object, where: str) -> None:
+    if value is not None and not is_sha(value):
+        raise ProtocolError(f"{where} must be a commit sha of 40 hex characters")
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _optional_int(value: object, where: str) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ProtocolError(f"{where} must be an integer")
+
+
+def _text(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise ProtocolError(f"{where} must be a string")
+    return value
+
+
+_LABEL_BAD = re.compile(r"[^A-Za-z0-9 ._:()+/-]")
+
+
+def _label(value: str) -> str:
+    """A host's name or GPU kind as a plain label ("NVIDIA H100 80GB HBM3", "cpu"):
+    other characters become "?", so it reads the same in a code span, a cell or a log.
+    """
+    return _LABEL_BAD.sub("?", " ".join(value.split()))[:MAX_NAME_CHARS]
+
+
+def _metrics(value: object, where: str) -> None:
+    """Names (bounded strings) to finite numbers: names reach the dashboard and the store."""
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{where} must map names to numbers")
+    if len(value) > MAX_METRICS:
+        raise ProtocolError(f"{where} has more than {MAX_METRICS} names")
+    for name, number in value.items():
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_CHARS:
+            raise ProtocolError(f"{where}: a name must be 1 to {MAX_NAME_CHARS} characters")
+        if not _number(number):
+            raise ProtocolError(f"{where} must map names to numbers: {name[:40]!r} is not finite")
 
 
 def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
@@ -138,6 +226,30 @@ class JobEvent:
     def from_dict(cls, data: dict[str, Any]) -> JobEvent:
         return _from_dict(cls, data)
 
+    def check(self) -> None:
+        """Raise ProtocolError unless every field has the protocol's shape and bounds.
+
+        A phase is a short lowercase word (it is stored and shown), a sha is
+        40 hex characters, metrics map bounded names to finite numbers; log
+        lines are clipped (the last MAX_LINES, each MAX_LINE_CHARS at most).
+        """
+        if self.kind not in EVENT_KINDS:
+            raise ProtocolError(f"kind must be one of {sorted(EVENT_KINDS)}")
+        if self.phase is not None and (
+            not isinstance(self.phase, str) or not PHASE.fullmatch(self.phase)
+        ):
+            raise ProtocolError("phase must be a lowercase word (at most 40 characters)")
+        _optional_int(self.seed, "seed")
+        _optional_int(self.step, "step")
+        _metrics(self.metrics, "metrics")
+        if not isinstance(self.lines, list):
+            raise ProtocolError("lines must be a list of strings")
+        lines = self.lines[-MAX_LINES:]  # a flood keeps its end
+        self.lines = [_text(line, "a log line")[:MAX_LINE_CHARS] for line in lines]
+        _optional_sha(self.head_sha, "head_sha")
+        if not isinstance(self.lease_id, str):
+            raise ProtocolError("lease_id must be a string")
+
 
 @dataclass
 class RunResult:
@@ -167,6 +279,27 @@ class RunResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunResult:
         return _from_dict(cls, data)
+
+    def check(self) -> str | None:
+        """Raise ProtocolError for a run that does not fit the protocol; drop a W&B URL
+        that is not a safe https:// link, returning the note that says so."""
+        where = f"run of seed {self.seed}"
+        _optional_int(self.seed, "seed")
+        _metrics(self.metrics, f"{where}: metrics")
+        if not isinstance(self.curve, list) or len(self.curve) > MAX_CURVE_POINTS:
+            raise ProtocolError(f"{where}: curve must be a list of [step, value] points")
+        if not all(isinstance(p, list) and all(_number(v) for v in p) for p in self.curve):
+            raise ProtocolError(f"{where}: a curve point must be a list of finite numbers")
+        for name in ("reason", "log_tail", "wandb_url", "host", "gpu_kind"):
+            _text(getattr(self, name), f"{where}: {name}")
+        # Texts are clipped, not refused: a long log must not cost the measurement.
+        self.reason = self.reason[:MAX_TEXT_CHARS]
+        self.log_tail = self.log_tail[-MAX_TEXT_CHARS:]
+        self.host, self.gpu_kind = _label(self.host), _label(self.gpu_kind)
+        if self.wandb_url and https_url(self.wandb_url) is None:
+            self.wandb_url = ""
+            return URL_DROPPED.format(seed=self.seed)
+        return None
 
 
 # Ends a `JobResult.diff` that was cut short or could not be made: the audit fails it.
@@ -199,3 +332,23 @@ class JobResult:
             r if isinstance(r, RunResult) else RunResult.from_dict(r) for r in result.runs
         ]
         return result
+
+    def check(self) -> None:
+        """Raise ProtocolError unless the result has the protocol's shape and bounds.
+
+        The head sha is 40 hex characters; texts are strings of bounded size;
+        a W&B URL that is not a safe https:// link is dropped and `notes`
+        says so. Whether the result fits its job (seeds, statuses, the lease)
+        is the job book's decision (`bot.engine.jobs.validate_result`).
+        """
+        _optional_sha(self.head_sha, "head_sha")
+        for name in ("reason", "notes", "lease_id", "diff"):
+            _text(getattr(self, name), name)
+        self.reason, self.notes = self.reason[:MAX_TEXT_CHARS], self.notes[:MAX_TEXT_CHARS]
+        for name in ("changed_files", "reverted_files"):
+            paths = getattr(self, name)
+            if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+                raise ProtocolError(f"{name} must be a list of paths")
+        dropped = [note for run in self.runs if (note := run.check())]
+        if dropped:
+            self.notes = "\n".join(n for n in [self.notes, *dropped] if n)

@@ -87,6 +87,7 @@ class ExperimentRow:
     finished_at: float | None  # when its latest run landed
     trust: str = ""  # "unsealed" and/or "unsandboxed" when its runs were; "" when neither
     track: str = "default"
+    measured_on: str | None = None  # the base its current group (its result) was measured on
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ class BestSoFar:
     baseline: float | None  # the first baseline measured: where the best starts
     points: list[ProgressPoint]
     steps: list[BestStep] = field(default_factory=list)  # what the best is made of
+    counted: bool = False  # x counts experiments (whole numbers), not time
 
     @property
     def best(self) -> float | None:
@@ -145,6 +147,11 @@ class ExperimentDetail:
     changed_files: list[str] = field(default_factory=list)
     reverted_files: list[str] = field(default_factory=list)
     notes: str = ""
+    # The baseline's runs (with curves) on each base the experiment was measured on:
+    # a candidate seed is drawn over the baseline's seed of the same number and base.
+    baseline_runs: list[Run] = field(default_factory=list)
+    diff: str | None = None  # the bot's own diff of the current head (`verified_diff`)
+    current_base: str | None = None  # the lab's base now (results elsewhere are older)
 
 
 @dataclass(frozen=True)
@@ -410,6 +417,7 @@ def _experiment_rows(
                 finished_at=max((r.created_at for r in runs), default=None),
                 trust=trust_note(group),
                 track=exp.track,
+                measured_on=group[0].base_sha if group else None,
             )
         )
     return result
@@ -608,7 +616,9 @@ def _progress(
             )
         )
     label = f"{unit} since start" if over_time else "experiment"
-    return BestSoFar(problem.metric, problem.minimize, label, start_value, points, steps)
+    return BestSoFar(
+        problem.metric, problem.minimize, label, start_value, points, steps, counted=not over_time
+    )
 
 
 @dataclass(frozen=True)
@@ -724,6 +734,39 @@ def find_experiment(
     return store.first(Experiment, f"id = ? AND {scope}", (n, repo_id, repo_id))
 
 
+def older_base(measured_on: str | None, current: str | None, state: str) -> bool:
+    """Whether a result was measured on a base the lab has since left (and so is not
+    comparable with results on today's base). A merged winner's base is the one it
+    changed, so it is not flagged; an unmeasured experiment has nothing to flag."""
+    return bool(measured_on and current and measured_on != current and state != "merged")
+
+
+def current_bases(store: Store) -> dict[tuple[int, str], str | None]:
+    """Each lab's base now, by (repository id, track): where results are compared today."""
+    bases: dict[tuple[int, str], str | None] = {
+        (r["id"], "default"): r["base_sha"] for r in store.query("SELECT id, base_sha FROM repos")
+    }
+    for row in store.query("SELECT repo_id, name, base_sha FROM tracks"):
+        bases[(row["repo_id"], row["name"])] = row["base_sha"]
+    return bases
+
+
+def verified_diff(store: Store, experiment_id: int, head_sha: str | None) -> str | None:
+    """The diff the bot computed when it accepted `head_sha` of the experiment from a host.
+
+    A host's own account of its diff is never read. None when no host pushed
+    this head through the bot (the bot's own start commit, a writer's push).
+    """
+    if not head_sha:
+        return None
+    row = store.one(
+        "SELECT tip_diff FROM jobs WHERE experiment_id = ? AND tip_sha = ? "
+        "AND tip_diff IS NOT NULL ORDER BY id DESC LIMIT 1",
+        (experiment_id, head_sha),
+    )
+    return row["tip_diff"] if row else None
+
+
 def experiment_detail(
     store: Store, number_or_id: int, *, by: str = "auto", repo_id: int | None = None
 ) -> ExperimentDetail | None:
@@ -738,9 +781,25 @@ def experiment_detail(
         Job, "experiment_id = ? AND result IS NOT NULL", (found.id,), order_by="id DESC"
     )
     result = (job.result if job else None) or {}
+    runs = _runs(store, "experiment_id = ?", (found.id,), full=True)
+    bases = sorted({r.base_sha for r in runs if r.base_sha})
+    baseline_runs = (
+        _runs(
+            store,
+            f"kind = 'baseline' AND repo_id = ? AND track = ? "
+            f"AND base_sha IN ({', '.join('?' for _ in bases)})",
+            (found.repo_id, found.track, *bases),
+            full=True,
+        )
+        if bases
+        else []
+    )
     return ExperimentDetail(
         experiment=rows[0],
-        runs=_runs(store, "experiment_id = ?", (found.id,), full=True),
+        runs=runs,
+        baseline_runs=baseline_runs,
+        diff=verified_diff(store, found.id, found.head_sha),
+        current_base=current_bases(store).get((found.repo_id, found.track)),
         decisions=store.rows(Decision, "experiment_id = ?", (found.id,), order_by="created_at, id"),
         changed_files=list(result.get("changed_files") or []),
         reverted_files=list(result.get("reverted_files") or []),

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from bot.protocol import RunResult
     from bot.records import R
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 # Each entry upgrades the schema from version i to i + 1. Never edit a released
 # step; append a new one.
@@ -228,7 +228,19 @@ MIGRATIONS: list[str | Callable[[sqlite_utils.Database], None]] = [
     ALTER TABLE jobs ADD COLUMN tip_sha TEXT;
     ALTER TABLE jobs ADD COLUMN tip_diff TEXT;
     """,
+    # 8: commands run once. A slash command (its comment) or a label change (its
+    # issue, label, action and time) is recorded with the first delivery that ran
+    # it; a replay under another delivery id finds it here and does nothing.
+    lambda db: _add_command_runs(db),
 ]
+
+
+def _add_command_runs(db: sqlite_utils.Database) -> None:
+    db.table("command_runs").create(
+        {"key": str, "delivery_id": str, "created_at": float},
+        pk="key",
+        not_null={"delivery_id", "created_at"},
+    )
 
 
 def _add_tracks(db: sqlite_utils.Database) -> None:

@@ -1,8 +1,9 @@
 """The litestar application: one catch-all handler that sorts requests three ways.
 
 `/{owner}/{repo}.git/...` goes to git's smart-HTTP backend, `/_sandbox/...` to
-the control API, everything else to GitHub's REST and GraphQL routes (where
-the fault switch applies). Work runs in a thread: it takes the state lock and
+the control API, `/login/oauth/...` to the OAuth web flow's pages, the App
+manifest flow's pages and conversion to `manifest`, everything
+else to GitHub's REST and GraphQL routes (where the fault switch applies). Work runs in a thread: it takes the state lock and
 spawns git.
 """
 
@@ -17,7 +18,7 @@ import anyio.to_thread
 from litestar import Litestar, Request, Response, route
 from litestar.enums import HttpMethod
 
-from sandbox import control_api, githttp, routes
+from sandbox import channel, control_api, githttp, manifest, oauth, routes
 from sandbox.errors import ApiError
 from sandbox.paging import link_header
 from sandbox.world import World
@@ -57,6 +58,15 @@ def handle_sync(
     if githttp.is_git_path(path):
         answer = githttp.handle(world, method, path, query_string, headers, raw)
         return Response(content=answer.body, status_code=answer.status, headers=answer.headers)
+    if oauth.is_oauth_path(path) or manifest.is_manifest_path(path):
+        pages = oauth if oauth.is_oauth_path(path) else manifest
+        page = pages.handle(world, method, path, query_string, headers, raw)
+        return Response(
+            content=page.body,
+            status_code=page.status,
+            headers=page.headers,
+            media_type=page.media_type,
+        )
     query = dict(parse_qsl(query_string))
     try:
         if path.startswith(control_api.PREFIX + "/"):
@@ -88,7 +98,7 @@ def build_app(world: World) -> Litestar:
         )
 
     return Litestar(
-        route_handlers=[everything],
+        route_handlers=[everything, *channel.handlers(channel.Channels())],
         request_max_body_size=MAX_BODY,
         openapi_config=None,
         debug=False,

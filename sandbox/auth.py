@@ -25,6 +25,7 @@ CLOCK_DRIFT_S = 60
 TOKEN_LIFETIME_S = 3600
 LEVELS = {"none": 0, "read": 1, "write": 2, "admin": 3}
 INSTALLATION_PERMISSIONS = {
+    "checks": "write",
     "contents": "write",
     "issues": "write",
     "pull_requests": "write",
@@ -44,7 +45,8 @@ def bad_credentials() -> ApiError:
 class Principal:
     """The caller of one request.
 
-    kind is "app" (JWT), "installation" (ghs_ token) or "user" (ghp_ token).
+    kind is "app" (JWT), "installation" (ghs_ token) or "user" (a personal ghp_
+    token, or a ghu_ user access token of the App's OAuth client: `via_app`).
     `repos` is None when not narrowed to particular repositories.
     """
 
@@ -54,6 +56,11 @@ class Principal:
     repos: frozenset[str] | None = None
     permissions: dict[str, str] = field(default_factory=dict)
     token: str = field(default="", repr=False, compare=False)  # the credential (for revoking)
+    # A user access token acts for the user only where the App is installed, and only
+    # within the App's permissions (GitHub's user-to-server rule).
+    via_app: bool = False
+    # The App behind an "app" or "installation" caller; None: the sandbox's default App.
+    app_id: int | None = None
 
 
 def generate_private_key_pem() -> str:
@@ -103,6 +110,21 @@ def verify_app_jwt(token: str, public_pem: str, app_id: int, now: float | None =
             401,
             "'Issued at' claim ('iat') must be an Integer representing the time that the assertion was issued",
         )
+
+
+def jwt_issuer(token: str) -> str:
+    """The `iss` claim of an App JWT, read before its signature is checked: it names the
+    App whose key must verify it (every App has its own key)."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise AuthError(401, "A JSON web token could not be decoded") from exc
+    return str(claims.get("iss", ""))
+
+
+def client_id_of(app_id: int) -> str:
+    """The App's OAuth client id (GitHub Apps' client ids start with `Iv1.`)."""
+    return f"Iv1.{int(app_id):016x}"
 
 
 def new_token(prefix: str) -> str:

@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sandbox.server import SandboxServer
 
@@ -24,11 +25,24 @@ def settings_lines(server: SandboxServer) -> list[str]:
         f"KOHAI_GITHUB_APP_ID={server.app_id}",
         f"KOHAI_GITHUB_PRIVATE_KEY_PATH={server.private_key_path}",
         f"KOHAI_WEBHOOK_SECRET={server.webhook_secret}",
+        f"KOHAI_GITHUB_CLIENT_ID={server.client_id}",
+        f"KOHAI_GITHUB_CLIENT_SECRET={server.client_secret}",
     ]
     for login, record in sorted(server.world.data["users"].items()):
         if record["type"] == "User":
             lines.append(f"# {login} ({record['role']}): token {record['token']}")
     return lines
+
+
+def callback_url_for(webhook_url: str) -> str | None:
+    """The bot's sign-in callback on the host that receives the webhooks.
+
+    `http://127.0.0.1:8000/webhooks/github` -> `http://127.0.0.1:8000/auth/callback`.
+    """
+    parts = urlsplit(webhook_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc}/auth/callback"
 
 
 def source_for(from_path: str | None) -> Path | None:
@@ -52,9 +66,13 @@ def main(args: argparse.Namespace) -> int:
             source = source_for(args.from_path)
             files = None if source else {"README.md": f"# {args.repo.split('/')[-1]}\n"}
             server.create_repo(args.repo, from_path=source, files=files)
+        callback = callback_url_for(args.webhook_url or "")
+        if callback and not server.world.data["app"]["callback_urls"]:
+            server.set_callback_urls([callback])
         for line in settings_lines(server):
             print(line)
         print(f"# repository: {server.url}/{args.repo}.git  (state in {Path(args.data).resolve()})")
+        print(f"# sign-in callback URLs: {server.world.data['app']['callback_urls'] or 'none'}")
         print(f"# webhooks go to {server.world.data['app']['webhook_url']}; Ctrl-C stops")
         sys.stdout.flush()
         signal.signal(signal.SIGTERM, lambda *_: stopped.set())

@@ -115,6 +115,21 @@ class SandboxControl:
     def set_webhook_url(self, url: str | None) -> None:
         self._call("POST", "/webhook-url", json={"url": url})
 
+    def add_user(self, login: str, role: str | None = None) -> dict[str, Any]:
+        """A new human account (`role` None: only what repositories grant it)."""
+        return self._call("POST", "/users", json={"login": login, "role": role})
+
+    def set_collaborator(self, repo: str, login: str, permission: str = "read") -> None:
+        self._call(
+            "PUT",
+            f"/repos/{repo}/collaborators/{quote(login, safe='')}",
+            json={"permission": permission},
+        )
+
+    def set_callback_urls(self, urls: list[str]) -> None:
+        """The App's OAuth callback URLs (where the sign-in page may send users back)."""
+        self._call("POST", "/callback-urls", json={"urls": urls})
+
     def info(self) -> dict[str, Any]:
         return self._call("GET", "/info")
 

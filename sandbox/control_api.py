@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
-from sandbox import delivery, issues, pulls
+from sandbox import auth, delivery, issues, pulls
 from sandbox.auth import Principal
 from sandbox.errors import ApiError
 from sandbox.world import World
@@ -53,6 +53,9 @@ def info(world: World, m: dict[str, str], q: dict[str, str], b: dict[str, Any]) 
         return 200, {
             "api_url": world.base_url,
             "app_id": app["id"],
+            "client_id": auth.client_id_of(app["id"]),
+            "client_secret": app["client_secret"],
+            "callback_urls": list(app["callback_urls"]),
             "app_slug": app["slug"],
             "bot_login": app["bot_login"],
             "webhook_secret": app["webhook_secret"],
@@ -60,6 +63,17 @@ def info(world: World, m: dict[str, str], q: dict[str, str], b: dict[str, Any]) 
             "private_key_path": str(world.private_key_path),
             "users": users,
             "repos": sorted(world.data["repos"]),
+            # Apps registered through the manifest flow (sandbox/manifest.py).
+            "apps": [
+                {
+                    "id": other["id"],
+                    "slug": other["slug"],
+                    "owner": other["owner"],
+                    "bot_login": other["bot_login"],
+                    "webhook_url": other["webhook_url"],
+                }
+                for other in world.data.get("apps", {}).values()
+            ],
         }
 
 
@@ -69,8 +83,41 @@ def create_repo(
 ) -> tuple[int, Any]:
     files = b.get("files")
     return 201, world.create_repo(
-        str(b.get("full_name")), files=files, install=b.get("install", True)
+        str(b.get("full_name")),
+        files=files,
+        install=b.get("install", True),
+        private=bool(b.get("private", False)),
     )
+
+
+@control("POST", r"/users")
+def create_user(
+    world: World, m: dict[str, str], q: dict[str, str], b: dict[str, Any]
+) -> tuple[int, Any]:
+    """A new human: `{"login": ..., "role": null}` has only what repositories grant it."""
+    role = b.get("role")
+    return 201, world.create_user(str(b.get("login") or ""), None if role is None else str(role))
+
+
+@control("PUT", rf"/repos/{R}/collaborators/(?P<user>[^/]+)")
+def set_collaborator(
+    world: World, m: dict[str, str], q: dict[str, str], b: dict[str, Any]
+) -> tuple[int, Any]:
+    """Give a user `permission` (read, write, admin; none removes it) on one repository."""
+    world.set_collaborator(m["repo"], m["user"], str(b.get("permission", "read")))
+    return 200, {"repo": m["repo"], "user": m["user"], "permission": b.get("permission", "read")}
+
+
+@control("POST", r"/callback-urls")
+def callback_urls(
+    world: World, m: dict[str, str], q: dict[str, str], b: dict[str, Any]
+) -> tuple[int, Any]:
+    """Register the App's OAuth callback URLs (the first is the default redirect)."""
+    urls = b.get("urls")
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        raise ApiError(422, "urls must be a list of URLs")
+    world.set_callback_urls(urls)
+    return 200, {"callback_urls": urls}
 
 
 @control("POST", rf"/repos/{R}/issues")

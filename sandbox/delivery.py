@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from sandbox.state import State, now_iso
+from sandbox.state import State, app_record, now_iso
 
 USER_AGENT = "GitHub-Hookshot/sandbox"
 TIMEOUT_S = 10.0
@@ -105,8 +105,10 @@ class Deliverer:
         *,
         guid: str | None = None,
         redelivery: bool = False,
+        app_id: int | None = None,
     ) -> None:
-        """Queue one delivery; call with the state lock held so order is preserved."""
+        """Queue one delivery to an App's hook (None: the default App's); call with the
+        state lock held so order is preserved."""
         repository = payload.get("repository") or {}
         installation = payload.get("installation") or {}
         item = {
@@ -115,6 +117,7 @@ class Deliverer:
             "payload": payload,
             "guid": guid or str(uuid.uuid4()),
             "redelivery": redelivery,
+            "app_id": app_id,
             "installation_id": installation.get("id"),
             "repository_id": repository.get("id"),
         }
@@ -147,7 +150,7 @@ class Deliverer:
 
     def _deliver(self, item: dict[str, Any]) -> None:
         with self.state.lock:
-            app = self.state.data["app"]
+            app = app_record(self.state.data, item.get("app_id")) or self.state.data["app"]
             url, secret, hook_id, app_id = (
                 app["webhook_url"],
                 app["webhook_secret"],

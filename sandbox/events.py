@@ -184,8 +184,11 @@ def installation_repositories_added(
     }
 
 
-def ping(r: Renderer, hook_id: int, url: str | None) -> dict[str, Any]:
-    app = r.world["app"]
+def ping(
+    r: Renderer, hook_id: int, url: str | None, app: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """GitHub's `ping` to an App's hook (the default App's unless another is given)."""
+    app = r.world["app"] if app is None else app
     return {
         "zen": "Keep it logically awesome.",
         "hook_id": hook_id,

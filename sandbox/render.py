@@ -12,6 +12,9 @@ import zlib
 from typing import Any
 from urllib.parse import quote
 
+from sandbox.auth import client_id_of
+from sandbox.state import all_apps, installation_app
+
 EVENTS = ["issues", "issue_comment", "pull_request", "push"]
 ASSOCIATION = {"admin": "MEMBER", "write": "COLLABORATOR", "read": "CONTRIBUTOR"}
 
@@ -56,35 +59,80 @@ class Renderer:
             "user_view_type": "public",
         }
 
+    def private_user(self, login: str) -> dict[str, Any]:
+        """`GET /user`: the signed-in user's own, fuller account."""
+        record = self.world["users"][login]
+        shape = self.user(login)
+        shape.update(
+            {
+                "name": login.capitalize(),
+                "company": None,
+                "blog": "",
+                "location": None,
+                "email": record.get("email"),
+                "hireable": None,
+                "bio": None,
+                "twitter_username": None,
+                "notification_email": record.get("email"),
+                "public_repos": 0,
+                "public_gists": 0,
+                "followers": 0,
+                "following": 0,
+                "created_at": record.get("created_at", "2024-01-01T00:00:00Z"),
+                "updated_at": record.get("created_at", "2024-01-01T00:00:00Z"),
+                "private_gists": 0,
+                "total_private_repos": 0,
+                "owned_private_repos": 0,
+                "disk_usage": 0,
+                "collaborators": 0,
+                "two_factor_authentication": True,
+                "plan": {
+                    "collaborators": 0,
+                    "name": "free",
+                    "space": 976562499,
+                    "private_repos": 10000,
+                },
+            }
+        )
+        return shape
+
     def association(self, login: str, repo: dict[str, Any]) -> str:
         if login == repo["owner"]:
             return "OWNER"
-        role = self.world["users"][login].get("role")
+        role = repo.get("collaborators", {}).get(login) or self.world["users"][login].get("role")
         return ASSOCIATION.get(role or "", "NONE")
 
     # -- App and installations ---------------------------------------------------
 
-    def app(self) -> dict[str, Any]:
-        app = self.world["app"]
+    def app(self, app: dict[str, Any] | None = None) -> dict[str, Any]:
+        """An App's public shape (the default App's unless another is given)."""
+        app = self.world["app"] if app is None else app
+        installations = [
+            i
+            for i in self.world["installations"].values()
+            if installation_app(self.world, i) is app
+        ]
         return {
             "id": app["id"],
             "slug": app["slug"],
             "node_id": node_id("App", app["id"]),
-            "client_id": f"Iv1.{app['id']:016x}",
+            "client_id": client_id_of(app["id"]),
             "owner": self.user(app["owner"]),
-            "name": app["slug"],
-            "description": "An autonomous ML research lab run through pull requests",
-            "external_url": self.web,
+            "name": app.get("name", app["slug"]),
+            "description": app.get(
+                "description", "An autonomous ML research lab run through pull requests"
+            ),
+            "external_url": app.get("external_url", self.web),
             "html_url": f"{self.web}/apps/{app['slug']}",
             "created_at": app["created_at"],
             "updated_at": app["created_at"],
             "permissions": dict(app["permissions"]),
-            "events": list(EVENTS),
-            "installations_count": len(self.world["installations"]),
+            "events": list(app.get("events", EVENTS)),
+            "installations_count": len(installations),
         }
 
     def installation(self, inst: dict[str, Any]) -> dict[str, Any]:
-        app = self.world["app"]
+        app = installation_app(self.world, inst)
         account = inst["account"]
         return {
             "id": inst["id"],
@@ -95,11 +143,11 @@ class Renderer:
             "html_url": f"{self.web}/organizations/{account}/settings/installations/{inst['id']}",
             "app_id": app["id"],
             "app_slug": app["slug"],
-            "client_id": f"Iv1.{app['id']:016x}",
+            "client_id": client_id_of(app["id"]),
             "target_id": self.world["users"][account]["id"],
             "target_type": self.world["users"][account]["type"],
             "permissions": dict(inst["permissions"]),
-            "events": list(EVENTS),
+            "events": list(app.get("events", EVENTS)),
             "created_at": inst["created_at"],
             "updated_at": inst["created_at"],
             "single_file_name": None,
@@ -120,7 +168,7 @@ class Renderer:
             "node_id": node_id("Repository", repo["id"]),
             "name": repo["name"],
             "full_name": full,
-            "private": False,
+            "private": bool(repo.get("private", False)),
             "owner": self.user(repo["owner"]),
             "html_url": f"{self.web}/{full}",
             "description": repo.get("description"),
@@ -200,7 +248,7 @@ class Renderer:
                 "is_template": False,
                 "web_commit_signoff_required": False,
                 "topics": [],
-                "visibility": "public",
+                "visibility": "private" if repo.get("private") else "public",
                 "forks": 0,
                 "open_issues": sum(
                     1 for issue in repo["issues"].values() if issue["state"] == "open"
@@ -229,7 +277,7 @@ class Renderer:
                 "maintain": level == "admin",
                 "push": level in ("admin", "write"),
                 "triage": level in ("admin", "write"),
-                "pull": True,
+                "pull": level != "none",
             }
         return shape
 
@@ -258,7 +306,10 @@ class Renderer:
         return shape
 
     def app_if_bot(self, login: str) -> dict[str, Any] | None:
-        return self.app() if login == self.world["app"]["bot_login"] else None
+        for app in all_apps(self.world):
+            if login == app["bot_login"]:
+                return self.app(app)
+        return None
 
     def issue(self, repo: dict[str, Any], issue: dict[str, Any]) -> dict[str, Any]:
         full = repo["full_name"]

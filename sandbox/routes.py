@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
-from sandbox import appapi, gitdata, graphql, issues, pulls
+from sandbox import appapi, checks, gitdata, graphql, issues, pulls
 from sandbox.auth import Principal
 from sandbox.errors import ApiError
 from sandbox.world import World
@@ -50,6 +50,11 @@ route("POST", rf"/app/hook/deliveries/{N}/attempts", 202)(
 route("DELETE", r"/installation/token", 204)(lambda w, p, m, q, b: w.revoke_token(p))
 route("GET", r"/installation/repositories")(
     lambda w, p, m, q, b: appapi.installation_repositories(w, p, q)
+)
+route("GET", r"/user")(lambda w, p, m, q, b: appapi.authenticated_user(w, p))
+route("GET", r"/user/installations")(lambda w, p, m, q, b: appapi.user_installations(w, p, q))
+route("GET", rf"/user/installations/{N}/repositories")(
+    lambda w, p, m, q, b: appapi.user_installation_repositories(w, p, int(m["n"]), q)
 )
 route("POST", r"/graphql")(lambda w, p, m, q, b: graphql.execute(w, p, b or {}))
 
@@ -160,6 +165,20 @@ route("GET", rf"/repos/{R}/branches/(?P<branch>.+)")(
 )
 route("GET", rf"/repos/{R}/contents/(?P<path>.+)")(
     lambda w, p, m, q, b: gitdata.get_contents(w, p, m["repo"], m["path"], q)
+)
+
+# Check runs ---------------------------------------------------------------------------
+route("POST", rf"/repos/{R}/check-runs", 201)(
+    lambda w, p, m, q, b: checks.create_check_run(w, p, m["repo"], b or {})
+)
+route("GET", rf"/repos/{R}/check-runs/{N}")(
+    lambda w, p, m, q, b: checks.get_check_run(w, p, m["repo"], int(m["n"]))
+)
+route("GET", rf"/repos/{R}/check-runs/{N}/annotations")(
+    lambda w, p, m, q, b: checks.list_annotations(w, p, m["repo"], int(m["n"]), q)
+)
+route("GET", rf"/repos/{R}/commits/(?P<ref>.+)/check-runs")(
+    lambda w, p, m, q, b: checks.list_for_ref(w, p, m["repo"], m["ref"], q)
 )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import uvicorn
 
+from sandbox import auth
 from sandbox.app import build_app
 from sandbox.world import World
 
@@ -123,6 +124,18 @@ class SandboxServer:
         return self.world.private_key_path
 
     @property
+    def client_id(self) -> str:
+        """The App's OAuth client id, for the user sign-in flow."""
+        return auth.client_id_of(self.app_id)
+
+    @property
+    def client_secret(self) -> str:
+        return str(self.world.data["app"]["client_secret"])
+
+    def set_callback_urls(self, urls: list[str]) -> None:
+        self.world.set_callback_urls(urls)
+
+    @property
     def webhook_secret(self) -> str:
         return str(self.world.data["app"]["webhook_secret"])
 
@@ -132,12 +145,14 @@ class SandboxServer:
         from_path: Path | None = None,
         files: dict[str, str] | None = None,
         install: bool = True,
+        private: bool = False,
     ) -> dict[str, Any]:
         return self.world.create_repo(
             full_name,
             from_path=Path(from_path) if from_path else None,
             files=files,
             install=install,
+            private=private,
         )
 
     def set_webhook_url(self, url: str | None) -> None:

@@ -36,6 +36,7 @@ def empty_world() -> dict[str, Any]:
         "app": {"id": 0, "slug": APP_SLUG, "webhook_secret": "", "webhook_url": None, "hook_id": 0},
         "counters": {},
         "users": {},
+        "apps": {},  # Apps registered through the manifest flow, by id (see sandbox/manifest.py)
         "installations": {},
         "tokens": {},
         "repos": {},
@@ -81,3 +82,21 @@ class State:
             self.dir.mkdir(parents=True, exist_ok=True)
             with self.deliveries_path.open("a") as log:
                 log.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+
+def app_record(data: dict[str, Any], app_id: int | str | None = None) -> dict[str, Any] | None:
+    """One App of the world: the default App (None, or its id) or one registered since."""
+    default: dict[str, Any] = data["app"]
+    if app_id is None or str(app_id) == str(default["id"]):
+        return default
+    found: dict[str, Any] | None = data.get("apps", {}).get(str(app_id))
+    return found
+
+
+def installation_app(data: dict[str, Any], inst: dict[str, Any]) -> dict[str, Any]:
+    """The App an installation belongs to (installations without `app_id` are the default's)."""
+    return app_record(data, inst.get("app_id")) or data["app"]
+
+
+def all_apps(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return [data["app"], *data.get("apps", {}).values()]

@@ -19,8 +19,17 @@ from typing import Any
 from sandbox import auth, events, gitrepo
 from sandbox.delivery import Deliverer
 from sandbox.errors import ApiError, not_found
-from sandbox.render import Renderer
-from sandbox.state import APP_SLUG, BOT_USER_ID, USERS, State, now_iso
+from sandbox.render import Renderer, node_id
+from sandbox.state import (
+    APP_SLUG,
+    BOT_USER_ID,
+    USERS,
+    State,
+    all_apps,
+    app_record,
+    installation_app,
+    now_iso,
+)
 
 ADMIN_LOGIN = "alice"
 
@@ -53,8 +62,28 @@ class World:
             yield
             self.state.save()
 
-    def emit(self, event: str, payload: dict[str, Any]) -> None:
-        self.deliverer.enqueue(event, payload)
+    def emit(self, event: str, payload: dict[str, Any], *, app_id: int | None = None) -> None:
+        """Deliver one event to every App it concerns, as GitHub does.
+
+        An installation event goes to its installation's App. A repository event goes
+        to each App installed on the repository, with that App's installation in the
+        payload; `app_id` names the App of an event about no installation (a ping).
+        """
+        inst = payload.get("installation") or {}
+        repo = (payload.get("repository") or {}).get("full_name")
+        if repo and "app_id" not in inst:
+            targets = [i for i in self.data["installations"].values() if repo in i["repos"]]
+            for target in targets or [None]:
+                copy = payload
+                if target is not None and target["id"] != inst.get("id"):
+                    copy = {**payload, "installation": {**inst, "id": target["id"]}}
+                    copy["installation"]["node_id"] = node_id("Installation", target["id"])
+                app = installation_app(self.data, target) if target else self.data["app"]
+                self.deliverer.enqueue(event, copy, app_id=app["id"])
+            return
+        if "app_id" in inst:
+            app_id = inst["app_id"]
+        self.deliverer.enqueue(event, payload, app_id=app_id)
 
     def repos_dir(self) -> Path:
         return self.dir / "repos"
@@ -92,17 +121,16 @@ class World:
                         "permissions": dict(auth.INSTALLATION_PERMISSIONS),
                     }
                 )
+            # The App's OAuth client (its client id is derived from the App id); a
+            # state saved before the sandbox had one gets its secret on the next start.
+            app.setdefault("client_secret", secrets.token_hex(20))
+            app.setdefault("callback_urls", [])
+            self.data.setdefault("oauth_codes", {})
+            self.data.setdefault("apps", {})
+            self.data.setdefault("refresh_tokens", {})
             for login, user_id, role in USERS:
                 if login not in self.data["users"]:
-                    token = auth.new_token("ghp_")
-                    self.data["users"][login] = {
-                        "id": user_id,
-                        "type": "User",
-                        "role": role,
-                        "email": f"{login}@users.noreply.sandbox",
-                        "token": token,
-                    }
-                    self.data["tokens"][token] = {"kind": "user", "login": login}
+                    self._add_user(login, user_id, role)
             bot = app["bot_login"]
             self.data["users"].setdefault(
                 bot,
@@ -117,6 +145,48 @@ class World:
             if not self.private_key_path.exists():
                 self.private_key_path.write_text(app["private_key_pem"])
                 self.private_key_path.chmod(0o600)
+
+    def _add_user(self, login: str, user_id: int, role: str | None) -> dict[str, Any]:
+        token = auth.new_token("ghp_")
+        record = {
+            "id": user_id,
+            "type": "User",
+            "role": role,
+            "email": f"{login}@users.noreply.sandbox",
+            "token": token,
+            "created_at": now_iso(),
+        }
+        self.data["users"][login] = record
+        self.data["tokens"][token] = {"kind": "user", "login": login}
+        return record
+
+    def create_user(self, login: str, role: str | None = None) -> dict[str, Any]:
+        """A new human account; `role` is its permission on every repository (None: only
+        what a repository grants it as a collaborator, and read on public ones)."""
+        if not login or not all(c.isalnum() or c == "-" for c in login) or len(login) > 39:
+            raise ApiError(422, f"Invalid login: {login!r}")
+        if role is not None and role not in auth.LEVELS:
+            raise ApiError(422, f"Invalid role: {role!r}")
+        with self.changing():
+            if login in self.data["users"]:
+                raise ApiError(422, f"Login {login} is already taken")
+            record = self._add_user(login, self.state.next_id("user", start=2001), role)
+            return {"login": login, "id": record["id"], "role": role, "token": record["token"]}
+
+    def set_collaborator(self, full_name: str, login: str, permission: str) -> None:
+        """Grant `login` a role on one repository (`none` removes it)."""
+        if permission not in auth.LEVELS:
+            raise ApiError(422, f"Invalid permission: {permission!r}")
+        with self.changing():
+            repo = self.repo(full_name)
+            user = self.data["users"].get(login)
+            if user is None or user["type"] != "User":
+                raise not_found()
+            collaborators = repo.setdefault("collaborators", {})
+            if permission == "none":
+                collaborators.pop(login, None)
+            else:
+                collaborators[login] = permission
 
     def ensure_account(self, login: str) -> None:
         """An unknown repo owner becomes an organisation account."""
@@ -137,6 +207,7 @@ class World:
         from_path: Path | None = None,
         files: dict[str, str] | None = None,
         install: bool = True,
+        private: bool = False,
     ) -> dict[str, Any]:
         """Create a repo with one initial commit on `main` (idempotent), install the App."""
         owner, _, name = full_name.partition("/")
@@ -166,6 +237,8 @@ class World:
                     "owner": owner,
                     "full_name": full_name,
                     "default_branch": "main",
+                    "private": bool(private),
+                    "collaborators": {},
                     "description": None,
                     "created_at": stamp,
                     "pushed_at": stamp,
@@ -185,9 +258,22 @@ class World:
 
     # -- the App and its installations ------------------------------------------------
 
-    def installation_for_repo(self, full_name: str) -> dict[str, Any] | None:
+    def app(self, app_id: int | None = None) -> dict[str, Any]:
+        """The default App (None) or one registered through the manifest flow."""
+        found = app_record(self.data, app_id)
+        if found is None:
+            raise not_found()
+        return found
+
+    def installation_for_repo(
+        self, full_name: str, app_id: int | None = None
+    ) -> dict[str, Any] | None:
+        """The installation covering a repo: of one App when `app_id` is given, else of any
+        (events reach every App installed, see `emit`)."""
         for inst in self.data["installations"].values():
-            if full_name in inst["repos"]:
+            if full_name not in inst["repos"]:
+                continue
+            if app_id is None or installation_app(self.data, inst)["id"] == int(app_id):
                 return inst
         return None
 
@@ -197,13 +283,31 @@ class World:
             raise not_found()
         return inst
 
-    def install(self, full_name: str) -> dict[str, Any]:
-        """Install the App on a repo as alice would, emitting GitHub's events."""
+    def install(
+        self, full_name: str, app_id: int | None = None, sender: str = ADMIN_LOGIN
+    ) -> dict[str, Any]:
+        """Install an App (the default one unless named) on a repo as `sender` would,
+        emitting GitHub's events."""
+        return self.install_repos([full_name], app_id, sender)
+
+    def install_repos(
+        self, full_names: list[str], app_id: int | None = None, sender: str = ADMIN_LOGIN
+    ) -> dict[str, Any]:
+        """Install an App on repos of one account at once: one `installation` event that
+        lists them all when it is new there, else one `installation_repositories`."""
         with self.changing():
-            repo = self.repo(full_name)
-            owner = repo["owner"]
+            repos = [self.repo(name) for name in full_names]
+            owner = repos[0]["owner"]
+            if any(repo["owner"] != owner for repo in repos):
+                raise ApiError(422, "One installation covers the repositories of one account")
+            app = self.app(app_id)
             inst = next(
-                (i for i in self.data["installations"].values() if i["account"] == owner), None
+                (
+                    i
+                    for i in self.data["installations"].values()
+                    if i["account"] == owner and installation_app(self.data, i) is app
+                ),
+                None,
             )
             if inst is None:
                 inst_id = self.state.next_id(
@@ -212,20 +316,24 @@ class World:
                 inst = {
                     "id": inst_id,
                     "account": owner,
-                    "repos": [full_name],
-                    "permissions": dict(self.data["app"]["permissions"]),
+                    "repos": list(dict.fromkeys(full_names)),
+                    "permissions": dict(app["permissions"]),
                     "created_at": now_iso(),
                 }
+                if app is not self.data["app"]:
+                    inst["app_id"] = app["id"]
                 self.data["installations"][str(inst_id)] = inst
                 self.emit(
                     "installation",
-                    events.installation_created(self.render, inst, [repo], ADMIN_LOGIN),
+                    events.installation_created(self.render, inst, repos, sender),
                 )
-            elif full_name not in inst["repos"]:
-                inst["repos"].append(full_name)
+                return inst
+            added = [repo for repo in repos if repo["full_name"] not in inst["repos"]]
+            if added:
+                inst["repos"].extend(repo["full_name"] for repo in added)
                 self.emit(
                     "installation_repositories",
-                    events.installation_repositories_added(self.render, inst, [repo], ADMIN_LOGIN),
+                    events.installation_repositories_added(self.render, inst, added, sender),
                 )
             return inst
 
@@ -301,9 +409,11 @@ class World:
         if scheme.lower() not in ("bearer", "token") or not credential:
             raise auth.bad_credentials()
         if credential.count(".") == 2 and not credential.startswith(("ghs_", "ghp_")):
-            app = self.data["app"]
+            issuer = auth.jwt_issuer(credential)
+            app = app_record(self.data, issuer) if issuer.isdigit() else self.data["app"]
+            app = app or self.data["app"]  # an unknown issuer fails the default App's check
             auth.verify_app_jwt(credential, auth.public_key_pem(app["private_key_pem"]), app["id"])
-            return auth.Principal(kind="app", login=self.bot_login)
+            return auth.Principal(kind="app", login=str(app["bot_login"]), app_id=int(app["id"]))
         return self.principal_for_token(credential)
 
     def principal_for_token(self, token: str) -> auth.Principal:
@@ -313,14 +423,28 @@ class World:
                 raise auth.bad_credentials()
             if record["kind"] == "user":
                 return self.user_principal(record["login"])
+            if record["kind"] == "user_app":
+                if record["expires_at"] <= time.time():
+                    raise auth.bad_credentials()
+                user = self.user_principal(record["login"])
+                app_id = record.get("app_id")
+                return auth.Principal(
+                    kind="user",
+                    login=user.login,
+                    token=token,
+                    via_app=True,
+                    app_id=int(app_id) if app_id is not None else None,
+                )
             if record["expires_at"] <= time.time():
                 raise auth.bad_credentials()
             inst = self.data["installations"].get(str(record["installation_id"]))
             if inst is None:
                 raise auth.bad_credentials()
+            app = installation_app(self.data, inst)
             return auth.Principal(
                 kind="installation",
-                login=self.bot_login,
+                login=str(app["bot_login"]),
+                app_id=int(app["id"]),
                 installation_id=inst["id"],
                 repos=frozenset(record["repos"]) if record["repos"] is not None else None,
                 permissions=dict(record["permissions"]),
@@ -336,16 +460,38 @@ class World:
         return str(self.data["users"][login]["token"])
 
     def role_of(self, login: str, full_name: str) -> str:
-        """A user's permission on a repo: admin, write, read or none."""
+        """A user's permission on a repo: admin, write, read or none.
+
+        Anyone may read a public repository; a private one only its collaborators.
+        """
+        repo = self.repo(full_name)
+        user = self.data["users"].get(login)
+        if user is None:
+            raise not_found()
+        if user["type"] == "Bot":  # an App's bot: write where that App is installed
+            app = next((a for a in all_apps(self.data) if a["bot_login"] == login), None)
+            installed = app is not None and self.installation_for_repo(full_name, app["id"])
+            return "write" if installed else "none"
+        explicit = self.explicit_role(login, full_name)
+        if explicit is not None:
+            return explicit
+        return "none" if repo.get("private") else "read"
+
+    def explicit_role(self, login: str, full_name: str) -> str | None:
+        """The role a repository grants `login` itself (owner, collaborator, or a role on
+        every repository), None when it has only what the public has: the access GitHub's
+        `GET /user/installations/{id}/repositories` lists."""
         repo = self.repo(full_name)
         if login == repo["owner"]:
             return "admin"
         user = self.data["users"].get(login)
-        if user is None:
-            raise not_found()
-        if user["type"] == "Bot":
-            return "write" if self.installation_for_repo(full_name) else "none"
-        return str(user.get("role") or "read")
+        if user is None or user["type"] != "User":
+            return None
+        granted = repo.get("collaborators", {}).get(login)
+        if granted is not None:
+            return str(granted)
+        role = user.get("role")
+        return str(role) if role else None
 
     def authorize(
         self,
@@ -367,9 +513,9 @@ class World:
         if principal.kind == "app":
             raise ApiError(403, "Resource not accessible by integration")
         if principal.kind == "installation":
-            inst = self.installation_for_repo(full_name)
+            inst = self.data["installations"].get(str(principal.installation_id))
             in_scope = principal.repos is None or full_name in principal.repos
-            if inst is None or inst["id"] != principal.installation_id or not in_scope:
+            if inst is None or full_name not in inst["repos"] or not in_scope:
                 raise not_found()
             if not any(
                 auth.allows(principal.permissions, name, level)
@@ -377,8 +523,18 @@ class World:
             ):
                 raise ApiError(403, "Resource not accessible by integration")
             return repo
+        role = self.role_of(principal.login, full_name)
+        if role == "none" and repo.get("private"):
+            raise not_found()  # GitHub does not tell outsiders a private repository exists
+        if principal.via_app:
+            app = self.app(principal.app_id)
+            if self.installation_for_repo(full_name, app["id"]) is None:
+                raise not_found()
+            granted = app["permissions"]
+            if not any(auth.allows(granted, name, level) for name in (resource, *alternatives)):
+                raise ApiError(403, "Resource not accessible by integration")
         needed = user_level or level
-        if auth.LEVELS[self.role_of(principal.login, full_name)] < auth.LEVELS[needed]:
+        if auth.LEVELS[role] < auth.LEVELS[needed]:
             raise ApiError(403, f"Must have {needed} access to repository.")
         return repo
 
@@ -391,6 +547,14 @@ class World:
             if url:
                 app = self.data["app"]
                 self.emit("ping", events.ping(self.render, app["hook_id"], url))
+
+    def set_callback_urls(self, urls: list[str]) -> None:
+        """The App's OAuth callback URLs; the OAuth pages redirect only to these."""
+        for url in urls:
+            if not url.startswith(("http://", "https://")) or any(c.isspace() for c in url):
+                raise ApiError(422, f"Invalid callback URL: {url!r}")
+        with self.changing():
+            self.data["app"]["callback_urls"] = list(urls)
 
     def apply_fault(self) -> ApiError | None:
         """Consume one armed fault, if any, as the error to answer with."""

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from bot.gpus import parse_gpus
 from bot.protocol import Job, JobResult
-from trainer import connect, sandbox
+from trainer import connect, limits, sandbox
 from trainer.hostapi import HostAuthError, HostClient
-from trainer.jobrunner import Aborted, JobContext, run_job
+from trainer.jobrunner import Aborted, JobContext, cleanup_runs, run_job
 from trainer.reporter import JobReporter
 
 log = logging.getLogger("kohai.host")
@@ -81,13 +81,17 @@ class StudentWorker(threading.Thread):
         work_dir: Path,
         stopping: threading.Event,
         sandboxed: bool = True,
+        keep_runs: bool = False,
     ) -> None:
         super().__init__(name=f"student-{spec.name}", daemon=True)
         self.spec = spec
         self.sandboxed = sandboxed
+        self.keep_runs = keep_runs
         self.stopping = stopping  # no new leases
         self.abort = threading.Event()  # kill the current job and release it
-        self.client = HostClient(bot_url, spec.name, spec.token, stop=stopping)
+        self.client = HostClient(
+            bot_url, spec.name, spec.token, stop=stopping, defences=host_defences(sandboxed)
+        )
         self.work_dir = work_dir / spec.name
         self.busy = threading.Event()
         self.error: str | None = None
@@ -150,9 +154,14 @@ class StudentWorker(threading.Thread):
         if result is None:
             log.info("%s: releasing job %s (host shutting down)", self.spec.name, job.id)
             self.client.release(job.id, stop=_timeout_event(10.0))
+            if not self.keep_runs:  # the job runs again elsewhere: these files have no use
+                cleanup_runs(self.work_dir, job.id)
             return
-        self.client.complete(job.id, result)
+        acknowledged = self.client.complete(job.id, result)
         log.info("%s: job %s %s %s", self.spec.name, job.id, result.status, result.reason)
+        if acknowledged and not self.keep_runs:
+            # The bot holds the result: the logs and artefacts (the job's files) go.
+            cleanup_runs(self.work_dir, job.id)
 
 
 def _timeout_event(seconds: float) -> threading.Event:
@@ -174,12 +183,14 @@ class HostDaemon:
         grace_s: float,
         *,
         sandboxed: bool = True,
+        keep_runs: bool = False,
     ) -> None:
         self.stopping = threading.Event()
         self.grace_s = grace_s
         self.sandboxed = sandboxed
         self.workers = [
-            StudentWorker(s, bot_url, work_dir, self.stopping, sandboxed) for s in students
+            StudentWorker(s, bot_url, work_dir, self.stopping, sandboxed, keep_runs)
+            for s in students
         ]
 
     def start(self) -> None:
@@ -204,6 +215,12 @@ class HostDaemon:
                 worker.join(timeout=30.0)
         errors = [w.error for w in self.workers if w.error]
         return 1 if errors and len(errors) == len(self.workers) else 0
+
+
+def host_defences(sandboxed: bool) -> str:
+    """What this host enforces, as it tells the bot with each lease (shown in `/healthz`)."""
+    text = limits.probe().header()
+    return f"sandbox={'bubblewrap' if sandboxed else 'NONE (--unsandboxed)'};{text}"
 
 
 def sandbox_refusal(reason: str | None, unsandboxed: bool) -> str | None:
@@ -248,7 +265,13 @@ def main(args: argparse.Namespace) -> int:
     work_dir = Path(args.work_dir or os.environ.get("KOHAI_HOST_DIR", "~/.kohai/host")).expanduser()
     grace_s = float(os.environ.get("KOHAI_SHUTDOWN_GRACE_S", DEFAULT_SHUTDOWN_GRACE_S))
     sandbox.set_unsandboxed(unsandboxed)
-    daemon = HostDaemon(students, args.bot_url, work_dir, grace_s, sandboxed=not unsandboxed)
+    keep_runs = bool(getattr(args, "keep_runs", False))
+    daemon = HostDaemon(
+        students, args.bot_url, work_dir, grace_s, sandboxed=not unsandboxed, keep_runs=keep_runs
+    )
+    # Which mechanism holds each per-job limit here; rlimits alone are a working
+    # fallback, said rather than refused.
+    log.info("%s", limits.probe().line())
     if unsandboxed:
         log.warning("running UNSANDBOXED: agent code sees this host; every result says so")
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -33,23 +33,34 @@ from typing import Protocol
 from bot.problem import Problem
 from bot.protocol import RunResult
 from trainer import sandbox as job_sandbox
+from trainer.limits import Limits, cpu_backstop_s, host_memory_bytes
 from trainer.metrics import (
     MetricsFollower,
     MetricsReading,
+    MetricsWatch,
     numeric_values,
     parse_summary_lines,
-    read_metrics_file,
 )
 from trainer.process import (
+    cap_tail,
     command_argv,
     describe_exit,
     last_error_line,
     run_bounded,
     signal_group,
 )
-from trainer.sealed import artefact_files, changes, hidden_paths, read_eval_file, snapshot
+from trainer.safeio import read_tail
+from trainer.sealed import (
+    artefact_files,
+    changes,
+    hidden_paths,
+    read_eval_file,
+    snapshot,
+    unfit_checkout,
+)
 
 LOG_TAIL_LINES = 50
+TAIL_READ_BYTES = 256 << 10  # of a log, for its last lines
 KILL_AFTER_S = 5.0  # unsealed: between the SIGTERM at budget + grace and SIGKILL
 DATA_BUDGET_S = 1800.0  # the [data] step may fetch a data set
 CANCELLED_REASON = "cancelled"
@@ -153,6 +164,25 @@ class CancelFlag(Protocol):
     def is_set(self) -> bool: ...
 
 
+def job_limits(
+    problem: Problem, wall_s: float, gpus: list[int], writes: tuple[Path, ...] = ()
+) -> Limits:
+    """The limits of one bounded process of this problem (`[train] memory/processes/disk`).
+
+    `wall_s` is its time bound (the CPU backstop sits well past it); `writes`
+    are the directories it may write, which the disk watcher sums.
+    """
+    res = problem.resources
+    return Limits(
+        memory_bytes=res.memory_on(host_memory_bytes()),
+        processes=res.processes,
+        disk_bytes=res.disk_bytes,
+        cpu_s=cpu_backstop_s(wall_s),
+        disk_paths=writes,
+        gpu=bool(gpus),
+    )
+
+
 @dataclass
 class Layout:
     """Where one run's files go. Training may write only `train_dir`; the rest is the harness's."""
@@ -217,7 +247,11 @@ def prepare_data(problem: Problem, base_dir: Path, data_dir: Path, log_path: Pat
         log_path=log_path,
         budget_s=DATA_BUDGET_S,
         grace_s=5.0,
+        # The data cache may legitimately be large: bounded per file, not summed.
+        limits=job_limits(problem, DATA_BUDGET_S, []),
     )
+    if done.limit:
+        return f"[data] command failed ({done.limit})"
     if done.terminated or done.exit_code != 0:
         why = "timed out" if done.terminated else describe_exit(done.exit_code or -1)
         return f"[data] command failed ({why}): {last_error_line(done.tail)}"
@@ -302,8 +336,13 @@ def run_once(
         env["KOHAI_DATA_DIR"] = str(data_dir)
 
     before = snapshot(repo_dir)
-    follower = MetricsFollower(layout.metrics_path)
-    early = _EarlyStopWatch(should_stop, layout.metrics_path, budget)
+    unfit = unfit_checkout(before)
+    if unfit:
+        return _finish(result, "invalid", unfit, layout, [])
+    # The metrics file is the job's: followed in a thread of its own, with byte caps,
+    # so the budget's clock never waits on it (trainer.metrics, trainer.safeio).
+    watch = MetricsWatch(MetricsFollower(layout.metrics_path, root=layout.run_dir), on_progress)
+    early = _EarlyStopWatch(should_stop, watch, budget)
     argv = command_argv(command)
     terminate: Callable[[int, signal.Signals], None] = signal_group
     hide = _hidden(problem, repo_dir)
@@ -319,6 +358,7 @@ def run_once(
             env=job_sandbox.job_env(env),
             gpus=tuple(gpus),
             init=True,  # the budget's SIGTERM reaches the command; its usage reaches wait4
+            tmp_bytes=problem.resources.disk_bytes,  # /tmp counts against [train] disk too
         )
         argv = box.argv(argv, cwd=Path(repo_dir).resolve())
         terminate = job_sandbox.signal_init
@@ -336,6 +376,10 @@ def run_once(
         term_at, kill_grace = budget, problem.grace_s
     else:  # the script evaluates itself after its budget: the grace is for that
         term_at, kill_grace = budget + problem.grace_s, kill_after_s
+    limits = job_limits(
+        problem, term_at + kill_grace, gpus, (Path(repo_dir).resolve(), layout.train_dir.resolve())
+    )
+    watch.start()
     done = run_bounded(
         argv,
         cwd=repo_dir,
@@ -345,18 +389,22 @@ def run_once(
         grace_s=kill_grace,
         cancel=_either(cancel, early),
         on_line=on_line,
-        on_tick=lambda: _report(follower, on_progress),
         terminate=terminate,
+        limits=limits,
     )
     if sandboxed:
         done.exit_code = job_sandbox.unwrap_exit(done.exit_code)
-    _report(follower, on_progress)
+    reading = watch.stop()
+    if done.limit_notes:  # e.g. a GPU job without a cgroup runs without a memory limit
+        notes = [f"# kohai: {note}" for note in done.limit_notes]
+        with layout.log_path.open("a", encoding="utf-8") as log:
+            log.write("".join(f"{line}\n" for line in notes))
+        done.tail = [*done.tail, *notes]
     result.exit_code = done.exit_code
     result.train_s = round(done.duration_s, 3)
     result.duration_s = round(done.duration_s, 3)
     result.peak_mem_mb = round(done.peak_rss_mb, 1)
     result.gpu_hours = round(done.duration_s * len(gpus) / 3600.0, 6)
-    reading = read_metrics_file(layout.metrics_path)
     result.curve = reading.curve
     reported_raw = reported_metrics(reading, done.summary_lines)
     reported = {k: v for k, v in reported_raw.items() if math.isfinite(v)}
@@ -364,6 +412,11 @@ def run_once(
     if gpu_peak:
         result.peak_mem_mb = round(gpu_peak, 1)
 
+    if done.limit:
+        result.metrics = reported
+        return _finish(result, "crash", done.limit, layout, done.tail)
+    if watch.follower.finding:
+        return _finish(result, "invalid", watch.follower.finding, layout, done.tail)
     if done.cancelled and early.reason:
         result.metrics = reported
         return _finish(result, "stopped-early", early.reason, layout, done.tail)
@@ -405,7 +458,12 @@ def run_once(
     moved = changes(before, snapshot(repo_dir), "during training")
     if moved:
         return _finish(result, "invalid", moved, layout, done.tail)
-    if not artefact_files(layout.train_dir, layout.metrics_path):
+    artefacts = artefact_files(layout.train_dir, layout.metrics_path)
+    if artefacts.findings:
+        shown = ", ".join(artefacts.findings[:5])
+        reason = f"KOHAI_RUN_DIR holds what an artefact may not be (not read): {shown}"
+        return _finish(result, "invalid", reason, layout, done.tail)
+    if not artefacts.files:
         return _finish(
             result,
             "crash",
@@ -441,10 +499,13 @@ StopRule = Callable[[list[list[float]], float], "str | None"]
 
 
 class _EarlyStopWatch:
-    """A cancel flag that asks the early-stop rule about the curve, at most once a second."""
+    """A cancel flag that asks the early-stop rule about the curve, at most once a second.
 
-    def __init__(self, rule: StopRule | None, metrics_path: Path, budget_s: float) -> None:
-        self.rule, self.metrics_path, self.budget_s = rule, metrics_path, budget_s
+    The curve is the one the metrics thread has read so far: asking never reads a file.
+    """
+
+    def __init__(self, rule: StopRule | None, watch: MetricsWatch, budget_s: float) -> None:
+        self.rule, self.watch, self.budget_s = rule, watch, budget_s
         self.started = time.monotonic()
         self.asked_at = 0.0
         self.reason: str | None = None
@@ -456,7 +517,7 @@ class _EarlyStopWatch:
         if now - self.asked_at < 1.0:
             return False
         self.asked_at = now
-        curve = read_metrics_file(self.metrics_path).curve
+        curve = self.watch.curve()
         if curve:
             self.reason = self.rule(curve, (now - self.started) / self.budget_s)
         return self.reason is not None
@@ -515,7 +576,10 @@ def evaluate(
         budget_s=evaluation.budget_s,
         grace_s=5.0,
         cancel=cancel,
+        limits=job_limits(problem, evaluation.budget_s, gpus, (layout.eval_path.parent,)),
     )
+    if done.limit:
+        return "crash", None, {}, f"evaluation: {done.limit}", done.duration_s
     if done.cancelled:
         return "cancelled", None, {}, CANCELLED_REASON, done.duration_s
     if done.terminated:
@@ -566,15 +630,16 @@ def _model_sandbox(
 
 
 def _eval_tail(layout: Layout) -> list[str]:
+    """The last lines of the training and evaluation logs (read from their tails only)."""
+
+    def last(path: Path) -> list[str]:
+        text = read_tail(path, TAIL_READ_BYTES).decode("utf-8", errors="replace")
+        return text.splitlines()[-LOG_TAIL_LINES // 2 :]
+
     try:
-        lines = layout.log_path.read_text(encoding="utf-8").splitlines()[-LOG_TAIL_LINES // 2 :]
-        lines += ["--- evaluation ---"]
-        lines += layout.eval_log_path.read_text(encoding="utf-8").splitlines()[
-            -LOG_TAIL_LINES // 2 :
-        ]
+        return [*last(layout.log_path), "--- evaluation ---", *last(layout.eval_log_path)]
     except OSError:
         return []
-    return lines
 
 
 def _finish(
@@ -584,7 +649,7 @@ def _finish(
     result.reason = reason
     if status != "ok":
         result.metric = None
-    result.log_tail = "\n".join(tail)
+    result.log_tail = cap_tail(tail)
     return result
 
 
@@ -603,14 +668,3 @@ def gpu_kind(gpus: list[int]) -> str:
         return "gpu"
     name = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
     return f"{name} x{len(gpus)}" if name else f"gpu x{len(gpus)}"
-
-
-def _report(follower: MetricsFollower, on_progress: Callable[[dict], None] | None) -> None:
-    records = follower.new_records()
-    if on_progress is None:
-        return
-    for record in records:
-        try:
-            on_progress(record)
-        except Exception:  # noqa: BLE001 - progress is best effort; the run goes on
-            pass

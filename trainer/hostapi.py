@@ -68,9 +68,11 @@ class HostClient:
         *,
         stop: threading.Event | None = None,
         transport: httpx.BaseTransport | None = None,
+        defences: str = "",
     ) -> None:
         self.bot_url = bot_url.rstrip("/")
         self.name = name
+        self.defences = defences  # what this host enforces; sent with each lease request
         self.stop = stop or threading.Event()
         self.leases: dict[int, str] = {}  # job id -> the lease id it was handed out under
         self._http = httpx.Client(
@@ -117,7 +119,10 @@ class HostClient:
     def lease(self, wait_s: int = LEASE_WAIT_S) -> Job | None:
         """A job, or None after `wait_s` seconds without one (or when stopping)."""
         response = self.request(
-            "POST", f"/api/hosts/{self.name}/lease", params={"wait": wait_s}, stop=self.stop
+            "POST",
+            f"/api/hosts/{self.name}/lease",
+            params={"wait": wait_s, **({"defences": self.defences} if self.defences else {})},
+            stop=self.stop,
         )
         if response is None or response.status_code == 204:
             return None

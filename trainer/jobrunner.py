@@ -246,7 +246,32 @@ class _either:
 
 
 def cleanup_runs(work_dir: Path, job_id: int) -> None:
-    shutil.rmtree(work_dir / "runs" / f"job{job_id}", ignore_errors=True)
+    """Delete a job's run directories once the bot acknowledged its result.
+
+    What the job wrote (artefacts, logs) has no use on the host after that;
+    an offline W&B run (`seed-N/wandb`, written by the host) stays for a later
+    `wandb sync`.
+    """
+    runs = work_dir / "runs" / f"job{job_id}"
+    if not runs.is_dir() or runs.is_symlink():
+        return
+    kept = False
+    for seed_dir in runs.iterdir():
+        if seed_dir.is_dir() and not seed_dir.is_symlink():
+            for entry in seed_dir.iterdir():
+                if entry.name == "wandb" and entry.is_dir() and not entry.is_symlink():
+                    kept = True
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+            if not any(seed_dir.iterdir()):
+                seed_dir.rmdir()
+        else:
+            seed_dir.unlink(missing_ok=True)
+    if not kept:
+        shutil.rmtree(runs, ignore_errors=True)
 
 
 def pr_diff(tree: Path, base_sha: str, head: str) -> str:

@@ -16,12 +16,17 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
+from trainer.limits import Guard, Limits
+
 LOG_TAIL_LINES = 50
+MAX_LINE_BYTES = 4096  # a longer output line is cut (the log and the log tail alike)
+MAX_LOG_BYTES = 64 << 20  # the log file on disk stops growing here
+MAX_TAIL_CHARS = 16_000  # the log tail that leaves the host
 POLL_S = 0.05
 
 
@@ -43,10 +48,17 @@ class Exit:
     cancelled: bool = False
     tail: list[str] = field(default_factory=list)
     summary_lines: list[str] = field(default_factory=list)
+    limit: str | None = None  # the resource limit it broke (`trainer.limits`), if any
+    limit_notes: list[str] = field(default_factory=list)  # e.g. "memory not limited: ..."
 
 
 class _LogPump(threading.Thread):
-    """Copies the child's output to a log file, keeps the tail and passes lines on."""
+    """Copies the child's output to a log file, keeps the tail and passes lines on.
+
+    The output is the job's: a line is read at most MAX_LINE_BYTES at a time
+    (the rest of a longer one is dropped and counted), and the log file stops
+    growing at MAX_LOG_BYTES, so neither memory nor disk follows the job.
+    """
 
     def __init__(
         self, stream: IO[bytes], log_path: Path, on_line: Callable[[str], None] | None
@@ -58,13 +70,37 @@ class _LogPump(threading.Thread):
         self.tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
         # Summary lines come at the end; a bounded window keeps memory flat on long runs.
         self.summary_lines: collections.deque[str] = collections.deque(maxlen=2000)
+        self.written = 0
+
+    def _lines(self) -> Iterator[str]:
+        """The output's lines, each cut at MAX_LINE_BYTES (with how much was cut)."""
+        while True:
+            raw = self.stream.readline(MAX_LINE_BYTES)
+            if not raw:
+                return
+            if len(raw) >= MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                dropped = 0
+                while True:  # the rest of the line, read and counted, not kept
+                    more = self.stream.readline(MAX_LINE_BYTES)
+                    dropped += len(more)
+                    if not more or more.endswith(b"\n"):
+                        break
+                text = raw.decode("utf-8", errors="replace")
+                yield f"{text} [... {dropped} more bytes of this line cut]"
+                continue
+            yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
 
     def run(self) -> None:
         with self.log_path.open("a", encoding="utf-8") as log:
-            for raw in iter(self.stream.readline, b""):
-                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                log.write(line + "\n")
-                log.flush()
+            for line in self._lines():
+                if self.written < MAX_LOG_BYTES:
+                    log.write(line + "\n")
+                    self.written += len(line) + 1
+                    if self.written >= MAX_LOG_BYTES:
+                        log.write(
+                            f"[kohai: the log passed {MAX_LOG_BYTES} bytes; the rest is not kept]\n"
+                        )
+                    log.flush()
                 self.tail.append(line)
                 if ":" in line and len(line) < 200:
                     self.summary_lines.append(line)
@@ -110,32 +146,45 @@ def run_bounded(
     on_line: Callable[[str], None] | None = None,
     on_tick: Callable[[], None] | None = None,
     terminate: Callable[[int, signal.Signals], None] = signal_group,
+    limits: Limits | None = None,
 ) -> Exit:
     """Run `argv` until it exits, SIGTERM it at `budget_s`, SIGKILL it `grace_s` later.
 
     `terminate(pid, signal)` delivers the budget's SIGTERM; by default to the
     child's process group. A sandbox whose processes live in their own
-    session can pass its own.
+    session can pass its own. `limits` puts the process and everything it
+    starts under those limits (`trainer.limits`); a run that breaks one is
+    killed at once and `Exit.limit` names it.
     """
+    guard = Guard(limits) if limits is not None else None
+    if guard is not None:
+        argv = guard.wrap(argv)
+        guard.start()
     started = time.monotonic()
-    proc = subprocess.Popen(
-        list(argv),
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        # Its own process group, so the budget reaches every process of the run;
-        # not its own session, which with scheduler autogroups would also change
-        # how the CPU is shared with the rest of the machine.
-        process_group=0,
-    )
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            # Its own process group, so the budget reaches every process of the run;
+            # not its own session, which with scheduler autogroups would also change
+            # how the CPU is shared with the rest of the machine.
+            process_group=0,
+        )
+    except OSError:
+        if guard is not None:
+            guard.close(None)
+        raise
     assert proc.stdout is not None
     pump = _LogPump(proc.stdout, log_path, on_line)
     pump.start()
     deadline = started + budget_s
     result = Exit(exit_code=None, duration_s=0.0)
     term_sent_at: float | None = None
+    limit_killed = False
     try:
         while True:
             done = _wait4(proc.pid, block=False)
@@ -149,6 +198,9 @@ def run_bounded(
             if on_tick is not None:
                 on_tick()
             now = time.monotonic()
+            if guard is not None and guard.exceeded and not limit_killed:
+                limit_killed = True  # past a limit: no grace to save anything
+                signal_group(proc.pid, signal.SIGKILL)
             if term_sent_at is None:
                 if cancel is not None and cancel.is_set():
                     result.cancelled = True
@@ -171,7 +223,18 @@ def run_bounded(
     pump.join(timeout=5.0)
     result.tail = list(pump.tail)
     result.summary_lines = list(pump.summary_lines)
+    if guard is not None:
+        result.limit = guard.close(result.exit_code, result.tail)
+        result.limit_notes = list(guard.notes)
     return result
+
+
+def cap_tail(lines: Sequence[str], max_chars: int = MAX_TAIL_CHARS) -> str:
+    """The log tail as it leaves the host: its last lines, at most `max_chars` in all."""
+    text = "\n".join(lines)
+    if len(text) <= max_chars:
+        return text
+    return "[... cut]\n" + text[-max_chars:]
 
 
 def _drain_group(pgid: int, *, until: float) -> None:

@@ -132,6 +132,9 @@ class Sandbox:
     # command's process group (`signal_init`), and the command's CPU time and peak
     # memory reach the caller's wait4, which bwrap's own PID 1 would swallow.
     init: bool = False
+    # A limits hook: the size of the private /tmp (a tmpfs, in memory, out of the disk
+    # watcher's sight); None leaves the kernel's default (half the memory).
+    tmp_bytes: int | None = None
 
     def argv(self, command: Sequence[str], *, cwd: Path) -> list[str]:
         """`["env", "-i", "bwrap", ..., "--", *command]`, run from `cwd` (visible inside).
@@ -169,6 +172,7 @@ class Sandbox:
             "/proc",
             "--dev",
             "/dev",
+            *(["--size", str(self.tmp_bytes)] if self.tmp_bytes else []),
             "--tmpfs",
             "/tmp",
         ]

@@ -31,6 +31,7 @@ from typing import Protocol
 from bot.problem import Problem
 from bot.problem import path_matches as matches
 from bot.protocol import Job
+from trainer import safeio
 
 GIT_TIMEOUT_S = 300.0
 # Before every host-side git command: nothing a job could plant in .git/config runs.
@@ -247,8 +248,15 @@ def _blob_sha256(worktree: Path, sha: str, path: str) -> str | None:
 
 
 def _file_sha256(path: Path) -> str | None:
+    """sha256 of a worktree file, read as a regular file only (the agent could plant a FIFO).
+
+    Anything else (a link, a FIFO, a device) gets a record no blob matches:
+    the frozen file then "differs from base".
+    """
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return safeio.sha256(path)
+    except safeio.NotRegular as exc:
+        return f"not a regular file: {exc.kind}"
     except (FileNotFoundError, IsADirectoryError):
         return None
 

@@ -17,6 +17,7 @@ from bot.engine.inbox import inbox_counts
 from bot.outbox.worker import failed_writes
 from bot.problem import CONFIG_FILE, ProblemError, loads_problem
 from webhooks import hosts
+from webhooks.bodies import EXCEPTION_HANDLERS
 from webhooks.context import BotContext
 from webhooks.github_hook import github_webhook
 from webhooks.workers import DEFAULT_WORKERS
@@ -111,6 +112,7 @@ def health(ctx: BotContext) -> dict[str, Any]:
         "reasons": reasons,
         "errors": list(ctx.startup_errors),
         "labs_stopped": labs_stopped,
+        "app_slug": ctx.extra.get("app_slug"),  # from GitHub's GET /app, once it answered
         "advisor_last_hour": advisor,
         "baselines_unmeasurable": baselines,
         "inbox": inbox_counts(ctx.store),
@@ -118,6 +120,9 @@ def health(ctx: BotContext) -> dict[str, Any]:
         "failed_writes": failed,
         "jobs": jobs,
         "workers": workers,
+        # What each host said it enforces at its last lease (sandbox, per-job limits),
+        # the ones on a weaker fallback named under "degraded".
+        "hosts": dict(sorted(ctx.extra.get("host_defences", {}).items())),
     }
 
 
@@ -142,6 +147,21 @@ def _dashboard_routes() -> list[Any]:
     except ImportError:
         return []
     return list(ROUTES)
+
+
+def _dashboard_access(ctx: BotContext) -> Any:
+    """Who may read the dashboard: public, or a GitHub sign-in checked per repository."""
+    try:
+        from webhooks.dashboard.signin import Access
+    except ImportError:
+        return None
+    access = Access.from_settings(ctx.settings, ctx.permissions.level)
+    if not access.public and not access.configured:
+        log.warning(
+            "the dashboard is closed: set KOHAI_GITHUB_CLIENT_ID and KOHAI_GITHUB_CLIENT_SECRET "
+            "for a GitHub sign-in, or KOHAI_DASHBOARD_PUBLIC=1 for an open dashboard"
+        )
+    return access
 
 
 def create_app(ctx: BotContext, *, run_workers: bool = True) -> Litestar:
@@ -169,11 +189,15 @@ def create_app(ctx: BotContext, *, run_workers: bool = True) -> Litestar:
         "store": ctx.store,
         "bus": ctx.bus,
         "github_html_url": ctx.settings.html_url,
+        "dashboard_access": _dashboard_access(ctx),
     }
     return Litestar(
         route_handlers=[github_webhook, healthz, livez, *hosts.ROUTES, *_dashboard_routes()],
         state=State(state),
         lifespan=[lifespan] if run_workers else [],
         openapi_config=OpenAPIConfig(title="kohai", version="0.1.0", path="/schema"),
-        request_max_body_size=None,
+        # Every body is capped while it streams: this default, or the route's own size
+        # (webhooks 25 MB, a pushed bundle its cap); past it, 413.
+        request_max_body_size=ctx.settings.max_body_bytes,
+        exception_handlers=dict(EXCEPTION_HANDLERS),
     )

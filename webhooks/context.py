@@ -77,7 +77,10 @@ class BotContext:
 
         engine = Engine(
             store,
-            bot_login=settings.bot_login,
+            # Not a setting: learned from GitHub (`GET /app`) once it answers (see
+            # `bot.cli.serve.check_github`); until then the App's own events are known
+            # by their sender's type, `Bot`.
+            bot_login="",
             bus=bus,
             implement_mode="claude" if settings.anthropic_api_key else "offline",
             max_experiments=max_experiments,

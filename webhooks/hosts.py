@@ -21,8 +21,30 @@ from bot.engine.evidence import lab_seed_correlation
 from bot.engine.jobs import LeaseConflict, Leased, hash_token
 from bot.github import bundles
 from bot.protocol import Implement, Job, JobEvent, JobResult
+from webhooks.bodies import PUSH_MAX_BODY_BYTES, BodyTooLarge, read_capped, read_json
 
 MAX_WAIT_S = 60.0
+MAX_DEFENCES_CHARS = 600
+_DEFENCE_KEY = re.compile(r"[a-z_]{1,20}")
+_DEFENCE_VALUE = re.compile(r"[A-Za-z0-9 _.()/,+-]{1,80}")
+# A defence held by a weaker fallback than the host could have: named in /healthz.
+_WEAK = ("NONE", "RLIMIT_AS", "RLIMIT_NPROC", "not ")
+
+
+def parse_defences(text: str) -> dict[str, Any]:
+    """A host's `defences` lease parameter (`memory=cgroup v1;processes=...`), checked.
+
+    What a host says about itself is a claim: only short `key=value` pairs of
+    a plain alphabet are kept (the rest is dropped, never echoed), and the
+    defences that run on a fallback are listed as `degraded`.
+    """
+    found: dict[str, str] = {}
+    for pair in text[:MAX_DEFENCES_CHARS].split(";"):
+        key, sep, value = pair.partition("=")
+        if sep and _DEFENCE_KEY.fullmatch(key) and _DEFENCE_VALUE.fullmatch(value):
+            found[key] = value
+    degraded = sorted(k for k, v in found.items() if v.startswith(_WEAK))
+    return {"defences": found, "degraded": degraded}
 
 
 def clone_url(api_url: str, repo: str) -> str:
@@ -126,6 +148,9 @@ async def lease(name: str, request: Request, state: State, wait: float = 0.0) ->
         return _error(401, "missing or invalid host token")
     if student != name:
         return _error(403, f"this token belongs to student {student}, not {name}")
+    said = request.query_params.get("defences")
+    if said is not None:  # listed per host in /healthz
+        ctx.extra.setdefault("host_defences", {})[name] = parse_defences(said)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max(0.0, min(wait, MAX_WAIT_S))
     wake = ctx.waiters.event(name)
@@ -163,10 +188,8 @@ def _authorize_job(
 
 
 async def _json_body(request: Request) -> dict[str, Any] | None:
-    try:
-        data = await request.json()
-    except Exception:  # noqa: BLE001 - a malformed body is answered, not raised
-        return None
+    """The JSON object of the body, read within the route's cap (413 past it, by the app)."""
+    data = await read_json(request)
     return data if isinstance(data, dict) else None
 
 
@@ -182,10 +205,9 @@ async def job_events(job_id: int, request: Request, state: State) -> Response[An
         return _error(400, "expected a JSON event with a kind")
     try:
         event = JobEvent.from_dict(data)
-    except (TypeError, ValueError) as exc:
+        event.check()
+    except (TypeError, ValueError) as exc:  # ProtocolError is a ValueError
         return _error(400, f"malformed event: {exc}")
-    if not isinstance(event.lease_id, str):
-        return _error(400, "lease_id must be a string")
     try:
         answer = ctx.jobs.record_event(job_id, student, event)
     except LeaseConflict as exc:
@@ -205,10 +227,9 @@ async def job_complete(job_id: int, request: Request, state: State) -> Response[
         return _error(400, "expected a JSON result with a status")
     try:
         result = JobResult.from_dict(data)
-    except (TypeError, ValueError, AttributeError) as exc:
+        result.check()  # shas, texts, URLs: a host's report is a claim
+    except (TypeError, ValueError, AttributeError) as exc:  # ProtocolError is a ValueError
         return _error(400, f"malformed result: {exc}")
-    if not isinstance(result.lease_id, str):
-        return _error(400, "lease_id must be a string")
     try:
         outcome = ctx.jobs.complete(job_id, student, result)
     except LeaseConflict as exc:
@@ -239,6 +260,7 @@ async def job_release(
 @post(
     "/api/jobs/{job_id:int}/push",
     status_code=200,
+    request_max_body_size=PUSH_MAX_BODY_BYTES,
     summary="Publish a host's commit (a git bundle) to the experiment's branch",
 )
 async def job_push(
@@ -271,8 +293,9 @@ async def job_push(
     refusal = bundles.branch_refusal(branch, exp.branch if exp else None, job.kind)
     if refusal is not None:
         return _error(403, refusal)
-    body = await request.body()
-    if len(body) > bundles.MAX_BUNDLE_BYTES:
+    try:  # streamed: a body past the cap is dropped there, never held whole
+        body = await read_capped(request, bundles.MAX_BUNDLE_BYTES)
+    except BodyTooLarge:
         return _error(413, f"a bundle may hold at most {bundles.MAX_BUNDLE_BYTES} bytes")
     repo = ctx.jobs.engine.repo_by_id(job.repo_id, job.track)
     base_sha = job.base_sha or repo.base_sha or ""

@@ -34,6 +34,7 @@ HANDLERS: dict[str, str] = {
     "history": "bot.cli.history:history_main",
     "deploy k8s": "bot.cli.deploy:k8s_main",
     "app manifest": "bot.cli.deploy:manifest_main",
+    "setup": "bot.cli.setup:main",
 }
 
 # What each command reads from the environment, shown under its --help.
@@ -47,7 +48,13 @@ SERVE_ENV = {
     "KOHAI_GITHUB_HTML_URL": "GitHub's web host for links (default: from the API URL)",
     **DB_ENV,
     "KOHAI_PUBLIC_URL": "where hosts and links reach the bot (default http://127.0.0.1:8000)",
-    "KOHAI_APP_SLUG": "the App's slug (default kohai)",
+    "KOHAI_APP_FILE": "the App file `kohai setup` wrote (default ~/.config/kohai/app.toml)",
+    "KOHAI_WEBHOOK_PROXY_URL": "a smee-compatible channel to receive webhooks from",
+    "KOHAI_GITHUB_CLIENT_ID": "the App's OAuth client id (dashboard sign-in)",
+    "KOHAI_GITHUB_CLIENT_SECRET": "the App's OAuth client secret (dashboard sign-in)",
+    "KOHAI_SESSION_SECRET": "signs the dashboard's session cookies",
+    "KOHAI_DASHBOARD_PUBLIC": "1: the dashboard without sign-in (local demo)",
+    "KOHAI_MAX_BODY_BYTES": "the largest request body the bot reads",
     "KOHAI_ALPHA": "the merge gate's significance level (default 0.05)",
     "KOHAI_PLATEAU_AFTER": "experiments without a merge before the advisor widens (default 5)",
     "KOHAI_MAX_EXPERIMENTS": "advisor experiments per lab (default 0: no limit)",
@@ -61,6 +68,7 @@ HOST_ENV = {
     "KOHAI_HOST_TOKEN": "the host token `kohai hosts add` printed (with --name)",
     "KOHAI_HOST_DIR": "the work directory (default ~/.kohai/host; --work-dir)",
     "KOHAI_SHUTDOWN_GRACE_S": "on SIGTERM, seconds running jobs get to finish (default 20)",
+    "KOHAI_BOT_WAIT_S": "at start, seconds to wait for the bot to answer (default 30)",
     "ANTHROPIC_API_KEY": "the Claude student (absent: the offline student)",
     "WANDB_API_KEY": "W&B logging of runs (absent: offline runs)",
     "KOHAI_WANDB": "disabled: no W&B logging",
@@ -156,6 +164,46 @@ def build_parser() -> argparse.ArgumentParser:
         "/healthz answers 503 until the check passes",
     )
 
+    setup = _command(
+        sub,
+        "setup",
+        "register the GitHub App (GitHub's manifest flow) and write its credentials",
+        {
+            "KOHAI_PUBLIC_URL": "the bot's public URL (--url)",
+            "KOHAI_WEBHOOK_PROXY_URL": "a smee-compatible webhook channel (--webhook-proxy-url)",
+            "KOHAI_GITHUB_API_URL": "GitHub's API (--github-api-url)",
+        },
+        "Register kohai's GitHub App through GitHub's manifest flow: a local page\n"
+        "posts the manifest, GitHub sends the browser back to kohai, and every credential\n"
+        "goes to one file (mode 0600) that `kohai serve` reads.",
+    )
+    setup.add_argument("--org", default=None, help="register it for this organisation")
+    setup.add_argument(
+        "--out", default=None, help="the credentials file (default ~/.config/kohai/app.toml)"
+    )
+    setup.add_argument("--force", action="store_true", help="replace an existing --out file")
+    setup.add_argument("--name", default="kohai", help="the App's name on GitHub")
+    setup.add_argument(
+        "--url", default=None, help="the bot's public URL (default $KOHAI_PUBLIC_URL)"
+    )
+    setup.add_argument(
+        "--webhook-proxy-url",
+        default=None,
+        help="a smee-compatible channel for the webhooks (default $KOHAI_WEBHOOK_PROXY_URL)",
+    )
+    setup.add_argument(
+        "--github-url", default=None, help="GitHub's web address (default https://github.com)"
+    )
+    setup.add_argument(
+        "--github-api-url",
+        default=None,
+        help="GitHub's API (default $KOHAI_GITHUB_API_URL, or derived from --github-url)",
+    )
+    setup.add_argument("--port", type=int, default=0, help="the local page's port (default: free)")
+    setup.add_argument(
+        "--no-browser", action="store_true", help="print the page's address, open no browser"
+    )
+
     sandbox = _command(
         sub, "sandbox", "the local GitHub sandbox, with one repo and the App installed"
     )
@@ -227,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run jobs without the bubblewrap sandbox where it cannot start; "
         'every result then says "unsandboxed"',
+    )
+    run.add_argument(
+        "--keep-runs",
+        action="store_true",
+        help="keep each job's run directories (logs, artefacts) after the bot acknowledged "
+        "its result; by default they are deleted then",
     )
 
     train = _command(

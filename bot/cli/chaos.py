@@ -252,15 +252,12 @@ class ChaosLab:
             issue_prs = sum(1 for n in issues if prs_per_issue.get(n, 0) != 1)
             by_pr = {e.pr_number: e for e in exps if e.pr_number}
             without_results = 0
-            for job_id in {r.job_id for r in runs}:
-                exp = next(
-                    e
-                    for e in exps
-                    if e.id == next(r for r in runs if r.job_id == job_id).experiment_id
-                )
+            for exp_id in {r.experiment_id for r in runs}:
+                # One sticky results comment per PR, edited as its jobs finish.
+                exp = next(e for e in exps if e.id == exp_id)
                 thread = comments.get(exp.pr_number, []) if exp.pr_number else []
                 if not any(
-                    f"<!-- kohai:results:{job_id} -->" in (c.get("body") or "") for c in thread
+                    f"<!-- kohai:results:{exp_id} -->" in (c.get("body") or "") for c in thread
                 ):
                     without_results += 1
             seen = Counter((r.experiment_id, r.commit_sha, r.base_sha, r.seed) for r in runs)
@@ -295,7 +292,7 @@ class ChaosLab:
             return {
                 "duplicated markers": duplicated,
                 "labelled issues without exactly one PR": issue_prs,
-                "job results without their comment": without_results,
+                "experiment results without their comment": without_results,
                 "runs stored twice": doubled,
                 "commands never carried out": commands_lost,
                 "PR states differing from the store": mismatched,

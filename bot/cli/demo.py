@@ -141,6 +141,7 @@ class Demo:
             anthropic_api_key=os.environ.get("ANTHROPIC_API_KEY") or None,
             max_experiments=self.per_lab,
             graceful_s=3,
+            dashboard_public=True,  # KOHAI_DASHBOARD_PUBLIC=1: the local demo has no sign-in
         )
         self.lab.start()
         self.sandbox, self.control, self.store = self.lab.sandbox, self.lab.control, self.lab.store

@@ -199,10 +199,11 @@ def history_main(args: argparse.Namespace) -> int:
         return 1
 
 
-def status_snapshot(
+def lab_snapshot(
     store: Store, problem: Problem, repo_id: int | None = None, track: str | None = None
 ) -> dict[str, Any]:
-    """One lab's state (`repo_id`, one `track` of it; None: all), every lab/track's share."""
+    """One lab's own state (`repo_id`, one `track` of it): its metric, baseline, best,
+    experiments and queue, never mixed with another lab's."""
     base = queries.baseline(store, repo_id, track or "default")
     progress = queries.best_over_experiments(store, problem, repo_id, track)
     repo = store.one("SELECT full_name FROM repos WHERE id = ?", (repo_id,)) if repo_id else None
@@ -213,10 +214,34 @@ def status_snapshot(
         "direction": problem.direction,
         "baseline": asdict(base) if base else None,
         "best": progress.best,
-        "labs": [asdict(row) for row in labs.lab_rows(store)],
         "experiments": [asdict(e) for e in queries.experiments(store, repo_id, track)],
-        "students": [asdict(s) for s in queries.students(store)],
         "queue": [asdict(q) for q in queries.queue(store, repo_id, track)],
+    }
+
+
+def status_snapshot(
+    store: Store, problem: Problem, repo_id: int | None = None, track: str | None = None
+) -> dict[str, Any]:
+    """One lab's state (`repo_id`, one `track` of it), with every lab/track's share and
+    the students (shared by all labs)."""
+    return {
+        **lab_snapshot(store, problem, repo_id, track),
+        "labs": [asdict(row) for row in labs.lab_rows(store)],
+        "students": [asdict(s) for s in queries.students(store)],
+    }
+
+
+def all_labs_snapshot(store: Store) -> dict[str, Any]:
+    """Every lab, a section each (its own metric, baseline, best, experiments, queue),
+    with the shares and the shared students: what `kohai status` shows without `--repo`
+    when there are several labs."""
+    return {
+        "repo": None,
+        "labs": [asdict(row) for row in labs.lab_rows(store)],
+        "sections": [
+            lab_snapshot(store, lab.problem, lab.repo_id, lab.track) for lab in labs.all_labs(store)
+        ],
+        "students": [asdict(s) for s in queries.students(store)],
     }
 
 
@@ -240,13 +265,23 @@ def _labs_table(rows: list[dict[str, Any]]) -> str:
 
 
 def render_status(snapshot: dict[str, Any]) -> str:
-    metric = snapshot["metric"]
-    base = snapshot["baseline"]
+    """The status as text: the labs' shares, each lab's section, the students."""
+    sections = snapshot.get("sections")
     lines = [
         "labs and tracks (share: GPU time of the last hours; target: what the weights ask for)",
         _labs_table(snapshot.get("labs") or []),
-        "",
-        (f"lab: {snapshot['repo']}   " if snapshot.get("repo") else "")
+    ]
+    for section in sections if sections is not None else [snapshot]:
+        lines += ["", *_lab_section(section)]
+    lines += ["", *_students_section(snapshot["students"])]
+    return "\n".join(lines)
+
+
+def _lab_section(snapshot: dict[str, Any]) -> list[str]:
+    metric = snapshot["metric"]
+    base = snapshot["baseline"]
+    return [
+        (f"== lab {snapshot['repo']} ==   " if snapshot.get("repo") else "")
         + f"metric: {metric} ({snapshot['direction']})   baseline: "
         + (numbers.metric(base["mean"], base["std"]) if base else "not measured")
         + f"   best: {numbers.metric(snapshot['best'])}",
@@ -282,24 +317,6 @@ def render_status(snapshot: dict[str, Any]) -> str:
             ],
         ),
         "",
-        "students",
-        format_table(
-            ["student", "state", "gpus", "job", "phase", "pr", "runs", "wins"],
-            [
-                [
-                    s["name"],
-                    s["state"],
-                    s["gpus"],
-                    s["job_id"],
-                    s["job_phase"],
-                    s["pr_number"],
-                    s["runs"],
-                    s["wins"],
-                ]
-                for s in snapshot["students"]
-            ],
-        ),
-        "",
         "queue",
         format_table(
             ["job", "kind", "state", "for", "leased_by", "pr", "seeds"],
@@ -317,16 +334,41 @@ def render_status(snapshot: dict[str, Any]) -> str:
             ],
         ),
     ]
-    return "\n".join(lines)
+
+
+def _students_section(students: list[dict[str, Any]]) -> list[str]:
+    return [
+        "students",
+        format_table(
+            ["student", "state", "gpus", "job", "phase", "pr", "runs", "wins"],
+            [
+                [
+                    s["name"],
+                    s["state"],
+                    s["gpus"],
+                    s["job_id"],
+                    s["job_phase"],
+                    s["pr_number"],
+                    s["runs"],
+                    s["wins"],
+                ]
+                for s in students
+            ],
+        ),
+    ]
 
 
 def status_main(args: argparse.Namespace) -> int:
     try:
         store = open_store()
         try:
-            repo_id, problem, _ = resolve_lab(store, getattr(args, "repo", None))
-            track = split_repo_arg(getattr(args, "repo", None))[1]
-            snapshot = status_snapshot(store, problem, repo_id, track)
+            repo = getattr(args, "repo", None)
+            repo_id, problem, count = resolve_lab(store, repo)
+            track = split_repo_arg(repo)[1]
+            if repo is None and count > 1:  # several labs: a section each, never mixed
+                snapshot = all_labs_snapshot(store)
+            else:
+                snapshot = status_snapshot(store, problem, repo_id, track)
         finally:
             store.close()
     except (CliError, ProblemError) as exc:

@@ -102,8 +102,13 @@ class LocalLab:
         pacing: bool = True,
         catch_up: bool = True,
         graceful_s: int | None = None,
+        proxy: bool = False,
+        dashboard_public: bool = True,
     ) -> None:
         self.work = work
+        # The local lab's dashboard is open (KOHAI_DASHBOARD_PUBLIC=1) unless a test asks
+        # for the GitHub sign-in, which then goes through the sandbox's OAuth pages.
+        self.dashboard_public = dashboard_public
         self.port = port or free_port()
         self.bot_url = f"http://127.0.0.1:{self.port}"
         self.advisor = advisor
@@ -112,6 +117,7 @@ class LocalLab:
         self.pacing = pacing
         self.catch_up = catch_up
         self.graceful_s = graceful_s
+        self.proxy = proxy  # webhooks through the sandbox's smee-compatible channel
         self.hosts: dict[str, subprocess.Popen[bytes]] = {}
         self._started: list[Any] = []
 
@@ -127,6 +133,11 @@ class LocalLab:
             self.work / "github", webhook_url=f"{self.bot_url}/webhooks/github"
         ).start()
         self._started.append(self.sandbox)
+        channel = None
+        if self.proxy:  # GitHub cannot reach the bot: it posts to a channel the bot reads
+            channel = f"{self.sandbox.url}/_channels/{self.port}"
+            self.sandbox.set_webhook_url(channel)
+        self.sandbox.set_callback_urls([f"{self.bot_url}/auth/callback"])
         self.control = SandboxControl(self.sandbox.url)
         self.settings = Settings(
             app_id=self.sandbox.app_id,
@@ -138,6 +149,10 @@ class LocalLab:
             anthropic_api_key=self.anthropic_api_key,
             advisor=self.advisor,
             catch_up=self.catch_up,
+            webhook_proxy_url=channel,
+            dashboard_public=self.dashboard_public,
+            github_client_id=self.sandbox.client_id,
+            github_client_secret=self.sandbox.client_secret,
         )
         github = None
         if not self.pacing:

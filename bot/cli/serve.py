@@ -48,6 +48,15 @@ def build_context(
         await run_loop(c, "github", lambda: github_pass(c), None, 2.0)
 
     ctx.workers = [*DEFAULT_WORKERS, advisor_worker, github_worker]
+    if settings.webhook_proxy_url:
+        from webhooks.relay import run_relay
+
+        proxy = settings.webhook_proxy_url
+
+        async def relay_worker(c: Any) -> None:
+            await run_relay(c, proxy, lambda problems: _set_problems(c, "relay", problems))
+
+        ctx.workers.append(relay_worker)
     ctx.extra["advisor_loop"] = loop
     return ctx
 
@@ -147,6 +156,20 @@ async def check_github(ctx: Any) -> None:
     for error in report.errors:
         log.error("%s", error)
     _set_problems(ctx, "preflight", list(report.errors))
+    if report.ok:
+        await learn_identity(ctx)
+
+
+async def learn_identity(ctx: Any) -> None:
+    """The App's slug and bot login, from GitHub (`GET /app`): never from a setting, so
+    the App's own comments are recognised whatever name it was registered under."""
+    try:
+        login = await ctx.github.bot_login()
+    except Exception as exc:  # noqa: BLE001 - the next check asks again
+        log.warning("could not read the App's slug from GitHub: %s", exc)
+        return
+    ctx.engine.bot_login = login
+    ctx.extra["app_slug"] = login.removesuffix("[bot]")
 
 
 async def catch_up_once(ctx: Any) -> list[str]:

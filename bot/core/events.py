@@ -73,6 +73,9 @@ class Event:
     repos_removed: tuple[str, ...] = ()
     ref: str | None = None  # push
     after: str | None = None  # push
+    # When the issue or PR last changed (GitHub's `updated_at`): a label change is
+    # identified by its issue, label, action and this time (bot.core.router.once_key).
+    updated_at: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -124,4 +127,5 @@ def parse_event(name: str, body: bytes | str | dict[str, Any], delivery_id: str 
         repos_removed=repos_removed,
         ref=_str(_get(data, "ref")),
         after=_str(_get(data, "after")),
+        updated_at=_str(_get(subject, "updated_at")),
     )

@@ -343,7 +343,8 @@ _ALWAYS_ROUTED = frozenset({"ping", "installation", "installation_repositories"}
 
 
 def caused_by_app(event: Event, bot_login: str) -> bool:
-    return event.sender_type == "Bot" or (event.sender or "") == bot_login
+    """The App's own doing: a `Bot` sender, or its login (empty while not yet known)."""
+    return event.sender_type == "Bot" or (bool(bot_login) and event.sender == bot_login)
 
 
 def route(event: Event, state: RouteState) -> list[i.Intent]:
@@ -367,6 +368,29 @@ _LABEL_EVENTS = frozenset(
         ("pull_request", "unlabeled"),
     }
 )
+
+
+def once_key(event: Event) -> str | None:
+    """What makes a human's command the same command, whatever delivery carries it. Pure.
+
+    A delivery id is only a header: a signed body replayed under a new id (or
+    GitHub's own redelivery of it) must not run its command again. A slash
+    command is its comment (one comment runs once; an edited comment runs
+    nothing: `issue_comment.edited` is not routed). A label change is its
+    issue, action, label and the time GitHub stamped on the issue for it.
+    None: nothing identifies the event beyond its delivery (it runs once per
+    delivery id, as stored).
+    """
+    if not event.repo:
+        return None
+    if event.name == "issue_comment" and event.comment_id is not None:
+        # Only comments that hold a command: the others (the bot's own among them) run nothing.
+        if not parse_commands(event.comment_body):
+            return None
+        return f"comment:{event.repo}:{event.comment_id}"
+    if (event.name, event.action) in _LABEL_EVENTS and event.label and event.updated_at:
+        return f"label:{event.repo}#{event.number}:{event.action}:{event.label}:{event.updated_at}"
+    return None
 
 
 def needs_permission(event: Event) -> bool:
@@ -404,6 +428,7 @@ SUBSCRIBED_EVENTS: tuple[str, ...] = tuple(sorted({name for name, _ in ROUTES if
 # PRs, merges and ready-for-review (pull_requests), labels, comments and
 # reactions (issues), and repository metadata.
 REQUIRED_PERMISSIONS: dict[str, str] = {
+    "checks": "write",  # a failing check run on a commit whose kohai.toml is invalid
     "contents": "write",
     "issues": "write",
     "metadata": "read",

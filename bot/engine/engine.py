@@ -24,6 +24,7 @@ from bot.outbox import writes as w
 from bot.problem import DEFAULT_TRACK, Problem
 from bot.records import Decision, Experiment, Job, Repository, Track
 from bot.render.comments import status_comment
+from bot.render.escape import defang
 from bot.store import Store, dumps, now
 
 log = logging.getLogger("kohai.engine")
@@ -509,15 +510,15 @@ class Engine:
     def decision_comment(
         self, repo: Repo, exp: Experiment, heading: str, text: str, *, key: str
     ) -> None:
-        """A comment that states a decision and its real reason (once per key)."""
+        """A comment that states a decision and its real reason (once per key).
+
+        The reason may quote an agent's rationale or a host's GPU kind: it is
+        made inert (no HTML, so no forged marker; no mention, image or link).
+        """
         if not exp.pr_number:
             return
-        self.write(
-            repo,
-            w.Comment(
-                number=exp.pr_number, kind="decision", key=key, body=f"### {heading}\n\n{text}"
-            ),
-        )
+        body = f"### {heading}\n\n{defang(text)}"
+        self.write(repo, w.Comment(number=exp.pr_number, kind="decision", key=key, body=body))
 
     def decide(
         self,

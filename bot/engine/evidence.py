@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot import queries
 from bot.core.gate import GateDecision, SeedRun, decide
 from bot.core.stats import pooled_paired_spread, pooled_seed_correlation
 from bot.problem import Problem
@@ -165,16 +166,8 @@ def student_on_hardware(store: Store, exp: Experiment, gpu_kind: str) -> str | N
 def verified_diff(store: Store, exp: Experiment) -> str | None:
     """The diff the bot computed when it accepted the experiment's current head from a host.
 
-    A host's own account of its diff is never read. None when no host pushed
-    this head through the bot (the bot's own start commit, a writer's push):
-    the audit then has nothing to read, and the merge still re-reads the pull
-    request's files from GitHub (`bot.outbox.worker.merge`).
+    None when no host pushed this head through the bot (the bot's own start
+    commit, a writer's push): the audit then has nothing to read, and the merge
+    still re-reads the pull request's files from GitHub (`bot.outbox.worker.merge`).
     """
-    if not exp.head_sha:
-        return None
-    row = store.one(
-        "SELECT tip_diff FROM jobs WHERE experiment_id = ? AND tip_sha = ? "
-        "AND tip_diff IS NOT NULL ORDER BY id DESC LIMIT 1",
-        (exp.id, exp.head_sha),
-    )
-    return row["tip_diff"] if row else None
+    return queries.verified_diff(store, exp.id, exp.head_sha)

@@ -13,10 +13,11 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from bot.core.events import MalformedEvent, parse_event
-from bot.core.router import permission_logins, route
+from bot.core.router import once_key, permission_logins, route
 from bot.engine import handlers
 from bot.engine.engine import Engine
 from bot.records import Delivery
+from bot.render.escape import for_log
 from bot.store import Store, now
 
 log = logging.getLogger("kohai.inbox")
@@ -40,6 +41,24 @@ def store_delivery(
             (delivery_id, event, action, body.decode("utf-8"), now()),
         )
     return cursor.rowcount == 1
+
+
+def claim_once(store: Store, key: str | None, delivery_id: str) -> str | None:
+    """Record that `delivery_id` runs the command `key`; the earlier delivery's id if one did.
+
+    Called inside the delivery's routing transaction, so the claim and the
+    command's effects commit together (a crash leaves neither).
+    """
+    if key is None:
+        return None
+    cursor = store.execute(
+        "INSERT OR IGNORE INTO command_runs (key, delivery_id, created_at) VALUES (?, ?, ?)",
+        (key, delivery_id, now()),
+    )
+    if cursor.rowcount == 1:
+        return None
+    row = store.one("SELECT delivery_id FROM command_runs WHERE key = ?", (key,))
+    return str((row or {}).get("delivery_id") or "?")
 
 
 def pending(store: Store, limit: int = 100) -> list[Delivery]:
@@ -77,6 +96,10 @@ async def route_one(engine: Engine, delivery: Delivery, permission: PermissionLo
             current = store.one("SELECT status FROM inbox WHERE id = ?", (delivery.id,))
             if current is None or current["status"] != "pending":
                 return str((current or {}).get("status", "failed"))
+            first = claim_once(store, once_key(event), delivery.delivery_id)
+            if first is not None:
+                _finish(store, delivery.id, "ignored", f"ignored: already run by delivery {first}")
+                return "ignored"
             snapshot = engine.snapshot(
                 event,
                 levels.get((event.sender or "").lower()),
@@ -88,7 +111,7 @@ async def route_one(engine: Engine, delivery: Delivery, permission: PermissionLo
             status = "ignored" if ignored else "routed"
             _finish(store, delivery.id, status, "; ".join(notes))
     except Exception as exc:
-        log.exception("routing delivery %s failed", delivery.delivery_id)
+        log.exception("routing delivery %s failed", for_log(delivery.delivery_id, 100))
         _finish(store, delivery.id, "failed", f"{type(exc).__name__}: {exc}")
         return "failed"
     return status

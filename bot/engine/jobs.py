@@ -20,6 +20,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from bot import queries
 from bot.engine import labs
 from bot.engine.engine import Engine, Repo
 from bot.outbox import writes as w
@@ -785,31 +786,51 @@ class JobBook:
         student: str,
         result: JobResult,
     ) -> None:
-        all_runs = self.store.rows(Run, "job_id = ?", (job.id,), order_by="seed")
-        attempt_note = f"Attempt {job.attempts}." if job.attempts > 1 else ""
+        """The PR's one results comment (sticky, edited in place), brought up to date after a job.
+
+        It shows every seed measured so far on the commit and base of the latest
+        runs (what the gate pools), against the baseline measured on that same base,
+        with both training curves; a job that ran nothing says why at its top.
+        """
+        mine = self.store.rows(Run, "experiment_id = ? AND kind = 'candidate'", (exp.id,))
+        group = queries.current_group(mine)
+        base_sha = group[0].base_sha if group else job.base_sha
+        baseline_runs = self.store.rows(
+            Run,
+            "repo_id = ? AND track = ? AND kind = 'baseline' AND base_sha IS ?",
+            (repo.id, repo.track, base_sha),
+            order_by="seed",
+        )
+        notes = [f"Attempt {job.attempts}." if job.attempts > 1 else ""]
         if repo.tracked:  # say which research line these results belong to
-            where = f"Track **{repo.track}**, against `{repo.base_branch}`."
-            attempt_note = f"{where} {attempt_note}".strip()
+            notes.insert(0, f"Track **{repo.track}**, against `{repo.base_branch}`.")
+        if base_sha and repo.base_sha and base_sha != repo.base_sha:
+            notes.append(
+                f"Measured on an older base; the lab's base is now `{repo.base_sha[:10]}`, "
+                "where it is measured again before any merge."
+            )
         body = results_comment(
             title=exp.title,
             metric=repo.problem.metric,
             minimize=repo.problem.minimize,
-            runs=all_runs,
-            baseline=self.engine.baseline_values(repo),
-            head_sha=exp.head_sha,
-            base_sha=job.base_sha,
+            runs=sorted(group, key=lambda r: (r.seed, r.id)),
+            baseline=[r.metric for r in baseline_runs if r.ok and r.metric is not None],
+            head_sha=group[0].commit_sha if group else exp.head_sha,
+            base_sha=base_sha,
             student=student,
             job_status=result.status,
             reason=result.reason,
-            cost_usd=result.cost_usd,
-            attempt_note=attempt_note,
+            cost_usd=sum(r.cost_usd or 0.0 for r in group) if group else result.cost_usd,
+            attempt_note=" ".join(n for n in notes if n),
             smoke_s=result.smoke_s,
+            notes=result.notes,
             unsandboxed=any(not run.sandboxed for run in result.runs),
+            baseline_runs=baseline_runs,
         )
         if exp.pr_number:
             self.engine.write(
                 repo,
-                w.Comment(number=exp.pr_number, kind="results", key=str(job.id), body=body),
+                w.StatusComment(number=exp.pr_number, kind="results", key=exp.id, body=body),
             )
             if not exp.final:
                 self.engine.write(repo, w.MarkReady(number=exp.pr_number))

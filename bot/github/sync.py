@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from bot.core import configcheck
 from bot.engine import labs
 from bot.engine.engine import Engine, Repo
 from bot.github.client import GitHubApp, GitHubWriteError
@@ -74,6 +75,9 @@ async def sync_repo(engine: Engine, github: GitHubApp, repo_id: int) -> str | No
             },
         )
         repo = engine.repo_by_id(repo_id)
+        last = _last_word(engine, name, sha)
+        for write in configcheck.config_writes(name, default_branch, sha, toml, broken, last):
+            engine.write(repo, write)
         if toml is None:
             log.warning("%s has no %s at %s: nothing to train", name, CONFIG_FILE, sha[:10])
             # Without its kohai.toml the repository is no lab: its queued work stops.
@@ -106,6 +110,27 @@ async def sync_repo(engine: Engine, github: GitHubApp, repo_id: int) -> str | No
         except Exception as exc:  # noqa: BLE001 - a lease mints it instead
             log.warning("could not mint a job token ahead for %s: %s", name, exc)
     return sha
+
+
+def _last_word(engine: Engine, repo: str, sha: str) -> configcheck.LastWord:
+    """What the bot last asked for about this repository's kohai.toml: its outbox holds it,
+    written in the same transactions as the syncs that decided it."""
+    issue = engine.store.one(
+        "SELECT json_extract(args, '$.open') AS open, json_extract(args, '$.body') AS body "
+        "FROM outbox WHERE repo = ? AND op = ? AND json_extract(args, '$.kind') = ? "
+        "ORDER BY id DESC LIMIT 1",
+        (repo, w.IssueReport.op, configcheck.ISSUE_KIND),
+    )
+    key = configcheck.check_key(sha)
+    checked = engine.store.one(
+        "SELECT id FROM outbox WHERE repo = ? AND op = ? AND json_extract(args, '$.key') = ?",
+        (repo, w.CheckRun.op, key),
+    )
+    return configcheck.LastWord(
+        issue_open=bool(issue and issue["open"]),
+        issue_body=issue["body"] if issue else None,
+        checked=frozenset({key} if checked else ()),
+    )
 
 
 def _parse(toml: str | None) -> tuple[Problem | None, str | None]:

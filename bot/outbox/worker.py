@@ -733,6 +733,119 @@ async def close(github: Calls, installation_id: int, repo: str, write: w.Close) 
     return {}
 
 
+@performs(w.CheckRun)
+async def check_run(
+    github: Calls, installation_id: int, repo: str, write: w.CheckRun
+) -> dict[str, Any]:
+    """A completed check run on the commit; an earlier attempt (same `external_id`)
+    is found first, so a retry posts no second verdict."""
+    owner, name = owner_name(repo)
+    listed = await github.call(
+        installation_id,
+        lambda gh: gh.rest.checks.async_list_for_ref(
+            owner, name, write.head_sha, check_name=write.name, filter_="all", per_page=100
+        ),
+        method="GET",
+    )
+    for run in listed.parsed_data.check_runs:
+        if run.external_id == write.key:
+            return {"check_run_id": run.id}
+    output: dict[str, Any] = {
+        "title": write.title[:1000],
+        "summary": fit_body(write.summary or write.title),
+    }
+    if write.path and write.line:
+        level = "failure" if write.conclusion == "failure" else "notice"
+        output["annotations"] = [
+            {
+                "path": write.path,
+                "start_line": write.line,
+                "end_line": write.line,
+                "annotation_level": level,
+                "message": fit_body(write.message or write.title),
+            }
+        ]
+    data: Any = {  # githubkit checks it against GitHub's schema before sending
+        "name": write.name,
+        "head_sha": write.head_sha,
+        "external_id": write.key,
+        "status": "completed",
+        "conclusion": write.conclusion,
+        "output": output,
+    }
+    reply = await github.call(
+        installation_id,
+        lambda gh: gh.rest.checks.async_create(owner, name, data=data),
+        method="POST",
+        idempotent=False,  # a retry lists the commit's runs first
+    )
+    return {"check_run_id": reply.parsed_data.id}
+
+
+async def find_marked_issue(
+    github: CommentClient, installation_id: int, repo: str, mark: str
+) -> dict[str, Any] | None:
+    """The bot's own open issue carrying `mark` (never a user's copy, never a PR)."""
+    bot_login = await github.bot_login()
+    issues = await github.paginate(
+        installation_id, f"/repos/{repo}/issues", {"state": "open", "creator": bot_login}
+    )
+    for issue in issues:
+        if not issue.get("pull_request") and is_marked_by(issue, mark, bot_login):
+            return issue
+    return None
+
+
+@performs(w.IssueReport)
+async def issue_report(
+    github: CommentClient, installation_id: int, repo: str, write: w.IssueReport
+) -> dict[str, Any]:
+    """Open the bot's issue about a problem (or bring its body up to date), or close it.
+
+    Like a sticky comment, the issue is found by its marker first, so a problem
+    that stands gets one issue however often it is reported.
+    """
+    owner, name = owner_name(repo)
+    mark = w.marker(write.kind, write.key)
+    existing = await find_marked_issue(github, installation_id, repo, mark)
+    if not write.open:
+        if existing is None:
+            return {"number": None}
+        number = int(existing["number"])
+        if write.closing_note:
+            note = w.Comment(
+                number=number, kind=write.kind, key=write.closing_key, body=write.closing_note
+            )
+            await comment(github, installation_id, repo, note)
+        await github.call(
+            installation_id,
+            lambda gh: gh.rest.issues.async_update(
+                owner, name, number, state="closed", state_reason="completed"
+            ),
+            method="PATCH",
+        )
+        return {"number": number}
+    body = fit_body(w.with_marker(write.body, write.kind, write.key))
+    if existing is None:
+        reply = await github.call(
+            installation_id,
+            lambda gh: gh.rest.issues.async_create(owner, name, title=write.title, body=body),
+            method="POST",
+            idempotent=False,  # a retry looks for the marker first
+        )
+        return {"number": reply.parsed_data.number}
+    number = int(existing["number"])
+    if existing.get("body") != body or existing.get("title") != write.title:
+        await github.call(
+            installation_id,
+            lambda gh: gh.rest.issues.async_update(
+                owner, name, number, title=write.title, body=body
+            ),
+            method="PATCH",
+        )
+    return {"number": number}
+
+
 # -- the worker ----------------------------------------------------------------
 
 

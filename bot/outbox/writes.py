@@ -27,6 +27,8 @@ are ignored and missing optional fields take their defaults (`decode`).
 | ConvertToDraft   | convert_to_draft | number                                                  | {} |
 | Merge            | merge            | number, sha, method, title, experiment_id, base, base_sha, editable, frozen, trusted | {sha, merged} |
 | Close            | close            | number                                                  | {} |
+| CheckRun         | check_run        | head_sha, name, key, conclusion, title, summary, path, line, message | {check_run_id} |
+| IssueReport      | issue_report     | kind, key, title, body, open, closing_note, closing_key | {number} |
 
 `StartBranch` and `CreateBranch` are performed before any other pending write
 (a new experiment's job is queued as soon as its branch exists, and the draft
@@ -243,6 +245,40 @@ class Close(Write):
     number: int
 
 
+@dataclass(frozen=True)
+class CheckRun(Write):
+    """A completed check run on commit `head_sha`: the bot's verdict on it, where the
+    commit's author looks. `key` is its `external_id`, which finds an earlier attempt.
+    With `path` and `line`, one annotation points at the line the verdict is about."""
+
+    op: ClassVar[str] = "check_run"
+    head_sha: str
+    name: str
+    key: str
+    conclusion: str
+    title: str
+    summary: str = ""
+    path: str | None = None
+    line: int | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class IssueReport(Write):
+    """The bot's own issue about a standing problem, found again by its marker (`kind`,
+    `key`): opened (or its body brought up to date) while `open`; otherwise closed,
+    after one comment `closing_note` (marked with `closing_key`) saying why."""
+
+    op: ClassVar[str] = "issue_report"
+    kind: str
+    key: str
+    title: str
+    body: str = ""
+    open: bool = True
+    closing_note: str = ""
+    closing_key: str = ""
+
+
 WRITES: dict[str, type[Write]] = {
     cls.op: cls
     for cls in (
@@ -259,6 +295,8 @@ WRITES: dict[str, type[Write]] = {
         ConvertToDraft,
         Merge,
         Close,
+        CheckRun,
+        IssueReport,
     )
 }
 

@@ -50,6 +50,26 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     return ticks
 
 
+def integer_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Whole-number ticks covering [low, high] (counts: experiments, seeds), about `count`.
+
+    `nice_ticks` would put ticks at 0.5 and 1.5 on a short range; a count has
+    no half, so the step is at least 1.
+    """
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return []
+    if high < low:
+        low, high = high, low
+    ticks = [t for t in nice_ticks(low, high, count) if float(t).is_integer()]
+    if len(ticks) >= 2:
+        return ticks
+    first, last = math.ceil(low), math.floor(high)
+    if last < first:
+        return [float(round((low + high) / 2))]
+    step = max(1, math.ceil((last - first) / max(count - 1, 1)))
+    return [float(v) for v in range(first, last + 1, step)]
+
+
 def format_tick(value: float) -> str:
     """A compact label: no trailing zeros, scientific only for extreme magnitudes."""
     if value == 0:
@@ -85,8 +105,12 @@ def line_chart(
     y_label: str,
     width: int = 720,
     height: int = 300,
+    integer_x: bool = False,
 ) -> str:
-    """A complete `<svg>` document: axes with ticks, labelled, with a legend."""
+    """A complete `<svg>` document: axes with ticks, labelled, with a legend.
+
+    `integer_x`: the x axis counts something (experiments), so its ticks are whole numbers.
+    """
     left, right, top, bottom = 64, 16, 40, 44
     plot_w, plot_h = width - left - right, height - top - bottom
     cleaned = [(s, _finite(s.points)) for s in series]
@@ -111,7 +135,8 @@ def line_chart(
 
     x_low, x_high = _padded_range([x for x, _ in all_points], pad=0.02)
     y_low, y_high = _padded_range([y for _, y in all_points], pad=0.08)
-    x_ticks = [t for t in nice_ticks(x_low, x_high, 6) if x_low <= t <= x_high]
+    ticker = integer_ticks if integer_x else nice_ticks
+    x_ticks = [t for t in ticker(x_low, x_high, 6) if x_low <= t <= x_high]
     y_ticks = [t for t in nice_ticks(y_low, y_high, 6) if y_low <= t <= y_high]
 
     def sx(x: float) -> float:
@@ -196,7 +221,9 @@ def _legend(series: Sequence[Series], right_edge: float, top: float) -> str:
             f'<circle cx="{x + 6}" cy="{top - 14}" r="4" fill="{color}"/>'
             if item.markers and not item.line
             else f'<line x1="{x}" y1="{top - 14}" x2="{x + 12}" y2="{top - 14}" '
-            f'stroke="{color}" stroke-width="2.5"/>'
+            f'stroke="{color}" stroke-width="2.5"'
+            + (' stroke-dasharray="3 2"' if item.dashed else "")
+            + "/>"
         )
         entries.append(f'{swatch}<text x="{x + 16}" y="{top - 10}" fill="#374151">{label}</text>')
     return '<g class="legend">' + "".join(reversed(entries)) + "</g>"
@@ -245,3 +272,83 @@ def mermaid_xychart(
         lines.append("    line [0]")
     lines.append("```")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One line of a mermaid chart: its name in the legend, its colour, its points."""
+
+    name: str
+    color: str
+    points: list[tuple[float, float]]
+
+
+def _value_at(points: Sequence[tuple[float, float]], x: float) -> float | None:
+    """The curve's value at step `x`: its last point at or before it (None before the first)."""
+    found = None
+    for px, py in points:
+        if px > x:
+            break
+        found = py
+    return found
+
+
+def mermaid_lines(
+    title: str,
+    curves: Sequence[Curve],
+    y_label: str,
+    *,
+    x_label: str = "step",
+) -> str:
+    """Several named curves as one mermaid `xychart-beta`, followed by their legend.
+
+    Mermaid's xychart draws no legend, so the chart's colours are fixed (its
+    `plotColorPalette`, in the order of `curves`) and the line below the chart
+    names each colour. The curves share one x axis: the union of their steps,
+    thinned to at most 40; each curve holds its last value between its points.
+    """
+    drawn = [(c, sorted(_finite(c.points))) for c in curves]
+    drawn = [(c, pts) for c, pts in drawn if pts]
+    if not drawn:
+        return ""
+    steps = sorted({x for _, pts in drawn for x, _ in pts})
+    steps, _ = _downsample(steps, steps, MERMAID_MAX_POINTS)
+    rows = []
+    for _curve, pts in drawn:
+        first = pts[0][1]
+        rows.append([v if (v := _value_at(pts, x)) is not None else first for x in steps])
+    low, high = _padded_range([v for row in rows for v in row])
+    palette = ", ".join(c.color for c, _ in drawn)
+    init = '%%{init: {"themeVariables": {"xyChart": {"plotColorPalette": "' + palette + '"}}}}%%'
+    categories = ", ".join(f'"{format_tick(float(x))}"' for x in steps)
+    lines = ["```mermaid", init, "xychart-beta", f'    title "{_mermaid_text(title)}"']
+    lines.append(f'    x-axis "{_mermaid_text(x_label)}" [{categories}]')
+    lines.append(f'    y-axis "{_mermaid_text(y_label)}" {low:.6g} --> {high:.6g}')
+    lines += ["    line [" + ", ".join(f"{v:.6g}" for v in row) + "]" for row in rows]
+    lines.append("```")
+    legend = " · ".join(f"{_SWATCH.get(c.color, '■')} {c.name}" for c, _ in drawn)
+    return "\n".join(lines) + f"\n\n<sub>Lines: {legend}</sub>"
+
+
+# The coloured squares GitHub shows in text, for the colours the mermaid charts use.
+CANDIDATE_COLOR = "#2563eb"
+BASELINE_COLOR = "#ea580c"
+_SWATCH = {CANDIDATE_COLOR: "🟦", BASELINE_COLOR: "🟧"}
+
+
+def mean_curve(curves: Sequence[Sequence[tuple[float, float]]]) -> list[tuple[float, float]]:
+    """The mean of several curves at each step any of them has.
+
+    A curve counts at a step from its first point to its last (between points it
+    holds its last value); outside that range it has no value there, so a seed
+    that logged fewer steps never drags the mean with a value it did not reach.
+    """
+    cleaned = [sorted(_finite(c)) for c in curves]
+    cleaned = [c for c in cleaned if c]
+    steps = sorted({x for c in cleaned for x, _ in c})
+    out = []
+    for x in steps:
+        values = [v for c in cleaned if x <= c[-1][0] and (v := _value_at(c, x)) is not None]
+        if values:
+            out.append((x, sum(values) / len(values)))
+    return out

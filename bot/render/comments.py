@@ -1,50 +1,29 @@
 """The bot's comments, rendered from stored state. Pure functions returning markdown.
 
-Text that comes from a run (log tails, failure reasons) or from another person
-is untrusted: it must not end a code fence early, open an HTML comment (which
-would hide the rest of the comment, or pose as a bot marker), or ping anyone.
-`code_block` and `plain` make it inert.
+Text that comes from a run (log tails, failure reasons, W&B URLs) or from
+another person is untrusted: it must not end a code fence early, open an HTML
+comment (which would hide the rest of the comment, or pose as a bot marker),
+embed an image or ping anyone. `bot.render.escape` makes it inert; every
+untrusted string here goes through it.
 """
 
 from __future__ import annotations
 
-import html
 import math
-import re
 from collections.abc import Sequence
 
 from bot.records import Run
 from bot.render import numbers
+from bot.render.charts import BASELINE_COLOR, CANDIDATE_COLOR, Curve, mean_curve, mermaid_lines
+from bot.render.escape import ZWJ, code_block, defang, https_url, plain
 
-ZWJ = "\u200d"  # after "@", GitHub no longer sees a mention; the text still reads the same
-_BACKTICKS = re.compile(r"`+")
-_MENTION = re.compile(r"(?<![\w.])@(?=[A-Za-z0-9])")
-
-
-def code_block(text: str, info: str = "") -> str:
-    """`text` verbatim in a fenced block that nothing inside it can close.
-
-    The fence is one backtick longer than the longest run of backticks in the
-    text (at least three), so a log line of ``` stays inside. In a code block
-    GitHub renders `<!--` and `@user` as plain characters.
-    """
-    longest = max((len(m.group()) for m in _BACKTICKS.finditer(text)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return f"{fence}{info}\n{text}\n{fence}"
+__all__ = ["ZWJ", "code_block", "defang", "plain", "results_comment", "status_comment"]
 
 
-def defang(text: str) -> str:
-    """Markdown text that cannot open an HTML comment or mention anyone."""
-    return _MENTION.sub("@" + ZWJ, text.replace("<!--", "&lt;!--"))
-
-
-def plain(text: str, limit: int = 300) -> str:
-    """Untrusted text on one line, inside HTML or a table cell: escaped, defanged, clipped."""
-    flat = " ".join(str(text).split())
-    if len(flat) > limit:
-        flat = flat[: limit - 1] + "…"
-    escaped = html.escape(flat, quote=False).replace("|", "\\|").replace("`", "&#96;")
-    return _MENTION.sub("@" + ZWJ, escaped)
+def _short_sha(sha: str | None) -> str:
+    """The first ten hex digits of a commit sha ("?" for none or anything else)."""
+    short = (sha or "")[:10]
+    return short if short and all(c in "0123456789abcdef" for c in short) else "?"
 
 
 def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
@@ -65,39 +44,6 @@ def _pm(mean: float | None, std: float | None, n: int) -> str:
     return f"{numbers.number(mean)} ± {numbers.number(std)} (n={n})"
 
 
-def mermaid_curve(curves: dict[int, list[list[float]]], metric: str = "train_loss") -> str:
-    """A training curve GitHub renders (mermaid xychart-beta); one line per seed."""
-    series = [(seed, points) for seed, points in sorted(curves.items()) if len(points) >= 2]
-    if not series:
-        return ""
-    longest = max((points for _, points in series), key=len)
-    stride = max(1, len(longest) // 20)
-    steps = [int(p[0]) for p in longest[::stride]]
-    lines = []
-    lo, hi = math.inf, -math.inf
-    for _, points in series:
-        by_step = {int(p[0]): p[1] for p in points}
-        ys = []
-        last = points[0][1]
-        for step in steps:
-            last = by_step.get(step, last)
-            ys.append(last)
-        lo, hi = min(lo, *ys), max(hi, *ys)
-        lines.append("    line [" + ", ".join(f"{y:.4f}" for y in ys) + "]")
-    pad = (hi - lo) * 0.05 or 0.1
-    return "\n".join(
-        [
-            "```mermaid",
-            "xychart-beta",
-            f'    title "{metric} by step"',
-            "    x-axis [" + ", ".join(str(s) for s in steps) + "]",
-            f'    y-axis "{metric}" {lo - pad:.4f} --> {hi + pad:.4f}',
-            *lines,
-            "```",
-        ]
-    )
-
-
 def results_comment(
     *,
     title: str,
@@ -114,21 +60,30 @@ def results_comment(
     attempt_note: str = "",
     smoke_s: float = 0.0,
     unsandboxed: bool = False,
+    notes: str = "",
+    baseline_runs: Sequence[Run] = (),
 ) -> str:
-    """One finished job: per-seed table, mean ± std, delta vs baseline, resources, curve."""
+    """The experiment's results: per-seed table, mean ± std, delta vs baseline, resources,
+    and its training curve over the baseline's (`compare_chart`).
+
+    `notes` are the student's own words about the job (and what the bot dropped
+    from its report): shown, escaped, as the student's.
+    """
     ok = [r.metric for r in runs if r.ok and r.metric is not None]
     mean, std = mean_std(ok)
     b_mean, b_std = mean_std(list(baseline))
-    lines = [f"### Results: {title}", ""]
+    lines = [f"### Results: {plain(title, 200)}", ""]
     if job_status in ("refused", "implement_failed"):
         label = "Run refused" if job_status == "refused" else "Implementation failed"
         lines += [f"**{label}:** {plain(reason, 2000)}", ""]
     lines += [
-        f"Commit `{(head_sha or '?')[:10]}` on base `{(base_sha or '?')[:10]}`"
-        + (f", student **{student}**" if student else "")
+        f"Commit `{_short_sha(head_sha)}` on base `{_short_sha(base_sha)}`"
+        + (f", student **{plain(student, 60)}**" if student else "")
         + (f". {attempt_note}" if attempt_note else ""),
         "",
     ]
+    if notes.strip():
+        lines += [f"**Student's notes:** {plain(notes, 1000)}", ""]
     if unsandboxed or any(not r.sandboxed for r in runs if r.status != "cancelled"):
         lines += [
             "**unsandboxed**: the host ran this code without the job sandbox "
@@ -147,9 +102,10 @@ def results_comment(
             "|---:|---|---:|---:|---:|---:|---|",
         ]
         for r in sorted(runs, key=lambda r: r.seed):
-            link = f"[run]({r.wandb_url})" if r.wandb_url else "—"
+            url = https_url(r.wandb_url)
+            link = f"[run]({url})" if url else "dropped (not https)" if r.wandb_url else "—"
             lines.append(
-                f"| {r.seed} | {r.status} | {numbers.number(r.metric)} | "
+                f"| {r.seed} | {plain(r.status, 40)} | {numbers.number(r.metric)} | "
                 f"{(r.duration_s or 0):.1f} s | {(r.peak_mem_mb or 0):.0f} MB | "
                 f"{(r.gpu_hours or 0):.4f} | {link} |"
             )
@@ -174,8 +130,7 @@ def results_comment(
         f"Runtime {total_time:.1f} s · GPU-hours {total_gpu:.4f} · LLM cost ${cost_usd:.4f}"
         + (f" · smoke runs {smoke_s:.1f} s" if smoke_s else ""),
     ]
-    curves = {r.seed: r.curve for r in runs}
-    chart = mermaid_curve(curves)
+    chart = compare_chart(runs, baseline_runs)
     if chart:
         lines += ["", chart]
     failed = [r for r in runs if r.status != "ok"]
@@ -244,3 +199,89 @@ def status_comment(
             "`/close` `/hold` `/unhold` `/status` `/help`</sub>",
         ]
     )
+
+
+def config_error_check(error: str, line: int | None) -> str:
+    """The summary of the failing check run on a commit whose kohai.toml is invalid."""
+    where = f"line {line}" if line else "the file (no line could be named)"
+    return (
+        f"The lab does not run while `kohai.toml` is invalid. The error, at {where}:\n\n"
+        f"{code_block(error)}\n\n"
+        "Fix the file on the base branch; the next commit is checked again."
+    )
+
+
+def config_error_issue(repo: str, branch: str, sha: str, error: str, line: int | None) -> str:
+    """The body of the issue "kohai: configuration error": what is wrong, where, what to do.
+
+    The branch and repository names are `plain` text (a ref may hold markup); the
+    error, which quotes the file, sits in a fence nothing in it can close."""
+    where = f"line {line} of `kohai.toml`" if line else "`kohai.toml`"
+    return "\n".join(
+        [
+            f"`kohai.toml` on **{plain(branch, 100)}** of {plain(repo, 100)} is invalid at "
+            f"commit {sha[:10]}, so the lab has stopped: nothing is trained or proposed "
+            "until it is fixed.",
+            "",
+            f"The error, at {where}:",
+            "",
+            code_block(error),
+            "",
+            "`kohai check` validates the file locally. This issue closes itself when a "
+            "valid `kohai.toml` lands on the branch.",
+        ]
+    )
+
+
+def config_fixed_note(branch: str, sha: str) -> str:
+    """The comment that closes the configuration-error issue."""
+    return (
+        f"`kohai.toml` on **{plain(branch, 100)}** is valid again at commit {sha[:10]}: "
+        "the lab runs. Closing."
+    )
+
+
+def _seed_list(seeds: Sequence[int]) -> str:
+    return ", ".join(str(s) for s in sorted(set(seeds)))
+
+
+def compare_chart(runs: Sequence[Run], baseline_runs: Sequence[Run]) -> str:
+    """The candidate's training curve over the baseline's, as GitHub renders it (mermaid).
+
+    Each side is the mean of its seeds' curves; the baseline uses the seeds the
+    candidate ran (the paired test's matched seeds) when it has them, all of its
+    seeds otherwise, and the legend says which. Empty when no curve was logged.
+    Mermaid needs a value at every step: past its last logged step a line holds
+    its last value.
+    """
+    mine = [r for r in runs if r.curve]
+    if not mine:
+        return ""
+    seeds = {r.seed for r in mine}
+    theirs = [r for r in baseline_runs if r.curve]
+    matched = [r for r in theirs if r.seed in seeds]
+    chosen = matched or theirs
+
+    def points(group: Sequence[Run]) -> list[list[tuple[float, float]]]:
+        return [[(float(p[0]), float(p[1])) for p in r.curve if len(p) >= 2] for r in group]
+
+    curves = [
+        Curve(
+            f"this PR (mean of seeds {_seed_list([r.seed for r in mine])})",
+            CANDIDATE_COLOR,
+            mean_curve(points(mine)),
+        )
+    ]
+    if chosen:
+        which = "matched seeds" if matched else "its seeds, none matched"
+        curves.append(
+            Curve(
+                f"baseline on the same base ({which}: {_seed_list([r.seed for r in chosen])})",
+                BASELINE_COLOR,
+                mean_curve(points(chosen)),
+            )
+        )
+        title = "train loss by step: blue = this PR, orange = baseline"
+    else:
+        title = "train loss by step: blue = this PR (no baseline curve on this base yet)"
+    return mermaid_lines(title, curves, "train loss")

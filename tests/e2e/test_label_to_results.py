@@ -45,7 +45,7 @@ def test_issue_label_becomes_a_trained_pr_with_results(make_lab) -> None:
         timeout=180,
     )
     bodies = comments(lab, exp["pr_number"])
-    results = next(b for b in bodies if "### Results" in b)
+    [results] = [b for b in bodies if "### Results" in b]  # one sticky results comment
     assert "| seed | status | val_bpb |" in results
     assert "xychart-beta" in results
     assert "<!-- kohai:results:" in results
@@ -72,13 +72,14 @@ def test_issue_label_becomes_a_trained_pr_with_results(make_lab) -> None:
     assert "LEARNING_RATE = 0.001" in train_py
     runs = lab.q("SELECT * FROM runs WHERE experiment_id = ?", (exp["id"],))
     assert runs and runs[0]["status"] == "ok" and runs[0]["metric"] > 0
-    # The host reported the PR's diff (for the hypothesis-vs-diff audit): the knob, nothing else.
-    diffs = [
-        json.loads(j["result"]).get("diff", "")
-        for j in lab.q("SELECT result FROM jobs WHERE experiment_id = ?", (exp["id"],))
-        if j["result"]
-    ]
-    diff = next(d for d in diffs if d)
+    # The bot diffed the tip it accepted itself (for the hypothesis-vs-diff audit): the knob,
+    # nothing else; the runs are stored against that tip.
+    [pushed] = lab.q(
+        "SELECT tip_sha, tip_diff FROM jobs WHERE experiment_id = ? AND tip_diff IS NOT NULL",
+        (exp["id"],),
+    )
+    diff = pushed["tip_diff"]
+    assert runs[0]["commit_sha"] == pushed["tip_sha"]
     assert "-LEARNING_RATE = 3e-3" in diff and "+LEARNING_RATE = 0.001" in diff
     assert audit_diff(diff, exp["hypothesis"], editable=["train.py"]).passed
     # The bot keeps the base's editable files: where the offline advisor reads the incumbent.

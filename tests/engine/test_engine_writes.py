@@ -135,6 +135,6 @@ def test_the_job_is_queued_when_the_branch_exists_and_the_pr_catches_up(tmp_path
     writes = [(r["op"], json.loads(r["args"])) for r in later]
     assert ("remove_label", {"number": 5, "label": "status:queued"}) in writes
     assert any(op == "add_labels" and a["labels"] == ["status:review"] for op, a in writes)
-    results = [a for op, a in writes if op == "comment" and a["kind"] == "results"]
+    results = [a for op, a in writes if op == "sticky" and a["kind"] == "results"]
     assert results and "frozen file" in results[0]["body"]
     assert store.query("SELECT COUNT(*) AS n FROM jobs")[0]["n"] == 1

@@ -53,7 +53,7 @@ def bot(tmp_path: Path, pem: str):
             repo, title="t", hypothesis="h", student=None, source="human"
         )
         store.update(
-            "experiments", exp_id, {"pr_number": 4, "head_sha": "h" * 40, "implemented": 1}
+            "experiments", exp_id, {"pr_number": 4, "head_sha": "c" * 40, "implemented": 1}
         )
         exp = store.get(Experiment, exp_id)
         engine.queue_experiment_job(repo, exp, seeds=[0, 1])
@@ -74,7 +74,7 @@ def call(url: str, token: str, path: str, body: Any = None, **params: Any) -> ht
 
 def ok_result(lease_id: str, seeds: list[int], metric: float = 1.0) -> dict[str, Any]:
     runs = [RunResult(seed=s, status="ok", metric=metric) for s in seeds]
-    return JobResult(status="ok", runs=runs, head_sha="h" * 40, lease_id=lease_id).to_dict()
+    return JobResult(status="ok", runs=runs, head_sha="c" * 40, lease_id=lease_id).to_dict()
 
 
 def test_a_completion_for_a_lease_that_is_not_current_is_409_and_changes_nothing(bot) -> None:
@@ -213,7 +213,7 @@ def test_a_cancelled_job_is_done_without_counting_against_the_experiment(bot) ->
     result = JobResult(
         status="cancelled",
         runs=[RunResult(seed=0, status="ok", metric=1.0), RunResult(seed=1, status="cancelled")],
-        head_sha="h" * 40,
+        head_sha="c" * 40,
         lease_id=leased.job.lease_id,
     ).to_dict()
     done = call(url, tokens["fern"], f"/api/jobs/{leased.job.id}/complete", result)

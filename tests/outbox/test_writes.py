@@ -36,6 +36,16 @@ EXAMPLES: list[w.Write] = [
     w.ConvertToDraft(number=3),
     w.Merge(number=3, sha=HEAD, title="X (#3)", experiment_id=1, base="main", base_sha=HEAD),
     w.Close(number=3),
+    w.CheckRun(
+        head_sha=HEAD,
+        name="kohai / kohai.toml",
+        key=f"kohai.toml@{HEAD}",
+        conclusion="failure",
+        title="kohai.toml is invalid (line 3)",
+        path="kohai.toml",
+        line=3,
+    ),
+    w.IssueReport(kind="config-error", key="kohai.toml", title="kohai: configuration error"),
 ]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 from sandbox_helpers import git, token_url
 
-from sandbox.cli import REFERENCE_PROBLEM, source_for
+from sandbox.cli import REFERENCE_PROBLEM, callback_url_for, source_for
 
 
 def _read_settings(process: subprocess.Popen[str], timeout: float = 60) -> list[str]:
@@ -58,12 +58,16 @@ def test_cli_prints_settings_and_serves_the_imported_repo(tmp_path: Path) -> Non
             "KOHAI_GITHUB_APP_ID",
             "KOHAI_GITHUB_PRIVATE_KEY_PATH",
             "KOHAI_WEBHOOK_SECRET",
+            "KOHAI_GITHUB_CLIENT_ID",
+            "KOHAI_GITHUB_CLIENT_SECRET",
         }
         assert (
             "BEGIN RSA PRIVATE KEY" in Path(settings["KOHAI_GITHUB_PRIVATE_KEY_PATH"]).read_text()
         )
         info = httpx.get(settings["KOHAI_GITHUB_API_URL"] + "/_sandbox/info", timeout=10).json()
         assert str(info["app_id"]) == settings["KOHAI_GITHUB_APP_ID"]
+        assert info["client_id"] == settings["KOHAI_GITHUB_CLIENT_ID"]
+        assert info["client_secret"] == settings["KOHAI_GITHUB_CLIENT_SECRET"]
         assert info["repos"] == ["lab/demo"]
         bob = info["users"]["bob"]["token"]
         assert any(line.startswith("# bob (write): token ghp_") for line in lines)
@@ -77,6 +81,17 @@ def test_cli_prints_settings_and_serves_the_imported_repo(tmp_path: Path) -> Non
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
+
+
+def test_the_callback_url_is_derived_from_the_webhook_url() -> None:
+    assert callback_url_for("http://127.0.0.1:8000/webhooks/github") == (
+        "http://127.0.0.1:8000/auth/callback"
+    )
+    assert callback_url_for("https://kohai.example.com/webhooks/github?x=1") == (
+        "https://kohai.example.com/auth/callback"
+    )
+    assert callback_url_for("") is None
+    assert callback_url_for("ftp://example.com/hook") is None
 
 
 def test_the_reference_problem_is_the_default_source() -> None:

@@ -20,6 +20,7 @@ from bot.engine.bus import Bus
 from bot.problem import Problem
 from bot.store import Store, dumps
 from webhooks.dashboard import ROUTES
+from webhooks.dashboard.signin import Access
 
 REPO = "lab/charlm"
 BASES = ["b0" * 20, "b1" * 20, "b2" * 20]
@@ -305,6 +306,34 @@ def seed_lab(store: Store, t0: float) -> dict[str, int]:
     return ids
 
 
+CHARLM_TOML = '[metric]\nname = "val_bpb"\ndirection = "minimize"\n'
+VISION_TOML = '[metric]\nname = "accuracy"\ndirection = "maximize"\n[lab]\nweight = 3\n'
+
+
+def seed_vision(store: Store, t0: float) -> dict[str, int]:
+    """A second lab: a maximize metric with two merged winners, the better one merged first."""
+    repo_id = store.insert(
+        "repos",
+        {
+            "full_name": "lab/vision",
+            "installation_id": 1,
+            "base_sha": BASES[0],
+            "problem_toml": VISION_TOML,
+            "created_at": t0,
+        },
+    )
+    lab = Lab(store, t0, repo_id=repo_id)
+    lab.runs("baseline", [0.70, 0.71, 0.69], base=BASES[0], at=0)
+    ids = {"repo": repo_id}
+    ids["wider"] = lab.experiment("Wider convolutions", "merged", "fern", 2, 100, BASES[0])
+    lab.runs("candidate", [0.91, 0.90, 0.92], base=BASES[0], at=200, experiment_id=ids["wider"])
+    lab.decide(ids["wider"], "merge", "gate", "accuracy +0.21", 300)
+    ids["mixup"] = lab.experiment("Mixup augmentation", "merged", "frieren", 3, 400, BASES[0])
+    lab.runs("candidate", [0.80, 0.81, 0.79], base=BASES[0], at=500, experiment_id=ids["mixup"])
+    lab.decide(ids["mixup"], "merge", "gate", "accuracy +0.10", 600)
+    return ids
+
+
 @dataclass
 class Served:
     url: str
@@ -323,7 +352,8 @@ def serve_dashboard(
     """Start the dashboard with uvicorn in a thread on 127.0.0.1; return (Served, stop)."""
     store = Store(db)
     bus = Bus()
-    state = {"store": store, "bus": bus, **(extra_state or {})}
+    # Open, as KOHAI_DASHBOARD_PUBLIC=1: these tests read the pages; sign-in has its own tests.
+    state = {"store": store, "bus": bus, "dashboard_access": Access.open(), **(extra_state or {})}
     if problem is not None:
         state["problem"] = problem
     app = Litestar(route_handlers=ROUTES, state=State(state))

@@ -196,6 +196,8 @@ def test_sigterm_releases_the_running_job(tmp_path: Path, fake_bot: FakeBot) -> 
     # The run wrote its pid, but inside the job sandbox's PID namespace that is not a host
     # pid: look instead for any live process still working in the host's directories.
     assert live_processes_under(tmp_path / "host") == []
+    # Released, the job runs again elsewhere: its run directories went with it.
+    assert not (tmp_path / "host" / "fern" / "runs" / "job7").exists()
 
 
 def live_processes_under(root: Path) -> list[int]:

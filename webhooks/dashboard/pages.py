@@ -20,7 +20,9 @@ from bot import queries
 from bot.engine import labs
 from bot.problem import Problem
 from bot.render import numbers
-from bot.render.report import curves_svg, progress_svg
+from bot.render.escape import https_url
+from bot.render.markup import diff_html, markdown_html
+from bot.render.report import overlay_svg, progress_svg
 from bot.store import Store
 
 DEFAULT_HTML_BASE = "https://github.com"
@@ -119,6 +121,29 @@ def _page(title: str, subtitle: str, body: str) -> str:
         '<span id="updated"></span><span id="live" class="live">connecting</span></header>'
         f'<main>{body}</main><script src="/static/live.js" defer></script></body></html>'
     )
+
+
+VIEWER_MARK = '<span class="spacer"></span>'
+
+
+def with_viewer(page: str, login: str | None) -> str:
+    """The page with who is signed in and a way out, in the header (public: unchanged)."""
+    if not login:
+        return page
+    who = (
+        f'<span class="viewer">signed in as <strong id="viewer">{_e(login)}</strong> · '
+        '<a href="/logout">sign out</a></span>'
+    )
+    return page.replace(VIEWER_MARK, VIEWER_MARK + who, 1)
+
+
+def readable_names(store: Store, visible: frozenset[int]) -> frozenset[str]:
+    """The full names (lower case) of the repositories with these ids."""
+    if not visible:
+        return frozenset()
+    marks = ",".join("?" * len(visible))
+    rows = store.query(f"SELECT full_name FROM repos WHERE id IN ({marks})", tuple(visible))
+    return frozenset(str(r["full_name"]).lower() for r in rows)
 
 
 def _section(section_id: str, title: str, content: str) -> str:
@@ -247,6 +272,7 @@ def _experiments_table(
 ) -> str:
     rows = []
     everything = queries.experiments(store, repo_id, track)
+    bases = queries.current_bases(store)
     for exp in everything[:EXPERIMENTS_SHOWN]:
         seeds = f"{exp.seeds}" + (f' <span class="bad">+{exp.failed}✗</span>' if exp.failed else "")
         decision = (
@@ -261,11 +287,23 @@ def _experiments_table(
             f"<td>{_track_tag(exp.track)}{_e(exp.title)}</td><td>{_badge(exp.state)}{hold}</td>"
             f"<td>{_e(exp.student or '—')}</td><td class=num>{seeds}</td>"
             f"<td class=num>{_e(numbers.metric(exp.mean, exp.std))}</td>"
-            f"<td class=num>{_delta_html(exp.delta, problem)}</td><td>{decision}</td>"
-            f"<td class=why>{_e(exp.rationale or '—')}</td></tr>"
+            f"<td class=num>{_delta_html(exp.delta, problem)}</td>"
+            f"<td>{_measured_on_html(exp, bases.get((exp.repo_id, exp.track)))}</td>"
+            f"<td>{decision}</td><td class=why>{_e(exp.rationale or '—')}</td></tr>"
         )
     table = _table(
-        ["PR", "title", "state", "student", "seeds", problem.metric, "Δ", "decision", "rationale"],
+        [
+            "PR",
+            "title",
+            "state",
+            "student",
+            "seeds",
+            problem.metric,
+            "Δ",
+            "base",
+            "decision",
+            "rationale",
+        ],
         rows,
         "No experiments yet.",
     )
@@ -278,11 +316,30 @@ def _experiments_table(
     return table
 
 
-def _students_table(store: Store, now: float) -> str:
+OLDER_BASE = (
+    ' <span class="badge older" title="measured on an older base than the lab\'s current one: '
+    "not comparable with results on today's base\">older base</span>"
+)
+
+
+def _measured_on_html(exp: queries.ExperimentRow, current: str | None) -> str:
+    """The base an experiment's result was measured on, flagged when the lab has moved on."""
+    if not exp.measured_on:
+        return '<span class="muted">—</span>'
+    flag = OLDER_BASE if queries.older_base(exp.measured_on, current, exp.state) else ""
+    return _short(exp.measured_on) + flag
+
+
+def _students_table(store: Store, now: float, visible: frozenset[int] | None = None) -> str:
+    """Every student; a job of a lab the viewer cannot read shows as "another lab"."""
+    readable = None if visible is None else readable_names(store, visible)
     rows = []
     for student in queries.students(store):
+        hidden = readable is not None and (student.repo or "").lower() not in readable
         if student.job_id is None:
             job = "—"
+        elif hidden:
+            job = '<span class="muted">working for another lab</span>'
         elif student.experiment_id is not None:
             target = (
                 f"/experiments/{student.pr_number}"
@@ -313,10 +370,27 @@ def _track_tag(track: str) -> str:
 
 
 def _queue_table(
-    store: Store, now: float, repo_id: int | None = None, track: str | None = None
+    store: Store,
+    now: float,
+    repo_id: int | None = None,
+    track: str | None = None,
+    visible: frozenset[int] | None = None,
 ) -> str:
+    """Open jobs (of one lab); a viewer who may read only some labs sees only theirs."""
+    allowed: set[int] | None = None
+    if visible is not None and repo_id is None:
+        marks = ",".join("?" * len(visible)) or "NULL"
+        allowed = {
+            int(r["id"])
+            for r in store.query(
+                f"SELECT id FROM jobs WHERE state IN ('queued', 'leased') AND repo_id IN ({marks})",
+                tuple(visible),
+            )
+        }
     rows = []
     for job in queries.queue(store, repo_id, track):
+        if allowed is not None and job.job_id not in allowed:
+            continue
         what = _e(job.title) if job.title else _e(job.kind)
         if job.pr_number is not None:
             what = f'<a href="/experiments/{job.pr_number}">#{job.pr_number}</a> {what}'
@@ -343,7 +417,10 @@ def _share_html(row: labs.LabRow) -> str:
     )
 
 
-def _labs_table(rows: list[labs.LabRow]) -> str:
+def _labs_table(
+    rows: list[labs.LabRow],
+    empty: str = "No labs yet: install the App on a repository with a kohai.toml.",
+) -> str:
     """The lab list: each lab's metric and direction, baseline, best, experiments and share."""
     body = []
     for row in rows:
@@ -359,7 +436,7 @@ def _labs_table(rows: list[labs.LabRow]) -> str:
     return _table(
         ["lab", "metric", "baseline", "best", "experiments", "GPU share (last hours)"],
         body,
-        "No labs yet: install the App on a repository with a kohai.toml.",
+        empty,
     )
 
 
@@ -372,11 +449,14 @@ def render_index(
     scoped: bool = False,
     lab_list: list[labs.LabRow] | None = None,
     track: str | None = None,
+    visible: frozenset[int] | None = None,
 ) -> str:
     """One lab's page (`repo_id`; None: everything in the store), optionally under the lab list.
 
     With `track` the page is that research track's: its base, its experiments,
     its leaderboard and queue (`default` is the repository's own line).
+    `visible` (None: everything) is what the viewer may read: the shared
+    students table hides the jobs of other labs.
     """
     now = time.time()
     if repo_id is None:
@@ -414,8 +494,8 @@ def render_index(
                 "Experiments",
                 _experiments_table(store, problem, html_base, repo_id, scoped, track),
             ),
-            _section("students", "Students", _students_table(store, now)),
-            _section("queue", "Queue", _queue_table(store, now, repo_id, track)),
+            _section("students", "Students", _students_table(store, now, visible)),
+            _section("queue", "Queue", _queue_table(store, now, repo_id, track, visible)),
         ]
     )
     title = f"{repos} · kohai" if repo_id is not None else "kohai dashboard"
@@ -441,31 +521,50 @@ def _tracks_nav(store: Store, repo_id: int, current: str) -> str:
     return "<p>" + " · ".join(links) + "</p>"
 
 
-def render_labs(store: Store, rows: list[labs.LabRow]) -> str:
-    """`/` with several labs: the lab list, the shared students and the whole queue."""
+def render_labs(
+    store: Store, rows: list[labs.LabRow], visible: frozenset[int] | None = None
+) -> str:
+    """`/` with several labs: the lab list, the shared students and the whole queue.
+
+    `visible` (None: everything) limits the students' jobs and the queue to the
+    labs the viewer may read; `rows` are already those labs.
+    """
     now = time.time()
+    empty = (
+        "No labs yet: install the App on a repository with a kohai.toml."
+        if visible is None
+        else "None of the labs is in a repository you can read."
+    )
     body = "".join(
         [
-            _section("labs", "Labs", _labs_table(rows)),
-            _section("students", "Students", _students_table(store, now)),
-            _section("queue", "Queue", _queue_table(store, now)),
+            _section("labs", "Labs", _labs_table(rows, empty)),
+            _section("students", "Students", _students_table(store, now, visible)),
+            _section("queue", "Queue", _queue_table(store, now, visible=visible)),
         ]
     )
     return _page("kohai dashboard", f"{len(rows)} labs", body)
 
 
-def _runs_table(detail: queries.ExperimentDetail, problem: Problem) -> str:
+def _runs_table(
+    detail: queries.ExperimentDetail, problem: Problem, current: str | None = None
+) -> str:
     rows = []
     for run in detail.runs:
+        url = https_url(run.wandb_url)  # hosts report it: https only, nothing to break out
+        base = _short(run.base_sha)
+        if queries.older_base(run.base_sha, current, detail.experiment.state):
+            base += OLDER_BASE
         wandb = (
-            f'<a href="{_e(run.wandb_url)}">W&amp;B</a>'
-            if run.wandb_url.startswith(("https://", "http://"))  # hosts report it: no javascript:
-            else ""
+            f'<a href="{_e(url)}" rel="noopener noreferrer nofollow">W&amp;B</a>'
+            if url
+            else (
+                "<span class=muted>W&amp;B link dropped (not https)</span>" if run.wandb_url else ""
+            )
         )
         rows.append(
             f"<tr><td class=num>{run.seed}</td><td>{_badge(run.status)}</td>"
             f"<td class=num>{_e(numbers.metric(run.metric))}</td><td>{_short(run.commit_sha)}</td>"
-            f"<td>{_short(run.base_sha)}</td><td>{_e(run.student or '—')}</td>"
+            f"<td>{base}</td><td>{_e(run.student or '—')}</td>"
             f"<td class=num>{_e(f'{run.duration_s:.0f}s' if run.duration_s else '—')}</td>"
             f"<td class=num>{_e(f'{run.peak_mem_mb:.0f} MB' if run.peak_mem_mb else '—')}</td>"
             f"<td class=num>{_e(f'{run.gpu_hours:.3f}' if run.gpu_hours else '—')}</td>"
@@ -490,6 +589,25 @@ def _runs_table(detail: queries.ExperimentDetail, problem: Problem) -> str:
     )
 
 
+def _change_html(detail: queries.ExperimentDetail) -> str:
+    """What the experiment changed: the files, and the bot's own diff of its head, highlighted."""
+    parts = []
+    if detail.changed_files or detail.reverted_files:
+        changed = ", ".join(f"<code>{_e(f)}</code>" for f in detail.changed_files) or "—"
+        reverted = ", ".join(f"<code>{_e(f)}</code>" for f in detail.reverted_files) or "—"
+        parts.append(f"<p>changed: {changed}</p><p>reverted (not editable): {reverted}</p>")
+    if detail.notes:
+        parts.append(f"<p>{_e(detail.notes)}</p>")
+    if detail.diff:
+        parts.append(diff_html(detail.diff))
+    else:
+        parts.append(
+            '<p class="empty">No diff: no host has pushed this head through the bot yet '
+            "(the bot shows only the diff it computed itself).</p>"
+        )
+    return "".join(parts)
+
+
 def render_experiment(
     detail: queries.ExperimentDetail, problem: Problem, html_base: str = DEFAULT_HTML_BASE
 ) -> str:
@@ -511,7 +629,7 @@ def render_experiment(
         ("GPU-hours / cost", f"{exp.gpu_hours:.3f} / ${exp.cost_usd:.2f}"),
     ]
     summary = (
-        f"<p><strong>{_e(exp.title)}</strong></p><p>{_e(exp.hypothesis)}</p>"
+        f'<p><strong>{_e(exp.title)}</strong></p><div class="md">{markdown_html(exp.hypothesis)}</div>'
         '<div class="cards">'
         + "".join(
             f'<div class="card"><div class="label">{_e(k)}</div><div>{v}</div></div>'
@@ -519,20 +637,11 @@ def render_experiment(
         )
         + "</div>"
     )
-    diff = ""
-    if detail.changed_files or detail.reverted_files or detail.notes:
-        changed = ", ".join(f"<code>{_e(f)}</code>" for f in detail.changed_files) or "—"
-        reverted = ", ".join(f"<code>{_e(f)}</code>" for f in detail.reverted_files) or "—"
-        diff = _section(
-            "exp-diff",
-            "Change",
-            f"<p>changed: {changed}</p><p>reverted (not editable): {reverted}</p>"
-            + (f"<p>{_e(detail.notes)}</p>" if detail.notes else ""),
-        )
+    diff = _section("exp-diff", "Change", _change_html(detail))
     decisions = "".join(
         f"<tr><td>{_e(time.strftime('%Y-%m-%d %H:%M', time.gmtime(d.created_at)))}</td>"
-        f"<td>{_badge(d.verdict)}</td><td>{_e(d.actor)}</td><td class=why>{_e(d.rationale)}</td>"
-        "</tr>"
+        f"<td>{_badge(d.verdict)}</td><td>{_e(d.actor)}</td>"
+        f'<td class="why md">{markdown_html(d.rationale)}</td></tr>'
         for d in detail.decisions
     )
     logs = "".join(
@@ -547,10 +656,13 @@ def render_experiment(
             _section("exp-summary", heading, summary),
             _section(
                 "exp-curves",
-                "Training curves (train loss per seed)",
-                f'<div class="chart">{curves_svg(detail.runs, width=1100)}</div>',
+                "Training curves: each seed over the baseline's",
+                f'<div class="chart">{overlay_svg(detail.runs, detail.baseline_runs, width=1100)}'
+                '</div><p class="muted">Solid: this experiment\'s seed. Dashed, in the same '
+                "colour: the baseline's seed of the same number, on the same base (the pair "
+                "the gate compares).</p>",
             ),
-            _section("exp-runs", "Runs", _runs_table(detail, problem) + logs),
+            _section("exp-runs", "Runs", _runs_table(detail, problem, detail.current_base) + logs),
             diff,
             _section(
                 "exp-decisions",

@@ -54,7 +54,9 @@ def test_experiment_page_shows_seeds_curves_decisions_and_change(served: Served)
     decisions = html[html.index('id="exp-decisions"') :]
     assert "confirm" in decisions and "p = 0.001" in decisions
     (chart,) = svgs(html)
-    assert len(list(chart.iter("{http://www.w3.org/2000/svg}polyline"))) == 3
+    lines = list(chart.iter("{http://www.w3.org/2000/svg}polyline"))
+    assert len(lines) == 6  # three seeds, each over the baseline's seed (dashed)
+    assert sum(1 for line in lines if line.get("stroke-dasharray")) == 3
 
 
 def test_experiment_page_of_a_crash_shows_the_log_and_unknown_is_404(served: Served) -> None:
@@ -149,3 +151,20 @@ def test_text_and_links_from_agents_and_hosts_are_made_harmless(served: Served, 
     page = httpx.get(served.url + "/experiments/2", timeout=10).text
     assert "javascript:" not in page
     assert page.count('href="https://wandb.ai/lab/charlm/runs/') == 2
+
+
+def test_a_stored_link_that_is_not_safe_https_is_shown_as_dropped(served: Served, seeded) -> None:
+    # Rows stored before the protocol dropped such URLs on receipt: the page applies
+    # the same rule (bot.protocol.https_url) and says the link was dropped.
+    writer = Store(seeded.path)
+    writer.execute(
+        "UPDATE runs SET wandb_url = CASE seed WHEN 0 THEN 'http://wandb.ai/lab/charlm/runs/0' "
+        "WHEN 1 THEN 'https://wandb.ai/x) ![t](https://tracker.example/p.png)' "
+        "ELSE 'https://wandb.ai/lab/charlm/runs/' || seed END WHERE experiment_id = ?",
+        (seeded.ids["lr"],),
+    )
+    writer.close()
+    page = httpx.get(served.url + "/experiments/2", timeout=10).text
+    assert 'href="http://wandb.ai' not in page and "tracker.example" not in page
+    assert page.count("W&amp;B link dropped (not https)") == 2
+    assert page.count('href="https://wandb.ai/lab/charlm/runs/') == 1

@@ -19,35 +19,16 @@ from test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS
 
 from bot.config import Settings, html_url_for
 from bot.store import Store
-from tests.support.dashboard_seed import BASES, Lab, Seeded, Served, seed_lab, serve_dashboard
+from tests.support.dashboard_seed import (
+    CHARLM_TOML,
+    Seeded,
+    Served,
+    seed_lab,
+    seed_vision,
+    serve_dashboard,
+)
 
-CHARLM_TOML = '[metric]\nname = "val_bpb"\ndirection = "minimize"\n'
-VISION_TOML = '[metric]\nname = "accuracy"\ndirection = "maximize"\n[lab]\nweight = 3\n'
 GHE = "https://ghe.example.com"
-
-
-def seed_vision(store: Store, t0: float) -> dict[str, int]:
-    """A second lab: a maximize metric with two merged winners, the better one merged first."""
-    repo_id = store.insert(
-        "repos",
-        {
-            "full_name": "lab/vision",
-            "installation_id": 1,
-            "base_sha": BASES[0],
-            "problem_toml": VISION_TOML,
-            "created_at": t0,
-        },
-    )
-    lab = Lab(store, t0, repo_id=repo_id)
-    lab.runs("baseline", [0.70, 0.71, 0.69], base=BASES[0], at=0)
-    ids = {"repo": repo_id}
-    ids["wider"] = lab.experiment("Wider convolutions", "merged", "fern", 2, 100, BASES[0])
-    lab.runs("candidate", [0.91, 0.90, 0.92], base=BASES[0], at=200, experiment_id=ids["wider"])
-    lab.decide(ids["wider"], "merge", "gate", "accuracy +0.21", 300)
-    ids["mixup"] = lab.experiment("Mixup augmentation", "merged", "frieren", 3, 400, BASES[0])
-    lab.runs("candidate", [0.80, 0.81, 0.79], base=BASES[0], at=500, experiment_id=ids["mixup"])
-    lab.decide(ids["mixup"], "merge", "gate", "accuracy +0.10", 600)
-    return ids
 
 
 @pytest.fixture
@@ -114,6 +95,7 @@ def test_the_production_app_gives_the_dashboard_the_html_host(tmp_path: Path, pe
         webhook_secret="s",
         github_api_url="https://ghe.example.com/api/v3",
         db_path=str(tmp_path / "kohai.db"),
+        dashboard_public=True,
     )
     ctx = BotContext.build(settings)
     ctx.workers = []

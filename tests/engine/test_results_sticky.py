@@ -1,0 +1,104 @@
+"""One sticky results comment per PR, edited as seeds finish, with the baseline's curve.
+
+The engine on a real SQLite file, its outbox performed by the worker against
+the sandbox GitHub over loopback: an experiment that runs three jobs (its
+first seed, its confirmation seeds, a rerun) leaves ONE results comment on
+its PR, edited in place, showing every seed measured on the commit and base
+and a chart of the candidate's curve over the baseline's matched seeds, with
+a legend naming which line is which.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.github.client import GitHubApp
+from bot.outbox.worker import OutboxWorker, failed_writes
+from bot.protocol import JobResult, RunResult
+from sandbox.control import SandboxControl
+from sandbox.server import SandboxServer
+from tests.support.engine_lab import Lab
+from tests.support.github_mock import FakeTime
+
+REPO = "lab/x"
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[SandboxServer]:
+    with SandboxServer(tmp_path / "sandbox") as server:
+        server.create_repo(REPO, files={"README.md": "# x\n"})
+        yield server
+
+
+def _curve(start: float) -> list[list[float]]:
+    return [[step, start - step / 100] for step in (0, 10, 20, 30)]
+
+
+def _result(seeds: list[int], base: float, head: str) -> JobResult:
+    runs = [
+        RunResult(seed=s, status="ok", metric=base + s / 100, curve=_curve(base + s / 10))
+        for s in seeds
+    ]
+    return JobResult(status="ok", runs=runs, head_sha=head)
+
+
+async def test_three_jobs_leave_one_results_comment_with_every_seed_and_the_baseline(
+    tmp_path: Path, sandbox: SandboxServer
+) -> None:
+    lab = Lab(tmp_path)
+    inst = sandbox.installation_id(REPO)
+    main = subprocess.run(
+        ["git", "--git-dir", str(sandbox.repo_path(REPO)), "rev-parse", "main"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    with lab.store.transaction():  # the engine's lab is the sandbox's repository
+        lab.store.update("repos", lab.repo_id, {"installation_id": inst, "base_sha": main})
+    github = GitHubApp(sandbox.app_id, sandbox.private_key_pem, sandbox.url, sleep=FakeTime().sleep)
+    worker = OutboxWorker(lab.store, github)
+    with SandboxControl(sandbox.url) as control:
+        with lab.store.transaction():
+            lab.engine.queue_baseline(lab.repo)
+        lab.run(_result([0, 1], 2.0, main))  # the lab measures two baseline seeds
+        number = 1  # the sandbox is fresh: the experiment's draft PR is its first
+        exp_id = lab.experiment(number)
+        await worker.run_once()
+        assert control.pull(REPO, number)["draft"] is True
+        head = str(lab.exp(exp_id).head_sha)
+
+        def results() -> list[str]:
+            return [
+                c["body"]
+                for c in control.comments(REPO, number)
+                if c["body"].startswith(f"<!-- kohai:results:{exp_id} -->")
+            ]
+
+        lab.run(_result([0], 1.9, head))
+        await worker.run_once()
+        assert not failed_writes(lab.store)
+        [first] = results()
+        assert "| 0 | ok |" in first and "| 1 | ok |" not in first
+
+        for seeds in ([1, 2], [0, 1, 2]):  # confirmation seeds, then a rerun of all three
+            with lab.store.transaction():
+                lab.engine.queue_experiment_job(lab.repo, lab.exp(exp_id), seeds=seeds)
+            lab.run(_result(seeds, 1.9, head))
+        await worker.run_once()
+        assert not failed_writes(lab.store)
+        [body] = results()  # one comment, edited in place: not one per job
+        for seed in (0, 1, 2):
+            assert f"| {seed} | ok |" in body
+        assert "**baseline**:" in body and "(n=2)" in body
+        assert "xychart-beta" in body and body.count("    line [") == 2
+        assert "plotColorPalette" in body
+        assert "blue = this PR, orange = baseline" in body
+        assert "🟦 this PR" in body and "🟧 baseline on the same base (matched seeds: 0, 1)" in body
+        ops = lab.store.query(
+            "SELECT DISTINCT op FROM outbox WHERE json_extract(args, '$.kind') = 'results'"
+        )
+        assert [r["op"] for r in ops] == ["sticky"]
