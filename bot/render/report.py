@@ -276,7 +276,8 @@ def _base_cell(exp: queries.ExperimentRow, current: str | None) -> str:
     if not exp.measured_on:
         return "—"
     older = queries.older_base(exp.measured_on, current, exp.state)
-    return f"`{exp.measured_on[:7]}`" + (" (older base)" if older else "")
+    short = plain(exp.measured_on[:7], 7)  # a sha the bot stored, shown as code
+    return _Markdown(f"`{short}`" + (" (older base)" if older else ""))
 
 
 def render_report(

@@ -137,7 +137,9 @@ def test_a_hostile_host_report_reaches_the_pr_comment_inert(bot) -> None:
     assert run["wandb_url"] == ""  # dropped on receipt: never stored, never linked
     # Names are plain labels: nothing in them can end a code span or open a tag.
     assert run["gpu_kind"] == "?script?alert(1)?/script?" and run["host"] == "fern ??--"
-    row = ctx.store.one("SELECT args FROM outbox WHERE op = 'comment' AND args LIKE '%Results%'")
+    row = ctx.store.one(
+        "SELECT args FROM outbox WHERE op IN ('comment', 'sticky') AND args LIKE '%Results%'"
+    )
     body = json.loads(row["args"])["body"]
     prose = outside_code(body)
     assert "<!--" not in prose  # nothing hides the rest of the comment or poses as a marker
