@@ -102,3 +102,19 @@ def test_tables_show_text_as_written() -> None:
     assert set(table[1]) == {"─"}
     assert table[2].split(maxsplit=1) == ["1", "[bold red]win[/] [/]"]
     assert table[3].split() == ["22", "-"]
+
+
+def test_a_broken_key_in_the_app_file_names_the_file(tmp_path: Path) -> None:
+    """The key's messages name where it came from: the App file `kohai setup` wrote."""
+    from bot.config import Settings
+    from bot.github.preflight import check_private_key
+
+    app_file = tmp_path / "app.toml"
+    broken = "-----BEGIN RSA PRIVATE KEY-----\nbm90IGEga2V5\n-----END RSA PRIVATE KEY-----\n"
+    app_file.write_text(f'app_id = 7\nwebhook_secret = "s"\nprivate_key = """{broken}"""\n')
+    settings = Settings.from_env({"KOHAI_APP_FILE": str(app_file)})
+    assert settings.private_key_source == f"{app_file}: private_key"
+    check = check_private_key(settings.private_key, settings.private_key_source)
+    assert not check.ok and check.message.startswith(f"{app_file}: private_key is not a PEM")
+    given = Settings.from_env({"KOHAI_APP_FILE": str(app_file), "KOHAI_GITHUB_PRIVATE_KEY": broken})
+    assert given.private_key_source == "KOHAI_GITHUB_PRIVATE_KEY"  # the environment wins
