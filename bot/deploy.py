@@ -274,12 +274,19 @@ def bot_deployment(image: str, namespace: str) -> dict[str, Any]:
 
 
 def bot_service(namespace: str) -> dict[str, Any]:
+    """The bot's address in the cluster.
+
+    `publishNotReadyAddresses`: the one bot stays reachable while its readiness
+    (`/healthz`) fails, say while GitHub is down; there is no other replica to
+    send hosts to, and they must still report their results.
+    """
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _meta(BOT_NAME, namespace, _labels("bot")),
         "spec": {
             "selector": _labels("bot"),
+            "publishNotReadyAddresses": True,
             "ports": [{"name": "http", "port": BOT_PORT, "targetPort": "http"}],
         },
     }
@@ -289,8 +296,8 @@ def student_deployment(student: str, gpus: int, image: str, namespace: str) -> d
     """One student's host: its GPUs requested from the device plugin, its token from a Secret.
 
     Inside the container the device plugin numbers the granted GPUs from 0,
-    so the host is given the count (`--gpus N`: devices 0..N-1). `Recreate`, because a second pod
-    with the same token would compete for the same student's jobs.
+    so the host is given the count (`--gpus N`: devices 0..N-1). `Recreate`, because a
+    second pod with the same token would compete for the same student's jobs.
     """
     if gpus < 0:
         raise ValueError(f"gpus per student must be >= 0, not {gpus}")

@@ -64,6 +64,8 @@ def test_bot_probes_health_and_the_service_reaches_it(k8s_model: Validate) -> No
     assert container.liveness_probe.http_get.path == "/livez"  # 200 while the process serves
     for probe in (container.liveness_probe, container.readiness_probe):
         assert probe.http_get.port == 8000
+    # The single bot stays reachable to hosts while not ready (GitHub down: 503).
+    assert service.spec.publish_not_ready_addresses is True
     assert service.spec.selector == bot.spec.template.metadata.labels
     assert service.spec.selector == bot.spec.selector.match_labels
     (port,) = service.spec.ports
