@@ -32,12 +32,14 @@ def db_path(env: dict[str, str] | None = None) -> Path:
     return Path(source.get("KOHAI_DB", "") or DEFAULT_DB)
 
 
-def open_store(*, create: bool = False) -> Store:
+def open_store(*, create: bool = False, can_create: bool = False) -> Store:
     """The bot's database, which must exist unless `create`.
 
     A command that registers something in a database nobody serves from is a
-    silent mistake (a host token that no bot knows), so a missing file is an
-    error naming `KOHAI_DB`; `create` makes it, with its directory required.
+    silent mistake (a host token that no bot knows), and one that reports on
+    it would report nothing; so a missing file is an error naming `KOHAI_DB`.
+    `create` makes it (its directory must exist); `can_create` says the
+    command has `--create`.
     """
     from bot.store import Store
 
@@ -48,7 +50,8 @@ def open_store(*, create: bool = False) -> Store:
         if not create:
             raise CliError(
                 f"no kohai database at {path}: set KOHAI_DB to the bot's database file "
-                "(the one `kohai serve` uses), or pass --create to make a new one"
+                "(the one `kohai serve` uses)"
+                + (", or pass --create to make a new one" if can_create else "")
             )
         if not path.resolve().parent.is_dir():
             raise CliError(f"KOHAI_DB={path}: the directory {path.resolve().parent} does not exist")

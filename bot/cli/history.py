@@ -27,23 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from bot import queries
+from bot.cli.common import CliError, open_store
 from bot.engine import labs
 from bot.problem import CONFIG_FILE, Problem, ProblemError, load_problem
 from bot.render import numbers
 from bot.store import Store
 
 EXTRA_COLUMNS = ["student", "seeds", "duration_s", "cost_usd", "pr", "parent", "trust"]
-
-
-class CliError(Exception):
-    """A one-line reason to exit 1."""
-
-
-def open_store() -> Store:
-    path = Path(os.environ.get("KOHAI_DB", "kohai.db"))
-    if not path.is_file():
-        raise CliError(f"no kohai database at {path} (set KOHAI_DB to the bot's database file)")
-    return Store(path)
 
 
 def resolve_problem() -> Problem:

@@ -59,7 +59,7 @@ def add(args: argparse.Namespace) -> int:
         allowed = parse_lab_list(getattr(args, "labs", None))
     except (GpuSpecError, LabListError) as exc:
         raise CliError(str(exc), code=2) from exc
-    store = open_store(create=bool(getattr(args, "create", False)))
+    store = open_store(create=bool(getattr(args, "create", False)), can_create=True)
     if store.one("SELECT name FROM students WHERE name = ?", (args.name,)):
         raise CliError(
             f"student {args.name} is already registered in {db_path()}: its running host keeps "
