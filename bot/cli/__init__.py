@@ -110,7 +110,7 @@ def _command(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kohai",
-        description=__doc__.splitlines()[0].strip("`: ") or "kohai",
+        description="kohai: an autonomous ML research lab, run through GitHub pull requests.",
         epilog="`kohai COMMAND -h` describes a command and the environment variables it reads.",
         formatter_class=_Formatter,
     )
