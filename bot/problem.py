@@ -1,20 +1,44 @@
 """The problem repository contract: `kohai.toml`, parsed and validated.
 
-Shared by the bot and the GPU hosts, so it depends on the standard library only.
+Shared by the bot and the GPU hosts, so it depends on the standard library and
+pydantic only (the `host` extra installs it). One pydantic model, `KohaiToml`,
+states every key: it validates the file (an unknown key is an error naming the
+closest known one), and it is the JSON Schema editors read (`kohai schema`).
+The rest of kohai reads the frozen `Problem` dataclass built from it.
+
 The budget lives here, in a file the agents may not edit (it is never in
 `files.editable`), and the trainer enforces it; a prompt never does.
 """
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import functools
-import math
+import json
 import re
 import tomllib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WithJsonSchema,
+    WrapValidator,
+    model_validator,
+)
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
 CONFIG_FILE = "kohai.toml"
 PROGRAM_FILE = "program.md"
@@ -48,7 +72,14 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
 class ProblemError(ValueError):
-    """A `kohai.toml` that cannot be used; the message names the field."""
+    """A `kohai.toml` that cannot be used; the message names the key and what to change.
+
+    `problems` holds one such line for every bad key (the message is the first).
+    """
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems: tuple[str, ...] = tuple(problems) or (message,)
 
 
 def path_matches(path: str, patterns: tuple[str, ...] | list[str]) -> bool:
@@ -71,23 +102,9 @@ def parse_duration(
 
     Positive and finite; at most `maximum` seconds when one is given.
     """
-    if isinstance(value, bool):
-        raise ProblemError(f"{field_name}: expected a duration like '5m', got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise ProblemError(
-                f"{field_name}: expected a duration like '5m' or '30s', got {value!r}"
-            )
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if not 0 < seconds < float("inf"):  # NaN fails this too
-        raise ProblemError(f"{field_name}: must be positive, got {value!r}")
-    if maximum is not None and seconds > maximum:
-        raise ProblemError(
-            f"{field_name}: at most {_hours(maximum)}, got {value!r} ({_hours(seconds)})"
-        )
+    seconds, problem = _seconds(value, maximum)
+    if problem:
+        raise ProblemError(f"{field_name}: {problem}")
     return seconds
 
 
@@ -111,40 +128,6 @@ class Knob:
     # A declared group: knobs of one group move together in one PR, as one hypothesis
     # (a learning rate and its warmup). None: the knob moves alone.
     group: str | None = None
-
-    @classmethod
-    def from_toml(cls, name: str, spec: dict[str, Any]) -> Knob:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise ProblemError(f"search.{name}: knob names must be identifiers")
-        group = spec.get("group")
-        if group is not None and (
-            not isinstance(group, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", group)
-        ):
-            raise ProblemError(f"search.{name}.group: expected a group name, got {group!r}")
-        if "choices" in spec:
-            choices = spec["choices"]
-            if not isinstance(choices, list) or not choices:
-                raise ProblemError(f"search.{name}.choices: expected a non-empty list")
-            if len(choices) > MAX_CHOICES:
-                raise ProblemError(f"search.{name}.choices: at most {MAX_CHOICES} choices")
-            return cls(name=name, choices=tuple(choices), group=group)
-        if "min" not in spec or "max" not in spec:
-            raise ProblemError(f"search.{name}: expected min and max, or choices")
-        low, high = spec["min"], spec["max"]
-        if not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-            for v in (low, high)
-        ):
-            raise ProblemError(f"search.{name}: min and max must be finite numbers")
-        if low >= high:
-            raise ProblemError(f"search.{name}: min must be below max")
-        log = bool(spec.get("log", False))
-        if log and low <= 0:
-            raise ProblemError(f"search.{name}: a log range needs min > 0")
-        integer = bool(spec.get("int", isinstance(low, int) and isinstance(high, int) and not log))
-        return cls(
-            name=name, low=float(low), high=float(high), log=log, integer=integer, group=group
-        )
 
 
 @dataclass(frozen=True)
@@ -387,17 +370,6 @@ class Problem:
         return search_units(self.knobs)
 
 
-def _int_in(
-    table: dict[str, Any], key: str, default: int, minimum: int, maximum: int, where: str
-) -> int:
-    value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-        raise ProblemError(
-            f"{where}.{key}: expected an integer from {minimum} to {maximum}, got {value!r}"
-        )
-    return value
-
-
 def _example(pattern: str) -> str:
     """A path `pattern` matches: each wildcard filled with a plain character."""
     path = re.sub(
@@ -436,96 +408,6 @@ def _check_editable(editable: tuple[str, ...], frozen: tuple[str, ...]) -> None:
                 )
 
 
-def _paths(table: dict[str, Any], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    value = table.get(key, list(default))
-    if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
-        raise ProblemError(f"files.{key}: expected a list of paths")
-    if len(value) > MAX_PATHS:
-        raise ProblemError(f"files.{key}: at most {MAX_PATHS} entries, got {len(value)}")
-    for path in value:
-        if path.startswith("/") or ".." in Path(path).parts:
-            raise ProblemError(f"files.{key}: {path!r} must be relative to the repository root")
-    return tuple(value)
-
-
-def _command(table: dict[str, Any], where: str, default: str | None = None) -> str:
-    command = table.get("command", default)
-    if not isinstance(command, str) or not command.strip():
-        raise ProblemError(f"{where}.command: expected a command line")
-    if len(command) > MAX_COMMAND_CHARS or "\x00" in command:
-        raise ProblemError(
-            f"{where}.command: at most {MAX_COMMAND_CHARS} characters, without NUL bytes"
-        )
-    return command
-
-
-def _evaluation(table: dict[str, Any]) -> Evaluation:
-    hide = table.get("hide", [])
-    if not isinstance(hide, list) or not all(isinstance(h, str) and h for h in hide):
-        raise ProblemError("eval.hide: expected a list of paths or module:NAME entries")
-    if len(hide) > MAX_PATHS:
-        raise ProblemError(f"eval.hide: at most {MAX_PATHS} entries, got {len(hide)}")
-    for entry in hide:
-        if ".." in Path(entry.removeprefix("module:")).parts:
-            raise ProblemError(f"eval.hide: {entry!r} may not contain '..'")
-    return Evaluation(
-        command=_command(table, "eval"),
-        budget_s=parse_duration(
-            table.get("budget", "2m"), field_name="eval.budget", maximum=MAX_EVAL_BUDGET_S
-        ),
-        hide=tuple(hide),
-    )
-
-
-def _early_stop(value: Any) -> EarlyStop | None:
-    if value is None or value is False:
-        return None
-    if value is True:
-        return EarlyStop()
-    if not isinstance(value, dict):
-        raise ProblemError("train.early_stop: expected true, false or { after = 0.3, band = 3 }")
-    after, band = value.get("after", 0.3), value.get("band", 3.0)
-    for key, number in (("after", after), ("band", band)):
-        if isinstance(number, bool) or not isinstance(number, int | float) or not number > 0:
-            raise ProblemError(f"train.early_stop.{key}: expected a positive number")
-    if not after < 1:
-        raise ProblemError("train.early_stop.after: a fraction of the budget below 1")
-    if not band <= MAX_BAND:
-        raise ProblemError(
-            f"train.early_stop.band: at most {MAX_BAND:g} baseline standard deviations, "
-            f"got {band!r}"
-        )
-    return EarlyStop(after_fraction=float(after), band=float(band))
-
-
-def _gate(value: Any) -> GateConfig:
-    if value is None:
-        return GateConfig()
-    if not isinstance(value, dict):
-        raise ProblemError("[gate] must be a table")
-    unknown = sorted(set(value) - {"screen", "sequential", "pooled"})
-    if unknown:
-        raise ProblemError(f"gate: unknown keys {unknown} (expected screen, sequential, pooled)")
-    default = GateConfig()
-    screen = value.get("screen", default.screen)
-    if (
-        isinstance(screen, bool)
-        or not isinstance(screen, int | float)
-        or not 0 <= screen <= MAX_SCREEN  # NaN fails this too
-    ):
-        raise ProblemError(
-            f"gate.screen: expected a number of baseline stds in [0, {MAX_SCREEN:g}] "
-            f"(0 = off), got {screen!r}"
-        )
-    flags = {}
-    for key in ("sequential", "pooled"):
-        flag = value.get(key, getattr(default, key))
-        if not isinstance(flag, bool):
-            raise ProblemError(f"gate.{key}: expected true or false, got {flag!r}")
-        flags[key] = flag
-    return GateConfig(screen=float(screen), **flags)
-
-
 _BRANCH_BAD = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
 
 
@@ -542,129 +424,709 @@ def valid_branch(name: str) -> bool:
     )
 
 
-def _track(name: Any, table: Any) -> Track:
-    where = f"tracks.{name}"
-    if not isinstance(name, str) or not TRACK_NAME.fullmatch(name):
-        raise ProblemError(
-            f"{where}: a track name is lowercase letters, digits and '-' (at most 40), got {name!r}"
-        )
-    if name == DEFAULT_TRACK:
-        raise ProblemError(f"{where}: 'default' is the repository's own line and is reserved")
-    if not isinstance(table, dict):
-        raise ProblemError(f"[{where}] must be a table")
-    unknown = sorted(set(table) - {"base", "program", "weight"})
-    if unknown:
-        raise ProblemError(f"{where}: unknown keys {unknown} (expected base, program, weight)")
-    base = table.get("base", f"track/{name}")
-    if not isinstance(base, str) or not valid_branch(base):
-        raise ProblemError(f"{where}.base: expected a branch name, got {base!r}")
-    program = table.get("program", PROGRAM_FILE)
+# ------------------------------------------------------------------ the schema
+#
+# `KohaiToml` below is kohai.toml: every table and key with its type, default,
+# bound and description. It is the only validation of the file and the JSON
+# Schema editors read (`kohai schema`). Adding a key is one line in its table's
+# class (and, where the rest of the code reads it, one field of `Problem`).
+
+
+def _shown(value: Any) -> str:
+    """A value for an error line: its repr, cut short (a command can be 10 000 characters)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _fail(text: str) -> PydanticCustomError:
+    """An error whose message is `text` exactly (pydantic would prefix a ValueError's)."""
+    return PydanticCustomError("kohai", "{text}", {"text": text})
+
+
+def _rule(check: Callable[[Any], str | None]) -> WrapValidator:
+    """Check the raw value first; a sentence from `check` is the error, in kohai's words.
+
+    The type and the `Field` bounds beside it still describe the key in the
+    JSON Schema; the check says what to change where pydantic would not.
+    """
+
+    def wrap(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        problem = check(value)
+        if problem:
+            raise _fail(problem)
+        return handler(value)
+
+    return WrapValidator(wrap)
+
+
+def _says(text: str) -> WrapValidator:
+    """Whatever fails in this key, the error is `text, got <value>`."""
+
+    def wrap(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise _fail(f"{text}, got {_shown(value)}") from None
+
+    return WrapValidator(wrap)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _seconds(value: Any, maximum: float | None) -> tuple[float, str | None]:
+    """Seconds from a duration, or why it is not one (without the key's name)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return 0.0, f"expected a duration like '5m', got {_shown(value)}"
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            return 0.0, f"expected a duration like '5m' or '30s', got {_shown(value)}"
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    else:
+        seconds = float(value)
+    if not 0 < seconds < float("inf"):  # NaN fails this too
+        return 0.0, f"must be positive, got {_shown(value)}"
+    if maximum is not None and seconds > maximum:
+        return 0.0, f"at most {_hours(maximum)}, got {_shown(value)} ({_hours(seconds)})"
+    return seconds, None
+
+
+def _to_seconds(maximum: float) -> Callable[[Any], float]:
+    """The reading of a duration key: `"5m"`, `"30s"`, `"1.5h"`, `"250ms"` or seconds."""
+
+    def convert(value: Any) -> float:
+        seconds, problem = _seconds(value, maximum)
+        if problem:
+            raise _fail(problem)
+        return seconds
+
+    return convert
+
+
+def _duration_schema(maximum: float) -> dict[str, Any]:
+    return {
+        "anyOf": [
+            {"type": "string", "pattern": _DURATION.pattern},
+            {"type": "number", "exclusiveMinimum": 0, "maximum": maximum},
+        ],
+    }
+
+
+def _command_problem(value: Any) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        return "expected a command line"
+    if len(value) > MAX_COMMAND_CHARS or "\x00" in value:
+        return f"at most {MAX_COMMAND_CHARS} characters, without NUL bytes"
+    return None
+
+
+def _relative_problem(value: Any) -> str | None:
+    if isinstance(value, str) and (value.startswith("/") or ".." in Path(value).parts):
+        return f"{_shown(value)} must be relative to the repository root"
+    return None
+
+
+def _paths_problem(value: Any) -> str | None:
+    if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
+        return "expected a list of paths"
+    if len(value) > MAX_PATHS:
+        return f"at most {MAX_PATHS} entries, got {len(value)}"
+    return None
+
+
+def _hide_problem(value: Any) -> str | None:
+    if not isinstance(value, list) or not all(isinstance(h, str) and h for h in value):
+        return "expected a list of paths or module:NAME entries"
+    if len(value) > MAX_PATHS:
+        return f"at most {MAX_PATHS} entries, got {len(value)}"
+    for entry in value:
+        if ".." in Path(entry.removeprefix("module:")).parts:
+            return f"{_shown(entry)} may not contain '..'"
+    return None
+
+
+def _choices_problem(value: Any) -> str | None:
+    if not isinstance(value, list) or not value:
+        return "expected a non-empty list"
+    if len(value) > MAX_CHOICES:
+        return f"at most {MAX_CHOICES} choices, got {len(value)}"
+    return None
+
+
+def _branch_problem(value: Any) -> str | None:
+    if not isinstance(value, str) or not valid_branch(value):
+        return f"expected a branch name, got {_shown(value)}"
+    return None
+
+
+def _program_problem(value: Any) -> str | None:
     if (
-        not isinstance(program, str)
-        or not program
-        or program.startswith("/")
-        or ".." in Path(program).parts
+        not isinstance(value, str)
+        or not value
+        or value.startswith("/")
+        or ".." in Path(value).parts
     ):
-        raise ProblemError(f"{where}.program: expected a path relative to the repository root")
-    weight = _weight(table.get("weight", 1), f"{where}.weight")
-    return Track(name=name, base=base, program=program, weight=weight)
+        return "expected a path relative to the repository root"
+    return None
 
 
-def _weight(value: Any, where: str) -> float:
-    """A share of the students' time: positive and finite, so no file takes every student or none."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ProblemError(f"{where}: expected a positive number, got {value!r}")
-    if not 0 < float(value) <= MAX_WEIGHT:  # NaN fails this too
-        raise ProblemError(f"{where}: expected a number in (0, {MAX_WEIGHT:g}], got {value!r}")
-    return float(value)
+def _not_default(name: str) -> str:
+    if name == DEFAULT_TRACK:
+        raise _fail("'default' is the repository's own line and is reserved")
+    return name
 
 
-def _lab_weight(value: Any) -> float:
-    if value is None:
-        return 1.0
-    if not isinstance(value, dict):
-        raise ProblemError("[lab] must be a table")
-    unknown = sorted(set(value) - {"weight"})
-    if unknown:
-        raise ProblemError(f"lab: unknown keys {unknown} (expected weight)")
-    return _weight(value.get("weight", 1), "lab.weight")
+def _after_problem(value: Any) -> str | None:
+    if not _number(value) or not value > 0:
+        return "expected a positive number"
+    if not value < 1:
+        return "a fraction of the budget below 1"
+    return None
 
 
-def _tracks(value: Any) -> tuple[Track, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, dict):
-        raise ProblemError("[tracks] must be a table of [tracks.<name>] tables")
-    if len(value) > MAX_TRACKS:
-        raise ProblemError(f"tracks: at most {MAX_TRACKS} tracks, got {len(value)}")
-    tracks = tuple(_track(name, table) for name, table in value.items())
-    bases = [t.base for t in tracks]
-    if len(set(bases)) != len(bases):
-        raise ProblemError("tracks: two tracks share a base branch")
-    return tracks
+def _band_problem(value: Any) -> str | None:
+    if not _number(value) or not value > 0:
+        return "expected a positive number"
+    if not value <= MAX_BAND:
+        return f"at most {MAX_BAND:g} baseline standard deviations, got {_shown(value)}"
+    return None
+
+
+Command = Annotated[str, Field(min_length=1, max_length=MAX_COMMAND_CHARS), _rule(_command_problem)]
+RelativePath = Annotated[str, Field(min_length=1), _rule(_relative_problem)]
+Paths = Annotated[list[RelativePath], Field(max_length=MAX_PATHS), _rule(_paths_problem)]
+Seeds = Annotated[
+    int, Field(ge=1, le=MAX_SEEDS), _says(f"expected an integer from 1 to {MAX_SEEDS}")
+]
+Weight = Annotated[
+    float,
+    Field(gt=0, le=MAX_WEIGHT, description="a share of the students' time"),
+    _says(f"expected a number in (0, {MAX_WEIGHT:g}]"),
+]
+Flag = Annotated[bool, _says("expected true or false")]
+Finite = Annotated[
+    int | Annotated[float, Field(allow_inf_nan=False)], _says("expected a finite number")
+]
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+KnobName = Annotated[str, Field(pattern=IDENTIFIER), _says("knob names must be identifiers")]
+GroupName = Annotated[
+    str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$"), _says("expected a group name")
+]
+TrackName = Annotated[
+    str,
+    Field(pattern=f"^{TRACK_NAME.pattern}$"),
+    _says("a track name is lowercase letters, digits and '-' (at most 40)"),
+    AfterValidator(_not_default),
+]
+TrainBudget = Annotated[
+    float,
+    BeforeValidator(_to_seconds(MAX_BUDGET_S)),
+    WithJsonSchema(_duration_schema(MAX_BUDGET_S)),
+]
+TrainGrace = Annotated[
+    float, BeforeValidator(_to_seconds(MAX_GRACE_S)), WithJsonSchema(_duration_schema(MAX_GRACE_S))
+]
+EvalBudget = Annotated[
+    float,
+    BeforeValidator(_to_seconds(MAX_EVAL_BUDGET_S)),
+    WithJsonSchema(_duration_schema(MAX_EVAL_BUDGET_S)),
+]
+# The tags of `[train] early_stop`'s two forms: not keys, so error paths leave them out.
+_FLAG, _TABLE = "<true or false>", "<table>"
+
+
+class _Table(BaseModel):
+    """A TOML table: its keys are exactly the declared ones, with kohai's error sentences."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # What the table looks like, for the error when a value stands where it belongs.
+    shape: ClassVar[str] = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_table(cls, data: Any) -> Any:
+        """A value where a table belongs: say what the table looks like."""
+        if not isinstance(data, dict):
+            raise PydanticCustomError(
+                "table", "{text}", {"text": f"must be a table{cls.shape}, got {_shown(data)}"}
+            )
+        return data
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """The keys this table knows, as the file spells them."""
+        return [field.alias or name for name, field in cls.model_fields.items()]
+
+
+class MetricTable(_Table):
+    """`[metric]`: the primary metric, the one number a run is judged by."""
+
+    name: Annotated[
+        str,
+        Field(
+            pattern=r"^[A-Za-z_][A-Za-z0-9_./-]*$",
+            description="the primary metric's key in the evaluator's JSON (e.g. val_bpb)",
+        ),
+        _says("expected a metric name"),
+    ]
+    direction: Annotated[
+        Literal["minimize", "maximize"],
+        Field(description="which way is better"),
+        _says("expected 'minimize' or 'maximize'"),
+    ] = "minimize"
+
+
+class EarlyStopTable(_Table):
+    """`[train] early_stop = { ... }`: stop a run that trails the baseline's curve beyond its noise."""
+
+    shape: ClassVar[str] = " like { after = 0.3, band = 3 }"
+    after: Annotated[
+        float,
+        Field(gt=0, lt=1, description="never before this fraction of the budget"),
+        _rule(_after_problem),
+    ] = 0.3
+    band: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=MAX_BAND,
+            description="baseline standard deviations behind that count as losing",
+        ),
+        _rule(_band_problem),
+    ] = 3.0
+
+
+def _early_stop_form(value: Any) -> str:
+    return _TABLE if isinstance(value, dict) else _FLAG
+
+
+EarlyStopKey = Annotated[
+    Annotated[bool, _says("expected true, false or { after = 0.3, band = 3 }"), Tag(_FLAG)]
+    | Annotated[EarlyStopTable, Tag(_TABLE)],
+    Discriminator(_early_stop_form),
+]
+
+
+def _resource_problem(key: str) -> Callable[[Any], str | None]:
+    """The check of one `[train]` limit key, in `_resources`' own words."""
+
+    def check(value: Any) -> str | None:
+        try:
+            _resources({key: value})
+        except ProblemError as exc:
+            return str(exc).split(": ", 1)[-1]
+        return None
+
+    return check
+
+
+Size = Annotated[str | int | None, _rule(_resource_problem("memory"))]
+DiskSize = Annotated[str | int | None, _rule(_resource_problem("disk"))]
+Processes = Annotated[
+    int, Field(ge=MIN_PROCESSES, le=MAX_PROCESSES), _rule(_resource_problem("processes"))
+]
+
+
+class TrainTable(_Table):
+    """`[train]`: the training command and its budget, and the seeds a decision needs."""
+
+    command: Annotated[Command, Field(description="run from the repository root")] = (
+        "python train.py"
+    )
+    budget: Annotated[
+        TrainBudget,
+        Field(description="training time; the script sees it as KOHAI_BUDGET_S"),
+    ] = Field(default="5m", validate_default=True)
+    grace: Annotated[
+        TrainGrace,
+        Field(description="between the budget's SIGTERM (save the artefact) and SIGKILL"),
+    ] = Field(default="10s", validate_default=True)
+    seeds: Annotated[Seeds, Field(description="seeds per ordinary run")] = 1
+    confirm_seeds: Annotated[Seeds, Field(description="seeds a candidate needs before a merge")] = 5
+    baseline_seeds: Annotated[
+        Seeds, Field(description="seeds of the baseline after each merge")
+    ] = 5
+    early_stop: Annotated[
+        EarlyStopKey,
+        Field(description="stop runs that trail the baseline's curve (off unless declared)"),
+    ] = False
+    memory: Annotated[
+        Size, Field(description='memory per job: a size ("16G") or a share of the host ("90%")')
+    ] = None
+    processes: Annotated[
+        Processes, Field(description="processes and threads per job (cgroup pids)")
+    ] = Resources().processes
+    disk: Annotated[
+        DiskSize, Field(description='disk per job: the checkout and the run directory ("200G")')
+    ] = None
+
+
+class FilesTable(_Table):
+    """`[files]`: what a student may change, and what is hashed and must not change."""
+
+    editable: Annotated[Paths, Field(description="the only files a student may change")] = [
+        "train.py"
+    ]
+    frozen: Annotated[
+        Paths, Field(description="hashed; a run whose frozen files differ fails")
+    ] = []
+
+
+class EvalTable(_Table):
+    """`[eval]`: the sealed evaluator, run from the base commit after training."""
+
+    command: Annotated[Command, Field(description="writes the result to KOHAI_EVAL_FILE")]
+    budget: Annotated[EvalBudget, Field(description="bounded separately from training")] = Field(
+        "2m", validate_default=True
+    )
+    hide: Annotated[
+        list[str],
+        Field(
+            max_length=MAX_PATHS,
+            description="what training must not read: paths, or module:NAME for a module's files",
+        ),
+        _rule(_hide_problem),
+    ] = []
+
+
+class DataTable(_Table):
+    """`[data]`: the trusted preparation step, run from the base commit before training."""
+
+    command: Annotated[Command, Field(description="run from the repository root")]
+
+
+class KnobTable(_Table):
+    """A `[search]` knob of the offline strategy: a range (`min`, `max`) or `choices`."""
+
+    shape: ClassVar[str] = " like { min = 1, max = 2 } or { choices = [1, 2] }"
+    low: Finite | None = Field(None, alias="min", description="the range's lower end")
+    high: Finite | None = Field(None, alias="max", description="the range's upper end")
+    log: Annotated[Flag, Field(description="sample the range on a log scale")] = False
+    integer: Annotated[Flag | None, Field(alias="int", description="integer values")] = None
+    choices: Annotated[
+        list[Any] | None,
+        Field(min_length=1, max_length=MAX_CHOICES, description="the values to choose from"),
+        _rule(lambda v: None if v is None else _choices_problem(v)),
+    ] = None
+    group: Annotated[
+        GroupName | None,
+        Field(description="knobs of one group move together, as one hypothesis"),
+    ] = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> KnobTable:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise _fail("either choices or min and max, not both")
+            return self
+        if self.low is None or self.high is None:
+            raise _fail("expected min and max, or choices")
+        if self.low >= self.high:
+            raise _fail("min must be below max")
+        if self.log and self.low <= 0:
+            raise _fail("a log range needs min > 0")
+        return self
+
+
+class LabTable(_Table):
+    """`[lab]`: the repository's default line."""
+
+    weight: Annotated[
+        Weight, Field(description="the default line's share of the students' time")
+    ] = 1.0
+
+
+class TrackTable(_Table):
+    """`[tracks.<name>]`: a research line with its own base branch, program and baseline."""
+
+    base: Annotated[
+        str | None,
+        Field(description="its base branch (default track/<name>), created when missing"),
+        _rule(lambda v: None if v is None else _branch_problem(v)),
+    ] = None
+    program: Annotated[str, Field(description="its program file"), _rule(_program_problem)] = (
+        PROGRAM_FILE
+    )
+    weight: Annotated[Weight, Field(description="its share of the students' time")] = 1.0
+
+
+class GateTable(_Table):
+    """`[gate]`: the merge gate's opt-in levers (see `GateConfig`)."""
+
+    screen: Annotated[
+        float,
+        Field(ge=0, le=MAX_SCREEN, description="first-seed margin in baseline stds (0: off)"),
+        _says(f"expected a number of baseline stds in [0, {MAX_SCREEN:g}] (0 = off)"),
+    ] = GateConfig.screen
+    sequential: Annotated[Flag, Field(description="confirmation seeds one at a time")] = (
+        GateConfig.sequential
+    )
+    pooled: Annotated[Flag, Field(description="pool the paired test's variance")] = (
+        GateConfig.pooled
+    )
+
+
+class KohaiToml(_Table):
+    """A problem repository's `kohai.toml`: the contract the bot and the trainer enforce."""
+
+    model_config = ConfigDict(title="kohai.toml")
+
+    metric: MetricTable
+    train: TrainTable = TrainTable()
+    files: FilesTable = FilesTable()
+    data: DataTable | None = None
+    eval: EvalTable | None = None
+    search: Annotated[
+        dict[KnobName, KnobTable],
+        Field(max_length=MAX_KNOBS, description="knobs of the offline strategy"),
+    ] = {}
+    lab: LabTable = LabTable()
+    tracks: Annotated[
+        dict[TrackName, TrackTable],
+        Field(max_length=MAX_TRACKS, description="research tracks, each [tracks.<name>]"),
+    ] = {}
+    gate: GateTable = GateTable()
+
+    @model_validator(mode="after")
+    def _across_tables(self) -> KohaiToml:
+        """The rules that read two keys at once; their messages name the keys."""
+        editable, frozen = tuple(self.files.editable), tuple(self.files.frozen)
+        overlap = set(editable) & set(frozen)
+        if overlap:
+            raise _fail(f"files: {sorted(overlap)} cannot be both editable and frozen")
+        if CONFIG_FILE in editable:
+            raise _fail(f"files.editable: {CONFIG_FILE} holds the budget and cannot be editable")
+        _check_editable(editable, frozen)
+        _check_groups(_knobs(self.search))
+        bases = [t.base for t in _tracks(self.tracks)]
+        if len(set(bases)) != len(bases):
+            raise _fail("tracks: two tracks share a base branch")
+        return self
+
+
+def _knobs(search: dict[str, KnobTable]) -> tuple[Knob, ...]:
+    knobs = []
+    for name, spec in search.items():
+        if spec.choices is not None:
+            knobs.append(Knob(name=name, choices=tuple(spec.choices), group=spec.group))
+            continue
+        assert spec.low is not None and spec.high is not None  # _one_form
+        integer = spec.integer
+        if integer is None:
+            integer = isinstance(spec.low, int) and isinstance(spec.high, int) and not spec.log
+        knobs.append(
+            Knob(
+                name=name,
+                low=float(spec.low),
+                high=float(spec.high),
+                log=spec.log,
+                integer=integer,
+                group=spec.group,
+            )
+        )
+    return tuple(knobs)
+
+
+def _tracks(tracks: dict[str, TrackTable]) -> tuple[Track, ...]:
+    return tuple(
+        Track(name=name, base=t.base or f"track/{name}", program=t.program, weight=t.weight)
+        for name, t in tracks.items()
+    )
+
+
+def _problem(doc: KohaiToml) -> Problem:
+    """The dataclass the rest of kohai reads, from a validated file."""
+    train = doc.train
+    early_stop = train.early_stop
+    return Problem(
+        metric=doc.metric.name,
+        direction=doc.metric.direction,
+        command=train.command,
+        budget_s=train.budget,
+        grace_s=train.grace,
+        seeds=train.seeds,
+        confirm_seeds=train.confirm_seeds,
+        baseline_seeds=train.baseline_seeds,
+        editable=tuple(doc.files.editable),
+        frozen=tuple(doc.files.frozen),
+        knobs=_knobs(doc.search),
+        evaluation=(
+            Evaluation(
+                command=doc.eval.command, budget_s=doc.eval.budget, hide=tuple(doc.eval.hide)
+            )
+            if doc.eval is not None
+            else None
+        ),
+        data_command=doc.data.command if doc.data is not None else None,
+        early_stop=(
+            EarlyStop(after_fraction=early_stop.after, band=early_stop.band)
+            if isinstance(early_stop, EarlyStopTable)
+            else EarlyStop()
+            if early_stop
+            else None
+        ),
+        weight=doc.lab.weight,
+        tracks=_tracks(doc.tracks),
+        gate=GateConfig(
+            screen=doc.gate.screen, sequential=doc.gate.sequential, pooled=doc.gate.pooled
+        ),
+        resources=_resources(
+            {
+                key: value
+                for key, value in (
+                    ("memory", train.memory),
+                    ("processes", train.processes),
+                    ("disk", train.disk),
+                )
+                if value is not None
+            }
+        ),
+    )
+
+
+# What to write where a required key is missing, by its path.
+_MISSING = {
+    "metric": "[metric] is missing: name the primary metric and its direction, e.g. "
+    '[metric] name = "val_bpb", direction = "minimize" (nothing is assumed)',
+    "metric.name": "metric.name is missing: the primary metric's key in the evaluator's "
+    'JSON, e.g. name = "val_bpb"',
+    "eval.command": "eval.command: expected a command line (the evaluator to run)",
+    "data.command": "data.command: expected a command line (the preparation to run)",
+}
+
+
+def _key_path(loc: Sequence[int | str]) -> str:
+    """`train.seeds`, `files.editable[2]`, `tracks."a b".base`: a key path as TOML writes it."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+            continue
+        key = part if re.fullmatch(r"[A-Za-z0-9_-]+", part) else json.dumps(part)
+        text += f".{key}" if text else key
+    return text
+
+
+def _find_table(annotation: Any) -> type[_Table] | None:
+    """The table class a key's type holds, through unions and optional forms."""
+    if isinstance(annotation, type) and issubclass(annotation, _Table):
+        return annotation
+    for arg in get_args(annotation):
+        found = _find_table(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _keys_at(loc: Sequence[int | str]) -> list[str]:
+    """The keys of the table at `loc` (`("search", "lr")`: a knob's keys)."""
+    table: type[_Table] | None = KohaiToml
+    parts = list(loc)
+    while parts and table is not None:
+        part = parts.pop(0)
+        field = next((f for n, f in table.model_fields.items() if (f.alias or n) == part), None)
+        if field is None:
+            return []
+        annotation = field.annotation
+        if get_origin(annotation) is dict:  # [search] and [tracks]: a name, then its table
+            if not parts:
+                return []
+            parts.pop(0)
+            annotation = get_args(annotation)[1]
+        table = _find_table(annotation)
+    return table.keys() if table is not None else []
+
+
+def _table_keys() -> dict[str, list[str]]:
+    """Where each key lives (`[train]`, `[tracks.<name>]`), for a key written in the wrong table."""
+    homes: dict[str, list[str]] = {}
+    for name, info in KohaiToml.model_fields.items():
+        table = _find_table(info.annotation)
+        if table is not None:
+            inner = {"search": ".<knob>", "tracks": ".<name>"}.get(name, "")
+            homes[f"[{name}{inner}]"] = table.keys()
+    return homes
+
+
+_TABLE_KEYS = _table_keys()
+
+
+def error_line(error: ErrorDetails) -> str:
+    """One line for one validation error: the key path and what to change."""
+    loc = [part for part in error["loc"] if part not in ("[key]", _FLAG, _TABLE)]
+    kind, ctx = error["type"], error.get("ctx") or {}
+    path = _key_path(loc)
+    if kind == "extra_forbidden":  # `extra="forbid"`: a key no table of kohai.toml has
+        known = _keys_at(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        if close:
+            hint = f"did you mean `{close[0]}`?"
+        elif len(loc) > 1 and loc[-1] in KohaiToml.keys():  # `eval = ...` below [metric]
+            hint = f"[{loc[-1]}] is a table of its own, not a key of [{_key_path(loc[:-1])}]"
+        elif homes := [t for t, keys in _TABLE_KEYS.items() if loc[-1] in keys]:
+            hint = f"`{loc[-1]}` is a key of {' or '.join(homes)}"  # `budget` above any table
+        else:
+            hint = f"expected one of {', '.join(known)}"
+        return f"{path}: unknown key; {hint}"
+    if kind == "table":
+        return f"[{path}] {ctx['text']}"
+    if kind == "dict_type":  # [search] or [tracks] as a value
+        return f"[{path}] must be a table, got {_shown(error['input'])}"
+    if kind == "missing":
+        return _MISSING.get(path, f"{path}: required")
+    if kind == "kohai":
+        text = ctx["text"]
+    elif kind == "value_error":
+        text = str(ctx.get("error", error["msg"]))
+    elif kind == "too_long":
+        text = f"at most {ctx.get('max_length')} entries, got {ctx.get('actual_length')}"
+    else:
+        text = f"{error['msg']}, got {_shown(error['input'])}"
+    return f"{path}: {text}" if path else text
+
+
+class _TomlSchema(GenerateJsonSchema):
+    """JSON Schema for a TOML file: TOML has no null, so an optional table is just the table."""
+
+    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
+        return self.generate_inner(schema["schema"])
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        """A table's default is its keys' defaults, shown on each key: not repeated whole."""
+        json_schema = super().default_schema(schema)
+        if json_schema.get("default", 0) is None or isinstance(json_schema.get("default"), dict):
+            del json_schema["default"]
+        return json_schema
+
+    def dict_schema(self, schema: core_schema.DictSchema) -> JsonSchemaValue:
+        """Knob and track names follow a pattern: a name outside it is an error, as in kohai."""
+        json_schema = super().dict_schema(schema)
+        if "patternProperties" in json_schema:
+            json_schema["additionalProperties"] = False
+        return json_schema
+
+
+def json_schema() -> dict[str, Any]:
+    """kohai.toml's JSON Schema (draft 2020-12): what `kohai schema` prints for editors."""
+    schema = KohaiToml.model_json_schema(schema_generator=_TomlSchema)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
 def parse_problem(data: dict[str, Any]) -> Problem:
-    """Validate a parsed `kohai.toml`; raise ProblemError naming the first bad field."""
-    metric = data.get("metric", {})
-    train = data.get("train", {})
-    files = data.get("files", {})
-    search = data.get("search", {})
-    evaluation = data.get("eval")
-    prepare = data.get("data")
-    tables = [("metric", metric), ("train", train), ("files", files), ("search", search)]
-    tables += [(n, t) for n, t in (("eval", evaluation), ("data", prepare)) if t is not None]
-    for name, table in tables:
-        if not isinstance(table, dict):
-            raise ProblemError(f"[{name}] must be a table")
-    name = metric.get("name", "val_bpb")
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][\w./-]*", name):
-        raise ProblemError(f"metric.name: expected a metric name, got {name!r}")
-    direction = metric.get("direction", "minimize")
-    if direction not in ("minimize", "maximize"):
-        raise ProblemError(
-            f"metric.direction: expected 'minimize' or 'maximize', got {direction!r}"
-        )
-    command = _command(train, "train", "python train.py")
-    editable = _paths(files, "editable", ("train.py",))
-    frozen = _paths(files, "frozen", ())
-    overlap = set(editable) & set(frozen)
-    if overlap:
-        raise ProblemError(f"files: {sorted(overlap)} cannot be both editable and frozen")
-    if CONFIG_FILE in editable:
-        raise ProblemError(f"files.editable: {CONFIG_FILE} holds the budget and cannot be editable")
-    _check_editable(editable, frozen)
-    if len(search) > MAX_KNOBS:
-        raise ProblemError(f"search: at most {MAX_KNOBS} knobs, got {len(search)}")
-    knobs = tuple(Knob.from_toml(k, v) for k, v in search.items() if isinstance(v, dict))
-    if len(knobs) != len(search):
-        raise ProblemError("search: every knob must be a table like { min = 1, max = 2 }")
-    _check_groups(knobs)
-    problem = Problem(
-        metric=name,
-        direction=direction,
-        command=command,
-        budget_s=parse_duration(
-            train.get("budget", "5m"), field_name="train.budget", maximum=MAX_BUDGET_S
-        ),
-        grace_s=parse_duration(
-            train.get("grace", "10s"), field_name="train.grace", maximum=MAX_GRACE_S
-        ),
-        seeds=_int_in(train, "seeds", 1, 1, MAX_SEEDS, "train"),
-        confirm_seeds=_int_in(train, "confirm_seeds", 5, 1, MAX_SEEDS, "train"),
-        baseline_seeds=_int_in(train, "baseline_seeds", 5, 1, MAX_SEEDS, "train"),
-        editable=editable,
-        frozen=frozen,
-        knobs=knobs,
-        evaluation=_evaluation(evaluation) if evaluation is not None else None,
-        data_command=_command(prepare, "data") if prepare is not None else None,
-        early_stop=_early_stop(train.get("early_stop")),
-        weight=_lab_weight(data.get("lab")),
-        tracks=_tracks(data.get("tracks")),
-        gate=_gate(data.get("gate")),
-        resources=_resources(train),
-    )
-    return problem
+    """Validate a parsed `kohai.toml`; raise ProblemError naming the first bad key.
+
+    The error's `problems` lists every bad key, one line each (`kohai check` shows them all).
+    """
+    try:
+        doc = KohaiToml.model_validate(data)
+    except ValidationError as exc:
+        # An unknown key first: a misspelt key is the likeliest cause of what else fails.
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        lines = tuple(dict.fromkeys(error_line(e) for e in errors))
+        raise ProblemError(lines[0], problems=lines) from None
+    return _problem(doc)
 
 
 @functools.lru_cache(maxsize=256)

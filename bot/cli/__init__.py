@@ -30,6 +30,8 @@ HANDLERS: dict[str, str] = {
     "host run": "trainer.daemon:main",
     "train": "trainer.cli:train_main",
     "init": "trainer.cli:init_main",
+    "check": "bot.cli.check:check_main",
+    "schema": "bot.cli.check:schema_main",
     "status": "bot.cli.history:status_main",
     "history": "bot.cli.history:history_main",
     "deploy k8s": "bot.cli.deploy:k8s_main",
@@ -73,10 +75,11 @@ HOST_ENV = {
     "WANDB_API_KEY": "W&B logging of runs (absent: offline runs)",
     "KOHAI_WANDB": "disabled: no W&B logging",
 }
-TRAIN_ENV = {
-    "WANDB_API_KEY": "W&B logging of the run (absent: offline)",
-    "KOHAI_WANDB": "disabled: no W&B logging",
-}
+TRAIN_ENV = (
+    "environment: none read; the script runs with KOHAI_SEED, KOHAI_BUDGET_S,\n"
+    "KOHAI_RUN_DIR and KOHAI_METRICS_FILE set (the metrics protocol, docs/trainer.md)\n"
+    "and the environment's secrets removed"
+)
 REPORT_ENV = {**DB_ENV, "KOHAI_PROBLEM": "a repo directory or kohai.toml to read the metric from"}
 
 
@@ -94,15 +97,20 @@ def _command(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
     help: str,
-    env: dict[str, str] | None = None,
+    env: dict[str, str] | str | None = None,
     description: str | None = None,
 ) -> argparse.ArgumentParser:
-    """A subcommand whose --help has its one-line description and the variables it reads."""
+    """A subcommand whose --help has its one-line description and the variables it reads
+    (`env`: name -> meaning, or the whole paragraph when it needs words)."""
+    if isinstance(env, str):
+        epilog = env
+    else:
+        epilog = _env_epilog(env) if env else "environment: none"
     return sub.add_parser(
         name,
         help=help,
         description=description or help[0].upper() + help[1:] + ".",
-        epilog=_env_epilog(env) if env else "environment: none",
+        epilog=epilog,
         formatter_class=_Formatter,
     )
 
@@ -313,6 +321,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="scaffold the reference problem instead (charlm: a character LM)",
     )
+
+    check = _command(
+        sub,
+        "check",
+        "validate kohai.toml and smoke-run the problem, a verdict per step",
+        TRAIN_ENV,
+    )
+    check.add_argument("path", nargs="?", default=".", help="the problem repository (default .)")
+    check.add_argument("--no-run", action="store_true", help="the schema and files only")
+    check.add_argument("--budget", default=None, help="smoke-run budget (default 10s)")
+    check.add_argument("--seed", type=int, default=0, help="smoke-run seed (default 0)")
+    _command(sub, "schema", "print kohai.toml's JSON Schema, for editors")
 
     status = _command(sub, "status", "experiments, students, queue", REPORT_ENV)
     status.add_argument("--json", action="store_true", help="print JSON")

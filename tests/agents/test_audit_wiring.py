@@ -176,7 +176,7 @@ def test_the_claude_review_sees_the_diff_and_answers_the_audit(store: Store, rep
     from bot.problem import loads_problem
 
     exp = _experiment(store, repo_id, SEEDED)
-    problem = loads_problem('[files]\neditable = ["train.py"]\n')
+    problem = loads_problem('[metric]\nname = "loss"\n[files]\neditable = ["train.py"]\n')
     ctx = build_context(store, repo_id, problem, "", "")
     [record] = [r for r in ctx.history if r.id == exp.id]
     assert record.diff == SEEDED

@@ -124,7 +124,9 @@ def test_a_side_measured_worse_sends_the_next_move_to_the_other(
     store: Store, repo_id: int, add_experiment, add_baseline
 ) -> None:
     """One knob only: after 'up' lost (within noise), 'down' comes before any half step."""
-    problem = loads_problem("[search]\nLEARNING_RATE = { min = 3e-4, max = 3e-2, log = true }\n")
+    problem = loads_problem(
+        "[metric]\nname = 'loss'\n[search]\nLEARNING_RATE = { min = 3e-4, max = 3e-2, log = true }\n"
+    )
     set_base(store, repo_id, LEARNING_RATE=1e-3)
     add_baseline([2.00, 2.01, 1.99])
     add_experiment({"LEARNING_RATE": 0.003162}, [2.005])
@@ -154,7 +156,9 @@ def test_a_merge_moves_the_incumbent(
 ) -> None:
     """After a merge, moves start from the new base's values; the old neighbourhood is no
     longer "tried"."""
-    problem = loads_problem("[search]\nLEARNING_RATE = { min = 3e-4, max = 3e-2, log = true }\n")
+    problem = loads_problem(
+        "[metric]\nname = 'loss'\n[search]\nLEARNING_RATE = { min = 3e-4, max = 3e-2, log = true }\n"
+    )
     set_base(store, repo_id, LEARNING_RATE=1e-3)
     add_baseline([2.00, 2.01, 1.99])
     won = add_experiment({"LEARNING_RATE": 0.003162}, [1.80, 1.81, 1.79], state="merged")
@@ -170,7 +174,9 @@ def test_a_merge_moves_the_incumbent(
 def test_a_plateau_widens_the_moves(
     store: Store, repo_id: int, add_experiment, add_baseline
 ) -> None:
-    problem = loads_problem("[search]\nLEARNING_RATE = { min = 3e-4, max = 3e-2, log = true }\n")
+    problem = loads_problem(
+        "[metric]\nname = 'loss'\n[search]\nLEARNING_RATE = { min = 3e-4, max = 3e-2, log = true }\n"
+    )
     set_base(store, repo_id, LEARNING_RATE=1e-3)
     add_baseline([2.00, 2.01, 1.99])
     for value in (0.0005, 0.0006, 0.0007):  # three closed experiments, no merge
@@ -186,7 +192,9 @@ def test_a_plateau_widens_the_moves(
 
 def test_a_spent_neighbourhood_widens_then_ends(store: Store, repo_id: int, add_experiment) -> None:
     """Choices: the neighbours tried, the next move jumps two; all tried is an advisor error."""
-    problem = loads_problem("[search]\nN_EMBD = { choices = [32, 64, 96, 128] }\n")
+    problem = loads_problem(
+        "[metric]\nname = 'loss'\n[search]\nN_EMBD = { choices = [32, 64, 96, 128] }\n"
+    )
     set_base(store, repo_id, N_EMBD=32)
     tried = []
     for _ in range(3):
@@ -199,7 +207,9 @@ def test_a_spent_neighbourhood_widens_then_ends(store: Store, repo_id: int, add_
 
 
 def test_a_knob_missing_from_the_base_starts_from_the_middle(store: Store, repo_id: int) -> None:
-    problem = loads_problem("[search]\nMOMENTUM = { min = 0.0, max = 1.0 }\n")
+    problem = loads_problem(
+        "[metric]\nname = 'loss'\n[search]\nMOMENTUM = { min = 0.0, max = 1.0 }\n"
+    )
     set_base(store, repo_id)
     proposal = suggest(store, repo_id, problem)
     assert proposal.knobs == {"MOMENTUM": 0.75}
@@ -207,7 +217,7 @@ def test_a_knob_missing_from_the_base_starts_from_the_middle(store: Store, repo_
 
 
 def test_plan_is_a_pure_function_of_its_inputs() -> None:
-    problem = loads_problem("[search]\nX = { min = 0, max = 100 }\n")
+    problem = loads_problem("[metric]\nname = 'loss'\n[search]\nX = { min = 0, max = 100 }\n")
     moves = plan(problem, {"X": 10}, [], noise=1.0)
     # towards the middle first; the full step down is clipped at 0; then the half step up
     assert [(m.knob, m.value) for m in moves] == [("X", 35), ("X", 0), ("X", 22)]
@@ -249,7 +259,7 @@ print(json.dumps({{"knobs": proposal.knobs, "hypothesis": proposal.hypothesis}})
 
 
 def test_no_knobs_is_an_advisor_error(store: Store, repo_id: int) -> None:
-    problem = loads_problem("")
+    problem = loads_problem("[metric]\nname = 'loss'\n")
     with pytest.raises(AdvisorError, match="declares none"):
         OfflineAdvisor().suggest(build_context(store, repo_id, problem, "", ""), "fern")
 

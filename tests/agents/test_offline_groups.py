@@ -19,6 +19,8 @@ from bot.store import Store
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 GROUPED = """
+[metric]
+name = "val_bpb"
 [search]
 LEARNING_RATE = { min = 3e-4, max = 3e-2, log = true, group = "optim" }
 N_LAYER = { choices = [1, 2, 3] }
@@ -54,7 +56,9 @@ def test_groups_parse_into_units_in_search_order() -> None:
         ("N_LAYER", ("N_LAYER",), False),
     ]
     # Without groups every knob is its own unit, as before.
-    plain = loads_problem("[search]\nA = { min = 0, max = 1 }\nB = { choices = [1, 2] }\n")
+    plain = loads_problem(
+        "[metric]\nname = 'loss'\n[search]\nA = { min = 0, max = 1 }\nB = { choices = [1, 2] }\n"
+    )
     assert [(u.name, u.group) for u in plain.units] == [("A", False), ("B", False)]
 
 
@@ -87,7 +91,7 @@ def test_groups_parse_into_units_in_search_order() -> None:
 )
 def test_bad_groups_are_refused(search: str, message: str) -> None:
     with pytest.raises(ProblemError, match=message):
-        loads_problem(f"[search]\n{search}\n")
+        loads_problem(f"[metric]\nname = 'loss'\n[search]\n{search}\n")
 
 
 # ------------------------------------------------------------------ moves
@@ -165,7 +169,7 @@ def test_a_merged_group_move_is_not_undone(
 ) -> None:
     """After the group merged, the point it left is known worse: the next group move goes on."""
     problem = loads_problem(
-        "[search]\nLEARNING_RATE = { min = 3e-4, max = 3e-2, log = true, group = 'optim' }\n"
+        "[metric]\nname = 'loss'\n[search]\nLEARNING_RATE = { min = 3e-4, max = 3e-2, log = true, group = 'optim' }\n"
         "WARMUP_STEPS = { min = 0, max = 100, group = 'optim' }\n"
     )
     set_base(store, repo_id)

@@ -111,7 +111,9 @@ def test_implement_unknown_knob_is_an_error_naming_the_files(tmp_path: Path, pro
 
 
 def test_implement_searches_every_editable_file(tmp_path: Path) -> None:
-    problem = loads_problem('[files]\neditable = ["train.py", "model.py"]\n')
+    problem = loads_problem(
+        '[metric]\nname = "loss"\n[files]\neditable = ["train.py", "model.py"]\n'
+    )
     (tmp_path / "train.py").write_text("LR = 0.1\n", encoding="utf-8")
     (tmp_path / "model.py").write_text("DEPTH = 2\n", encoding="utf-8")
     outcome = implement(tmp_path, Implement(hypothesis="h", knobs={"DEPTH": 5}), problem)

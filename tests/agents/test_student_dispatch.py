@@ -65,7 +65,9 @@ def test_enforce_editable_catches_committed_changes(
 
 
 def test_is_editable_patterns() -> None:
-    problem = loads_problem('[files]\neditable = ["train.py", "model/", "configs/*.yaml"]\n')
+    problem = loads_problem(
+        '[metric]\nname = "loss"\n[files]\neditable = ["train.py", "model/", "configs/*.yaml"]\n'
+    )
     assert is_editable("train.py", problem)
     assert is_editable("model/layers.py", problem)
     assert is_editable("configs/small.yaml", problem)

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.timeout(120)
 
 TRAIN = "import prepare\n\nLEARNING_RATE = 3e-3\nN_LAYER = 2\n"
 PREPARE = "VOCAB_SIZE = 256\n"
-TOML = '[files]\neditable = ["train.py"]\nfrozen = ["prepare.py"]\n'
+TOML = '[metric]\nname = "val_bpb"\n[files]\neditable = ["train.py"]\nfrozen = ["prepare.py"]\n'
 MODEL = "claude-sonnet-5-5"
 
 

@@ -11,7 +11,7 @@ from bot.problem import loads_problem
 from bot.protocol import Implement
 
 PROBLEM = loads_problem(
-    '[train]\nbudget = "30s"\n[files]\neditable = ["train.py", "model/"]\nfrozen = ["prepare.py"]\n'
+    '[metric]\nname = "val_bpb"\n[train]\nbudget = "30s"\n[files]\neditable = ["train.py", "model/"]\nfrozen = ["prepare.py"]\n'
 )
 
 

@@ -19,6 +19,8 @@ from bot.problem import loads_problem
 
 PROBLEM = loads_problem(
     """
+[metric]
+name = "loss"
 [files]
 editable = ["train.py", "model/*.py"]
 frozen = ["prepare.py"]
@@ -60,7 +62,9 @@ def test_each_change_is_allowed_or_named_with_its_reason(change: Change, why: st
 def test_the_rogue_hosts_push_is_named_path_by_path() -> None:
     """The reported attack: the evaluator, kohai.toml and a new script, beside an honest edit."""
     pushed = [Change("kohai.toml"), Change("prepare.py"), Change("pwn.py", "A"), Change("train.py")]
-    found = findings(pushed, loads_problem('[files]\neditable = ["train.py"]\n'))
+    found = findings(
+        pushed, loads_problem('[metric]\nname = "loss"\n[files]\neditable = ["train.py"]\n')
+    )
     assert [line.split(":")[0] for line in found] == ["kohai.toml", "prepare.py", "pwn.py"]
     text = summary(found)
     assert text.startswith("changes the lab does not allow: kohai.toml")

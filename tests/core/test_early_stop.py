@@ -132,7 +132,9 @@ def test_the_problem_config_and_the_harness_rule() -> None:
     """`bot.problem.EarlyStop` as the harness gets it, through `stop_rule`'s StopRule shape."""
     from bot.problem import loads_problem
 
-    problem = loads_problem("[train]\nearly_stop = { after = 0.3, band = 2 }\n")
+    problem = loads_problem(
+        "[metric]\nname = 'loss'\n[train]\nearly_stop = { after = 0.3, band = 2 }\n"
+    )
     assert problem.early_stop is not None
     rule = stop_rule(BASELINES, problem.early_stop)
     reason = rule(curve(0.5, 0.5), 0.5)

@@ -19,6 +19,8 @@ from bot.problem import ProblemError, loads_problem
 from bot.records import Job
 from bot.store import Store, now
 
+METRIC = '\n[metric]\nname = "loss"\n'  # after the tables: root keys stay root keys
+
 # ------------------------------------------------------------------ pure parts
 
 
@@ -26,15 +28,15 @@ from bot.store import Store, now
     ("toml", "weight"),
     [
         ("", 1.0),
-        ("[metric]\nname = 'x'\n", 1.0),
+        ("[train]\nseeds = 2\n", 1.0),
         ("[lab]\nweight = 3\n", 3.0),
         ("[lab]\nweight = 0.5\n", 0.5),
         ("[lab]\nweight = 1000\n", 1000.0),
     ],
 )
 def test_lab_weight(toml: str, weight: float) -> None:
-    assert loads_problem(toml).weight == weight
-    assert labs.repo_labs(1, "o/r", toml or None, None)[0].weight == weight
+    assert loads_problem(toml + METRIC).weight == weight
+    assert labs.repo_labs(1, "o/r", toml + METRIC, None)[0].weight == weight
 
 
 @pytest.mark.parametrize(
@@ -53,8 +55,8 @@ def test_lab_weight(toml: str, weight: float) -> None:
 )
 def test_a_bad_lab_weight_is_a_clear_error_and_no_lab(toml: str, why: str) -> None:
     with pytest.raises(ProblemError, match=r"\blab\b"):
-        loads_problem(toml)
-    assert not labs.valid_problem(toml), why
+        loads_problem(toml + METRIC)
+    assert not labs.valid_problem(toml + METRIC), why
 
 
 @pytest.mark.parametrize(

@@ -21,13 +21,15 @@ from bot.engine.jobs import JobBook, register_student
 from bot.problem import DEFAULT_TRACK, ProblemError, Track, loads_problem
 from bot.store import Store, now
 
+METRIC = '\n[metric]\nname = "loss"\n'  # after the tables: root keys stay root keys
+
 # ------------------------------------------------------------------ parsing
 
 
 def test_tracks_parse_with_their_defaults() -> None:
     problem = loads_problem(
         '[tracks.wide]\nbase = "track/wide"\nprogram = "tracks/wide.md"\nweight = 2\n'
-        "[tracks.deep-2]\n"
+        "[tracks.deep-2]\n" + METRIC
     )
     assert problem.tracks == (
         Track("wide", "track/wide", "tracks/wide.md", 2.0),
@@ -35,7 +37,7 @@ def test_tracks_parse_with_their_defaults() -> None:
     )
     assert problem.track_names == (DEFAULT_TRACK, "wide", "deep-2")
     assert problem.track("WIDE") is not None and problem.track("default") is None
-    assert loads_problem("").tracks == ()
+    assert loads_problem(METRIC).tracks == ()
 
 
 @pytest.mark.parametrize(
@@ -63,14 +65,14 @@ def test_tracks_parse_with_their_defaults() -> None:
         ("[tracks.wide]\nweight = nan\n", "tracks.wide.weight"),
         ('[tracks.wide]\nweight = "2"\n', "tracks.wide.weight"),
         ("[tracks.wide]\nweight = true\n", "tracks.wide.weight"),
-        ("[tracks.wide]\nbranch = 'x'\n", "unknown keys"),
+        ("[tracks.wide]\nweigth = 2\n", "tracks.wide.weigth: unknown key; did you mean `weight`?"),
         ('[tracks.a]\nbase = "same"\n[tracks.b]\nbase = "same"\n', "share a base branch"),
         ("".join(f"[tracks.t{n}]\n" for n in range(17)), "at most 16"),
     ],
 )
 def test_bad_tracks_are_refused_naming_the_field(toml: str, message: str) -> None:
     with pytest.raises(ProblemError, match=message.replace("[", r"\[").replace(".", r"\.")):
-        loads_problem(toml)
+        loads_problem(toml + METRIC)
 
 
 # ------------------------------------------------------------------ labels and routing
@@ -175,7 +177,7 @@ def test_lab_keys_and_serving_tracks() -> None:
     assert labs.may_serve(("o/r",), "o/r", "deep"), "owner/repo allows every track"
 
 
-TOML = '[train]\nbudget = "60s"\n[lab]\nweight = 1\n[tracks.wide]\nweight = 3\n[tracks.deep]\n'
+TOML = '[metric]\nname = "loss"\n[train]\nbudget = "60s"\n[lab]\nweight = 1\n[tracks.wide]\nweight = 3\n[tracks.deep]\n'
 
 
 def test_repo_labs_expand_tracks_with_their_weights() -> None:

@@ -26,7 +26,7 @@ from tests.support.github_mock import FakeTime
 
 REPO = "lab/mergecheck"
 FILES = {
-    "kohai.toml": '[files]\neditable = ["*.py"]\nfrozen = ["prepare.py"]\n',
+    "kohai.toml": '[metric]\nname = "loss"\n[files]\neditable = ["*.py"]\nfrozen = ["prepare.py"]\n',
     "train.py": "LR = 0.01\n",
     "prepare.py": "def evaluate():\n    return 1.0\n",
     "score.py": "print('the evaluator')\n",

@@ -17,7 +17,7 @@ for seed, curve in enumerate(BASELINES):  # three seeds, a little apart
     for point in curve:
         point[1] += 0.01 * seed
 
-TOML = '[train]\ncommand = "python train.py"\nbudget = "20s"\nearly_stop = { after = 0.05, band = 3 }\n'
+TOML = '[metric]\nname = "loss"\n[train]\ncommand = "python train.py"\nbudget = "20s"\nearly_stop = { after = 0.05, band = 3 }\n'
 
 
 def job(kind: str = "experiment", curves: list | None = None) -> Job:
@@ -32,7 +32,10 @@ def test_the_rule_is_on_only_for_candidates_of_a_problem_that_asks() -> None:
     problem = loads_problem(TOML)
     assert early_stop_rule(job("baseline"), problem) is None
     assert early_stop_rule(job(curves=[]), problem) is None
-    assert early_stop_rule(job(), loads_problem('[train]\nbudget = "20s"\n')) is None
+    assert (
+        early_stop_rule(job(), loads_problem('[metric]\nname = "loss"\n[train]\nbudget = "20s"\n'))
+        is None
+    )
     rule = early_stop_rule(job(), problem)
     assert rule is not None
     trailing = [[s, 6.0] for s in range(10, 110, 10)]
@@ -73,7 +76,9 @@ LUCK = {0: 0.0, 1: 0.3, 2: -0.3}
 SEEDED = [[[s, 4.0 - s / 100 + LUCK[seed]] for s in STEPS] for seed in LUCK]
 # Band 1: the seeds' std is 0.3, so 0.3 unpaired; paired 0.3 x sqrt(2 (1 - rho)):
 # 0.13 at rho 0.9, 0.42 with rho unknown (counted as 0).
-PAIRED_TOML = '[train]\nbudget = "20s"\nearly_stop = { after = 0.05, band = 1 }\n'
+PAIRED_TOML = (
+    '[metric]\nname = "loss"\n[train]\nbudget = "20s"\nearly_stop = { after = 0.05, band = 1 }\n'
+)
 
 
 def seeded_job(seeds: list, rho: object = 0.9, curves: list | None = None) -> Job:
@@ -135,7 +140,12 @@ def test_the_paired_rule_is_still_off_for_baselines_and_without_curves() -> None
     baseline.kind = "baseline"
     assert early_stop_rule(baseline, problem, 0) is None
     assert early_stop_rule(seeded_job([0, 1, 2], curves=[]), problem, 0) is None
-    assert early_stop_rule(seeded_job([0, 1, 2]), loads_problem("[train]\n"), 0) is None
+    assert (
+        early_stop_rule(
+            seeded_job([0, 1, 2]), loads_problem("[metric]\nname = 'loss'\n[train]\n"), 0
+        )
+        is None
+    )
 
 
 def test_a_job_from_an_older_bot_and_for_an_older_host_round_trips() -> None:

@@ -206,7 +206,7 @@ def test_exit_verdicts(exit_code: int, tail: list[str], expected: str | None) ->
 
 def test_the_limits_of_kohai_toml() -> None:
     def train(extra: str) -> Resources:
-        return loads_problem(f"[train]\n{extra}\n").resources
+        return loads_problem(f'[metric]\nname = "loss"\n[train]\n{extra}\n').resources
 
     default = train("")
     assert default.memory_bytes is None and default.memory_share == 0.9

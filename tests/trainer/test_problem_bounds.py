@@ -18,7 +18,7 @@ from bot.problem import (
 
 
 def toml(train: str = "", files: str = "", extra: str = "") -> str:
-    return f"[train]\n{train}\n[files]\n{files}\n{extra}"
+    return f'[metric]\nname = "val_bpb"\n[train]\n{train}\n[files]\n{files}\n{extra}'
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,11 @@ def test_real_settings_pass(text: str, check) -> None:
         (toml("early_stop = { after = nan }"), "train.early_stop.after"),
         (
             toml(extra="[search]\nlr = { min = 0.0, max = inf }"),
-            "search.lr: min and max must be finite",
+            "search.lr.max: expected a finite number",
+        ),
+        (
+            toml(extra="[search]\nlr = { min = nan, max = 1.0 }"),
+            "search.lr.min: expected a finite number",
         ),
         (
             toml(extra="[search]\nd = { choices = [" + ", ".join(["1"] * 1001) + "] }"),

@@ -7,6 +7,8 @@ import pytest
 from bot.problem import EarlyStop, Evaluation, ProblemError, load_problem, loads_problem
 from trainer.cli import REFERENCE_PROBLEM
 
+METRIC = '[metric]\nname = "loss"\n'
+
 
 def test_the_reference_problem_is_sealed() -> None:
     problem = load_problem(REFERENCE_PROBLEM)
@@ -20,7 +22,7 @@ def test_the_reference_problem_is_sealed() -> None:
 
 
 def test_without_eval_a_problem_is_unsealed_with_a_short_grace() -> None:
-    problem = loads_problem('[train]\ncommand = "python train.py"\n')
+    problem = loads_problem('[metric]\nname = "loss"\n[train]\ncommand = "python train.py"\n')
     assert not problem.sealed and problem.evaluation is None and problem.data_command is None
     assert problem.grace_s == 10.0
 
@@ -34,7 +36,7 @@ def test_without_eval_a_problem_is_unsealed_with_a_short_grace() -> None:
     ],
 )
 def test_early_stop(toml: str, expected: EarlyStop | None) -> None:
-    assert loads_problem(toml).early_stop == expected
+    assert loads_problem(METRIC + toml).early_stop == expected
 
 
 @pytest.mark.parametrize(
@@ -44,7 +46,7 @@ def test_early_stop(toml: str, expected: EarlyStop | None) -> None:
         ("[eval]\ncommand = 'x'\nbudget = 'soon'\n", "eval.budget"),
         ("[eval]\ncommand = 'x'\nhide = 'data'\n", "eval.hide"),
         ("[eval]\ncommand = 'x'\nhide = ['../secrets']\n", "may not contain '..'"),
-        ("eval = 3\n", "[eval] must be a table"),
+        ('eval = 3\n[metric]\nname = "loss"\n', "[eval] must be a table"),
         ("[data]\ncommand = ''\n", "data.command"),
         ("[train]\nearly_stop = { after = 1.5 }\n", "train.early_stop.after"),
         ("[train]\nearly_stop = { band = -1 }\n", "train.early_stop.band"),
@@ -53,4 +55,4 @@ def test_early_stop(toml: str, expected: EarlyStop | None) -> None:
 )
 def test_bad_fields_are_named(toml: str, needle: str) -> None:
     with pytest.raises(ProblemError, match=needle.replace("[", r"\[").replace(".", r"\.")):
-        loads_problem(toml)
+        loads_problem(toml if toml.startswith("eval =") else METRIC + toml)

@@ -434,7 +434,9 @@ def test_the_run_log_says_whether_the_run_was_sandboxed(tmp_path: Path, sandboxe
     repo = tmp_path / "repo"
     repo.mkdir()
     (repo / "train.py").write_text("print('val_bpb: 1.25')\n")
-    problem = loads_problem('[train]\ncommand = "python train.py"\nbudget = "5s"\n')
+    problem = loads_problem(
+        '[metric]\nname = "val_bpb"\n[train]\ncommand = "python train.py"\nbudget = "5s"\n'
+    )
     result = run_once(repo, problem, 0, run_dir=tmp_path / "run", sandboxed=sandboxed)
     assert result.status == "ok" and result.metric == 1.25 and result.sandboxed is sandboxed
     log = (tmp_path / "run" / "log.txt").read_text()

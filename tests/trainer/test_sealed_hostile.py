@@ -289,7 +289,9 @@ def test_kohai_train_refuses_a_changed_frozen_file(
 def test_an_unsealed_problem_says_so(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
-    (repo / "kohai.toml").write_text('[train]\ncommand = "python train.py"\nbudget = "5s"\n')
+    (repo / "kohai.toml").write_text(
+        '[metric]\nname = "val_bpb"\n[train]\ncommand = "python train.py"\nbudget = "5s"\n'
+    )
     (repo / "train.py").write_text("print('val_bpb: 0.5')\n")
     result = run_once(repo, load_problem(repo), 0, run_dir=tmp_path / "run")
     assert result.status == "ok" and result.metric == 0.5

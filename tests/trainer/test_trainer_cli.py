@@ -48,7 +48,9 @@ def test_init_example_refuses_a_non_empty_directory(tmp_path: Path, capsys) -> N
 
 
 def test_train_fails_on_a_crashing_script(tmp_path: Path, capsys) -> None:
-    (tmp_path / "kohai.toml").write_text('[train]\ncommand = "python train.py"\nbudget = "5s"\n')
+    (tmp_path / "kohai.toml").write_text(
+        '[metric]\nname = "val_bpb"\n[train]\ncommand = "python train.py"\nbudget = "5s"\n'
+    )
     (tmp_path / "train.py").write_text("raise SystemExit('no data')\n")
     assert main(["train", str(tmp_path)]) == 1
     out = capsys.readouterr().out
@@ -69,7 +71,9 @@ def test_train_refuses_without_a_sandbox_unless_told_unsandboxed(
     """`kohai train` behaves as a host does: no sandbox, no run, unless --unsandboxed."""
     from trainer import sandbox
 
-    (tmp_path / "kohai.toml").write_text('[train]\ncommand = "python train.py"\nbudget = "5s"\n')
+    (tmp_path / "kohai.toml").write_text(
+        '[metric]\nname = "val_bpb"\n[train]\ncommand = "python train.py"\nbudget = "5s"\n'
+    )
     (tmp_path / "train.py").write_text("print('val_bpb: 1.5')\n")
     monkeypatch.setattr(sandbox, "probe", lambda: "bubblewrap (bwrap) is not installed")
     assert main(["train", str(tmp_path)]) == 2

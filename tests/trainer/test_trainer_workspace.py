@@ -53,7 +53,13 @@ def test_uncommitted_frozen_edit_is_refused(tmp_path: Path, origin: tuple[Path, 
 def test_non_editable_file_is_refused(tmp_path: Path, origin: tuple[Path, str]) -> None:
     bare, base = origin
     head = push_branch(
-        tmp_path, bare, "kohai/3-toml", {"kohai.toml": "[train]\nbudget = '1h'\n", "notes.txt": "x"}
+        tmp_path,
+        bare,
+        "kohai/3-toml",
+        {
+            "kohai.toml": "[metric]\nname = 'score'\n[train]\nbudget = '1h'\n",
+            "notes.txt": "x",
+        },
     )
     _, _, tree = checkout(tmp_path, bare, head)
     reason = check_diff(tree, base, head, load_problem(tree))
