@@ -57,6 +57,8 @@ class Settings:
     app_id: int
     private_key: str
     webhook_secret: str
+    # The setting the key came from, for messages about it: the variable the user set.
+    private_key_source: str = "KOHAI_GITHUB_PRIVATE_KEY"
     github_api_url: str = "https://api.github.com"
     github_html_url: str = ""  # the web pages' host; "" derives it from github_api_url
     db_path: str = "kohai.db"
@@ -92,7 +94,8 @@ class Settings:
 
         The App's slug is not a setting: the bot asks GitHub (`GET /app`).
         """
-        env = with_app_file(os.environ if env is None else env)
+        given = os.environ if env is None else env
+        env = with_app_file(given)
         raw_id = env.get("KOHAI_GITHUB_APP_ID", "").strip()
         if not raw_id:
             raise ConfigError(
@@ -114,8 +117,12 @@ class Settings:
             raise ConfigError(
                 "KOHAI_GITHUB_PRIVATE_KEY (PEM text) or KOHAI_GITHUB_PRIVATE_KEY_PATH is not set"
             )
+        key_source = private_key_source(given, app_file_path(given))
         if "PRIVATE KEY-----" not in key:
-            raise ConfigError("KOHAI_GITHUB_PRIVATE_KEY is not a PEM private key")
+            raise ConfigError(
+                f"{key_source} is not a PEM private key "
+                "(GitHub's .pem file, beginning -----BEGIN RSA PRIVATE KEY-----)"
+            )
         secret = env.get("KOHAI_WEBHOOK_SECRET", "")
         if not secret:
             raise ConfigError("KOHAI_WEBHOOK_SECRET is not set (the App's webhook secret)")
@@ -150,6 +157,7 @@ class Settings:
         return cls(
             app_id=int(raw_id),
             private_key=key,
+            private_key_source=key_source,
             webhook_secret=secret,
             github_api_url=api_url,
             github_html_url=html_url,
@@ -169,6 +177,17 @@ class Settings:
             session_secret=env.get("KOHAI_SESSION_SECRET", "").strip(),
             max_body_bytes=_body_bytes(env),
         )
+
+
+def private_key_source(env: Mapping[str, str], app_file: Path | None = None) -> str:
+    """Where the App's key was read from, as the user gave it (`env` before the App file):
+    the PEM variable, else the path variable, else the App file's `private_key`."""
+    if env.get("KOHAI_GITHUB_PRIVATE_KEY", "").strip():
+        return "KOHAI_GITHUB_PRIVATE_KEY"
+    path = env.get("KOHAI_GITHUB_PRIVATE_KEY_PATH", "").strip()
+    if path or app_file is None:
+        return f"KOHAI_GITHUB_PRIVATE_KEY_PATH={path}"
+    return f"{app_file}: private_key"
 
 
 MIN_BODY_BYTES = 64 * 1024  # below this a result with its diff and log tails no longer fits

@@ -248,8 +248,10 @@ def bot_deployment(image: str, namespace: str) -> dict[str, Any]:
         "envFrom": _optional_env_sources(),
         "volumeMounts": [{"name": "data", "mountPath": DATA_DIR}],
         "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 3},
+        # Liveness is the process serving (/livez); readiness is everything working (/healthz,
+        # 503 while GitHub rejects the App): a bot waiting for GitHub is not restarted for it.
         "livenessProbe": {
-            **probe,
+            "httpGet": {"path": "/livez", "port": BOT_PORT},
             "initialDelaySeconds": 15,
             "periodSeconds": 15,
             "failureThreshold": 4,
@@ -283,12 +285,19 @@ def bot_deployment(image: str, namespace: str) -> dict[str, Any]:
 
 
 def bot_service(namespace: str) -> dict[str, Any]:
+    """The bot's address in the cluster.
+
+    `publishNotReadyAddresses`: the one bot stays reachable while its readiness
+    (`/healthz`) fails, say while GitHub is down; there is no other replica to
+    send hosts to, and they must still report their results.
+    """
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _meta(BOT_NAME, namespace, _labels("bot")),
         "spec": {
             "selector": _labels("bot"),
+            "publishNotReadyAddresses": True,
             "ports": [{"name": "http", "port": BOT_PORT, "targetPort": "http"}],
         },
     }
@@ -298,8 +307,8 @@ def student_deployment(student: str, gpus: int, image: str, namespace: str) -> d
     """One student's host: its GPUs requested from the device plugin, its token from a Secret.
 
     Inside the container the device plugin numbers the granted GPUs from 0,
-    so the host is told to use 0..gpus-1. `Recreate`, because a second pod
-    with the same token would compete for the same student's jobs.
+    so the host is given the count (`--gpus N`: devices 0..N-1). `Recreate`, because a
+    second pod with the same token would compete for the same student's jobs.
     """
     if gpus < 0:
         raise ValueError(f"gpus per student must be >= 0, not {gpus}")
@@ -317,7 +326,7 @@ def student_deployment(student: str, gpus: int, image: str, namespace: str) -> d
         "--name",
         student,
         "--gpus",
-        ",".join(str(i) for i in range(gpus)),
+        str(gpus) if gpus else "",
         "--bot-url",
         BOT_URL,
         "--work-dir",

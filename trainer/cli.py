@@ -1,4 +1,5 @@
-"""`kohai train` and `kohai init`: the trainer on a laptop, without a bot."""
+"""`kohai train` and `kohai init`: the trainer on a laptop, without a bot (`trainer.adopt`
+is how `init` adopts an existing repository)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from rich.console import Console
+
 from bot.problem import Problem, ProblemError, load_problem, parse_duration
 from bot.protocol import RunResult
-from trainer import sandbox, workspace
+from trainer import adopt, sandbox, workspace
 from trainer.harness import run_once
+from trainer.progress import TrainProgress
 
 REFERENCE_PROBLEM = Path(__file__).parent / "examples" / "charlm"
 _SCAFFOLD_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "runs", "wandb", ".git")
@@ -113,20 +117,25 @@ def train_main(args: argparse.Namespace) -> int:
         flush=True,
     )
 
-    def echo(line: str) -> None:
-        print(f"  | {line}", flush=True)
-
-    result = run_once(
-        candidate,
-        problem,
-        args.seed,
-        run_dir=run_dir,
-        base_dir=base,
-        budget_s=budget,
-        on_line=echo,
-        host="local",
-        sandboxed=not unsandboxed,
-    )
+    with TrainProgress(
+        Console(highlight=False, soft_wrap=True),
+        seed=args.seed,
+        budget_s=shown,
+        metric=problem.metric,
+    ) as progress:
+        result = run_once(
+            candidate,
+            problem,
+            args.seed,
+            run_dir=run_dir,
+            base_dir=base,
+            budget_s=budget,
+            on_line=progress.line,
+            on_progress=progress.record,
+            on_phase=progress.phase,
+            host="local",
+            sandboxed=not unsandboxed,
+        )
     print()
     print(format_result(result, problem.metric))
     print(f"log: {run_dir / 'log.txt'}")
@@ -134,9 +143,46 @@ def train_main(args: argparse.Namespace) -> int:
 
 
 def init_main(args: argparse.Namespace) -> int:
+    """Adopt the repository at PATH, or scaffold the reference problem (`--example charlm`).
+
+    An absent or empty directory has nothing to adopt: it gets the reference
+    problem, as `--example charlm` would.
+    """
     target = Path(args.path).resolve()
+    empty = not target.exists() or (target.is_dir() and not any(target.iterdir()))
+    if getattr(args, "example", None) or (empty and not getattr(args, "train", None)):
+        return _scaffold(target, args.path)
+    try:
+        adoption = adopt.plan_adoption(target, getattr(args, "train", None))
+        written = adopt.write_adoption(adoption)
+    except adopt.AdoptError as exc:
+        print(f"kohai init: {exc}", file=sys.stderr)
+        return 2
+    print(f"kohai init: adopting {target} (training script: {adoption.script})")
+    for path in written:
+        print(f"  wrote {path.name}")
+    for name in adoption.kept:
+        print(f"  kept {name} (it exists; kohai init never overwrites)")
+    todo = adopt.to_fill_in(adoption)
+    if todo:
+        print("fill in before the first experiment:")
+    for item in todo:
+        print(f"  - {item}")
+    print(f"then try one run:  kohai train {args.path} --budget 30s")
+    if written:
+        names = " ".join(p.name for p in written)
+        print(f"and commit:        git -C {args.path} add {names} && git -C {args.path} commit")
+    return 0
+
+
+def _scaffold(target: Path, shown: str) -> int:
+    """The reference problem in an empty or new directory, as a git repository."""
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        print(f"kohai init: {target} exists and is not empty", file=sys.stderr)
+        print(
+            f"kohai init: {target} is not empty: --example charlm scaffolds into an empty or "
+            "new directory (without --example, kohai init adopts the repository there)",
+            file=sys.stderr,
+        )
         return 2
     shutil.copytree(REFERENCE_PROBLEM, target, ignore=_SCAFFOLD_IGNORE, dirs_exist_ok=True)
     try:
@@ -156,8 +202,8 @@ def init_main(args: argparse.Namespace) -> int:
     except (OSError, subprocess.CalledProcessError) as exc:
         print(f"kohai init: git failed: {exc}", file=sys.stderr)
         return 1
-    print(f"kohai init: a problem repository in {target}")
-    print(f"  try it:  kohai train {args.path} --budget 10s")
+    print(f"kohai init: the reference problem (charlm) in {target}")
+    print(f"  try it:  kohai train {shown} --budget 10s")
     return 0
 
 

@@ -21,8 +21,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.gpus import parse_gpus
 from bot.protocol import Job, JobResult
-from trainer import limits, sandbox
+from trainer import connect, limits, sandbox
 from trainer.hostapi import HostAuthError, HostClient
 from trainer.jobrunner import Aborted, JobContext, cleanup_runs, run_job
 from trainer.reporter import JobReporter
@@ -37,14 +38,6 @@ class StudentSpec:
     name: str
     token: str
     gpus: list[int] = field(default_factory=list)
-
-
-def parse_gpus(text: str) -> list[int]:
-    """ "0,1" -> [0, 1]; "" -> []."""
-    try:
-        return [int(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError:
-        raise ValueError(f"GPU list must look like 0,1 (got {text!r})") from None
 
 
 TOKEN_ENV = "KOHAI_HOST_TOKEN"
@@ -311,6 +304,16 @@ def main(args: argparse.Namespace) -> int:
     refusal = sandbox_refusal(sandbox.probe(), unsandboxed)
     if refusal is not None:
         print(refusal, file=sys.stderr)
+        return 2
+    problems = connect.check_bot(
+        args.bot_url,
+        [(s.name, s.token) for s in students],
+        wait_s=float(os.environ.get("KOHAI_BOT_WAIT_S", connect.DEFAULT_WAIT_S)),
+        on_wait=lambda line: print(f"kohai host run: {line}", file=sys.stderr, flush=True),
+    )
+    for line in problems:
+        print(f"kohai host run: {line}", file=sys.stderr)
+    if problems:
         return 2
     work_dir = Path(args.work_dir or os.environ.get("KOHAI_HOST_DIR", "~/.kohai/host")).expanduser()
     grace_s = float(os.environ.get("KOHAI_SHUTDOWN_GRACE_S", DEFAULT_SHUTDOWN_GRACE_S))

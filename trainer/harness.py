@@ -309,6 +309,7 @@ def run_once(
     host: str = "",
     should_stop: StopRule | None = None,
     sandboxed: bool = True,
+    on_phase: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Train `repo_dir` once for `seed`, then (sealed) evaluate it with the base's evaluator.
 
@@ -320,8 +321,10 @@ def run_once(
     the run as "stopped-early" (not evaluated: the gate counts it as not better).
     `sandboxed` runs training and the evaluator's model side in the job
     sandbox (`trainer.sandbox`); False only for a host started
-    `--unsandboxed`, and the result then says so.
+    `--unsandboxed`, and the result then says so. `on_phase` hears each step as
+    it starts: "data", "training", "evaluating" (for progress displays).
     """
+    phase = on_phase or (lambda _name: None)
     gpus = list(gpus or [])
     budget = float(budget_s if budget_s is not None else problem.budget_s)
     sealed = problem.evaluation is not None
@@ -353,6 +356,7 @@ def run_once(
         )
     if problem.data_command is not None and base_dir is not None:
         data_dir = Path(data_dir) if data_dir is not None else layout.run_dir / "data"
+        phase("data")
         failure = prepare_data(problem, base_dir, data_dir, layout.log_path, sandboxed=sandboxed)
         if failure:
             return _finish(result, "crash", failure, layout, [])
@@ -394,6 +398,7 @@ def run_once(
         note = "# UNSANDBOXED (host started --unsandboxed): this run sees the host"
     with layout.log_path.open("a", encoding="utf-8") as log:
         log.write(note + "\n")
+    phase("training")
     if sealed:  # SIGTERM at the budget to save the artefact, SIGKILL after the grace
         term_at, kill_grace = budget, problem.grace_s
     else:  # the script evaluates itself after its budget: the grace is for that
@@ -494,6 +499,7 @@ def run_once(
             done.tail,
         )
     assert base_dir is not None and problem.evaluation is not None
+    phase("evaluating")
     status, metric, values, reason, eval_s = evaluate(
         problem,
         base_dir,

@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar, get
+from litestar import Litestar, Response, get
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from bot.engine.inbox import inbox_counts
 from bot.outbox.worker import failed_writes
+from bot.problem import CONFIG_FILE, ProblemError, loads_problem
 from webhooks import hosts
 from webhooks.bodies import EXCEPTION_HANDLERS
 from webhooks.context import BotContext
@@ -28,7 +29,43 @@ def _count(ctx: BotContext, sql: str) -> dict[str, int]:
     return {r["k"]: r["n"] for r in ctx.store.query(sql)}
 
 
+def stopped_labs(ctx: BotContext) -> list[str]:
+    """Labs stopped by a mistake someone must fix: an installed repository whose kohai.toml
+    on its default branch does not parse (it runs nothing until a valid file lands)."""
+    stopped = []
+    for row in ctx.store.query(
+        "SELECT full_name, default_branch, problem_toml FROM repos "
+        "WHERE active = 1 AND problem_toml IS NOT NULL ORDER BY full_name"
+    ):
+        try:
+            loads_problem(row["problem_toml"])
+        except ProblemError as exc:
+            stopped.append(
+                f"lab {row['full_name']} is stopped: {CONFIG_FILE} on "
+                f"{row['default_branch']} is invalid: {exc}"
+            )
+    return stopped
+
+
+# A worker that has not finished a pass for this long is stuck (an advisor pass may
+# legitimately take minutes; `alive` in the report is the short, informative view).
+WORKER_STALL_S = 600.0
+
+
+def stalled_workers(ctx: BotContext, t: float) -> list[str]:
+    """Workers that have not finished a pass in WORKER_STALL_S (counting from start-up)."""
+    started = ctx.extra.get("started_at")
+    lines = []
+    for worker in ctx.workers:
+        name = worker.__name__.removesuffix("_worker")
+        since = ctx.heartbeats.get(name, started)
+        if since is not None and t - since > WORKER_STALL_S:
+            lines.append(f"worker {name} has not finished a pass for {t - since:.0f}s")
+    return lines
+
+
 def health(ctx: BotContext) -> dict[str, Any]:
+    """Readiness: `ok` and the `reasons` it is not, with queue depths and workers either way."""
     t = time.time()
     expected = [w.__name__.removesuffix("_worker") for w in ctx.workers]
     workers = {}
@@ -42,7 +79,13 @@ def health(ctx: BotContext) -> dict[str, Any]:
         {"id": e.id, "op": e.op, "repo": e.repo, "last_error": e.last_error}
         for e in failed_writes(ctx.store, limit=10)
     ]
-    ok = not ctx.startup_errors and all(w["alive"] for w in workers.values())
+    labs_stopped = stopped_labs(ctx)
+    reasons = [
+        *ctx.startup_errors,
+        *stalled_workers(ctx, t),
+        *labs_stopped,
+    ]
+    ok = not reasons
     advisor = (
         ctx.store.one(
             "SELECT COUNT(*) AS calls, COALESCE(SUM(error IS NOT NULL), 0) AS failed, "
@@ -66,7 +109,9 @@ def health(ctx: BotContext) -> dict[str, Any]:
     ]
     return {
         "ok": ok,
+        "reasons": reasons,
         "errors": list(ctx.startup_errors),
+        "labs_stopped": labs_stopped,
         "app_slug": ctx.extra.get("app_slug"),  # from GitHub's GET /app, once it answered
         "advisor_last_hour": advisor,
         "baselines_unmeasurable": baselines,
@@ -81,9 +126,19 @@ def health(ctx: BotContext) -> dict[str, Any]:
     }
 
 
-@get("/healthz", summary="Queue depths and worker liveness")
-async def healthz(state: State) -> dict[str, Any]:
-    return health(state.kohai)
+@get(
+    "/healthz",
+    summary="Readiness: 200 when everything works, 503 with the reasons",
+    description="Queue depths, failed writes and worker liveness either way.",
+)
+async def healthz(state: State) -> Response[dict[str, Any]]:
+    report = health(state.kohai)
+    return Response(report, status_code=200 if report["ok"] else 503)
+
+
+@get("/livez", summary="Liveness: 200 while the process serves")
+async def livez() -> dict[str, bool]:
+    return {"ok": True}
 
 
 def _dashboard_routes() -> list[Any]:
@@ -116,6 +171,7 @@ def create_app(ctx: BotContext, *, run_workers: bool = True) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        ctx.extra.setdefault("started_at", time.time())
         tasks = [
             asyncio.create_task(job(ctx), name=job.__name__) for job in [*ctx.workers, *ctx.startup]
         ]
@@ -136,7 +192,7 @@ def create_app(ctx: BotContext, *, run_workers: bool = True) -> Litestar:
         "dashboard_access": _dashboard_access(ctx),
     }
     return Litestar(
-        route_handlers=[github_webhook, healthz, *hosts.ROUTES, *_dashboard_routes()],
+        route_handlers=[github_webhook, healthz, livez, *hosts.ROUTES, *_dashboard_routes()],
         state=State(state),
         lifespan=[lifespan] if run_workers else [],
         openapi_config=OpenAPIConfig(title="kohai", version="0.1.0", path="/schema"),

@@ -12,7 +12,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from litestar import Request, Response, post
+from litestar import Request, Response, get, post
 from litestar.datastructures import State
 
 from bot import records
@@ -338,4 +338,16 @@ async def job_push(
     return Response({"status": "pushed", "branch": branch, "sha": sha}, status_code=200)
 
 
-ROUTES = [lease, job_events, job_complete, job_release, job_push]
+@get("/api/hosts/{name:str}/whoami", summary="Check a host token without leasing anything")
+async def whoami(name: str, request: Request, state: State) -> Response[Any]:
+    """200 when the token is this student's; 401/403 otherwise. `kohai host run` asks at start,
+    so a wrong URL or token is one line then, not a retry loop later."""
+    student = _student_for_token(state.kohai, _bearer(request))
+    if student is None:
+        return _error(401, "missing or invalid host token")
+    if student != name:
+        return _error(403, f"this token belongs to student {student}, not {name}")
+    return Response({"student": student}, status_code=200)
+
+
+ROUTES = [lease, job_events, job_complete, job_release, job_push, whoami]

@@ -115,6 +115,7 @@ class ChaosLab:
             "KOHAI_ADVISOR": "off",  # reviews run; only the humans' issues open experiments
             "KOHAI_CHAOS_LEASE_S": str(self.lease_s),
             "KOHAI_CHAOS_PORT": str(self.port),
+            "KOHAI_BOT_WAIT_S": "600",  # a host started while the bot is killed waits for it
             "WANDB_MODE": "disabled",
             "KOHAI_WANDB": "disabled",
         }
@@ -136,7 +137,7 @@ class ChaosLab:
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
-                if httpx.get(f"{self.bot_url}/healthz", timeout=2).status_code == 200:
+                if httpx.get(f"{self.bot_url}/livez", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

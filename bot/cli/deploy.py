@@ -3,7 +3,7 @@
 Applying a fleet needs host tokens registered in the store of the bot that
 will check them, and that bot runs in the cluster with its SQLite file on a
 volume there. So the students are registered inside the bot's pod (through
-`kubectl exec`, with `bot.cli.hosts.register_student`), and their tokens go
+`kubectl exec`, with `bot.engine.jobs.register_student`), and their tokens go
 straight from that pod's output into Kubernetes Secrets, over stdin: they are
 never printed, written to disk or put on a command line.
 """
@@ -26,7 +26,7 @@ KUBECTL_TIMEOUT_S = 600.0
 # Run by the bot's own Python inside its pod: registers students, prints {name: token}.
 REGISTER_SCRIPT = """\
 import json, os, sys
-from bot.cli.hosts import register_student
+from bot.engine.jobs import register_student
 from bot.store import Store
 wanted = json.load(sys.stdin)
 store = Store(os.environ.get("KOHAI_DB", "kohai.db"))

@@ -27,23 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from bot import queries
+from bot.cli.common import CliError, open_store
 from bot.engine import labs
 from bot.problem import CONFIG_FILE, Problem, ProblemError, load_problem
 from bot.render import numbers
 from bot.store import Store
 
 EXTRA_COLUMNS = ["student", "seeds", "duration_s", "cost_usd", "pr", "parent", "trust"]
-
-
-class CliError(Exception):
-    """A one-line reason to exit 1."""
-
-
-def open_store() -> Store:
-    path = Path(os.environ.get("KOHAI_DB", "kohai.db"))
-    if not path.is_file():
-        raise CliError(f"no kohai database at {path} (set KOHAI_DB to the bot's database file)")
-    return Store(path)
 
 
 def resolve_problem() -> Problem:
@@ -145,14 +135,25 @@ def render_history(rows: list[queries.HistoryRow], problem: Problem, fmt: str) -
 
 
 def format_table(headers: list[str], rows: list[list[Any]]) -> str:
-    """A plain aligned text table, for terminals."""
-    cells = [[_text(h) for h in headers]] + [[_text(c) or "-" for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    """An aligned text table drawn by rich: the header, a rule, one line per row (never wrapped).
+
+    Returned as text so that every caller (status, history, the demo's
+    leaderboard) prints it where it prints the rest of its output.
+    """
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    # Text, never markup: a title like "[red]x" or "[/]" is shown as written.
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for header in headers:
+        table.add_column(Text(header))
+    for row in rows:
+        table.add_row(*[Text(_text(c) or "-") for c in row])
+    out = io.StringIO()
+    Console(file=out, width=100_000, color_system=None, highlight=False).print(table)
+    return "\n".join(line.rstrip() for line in out.getvalue().splitlines())
 
 
 def export_format(path: Path) -> str:

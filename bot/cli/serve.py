@@ -80,6 +80,32 @@ def advisor_checkouts(ctx: Any) -> Any:
 
 CATCH_UP_EVERY_S = 180.0
 RECHECK_EVERY_S = 30.0
+# A failed catch-up is asked again after 5, 10, 20, 40, then every 60 s (or when GitHub's
+# Retry-After says): a missed `/rerun` is handled within a minute of GitHub allowing it.
+CATCH_UP_RETRY_START_S = 5.0
+CATCH_UP_RETRY_CAP_S = 60.0
+
+
+def catch_up_retry_s(failures: int, retry_after: float | None) -> float:
+    """Seconds until catch-up is tried again after its `failures`-th failure in a row.
+
+    Exponential backoff capped at a minute; when GitHub named the time
+    (`Retry-After` on a rate limit), exactly that: sooner would be refused
+    again, later would leave a missed command waiting.
+    """
+    if retry_after is not None:
+        return max(0.0, float(retry_after))
+    return min(CATCH_UP_RETRY_CAP_S, CATCH_UP_RETRY_START_S * 2 ** max(0, failures - 1))
+
+
+def catch_up_due(state: dict[str, float], now: float, every_s: float) -> bool:
+    """Is catch-up due: the first pass, a retry whose time came, or the periodic pass."""
+    if not state.get("caught_up"):
+        return True
+    retry_at = state.get("retry_at")
+    if retry_at:
+        return now >= retry_at
+    return now - state["caught_up"] >= every_s
 
 
 def _set_problems(ctx: Any, owner: str, problems: list[str]) -> None:
@@ -106,7 +132,7 @@ async def github_pass(ctx: Any) -> None:
         state["checked"] = t
         await check_github(ctx)
     every = float(ctx.extra.get("catch_up_every_s", CATCH_UP_EVERY_S))
-    if ctx.settings.catch_up and (not state["caught_up"] or t - state["caught_up"] >= every):
+    if ctx.settings.catch_up and catch_up_due(state, t, every):
         state["caught_up"] = t
         await catch_up_once(ctx)
 
@@ -117,7 +143,12 @@ async def check_github(ctx: Any) -> None:
 
     settings = ctx.settings
     try:
-        report = await preflight(settings.app_id, settings.private_key, settings.github_api_url)
+        report = await preflight(
+            settings.app_id,
+            settings.private_key,
+            settings.github_api_url,
+            key_source=settings.private_key_source,
+        )
     except Exception as exc:  # noqa: BLE001 - the check itself must never stop the bot
         _set_problems(ctx, "preflight", [f"GitHub preflight failed: {exc}"])
         return
@@ -151,17 +182,31 @@ async def catch_up_once(ctx: Any) -> list[str]:
     since = float(mark["value"]) if mark else (last or {}).get("t")
     known = {r["delivery_id"] for r in store.query("SELECT delivery_id FROM inbox")}
     refused: list[str] = []
+    waits: list[float] = []
     try:
-        asked = await catch_up(ctx.github, since, known_delivery_ids=known, refused=refused)
+        asked = await catch_up(
+            ctx.github, since, known_delivery_ids=known, refused=refused, waits=waits
+        )
     except Exception as exc:  # noqa: BLE001 - catch-up is best effort; start-up goes on
-        _set_problems(ctx, "catch-up", [f"catch-up of missed deliveries failed: {exc}"])
-        log.warning("catch-up failed: %s", exc)
+        delay = _catch_up_failed(ctx, getattr(exc, "retry_after", None))
+        _set_problems(
+            ctx,
+            "catch-up",
+            [f"catch-up of missed deliveries failed: {exc}; retrying in {delay:.0f}s"],
+        )
+        log.warning("catch-up failed: %s; retrying in %.0fs", exc, delay)
         return []
     if refused:
+        delay = _catch_up_failed(ctx, max(waits) if waits else None)
         _set_problems(
-            ctx, "catch-up", [f"GitHub refused to redeliver {len(refused)} delivery(ies); retrying"]
+            ctx,
+            "catch-up",
+            [f"GitHub refused to redeliver {len(refused)} delivery(ies); retrying in {delay:.0f}s"],
         )
     else:
+        state = ctx.extra.setdefault("github_pass", {"checked": 0.0, "caught_up": 0.0})
+        state.pop("retry_at", None)
+        state["failures"] = 0
         _set_problems(ctx, "catch-up", [])
         # Everything up to the newest stored delivery is in: the next pass starts there.
         if last and last.get("t"):
@@ -176,15 +221,57 @@ async def catch_up_once(ctx: Any) -> list[str]:
     return asked
 
 
-def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=os.environ.get("KOHAI_LOG", "INFO"), format="%(asctime)s %(name)s %(message)s"
+def _catch_up_failed(ctx: Any, retry_after: float | None) -> float:
+    """Count a failed catch-up and schedule its retry; returns the seconds until then."""
+    state = ctx.extra.setdefault("github_pass", {"checked": 0.0, "caught_up": 0.0})
+    state["failures"] = int(state.get("failures", 0)) + 1
+    delay = catch_up_retry_s(state["failures"], retry_after)
+    state["retry_at"] = time.time() + delay
+    return delay
+
+
+def startup_refusals(settings: Settings) -> list[str]:
+    """Why `kohai serve` should not start: GitHub rejects the App or cannot be reached.
+
+    A rate limit is not a refusal (it passes by itself); every line names
+    the setting to change.
+    """
+    import asyncio
+
+    from bot.github.preflight import preflight
+
+    report = asyncio.run(
+        preflight(
+            settings.app_id,
+            settings.private_key,
+            settings.github_api_url,
+            key_source=settings.private_key_source,
+        )
     )
+    return report.refusals
+
+
+def main(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
         print(f"kohai serve: {exc}", file=sys.stderr)
         return 2
+    # Checked before logging is set up: a refusal is its own lines, not a request log.
+    if not getattr(args, "wait_for_github", False):
+        refusals = startup_refusals(settings)
+        for line in refusals:
+            print(f"kohai serve: {line}", file=sys.stderr)
+        if refusals:
+            print(
+                "kohai serve: not starting; fix the setting above, or start with "
+                "--wait-for-github to serve anyway (/healthz answers 503 until GitHub accepts)",
+                file=sys.stderr,
+            )
+            return 1
+    logging.basicConfig(
+        level=os.environ.get("KOHAI_LOG", "INFO"), format="%(asctime)s %(name)s %(message)s"
+    )
     import uvicorn
 
     from webhooks.app import create_app

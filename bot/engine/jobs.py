@@ -153,9 +153,24 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def new_host_token() -> str:
+    """A fresh host token; the bot keeps only its hash."""
+    return "kohai_h_" + secrets.token_urlsafe(24)
+
+
+def rotate_student_token(store: Any, name: str) -> str | None:
+    """A new token for an existing student (the old one stops working now); None if unknown."""
+    token = new_host_token()
+    with store.transaction():
+        if not store.one("SELECT name FROM students WHERE name = ?", (name,)):
+            return None
+        store.update("students", name, {"token_hash": hash_token(token)})
+    return token
+
+
 def register_student(store: Any, name: str, gpus: int = 0) -> str:
     """Create or re-key a student; return its host token (shown once, stored hashed)."""
-    token = "kohai_h_" + secrets.token_urlsafe(24)
+    token = new_host_token()
     with store.transaction():
         existing = store.one("SELECT name FROM students WHERE name = ?", (name,))
         if existing:

@@ -78,11 +78,13 @@ async def catch_up(
     known_delivery_ids: set[str] | Callable[[str], bool],
     max_pages: int = 5,
     refused: list[str] | None = None,
+    waits: list[float] | None = None,
 ) -> list[str]:
     """Ask GitHub to redeliver what failed since `since`; returns the guids asked for.
 
     A delivery GitHub refuses to redeliver now (rate limit, gone) is logged,
-    added to `refused`, and skipped: the next pass asks again.
+    added to `refused`, and skipped: the next pass asks again. Where GitHub
+    said how long to wait (`Retry-After`), that goes to `waits`.
     """
     known = (
         known_delivery_ids.__contains__
@@ -100,6 +102,8 @@ async def catch_up(
             )
             if refused is not None:
                 refused.append(str(delivery.get("guid")))
+            if waits is not None and exc.retry_after is not None:
+                waits.append(exc.retry_after)
             continue
         asked.append(str(delivery["guid"]))
     if asked:

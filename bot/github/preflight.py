@@ -30,6 +30,8 @@ class Check:
     ok: bool
     message: str
     fatal: bool = True
+    # GitHub asked us to wait (a rate limit): the check passes later by itself.
+    transient: bool = False
 
 
 @dataclass
@@ -43,6 +45,11 @@ class PreflightReport:
     @property
     def errors(self) -> list[str]:
         return [c.message for c in self.checks if not c.ok and c.fatal]
+
+    @property
+    def refusals(self) -> list[str]:
+        """What stops `kohai serve` at start-up: fatal failures that waiting will not fix."""
+        return [c.message for c in self.checks if not c.ok and c.fatal and not c.transient]
 
     @property
     def warnings(self) -> list[str]:
@@ -59,18 +66,15 @@ class PreflightReport:
         }
 
 
-def check_private_key(private_key_pem: str) -> Check:
+def check_private_key(private_key_pem: str, source: str = "KOHAI_GITHUB_PRIVATE_KEY") -> Check:
+    """Is the key an RSA private key; `source` is the setting it came from, named on failure."""
     try:
         key = load_pem_private_key(private_key_pem.encode(), password=None)
     except (ValueError, TypeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return Check(
-            "private key", False, f"KOHAI_GITHUB_PRIVATE_KEY is not a PEM private key ({reason})"
-        )
+        return Check("private key", False, f"{source} is not a PEM private key ({reason})")
     if not isinstance(key, RSAPrivateKey):
-        return Check(
-            "private key", False, "KOHAI_GITHUB_PRIVATE_KEY is not an RSA key, as GitHub Apps use"
-        )
+        return Check("private key", False, f"{source} is not an RSA key, as GitHub Apps use")
     return Check("private key", True, f"RSA private key, {key.key_size} bits")
 
 
@@ -106,7 +110,12 @@ def check_permissions(app: dict[str, object]) -> Check:
 
 
 async def preflight(
-    app_id: int, private_key_pem: str, api_url: str, *, timeout: float = 10
+    app_id: int,
+    private_key_pem: str,
+    api_url: str,
+    *,
+    timeout: float = 10,
+    key_source: str = "KOHAI_GITHUB_PRIVATE_KEY",
 ) -> PreflightReport:
     """Check the key, then `GET /app` as the App; every failure is one line naming its cause.
 
@@ -116,7 +125,7 @@ async def preflight(
     """
     report = PreflightReport()
     base = api_url.rstrip("/")
-    key_check = check_private_key(private_key_pem)
+    key_check = check_private_key(private_key_pem, key_source)
     report.checks.append(key_check)
     github = GitHubApp(
         app_id,
@@ -140,7 +149,10 @@ async def preflight(
                 report.checks.append(_reach_check(base, exc.message))
                 return report
             report.checks.append(_reach_check(base, None))
-            report.checks.append(Check("App credentials", False, _refusal(app_id, base, exc)))
+            limited = exc.status in (403, 429) and exc.retryable
+            report.checks.append(
+                Check("App credentials", False, _refusal(app_id, base, exc), transient=limited)
+            )
             return report
     finally:
         await github.aclose()

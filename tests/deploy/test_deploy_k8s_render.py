@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from bot import deploy
+from bot.gpus import parse_gpus
 
 Validate = Callable[[dict[str, Any]], Any]
 STUDENTS = ["fern", "frieren", "himmel"]
@@ -59,9 +60,12 @@ def test_bot_probes_health_and_the_service_reaches_it(k8s_model: Validate) -> No
     service = k8s_model(_by_name(fleet, "Service", deploy.BOT_NAME))
     (container,) = bot.spec.template.spec.containers
 
+    assert container.readiness_probe.http_get.path == "/healthz"  # 503 while anything is wrong
+    assert container.liveness_probe.http_get.path == "/livez"  # 200 while the process serves
     for probe in (container.liveness_probe, container.readiness_probe):
-        assert probe.http_get.path == "/healthz"
         assert probe.http_get.port == 8000
+    # The single bot stays reachable to hosts while not ready (GitHub down: 503).
+    assert service.spec.publish_not_ready_addresses is True
     assert service.spec.selector == bot.spec.template.metadata.labels
     assert service.spec.selector == bot.spec.selector.match_labels
     (port,) = service.spec.ports
@@ -107,7 +111,7 @@ def test_students_request_their_gpus_and_read_their_own_token(
         assert args[args.index("--name") + 1] == name
         assert args[args.index("--bot-url") + 1] == "http://kohai-bot:8000"
         assert "--token" not in args and "KOHAI_HOST_TOKEN" not in " ".join(args)
-        assert args[args.index("--gpus") + 1] == ",".join(str(i) for i in range(gpus))
+        assert parse_gpus(args[args.index("--gpus") + 1]) == list(range(gpus))
         assert student.spec.strategy.type == "Recreate"
         assert student.spec.template.spec.termination_grace_period_seconds >= 60
 

@@ -40,9 +40,9 @@ def test_init_then_train_gives_a_finite_val_bpb(tmp_path: Path, capsys) -> None:
     assert clean.stdout == "", "run artefacts must be ignored by git"
 
 
-def test_init_refuses_a_non_empty_directory(tmp_path: Path, capsys) -> None:
+def test_init_example_refuses_a_non_empty_directory(tmp_path: Path, capsys) -> None:
     (tmp_path / "keep.txt").write_text("mine")
-    assert main(["init", str(tmp_path)]) == 2
+    assert main(["init", "--example", "charlm", str(tmp_path)]) == 2
     assert "not empty" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
 

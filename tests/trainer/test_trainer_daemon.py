@@ -218,7 +218,7 @@ def live_processes_under(root: Path) -> list[int]:
 
 def test_students_from_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
     args = argparse.Namespace(
-        name=None, token=None, gpus="", student=["fern:0,1:t1", "frieren:2:t2", "himmel::t3"]
+        name=None, token=None, gpus="", student=["fern:0,1:t1", "frieren:2,:t2", "himmel::t3"]
     )
     students = parse_students(args)
     assert [(s.name, s.gpus, s.token) for s in students] == [
@@ -226,14 +226,16 @@ def test_students_from_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None
         ("frieren", [2], "t2"),
         ("himmel", [], "t3"),
     ]
-    single = parse_students(argparse.Namespace(name="fern", token="t", gpus="3", student=[]))
+    single = parse_students(argparse.Namespace(name="fern", token="t", gpus="3,", student=[]))
     assert [(s.name, s.gpus) for s in single] == [("fern", [3])]
+    counted = parse_students(argparse.Namespace(name="fern", token="t", gpus="2", student=[]))
+    assert [(s.name, s.gpus) for s in counted] == [("fern", [0, 1])]  # a bare number: a count
     monkeypatch.setenv("KOHAI_HOST_TOKEN", "from-env")
     env_token = parse_students(argparse.Namespace(name="fern", token=None, gpus="", student=[]))
     assert [(s.name, s.token) for s in env_token] == [("fern", "from-env")]
     with pytest.raises(ValueError, match="GPU 1"):
         parse_students(
-            argparse.Namespace(name=None, token=None, gpus="", student=["a:1:t", "b:1:u"])
+            argparse.Namespace(name=None, token=None, gpus="", student=["a:1,:t", "b:1,:u"])
         )
     with pytest.raises(ValueError):
         parse_students(argparse.Namespace(name=None, token=None, gpus="", student=[]))

@@ -136,6 +136,9 @@ class FakeBot:
             def do_POST(self) -> None:  # http.server's naming
                 bot.handle(self)
 
+            def do_GET(self) -> None:  # the host's start-up check: /livez, then its token
+                bot.handle_check(self)
+
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
@@ -181,6 +184,17 @@ class FakeBot:
         h.send_header("Content-Length", str(len(data)))
         h.end_headers()
         h.wfile.write(data)
+
+    def handle_check(self, h: BaseHTTPRequestHandler) -> None:
+        """What `kohai host run` asks before leasing: is the bot there, is the token good."""
+        path = urlparse(h.path).path
+        if path == "/livez":
+            return self._reply(h, 200, {"ok": True})
+        if path.startswith("/api/hosts/") and path.endswith("/whoami"):
+            if h.headers.get("Authorization") != f"Bearer {self.token}":
+                return self._reply(h, 401, {"error": "missing or invalid host token"})
+            return self._reply(h, 200, {"student": path.split("/")[3]})
+        return self._reply(h, 404, {"detail": "no such route"})
 
     def handle(self, h: BaseHTTPRequestHandler) -> None:
         url = urlparse(h.path)

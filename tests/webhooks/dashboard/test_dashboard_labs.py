@@ -234,8 +234,9 @@ def test_hosts_add_limits_a_student_to_some_labs(
     from bot.cli import main
 
     monkeypatch.setenv("KOHAI_DB", str(tmp_path / "kohai.db"))
-    assert main(["hosts", "add", "fern", "--labs", "lab/vision,lab/charlm:default"]) == 0
-    assert "serves lab/vision, lab/charlm:default" in capsys.readouterr().out
+    add = ["hosts", "add", "fern", "--labs", "lab/vision,lab/charlm:default", "--create"]
+    assert main(add) == 0
+    assert "serves lab/vision, lab/charlm:default" in capsys.readouterr().err
     assert main(["hosts", "add", "stark"]) == 0
     assert main(["hosts", "add", "himmel", "--labs", "lab/x;rm -rf /"]) == 2
     assert "not owner/repo" in capsys.readouterr().err
