@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from bot.protocol import RunResult
     from bot.records import R
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Each entry upgrades the schema from version i to i + 1. Never edit a released
 # step; append a new one.
@@ -220,6 +220,11 @@ MIGRATIONS: list[str | Callable[[sqlite_utils.Database], None]] = [
     # `[tracks.<name>]` has its own base branch, base, program and baseline
     # state here. Experiments, jobs and runs name the track they belong to.
     lambda db: _add_tracks(db),
+    """
+    -- The outbox recalls what it wrote by marker and by kind (bot/outbox/recall.py).
+    CREATE INDEX outbox_marker ON outbox(repo, marker) WHERE marker IS NOT NULL;
+    CREATE INDEX outbox_op ON outbox(repo, op, state);
+    """,
 ]
 
 
