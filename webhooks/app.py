@@ -14,7 +14,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from bot.engine.inbox import inbox_counts
-from bot.outbox.worker import failed_writes
+from bot.outbox.worker import budget_status, failed_writes
 from webhooks import hosts
 from webhooks.context import BotContext
 from webhooks.github_hook import github_webhook
@@ -71,6 +71,8 @@ def health(ctx: BotContext) -> dict[str, Any]:
         "inbox": inbox_counts(ctx.store),
         "outbox": outbox,
         "failed_writes": failed,
+        # Each installation's GitHub budget as last stated, and the writes waiting for it.
+        "github_budget": budget_status(ctx.github, ctx.store, t),
         "jobs": jobs,
         "workers": workers,
     }

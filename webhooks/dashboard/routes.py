@@ -25,6 +25,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from bot import queries
 from bot.engine import labs
+from bot.outbox.worker import budget_status
 from bot.problem import Problem
 from bot.store import Store
 from webhooks.dashboard.pages import (
@@ -67,10 +68,19 @@ def dashboard_index(state: State) -> str:
     """The lab list; with one lab (or none yet), that lab's page below it."""
     store = _store(state)
     rows = labs.lab_rows(store)
+    budgets = _budgets(state, store)
     if len(rows) > 1:
-        return render_labs(store, rows)
+        return render_labs(store, rows, budgets)
     repo_id = rows[0].repo_id if rows else None
-    return render_index(store, _problem(state, repo_id), _html_base(state), repo_id, lab_list=rows)
+    problem = _problem(state, repo_id)
+    return render_index(store, problem, _html_base(state), repo_id, lab_list=rows, budgets=budgets)
+
+
+def _budgets(state: State, store: Store) -> list[dict[str, Any]] | None:
+    """The installations' GitHub budgets, when the bot's context is there (not in previews)."""
+    ctx = state.get("kohai")
+    github = getattr(ctx, "github", None)
+    return budget_status(github, store) if github is not None else None
 
 
 def _lab_id(state: State, owner: str, repo: str, track: str | None = None) -> int:
