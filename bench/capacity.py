@@ -20,8 +20,10 @@ and its latency is the bot's own; the long-poll wake-up path is measured by
 `bench/dispatch.py`. After a warm-up the bench measures for `--measure-s`
 seconds and prints, per configuration: lease latency p50/p99, heartbeat p99,
 webhook ack p99 against the bare endpoint, the bot's CPU seconds per
-host-hour, its resident memory, and its SQLite write transactions per second
-(one per lease, heartbeat, completion and stored delivery).
+host-hour and its share of a core, its resident memory, the requests per
+second it answered (each lease, completion and stored delivery is one SQLite
+write transaction; heartbeats are written together once a second), and the
+load generator's own share of a core.
 
 Goals (2-core machine): 1,000 hosts and 100 labs with lease p99 < 500 ms,
 heartbeat p99 < 200 ms, webhook ack p99 within 1.5x the bare endpoint,
@@ -138,6 +140,69 @@ def _proc_stats(pid: int) -> tuple[float, float]:
 # -- the load ---------------------------------------------------------------------------
 
 
+class Conn:
+    """One keep-alive HTTP/1.1 connection, as a host holds one to the bot.
+
+    A few lines over asyncio streams instead of a general client: with a
+    thousand hosts in one process, a general client's per-request overhead
+    would be what the bench measures, not the bot.
+    """
+
+    def __init__(self, url: str) -> None:
+        parts = httpx.URL(url)
+        self.host, self.port = parts.host, parts.port or 80
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        for attempt in (1, 2):  # a keep-alive connection the server closed: reconnect once
+            try:
+                if self.writer is None:
+                    self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+                assert self.reader is not None
+                head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+                head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+                head.append(f"Content-Length: {len(body)}")
+                self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+                await self.writer.drain()
+                status_line = await self.reader.readline()
+                if not status_line:
+                    raise ConnectionResetError("closed")
+                status = int(status_line.split()[1])
+                length, chunked = 0, False
+                while True:
+                    line = await self.reader.readline()
+                    if line in (b"\r\n", b""):
+                        break
+                    name, _, value = line.decode().partition(":")
+                    if name.lower() == "content-length":
+                        length = int(value)
+                    elif name.lower() == "transfer-encoding" and "chunked" in value:
+                        chunked = True
+                if chunked:
+                    data = b""
+                    while True:
+                        size = int((await self.reader.readline()).strip() or b"0", 16)
+                        chunk = await self.reader.readexactly(size + 2)
+                        if size == 0:
+                            break
+                        data += chunk[:-2]
+                    return status, data
+                return status, await self.reader.readexactly(length) if length else b""
+            except (ConnectionError, asyncio.IncompleteReadError, OSError):
+                self.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
 @dataclass
 class Figures:
     leases: list[float] = field(default_factory=list)
@@ -154,7 +219,6 @@ class Figures:
 
 
 async def host(
-    client: httpx.AsyncClient,
     url: str,
     name: str,
     token: str,
@@ -163,39 +227,35 @@ async def host(
     stop: asyncio.Event,
 ) -> None:
     """One simulated host: lease, heartbeats while 'training', complete, again."""
-    auth = {"Authorization": f"Bearer {token}"}
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    conn = Conn(url)
     await asyncio.sleep(random.random() * args.heartbeat_s)  # hosts do not start in step
     while not stop.is_set():
         start = time.perf_counter()
         try:
-            answer = await client.post(
-                f"{url}/api/hosts/{name}/lease", params={"wait": 20}, headers=auth
-            )
-        except httpx.HTTPError as exc:
+            status, raw = await conn.request("POST", f"/api/hosts/{name}/lease?wait=20", b"", auth)
+        except OSError as exc:
             figures.errors.append(f"lease: {type(exc).__name__}")
             await asyncio.sleep(1)
             continue
-        if answer.status_code != 200:
-            if answer.status_code != 204:
-                figures.errors.append(f"lease: {answer.status_code}")
+        if status != 200:
+            if status != 204:
+                figures.errors.append(f"lease: {status}")
                 await asyncio.sleep(1)
             continue
         figures.keep(figures.leases, time.perf_counter() - start)
-        job = answer.json()
+        job = json.loads(raw)
         lease_id = job.get("lease_id", "")
         ends = time.monotonic() + args.job_s * random.uniform(0.8, 1.2)
         while time.monotonic() < ends and not stop.is_set():
             await asyncio.sleep(min(args.heartbeat_s, max(0.0, ends - time.monotonic())))
             start = time.perf_counter()
             try:
-                beat = await client.post(
-                    f"{url}/api/jobs/{job['id']}/events",
-                    json={"kind": "heartbeat", "lease_id": lease_id},
-                    headers=auth,
-                )
-                if beat.status_code != 200:
-                    figures.errors.append(f"heartbeat: {beat.status_code}")
-            except httpx.HTTPError as exc:
+                event = json.dumps({"kind": "heartbeat", "lease_id": lease_id}).encode()
+                status, _ = await conn.request("POST", f"/api/jobs/{job['id']}/events", event, auth)
+                if status != 200:
+                    figures.errors.append(f"heartbeat: {status}")
+            except OSError as exc:
                 figures.errors.append(f"heartbeat: {type(exc).__name__}")
                 continue
             figures.keep(figures.heartbeats, time.perf_counter() - start)
@@ -210,18 +270,17 @@ async def host(
         }
         start = time.perf_counter()
         try:
-            done = await client.post(
-                f"{url}/api/jobs/{job['id']}/complete", json=result, headers=auth
+            status, _ = await conn.request(
+                "POST", f"/api/jobs/{job['id']}/complete", json.dumps(result).encode(), auth
             )
-            if done.status_code != 200:
-                figures.errors.append(f"complete: {done.status_code}")
-        except httpx.HTTPError as exc:
+            if status != 200:
+                figures.errors.append(f"complete: {status}")
+        except OSError as exc:
             figures.errors.append(f"complete: {type(exc).__name__}")
         figures.keep(figures.completions, time.perf_counter() - start)
 
 
 async def webhooks(
-    client: httpx.AsyncClient,
     urls: tuple[str, str],
     rate: float,
     secret: str,
@@ -238,6 +297,7 @@ async def webhooks(
         }
     ).encode()
     signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    conns = (Conn(urls[0]), Conn(urls[1]))
     i = 0
     while not stop.is_set():
         await asyncio.sleep(1.0 / rate)
@@ -251,14 +311,14 @@ async def webhooks(
         }
         start = time.perf_counter()
         try:
-            answer = await client.post(
-                f"{urls[0] if kohai else urls[1]}/webhooks/github", content=body, headers=headers
+            status, _ = await conns[0 if kohai else 1].request(
+                "POST", "/webhooks/github", body, headers
             )
-        except httpx.HTTPError as exc:
+        except OSError as exc:
             figures.errors.append(f"webhook: {type(exc).__name__}")
             continue
-        if answer.status_code not in (200, 202):
-            figures.errors.append(f"webhook: {answer.status_code}")
+        if status not in (200, 202):
+            figures.errors.append(f"webhook: {status}")
         figures.keep(
             figures.acks_kohai if kohai else figures.acks_bare, time.perf_counter() - start
         )
@@ -375,33 +435,30 @@ async def load(
     figures = Figures()
     stop = asyncio.Event()
     hosts = len(tokens)
-    limits = httpx.Limits(max_connections=hosts + 16, max_keepalive_connections=hosts + 16)
-    timeout = httpx.Timeout(60.0, pool=120.0)
-    async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
-        feeder = feed(db, repo_ids, max(8, hosts // 4), stop)
-        tasks = [
-            asyncio.create_task(host(client, bot_url, name, token, args, figures, stop))
-            for name, token in tokens.items()
-        ]
-        tasks.append(
-            asyncio.create_task(
-                webhooks(
-                    client, (bot_url, bare_url), args.webhooks_per_s, args.secret, figures, stop
-                )
-            )
+    feeder = feed(db, repo_ids, max(8, hosts // 4), stop)
+    tasks = [
+        asyncio.create_task(host(bot_url, name, token, args, figures, stop))
+        for name, token in tokens.items()
+    ]
+    tasks.append(
+        asyncio.create_task(
+            webhooks((bot_url, bare_url), args.webhooks_per_s, args.secret, figures, stop)
         )
-        await asyncio.sleep(args.warmup_s)
-        cpu0, _ = _proc_stats(bot_pid)
-        t0 = time.monotonic()
-        figures.measuring = True
-        await asyncio.sleep(args.measure_s)
-        figures.measuring = False
-        elapsed = time.monotonic() - t0
-        cpu1, rss = _proc_stats(bot_pid)
-        stop.set()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, feeder, return_exceptions=True)
+    )
+    await asyncio.sleep(args.warmup_s)
+    cpu0, _ = _proc_stats(bot_pid)
+    own0 = time.process_time()
+    t0 = time.monotonic()
+    figures.measuring = True
+    await asyncio.sleep(args.measure_s)
+    figures.measuring = False
+    elapsed = time.monotonic() - t0
+    cpu1, rss = _proc_stats(bot_pid)
+    own = time.process_time() - own0
+    stop.set()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, feeder, return_exceptions=True)
     writes = (
         len(figures.leases)
         + len(figures.heartbeats)
@@ -419,8 +476,9 @@ async def load(
         "ack_ratio": _pct(figures.acks_kohai, 0.99) / max(1e-9, _pct(figures.acks_bare, 0.99)),
         "cpu_s_per_host_hour": (cpu1 - cpu0) / (hosts * elapsed / 3600),
         "cpu_share": (cpu1 - cpu0) / elapsed,
+        "client_cpu_share": own / elapsed,
         "rss_mb": rss,
-        "writes_per_s": writes / elapsed,
+        "requests_per_s": writes / elapsed,
         "leases": len(figures.leases),
         "heartbeats": len(figures.heartbeats),
         "errors": sorted(set(figures.errors))[:5],
@@ -432,14 +490,15 @@ def report(rows: list[dict[str, Any]]) -> None:
     print(
         f"\n{'hosts':>6} {'labs':>5} {'lease p50':>10} {'lease p99':>10} {'beat p99':>9} "
         f"{'ack p99':>8} {'bare p99':>9} {'ratio':>6} {'CPU s/host-h':>13} {'CPU':>5} "
-        f"{'RSS MB':>7} {'writes/s':>9} {'errors':>7}"
+        f"{'RSS MB':>7} {'req/s':>9} {'errors':>7} {'load CPU':>9}"
     )
     for r in rows:
         print(
             f"{r['hosts']:>6} {r['labs']:>5} {r['lease_p50_ms']:>8.0f}ms {r['lease_p99_ms']:>8.0f}ms "
             f"{r['heartbeat_p99_ms']:>7.0f}ms {r['ack_p99_ms']:>6.0f}ms {r['bare_p99_ms']:>7.0f}ms "
             f"{r['ack_ratio']:>6.2f} {r['cpu_s_per_host_hour']:>13.1f} {r['cpu_share']:>4.0%} "
-            f"{r['rss_mb']:>7.0f} {r['writes_per_s']:>9.0f} {r['error_count']:>7}"
+            f"{r['rss_mb']:>7.0f} {r['requests_per_s']:>9.0f} {r['error_count']:>7} "
+            f"{r['client_cpu_share']:>8.0%}"
         )
         for error in r["errors"]:
             print(f"{'':>13}error: {error}")
