@@ -195,6 +195,16 @@ class Budget:
         return self.limit if now_epoch >= self.reset else self.remaining
 
 
+def merge_budget(known: Budget | None, seen: Budget) -> Budget:
+    """The budget after an answer: answers to concurrent requests arrive out of order, so
+    within one window the lowest `remaining` GitHub stated is the one that holds."""
+    if known is None or known.reset != seen.reset or known.resource != seen.resource:
+        return seen
+    if seen.remaining <= known.remaining:
+        return seen
+    return known
+
+
 def read_budget(headers: Mapping[str, str]) -> Budget | None:
     """The budget an answer's headers describe; None when it has none (or unreadable ones)."""
     try:
@@ -486,7 +496,8 @@ class GitHubApp:
     def _note_budget(self, installation_id: int | None, headers: Mapping[str, str]) -> None:
         budget = read_budget(headers)
         if budget is not None:
-            self._budgets[(installation_id, budget.resource)] = budget
+            key = (installation_id, budget.resource)
+            self._budgets[key] = merge_budget(self._budgets.get(key), budget)
 
     def _exhausted_wait(self, installation_id: int | None, resource: str) -> float:
         """Seconds until the budget resets when GitHub said nothing is left; else 0.
@@ -826,15 +837,20 @@ class GitHubApp:
             log.info("push token left to expire: the installation's budget is spent")
             return
         client = self._client(TokenAuthStrategy(token))
+        counted = (installation_id, "core")
+        self._in_flight[counted] += 1
         try:
             answer = await client.arequest("DELETE", "/installation/token")
         except RequestFailed as exc:  # it still expires on its own
+            self._in_flight[counted] -= 1
             if installation_id is not None:
                 self._note_budget(installation_id, exc.response.raw_response.headers)
             log.warning("could not revoke a push token: %s", exc)
         except RequestError as exc:
+            self._in_flight[counted] -= 1
             log.warning("could not revoke a push token: %s", exc)
         else:
+            self._in_flight[counted] -= 1
             if installation_id is not None:
                 self._note_budget(installation_id, answer.raw_response.headers)
 

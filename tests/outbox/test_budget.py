@@ -302,3 +302,14 @@ def test_the_dashboard_shows_each_installations_budget_and_what_waits() -> None:
     assert "120 / 5000" in html and "600 s" in html and "ahead of pace" in html
     assert "3 (remove_label ×1, sticky ×2)" in html
     assert "No answer from GitHub yet." in budget_table([], now)
+
+
+def test_answers_out_of_order_never_raise_what_is_left_within_a_window() -> None:
+    from bot.github.client import merge_budget
+
+    earlier, later = budget(10, 2000.0), budget(9, 2000.0)
+    assert merge_budget(earlier, later) == later
+    assert merge_budget(later, earlier) == later  # a slow answer to an older request
+    fresh = budget(4999, 5600.0)  # a new window: what it says holds
+    assert merge_budget(later, fresh) == fresh
+    assert merge_budget(None, earlier) == earlier
