@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from bot.protocol import RunResult
     from bot.records import R
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 # Each entry upgrades the schema from version i to i + 1. Never edit a released
 # step; append a new one.
@@ -232,6 +232,12 @@ MIGRATIONS: list[str | Callable[[sqlite_utils.Database], None]] = [
     # issue, label, action and time) is recorded with the first delivery that ran
     # it; a replay under another delivery id finds it here and does nothing.
     lambda db: _add_command_runs(db),
+    # 9: the outbox recalls what it wrote by marker and by kind (bot/outbox/recall.py).
+    """
+    -- The outbox recalls what it wrote by marker and by kind (bot/outbox/recall.py).
+    CREATE INDEX outbox_marker ON outbox(repo, marker) WHERE marker IS NOT NULL;
+    CREATE INDEX outbox_op ON outbox(repo, op, state);
+    """,
 ]
 
 

@@ -19,19 +19,16 @@ from litestar import Litestar, Request, Response, route
 from litestar.enums import HttpMethod
 
 from sandbox import channel, control_api, githttp, manifest, oauth, routes
+from sandbox.auth import Principal
 from sandbox.errors import ApiError
+from sandbox.limits import etag_of, matches
 from sandbox.paging import link_header
 from sandbox.world import World
 
 log = logging.getLogger(__name__)
 METHODS = [HttpMethod.GET, HttpMethod.POST, HttpMethod.PUT, HttpMethod.PATCH, HttpMethod.DELETE]
 MAX_BODY = 512 * 1024 * 1024
-API_HEADERS = {
-    "x-github-media-type": "github.v3; format=json",
-    "x-ratelimit-limit": "5000",
-    "x-ratelimit-remaining": "4999",
-    "x-ratelimit-resource": "core",
-}
+API_HEADERS = {"x-github-media-type": "github.v3; format=json"}
 
 
 def _json_response(status: int, content: Any, headers: dict[str, str] | None = None) -> Response:
@@ -72,18 +69,78 @@ def handle_sync(
         if path.startswith(control_api.PREFIX + "/"):
             status, content = control_api.dispatch(world, method, path, query, _decode(raw))
             return _json_response(status, content)
-        fault = world.apply_fault()
-        if fault is not None:
-            raise fault
-        status, content = routes.dispatch(
-            world, method, path, query, headers.get("authorization"), _decode(raw)
-        )
-        return _json_response(status, content, link_header(world.base_url, path, content))
+        return _api(world, method, path, query, headers, raw)
     except ApiError as exc:
         return _json_response(exc.status, exc.body(), exc.headers)
     except Exception:  # noqa: BLE001 - answer like GitHub's 500, keep serving
         log.exception("sandbox: %s %s failed", method, path)
         return _json_response(500, ApiError(500, "Server Error").body())
+
+
+def _api(
+    world: World,
+    method: str,
+    path: str,
+    query: dict[str, str],
+    headers: dict[str, str],
+    raw: bytes,
+) -> Response:
+    """One GitHub API request through the rate limits, recorded (`sandbox.limits`).
+
+    As on GitHub: the caller is authenticated first, a request past its budget
+    (or past the secondary limit, for content creation) is refused without
+    acting, a GET answers with an ETag and a matching `If-None-Match` gets a
+    304 that costs nothing, and every answer says what is left.
+    """
+    route = routes.template_for(method, path) or f"{method} (unknown)"
+    resource = "graphql" if route == "POST /graphql" else "core"
+    who, status, counted = "anonymous", 500, False
+    try:
+        principal = world.authenticate(headers.get("authorization"))
+        who = who_of(principal)
+        world.limits.admit(who, resource, method)
+        fault = world.apply_fault()
+        if fault is not None:
+            raise fault
+        try:
+            status, content = routes.dispatch(
+                world, method, path, query, None, _decode(raw), principal=principal
+            )
+        except ApiError:
+            counted = True  # a refused request still costs one
+            world.limits.count(who, resource)
+            raise
+        extra = link_header(world.base_url, path, content)
+        if method == "GET" and status == 200:
+            extra["etag"] = etag_of(content, extra.get("link", ""))
+            if matches(headers.get("if-none-match"), extra["etag"]):
+                status = 304  # not counted: GitHub's rule for an authorised conditional request
+                limit_headers = world.limits.headers(who, resource)
+                return Response(
+                    content=b"",
+                    status_code=304,
+                    headers={**API_HEADERS, **limit_headers, "etag": extra["etag"]},
+                )
+        counted = True
+        world.limits.count(who, resource)
+        extra.update(world.limits.headers(who, resource))
+        return _json_response(status, content, extra)
+    except ApiError as exc:
+        status = exc.status
+        if who != "anonymous":
+            exc.headers = {**world.limits.headers(who, resource), **exc.headers}
+        raise
+    finally:
+        world.limits.note(method, route, who, resource, status, counted)
+
+
+def who_of(principal: Principal) -> str:
+    """Whose budget a request spends: an installation's tokens share one, as on GitHub."""
+    if principal.kind == "installation":
+        return f"installation:{principal.installation_id}"
+    if principal.kind == "user":
+        return f"user:{principal.login}"
+    return "app"
 
 
 def build_app(world: World) -> Litestar:

@@ -55,10 +55,18 @@ def source_for(from_path: str | None) -> Path | None:
     return REFERENCE_PROBLEM if REFERENCE_PROBLEM.is_dir() else None
 
 
+def limit_settings(args: argparse.Namespace) -> dict[str, int | None]:
+    """`--rate-limit` and `--secondary-limit` as `sandbox.limits.Settings` fields (0: off)."""
+    budget = getattr(args, "rate_limit", 5000)
+    secondary = getattr(args, "secondary_limit", 0)
+    return {"budget": budget or None, "secondary_per_minute": secondary or None}
+
+
 def main(args: argparse.Namespace) -> int:
     server = SandboxServer(
         Path(args.data), webhook_url=args.webhook_url or None, host=args.host, port=args.port
     )
+    server.world.limits.configure(limit_settings(args))
     server.start()
     stopped = threading.Event()
     try:
@@ -73,6 +81,11 @@ def main(args: argparse.Namespace) -> int:
             print(line)
         print(f"# repository: {server.url}/{args.repo}.git  (state in {Path(args.data).resolve()})")
         print(f"# sign-in callback URLs: {server.world.data['app']['callback_urls'] or 'none'}")
+        limits = server.world.limits.settings
+        print(
+            f"# rate limits: {limits.budget or 'no'} requests/hour per installation, "
+            f"{limits.secondary_per_minute or 'no'} content-creating requests/minute"
+        )
         print(f"# webhooks go to {server.world.data['app']['webhook_url']}; Ctrl-C stops")
         sys.stdout.flush()
         signal.signal(signal.SIGTERM, lambda *_: stopped.set())

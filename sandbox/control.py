@@ -107,6 +107,23 @@ class SandboxControl:
             "POST", "/fault", json={"count": count, "kind": kind, "retry_after": retry_after}
         )
 
+    def limits(self) -> dict[str, Any]:
+        """The rate limits in force and every caller's budget in its current window."""
+        return self._call("GET", "/limits")
+
+    def set_limits(self, *, reset: bool = False, **values: Any) -> dict[str, Any]:
+        """Set rate limits: `budget` (requests per window per caller, None: off),
+        `window_s` (GitHub's hour), `graphql_budget`, `secondary_per_minute`,
+        `secondary_per_hour`; `reset=True` starts every window anew."""
+        return self._call("POST", "/limits", json={**values, "reset": reset})
+
+    def requests(self, since: float = 0.0) -> list[dict[str, Any]]:
+        """Every GitHub API request recorded (method, route, who, status, counted, write)."""
+        return self._call("GET", "/requests", params={"since": str(since)})
+
+    def clear_requests(self) -> int:
+        return int(self._call("DELETE", "/requests")["cleared"])
+
     def deliveries(self, wait: float | None = 10.0) -> list[dict[str, Any]]:
         """Every webhook delivery so far (oldest first), after the queue drains."""
         params = {"wait": str(wait)} if wait else {}

@@ -214,6 +214,42 @@ def fault(world: World, m: dict[str, str], q: dict[str, str], b: dict[str, Any])
     return 200, dict(world.faults)
 
 
+@control("GET", r"/limits")
+def limits(
+    world: World, m: dict[str, str], q: dict[str, str], b: dict[str, Any]
+) -> tuple[int, Any]:
+    """The rate limits in force and each caller's budget in its current window."""
+    return 200, world.limits.describe()
+
+
+@control("POST", r"/limits")
+def set_limits(
+    world: World, m: dict[str, str], q: dict[str, str], b: dict[str, Any]
+) -> tuple[int, Any]:
+    """Set limits (`budget`, `window_s`, `graphql_budget`, `secondary_per_minute`, ...);
+    `null` turns one off. `{"reset": true}` starts every budget's window anew."""
+    values = {key: value for key, value in b.items() if key != "reset"}
+    described = world.limits.configure(values)
+    if b.get("reset"):
+        described = world.limits.reset()
+    return 200, described
+
+
+@control("GET", r"/requests")
+def requests(
+    world: World, m: dict[str, str], q: dict[str, str], b: dict[str, Any]
+) -> tuple[int, Any]:
+    """Every GitHub API request since the record was last cleared (or since `?since=T`)."""
+    return 200, world.limits.entries(float(q.get("since", 0)))
+
+
+@control("DELETE", r"/requests")
+def clear_requests(
+    world: World, m: dict[str, str], q: dict[str, str], b: dict[str, Any]
+) -> tuple[int, Any]:
+    return 200, {"cleared": world.limits.clear_record()}
+
+
 @control("GET", r"/deliveries")
 def deliveries(
     world: World, m: dict[str, str], q: dict[str, str], b: dict[str, Any]

@@ -21,14 +21,34 @@ N = r"(?P<n>\d+)"
 
 Call = Callable[[World, Principal, dict[str, str], dict[str, str], Any], Any]
 ROUTES: list[tuple[str, re.Pattern[str], int, Call]] = []
+TEMPLATES: dict[
+    tuple[str, re.Pattern[str]], str
+] = {}  # each route's path as GitHub's docs write it
+
+
+def template_of(pattern: str) -> str:
+    """`/repos/{owner}/{repo}/issues/{n}` for a route's regex: how the request record
+    names a route (one name for every issue, whatever its number)."""
+    path = pattern.replace(R, "{owner}/{repo}")
+    return re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", path)
 
 
 def route(method: str, pattern: str, status: int = 200) -> Callable[[Call], Call]:
     def register(fn: Call) -> Call:
-        ROUTES.append((method, re.compile(pattern + r"/?"), status, fn))
+        compiled = re.compile(pattern + r"/?")
+        ROUTES.append((method, compiled, status, fn))
+        TEMPLATES[(method, compiled)] = f"{method} {template_of(pattern)}"
         return fn
 
     return register
+
+
+def template_for(method: str, path: str) -> str | None:
+    """The route template a request matches (`GET /repos/{owner}/{repo}`), None if none."""
+    for route_method, pattern, _, _ in ROUTES:
+        if route_method == method and pattern.fullmatch(path):
+            return TEMPLATES[(method, pattern)]
+    return None
 
 
 # The App ------------------------------------------------------------------------------
@@ -189,13 +209,18 @@ def dispatch(
     query: dict[str, str],
     authorization: str | None,
     body: Any,
+    principal: Principal | None = None,
 ) -> tuple[int, Any]:
-    """(status, JSON body) for one GitHub API request; raises ApiError for refusals."""
+    """(status, JSON body) for one GitHub API request; raises ApiError for refusals.
+
+    `principal` is the caller when already authenticated (the rate limiter needs it first).
+    """
     for route_method, pattern, status, call in ROUTES:
         match = pattern.fullmatch(path)
         if match is None or route_method != method:
             continue
-        principal = world.authenticate(authorization)
+        if principal is None:
+            principal = world.authenticate(authorization)
         params = {key: unquote(value) for key, value in match.groupdict().items()}
         result = call(world, principal, params, query, body)
         if isinstance(result, tuple):

@@ -19,6 +19,7 @@ from typing import Any
 from sandbox import auth, events, gitrepo
 from sandbox.delivery import Deliverer
 from sandbox.errors import ApiError, not_found
+from sandbox.limits import Limits
 from sandbox.render import Renderer, node_id
 from sandbox.state import (
     APP_SLUG,
@@ -43,6 +44,7 @@ class World:
         self.base_url = "http://127.0.0.1"
         self.deliverer = Deliverer(self.state, on_change=self.state.save)
         self.faults: dict[str, Any] = {"count": 0, "kind": "502", "retry_after": 1}
+        self.limits = Limits()  # GitHub's rate limits and the record of every API request
         self._bootstrap()
 
     # -- plumbing ------------------------------------------------------------------

@@ -14,7 +14,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from bot.engine.inbox import inbox_counts
-from bot.outbox.worker import failed_writes
+from bot.outbox.worker import budget_status, failed_writes
 from bot.problem import CONFIG_FILE, ProblemError, loads_problem
 from webhooks import hosts
 from webhooks.bodies import EXCEPTION_HANDLERS
@@ -118,6 +118,8 @@ def health(ctx: BotContext) -> dict[str, Any]:
         "inbox": inbox_counts(ctx.store),
         "outbox": outbox,
         "failed_writes": failed,
+        # Each installation's GitHub budget as last stated, and the writes waiting for it.
+        "github_budget": budget_status(ctx.github, ctx.store, t),
         "jobs": jobs,
         "workers": workers,
         # What each host said it enforces at its last lease (sandbox, per-job limits),

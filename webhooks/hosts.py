@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -208,6 +209,20 @@ async def job_events(job_id: int, request: Request, state: State) -> Response[An
         event.check()
     except (TypeError, ValueError) as exc:  # ProtocolError is a ValueError
         return _error(400, f"malformed event: {exc}")
+    if not isinstance(event.lease_id, str):
+        return _error(400, "lease_id must be a string")
+    heartbeats = ctx.extra.get("heartbeats")
+    if event.kind == "heartbeat" and heartbeats is not None:
+        # Checked now, written with the others (webhooks.workers.Heartbeats).
+        try:
+            job = ctx.jobs.current(job_id, event.lease_id)
+        except LeaseConflict as exc:
+            return _error(409, str(exc))
+        if job.leased_by != student or job.state != "leased":
+            return _error(409, f"job {job_id} is no longer leased to {student}")
+        expires = heartbeats.note(job_id, event.lease_id, student, time.time())
+        ctx.jobs.engine.bus.publish("progress", job_id=job_id, student=student, kind="heartbeat")
+        return Response({"lease_expires_at": expires, "cancel": job.cancel}, status_code=200)
     try:
         answer = ctx.jobs.record_event(job_id, student, event)
     except LeaseConflict as exc:

@@ -227,6 +227,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sandbox.add_argument("--repo", default="lab/charlm", help="repository to create (OWNER/NAME)")
     sandbox.add_argument("--from", dest="from_path", default=None, help="problem repo to import")
+    sandbox.add_argument(
+        "--rate-limit",
+        type=int,
+        default=5000,
+        help="REST requests per hour per installation (GitHub: 5000; 0: no limit)",
+    )
+    sandbox.add_argument(
+        "--secondary-limit",
+        type=int,
+        default=0,
+        help="content-creating requests per minute per caller (GitHub: 80; 0: no limit)",
+    )
 
     hosts = _command(sub, "hosts", "registered students and their hosts (in the bot's database)")
     hosts_sub = hosts.add_subparsers(dest="hosts_command", required=True, metavar="ACTION")

@@ -23,7 +23,7 @@ import logging
 import re
 import ssl
 import time
-from collections import deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -36,6 +36,7 @@ from githubkit import (
     AppAuthStrategy,
     AppInstallationAuthStrategy,
     GitHub,
+    Response,
     TokenAuthStrategy,
     UnauthAuthStrategy,
 )
@@ -176,6 +177,70 @@ async def acquire(pacers: list[Pacer], sleep: Sleep) -> float:
         await sleep(delay)
 
 
+@dataclass(frozen=True)
+class Budget:
+    """What GitHub said is left of one budget (`x-ratelimit-*` of its latest answer).
+
+    `reset` is GitHub's epoch second at which the window starts anew.
+    """
+
+    limit: int
+    remaining: int
+    used: int
+    reset: float
+    resource: str = "core"
+
+    def left_at(self, now_epoch: float) -> int:
+        """Requests left at `now_epoch`: all of them once the window has reset."""
+        return self.limit if now_epoch >= self.reset else self.remaining
+
+
+def merge_budget(known: Budget | None, seen: Budget) -> Budget:
+    """The budget after an answer: answers to concurrent requests arrive out of order, so
+    within one window the lowest `remaining` GitHub stated is the one that holds."""
+    if known is None or known.reset != seen.reset or known.resource != seen.resource:
+        return seen
+    if seen.remaining <= known.remaining:
+        return seen
+    return known
+
+
+def read_budget(headers: Mapping[str, str]) -> Budget | None:
+    """The budget an answer's headers describe; None when it has none (or unreadable ones)."""
+    try:
+        limit = int(headers["x-ratelimit-limit"])
+        remaining = int(headers["x-ratelimit-remaining"])
+        reset = float(headers["x-ratelimit-reset"])
+    except (KeyError, ValueError):
+        return None
+    try:
+        used = int(headers.get("x-ratelimit-used", limit - remaining))
+    except ValueError:
+        used = limit - remaining
+    return Budget(limit, remaining, used, reset, headers.get("x-ratelimit-resource", "core"))
+
+
+HOUR_S = 3600.0
+
+
+def on_pace(
+    budget: Budget | None, now_epoch: float, window_s: float = HOUR_S, slack: float = 0.1
+) -> bool:
+    """Whether spending is within the budget's pro-rata share of its window.
+
+    True when what is left is at least what an even spend over the window
+    would leave by now, less a `slack` share of the budget for bursts (or when
+    nothing is known, or the window has reset). Low-value writes wait while
+    this is False, so that what matters (results, merges, closes) never runs
+    out of budget; once the window resets, they go.
+    """
+    if budget is None or now_epoch >= budget.reset:
+        return True
+    time_left = min(window_s, max(0.0, budget.reset - now_epoch))
+    even = budget.limit * time_left / window_s
+    return budget.remaining >= even - slack * budget.limit
+
+
 def _error_message(response: httpx.Response) -> str:
     try:
         body = response.json()
@@ -224,20 +289,42 @@ def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
+@dataclass(frozen=True)
+class _Cached:
+    etag: str
+    headers: list[tuple[str, str]]
+    content: bytes
+
+
+# Headers that describe the bytes on the wire, not the decoded body kept here.
+_WIRE_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
 class _SharedTransport(httpx.AsyncBaseTransport):
-    """One connection pool for all of an App's requests, per event loop.
+    """One connection pool for all of an App's requests, per event loop; conditional GETs.
 
     githubkit opens and closes an httpx client per call; handing each of
     them this transport keeps connections (and the TLS context, which is
     slow to build) across calls. Pooled connections belong to the event loop
     that opened them, so a request from another loop gets a pool of its own.
     `GitHubApp.aclose` closes the current one.
+
+    Every GET whose answer had an `ETag` is sent again with `If-None-Match`;
+    GitHub answers 304 when nothing changed, which costs no rate limit, and
+    the kept answer is handed on as if it had come again (with the 304's
+    fresh `x-ratelimit-*` headers). This is the one place that makes every
+    repeated read conditional: typed calls and raw ones alike.
     """
 
-    def __init__(self, make: Callable[[], httpx.AsyncBaseTransport]) -> None:
+    def __init__(
+        self, make: Callable[[], httpx.AsyncBaseTransport], cache_size: int = 2048
+    ) -> None:
         self._make = make
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inner: httpx.AsyncBaseTransport | None = None
+        self._cache: OrderedDict[tuple[str, str, str], _Cached] = OrderedDict()
+        self._cache_size = cache_size
+        self.not_modified = 0  # answers served from the cache after a 304
 
     def _current(self) -> httpx.AsyncBaseTransport:
         loop = asyncio.get_running_loop()
@@ -246,7 +333,39 @@ class _SharedTransport(httpx.AsyncBaseTransport):
         return self._inner
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self._current().handle_async_request(request)
+        if request.method != "GET" or self._cache_size <= 0:
+            return await self._current().handle_async_request(request)
+        key = (
+            str(request.url),
+            request.headers.get("accept", ""),
+            request.headers.get("x-github-api-version", ""),
+        )
+        cached = self._cache.get(key)
+        if cached is not None:
+            request.headers["if-none-match"] = cached.etag
+        response = await self._current().handle_async_request(request)
+        if response.status_code == 304 and cached is not None:
+            await response.aclose()
+            self._cache.move_to_end(key)
+            self.not_modified += 1
+            fresh = {k.lower(): v for k, v in response.headers.items()}
+            headers = [
+                (k, fresh.pop(k.lower(), v))
+                for k, v in cached.headers
+                if k.lower() not in _WIRE_HEADERS
+            ]
+            headers += [(k, v) for k, v in fresh.items() if k.startswith("x-ratelimit")]
+            return httpx.Response(200, headers=headers, content=cached.content, request=request)
+        etag = response.headers.get("etag")
+        if response.status_code != 200 or not etag:
+            return response
+        content = await response.aread()
+        headers = [(k, v) for k, v in response.headers.items() if k.lower() not in _WIRE_HEADERS]
+        self._cache[key] = _Cached(etag, headers, content)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return httpx.Response(200, headers=headers, content=content, request=request)
 
     async def aclose(self) -> None:
         pass  # each githubkit client closes its transport; the pool must outlive them
@@ -277,8 +396,10 @@ class GitHubApp:
         writes_per_hour: int | None = 500,
         timeout_s: float = 30.0,
         bot_login: str | None = None,
+        rate_window_s: float = HOUR_S,
     ) -> None:
         self.app_id = app_id
+        self.rate_window_s = rate_window_s  # GitHub's rate-limit window (an hour)
         self._bot_login = bot_login
         self.base_url = base_url
         self.max_attempts = max_attempts
@@ -303,6 +424,10 @@ class GitHubApp:
         # Job tokens minted ahead, per (installation, repository): (token, expires_at, expiry).
         self._job_tokens: dict[tuple[int, str], tuple[str, str, float]] = {}
         self._job_token_refresh: dict[tuple[int, str], asyncio.Task[Any]] = {}
+        # What GitHub last said is left, per (installation or None for the App, resource).
+        self._budgets: dict[tuple[int | None, str], Budget] = {}
+        self._push_tokens: dict[str, int] = {}  # push token -> its installation, until revoked
+        self._in_flight: Counter[tuple[int | None, str]] = Counter()  # sent, not yet answered
 
     def _client(self, auth: Any) -> GitHub[Any]:
         # Each client keeps its own token cache: githubkit's default one is
@@ -347,6 +472,46 @@ class GitHubApp:
         self._installations.pop(installation_id, None)
         return self.installation(installation_id)
 
+    # -- the rate-limit budget --------------------------------------------
+
+    def budget(self, installation_id: int | None, resource: str = "core") -> Budget | None:
+        """What GitHub's latest answer said is left of this budget (None: nothing seen yet)."""
+        return self._budgets.get((installation_id, resource))
+
+    def budgets(self) -> dict[tuple[int | None, str], Budget]:
+        """Every budget seen: (installation id, or None for the App's JWT; resource)."""
+        return dict(self._budgets)
+
+    def on_pace(self, installation_id: int | None, resource: str = "core") -> bool:
+        """Whether this installation spends within its hourly share (`on_pace`)."""
+        return on_pace(
+            self.budget(installation_id, resource), self._wall_clock(), self.rate_window_s
+        )
+
+    @property
+    def not_modified(self) -> int:
+        """Reads answered 304 (free) and served from the kept answer, since start."""
+        return self._transport.not_modified
+
+    def _note_budget(self, installation_id: int | None, headers: Mapping[str, str]) -> None:
+        budget = read_budget(headers)
+        if budget is not None:
+            key = (installation_id, budget.resource)
+            self._budgets[key] = merge_budget(self._budgets.get(key), budget)
+
+    def _exhausted_wait(self, installation_id: int | None, resource: str) -> float:
+        """Seconds until the budget resets when GitHub said nothing is left; else 0.
+
+        Sending anyway would only earn a 403; GitHub asks clients to wait.
+        """
+        budget = self.budget(installation_id, resource)
+        if budget is None:
+            return 0.0
+        now = self._wall_clock()
+        if budget.left_at(now) - self._in_flight[(installation_id, resource)] > 0:
+            return 0.0
+        return max(0.0, budget.reset - now) + 1.0
+
     def _pacers_for(self, installation_id: int) -> list[Pacer]:
         pacers = self._pacers.get(installation_id)
         if pacers is None:
@@ -369,6 +534,7 @@ class GitHubApp:
         json: Any = None,
         params: Mapping[str, Any] | None = None,
         idempotent: bool | None = None,
+        resource: str = "core",
     ) -> Reply:
         """One raw GitHub call, for what githubkit has no typed method for (GraphQL,
         a `Link: rel="next"` URL, the App's own endpoints read loosely).
@@ -381,6 +547,7 @@ class GitHubApp:
             lambda gh: gh.arequest(method, path, json=json, params=params),
             method=method,
             idempotent=idempotent,
+            resource=resource,
         )
         raw = response.raw_response
         return Reply(
@@ -397,6 +564,7 @@ class GitHubApp:
         *,
         method: str,
         idempotent: bool | None = None,
+        resource: str = "core",
     ) -> R:
         """Run one of githubkit's typed REST calls as the installation (or as the App
         when `installation_id` is None): `fn` is given the client and makes one request,
@@ -411,6 +579,11 @@ class GitHubApp:
         `max_wait_s`, makes new credentials once when GitHub refuses a token
         (401), and raises `GitHubWriteError` for everything else. `fn` is
         called again for each attempt, with the client of the moment.
+
+        Every answer's `x-ratelimit-*` headers are kept (`budget`); while
+        GitHub has said that nothing is left of `resource` (core or graphql),
+        nothing is sent until the window resets: a wait up to `max_wait_s`,
+        else a retryable error carrying the wait.
         """
         method = method.upper()
         if idempotent is None:
@@ -421,22 +594,42 @@ class GitHubApp:
         renewed = False
         while True:
             attempt += 1
+            exhausted = self._exhausted_wait(installation_id, resource)
+            if exhausted > self.max_wait_s:
+                raise GitHubWriteError(
+                    403, f"the {resource} rate limit is spent until it resets", True, exhausted
+                )
+            if exhausted > 0:
+                await self._sleep(exhausted)
             if paced:
                 await acquire(self._pacers_for(installation_id or 0), self._sleep)
+            self._in_flight[(installation_id, resource)] += 1
             try:
-                return await fn(client)
+                answer = await fn(client)
             except pydantic.ValidationError as exc:
                 # githubkit checks a typed call's body before sending it: nothing was sent.
+                self._in_flight[(installation_id, resource)] -= 1
                 raise GitHubWriteError(0, f"githubkit refused the request: {exc}", False) from exc
             except RequestFailed as exc:
+                self._in_flight[(installation_id, resource)] -= 1
                 raw = exc.response.raw_response
+                self._note_budget(installation_id, raw.headers)
                 where = f"{raw.request.method} {raw.request.url.path}"
                 failure = classify_failure(
                     raw.status_code, raw.headers, _error_message(raw), self._wall_clock()
                 )
             except RequestError as exc:
+                self._in_flight[(installation_id, resource)] -= 1
                 where = _where(exc.exc, method)
                 failure = classify_transport_error(exc.exc)
+            except BaseException:
+                self._in_flight[(installation_id, resource)] -= 1
+                raise
+            else:
+                self._in_flight[(installation_id, resource)] -= 1
+                if isinstance(answer, Response):
+                    self._note_budget(installation_id, answer.raw_response.headers)
+                return answer
             if failure.status == 401 and not renewed:
                 # A token revoked or expired early: GitHub refused it, so the
                 # request did nothing; make new credentials and send it again.
@@ -517,7 +710,12 @@ class GitHubApp:
         if variables:
             body["variables"] = dict(variables)
         reply = await self.request(
-            installation_id, "POST", self._graphql_url, json=body, idempotent=True
+            installation_id,
+            "POST",
+            self._graphql_url,
+            json=body,
+            idempotent=True,
+            resource="graphql",
         )
         data = reply.data if isinstance(reply.data, dict) else {}
         errors = data.get("errors") or []
@@ -611,6 +809,7 @@ class GitHubApp:
     async def push_token(self, installation_id: int, repo_full_name: str) -> str:
         """A token with contents write on one repository, for one push by the bot itself."""
         token, _ = await self._repo_token(installation_id, repo_full_name, "write")
+        self._push_tokens[token] = installation_id
         return token
 
     async def _repo_token(
@@ -627,12 +826,33 @@ class GitHubApp:
         return str(reply.data["token"]), str(reply.data["expires_at"])
 
     async def revoke_token(self, token: str) -> None:
-        """`DELETE /installation/token`: the token stops working now, not in an hour."""
+        """`DELETE /installation/token`: the token stops working now, not in an hour.
+
+        The request spends the installation's budget like any other; while GitHub
+        says that budget is spent, the token is left to expire on its own (within
+        the hour) rather than earn a 403.
+        """
+        installation_id = self._push_tokens.pop(token, None)
+        if installation_id is not None and self._exhausted_wait(installation_id, "core") > 0:
+            log.info("push token left to expire: the installation's budget is spent")
+            return
         client = self._client(TokenAuthStrategy(token))
+        counted = (installation_id, "core")
+        self._in_flight[counted] += 1
         try:
-            await client.arequest("DELETE", "/installation/token")
-        except (RequestFailed, RequestError) as exc:  # it still expires on its own
+            answer = await client.arequest("DELETE", "/installation/token")
+        except RequestFailed as exc:  # it still expires on its own
+            self._in_flight[counted] -= 1
+            if installation_id is not None:
+                self._note_budget(installation_id, exc.response.raw_response.headers)
             log.warning("could not revoke a push token: %s", exc)
+        except RequestError as exc:
+            self._in_flight[counted] -= 1
+            log.warning("could not revoke a push token: %s", exc)
+        else:
+            self._in_flight[counted] -= 1
+            if installation_id is not None:
+                self._note_budget(installation_id, answer.raw_response.headers)
 
     async def list_deliveries(self, *, max_pages: int = 5) -> list[dict[str, Any]]:
         """The App's recent webhook deliveries, newest first."""

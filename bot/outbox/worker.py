@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import quote
@@ -31,8 +33,10 @@ from githubkit.utils import UNSET
 from githubkit_schemas.latest.models import PullRequest
 
 from bot.core import diffcheck
-from bot.github.client import GitHubApp, GitHubWriteError
+from bot.core import labels as lab
+from bot.github.client import HOUR_S, Budget, GitHubApp, GitHubWriteError, on_pace
 from bot.outbox import writes as w
+from bot.outbox.recall import RECALL, TRACKED_OPS, Recall, never_attempted
 from bot.records import OutboxEntry
 from bot.store import Store, dumps
 
@@ -58,8 +62,15 @@ def failure_update(
     retry_after: float | None,
     now: float,
     max_attempts: int,
+    rate_limited: bool = False,
 ) -> dict[str, Any]:
-    """The row's new columns after a failed attempt (pure, so the policy is testable)."""
+    """The row's new columns after a failed attempt (pure, so the policy is testable).
+
+    A write held back by GitHub's rate limit is not at fault: it waits for the
+    time GitHub named and keeps its attempts (else a long busy spell would fail it).
+    """
+    if rate_limited and retryable and retry_after is not None:
+        return {"last_error": message, "next_attempt_at": now + retry_after}
     attempts = attempts_before + 1
     if not retryable or attempts >= max_attempts:
         if retryable:
@@ -255,10 +266,17 @@ async def _create_comment(
 async def comment(
     github: CommentClient, installation_id: int, repo: str, write: w.Comment
 ) -> dict[str, Any]:
+    """Post once: a marker the outbox wrote before is done; one it never tried is posted
+    without a search (`bot.outbox.recall`); otherwise the issue's comments are searched."""
     mark = w.marker(write.kind, write.key)
-    existing = await find_marked_comment(github, installation_id, repo, write.number, mark)
-    if existing is not None:
-        return {"comment_id": existing["id"]}
+    recall = RECALL.get()
+    known = recall.written(repo, mark)
+    if known is not None:
+        return {"comment_id": known[0]}
+    if not recall.fresh(repo, mark):
+        existing = await find_marked_comment(github, installation_id, repo, write.number, mark)
+        if existing is not None:
+            return {"comment_id": existing["id"]}
     body = w.with_marker(write.body or "", write.kind, write.key)
     return {"comment_id": await _create_comment(github, installation_id, repo, write.number, body)}
 
@@ -267,8 +285,32 @@ async def comment(
 async def status_comment(
     github: CommentClient, installation_id: int, repo: str, write: w.StatusComment
 ) -> dict[str, Any]:
+    """Edit the sticky status in place: by the id the outbox got when it posted it (not
+    at all when the body is what it last wrote); searched for only when that is unknown
+    or GitHub no longer has it (a human deleted it)."""
     body = fit_body(w.with_marker(write.body or "", write.kind, write.key))
     mark = w.marker(write.kind, write.key)
+    recall = RECALL.get()
+    known = recall.written(repo, mark)
+    if known is not None:
+        comment_id, last_body = known
+        if last_body == (write.body or ""):
+            return {"comment_id": comment_id}
+        owner, name = owner_name(repo)
+        try:
+            await github.call(
+                installation_id,
+                lambda gh: gh.rest.issues.async_update_comment(owner, name, comment_id, body=body),
+                method="PATCH",
+            )
+            return {"comment_id": comment_id}
+        except GitHubWriteError as exc:
+            if exc.status != 404:
+                raise
+    elif recall.fresh(repo, mark):
+        return {
+            "comment_id": await _create_comment(github, installation_id, repo, write.number, body)
+        }
     existing = await find_marked_comment(github, installation_id, repo, write.number, mark)
     if existing is None:
         return {
@@ -443,14 +485,22 @@ async def open_pull_request(
 ) -> dict[str, Any]:
     owner, name = owner_name(repo)
     branch = write.branch
-    found = await _find_pr_for_branch(github, installation_id, repo, branch)
+    recall = RECALL.get()
+    # Never attempted: no PR of ours can exist for the branch (a stranger's is refused
+    # with 422 "already exists" and found below).
+    found = (
+        None
+        if recall.first_attempt
+        else await _find_pr_for_branch(github, installation_id, repo, branch)
+    )
     if found is not None:
         number = int(found["number"])
         node_id, html_url = found.get("node_id"), found.get("html_url")
         head_sha = (found.get("head") or {}).get("sha")
     else:
         message = write.commit_message or write.title
-        await _start_branch(github, installation_id, repo, branch, write.base, message)
+        if not recall.branch_started(repo, branch):
+            await _start_branch(github, installation_id, repo, branch, write.base, message)
         body = fit_body(w.with_marker(write.body or "", "experiment", write.experiment_id))
         try:
             reply = await github.call(
@@ -603,7 +653,23 @@ async def _get_pull(
 async def _set_draft(
     github: DraftClient, installation_id: int, repo: str, number: int, draft: bool
 ) -> dict[str, Any]:
-    """Draft state can only change through GraphQL; skip the call when already there."""
+    """Draft state can only change through GraphQL; skip the call when already there.
+
+    For a PR the outbox opened, its node id is known: the mutation is sent
+    without reading the PR (GitHub answers it the same when there is nothing
+    to change), which spends no REST request.
+    """
+    opened = RECALL.get().pull(repo, number)
+    node_id = opened.get("node_id") if opened else None
+    if isinstance(node_id, str) and node_id:
+        mutation = CONVERT_TO_DRAFT if draft else MARK_READY
+        try:
+            await github.graphql(installation_id, mutation, {"id": node_id})
+            return {}
+        except GitHubWriteError as exc:
+            if exc.retryable:
+                raise
+            # Refused (closed meanwhile, say): read the PR and decide as below.
     pull = (await _get_pull(github, installation_id, repo, number)).parsed_data
     if bool(pull.draft) == draft:
         return {}
@@ -846,6 +912,125 @@ async def issue_report(
     return {"number": number}
 
 
+# -- spending GitHub's budget ------------------------------------------------------
+
+LABEL_OPS = frozenset({w.AddLabels.op, w.RemoveLabel.op})
+STATUS_LABELS = frozenset(lab.STATUS_LABELS.values())
+
+
+def low_value(op: str, args: Mapping[str, Any] | str) -> bool:
+    """Writes that only show progress: the sticky status's edits and status-label moves.
+
+    They wait while an installation spends faster than its budget allows
+    (meanwhile a newer sticky body replaces an older one, and label moves
+    on one PR collapse to their net effect); merges, closes, results, PRs
+    and branches never wait for them.
+    """
+    if op == w.StatusComment.op:
+        return True
+    if op not in LABEL_OPS or not isinstance(args, Mapping):
+        return False
+    labels = args.get("labels") if op == w.AddLabels.op else [args.get("label")]
+    return bool(labels) and all(label in STATUS_LABELS for label in labels or ())
+
+
+def hold_back(
+    is_low_value: bool, budget: Budget | None, now_epoch: float, window_s: float = HOUR_S
+) -> str | None:
+    """Why a write waits for GitHub's budget now, or None when it may go.
+
+    Everything waits while GitHub has said nothing is left (until the window
+    resets); low-value writes also wait while spending is ahead of the
+    window's pro-rata share (`bot.github.client.on_pace`).
+    """
+    if budget is None:
+        return None
+    if budget.left_at(now_epoch) <= 0:
+        return "budget spent"
+    if is_low_value and not on_pace(budget, now_epoch, window_s):
+        return "behind pace"
+    return None
+
+
+def net_labels(writes: list[w.AddLabels | w.RemoveLabel]) -> tuple[list[str], list[str]]:
+    """(labels to add, labels to remove) that leave a PR as `writes` in order would.
+
+    A label whose first write here adds it was off before, as far as the bot
+    knows: if it is removed again by the end, it needs no request at all (a
+    status label moved queued -> wip -> review is one removal and one addition).
+    """
+    first: dict[str, str] = {}
+    last: dict[str, str] = {}
+    for write in writes:
+        names = list(write.labels) if isinstance(write, w.AddLabels) else [write.label]
+        kind = "add" if isinstance(write, w.AddLabels) else "remove"
+        for name in names:
+            first.setdefault(name, kind)
+            last[name] = kind
+    adds = [name for name, kind in last.items() if kind == "add"]
+    removes = [name for name, kind in last.items() if kind == "remove" and first[name] != "add"]
+    return adds, removes
+
+
+async def perform_labels(
+    github: Calls, installation_id: int, repo: str, writes: list[w.AddLabels | w.RemoveLabel]
+) -> dict[str, Any]:
+    """Several label writes on one issue as few requests as GitHub allows: one POST for
+    every label to add, one DELETE per label to remove."""
+    if not writes:
+        return {}
+    number = writes[0].number
+    adds, removes = net_labels(writes)
+    if adds:
+        await add_labels(github, installation_id, repo, w.AddLabels(number=number, labels=adds))
+    for label in removes:
+        await remove_label(github, installation_id, repo, w.RemoveLabel(number=number, label=label))
+    return {}
+
+
+def budget_status(
+    github: Any, store: Store, now_epoch: float | None = None
+) -> list[dict[str, Any]]:
+    """Each installation's budget as GitHub last stated it, and the writes waiting for it:
+    what `/healthz` and the dashboard show."""
+    budgets = github.budgets() if hasattr(github, "budgets") else {}
+    window_s = float(getattr(github, "rate_window_s", HOUR_S))
+    now_epoch = time.time() if now_epoch is None else now_epoch
+    pending = store.query(
+        "SELECT installation_id, op, args FROM outbox WHERE state = 'pending'"
+        " AND installation_id IS NOT NULL"
+    )
+    shown = []
+    for (installation_id, resource), budget in sorted(
+        budgets.items(), key=lambda kv: (kv[0][0] is None, kv[0][0] or 0, kv[0][1])
+    ):
+        waiting: Counter[str] = Counter()
+        if installation_id is not None and resource == "core":
+            for row in pending:
+                if row["installation_id"] != installation_id:
+                    continue
+                try:
+                    args = json.loads(row["args"])
+                except ValueError:
+                    continue
+                if hold_back(low_value(row["op"], args), budget, now_epoch, window_s):
+                    waiting[row["op"]] += 1
+        shown.append(
+            {
+                "installation_id": installation_id,
+                "resource": resource,
+                "limit": budget.limit,
+                "remaining": budget.left_at(now_epoch),
+                "used": budget.used if now_epoch < budget.reset else 0,
+                "reset": budget.reset,
+                "on_pace": on_pace(budget, now_epoch, window_s),
+                "deferred": sum(waiting.values()),
+                "deferred_by_op": dict(waiting),
+            }
+        )
+    return shown
+
+
 # -- the worker ----------------------------------------------------------------
 
 
@@ -885,6 +1070,7 @@ class OutboxWorker:
         self.max_attempts = max_attempts
         self.idle_s = idle_s
         self.last_run_at: float | None = None
+        self.completed = 0  # rows done since start (label writes on one issue count each)
 
     def due(self) -> list[OutboxEntry]:
         """Pending rows whose time has come: new branches first, then in the order written."""
@@ -916,7 +1102,11 @@ class OutboxWorker:
         tried: set[int] = set()
         while True:
             entry = next(
-                (e for e in self.due() if e.repo not in blocked and e.id not in tried),
+                (
+                    e
+                    for e in self.due()
+                    if e.repo not in blocked and e.id not in tried and not self.held(e)
+                ),
                 None,
             )
             if entry is None:
@@ -924,17 +1114,28 @@ class OutboxWorker:
             if self.defer_to is not None and await self._deferred():
                 continue  # the other lane wrote meanwhile: read the due rows again
             tried.add(entry.id)
+            before = self.completed
             state = await self.perform(entry)
             if state == "done":
-                done += 1
+                done += self.completed - before  # label writes on one issue go together
             elif state == "pending":
                 blocked.add(entry.repo)
         self.last_run_at = self.clock()
         return done
 
     def busy(self) -> bool:
-        """Writing now, or with a write due."""
-        return self.performing or bool(self.due())
+        """Writing now, or with a write due (and not waiting for GitHub's budget)."""
+        return self.performing or any(not self.held(e) for e in self.due())
+
+    def held(self, entry: OutboxEntry) -> bool:
+        """Whether this row waits for its installation's budget (`hold_back`)."""
+        budget_of = getattr(self.github, "budget", None)
+        if entry.installation_id is None or budget_of is None:
+            return False
+        budget = budget_of(entry.installation_id)
+        window_s = float(getattr(self.github, "rate_window_s", HOUR_S))
+        is_low = low_value(entry.op, entry.args)
+        return hold_back(is_low, budget, self.clock(), window_s) is not None
 
     async def _deferred(self, limit_s: float = 2.0) -> bool:
         """Wait (up to `limit_s`) while the lane deferred to is busy; True if it was."""
@@ -954,41 +1155,90 @@ class OutboxWorker:
         finally:
             self.performing = False
 
+    def _label_group(self, entry: OutboxEntry) -> list[tuple[OutboxEntry, Any]]:
+        """Every pending label write on the same issue as `entry`, in order, decoded:
+        performed together as their net effect (`perform_labels`)."""
+        write = w.decode(entry.op, entry.args)
+        group = []
+        for row in self.store.rows(
+            OutboxEntry,
+            "state = 'pending' AND repo = ? AND op IN (?, ?)",
+            (entry.repo, w.AddLabels.op, w.RemoveLabel.op),
+            order_by="id",
+        ):
+            try:
+                other = w.decode(row.op, row.args)
+            except (KeyError, ValueError, TypeError):
+                continue  # a malformed row fails on its own turn
+            if getattr(other, "number", None) == getattr(write, "number", None):
+                group.append((row, other))
+        return group or [(entry, write)]
+
+    def _mark_attempt(self, entry: OutboxEntry) -> None:
+        """Record that this row's first attempt begins (`bot.outbox.recall`)."""
+        with self.store.transaction():
+            self.store.update("outbox", entry.id, {"result": dumps({"attempted_at": self.clock()})})
+
     async def _perform(self, entry: OutboxEntry) -> str:
+        rows = [entry]
         try:
             installation_id = entry.installation_id
             if installation_id is None:
                 installation_id = await self.github.installation_for_repo(entry.repo)
-            write = w.decode(entry.op, entry.args)
-            result = await perform(self.github, int(installation_id), entry.repo, write)
+            if entry.op in LABEL_OPS:
+                group = self._label_group(entry)
+                rows = [row for row, _ in group]
+                result = await perform_labels(
+                    self.github, int(installation_id), entry.repo, [write for _, write in group]
+                )
+            else:
+                write = w.decode(entry.op, entry.args)
+                recall = Recall.of(self.store, entry)
+                if entry.op in TRACKED_OPS and never_attempted(entry):
+                    self._mark_attempt(entry)
+                token = RECALL.set(recall)
+                try:
+                    result = await perform(self.github, int(installation_id), entry.repo, write)
+                finally:
+                    RECALL.reset(token)
         except Exception as exc:  # noqa: BLE001 - any failure of a write is recorded and retried
             return self._record_failure(entry, exc)
         try:
             with self.store.transaction():
-                self.store.update(
-                    "outbox",
-                    entry.id,
-                    {
-                        "state": "done",
-                        "result": dumps(result),
-                        "done_at": self.clock(),
-                        "last_error": None,
-                    },
-                )
-                if self.on_done is not None:
-                    self.on_done(entry, result)
+                for row in rows:
+                    self.store.update(
+                        "outbox",
+                        row.id,
+                        {
+                            "state": "done",
+                            "result": dumps(result),
+                            "done_at": self.clock(),
+                            "last_error": None,
+                        },
+                    )
+                    if self.on_done is not None:
+                        self.on_done(row, result)
         except Exception as exc:  # the engine's hook failed: keep the row, try later
             log.exception("outbox %s: on_done failed", entry.id)
             return self._record_failure(
                 entry, RuntimeError(f"on_done: {type(exc).__name__}: {exc}")
             )
-        self.publish(entry, "done")
+        self.completed += len(rows)
+        for row in rows:
+            self.publish(row, "done")
         return "done"
 
     def _record_failure(self, entry: OutboxEntry, exc: Exception) -> str:
         message, retryable, retry_after = describe_failure(exc)
+        rate_limited = isinstance(exc, GitHubWriteError) and exc.status in (403, 429)
         values = failure_update(
-            entry.attempts, message, retryable, retry_after, self.clock(), self.max_attempts
+            entry.attempts,
+            message,
+            retryable,
+            retry_after,
+            self.clock(),
+            self.max_attempts,
+            rate_limited=rate_limited,
         )
         with self.store.transaction():
             self.store.update("outbox", entry.id, values)

@@ -450,6 +450,7 @@ def render_index(
     lab_list: list[labs.LabRow] | None = None,
     track: str | None = None,
     visible: frozenset[int] | None = None,
+    budgets: list[dict[str, Any]] | None = None,
 ) -> str:
     """One lab's page (`repo_id`; None: everything in the store), optionally under the lab list.
 
@@ -496,6 +497,11 @@ def render_index(
             ),
             _section("students", "Students", _students_table(store, now, visible)),
             _section("queue", "Queue", _queue_table(store, now, repo_id, track, visible)),
+            *(
+                [_section("github", "GitHub API budget", budget_table(budgets, now))]
+                if budgets is not None
+                else []
+            ),
         ]
     )
     title = f"{repos} · kohai" if repo_id is not None else "kohai dashboard"
@@ -521,8 +527,32 @@ def _tracks_nav(store: Store, repo_id: int, current: str) -> str:
     return "<p>" + " · ".join(links) + "</p>"
 
 
+def budget_table(budgets: list[dict[str, Any]] | None, now: float) -> str:
+    """Each installation's GitHub API budget (`bot.outbox.worker.budget_status`) and the
+    progress writes waiting for it; nothing when no answer from GitHub was seen yet."""
+    rows = []
+    for b in budgets or []:
+        if b.get("installation_id") is None:
+            continue
+        waiting = ", ".join(f"{op} ×{n}" for op, n in sorted(b["deferred_by_op"].items()))
+        pace = "on pace" if b["on_pace"] else '<span class="bad">ahead of pace</span>'
+        rows.append(
+            "<tr>"
+            f"<td>{_e(b['installation_id'])}</td><td>{_e(b['resource'])}</td>"
+            f"<td>{_e(b['remaining'])} / {_e(b['limit'])}</td>"
+            f"<td>{_e(max(0, round(b['reset'] - now)))} s</td><td>{pace}</td>"
+            f"<td>{_e(b['deferred'])}{' (' + _e(waiting) + ')' if waiting else ''}</td>"
+            "</tr>"
+        )
+    headers = ["installation", "resource", "left", "resets in", "spending", "writes deferred"]
+    return _table(headers, rows, "No answer from GitHub yet.")
+
+
 def render_labs(
-    store: Store, rows: list[labs.LabRow], visible: frozenset[int] | None = None
+    store: Store,
+    rows: list[labs.LabRow],
+    visible: frozenset[int] | None = None,
+    budgets: list[dict[str, Any]] | None = None,
 ) -> str:
     """`/` with several labs: the lab list, the shared students and the whole queue.
 
@@ -540,6 +570,7 @@ def render_labs(
             _section("labs", "Labs", _labs_table(rows, empty)),
             _section("students", "Students", _students_table(store, now, visible)),
             _section("queue", "Queue", _queue_table(store, now, visible=visible)),
+            _section("github", "GitHub API budget", budget_table(budgets, now)),
         ]
     )
     return _page("kohai dashboard", f"{len(rows)} labs", body)

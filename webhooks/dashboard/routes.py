@@ -31,6 +31,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from bot import queries
 from bot.engine import labs
+from bot.outbox.worker import budget_status
 from bot.problem import Problem
 from bot.store import Store
 from webhooks.dashboard import signin
@@ -92,8 +93,9 @@ def dashboard_index(state: State, request: Request) -> str:
     visible = visible_of(request)
     rows = [row for row in labs.lab_rows(store) if _shows(visible, row.repo_id)]
     viewer = signin.viewer_name(request)
+    budgets = _budgets(state, store)
     if len(rows) > 1 or (visible is not None and not rows):
-        return with_viewer(render_labs(store, rows, visible), viewer)
+        return with_viewer(render_labs(store, rows, visible, budgets), viewer)
     repo_id = rows[0].repo_id if rows else None
     page = render_index(
         store,
@@ -102,8 +104,16 @@ def dashboard_index(state: State, request: Request) -> str:
         repo_id,
         lab_list=rows,
         visible=visible,
+        budgets=budgets,
     )
     return with_viewer(page, viewer)
+
+
+def _budgets(state: State, store: Store) -> list[dict[str, Any]] | None:
+    """The installations' GitHub budgets, when the bot's context is there (not in previews)."""
+    ctx = state.get("kohai")
+    github = getattr(ctx, "github", None)
+    return budget_status(github, store) if github is not None else None
 
 
 def _lab_id(
