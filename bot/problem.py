@@ -163,6 +163,8 @@ class EarlyStop:
 
 
 MAX_SCREEN = 5.0  # a first-seed margin of more baseline stds than this would screen out all
+GATE_METHODS = ("test", "bayes")
+MAX_FALSE_MERGES = 0.5  # a budget above one false merge in two would be no gate
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,9 @@ class GateConfig:
     `pooled`: the paired test pools its variance with the lab's (repo and
     track) earlier paired comparisons. The defaults are what `bench/decisions.py
     --levers` supports (docs/agents.md, "The merge gate").
+    `method`: "test" (the significance test above, the default) or "bayes" (the
+    Bayesian gate with a false-merge budget, `bot.core.gate.decide_bayes`).
+    `false_merges`: the Bayesian gate's budget, expected false merges per merge.
     """
 
     # All three on: each kept false merges at or under 5 % and raised true merges
@@ -183,6 +188,10 @@ class GateConfig:
     screen: float = 0.5
     sequential: bool = True
     pooled: bool = True
+    # "test" stays the default: the Bayesian gate beats it in bench/lab.py only with a known
+    # prior, not yet with the prior learned online (docs/lab-benchmark.md).
+    method: str = "test"
+    false_merges: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -311,9 +320,10 @@ def _gate(value: Any) -> GateConfig:
         return GateConfig()
     if not isinstance(value, dict):
         raise ProblemError("[gate] must be a table")
-    unknown = sorted(set(value) - {"screen", "sequential", "pooled"})
+    keys = {"screen", "sequential", "pooled", "method", "false_merges"}
+    unknown = sorted(set(value) - keys)
     if unknown:
-        raise ProblemError(f"gate: unknown keys {unknown} (expected screen, sequential, pooled)")
+        raise ProblemError(f"gate: unknown keys {unknown} (expected {', '.join(sorted(keys))})")
     default = GateConfig()
     screen = value.get("screen", default.screen)
     if (
@@ -331,7 +341,22 @@ def _gate(value: Any) -> GateConfig:
         if not isinstance(flag, bool):
             raise ProblemError(f"gate.{key}: expected true or false, got {flag!r}")
         flags[key] = flag
-    return GateConfig(screen=float(screen), **flags)
+    method = value.get("method", default.method)
+    if method not in GATE_METHODS:
+        raise ProblemError(
+            f"gate.method: expected one of {', '.join(GATE_METHODS)}, got {method!r}"
+        )
+    budget = value.get("false_merges", default.false_merges)
+    if (
+        isinstance(budget, bool)
+        or not isinstance(budget, int | float)
+        or not 0 < budget <= MAX_FALSE_MERGES  # NaN fails this too
+    ):
+        raise ProblemError(
+            f"gate.false_merges: expected a share of merges in (0, {MAX_FALSE_MERGES:g}], "
+            f"got {budget!r}"
+        )
+    return GateConfig(screen=float(screen), method=method, false_merges=float(budget), **flags)
 
 
 _BRANCH_BAD = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
