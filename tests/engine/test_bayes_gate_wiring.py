@@ -9,9 +9,15 @@ stats and its PR comment are read back.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
+from agents import notebook
+from agents.context import build_context, describe_gate_state
+from bot.core import bayes
+from bot.core.gate import BudgetSpent
 from bot.engine import evidence
+from bot.engine.evidence import GateState
 from tests.engine.test_gate_levers_wiring import BASELINE, Lab
 
 BAYES = '[gate]\nmethod = "bayes"\n'
@@ -78,3 +84,28 @@ def test_the_lab_state_counts_the_budget_spent_by_its_merges(tmp_path: Path) -> 
     merged = lab.last_decision(exp_id)["stats"]["bayes"]["chance_null_or_worse"]
     assert state.spent.merges == 1 and abs(state.spent.chance_false - merged) < 1e-12
     assert state.decided == 1 and state.prior is None  # fewer than 40 decided: still vague
+
+
+def test_the_advisor_notebook_shows_the_gate_state(tmp_path: Path) -> None:
+    """The advisor's baseline tool says what the gate has learned and spent, so it can size ideas."""
+    lab = Lab(tmp_path, BAYES)
+    lab.baseline(*BASELINE)
+    better = {s: v - 0.4 for s, v in enumerate(BASELINE)} | {s: 1.6 for s in range(3, 8)}
+    exp_id = lab.experiment(7, better[0])
+    assert _drive(lab, exp_id, better, "7" * 40)[0] == "merge"
+    ctx = build_context(lab.store, lab.repo_id, lab.repo.problem, "", "")
+    text = notebook.baseline(ctx)
+    assert "## The merge gate" in text
+    assert "vague starting prior: 1 of 40 decided ideas" in text
+    assert "over 1 merge(s), 5% of merges allowed" in text
+    assert notebook.gate_state(replace(ctx, gate_state="")) == ""  # the test gate: nothing
+
+
+def test_a_learned_prior_is_described_with_its_noise() -> None:
+    prior = bayes.learn_prior(
+        [(0.0, 4.0, 0.5)] * 30 + [(1.5, 4.0, 0.5)] * 10, bayes.EffectPrior.vague(0.7)
+    )
+    text = describe_gate_state(GateState(prior, BudgetSpent(0.12, 5), 40), 0.05)
+    assert "Learned from this lab's 40 decided ideas" in text
+    assert "of the time, by" in text and "per-run noise" in text
+    assert "0.12 expected false merges spent over 5 merge(s)" in text
