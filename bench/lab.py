@@ -431,9 +431,8 @@ class BayesConfig:
 
 def true_prior(rho: float, effects: tuple[float, float], p_helpful: float) -> bayes.EffectPrior:
     """The simulation's own mix of ideas and noise, on the gate's grid (the known-prior bound)."""
-    vague = bayes.EffectPrior.vague(1.0)
     noise = math.sqrt(1 - rho)
-    grid = np.asarray(bayes._slab_grid(noise * math.sqrt(2)))
+    grid = np.asarray(bayes.slab_grid(noise * math.sqrt(2)))
     low, high = effects
     step = grid[1] - grid[0]
     covered = np.clip(
@@ -448,11 +447,8 @@ def true_prior(rho: float, effects: tuple[float, float], p_helpful: float) -> ba
         tuple(float(w) for w in weights / weights.sum()),
         noise,
         math.sqrt(rho),
-        learned_from=vague.learned_from + 1,
+        learned_from=1,  # not the vague start: the full budget
     )
-
-
-REMEASURE = True
 
 
 class _BayesLab:
@@ -547,7 +543,7 @@ class _BayesLab:
             self.base_history.append(list(self.base_runs.values()))
             self.base_runs = dict(runs)  # the merged runs are the new base's runs
             self.belief = self.belief.merged(runs, noise_var, post, minimize=True)
-        elif old is None and REMEASURE:  # a likely null: a free re-measure of the base
+        elif old is None:  # a likely null: a free re-measure of the base
             self.belief = self.belief.remeasured(runs, noise_var, post.null)
         if self.cfg.known_prior:
             return

@@ -82,7 +82,7 @@ class EffectPrior:
             spread *= math.sqrt((runs - 1) / float(chi2.ppf(NOISE_QUANTILE, runs - 1)))
         noise = spread / math.sqrt(2)
         unit = noise * math.sqrt(2)  # the std of a paired difference
-        grid = _slab_grid(unit)
+        grid = slab_grid(unit)
         weights = np.exp(-0.5 * (np.asarray(grid) / (2.5 * unit)) ** 2)
         return cls(0.5, grid, _normalised(weights), noise, noise)
 
@@ -116,7 +116,8 @@ class EffectPrior:
         )
 
 
-def _slab_grid(unit: float) -> tuple[float, ...]:
+def slab_grid(unit: float) -> tuple[float, ...]:
+    """The slab's effects: `SLAB_POINTS` across +-`SLAB_HALF_WIDTH` units, zero left out."""
     xs = np.linspace(-SLAB_HALF_WIDTH, SLAB_HALF_WIDTH, SLAB_POINTS) * unit
     return tuple(float(x) for x in xs if abs(x) > 1e-12)
 
