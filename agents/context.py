@@ -220,12 +220,13 @@ def notebook_gate_state(store: Store, repo_id: int, problem: Problem, track: str
 def describe_gate_state(state: GateState, false_merges: float) -> str:
     """The learned prior (how often ideas help, by how much), the noise, and the budget spent."""
     spent = state.spent
-    if state.prior is None:
+    if state.prior is None or not state.prior.learned_from:
+        noise = f" Per-run noise so far: {state.prior.noise:.3g}." if state.prior else ""
         learned = (
             f"The gate still uses its vague starting prior: {state.decided} of "
             f"{bayes.LEARN_FROM} decided ideas it needs to learn this lab's, and a stricter "
             f"budget ({bayes.budget_for(_VAGUE, false_merges):.1%} of merges) "
-            "until then."
+            f"until then.{noise}"
         )
     else:
         learned = (

@@ -532,7 +532,7 @@ class _BayesLab:
         mean, precision = bayes.evidence(old or self.belief, runs, noise_var, minimize=True)
         self.decided.append((mean, precision, self.prior.noise))
         paired = [(v, self.base_runs[s]) for s, v in runs.items() if s in self.base_runs]
-        if len(paired) >= 2 and old is None:
+        if paired and old is None:
             self.pairs.append(paired)
         if choice.action == "merge":
             self.out.merges += 1

@@ -41,7 +41,9 @@ LEARN_FROM = 40  # decided ideas before the prior is learned from the lab
 LEARN_EVERY = 20  # refitted every this many decided ideas after that
 NOISE_EVERY = 10  # the noise alone, before that
 VAGUE_BUDGET_FACTOR = 0.5  # until then the budget is this much stricter
-NOISE_QUANTILE = 0.2  # the noise is the upper 80 % confidence bound of the lab's estimate
+NOISE_QUANTILE = 0.2
+MIN_NOISE_PAIRS = 10  # single-seed differences before their spread says anything
+MAD_EFFICIENCY = 0.37  # the median absolute deviation's efficiency against a std, normal data  # the noise is the upper 80 % confidence bound of the lab's estimate
 SEED_UNIT = 1.25  # one seed's evidence variance, in per-run noise variances (see `unit`)
 PENALTY = 8.0  # the price of one expected false merge beyond the budget, in paired-noise units
 SLAB_HALF_WIDTH = 8.0  # the effect grid spans this many paired-noise units either way
@@ -417,15 +419,25 @@ def learn_noise(groups: Sequence[Sequence[tuple[float, float]]]) -> float | None
     """Per-run noise std from the lab's paired (candidate, base) runs, at a conservative bound.
 
     Each group holds one decided candidate's runs with the base's run on the same seed and
-    base. A paired difference carries the noise of two runs; each group is centred on its
-    own mean (`bot.core.stats.pooled_paired_spread`), so an idea's effect is not counted as
-    noise. The answer is the upper 80 % confidence bound. None with too few pairs.
+    base. A paired difference carries the noise of two runs. With enough candidates of two
+    or more such seeds, each group is centred on its own mean (so an idea's effect is not
+    counted as noise; `bot.core.stats.pooled_paired_spread`) and the answer is the upper
+    80 % confidence bound. Before that, most candidates have one seed: the median absolute
+    deviation of their first differences: ideas' effects can only widen it, but from ten
+    differences of a lab of null ideas it is a rough point estimate, not a bound (taking its
+    upper bound cost power in bench/lab.py's tuning labs). None with fewer than
+    `MIN_NOISE_PAIRS` of either.
     """
     pooled = pooled_paired_spread(groups)
-    if pooled is None:
+    if pooled is not None:
+        std, df = pooled
+        return std * math.sqrt(df / float(chi2.ppf(NOISE_QUANTILE, df))) / math.sqrt(2)
+    firsts = np.asarray([c - b for group in groups if group for c, b in group[:1]], dtype=float)
+    firsts = firsts[np.isfinite(firsts)]
+    if len(firsts) < MIN_NOISE_PAIRS:
         return None
-    std, df = pooled
-    return std * math.sqrt(df / float(chi2.ppf(NOISE_QUANTILE, df))) / math.sqrt(2)
+    mad = float(np.median(np.abs(firsts - np.median(firsts))))
+    return 1.4826 * mad / math.sqrt(2) if mad > 0 else None
 
 
 def learn_seed_spread(groups: Sequence[Sequence[float]], noise: float) -> float | None:

@@ -11,7 +11,7 @@ difference spreads, then asks the gate with the problem's `[gate]` levers.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.core import bayes
@@ -190,8 +190,10 @@ def lab_gate_state(
     Every decided idea's evidence is in its final gate decision's stats (`bayes`): its mean
     improvement, precision and the noise it was computed with. The prior is refitted at 40
     decided ideas and every 20 after (`bot.core.bayes.due_for_learning`), so it is learned
-    from the ideas up to the last refit point: the same numbers whenever it is read. The
-    noise comes from the lab's paired comparisons, the seed spread from its bases' runs.
+    from the ideas up to the last refit point: the same numbers whenever it is read. From
+    10 decided ideas the noise is learned from the lab's paired comparisons
+    (`bot.core.bayes.learn_noise`, a cautious estimate), the seed spread from its bases'
+    runs; before 40 the prior is still the vague one (and so is the budget).
     """
     rows = store.query(
         "SELECT d.experiment_id AS exp, d.verdict AS verdict, d.stats AS stats "
@@ -218,7 +220,7 @@ def lab_gate_state(
     usable = len(decided)
     while usable >= bayes.LEARN_FROM and not bayes.due_for_learning(usable):
         usable -= 1
-    if usable < bayes.LEARN_FROM:
+    if len(decided) < bayes.NOISE_EVERY:
         return GateState(None, spent, len(decided))
     comparisons = (
         comparisons if comparisons is not None else lab_comparisons(store, repo_id, exclude=exclude)
@@ -235,6 +237,11 @@ def lab_gate_state(
     first = next(iter(groups.values()), [])
     start = bayes.EffectPrior.vague(mean_std(first)[1] if first else 1.0, len(first))
     spread = bayes.learn_seed_spread(list(groups.values()), noise or start.noise)
+    if usable < bayes.LEARN_FROM:  # the noise alone (at its cautious bound), the prior vague
+        if noise is None:
+            return GateState(None, spent, len(decided))
+        prior = replace(start, noise=noise, seed_spread=spread or start.seed_spread)
+        return GateState(prior, spent, len(decided))
     prior = bayes.learn_prior(decided[:usable], start, noise=noise, seed_spread=spread)
     return GateState(prior, spent, len(decided))
 

@@ -144,11 +144,12 @@ def test_an_idea_transient_fades_by_the_end(bench) -> None:
     assert abs(mean[-1]) < 0.5  # and nothing left at the end
 
 
-def test_the_bayes_gate_merges_clear_wins_and_no_nulls(bench) -> None:
+def test_the_bayes_gate_merges_clear_wins_and_few_nulls(bench) -> None:
     nulls = [
         bench.kohai_bayes(lab_of(bench, 0.0, seed=s), 40, bench.BayesConfig()) for s in range(3)
     ]
-    assert sum(r.merges for r in nulls) == 0
+    # every idea null: the merges (all false) stay within the budget's share of the ideas
+    assert sum(r.merges for r in nulls) <= 0.05 * sum(r.ideas for r in nulls)
     assert all(r.gpu_hours <= 40 + 1e-9 for r in nulls)
     wins = bench.kohai_bayes(lab_of(bench, 3.0), 40, bench.BayesConfig())
     assert wins.merges >= 3 and wins.false_merges == 0 and wins.gain >= 9.0
