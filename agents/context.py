@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from agents.student.rules import knob_summary
 from bot import queries
+from bot.core import bayes
 from bot.core.stats import mean_std
 from bot.core.untrusted import CLOSE_TAG, OPEN_TAG, clip_quoted, is_quoted, neutralize
-from bot.engine.evidence import verified_diff
+from bot.engine.evidence import GateState, lab_gate_state, verified_diff
 from bot.problem import Problem
 from bot.records import Decision, Experiment, Repository, Run, Track
 from bot.render import numbers
@@ -92,6 +93,7 @@ class AdvisorContext:
     base_files: dict[str, str] = field(default_factory=dict)  # editable files at base_sha
     sent_back: str = ""  # why the advisor's last proposal came back (bot.core.novelty), if it did
     track: str = "default"  # the research track this notebook is of
+    gate_state: str = ""  # what the Bayesian gate has learned of this lab (agents.notebook)
 
     def render(self, max_chars: int = 12000) -> str:
         """Markdown for a prompt, never longer than `max_chars`.
@@ -204,7 +206,41 @@ def build_context(
         base_files={str(k): v for k, v in base_files.items() if isinstance(v, str)},
         baseline_curve=_last_curve(baseline_runs),
         track=track,
+        gate_state=notebook_gate_state(store, repo_id, problem, track),
     )
+
+
+def notebook_gate_state(store: Store, repo_id: int, problem: Problem, track: str) -> str:
+    """The Bayesian gate's view of the lab, in words, when the lab uses it ("" otherwise)."""
+    if problem.gate.method != "bayes":
+        return ""
+    return describe_gate_state(lab_gate_state(store, repo_id, track), problem.gate.false_merges)
+
+
+def describe_gate_state(state: GateState, false_merges: float) -> str:
+    """The learned prior (how often ideas help, by how much), the noise, and the budget spent."""
+    spent = state.spent
+    if state.prior is None or not state.prior.learned_from:
+        noise = f" Per-run noise so far: {state.prior.noise:.3g}." if state.prior else ""
+        learned = (
+            f"The gate still uses its vague starting prior: {state.decided} of "
+            f"{bayes.LEARN_FROM} decided ideas it needs to learn this lab's, and a stricter "
+            f"budget ({bayes.budget_for(_VAGUE, false_merges):.1%} of merges) "
+            f"until then.{noise}"
+        )
+    else:
+        learned = (
+            f"Learned from this lab's {state.prior.learned_from} decided ideas: "
+            f"{state.prior.describe()}. An idea well below the noise needs many seeds to be "
+            "seen; one several times the noise is decided in one or two."
+        )
+    return (
+        f"{learned} False-merge budget: {spent.chance_false:.2f} expected false merges spent "
+        f"over {spent.merges} merge(s), {false_merges:.0%} of merges allowed."
+    )
+
+
+_VAGUE = bayes.EffectPrior.vague(1.0)
 
 
 def _record(store: Store, exp: Experiment) -> ExperimentRecord:

@@ -118,12 +118,21 @@ def leaderboard(ctx: AdvisorContext) -> str:
 
 
 def baseline(ctx: AdvisorContext) -> str:
+    """The baseline and best so far, and what the merge gate has learned of the lab."""
     p = ctx.problem
-    return (
+    text = (
         f"Baseline on {(ctx.base_sha or '?')[:12]}: "
         f"{_mean(ctx.baseline_mean, ctx.baseline_std, ctx.baseline_n)} "
         f"({p.metric}, {'lower' if p.minimize else 'higher'} is better); best so far {numbers.number(ctx.best, '.4g')}."
     )
+    state = gate_state(ctx)
+    return f"{text}\n\n{state}" if state else text
+
+
+def gate_state(ctx: AdvisorContext) -> str:
+    """The Bayesian gate's learned prior, noise and spent budget, so proposals can be sized to
+    be seen ("" when the lab uses the significance test)."""
+    return f"## The merge gate\n{ctx.gate_state}" if ctx.gate_state else ""
 
 
 def _mean(mean: float | None, std: float | None, n: int) -> str:

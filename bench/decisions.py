@@ -34,13 +34,15 @@ Usage: python bench/decisions.py [--experiments N] [--seed S] [--fail P] [--rho 
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from bot.core.gate import SeedRun, decide
+from bot.core import bayes
+from bot.core.gate import SeedRun, decide, decide_bayes
 from bot.core.stats import pooled_paired_spread, pooled_seed_correlation
 from bot.problem import Problem
 
@@ -169,6 +171,57 @@ def gate_policy(
     return run
 
 
+def bayes_policy(*, known_prior: bool, false_merges: float = 0.05) -> Policy:
+    """The Bayesian gate (`[gate] method = "bayes"`): one seed at a time until it decides.
+
+    `known_prior`: the prior is the lab mix of ideas and the noise split is the world's (what
+    a lab that has learned its prior knows); otherwise the vague start a lab has before 40
+    decided ideas, from a seed spread measured as 1 sigma (its budget halved, as the gate
+    does until it has learned).
+    """
+
+    def run(world: World) -> Outcome:
+        if known_prior:
+            prior = _mix_prior(world.rho)
+        else:
+            prior = bayes.EffectPrior.vague(1.0)
+        baseline = world.baseline(5)
+        candidate = world.candidate(range(FIRST_SEEDS))
+        while True:
+            decision = decide_bayes(
+                candidate,
+                baseline,
+                minimize=True,
+                baseline_seeds=5,
+                prior=prior,
+                false_merges=false_merges,
+            )
+            if decision.verdict != "confirm":
+                return Outcome(decision.verdict == "merge", len(candidate))
+            candidate += world.candidate(range(len(candidate), len(candidate) + 1))
+
+    return run
+
+
+@functools.lru_cache(maxsize=8)
+def _mix_prior(rho: float) -> bayes.EffectPrior:
+    """The lab mix (60 % null, 25 % harmful at -1 sigma, 15 % helpful at 0.5, 1, 2 sigma)."""
+    noise = max(float(np.sqrt(1.0 - rho)), 0.05)
+    vague = bayes.EffectPrior.vague(1.0)
+    grid = np.asarray(vague.grid)
+    weights = np.zeros(len(grid))
+    for effect, share in ((HARMFUL, MIX_HARMFUL), *((e, MIX_HELPFUL / 3) for e in EFFECTS[1:])):
+        weights[int(np.argmin(np.abs(grid - effect)))] += share
+    return bayes.EffectPrior(
+        MIX_NULL,
+        vague.grid,
+        tuple(float(w) for w in weights / weights.sum()),
+        noise,
+        float(np.sqrt(max(rho, 0.0025))),
+        learned_from=1,
+    )
+
+
 def welch_replace_policy(confirm_seeds: int, baseline_seeds: int, alpha: float = 0.05) -> Policy:
     """The earlier gate: unpaired Welch, failed seeds dropped and replaced by new ones."""
 
@@ -254,6 +307,8 @@ def policies() -> list[tuple[str, Policy]]:
         ("gate 4/4, paired", gate_policy(4, 4)),
         ("gate 5/8, paired", gate_policy(5, 8)),
         ("gate 6/6, paired", gate_policy(6, 6)),
+        ("bayes gate, vague start", bayes_policy(known_prior=False)),
+        ("bayes gate, prior of the lab mix", bayes_policy(known_prior=True)),
     ]
 
 

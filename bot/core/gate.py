@@ -37,12 +37,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from bot.core import bayes
 from bot.core.stats import WelchResult, mean_std, paired_one_sided, welch_one_sided
 from bot.protocol import FAILED_RUN_STATUSES
 from bot.render import numbers
 
 Verdict = Literal["merge", "confirm", "close", "wait"]
-Method = Literal["paired", "welch"]
+Method = Literal["paired", "welch", "bayes"]
 
 DEFAULT_ALPHA = 0.05
 # More than one seed in four failing closes a candidate: with the default five
@@ -149,6 +150,7 @@ class GateDecision:
     hardware: str = ""
     baseline_hardware: str | None = None
     reason: str = ""
+    bayes: dict[str, Any] | None = None  # the Bayesian gate's numbers (`decide_bayes`)
 
     @property
     def actor(self) -> str:
@@ -179,7 +181,10 @@ class GateDecision:
             "baseline_hardware",
             "reason",
         )
-        return {key: _finite_or_none(getattr(self, key)) for key in keys}
+        out = {key: _finite_or_none(getattr(self, key)) for key in keys}
+        if self.bayes is not None:
+            out["bayes"] = {key: _finite_or_none(value) for key, value in self.bayes.items()}
+        return out
 
 
 def decide(
@@ -363,6 +368,211 @@ def decide(
         "close",
         "within noise",
         f"Closed: improvement within seed noise (p >= {alpha:g}). {numbers}",
+    )
+
+
+@dataclass(frozen=True)
+class BudgetSpent:
+    """The lab's false-merge budget so far: its gate merges' posterior chances of being null or
+    harmful, summed, and how many merges that is (`bot.engine.evidence.lab_budget`)."""
+
+    chance_false: float = 0.0
+    merges: int = 0
+
+
+def decide_bayes(
+    candidate: Sequence[RunLike],
+    baseline: Sequence[RunLike],
+    *,
+    minimize: bool,
+    baseline_seeds: int,
+    prior: bayes.EffectPrior | None = None,
+    false_merges: float = bayes.DEFAULT_FALSE_MERGES,
+    spent: BudgetSpent = BudgetSpent(),
+    human_override: str | None = None,
+    max_failure_rate: float = DEFAULT_MAX_FAILURE_RATE,
+) -> GateDecision:
+    """The Bayesian gate's verdict (`[gate] method = "bayes"`): merge, close or one more seed.
+
+    The base's runs give a belief about its value on each seed; the candidate's seeds give a
+    precision-weighted mean improvement over it; the lab's prior over effects (learned from
+    its decided ideas, `bot.core.bayes.learn_prior`; None: the vague start from the
+    baseline's spread) turns that into a posterior, and the decision table
+    (`bot.core.bayes.decision_table`) picks the action worth most: the expected true gain,
+    less a penalty for the chance of a false merge above the lab's budget `false_merges`,
+    less the price of more seeds. A merge must also fit the budget: the lab's merges'
+    chances of being null or harmful, this one included, may add up to at most
+    `false_merges` per merge (`spent`). The hardware, failure and baseline rules are the
+    same as `decide`'s; a failed or stopped seed counts as no improvement on that seed.
+    """
+    cand_all = [SeedRun.coerce(v) for v in candidate]
+    base_all = [SeedRun.coerce(v) for v in baseline]
+    tally = _Tally.of(cand_all)
+    hw = _Hardware.choose(tally.counted, [r for r in base_all if r.value is not None])
+    cand = [r for r in tally.counted if hw.matches(r.gpu_kind)]
+    base = hw.baseline
+    base_values = [r.value for r in base if r.value is not None]
+    ok_values = [r.value for r in cand if r.value is not None]
+    c_stats = mean_std(ok_values) if ok_values else (None, None)
+    b_stats = mean_std(base_values) if base_values else (None, None)
+    common: dict[str, Any] = {
+        "n_candidate": len(ok_values),
+        "n_baseline": len(base),
+        "n_failed": tally.failed,
+        "n_stopped_early": tally.not_better,
+        "n_cancelled": tally.ignored,
+        "failure_rate": tally.failure_rate,
+        "alpha": false_merges,
+        "hardware": hw.name,
+        "candidate_mean": c_stats[0],
+        "candidate_std": c_stats[1],
+        "baseline_mean": b_stats[0],
+        "baseline_std": b_stats[1],
+        "method": "bayes",
+        "p_value": None,
+        "delta": None,
+        "delta_se": None,
+    }
+
+    def verdict(v: Verdict, reason: str, text: str, **extra: Any) -> GateDecision:
+        return GateDecision(verdict=v, reason=reason, rationale=text, **{**common, **extra})
+
+    notes = " ".join(n for n in (tally.describe(), hw.note) if n)
+    if human_override:
+        return verdict(
+            "merge",
+            "human override",
+            f"Merged by @{human_override} (human override of the gate). {notes}".strip(),
+            override_by=human_override,
+        )
+    if not tally.ok:
+        what = (
+            f"all {tally.failed} candidate run(s) failed ({tally.breakdown()})"
+            if tally.failed
+            else "every candidate seed was stopped early, trailing the baseline"
+            if tally.not_better
+            else "no candidate runs"
+        )
+        return verdict("close", "no measurement", f"Closed: {what}.")
+    if tally.failure_rate > max_failure_rate:
+        return verdict(
+            "close",
+            "failure rate",
+            f"Closed: {tally.failed} of {len(tally.counted)} candidate seeds failed "
+            f"({tally.failure_rate:.0%}; {tally.breakdown()}), above the bound of "
+            f"{max_failure_rate:.0%}. A change that breaks runs is not an improvement.",
+        )
+    if hw.missing:
+        return verdict(
+            "wait",
+            "baseline hardware",
+            f"Waiting for the baseline on `{hw.name}`: the baseline of this base was measured "
+            f"only on {hw.others()}.",
+            baseline_hardware=hw.name,
+        )
+    if len(base_values) < baseline_seeds:
+        return verdict(
+            "wait",
+            "baseline",
+            f"Waiting for the baseline: {len(base_values)} of {baseline_seeds} seeds measured "
+            "on the current base.",
+            baseline_hardware=hw.name or None,
+        )
+    index: dict[Any, int] = {}
+
+    def slot(seed: int | None) -> int:
+        key = ("unseeded", len(index)) if seed is None else seed
+        return index.setdefault(key, len(index))
+
+    base_by_seed: dict[int, float] = {}
+    for r in base:
+        if r.value is not None and (r.seed is None or slot(r.seed) not in base_by_seed):
+            base_by_seed.setdefault(slot(r.seed), r.value)
+    prior = prior or bayes.EffectPrior.vague(b_stats[1] or 0.0, len(base_values))
+    cand_slots = [(slot(r.seed), r) for r in cand]
+    belief = bayes.BaseBelief.of_runs(base_by_seed, prior, seeds=len(index))
+    runs: dict[int, float] = {}
+    for i, r in cand_slots:
+        if i in runs:
+            continue  # a seed counts once (deterministic training: a re-run adds nothing)
+        runs[i] = r.value if r.value is not None else float(belief.mean[i])
+    mean, precision = bayes.evidence(belief, runs, prior.noise**2, minimize=minimize)
+    budget = bayes.budget_for(prior, false_merges)
+    table = bayes.decision_table(prior, budget)
+    choice = table.choose(mean, precision, len(runs))
+    post = choice.posterior
+    allowed = budget * (spent.merges + 1)
+    over_budget = choice.action == "merge" and spent.chance_false + post.null_or_worse > allowed
+    action = choice.action
+    if over_budget:
+        action = "seed" if len(runs) < bayes.MAX_SEEDS else "close"
+    signed = -mean if minimize else mean  # candidate minus baseline, as `delta` elsewhere
+    se = 1 / math.sqrt(precision) if precision > 0 else math.inf
+    numbers_ = {
+        "mean_improvement": mean,
+        "precision": precision,
+        "chance_positive": post.positive,
+        "chance_null_or_worse": post.null_or_worse,
+        "chance_null": post.null,
+        "expected_gain": post.mean,
+        "merge_value": choice.merge_value,
+        "one_more_seed_value": choice.seed_value,
+        "one_more_seed_buys": choice.one_more_seed_buys,
+        "price_per_run": table.price,
+        "budget": budget,
+        "budget_spent": spent.chance_false,
+        "budget_allowed": allowed,
+        "merges_so_far": spent.merges,
+        "noise": prior.noise,
+        "seed_spread": prior.seed_spread,
+        "prior_null": prior.null,
+        "prior_helpful": prior.chance_helpful(),
+        "prior_learned_from": prior.learned_from,
+        "seeds": len(runs),
+        "over_budget": over_budget,
+    }
+    explain = _explain_bayes(numbers_, len(runs), over_budget)
+    extra = {"delta": signed, "delta_se": se, "bayes": numbers_}
+    if notes:
+        explain = f"{explain} {notes}"
+    if action == "merge":
+        return verdict("merge", "posterior", f"Merge: {explain}", **extra)
+    if action == "seed":
+        return verdict(
+            "confirm",
+            "one more seed",
+            f"Promising: one more seed before deciding. {explain}",
+            seeds_needed=1,
+            **extra,
+        )
+    return verdict("close", "posterior", f"Closed: {explain}", **extra)
+
+
+def _explain_bayes(n: Mapping[str, Any], seeds: int, over_budget: bool) -> str:
+    """The Bayesian verdict's numbers in the words a researcher checks them by."""
+    buys = n["one_more_seed_buys"]
+    seed_text = (
+        "no more seeds are allowed"
+        if not math.isfinite(n["one_more_seed_value"])
+        else f"one more seed would be worth {_g4(buys)} more than deciding now, net of its "
+        f"price of {_g4(n['price_per_run'])} per run"
+    )
+    budget_text = (
+        f"the lab's false-merge budget: {n['budget_spent']:.2f} expected false merges spent "
+        f"over {n['merges_so_far']} merge(s), {n['budget']:.1%} of merges allowed"
+        + (" (this merge would overspend it)" if over_budget else "")
+    )
+    prior_text = (
+        f"the prior learned from {n['prior_learned_from']} decided ideas"
+        if n["prior_learned_from"]
+        else "the vague starting prior (the lab has decided fewer than 40 ideas)"
+    )
+    return (
+        f"after {seeds} seed(s) the chance that the effect is positive is "
+        f"{n['chance_positive']:.0%} (null or worse {n['chance_null_or_worse']:.0%}); expected "
+        f"gain {_g4(n['expected_gain'])} (improvement {_g4(n['mean_improvement'])} ± "
+        f"{_g4(1 / math.sqrt(n['precision'])) if n['precision'] > 0 else 'unknown'}); "
+        f"{seed_text}; {budget_text}; {prior_text}, per-run noise {_g4(n['noise'])}."
     )
 
 

@@ -10,11 +10,14 @@ difference spreads, then asks the gate with the problem's `[gate]` levers.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bot import queries
-from bot.core.gate import GateDecision, SeedRun, decide
-from bot.core.stats import pooled_paired_spread, pooled_seed_correlation
+from bot.core import bayes
+from bot.core.gate import BudgetSpent, GateDecision, SeedRun, decide, decide_bayes
+from bot.core.stats import mean_std, pooled_paired_spread, pooled_seed_correlation
 from bot.problem import Problem
 from bot.records import Experiment
 from bot.store import Store
@@ -138,6 +141,17 @@ def gate_decision(
     """
     levers = problem.gate
     comparisons = lab_comparisons(store, repo_id, exclude=exp.id)
+    if levers.method == "bayes":
+        state = lab_gate_state(store, repo_id, track, comparisons=comparisons, exclude=exp.id)
+        return decide_bayes(
+            candidate_runs(store, exp),
+            baseline_runs(store, repo_id, base_sha, track),
+            minimize=problem.minimize,
+            baseline_seeds=problem.baseline_seeds,
+            prior=state.prior,
+            false_merges=levers.false_merges,
+            spent=state.spent,
+        )
     return decide(
         candidate_runs(store, exp),
         baseline_runs(store, repo_id, base_sha, track),
@@ -151,6 +165,90 @@ def gate_decision(
         sequential=levers.sequential,
         paired_spread=paired_spread_of(comparisons, track) if levers.pooled else None,
     )
+
+
+@dataclass(frozen=True)
+class GateState:
+    """What the Bayesian gate has learned about a lab (one track): its prior over effects and
+    noise (None while fewer than 40 ideas are decided: the vague start), the false-merge
+    budget spent by its merges, and how many ideas are decided."""
+
+    prior: bayes.EffectPrior | None
+    spent: BudgetSpent
+    decided: int
+
+
+def lab_gate_state(
+    store: Store,
+    repo_id: int,
+    track: str = "default",
+    *,
+    comparisons: list[Comparison] | None = None,
+    exclude: int | None = None,
+) -> GateState:
+    """The Bayesian gate's state of a track, from its decisions and runs (pure but for reads).
+
+    Every decided idea's evidence is in its final gate decision's stats (`bayes`): its mean
+    improvement, precision and the noise it was computed with. The prior is refitted at 40
+    decided ideas and every 20 after (`bot.core.bayes.due_for_learning`), so it is learned
+    from the ideas up to the last refit point: the same numbers whenever it is read. From
+    10 decided ideas the noise is learned from the lab's paired comparisons
+    (`bot.core.bayes.learn_noise`, a cautious estimate), the seed spread from its bases'
+    runs; before 40 the prior is still the vague one (and so is the budget).
+    """
+    rows = store.query(
+        "SELECT d.experiment_id AS exp, d.verdict AS verdict, d.stats AS stats "
+        "FROM decisions d JOIN experiments e ON e.id = d.experiment_id "
+        "WHERE e.repo_id = ? AND e.track = ? AND d.verdict IN ('merge', 'close') "
+        "AND d.experiment_id IS NOT ? ORDER BY d.id",
+        (repo_id, track, exclude),
+    )
+    final: dict[int, tuple[str, dict[str, Any]]] = {}
+    for row in rows:
+        stats = json.loads(row["stats"] or "{}")
+        numbers = stats.get("bayes") if isinstance(stats, dict) else None
+        if isinstance(numbers, dict) and stats.get("reason") != "human override":
+            final[row["exp"]] = (row["verdict"], numbers)
+    decided = [
+        (float(n["mean_improvement"]), float(n["precision"]), float(n["noise"]))
+        for _, n in final.values()
+        if _finite(n.get("mean_improvement"), n.get("precision"), n.get("noise"))
+    ]
+    merged = [n for verdict, n in final.values() if verdict == "merge"]
+    spent = BudgetSpent(
+        sum(float(n.get("chance_null_or_worse") or 0.0) for n in merged), len(merged)
+    )
+    usable = len(decided)
+    while usable >= bayes.LEARN_FROM and not bayes.due_for_learning(usable):
+        usable -= 1
+    if len(decided) < bayes.NOISE_EVERY:
+        return GateState(None, spent, len(decided))
+    comparisons = (
+        comparisons if comparisons is not None else lab_comparisons(store, repo_id, exclude=exclude)
+    )
+    noise = bayes.learn_noise([pairs for line, pairs in comparisons if line == track])
+    bases = store.query(
+        "SELECT base_sha, metric FROM runs WHERE repo_id = ? AND track = ? AND kind = 'baseline' "
+        "AND status = 'ok' AND metric IS NOT NULL ORDER BY id",
+        (repo_id, track),
+    )
+    groups: dict[Any, list[float]] = {}
+    for row in bases:
+        groups.setdefault(row["base_sha"], []).append(float(row["metric"]))
+    first = next(iter(groups.values()), [])
+    start = bayes.EffectPrior.vague(mean_std(first)[1] if first else 1.0, len(first))
+    spread = bayes.learn_seed_spread(list(groups.values()), noise or start.noise)
+    if usable < bayes.LEARN_FROM:  # the noise alone (at its cautious bound), the prior vague
+        if noise is None:
+            return GateState(None, spent, len(decided))
+        prior = replace(start, noise=noise, seed_spread=spread or start.seed_spread)
+        return GateState(prior, spent, len(decided))
+    prior = bayes.learn_prior(decided[:usable], start, noise=noise, seed_spread=spread)
+    return GateState(prior, spent, len(decided))
+
+
+def _finite(*values: Any) -> bool:
+    return all(isinstance(v, int | float) and v == v and abs(v) != float("inf") for v in values)
 
 
 def student_on_hardware(store: Store, exp: Experiment, gpu_kind: str) -> str | None:

@@ -7,6 +7,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 PATH = Path(__file__).resolve().parents[2] / "bench" / "lab.py"
@@ -65,6 +66,10 @@ def test_the_table_prints_every_policy(bench, capsys) -> None:
         "gate 5/5, early stop",
         "vs greedy",
         "oracle ceiling",
+        "oracle curiosity",
+        "kohai bayes, learned",
+        "kohai bayes, learned, 4 st.",
+        "kohai bayes, known prior (bound)",
     ):
         assert name in out
 
@@ -107,3 +112,46 @@ def test_the_table_has_the_oracle_rows(bench, capsys) -> None:
     out = capsys.readouterr().out
     for name in ("oracle ceiling: truth after 1 run", "truth at first checkpoint", "kohai+"):
         assert name in out
+
+
+def test_seed_luck_builds_up_over_a_run(bench) -> None:
+    """A run's deviation at 10 % of training keeps about 0.1**0.39 of its final luck, not all
+    of it (the calibrated curve model): early checkpoints are a weak guide to the end."""
+    lab = bench.make_lab(3, 0.5, 1)
+    finals, early, late = [], [], []
+    for seed in range(64):
+        for _ in range(6):
+            final, curve = lab.run(0.0, None, seed)
+            finals.append(final)
+            early.append(curve[0][1])
+            late.append(curve[-1][1])
+    corr_early = float(np.corrcoef(early, finals)[0, 1])
+    corr_late = float(np.corrcoef(late, finals)[0, 1])
+    assert abs(corr_early - 0.1**bench.LUCK_EXPONENT) < 0.12
+    assert corr_late > 0.95
+
+
+def test_an_idea_transient_fades_by_the_end(bench) -> None:
+    lab = bench.make_lab(4, 0.5, 1)
+    idea = bench.Idea(0.0, 0.5, transient=5.0)
+    gaps = []
+    for seed in range(40):
+        _, base = lab.run(0.0, None, seed)
+        _, cand = lab.run(0.0, idea, seed)
+        gaps.append([c[1] - b[1] for c, b in zip(cand, base, strict=True)])
+    mean = np.mean(gaps, axis=0)
+    assert mean[0] < -3.0  # 5 x 0.81 ahead at 10 %
+    assert abs(mean[-1]) < 0.5  # and nothing left at the end
+
+
+def test_the_bayes_gate_merges_clear_wins_and_few_nulls(bench) -> None:
+    nulls = [
+        bench.kohai_bayes(lab_of(bench, 0.0, seed=s), 40, bench.BayesConfig()) for s in range(3)
+    ]
+    # every idea null: the merges (all false) stay within the budget's share of the ideas
+    assert sum(r.merges for r in nulls) <= 0.05 * sum(r.ideas for r in nulls)
+    assert all(r.gpu_hours <= 40 + 1e-9 for r in nulls)
+    wins = bench.kohai_bayes(lab_of(bench, 3.0), 40, bench.BayesConfig())
+    assert wins.merges >= 3 and wins.false_merges == 0 and wins.gain >= 9.0
+    four = bench.kohai_bayes(lab_of(bench, 3.0), 40, bench.BayesConfig(students=4))
+    assert four.merges >= 3 and four.false_merges == 0
