@@ -34,8 +34,10 @@ def bot_url() -> str:
 
 
 def host_command(name: str, gpus: list[int]) -> str:
-    """The command that starts this student's host, token from the environment."""
-    command = f"KOHAI_HOST_TOKEN=<the token> kohai host run --name {name} --bot-url {bot_url()}"
+    """The command that starts this student's host, its token in a file only its owner reads."""
+    command = (
+        f"kohai host run --name {name} --token-file {name}.token (mode 0600) --bot-url {bot_url()}"
+    )
     return command + (f" --gpus {format_gpus(gpus)}" if gpus else "")
 
 

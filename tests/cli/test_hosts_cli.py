@@ -58,9 +58,10 @@ def test_a_second_add_refuses_and_rotate_is_the_way_to_a_new_token(tmp_path: Pat
     assert first.returncode == 0, first.stderr
     token = first.stdout.strip()  # stdout is the token alone: TOKEN=$(kohai hosts add fern)
     assert token.startswith("kohai_h_") and "\n" not in token
-    assert "kohai host run --name fern --bot-url https://kohai.example.com --gpus 0,1" in (
-        first.stderr
-    )
+    assert (
+        "kohai host run --name fern --token-file fern.token (mode 0600) "
+        "--bot-url https://kohai.example.com --gpus 0,1"
+    ) in first.stderr
 
     # A second `hosts add fern` used to print a new token and silently lock out the first.
     again = kohai("hosts", "add", "fern", cwd=tmp_path, env=env)
