@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -274,46 +274,11 @@ def decide(
     def verdict(v: Verdict, reason: str, text: str, **extra: Any) -> GateDecision:
         return GateDecision(verdict=v, reason=reason, rationale=text, **{**common, **extra})
 
-    if human_override:
-        return verdict(
-            "merge",
-            "human override",
-            f"Merged by @{human_override} (human override of the gate). {numbers}",
-            override_by=human_override,
-        )
-    if not tally.ok:
-        if tally.failed:
-            what = f"all {tally.failed} candidate run(s) failed ({tally.breakdown()})"
-        elif tally.not_better:
-            what = f"every candidate seed ({tally.not_better}) was stopped early, trailing the baseline"
-        else:
-            what = "no candidate runs"
-        return verdict("close", "no measurement", f"Closed: {what}.")
-    if tally.failure_rate > max_failure_rate:
-        return verdict(
-            "close",
-            "failure rate",
-            f"Closed: {tally.failed} of {len(tally.counted)} candidate seeds failed "
-            f"({tally.failure_rate:.0%}; {tally.breakdown()}), above the bound of "
-            f"{max_failure_rate:.0%}. A change that breaks runs is not an improvement. {numbers}",
-        )
-    if hw.missing:
-        return verdict(
-            "wait",
-            "baseline hardware",
-            f"Waiting for the baseline on `{hw.name}`: the candidate ran there, but the "
-            f"baseline of this base was measured only on {hw.others()}. Under a time budget "
-            f"different hardware trains a different amount, so they are not compared. {numbers}",
-            baseline_hardware=hw.name,
-        )
-    if len(base) < baseline_seeds:
-        return verdict(
-            "wait",
-            "baseline",
-            f"Waiting for the baseline: {len(base)} of {baseline_seeds} seeds measured on the "
-            f"current base{f' on `{hw.name}`' if hw.name else ''}. {numbers}",
-            baseline_hardware=hw.name or None,
-        )
+    first = _before_comparing(
+        verdict, tally, hw, len(base), baseline_seeds, max_failure_rate, human_override, numbers
+    )
+    if first is not None:
+        return first
     if not cmp.better(minimize):
         return verdict(
             "close",
@@ -438,46 +403,18 @@ def decide_bayes(
         return GateDecision(verdict=v, reason=reason, rationale=text, **{**common, **extra})
 
     notes = " ".join(n for n in (tally.describe(), hw.note) if n)
-    if human_override:
-        return verdict(
-            "merge",
-            "human override",
-            f"Merged by @{human_override} (human override of the gate). {notes}".strip(),
-            override_by=human_override,
-        )
-    if not tally.ok:
-        what = (
-            f"all {tally.failed} candidate run(s) failed ({tally.breakdown()})"
-            if tally.failed
-            else "every candidate seed was stopped early, trailing the baseline"
-            if tally.not_better
-            else "no candidate runs"
-        )
-        return verdict("close", "no measurement", f"Closed: {what}.")
-    if tally.failure_rate > max_failure_rate:
-        return verdict(
-            "close",
-            "failure rate",
-            f"Closed: {tally.failed} of {len(tally.counted)} candidate seeds failed "
-            f"({tally.failure_rate:.0%}; {tally.breakdown()}), above the bound of "
-            f"{max_failure_rate:.0%}. A change that breaks runs is not an improvement.",
-        )
-    if hw.missing:
-        return verdict(
-            "wait",
-            "baseline hardware",
-            f"Waiting for the baseline on `{hw.name}`: the baseline of this base was measured "
-            f"only on {hw.others()}.",
-            baseline_hardware=hw.name,
-        )
-    if len(base_values) < baseline_seeds:
-        return verdict(
-            "wait",
-            "baseline",
-            f"Waiting for the baseline: {len(base_values)} of {baseline_seeds} seeds measured "
-            "on the current base.",
-            baseline_hardware=hw.name or None,
-        )
+    first = _before_comparing(
+        verdict,
+        tally,
+        hw,
+        len(base_values),
+        baseline_seeds,
+        max_failure_rate,
+        human_override,
+        notes,
+    )
+    if first is not None:
+        return first
     index: dict[Any, int] = {}
 
     def slot(seed: int | None) -> int:
@@ -574,6 +511,63 @@ def _explain_bayes(n: Mapping[str, Any], seeds: int, over_budget: bool) -> str:
         f"{_g4(1 / math.sqrt(n['precision'])) if n['precision'] > 0 else 'unknown'}); "
         f"{seed_text}; {budget_text}; {prior_text}, per-run noise {_g4(n['noise'])}."
     )
+
+
+def _before_comparing(
+    verdict: Callable[..., GateDecision],
+    tally: _Tally,
+    hw: _Hardware,
+    n_base: int,
+    baseline_seeds: int,
+    max_failure_rate: float,
+    human_override: str | None,
+    numbers: str,
+) -> GateDecision | None:
+    """What both gates (`decide`, `decide_bayes`) settle before comparing anything: a
+    human override, no measurement, too many failed seeds, a baseline missing on the
+    candidate's hardware or short of seeds. One home for these rules; None: compare."""
+    tail = f" {numbers}" if numbers else ""
+    if human_override:
+        return verdict(
+            "merge",
+            "human override",
+            f"Merged by @{human_override} (human override of the gate).{tail}",
+            override_by=human_override,
+        )
+    if not tally.ok:
+        if tally.failed:
+            what = f"all {tally.failed} candidate run(s) failed ({tally.breakdown()})"
+        elif tally.not_better:
+            what = f"every candidate seed ({tally.not_better}) was stopped early, trailing the baseline"
+        else:
+            what = "no candidate runs"
+        return verdict("close", "no measurement", f"Closed: {what}.")
+    if tally.failure_rate > max_failure_rate:
+        return verdict(
+            "close",
+            "failure rate",
+            f"Closed: {tally.failed} of {len(tally.counted)} candidate seeds failed "
+            f"({tally.failure_rate:.0%}; {tally.breakdown()}), above the bound of "
+            f"{max_failure_rate:.0%}. A change that breaks runs is not an improvement.{tail}",
+        )
+    if hw.missing:
+        return verdict(
+            "wait",
+            "baseline hardware",
+            f"Waiting for the baseline on `{hw.name}`: the candidate ran there, but the "
+            f"baseline of this base was measured only on {hw.others()}. Under a time budget "
+            f"different hardware trains a different amount, so they are not compared.{tail}",
+            baseline_hardware=hw.name,
+        )
+    if n_base < baseline_seeds:
+        return verdict(
+            "wait",
+            "baseline",
+            f"Waiting for the baseline: {n_base} of {baseline_seeds} seeds measured on the "
+            f"current base{f' on `{hw.name}`' if hw.name else ''}.{tail}",
+            baseline_hardware=hw.name or None,
+        )
+    return None
 
 
 def needs_rerun_on_new_base(measured_base_sha: str | None, current_base_sha: str | None) -> bool:

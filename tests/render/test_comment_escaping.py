@@ -12,25 +12,9 @@ import pytest
 
 from bot.records import Run
 from bot.render.comments import ZWJ, code_block, plain, results_comment, status_comment
+from tests.support.markdown import outside_code
 
 MENTION = re.compile(r"(?<![\w`])@[A-Za-z0-9]")  # what GitHub would link as a mention
-
-
-def outside_code(markdown: str) -> str:
-    """The lines of `markdown` outside fenced code blocks, by CommonMark's fence rules."""
-    out, fence = [], None
-    for line in markdown.split("\n"):
-        stripped = line.strip()
-        if fence is None:
-            m = re.match(r"^(`{3,})", stripped)
-            if m:
-                fence = m.group(1)
-                continue
-            out.append(line)
-        elif re.fullmatch(rf"`{{{len(fence)},}}", stripped):
-            fence = None
-    assert fence is None, "a fence was left open"
-    return "\n".join(out)
 
 
 HOSTILE = [

@@ -29,6 +29,7 @@ from bot.github import bundles
 from bot.protocol import JobResult, RunResult
 from bot.records import Experiment
 from tests.conftest import sign
+from tests.support.markdown import outside_code
 from webhooks.app import create_app
 from webhooks.context import BotContext
 
@@ -84,23 +85,6 @@ def call(url: str, token: str, path: str, body: Any, **params: Any) -> httpx.Res
         headers={"Authorization": f"Bearer {token}"},
         timeout=30,
     )
-
-
-def outside_code(markdown: str) -> str:
-    """The lines of `markdown` outside fenced code blocks, by CommonMark's fence rules."""
-    out, fence = [], None
-    for line in markdown.split("\n"):
-        stripped = line.strip()
-        if fence is None:
-            m = re.match(r"^(`{3,})", stripped)
-            if m:
-                fence = m.group(1)
-                continue
-            out.append(line)
-        elif re.fullmatch(rf"`{{{len(fence)},}}", stripped):
-            fence = None
-    assert fence is None, "a fence was left open"
-    return "\n".join(out)
 
 
 # What a rogue host put in its report, field by field (the issue's reproduction:
