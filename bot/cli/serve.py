@@ -84,6 +84,9 @@ RECHECK_EVERY_S = 30.0
 # Retry-After says): a missed `/rerun` is handled within a minute of GitHub allowing it.
 CATCH_UP_RETRY_START_S = 5.0
 CATCH_UP_RETRY_CAP_S = 60.0
+# GitHub stamps `delivered_at` by its clock, the mark is ours: a minute of overlap costs
+# nothing (the inbox drops what it holds, delivered attempts are skipped).
+CATCH_UP_CLOCK_MARGIN_S = 60.0
 
 
 def catch_up_retry_s(failures: int, retry_after: float | None) -> float:
@@ -177,9 +180,8 @@ async def catch_up_once(ctx: Any) -> list[str]:
     from bot.github.catchup import catch_up
 
     store = ctx.store
-    mark = store.one("SELECT value FROM bot_state WHERE key = 'catch_up_since'")
-    last = store.one("SELECT MAX(received_at) AS t FROM inbox")
-    since = float(mark["value"]) if mark else (last or {}).get("t")
+    listed_at = time.time()
+    since = catch_up_start(store)
     known = {r["delivery_id"] for r in store.query("SELECT delivery_id FROM inbox")}
     refused: list[str] = []
     waits: list[float] = []
@@ -208,17 +210,34 @@ async def catch_up_once(ctx: Any) -> list[str]:
         state.pop("retry_at", None)
         state["failures"] = 0
         _set_problems(ctx, "catch-up", [])
-        # Everything up to the newest stored delivery is in: the next pass starts there.
-        if last and last.get("t"):
-            with store.transaction():
-                store.execute(
-                    "INSERT INTO bot_state (key, value) VALUES ('catch_up_since', ?) "
-                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    (repr(float(last["t"])),),
-                )
+        # Every delivery GitHub had attempted when this pass listed them is in the inbox
+        # or asked for again (a redelivery that fails is a newer failed attempt): the next
+        # pass starts there, less a margin for the difference between GitHub's clock and ours.
+        with store.transaction():
+            store.execute(
+                "INSERT INTO bot_state (key, value) VALUES ('catch_up_since', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (repr(listed_at - CATCH_UP_CLOCK_MARGIN_S),),
+            )
     if asked:
         log.info("asked GitHub to redeliver %d deliveries", len(asked))
     return asked
+
+
+def catch_up_start(store: Any) -> float | None:
+    """Where a catch-up pass starts looking: the last complete pass's mark.
+
+    Before any pass completed, the store's first delivery (a bot that has
+    received nothing yet looks at everything GitHub lists). Never the newest
+    delivery: one that arrived just after a restart would hide every
+    delivery that failed while the bot was down.
+    """
+    mark = store.one("SELECT value FROM bot_state WHERE key = 'catch_up_since'")
+    if mark:
+        return float(mark["value"])
+    first = store.one("SELECT MIN(received_at) AS t FROM inbox")
+    value = (first or {}).get("t")
+    return None if value is None else float(value) - CATCH_UP_CLOCK_MARGIN_S
 
 
 def _catch_up_failed(ctx: Any, retry_after: float | None) -> float:

@@ -7,6 +7,7 @@ as bad credentials.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +197,45 @@ async def test_a_rate_limit_is_never_reported_as_bad_credentials(
         report = await preflight(1, pem, "http://127.0.0.1:9")
     [error] = report.errors
     assert "rate limiting" in error and "credentials" not in error.split("(")[0].lower()
+
+
+class DownTimeGitHub(FlakyGitHub):
+    """One delivery that failed a few seconds ago, while the bot was down."""
+
+    def __init__(self, failed_at: float) -> None:
+        super().__init__(refusals=0)
+        self.failed_at = failed_at
+
+    async def list_deliveries(self, *, max_pages: int = 5) -> list[dict[str, Any]]:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.failed_at))
+        return [{"id": 8, "guid": "down", "delivered_at": stamp, "status_code": 0, "status": "x"}]
+
+
+async def test_a_delivery_arriving_after_a_restart_does_not_hide_those_missed_while_down(
+    tmp_path: Path, pem: str
+) -> None:
+    """The first pass after a restart looks back past the newest stored delivery: a
+    `/rerun` that failed while the bot was down is asked for even when another delivery
+    reached the restarted bot first (found by the chaos test)."""
+    github = DownTimeGitHub(failed_at=time.time() - 5)
+    ctx = bot_context(tmp_path, pem, github)
+    # The previous process stored a delivery but never finished a pass; then, after the
+    # restart, a new delivery arrived before the first catch-up pass.
+    inbox.store_delivery(ctx.store, "early", "ping", None, b"{}")
+    ctx.store.execute("UPDATE inbox SET received_at = ?", (time.time() - 30,))
+    inbox.store_delivery(ctx.store, "after-restart", "ping", None, b"{}")
+    assert await catch_up_once(ctx) == ["down"]
+
+
+async def test_a_complete_pass_leaves_a_mark_even_before_any_delivery_arrived(
+    tmp_path: Path, pem: str
+) -> None:
+    github = DownTimeGitHub(failed_at=time.time() - 5)
+    ctx = bot_context(tmp_path, pem, github)
+    github.refusals = 0
+    assert await catch_up_once(ctx) == ["down"]
+    mark = ctx.store.one("SELECT value FROM bot_state WHERE key = 'catch_up_since'")
+    assert mark is not None and float(mark["value"]) <= time.time()
+    # A later pass still sees a delivery that failed after the mark.
+    github.failed_at = time.time()
+    assert await catch_up_once(ctx) == ["down"]
