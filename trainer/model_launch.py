@@ -8,7 +8,7 @@ instead, as siblings:
 
 - the harness listens on a Unix socket (`ModelLauncher`) bound into the
   evaluator's sandbox, and hands the evaluator `KOHAI_SANDBOX` = the argv of
-  this file's client (`python -I -S model_launch.py SOCKET --`);
+  its client (`python -I -S model_client.py SOCKET --`);
 - the evaluator starts `[*KOHAI_SANDBOX, python, prepare.py, serve-model]`
   with pipes, as it would start any child; the client sends its standard
   input, output and error (the evaluator's pipes, as file descriptors) and
@@ -20,8 +20,8 @@ instead, as siblings:
 
 Each child is a new sandbox with an empty private /tmp and a fresh working
 directory: nothing one child learns reaches the next (what the causality
-probe relies on). Standard library only: the client half runs as
-`python -I -S` inside the evaluator's sandbox.
+probe relies on). The client half (`trainer/model_client.py`) runs as
+`python -I -S` inside the evaluator's sandbox, standard library only.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import shutil
 import socket
 import subprocess
@@ -43,7 +42,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the client half runs with -I -S, where kohai is not importable
     from trainer.limits import Limits
 
-CLIENT_FILE = Path(__file__).resolve()
+CLIENT_FILE = Path(__file__).resolve().with_name("model_client.py")  # the evaluator's half
 MAX_REQUEST = 1 << 20  # the command and environment of one child
 MAX_CHILDREN = 256  # per evaluation: an evaluator that loops forever starts no more
 WAIT_TICK_S = 0.2
@@ -122,6 +121,7 @@ class ModelLauncher:
     ) -> int:
         from trainer import sandbox
         from trainer.limits import Guard
+        from trainer.process import ExitWatch
 
         work = self.scratch_root / f"model-{number}"
         shutil.rmtree(work, ignore_errors=True)
@@ -145,9 +145,10 @@ class ModelLauncher:
             fds.clear()
             with self.lock:
                 self.children.add(proc)
+            exit_watch = ExitWatch(proc.pid)
             try:
                 while proc.poll() is None:
-                    ready, _, _ = select.select([conn], [], [], WAIT_TICK_S)
+                    ready = exit_watch.wait(WAIT_TICK_S, conn)
                     if (ready and not conn.recv(1)) or self.closing.is_set():
                         break  # the client is gone, or the evaluation is over
                     if guard is not None and guard.exceeded:
@@ -157,6 +158,7 @@ class ModelLauncher:
                     proc.kill()
                 code = proc.wait()
             finally:
+                exit_watch.close()
                 with self.lock:
                     self.children.discard(proc)
             return _exit_status(code)
@@ -199,28 +201,3 @@ def launcher(
         yield server
     finally:
         server.close()
-
-
-def client(argv: list[str]) -> int:
-    """The evaluator's half: hand this process's stdio and the command to the harness."""
-    if len(argv) < 3 or argv[1] != "--":
-        print("usage: model_launch.py SOCKET -- COMMAND...", file=sys.stderr)
-        return 2
-    path, command = argv[0], argv[2:]
-    request = json.dumps({"argv": command, "env": dict(os.environ)}).encode()
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    try:
-        conn.connect(path)
-        socket.send_fds(conn, [request], [0, 1, 2])
-        answer = conn.recv(4096)
-    except OSError as exc:
-        print(f"kohai: cannot reach the harness's model launcher: {exc}", file=sys.stderr)
-        return 125
-    try:
-        return int(json.loads(answer)["exit"])
-    except (ValueError, KeyError, TypeError):
-        return 125
-
-
-if __name__ == "__main__":
-    sys.exit(client(sys.argv[1:]))

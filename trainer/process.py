@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import os
 import re
+import select
 import shlex
 import signal
 import subprocess
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from trainer.limits import Guard, Limits
 
@@ -134,6 +135,39 @@ def _wait4(pid: int, block: bool) -> tuple[int, float] | None:
     return os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024.0
 
 
+class ExitWatch:
+    """Wakes a waiting loop the moment a child exits (a pidfd), else after `tick` seconds.
+
+    The harness's loops also look at the clock, the limits and the cancel
+    flag between waits, so they cannot block in `wait()`; sleeping a tick
+    instead would add up to a tick to every run's end (and, for the
+    evaluator's model children, to the evaluation). Where the kernel has no
+    pidfd (Linux < 5.3) it is the plain tick.
+    """
+
+    def __init__(self, pid: int) -> None:
+        try:
+            self.fd: int | None = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self.fd = None
+
+    def wait(self, tick: float, *others: Any) -> list[Any]:
+        """Until the child exits, one of `others` (selectable) is readable, or `tick` passes."""
+        watched: list[Any] = [*others]
+        if self.fd is not None:
+            watched.append(self.fd)
+        if not watched:
+            time.sleep(tick)
+            return []
+        ready, _, _ = select.select(watched, [], [], tick)
+        return [r for r in ready if r != self.fd]
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 def run_bounded(
     argv: Sequence[str],
     *,
@@ -181,6 +215,7 @@ def run_bounded(
     assert proc.stdout is not None
     pump = _LogPump(proc.stdout, log_path, on_line)
     pump.start()
+    exit_watch = ExitWatch(proc.pid)
     deadline = started + budget_s
     result = Exit(exit_code=None, duration_s=0.0)
     term_sent_at: float | None = None
@@ -212,8 +247,9 @@ def run_bounded(
             elif now - term_sent_at >= grace_s:
                 result.killed = True
                 signal_group(proc.pid, signal.SIGKILL)
-            time.sleep(POLL_S)
+            exit_watch.wait(POLL_S)
     finally:
+        exit_watch.close()
         result.duration_s = time.monotonic() - started
         proc.returncode = result.exit_code if result.exit_code is not None else -9
         # Nothing of the run may outlive it: stray grandchildren included.
