@@ -86,6 +86,23 @@ def take_token(args: argparse.Namespace) -> str | None:
     return args.token or from_env
 
 
+def command_line_token_warning(args: argparse.Namespace) -> str | None:
+    """What to say when a token came on the command line (`--token`, `--student ...:TOKEN`).
+
+    Any user of the machine reads a process's arguments (`ps`, /proc/PID/cmdline)
+    for as long as the daemon runs; a job cannot (its own PID namespace), but a
+    shared GPU box has other users. Accepted, for scripts, and said.
+    """
+    flags = [f for f, given in (("--token", args.token), ("--student", args.student)) if given]
+    if not flags:
+        return None
+    return (
+        f"the host token given with {' and '.join(flags)} is readable by every user of this "
+        "machine in its process list; pass it with --token-file FILE (mode 0600) or "
+        "--token-file - (standard input) instead"
+    )
+
+
 def parse_students(args: argparse.Namespace) -> list[StudentSpec]:
     """Students from `--name/--token-file/--gpus` and repeated `--student NAME:GPUS:TOKEN`.
 
@@ -300,6 +317,9 @@ def main(args: argparse.Namespace) -> int:
         return 2
     finally:
         os.environ.pop(TOKEN_ENV, None)  # however the token came, no child inherits it
+    warning = command_line_token_warning(args)
+    if warning:
+        print(f"kohai host run: {warning}", file=sys.stderr, flush=True)
     unsandboxed = bool(getattr(args, "unsandboxed", False))
     refusal = sandbox_refusal(sandbox.probe(), unsandboxed)
     if refusal is not None:

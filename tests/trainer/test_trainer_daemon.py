@@ -259,3 +259,34 @@ def test_reporter_throttles_progress_and_batches_log_lines(fake_bot: FakeBot) ->
     lines = [line for b in bodies if b["kind"] == "log" for line in b["lines"]]
     assert lines[-1] == f"line {step}"
     assert bodies[0]["kind"] == "heartbeat"
+
+
+def test_a_token_on_the_command_line_is_accepted_with_a_warning(tmp_path: Path) -> None:
+    """Every user of a shared GPU box reads `ps`: the host says so and names the safe way."""
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root), KOHAI_BOT_WAIT_S="0")
+    env.pop("KOHAI_HOST_TOKEN", None)
+    common = ["--bot-url", "http://127.0.0.1:9", "--work-dir", str(tmp_path), "--unsandboxed"]
+    for flags in (["--name", "fern", "--token", "t"], ["--student", "fern::t"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "bot.cli", "host", "run", *flags, *common],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert "readable by every user of this machine" in done.stderr, done.stderr
+        assert "--token-file" in done.stderr
+    token_file = tmp_path / "fern.token"
+    token_file.write_text("t\n")
+    token_file.chmod(0o600)
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "host", "run", "--name", "fern"]
+        + ["--token-file", str(token_file), *common],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "cannot reach the bot" in done.stderr, done.stderr  # it got past the token
+    assert "readable by every user" not in done.stderr, done.stderr
