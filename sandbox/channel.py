@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Request, Response, get, post
+from litestar.params import FromPath
 from litestar.response import Stream
 
 KEEPALIVE_S = 15.0
@@ -52,7 +53,7 @@ class Channels:
 
 def handlers(channels: Channels) -> list[Any]:
     @get("/_channels/{name:str}")
-    async def listen(name: str) -> Stream:
+    async def listen(name: FromPath[str]) -> Stream:
         return Stream(
             channels.listen(name),
             media_type="text/event-stream",
@@ -60,7 +61,9 @@ def handlers(channels: Channels) -> list[Any]:
         )
 
     @post("/_channels/{name:str}", status_code=200)
-    async def publish(name: str, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    async def publish(
+        name: FromPath[str], request: Request[Any, Any, Any]
+    ) -> Response[dict[str, Any]]:
         raw = await request.body()
         try:
             body = json.loads(raw) if raw else {}

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery
 
 from bot import records
 from bot.core import diffcheck
@@ -142,7 +143,9 @@ def _early_stop_fields(ctx: Any, repo: Any, job: records.Job) -> dict[str, Any]:
 
 
 @post("/api/hosts/{name:str}/lease", status_code=200, summary="Long-poll for the next job")
-async def lease(name: str, request: Request, state: State, wait: float = 0.0) -> Response[Any]:
+async def lease(
+    name: FromPath[str], request: Request, state: State, wait: FromQuery[float] = 0.0
+) -> Response[Any]:
     ctx = state.kohai
     student = _student_for_token(ctx, _bearer(request))
     if student is None:
@@ -195,7 +198,7 @@ async def _json_body(request: Request) -> dict[str, Any] | None:
 
 
 @post("/api/jobs/{job_id:int}/events", status_code=200, summary="Progress, log lines, heartbeat")
-async def job_events(job_id: int, request: Request, state: State) -> Response[Any]:
+async def job_events(job_id: FromPath[int], request: Request, state: State) -> Response[Any]:
     """Extends the lease the event names; 409 when that lease is not the job's current one."""
     ctx = state.kohai
     student, error = _authorize_job(ctx, request, job_id)
@@ -231,7 +234,7 @@ async def job_events(job_id: int, request: Request, state: State) -> Response[An
 
 
 @post("/api/jobs/{job_id:int}/complete", status_code=200, summary="Final result (idempotent)")
-async def job_complete(job_id: int, request: Request, state: State) -> Response[Any]:
+async def job_complete(job_id: FromPath[int], request: Request, state: State) -> Response[Any]:
     """Stores the result of the lease it names, once; 409 for any other lease, 400 if it does not fit."""
     ctx = state.kohai
     student, error = _authorize_job(ctx, request, job_id)
@@ -258,7 +261,7 @@ async def job_complete(job_id: int, request: Request, state: State) -> Response[
 
 @post("/api/jobs/{job_id:int}/release", status_code=200, summary="Give a job back (host shutdown)")
 async def job_release(
-    job_id: int, request: Request, state: State, lease_id: str = ""
+    job_id: FromPath[int], request: Request, state: State, lease_id: FromQuery[str] = ""
 ) -> Response[Any]:
     """Gives back the lease it names (409 for any other), without counting an attempt."""
     ctx = state.kohai
@@ -279,7 +282,11 @@ async def job_release(
     summary="Publish a host's commit (a git bundle) to the experiment's branch",
 )
 async def job_push(
-    job_id: int, request: Request, state: State, branch: str = "", lease_id: str = ""
+    job_id: FromPath[int],
+    request: Request,
+    state: State,
+    branch: FromQuery[str] = "",
+    lease_id: FromQuery[str] = "",
 ) -> Response[Any]:
     """The body is `git bundle` bytes with one head; the bot checks it and pushes as the App.
 
@@ -354,7 +361,7 @@ async def job_push(
 
 
 @get("/api/hosts/{name:str}/whoami", summary="Check a host token without leasing anything")
-async def whoami(name: str, request: Request, state: State) -> Response[Any]:
+async def whoami(name: FromPath[str], request: Request, state: State) -> Response[Any]:
     """200 when the token is this student's; 401/403 otherwise. `kohai host run` asks at start,
     so a wrong URL or token is one line then, not a retry loop later."""
     student = _student_for_token(state.kohai, _bearer(request))

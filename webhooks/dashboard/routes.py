@@ -27,6 +27,7 @@ from litestar import Request, Response, get
 from litestar.datastructures import State
 from litestar.enums import MediaType
 from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from bot import queries
@@ -400,7 +401,7 @@ STATIC_FILES = {
 
 
 @get("/static/{name:str}", include_in_schema=False, sync_to_thread=False)
-def dashboard_static(name: str) -> Response[bytes]:
+def dashboard_static(name: FromPath[str]) -> Response[bytes]:
     """The page's script and stylesheet; nothing else under static/ is served."""
     if name not in STATIC_FILES:
         raise NotFoundException(f"no static file {name!r}")
