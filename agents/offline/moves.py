@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.context import ExperimentRecord
+from agents.offline import parsing
 from agents.offline.student import find_constant
 from bot.problem import Knob, Problem, SearchUnit
 
@@ -384,7 +385,7 @@ def _left_behind(
             if match is None:
                 break
             try:
-                origin.append(ast.literal_eval(match.group(1).strip()))
+                origin.append(parsing.literal(match.group(1).strip()))
             except (SyntaxError, ValueError):
                 break
         else:

@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from agents.offline import parsing
 from agents.student.rules import ImplementOutcome, knob_summary
 from bot.problem import Problem
 from bot.protocol import Implement
@@ -56,7 +57,7 @@ def implement(worktree: Path, spec: Implement, problem: Problem) -> ImplementOut
 
 def find_constant(source: str, name: str) -> ast.expr | None:
     """The value node of the first module-level `name = ...` or `name: T = ...`."""
-    for node in ast.parse(source).body:
+    for node in parsing.parse(source).body:
         if isinstance(node, ast.Assign):
             if len(node.targets) == 1 and _is_name(node.targets[0], name):
                 return node.value
@@ -81,7 +82,7 @@ def set_constant(source: str, name: str, value: Any) -> str:
     end = _offset(lines, node.end_lineno or node.lineno, node.end_col_offset or 0)
     raw = b"".join(lines)
     result = (raw[:start] + literal.encode("utf-8") + raw[end:]).decode("utf-8")
-    ast.parse(result)  # a SyntaxError here is a bug worth failing loudly on
+    parsing.parse(result)  # a SyntaxError here is a bug worth failing loudly on
     return result
 
 
@@ -95,7 +96,7 @@ def python_literal(value: Any) -> str:
         text = repr(value)
     else:
         raise ValueError(f"{value!r} ({type(value).__name__}) is not a literal knob value")
-    if ast.literal_eval(text) != value:
+    if parsing.literal(text) != value:
         raise ValueError(f"{value!r} does not round-trip as a literal")
     return text
 
