@@ -179,6 +179,8 @@ def test_host_run_checks_the_bot_url_at_start(tmp_path: Path, bot) -> None:
     )  # fmt: skip
     assert wrong.returncode == 2, wrong.stderr
     lines = wrong.stderr.strip().splitlines()
+    # First the warning that tokens on the command line show in `ps`, then one line each.
+    assert "readable by every user of this machine" in lines.pop(0)
     assert len(lines) == 2 and "Traceback" not in wrong.stderr
     assert "does not accept the token for student fern" in lines[0]
     assert "belongs to another student" in lines[1]
