@@ -40,6 +40,9 @@ MAX_ATTEMPTS = 3
 # shows any of it (`JobEvent.check`, `JobResult.check`; the host API answers 400).
 SHA = re.compile(r"[0-9a-f]{40}")
 PHASE = re.compile(r"[a-z][a-z_-]{0,39}")
+# The phase event a host sends when one seed of a running job has finished (its metric in
+# `metrics`, none when it failed): not a phase of the job, a result shown sooner.
+MEASURED_PHASE = "measured"
 EVENT_KINDS: frozenset[str] = frozenset({"heartbeat", "phase", "progress", "log"})
 MAX_METRICS = 256  # names in one progress event or one run's final line
 MAX_NAME_CHARS = 200  # a metric's name

@@ -186,7 +186,12 @@ class Job(Record):
     """Work for a host: measure a baseline, or implement and train an experiment."""
 
     table: ClassVar[str] = "jobs"
-    json_columns: ClassVar[Mapping[str, type]] = {"seeds": list, "payload": dict, "result": dict}
+    json_columns: ClassVar[Mapping[str, type]] = {
+        "seeds": list,
+        "payload": dict,
+        "result": dict,
+        "measured": dict,
+    }
     nullable: ClassVar[tuple[str, ...]] = ("result",)
     flags: ClassVar[tuple[str, ...]] = ("cancel",)
 
@@ -213,6 +218,9 @@ class Job(Record):
     track: str = DEFAULT_TRACK
     tip_sha: str | None = None  # the commit this job must train: the bot's fact, never the host's
     tip_diff: str | None = None  # the bot's own diff of an accepted push against the job's base
+    # Seeds the host said it finished while the job goes on ({"seed": metric or None}): shown
+    # in the PR's results as they come, as the host's report; the completion is what counts.
+    measured: dict[str, Any] = field(default_factory=dict)
 
     @property
     def implement(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from bot.protocol import RunResult
     from bot.records import R
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 # Each entry upgrades the schema from version i to i + 1. Never edit a released
 # step; append a new one.
@@ -238,6 +238,9 @@ MIGRATIONS: list[str | Callable[[sqlite_utils.Database], None]] = [
     CREATE INDEX outbox_marker ON outbox(repo, marker) WHERE marker IS NOT NULL;
     CREATE INDEX outbox_op ON outbox(repo, op, state);
     """,
+    # 10: the seeds a host reported finished while its job runs (the PR's results show
+    # them as they come; the completion replaces them).
+    "ALTER TABLE jobs ADD COLUMN measured TEXT;",
 ]
 
 

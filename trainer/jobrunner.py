@@ -180,6 +180,9 @@ def _run_in_worktree(
             ctx.work_dir / "runs" / f"job{job.id}" / f"seed-{seed}",
         )
         result.runs.append(run)
+        if seed != job.seeds[-1]:  # the last seed's result is the completion itself
+            value = run.metric if run.status == "ok" else None
+            reporter.measured(seed, problem.metric, value)
     return result
 
 

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 
-from bot.protocol import JobEvent
+from bot.protocol import MEASURED_PHASE, JobEvent
 from trainer.hostapi import HostClient, JobGone
 from trainer.metrics import numeric_values
 
@@ -64,6 +64,18 @@ class JobReporter:
     def phase(self, name: str, head_sha: str | None = None) -> None:
         with self._lock:
             self._phases.append(JobEvent(kind="phase", phase=name, head_sha=head_sha))
+
+    def measured(self, seed: int, metric: str, value: float | None) -> None:
+        """One seed finished while the job goes on: the bot shows it on the PR at once.
+
+        A phase event (sent in order, never dropped as progress may be); `value`
+        None is a seed that ended without a metric. The completion still
+        carries every run: this is only what a researcher sees sooner.
+        """
+        metrics = {metric: value} if value is not None else {}
+        event = JobEvent(kind="phase", phase=MEASURED_PHASE, seed=seed, metrics=metrics)
+        with self._lock:
+            self._phases.append(event)
 
     def progress(self, seed: int, record: dict) -> None:
         step = record.get("step")

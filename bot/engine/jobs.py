@@ -28,12 +28,13 @@ from bot.protocol import (
     JOB_STATUSES,
     LEASE_SECONDS,
     MAX_ATTEMPTS,
+    MEASURED_PHASE,
     RUN_STATUSES,
     JobEvent,
     JobResult,
 )
 from bot.records import Experiment, Job, Run
-from bot.render.comments import results_comment
+from bot.render.comments import RunningSeeds, results_comment
 from bot.store import dumps, now, run_columns
 
 log = logging.getLogger("kohai.jobs")
@@ -268,6 +269,7 @@ class JobBook:
                     # What this lease must train, until the bot accepts a push of its own.
                     "tip_sha": exp.head_sha if exp is not None else job.base_sha,
                     "tip_diff": None,
+                    "measured": None,  # seeds an earlier lease reported are not this one's
                 },
             )
             leased = self.store.get(Job, job.id)  # whole: the choice read only a few columns
@@ -416,7 +418,13 @@ class JobBook:
                 "last_event_at": t,
                 "updated_at": t,
             }
-            if event.kind == "phase" and event.phase:
+            measured = event.kind == "phase" and event.phase == MEASURED_PHASE
+            if measured and event.seed in job.seeds:
+                # Not a phase of the job: one of its seeds, finished while the others run.
+                problem = self.engine.repo_by_id(job.repo_id, job.track).problem
+                value = event.metrics.get(problem.metric)
+                values["measured"] = dumps({**job.measured, str(event.seed): value})
+            elif event.kind == "phase" and event.phase and not measured:
                 values["phase"] = event.phase
                 if job.experiment_id and not job.cancel:
                     repo = self.engine.repo_by_id(job.repo_id, job.track)
@@ -432,6 +440,8 @@ class JobBook:
                     self.store.update("students", student, {"state": event.phase})
             self.store.update("jobs", job_id, values)
             self.store.execute("UPDATE students SET last_seen = ? WHERE name = ?", (t, student))
+            if "measured" in values:
+                self._results_so_far(job_id, student)
         self.engine.bus.publish(
             "progress",
             job_id=job_id,
@@ -778,19 +788,32 @@ class JobBook:
         )
         return True
 
+    def _results_so_far(self, job_id: int, student: str) -> None:
+        """A seed of a running job finished: the PR's results comment shows it now."""
+        job = self.store.get(Job, job_id)
+        if job is None or job.kind == "baseline" or not job.experiment_id:
+            return
+        exp = self.store.get(Experiment, job.experiment_id)
+        if exp is None or not exp.pr_number or exp.final:
+            return
+        repo = self.engine.repo_by_id(job.repo_id, job.track)
+        self._results_comment(repo, exp, job, student, None)
+
     def _results_comment(
         self,
         repo: Repo,
         exp: Experiment,
         job: Job,
         student: str,
-        result: JobResult,
+        result: JobResult | None,
     ) -> None:
-        """The PR's one results comment (sticky, edited in place), brought up to date after a job.
+        """The PR's one results comment (sticky, edited in place), brought up to date after a
+        job, and as each seed of a running job finishes (`result` None).
 
         It shows every seed measured so far on the commit and base of the latest
         runs (what the gate pools), against the baseline measured on that same base,
-        with both training curves; a job that ran nothing says why at its top.
+        with both training curves; a job that ran nothing says why at its top; a
+        running job's finished seeds follow, as its host reported them.
         """
         mine = self.store.rows(Run, "experiment_id = ? AND kind = 'candidate'", (exp.id,))
         group = queries.current_group(mine)
@@ -818,19 +841,33 @@ class JobBook:
             head_sha=group[0].commit_sha if group else exp.head_sha,
             base_sha=base_sha,
             student=student,
-            job_status=result.status,
-            reason=result.reason,
-            cost_usd=sum(r.cost_usd or 0.0 for r in group) if group else result.cost_usd,
+            job_status=result.status if result is not None else "running",
+            reason=result.reason if result is not None else "",
+            cost_usd=sum(r.cost_usd or 0.0 for r in group)
+            if group or result is None
+            else result.cost_usd,
             attempt_note=" ".join(n for n in notes if n),
-            smoke_s=result.smoke_s,
-            notes=result.notes,
-            unsandboxed=any(not run.sandboxed for run in result.runs),
+            smoke_s=result.smoke_s if result is not None else 0.0,
+            notes=result.notes if result is not None else "",
+            unsandboxed=result is not None and any(not run.sandboxed for run in result.runs),
             baseline_runs=baseline_runs,
+            running=_seeds_so_far(job) if result is None else None,
         )
         if exp.pr_number:
             self.engine.write(
                 repo,
                 w.StatusComment(number=exp.pr_number, kind="results", key=exp.id, body=body),
             )
-            if not exp.final:
+            if not exp.final and result is not None:
                 self.engine.write(repo, w.MarkReady(number=exp.pr_number))
+
+
+def _seeds_so_far(job: Job) -> RunningSeeds:
+    """A running job's seeds: those its host reported finished (metric or None), the rest."""
+    done = [
+        (int(seed), value) for seed, value in job.measured.items() if seed.lstrip("-").isdigit()
+    ]
+    done_seeds = {seed for seed, _ in done}
+    return RunningSeeds(
+        finished=sorted(done), waiting=[seed for seed in job.seeds if seed not in done_seeds]
+    )

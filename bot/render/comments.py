@@ -11,13 +11,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from bot.records import Run
 from bot.render import numbers
 from bot.render.charts import BASELINE_COLOR, CANDIDATE_COLOR, Curve, mean_curve, mermaid_lines
 from bot.render.escape import ZWJ, code_block, defang, https_url, plain
 
-__all__ = ["ZWJ", "code_block", "defang", "plain", "results_comment", "status_comment"]
+__all__ = [
+    "ZWJ",
+    "RunningSeeds",
+    "code_block",
+    "defang",
+    "plain",
+    "results_comment",
+    "status_comment",
+]
+
+
+@dataclass
+class RunningSeeds:
+    """A running job's seeds: those its host reported finished (seed, metric or None) and
+    those still to run. Shown as the host's report until the completion replaces them."""
+
+    finished: list[tuple[int, float | None]] = field(default_factory=list)
+    waiting: list[int] = field(default_factory=list)
 
 
 def _short_sha(sha: str | None) -> str:
@@ -62,9 +80,13 @@ def results_comment(
     unsandboxed: bool = False,
     notes: str = "",
     baseline_runs: Sequence[Run] = (),
+    running: RunningSeeds | None = None,
 ) -> str:
     """The experiment's results: per-seed table, mean ± std, delta vs baseline, resources,
     and its training curve over the baseline's (`compare_chart`).
+
+    `running`: a job still training; the seeds its host has finished are listed
+    as they come (`_running_lines`), apart from the table of accepted runs.
 
     `notes` are the student's own words about the job (and what the bot dropped
     from its report): shown, escaped, as the student's.
@@ -110,6 +132,8 @@ def results_comment(
                 f"{(r.gpu_hours or 0):.4f} | {link} |"
             )
         lines.append("")
+    if running is not None:
+        lines += _running_lines(metric, running)
     lines.append(f"**{metric}**: {_pm(mean, std, len(ok))}")
     if b_mean is not None:
         lines.append(f"**baseline**: {_pm(b_mean, b_std, len(baseline))}")
@@ -146,6 +170,22 @@ def results_comment(
             "</details>",
         ]
     return "\n".join(lines)
+
+
+def _running_lines(metric: str, running: RunningSeeds) -> list[str]:
+    """The finished seeds of a job still training, as its host reported them."""
+    done = ", ".join(
+        f"seed {seed}: {numbers.number(value) if value is not None else 'no metric'}"
+        for seed, value in running.finished
+    )
+    waiting = ", ".join(str(seed) for seed in running.waiting)
+    total = len(running.finished) + len(running.waiting)
+    line = f"**Training: {len(running.finished)} of {total} seeds finished**"
+    if done:
+        line += f" ({metric}, as the host reported: {done})"
+    if waiting:
+        line += f"; still to run: {waiting}"
+    return [line + ". The table takes them when the job completes.", ""]
 
 
 def status_comment(

@@ -102,3 +102,84 @@ async def test_three_jobs_leave_one_results_comment_with_every_seed_and_the_base
             "SELECT DISTINCT op FROM outbox WHERE json_extract(args, '$.kind') = 'results'"
         )
         assert [r["op"] for r in ops] == ["sticky"]
+
+
+async def test_the_results_comment_shows_each_seed_as_its_host_finishes_it(
+    tmp_path: Path, sandbox: SandboxServer
+) -> None:
+    """A three-seed job: after each seed's `measured` event the PR's one results comment lists
+    it (the host's report, apart from the table); the completion replaces the list with the
+    table. A seed the job does not have is dropped, and the job's phase stays `training`."""
+    from bot.protocol import MEASURED_PHASE, JobEvent
+    from bot.records import Job
+
+    lab = Lab(tmp_path)
+    inst = sandbox.installation_id(REPO)
+    main = subprocess.run(
+        ["git", "--git-dir", str(sandbox.repo_path(REPO)), "rev-parse", "main"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    with lab.store.transaction():
+        lab.store.update("repos", lab.repo_id, {"installation_id": inst, "base_sha": main})
+    github = GitHubApp(sandbox.app_id, sandbox.private_key_pem, sandbox.url, sleep=FakeTime().sleep)
+    worker = OutboxWorker(lab.store, github)
+    with SandboxControl(sandbox.url) as control:
+        lab.baseline(2.0, 2.1)
+        number = 1
+        exp_id = lab.experiment(number)
+        with lab.store.transaction():  # the experiment's job trains three seeds
+            lab.store.execute(
+                "UPDATE jobs SET seeds = '[0, 1, 2]' WHERE experiment_id = ?", (exp_id,)
+            )
+        leased = lab.jobs.take("fern")
+        assert leased is not None
+        job, lease = leased.job, str(leased.job.lease_id)
+        lab.jobs.record_event(
+            job.id, "fern", JobEvent(kind="phase", phase="training", lease_id=lease)
+        )
+
+        def measured(seed: int, metrics: dict[str, float]) -> None:
+            event = JobEvent(
+                kind="phase", phase=MEASURED_PHASE, seed=seed, metrics=metrics, lease_id=lease
+            )
+            event.check()
+            lab.jobs.record_event(job.id, "fern", event)
+
+        def results() -> list[str]:
+            return [
+                c["body"]
+                for c in control.comments(REPO, number)
+                if c["body"].startswith(f"<!-- kohai:results:{exp_id} -->")
+            ]
+
+        measured(0, {"loss": 1.95})
+        measured(7, {"loss": 0.1})  # not a seed of this job: nothing shown
+        await worker.run_once()
+        assert not failed_writes(lab.store)
+        [body] = results()
+        assert "Training: 1 of 3 seeds finished" in body
+        assert "seed 0: 1.95" in body and "still to run: 1, 2" in body
+        assert "seed 7" not in body and "| 0 | ok |" not in body
+
+        measured(1, {})  # a seed that ended without a metric
+        await worker.run_once()
+        [body] = results()
+        assert "Training: 2 of 3 seeds finished" in body and "seed 1: no metric" in body
+        stored = lab.store.get(Job, job.id)
+        assert stored is not None and stored.phase == "training"
+        assert control.pull(REPO, number)["draft"] is True  # not ready while it trains
+
+        result = JobResult(
+            status="ok",
+            runs=[RunResult(seed=s, status="ok", metric=1.9 + s / 100) for s in (0, 1, 2)],
+            head_sha=lab.exp(exp_id).head_sha,
+            lease_id=lease,
+        )
+        lab.jobs.complete(job.id, "fern", result)
+        await worker.run_once()
+        [body] = results()  # still one comment: the table replaced the list
+        assert "Training:" not in body
+        for seed in (0, 1, 2):
+            assert f"| {seed} | ok |" in body

@@ -59,7 +59,12 @@ def test_baseline_job_end_to_end(tmp_path: Path, fake_bot: FakeBot) -> None:
     phases = [
         r["body"] for r in fake_bot.requests if r["body"] and r["body"].get("kind") == "phase"
     ]
-    assert [(p["phase"], p["head_sha"]) for p in phases] == [("training", base)]
+    # Seed 1 is shown on the PR as soon as it ends; seed 2's result is the completion.
+    assert [(p["phase"], p["head_sha"], p["seed"]) for p in phases] == [
+        ("training", base, None),
+        ("measured", None, 1),
+    ]
+    assert list(phases[1]["metrics"].values()) == pytest.approx([0.11])
     progress = [
         r["body"] for r in fake_bot.requests if r["body"] and r["body"].get("kind") == "progress"
     ]
