@@ -6,17 +6,17 @@ as `python -m py_compile FILE`, puts the worktree first on `sys.path`, so a
 training command runs as the harness runs it, in the job sandbox (no
 network, an allowlisted environment, only the checkout and a scratch run
 directory writable, every process ended with it), with a short budget and a
-hard kill; the agent gets the output tail, and the seconds count in the
-job's record (`JobResult.smoke_s`).
+hard kill, under the job's own limits; the agent gets the output tail, and
+the seconds count in the job's record (`JobResult.smoke_s`).
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
+import signal
 import sys
 import tempfile
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,48 +83,54 @@ def smoke_run(
     budget_s: float = SMOKE_BUDGET_S,
     kill_s: float = SMOKE_KILL_S,
 ) -> SmokeResult:
-    """Run `problem.command` in `worktree` for a few seconds; never raises for the run's failure."""
+    """Run `problem.command` in `worktree` for a few seconds; never raises for the run's failure.
+
+    It runs as training does (`trainer.process.run_bounded`): the job's limits
+    (`[train] memory/processes/disk`), the log read line by line with a cap
+    (a flood of output fills nothing), SIGTERM at `kill_s` and SIGKILL after.
+    """
+    from trainer.harness import job_limits
+    from trainer.process import run_bounded, signal_group
+
     worktree = Path(worktree).resolve()
     with tempfile.TemporaryDirectory(prefix="kohai-smoke-") as scratch:
-        run_dir = Path(scratch)
+        run_dir = Path(scratch) / "run"
+        run_dir.mkdir()
         env = smoke_env(run_dir, budget_s)
         command = ["/bin/sh", "-c", problem.command]
+        terminate: Callable[[int, signal.Signals], None] = signal_group
+        gpus: tuple[int, ...] = ()
         if sandboxed:
             gpus = (0,) if env.get("CUDA_VISIBLE_DEVICES") and Path("/dev/nvidia0").exists() else ()
-            box = sandbox.Sandbox(work=worktree, writable=(run_dir,), env=env, gpus=gpus)
+            box = sandbox.Sandbox(
+                work=worktree,
+                writable=(run_dir,),
+                env=env,
+                gpus=gpus,
+                init=True,  # the SIGTERM at `kill_s` reaches the command
+                tmp_bytes=problem.resources.disk_bytes,
+            )
             argv = box.argv(command, cwd=worktree)
+            terminate = sandbox.signal_init
         else:
             argv = command
-        started = time.monotonic()
-        proc = subprocess.Popen(
+        done = run_bounded(
             argv,
             cwd=worktree,
             env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            process_group=0,
+            log_path=Path(scratch) / "smoke.log",
+            budget_s=kill_s,
+            grace_s=TERM_GRACE_S,
+            terminate=terminate,
+            limits=job_limits(problem, kill_s + TERM_GRACE_S, list(gpus), (worktree, run_dir)),
         )
-        exit_code: int | None
-        try:
-            out, _ = proc.communicate(timeout=kill_s)
-            exit_code = proc.returncode
-        except subprocess.TimeoutExpired:
-            sandbox.signal_tree(proc.pid)
-            try:
-                os.killpg(proc.pid, 15)
-            except ProcessLookupError:
-                pass
-            try:
-                out, _ = proc.communicate(timeout=TERM_GRACE_S)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-                out, _ = proc.communicate()
-            exit_code = None
-        seconds = time.monotonic() - started
+    exit_code = sandbox.unwrap_exit(done.exit_code) if sandboxed else done.exit_code
+    tail = list(done.tail)
+    if done.limit:
+        tail.append(f"kohai: {done.limit}")
     return SmokeResult(
-        seconds=seconds,
-        exit_code=exit_code,
-        tail=_tail(out.decode("utf-8", errors="replace")),
+        seconds=done.duration_s,
+        exit_code=None if done.terminated or done.killed else exit_code,
+        tail=_tail("\n".join(tail)),
         sandboxed=sandboxed,
     )

@@ -290,3 +290,32 @@ def test_a_delegated_cgroup_v2_is_split_into_a_leaf_for_the_daemon(tmp_path: Pat
     (bare / "cgroup.subtree_control").write_text("\n")
     assert not limits._split_delegated(bare, "memory")
     assert not (bare / f"{limits.CGROUP_PREFIX}host").exists()
+
+
+FLOOD = """
+    import sys
+    line = "x" * 1000 + "\\n"
+    while True:  # output without end, and it never stops by itself
+        sys.stdout.write(line)
+"""
+
+
+@pytest.mark.skipif(HOST.pids is None, reason="no writable pids cgroup here")
+def test_the_agents_smoke_run_has_the_jobs_limits_and_a_bounded_output(tmp_path: Path) -> None:
+    """The coding agent's `smoke_run` runs agent code too: the job's limits hold there,
+    and a flood of output is read as a capped tail, not into the daemon's memory."""
+    from agents.claude.smoke import TAIL_CHARS, smoke_run
+
+    repo = make_repo(tmp_path / "forks", FORK_400, "processes = 64\n")
+    problem = loads_problem((repo / "kohai.toml").read_text())
+    result = smoke_run(repo, problem, sandboxed=True)
+    assert "kohai: too many processes" in result.tail, result.tail
+    assert leftover_cgroups() == []
+
+    repo = make_repo(tmp_path / "flood", FLOOD, "")
+    problem = loads_problem((repo / "kohai.toml").read_text())
+    started = time.monotonic()
+    result = smoke_run(repo, problem, sandboxed=True, kill_s=3.0)
+    assert result.exit_code is None and "still running" in result.report()
+    assert len(result.tail) <= TAIL_CHARS and result.tail.endswith("x")
+    assert time.monotonic() - started < 30
