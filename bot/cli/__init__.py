@@ -34,6 +34,7 @@ HANDLERS: dict[str, str] = {
     "schema": "bot.cli.check:schema_main",
     "status": "bot.cli.history:status_main",
     "history": "bot.cli.history:history_main",
+    "report": "bot.cli.history:report_main",
     "deploy k8s": "bot.cli.deploy:k8s_main",
     "app manifest": "bot.cli.deploy:manifest_main",
     "setup": "bot.cli.setup:main",
@@ -370,6 +371,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="the lab, or one track of it (default: the only lab)",
     )
     history.add_argument("--export", metavar="FILE", help="write .tsv, .csv or .json")
+
+    report = _command(
+        sub,
+        "report",
+        "report.md and each lab's charts (best over experiments and over time)",
+        {**REPORT_ENV, "KOHAI_GITHUB_HTML_URL": "GitHub's web host for links"},
+    )
+    report.add_argument("--out", default="report", help="the directory to write (default report)")
+    report.add_argument(
+        "--repo",
+        metavar="OWNER/NAME[:TRACK]",
+        help="one lab, or one track of it (default: a section per lab)",
+    )
+    report.add_argument("--title", default="kohai lab report", help="the report's title")
 
     deploy = _command(sub, "deploy", "render deployment manifests")
     deploy_sub = deploy.add_subparsers(dest="deploy_command", required=True, metavar="TARGET")

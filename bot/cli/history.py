@@ -369,3 +369,39 @@ def status_main(args: argparse.Namespace) -> int:
     else:
         print(render_status(snapshot))
     return 0
+
+
+def report_main(args: argparse.Namespace) -> int:
+    """`kohai report`: `report.md` and each lab's two charts, from the bot's database.
+
+    The demo writes the same report at its end; a lab on GitHub gets it here,
+    whenever someone wants the picture rather than the tables.
+    """
+    from bot.render.report import write_report
+
+    out = Path(args.out)
+    repo = getattr(args, "repo", None)
+    try:
+        store = open_store()
+        try:
+            resolve_lab(store, repo)  # an unknown lab or track is one clear line
+            html_base = os.environ.get("KOHAI_GITHUB_HTML_URL", "").strip().rstrip("/")
+            path = write_report(
+                store,
+                None,
+                out,
+                title=args.title,
+                html_base=html_base or "https://github.com",
+                repo=repo,
+            )
+        finally:
+            store.close()
+    except (CliError, ProblemError) as exc:
+        print(f"kohai report: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"kohai report: cannot write to {out}: {exc.strerror}", file=sys.stderr)
+        return 1
+    charts = sorted(p.name for p in path.parent.glob("*.svg"))
+    print(f"wrote {path} and {len(charts)} chart(s): {', '.join(charts)}")
+    return 0

@@ -122,3 +122,25 @@ def test_status_without_repo_is_a_section_per_lab(
     charlm_text = out[charlm_at:vision_at] if charlm_at < vision_at else out[charlm_at:]
     assert "metric: val_bpb (minimize)" in charlm_text and "Wider convolutions" not in charlm_text
     assert "metric: accuracy (maximize)" in out[vision_at:]
+
+
+def test_kohai_report_writes_the_report_of_a_lab_on_github(
+    two_labs: Seeded, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys
+) -> None:
+    """Not only the demo: `kohai report` writes report.md and the charts from the database."""
+    from bot.cli import main
+
+    monkeypatch.setenv("KOHAI_DB", str(two_labs.path))
+    monkeypatch.setenv("KOHAI_GITHUB_HTML_URL", "https://github.example.com")
+    monkeypatch.delenv("KOHAI_PROBLEM", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "--out", "all"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    text = (tmp_path / "all" / "report.md").read_text()
+    assert "\n## lab/charlm\n" in text and "\n## lab/vision\n" in text
+    assert "https://github.example.com/lab/charlm/pull/" in text
+    assert _dots(tmp_path / "all" / "lab-vision-best_over_experiments.svg") == 2
+    assert main(["report", "--repo", "lab/vision", "--out", "one"]) == 0
+    assert "Lab: `lab/vision`." in (tmp_path / "one" / "report.md").read_text()
+    assert main(["report", "--repo", "lab/nowhere"]) == 1
+    assert "kohai report:" in capsys.readouterr().err
