@@ -288,9 +288,15 @@ def kohai(lab: Lab, budget: float, cfg: KohaiConfig) -> Result:
     order = 0
     history: list[list[tuple[float, float]]] = []  # decided comparisons: (candidate, baseline)
 
+    cached: dict[int, float | None] = {}
+
     def correlation() -> float | None:
-        """The lab's matched-seed correlation from its decided comparisons, as the bot pools it."""
-        return pooled_seed_correlation(history[-50:])
+        """The lab's matched-seed correlation from its decided comparisons, as the bot pools it
+        (it changes only when a comparison is decided: cached by their count)."""
+        if len(history) not in cached:
+            cached.clear()
+            cached[len(history)] = pooled_seed_correlation(history[-50:])
+        return cached[len(history)]
 
     def next_job() -> tuple[str, Candidate | None, int] | None:
         if baseline_wanted:

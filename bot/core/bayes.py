@@ -283,6 +283,7 @@ M_POINTS = 101
 M_LOW, M_HIGH = -6.0, 9.0
 _NODES, _NODE_WEIGHTS = np.polynomial.hermite_e.hermegauss(11)
 _NODE_WEIGHTS = _NODE_WEIGHTS / _NODE_WEIGHTS.sum()
+PRICE_STEPS = 10  # bisection steps for the break-even price (1/1024 of its range)
 
 Action = str  # "merge", "close", "seed"
 
@@ -351,10 +352,35 @@ def _bilinear(ns: np.ndarray, ms: np.ndarray, table: np.ndarray, n: float, m: fl
     return (1 - t) * low + t * high
 
 
-def _induction(
-    grid: np.ndarray, prior_w: np.ndarray, budget: float, penalty: float, price: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
-    """Backward induction in paired-noise units: merge value, seed value, and the root's."""
+@dataclass(frozen=True)
+class _Kernel:
+    """What backward induction needs that does not depend on the price: computed once per table.
+
+    The posterior over the effect at every (precision, mean), the merge value, and for every
+    precision step the next seed's predictive means as interpolation indices and fractions on
+    the mean grid (so the induction at each trial price is gathers and sums, not searches).
+    """
+
+    ns: np.ndarray
+    ms: np.ndarray
+    post: np.ndarray  # (N, M, D)
+    merge: np.ndarray  # (N, M)
+    low: np.ndarray  # (N, M, D, nodes) lower interpolation index, the last step unused
+    frac: np.ndarray  # (N, M, D, nodes)
+    root_low: np.ndarray  # (D, nodes): the first seed, from the prior predictive
+    root_frac: np.ndarray
+    prior_w: np.ndarray
+    step: int
+
+
+def _positions(points: np.ndarray, ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Linear interpolation on the uniform grid `ms`, clamped at its ends as np.interp does."""
+    at = (np.clip(points, ms[0], ms[-1]) - ms[0]) / (ms[1] - ms[0])
+    low = np.minimum(np.floor(at).astype(np.intp), len(ms) - 2)
+    return low, at - low
+
+
+def _kernel(grid: np.ndarray, prior_w: np.ndarray, budget: float, penalty: float) -> _Kernel:
     ns = np.arange(N_STEP, N_MAX + 1e-9, N_STEP)
     ms = np.linspace(M_LOW, M_HIGH, M_POINTS)
     logw = np.log(np.maximum(prior_w, 1e-300))
@@ -366,22 +392,31 @@ def _induction(
     gain = post @ grid
     false = post[:, :, null_mask].sum(axis=2)
     merge = gain - penalty * (false - budget)
-    seed = np.full_like(merge, -np.inf)
-    value = np.maximum(merge, 0.0)
     step = int(round(1 / N_STEP))
-    for i in range(len(ns) - step - 1, -1, -1):
-        n, nxt = ns[i], ns[i + step]
-        # the next seed's observation given effect d: mean' ~ N((n m + d) / (n + 1), 1 / (n + 1)^2)
-        centre = (n * ms[:, None] + grid[None, :]) / nxt
-        points = centre[:, :, None] + _NODES[None, None, :] / nxt
-        expected = np.interp(points, ms, value[i + step]) @ _NODE_WEIGHTS  # (M, D)
-        seed[i] = -price + np.sum(post[i] * expected, axis=1)
-        value[i] = np.maximum(value[i], seed[i])
+    # the next seed's observation given effect d: mean' ~ N((n m + d) / (n + 1), 1 / (n + 1)^2)
+    nxt = ns + 1.0
+    centre = (ns[:, None, None] * ms[None, :, None] + grid[None, None, :]) / nxt[:, None, None]
+    points = centre[..., None] + _NODES[None, None, None, :] / nxt[:, None, None, None]
+    low, frac = _positions(points, ms)
     # the root: a first seed drawn from the prior predictive, mean ~ N(d, 1) at n = 1
-    first = int(round(1 / N_STEP)) - 1
-    points = grid[:, None] + _NODES[None, :]
-    root = -price + float(prior_w @ (np.interp(points, ms, value[first]) @ _NODE_WEIGHTS))
-    return ns, ms, merge, seed, root
+    root_low, root_frac = _positions(grid[:, None] + _NODES[None, :], ms)
+    return _Kernel(ns, ms, post, merge, low, frac, root_low, root_frac, prior_w, step)
+
+
+def _induction(k: _Kernel, price: float) -> tuple[np.ndarray, float]:
+    """Backward induction in paired-noise units at `price`: the seed value, and the root's."""
+    seed = np.full_like(k.merge, -np.inf)
+    value = np.maximum(k.merge, 0.0)
+    for i in range(len(k.ns) - k.step - 1, -1, -1):
+        ahead = value[i + k.step]
+        low, frac = k.low[i], k.frac[i]
+        expected = ((1 - frac) * ahead[low] + frac * ahead[low + 1]) @ _NODE_WEIGHTS  # (M, D)
+        seed[i] = -price + np.sum(k.post[i] * expected, axis=1)
+        value[i] = np.maximum(value[i], seed[i])
+    first = value[k.step - 1]
+    at_root = (1 - k.root_frac) * first[k.root_low] + k.root_frac * first[k.root_low + 1]
+    root = -price + float(k.prior_w @ (at_root @ _NODE_WEIGHTS))
+    return seed, root
 
 
 @functools.lru_cache(maxsize=64)
@@ -399,17 +434,22 @@ def decision_table(
     unit = prior.unit
     grid = np.asarray((0.0, *prior.grid)) / unit
     prior_w = np.asarray((prior.null, *(np.asarray(prior.weights) * (1 - prior.null))))
+    kernel = _kernel(grid, prior_w, budget, penalty)
     if price is None:
+        # the root's value falls as the price rises: bisect its zero, the price where starting
+        # a new idea breaks even
         low, high = 0.0, float(np.abs(grid).max())
-        for _ in range(10):  # the root's value falls as the price rises: bisect its zero
+        for _ in range(PRICE_STEPS):
             mid = (low + high) / 2
-            if _induction(grid, prior_w, budget, penalty, mid)[4] > 0:
+            if _induction(kernel, mid)[1] > 0:
                 low = mid
             else:
                 high = mid
         price = low
-    ns, ms, merge, seed, root = _induction(grid, prior_w, budget, penalty, price)
-    return DecisionTable(prior, budget, penalty, price * unit, ns, ms, merge, seed, root * unit)
+    seed, root = _induction(kernel, price)
+    return DecisionTable(
+        prior, budget, penalty, price * unit, kernel.ns, kernel.ms, kernel.merge, seed, root * unit
+    )
 
 
 # ------------------------------------------------------------------ learning
