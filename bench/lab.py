@@ -549,8 +549,8 @@ class _BayesLab:
             self.base_history.append(list(self.base_runs.values()))
             self.base_runs = dict(runs)  # the merged runs are the new base's runs
             self.belief = self.belief.merged(runs, noise_var, post, minimize=True)
-        elif old is None:  # a likely null: a free re-measure of the base
-            self.belief = self.belief.remeasured(runs, noise_var, post.null)
+        elif old is None:  # a close re-measures the base, less the idea's likely effect
+            self.belief = self.belief.closed(runs, noise_var, post, minimize=True)
         if self.cfg.known_prior:
             return
         decided = len(self.decided)

@@ -45,7 +45,7 @@ NOISE_QUANTILE = 0.2
 MIN_NOISE_PAIRS = 10  # single-seed differences before their spread says anything
 MAD_EFFICIENCY = 0.37  # the median absolute deviation's efficiency against a std, normal data  # the noise is the upper 80 % confidence bound of the lab's estimate
 SEED_UNIT = 1.25  # one seed's evidence variance, in per-run noise variances (see `unit`)
-PENALTY = 8.0  # the price of one expected false merge beyond the budget, in paired-noise units
+PENALTY = 6.0  # the price of one expected false merge beyond the budget, in paired-noise units
 SLAB_HALF_WIDTH = 8.0  # the effect grid spans this many paired-noise units either way
 SLAB_POINTS = 33
 PRIOR_PSEUDO_COUNT = 4.0
@@ -207,23 +207,26 @@ class BaseBelief:
         cov = self.cov - gain @ self.cov[seeds] + post.var * np.outer(loading, loading)
         return BaseBelief(mean, (cov + cov.T) / 2)
 
-    def remeasured(
-        self, runs: Mapping[int, float], noise_var: float, chance_null: float
+    def closed(
+        self, runs: Mapping[int, float], noise_var: float, post: Posterior, *, minimize: bool
     ) -> BaseBelief:
-        """After a close: the runs measured the base itself with the chance the idea was null.
+        """After a close: the runs measured the base itself, less the idea's effect.
 
-        A mixture of "they are base runs" and "they say nothing about the base", moment
-        matched. Using only the chance of exactly no effect (never a shift by a guessed harm)
-        keeps a wrong prior from pushing the base's belief, and through it every later
-        candidate's evidence, further the same way.
+        Given the effect d, a run is the base's value there less d (for a metric to minimise):
+        the base given d and the runs is Gaussian, and d given the runs is the posterior the
+        gate decided on (it already averages over the base's belief, so the runs count once).
+        Moment-matched over d: observe the runs shifted by the effect's posterior mean, plus
+        its posterior variance along the direction the runs move the base.
         """
-        if not runs or chance_null <= 0:
+        if not runs:
             return self
-        seen = self.observe(runs, noise_var)
-        p = min(chance_null, 1.0)
-        step = seen.mean - self.mean
-        mean = self.mean + p * step
-        cov = p * seen.cov + (1 - p) * self.cov + p * (1 - p) * np.outer(step, step)
+        sign = 1.0 if minimize else -1.0
+        seeds = np.fromiter(runs, dtype=int)
+        values = np.fromiter(runs.values(), dtype=float) + sign * post.mean
+        gain = self._gain(seeds, noise_var)
+        along = gain @ np.ones(len(seeds))
+        mean = self.mean + gain @ (values - self.mean[seeds])
+        cov = self.cov - gain @ self.cov[seeds] + post.var * np.outer(along, along)
         return BaseBelief(mean, (cov + cov.T) / 2)
 
 

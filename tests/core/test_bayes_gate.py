@@ -158,6 +158,37 @@ def test_the_budget_holds_back_a_merge_that_would_overspend_it() -> None:
     assert "this merge would overspend it" in spent.rationale
 
 
+def test_a_closed_candidate_re_measures_the_base_less_its_effect() -> None:
+    """A close is a measurement of the base: exactly a base run when the idea is surely null,
+    shifted by the effect's posterior mean and vaguer by its variance otherwise, never more
+    certain than a base run, and checked against brute force over the effect's posterior."""
+    noise_var = 0.3**2
+    belief = bayes.BaseBelief.fresh(4, 1.0, 0.5, 0.4).observe({1: 1.2}, noise_var)
+    runs = {0: 1.5, 2: 0.7}
+    surely_null = bayes.Posterior(0.0, 1.0, 0.0, 0.0, 1.0)
+    same = belief.closed(runs, noise_var, surely_null, minimize=True)
+    base_runs = belief.observe(runs, noise_var)
+    assert np.allclose(same.mean, base_runs.mean) and np.allclose(same.cov, base_runs.cov)
+    # a harmful idea (metric to minimise: its runs are high): the base is the runs less it
+    prior = known_prior(0.3)
+    mean, precision = bayes.evidence(belief, runs, noise_var, minimize=True)
+    post = bayes.posterior(prior, mean, precision)
+    after = belief.closed(runs, noise_var, post, minimize=True)
+    grid = np.asarray((0.0, *prior.grid))
+    weights = np.asarray((prior.null, *(np.asarray(prior.weights) * (1 - prior.null))))
+    like = weights * np.exp(-0.5 * precision * (mean - grid) ** 2)
+    like /= like.sum()
+    shifted = [belief.observe({s: v + d for s, v in runs.items()}, noise_var) for d in grid]
+    brute_mean = sum(w * b.mean for w, b in zip(like, shifted, strict=True))
+    brute_cov = sum(
+        w * (b.cov + np.outer(b.mean - brute_mean, b.mean - brute_mean))
+        for w, b in zip(like, shifted, strict=True)
+    )
+    assert np.allclose(after.mean, brute_mean) and np.allclose(after.cov, brute_cov)
+    assert all(after.variance(s) >= base_runs.variance(s) - 1e-12 for s in range(4))
+    assert after.variance(3) < belief.variance(3)  # the shared level is better known
+
+
 def test_the_prior_is_learned_from_a_known_mix() -> None:
     """400 simulated decided ideas of a known mix: the learned null and helpful shares are
     within tolerance of the truth."""
