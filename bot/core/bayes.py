@@ -216,7 +216,9 @@ class BaseBelief:
         the base given d and the runs is Gaussian, and d given the runs is the posterior the
         gate decided on (it already averages over the base's belief, so the runs count once).
         Moment-matched over d: observe the runs shifted by the effect's posterior mean, plus
-        its posterior variance along the direction the runs move the base.
+        its posterior variance along the direction the runs move the base. A posterior too
+        vague for the runs (decided against a vaguer belief than this one) would make some
+        seed vaguer than it is: then the runs are left out, the belief unchanged.
         """
         if not runs:
             return self
@@ -227,6 +229,8 @@ class BaseBelief:
         along = gain @ np.ones(len(seeds))
         mean = self.mean + gain @ (values - self.mean[seeds])
         cov = self.cov - gain @ self.cov[seeds] + post.var * np.outer(along, along)
+        if np.any(np.diag(cov) > np.diag(self.cov) * (1 + 1e-9)):
+            return self
         return BaseBelief(mean, (cov + cov.T) / 2)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bot.core import bayes
-from bot.core.gate import BudgetSpent, SeedRun, decide_bayes
+from bot.core.gate import BudgetSpent, ClosedOnBase, SeedRun, decide_bayes
 from bot.problem import ProblemError, loads_problem
 
 RANK = {"close": 0, "seed": 1, "merge": 2}
@@ -124,6 +124,38 @@ def test_a_clear_improvement_merges_and_explains_itself() -> None:
     stats = verdict.stats()
     assert stats["method"] == "bayes" and stats["bayes"]["chance_positive"] > 0.95
     assert stats["delta"] < 0  # the candidate is lower (better) than the base
+
+
+def test_ideas_closed_on_the_base_re_measure_it_for_the_next_candidate() -> None:
+    """A closed idea's runs on seeds the base never ran make a later candidate there better
+    known (higher precision); a likely-harmful one counts less its effect; runs of another
+    hardware class say nothing about this one's base."""
+    base = [SeedRun(s, "ok", 1.0 + 0.01 * (s - 1), gpu_kind="a100") for s in range(3)]
+    cand = [SeedRun(3, "ok", 0.9, gpu_kind="a100"), SeedRun(4, "ok", 0.9, gpu_kind="a100")]
+
+    def precision_and_mean(*closed: ClosedOnBase) -> tuple[float, float]:
+        bayes_numbers = decide_bayes(
+            cand, base, minimize=True, baseline_seeds=3, closed=closed
+        ).stats()["bayes"]
+        return bayes_numbers["precision"], bayes_numbers["mean_improvement"]
+
+    alone = precision_and_mean()
+    null = ClosedOnBase([SeedRun(3, "ok", 1.0), SeedRun(4, "ok", 1.0)], 0.0, 1e-6)
+    with_null = precision_and_mean(null)
+    assert with_null[0] > 1.5 * alone[0]
+    assert abs(with_null[1] - 0.1) < 0.02  # the base there is ~1.0, the candidate 0.9
+    # the same runs from an idea that made things 0.2 worse: they say the base there is 0.8
+    # (the belief weighs that against the base's level, 1.0, known from seeds 0-2)
+    harmful = ClosedOnBase([SeedRun(3, "ok", 1.0), SeedRun(4, "ok", 1.0)], -0.2, 1e-6)
+    assert -0.1 - 1e-9 < precision_and_mean(harmful)[1] < with_null[1] - 0.1
+    unsure = ClosedOnBase([SeedRun(3, "ok", 1.0), SeedRun(4, "ok", 1.0)], 0.0, 1e-4)
+    assert alone[0] < precision_and_mean(unsure)[0] < with_null[0]  # an unsure effect: less
+    # a posterior far vaguer than these runs allow (judged against an older, vaguer belief)
+    # would blur the base: it is left out
+    vague = ClosedOnBase([SeedRun(3, "ok", 1.0), SeedRun(4, "ok", 1.0)], 0.0, 1.0)
+    assert precision_and_mean(vague) == alone
+    other_hw = ClosedOnBase([SeedRun(3, "ok", 1.0, gpu_kind="h100")], 0.0, 1e-6)
+    assert precision_and_mean(other_hw) == alone
 
 
 def test_failures_count_against_the_candidate_and_the_baseline_is_awaited() -> None:
