@@ -49,6 +49,7 @@ PENALTY = 6.0  # the price of one expected false merge beyond the budget, in pai
 SLAB_HALF_WIDTH = 8.0  # the effect grid spans this many paired-noise units either way
 SLAB_POINTS = 33
 PRIOR_PSEUDO_COUNT = 4.0
+VAGUE_SLAB = 2.5  # the vague prior's slab: a normal of this many paired-noise units
 NOISE_SCALES = tuple(float(x) for x in np.exp(np.linspace(0.0, math.log(3.0), 12)))
 NOISE_LIKELIHOOD_DROP = 0.35  # half the square of the one-sided 80 % normal quantile  # how many ideas' worth of the vague prior a learned one keeps
 
@@ -85,7 +86,7 @@ class EffectPrior:
         noise = spread / math.sqrt(2)
         unit = noise * math.sqrt(2)  # the std of a paired difference
         grid = slab_grid(unit)
-        weights = np.exp(-0.5 * (np.asarray(grid) / (2.5 * unit)) ** 2)
+        weights = np.exp(-0.5 * (np.asarray(grid) / (VAGUE_SLAB * unit)) ** 2)
         return cls(0.5, grid, _normalised(weights), noise, noise)
 
     @property
