@@ -288,9 +288,15 @@ def kohai(lab: Lab, budget: float, cfg: KohaiConfig) -> Result:
     order = 0
     history: list[list[tuple[float, float]]] = []  # decided comparisons: (candidate, baseline)
 
+    cached: dict[int, float | None] = {}
+
     def correlation() -> float | None:
-        """The lab's matched-seed correlation from its decided comparisons, as the bot pools it."""
-        return pooled_seed_correlation(history[-50:])
+        """The lab's matched-seed correlation from its decided comparisons, as the bot pools it
+        (it changes only when a comparison is decided: cached by their count)."""
+        if len(history) not in cached:
+            cached.clear()
+            cached[len(history)] = pooled_seed_correlation(history[-50:])
+        return cached[len(history)]
 
     def next_job() -> tuple[str, Candidate | None, int] | None:
         if baseline_wanted:
@@ -543,8 +549,8 @@ class _BayesLab:
             self.base_history.append(list(self.base_runs.values()))
             self.base_runs = dict(runs)  # the merged runs are the new base's runs
             self.belief = self.belief.merged(runs, noise_var, post, minimize=True)
-        elif old is None:  # a likely null: a free re-measure of the base
-            self.belief = self.belief.remeasured(runs, noise_var, post.null)
+        elif old is None:  # a close re-measures the base, less the idea's likely effect
+            self.belief = self.belief.closed(runs, noise_var, post, minimize=True)
         if self.cfg.known_prior:
             return
         decided = len(self.decided)

@@ -227,8 +227,9 @@ class GateConfig:
     screen: float = 0.5
     sequential: bool = True
     pooled: bool = True
-    # "test" stays the default: the Bayesian gate beats it in bench/lab.py only with a known
-    # prior, not yet with the prior learned online (docs/lab-benchmark.md).
+    # "test" stays the default: the Bayesian gate beats it in bench/lab.py with its prior
+    # learned online, but the demo with it merged no advisor idea (its vague start is too
+    # cautious for a lab of a few short runs; docs/lab-benchmark.md, "The engine and the bench").
     method: str = "test"
     false_merges: float = 0.05
 

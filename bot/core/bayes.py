@@ -45,10 +45,11 @@ NOISE_QUANTILE = 0.2
 MIN_NOISE_PAIRS = 10  # single-seed differences before their spread says anything
 MAD_EFFICIENCY = 0.37  # the median absolute deviation's efficiency against a std, normal data  # the noise is the upper 80 % confidence bound of the lab's estimate
 SEED_UNIT = 1.25  # one seed's evidence variance, in per-run noise variances (see `unit`)
-PENALTY = 8.0  # the price of one expected false merge beyond the budget, in paired-noise units
+PENALTY = 6.0  # the price of one expected false merge beyond the budget, in paired-noise units
 SLAB_HALF_WIDTH = 8.0  # the effect grid spans this many paired-noise units either way
 SLAB_POINTS = 33
 PRIOR_PSEUDO_COUNT = 4.0
+VAGUE_SLAB = 2.5  # the vague prior's slab: a normal of this many paired-noise units
 NOISE_SCALES = tuple(float(x) for x in np.exp(np.linspace(0.0, math.log(3.0), 12)))
 NOISE_LIKELIHOOD_DROP = 0.35  # half the square of the one-sided 80 % normal quantile  # how many ideas' worth of the vague prior a learned one keeps
 
@@ -85,7 +86,7 @@ class EffectPrior:
         noise = spread / math.sqrt(2)
         unit = noise * math.sqrt(2)  # the std of a paired difference
         grid = slab_grid(unit)
-        weights = np.exp(-0.5 * (np.asarray(grid) / (2.5 * unit)) ** 2)
+        weights = np.exp(-0.5 * (np.asarray(grid) / (VAGUE_SLAB * unit)) ** 2)
         return cls(0.5, grid, _normalised(weights), noise, noise)
 
     @property
@@ -207,23 +208,30 @@ class BaseBelief:
         cov = self.cov - gain @ self.cov[seeds] + post.var * np.outer(loading, loading)
         return BaseBelief(mean, (cov + cov.T) / 2)
 
-    def remeasured(
-        self, runs: Mapping[int, float], noise_var: float, chance_null: float
+    def closed(
+        self, runs: Mapping[int, float], noise_var: float, post: Posterior, *, minimize: bool
     ) -> BaseBelief:
-        """After a close: the runs measured the base itself with the chance the idea was null.
+        """After a close: the runs measured the base itself, less the idea's effect.
 
-        A mixture of "they are base runs" and "they say nothing about the base", moment
-        matched. Using only the chance of exactly no effect (never a shift by a guessed harm)
-        keeps a wrong prior from pushing the base's belief, and through it every later
-        candidate's evidence, further the same way.
+        Given the effect d, a run is the base's value there less d (for a metric to minimise):
+        the base given d and the runs is Gaussian, and d given the runs is the posterior the
+        gate decided on (it already averages over the base's belief, so the runs count once).
+        Moment-matched over d: observe the runs shifted by the effect's posterior mean, plus
+        its posterior variance along the direction the runs move the base. A posterior too
+        vague for the runs (decided against a vaguer belief than this one) would make some
+        seed vaguer than it is: then the runs are left out, the belief unchanged.
         """
-        if not runs or chance_null <= 0:
+        if not runs:
             return self
-        seen = self.observe(runs, noise_var)
-        p = min(chance_null, 1.0)
-        step = seen.mean - self.mean
-        mean = self.mean + p * step
-        cov = p * seen.cov + (1 - p) * self.cov + p * (1 - p) * np.outer(step, step)
+        sign = 1.0 if minimize else -1.0
+        seeds = np.fromiter(runs, dtype=int)
+        values = np.fromiter(runs.values(), dtype=float) + sign * post.mean
+        gain = self._gain(seeds, noise_var)
+        along = gain @ np.ones(len(seeds))
+        mean = self.mean + gain @ (values - self.mean[seeds])
+        cov = self.cov - gain @ self.cov[seeds] + post.var * np.outer(along, along)
+        if np.any(np.diag(cov) > np.diag(self.cov) * (1 + 1e-9)):
+            return self
         return BaseBelief(mean, (cov + cov.T) / 2)
 
 
@@ -283,6 +291,7 @@ M_POINTS = 101
 M_LOW, M_HIGH = -6.0, 9.0
 _NODES, _NODE_WEIGHTS = np.polynomial.hermite_e.hermegauss(11)
 _NODE_WEIGHTS = _NODE_WEIGHTS / _NODE_WEIGHTS.sum()
+PRICE_STEPS = 10  # bisection steps for the break-even price (1/1024 of its range)
 
 Action = str  # "merge", "close", "seed"
 
@@ -351,10 +360,35 @@ def _bilinear(ns: np.ndarray, ms: np.ndarray, table: np.ndarray, n: float, m: fl
     return (1 - t) * low + t * high
 
 
-def _induction(
-    grid: np.ndarray, prior_w: np.ndarray, budget: float, penalty: float, price: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
-    """Backward induction in paired-noise units: merge value, seed value, and the root's."""
+@dataclass(frozen=True)
+class _Kernel:
+    """What backward induction needs that does not depend on the price: computed once per table.
+
+    The posterior over the effect at every (precision, mean), the merge value, and for every
+    precision step the next seed's predictive means as interpolation indices and fractions on
+    the mean grid (so the induction at each trial price is gathers and sums, not searches).
+    """
+
+    ns: np.ndarray
+    ms: np.ndarray
+    post: np.ndarray  # (N, M, D)
+    merge: np.ndarray  # (N, M)
+    low: np.ndarray  # (N, M, D, nodes) lower interpolation index, the last step unused
+    frac: np.ndarray  # (N, M, D, nodes)
+    root_low: np.ndarray  # (D, nodes): the first seed, from the prior predictive
+    root_frac: np.ndarray
+    prior_w: np.ndarray
+    step: int
+
+
+def _positions(points: np.ndarray, ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Linear interpolation on the uniform grid `ms`, clamped at its ends as np.interp does."""
+    at = (np.clip(points, ms[0], ms[-1]) - ms[0]) / (ms[1] - ms[0])
+    low = np.minimum(np.floor(at).astype(np.intp), len(ms) - 2)
+    return low, at - low
+
+
+def _kernel(grid: np.ndarray, prior_w: np.ndarray, budget: float, penalty: float) -> _Kernel:
     ns = np.arange(N_STEP, N_MAX + 1e-9, N_STEP)
     ms = np.linspace(M_LOW, M_HIGH, M_POINTS)
     logw = np.log(np.maximum(prior_w, 1e-300))
@@ -366,22 +400,31 @@ def _induction(
     gain = post @ grid
     false = post[:, :, null_mask].sum(axis=2)
     merge = gain - penalty * (false - budget)
-    seed = np.full_like(merge, -np.inf)
-    value = np.maximum(merge, 0.0)
     step = int(round(1 / N_STEP))
-    for i in range(len(ns) - step - 1, -1, -1):
-        n, nxt = ns[i], ns[i + step]
-        # the next seed's observation given effect d: mean' ~ N((n m + d) / (n + 1), 1 / (n + 1)^2)
-        centre = (n * ms[:, None] + grid[None, :]) / nxt
-        points = centre[:, :, None] + _NODES[None, None, :] / nxt
-        expected = np.interp(points, ms, value[i + step]) @ _NODE_WEIGHTS  # (M, D)
-        seed[i] = -price + np.sum(post[i] * expected, axis=1)
-        value[i] = np.maximum(value[i], seed[i])
+    # the next seed's observation given effect d: mean' ~ N((n m + d) / (n + 1), 1 / (n + 1)^2)
+    nxt = ns + 1.0
+    centre = (ns[:, None, None] * ms[None, :, None] + grid[None, None, :]) / nxt[:, None, None]
+    points = centre[..., None] + _NODES[None, None, None, :] / nxt[:, None, None, None]
+    low, frac = _positions(points, ms)
     # the root: a first seed drawn from the prior predictive, mean ~ N(d, 1) at n = 1
-    first = int(round(1 / N_STEP)) - 1
-    points = grid[:, None] + _NODES[None, :]
-    root = -price + float(prior_w @ (np.interp(points, ms, value[first]) @ _NODE_WEIGHTS))
-    return ns, ms, merge, seed, root
+    root_low, root_frac = _positions(grid[:, None] + _NODES[None, :], ms)
+    return _Kernel(ns, ms, post, merge, low, frac, root_low, root_frac, prior_w, step)
+
+
+def _induction(k: _Kernel, price: float) -> tuple[np.ndarray, float]:
+    """Backward induction in paired-noise units at `price`: the seed value, and the root's."""
+    seed = np.full_like(k.merge, -np.inf)
+    value = np.maximum(k.merge, 0.0)
+    for i in range(len(k.ns) - k.step - 1, -1, -1):
+        ahead = value[i + k.step]
+        low, frac = k.low[i], k.frac[i]
+        expected = ((1 - frac) * ahead[low] + frac * ahead[low + 1]) @ _NODE_WEIGHTS  # (M, D)
+        seed[i] = -price + np.sum(k.post[i] * expected, axis=1)
+        value[i] = np.maximum(value[i], seed[i])
+    first = value[k.step - 1]
+    at_root = (1 - k.root_frac) * first[k.root_low] + k.root_frac * first[k.root_low + 1]
+    root = -price + float(k.prior_w @ (at_root @ _NODE_WEIGHTS))
+    return seed, root
 
 
 @functools.lru_cache(maxsize=64)
@@ -399,17 +442,22 @@ def decision_table(
     unit = prior.unit
     grid = np.asarray((0.0, *prior.grid)) / unit
     prior_w = np.asarray((prior.null, *(np.asarray(prior.weights) * (1 - prior.null))))
+    kernel = _kernel(grid, prior_w, budget, penalty)
     if price is None:
+        # the root's value falls as the price rises: bisect its zero, the price where starting
+        # a new idea breaks even
         low, high = 0.0, float(np.abs(grid).max())
-        for _ in range(10):  # the root's value falls as the price rises: bisect its zero
+        for _ in range(PRICE_STEPS):
             mid = (low + high) / 2
-            if _induction(grid, prior_w, budget, penalty, mid)[4] > 0:
+            if _induction(kernel, mid)[1] > 0:
                 low = mid
             else:
                 high = mid
         price = low
-    ns, ms, merge, seed, root = _induction(grid, prior_w, budget, penalty, price)
-    return DecisionTable(prior, budget, penalty, price * unit, ns, ms, merge, seed, root * unit)
+    seed, root = _induction(kernel, price)
+    return DecisionTable(
+        prior, budget, penalty, price * unit, kernel.ns, kernel.ms, kernel.merge, seed, root * unit
+    )
 
 
 # ------------------------------------------------------------------ learning

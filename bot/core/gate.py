@@ -345,6 +345,16 @@ class BudgetSpent:
     merges: int = 0
 
 
+@dataclass(frozen=True)
+class ClosedOnBase:
+    """An idea the Bayesian gate closed on the base now being judged: its runs there, and its
+    effect's posterior mean and variance when it closed (improvement, metric units)."""
+
+    runs: Sequence[RunLike]
+    effect: float
+    effect_var: float
+
+
 def decide_bayes(
     candidate: Sequence[RunLike],
     baseline: Sequence[RunLike],
@@ -356,6 +366,7 @@ def decide_bayes(
     spent: BudgetSpent = BudgetSpent(),
     human_override: str | None = None,
     max_failure_rate: float = DEFAULT_MAX_FAILURE_RATE,
+    closed: Sequence[ClosedOnBase] = (),
 ) -> GateDecision:
     """The Bayesian gate's verdict (`[gate] method = "bayes"`): merge, close or one more seed.
 
@@ -369,6 +380,9 @@ def decide_bayes(
     chances of being null or harmful, this one included, may add up to at most
     `false_merges` per merge (`spent`). The hardware, failure and baseline rules are the
     same as `decide`'s; a failed or stopped seed counts as no improvement on that seed.
+    `closed`: the ideas the gate closed on this same base, oldest first; their runs re-measure
+    the base less each one's effect (`bot.core.bayes.BaseBelief.closed`), so a lab whose
+    ideas are mostly null learns its base's seeds from them for free.
     """
     cand_all = [SeedRun.coerce(v) for v in candidate]
     base_all = [SeedRun.coerce(v) for v in baseline]
@@ -426,8 +440,19 @@ def decide_bayes(
         if r.value is not None and (r.seed is None or slot(r.seed) not in base_by_seed):
             base_by_seed.setdefault(slot(r.seed), r.value)
     prior = prior or bayes.EffectPrior.vague(b_stats[1] or 0.0, len(base_values))
+    remeasures = []
+    for other in closed:
+        seen: dict[int, float] = {}
+        for r in (SeedRun.coerce(v) for v in other.runs):
+            if r.value is not None and r.seed is not None and hw.matches(r.gpu_kind):
+                seen.setdefault(slot(r.seed), r.value)
+        if seen and math.isfinite(other.effect) and math.isfinite(other.effect_var):
+            remeasures.append((seen, other))
     cand_slots = [(slot(r.seed), r) for r in cand]
     belief = bayes.BaseBelief.of_runs(base_by_seed, prior, seeds=len(index))
+    for seen, other in remeasures:
+        post = bayes.Posterior(0.0, 0.0, other.effect, max(other.effect_var, 0.0))
+        belief = belief.closed(seen, prior.noise**2, post, minimize=minimize)
     runs: dict[int, float] = {}
     for i, r in cand_slots:
         if i in runs:
@@ -452,6 +477,7 @@ def decide_bayes(
         "chance_null_or_worse": post.null_or_worse,
         "chance_null": post.null,
         "expected_gain": post.mean,
+        "effect_var": post.var,
         "merge_value": choice.merge_value,
         "one_more_seed_value": choice.seed_value,
         "one_more_seed_buys": choice.one_more_seed_buys,

@@ -16,7 +16,14 @@ from typing import Any
 
 from bot import queries
 from bot.core import bayes
-from bot.core.gate import BudgetSpent, GateDecision, SeedRun, decide, decide_bayes
+from bot.core.gate import (
+    BudgetSpent,
+    ClosedOnBase,
+    GateDecision,
+    SeedRun,
+    decide,
+    decide_bayes,
+)
 from bot.core.stats import mean_std, pooled_paired_spread, pooled_seed_correlation
 from bot.problem import Problem
 from bot.records import Experiment
@@ -151,6 +158,7 @@ def gate_decision(
             prior=state.prior,
             false_merges=levers.false_merges,
             spent=state.spent,
+            closed=closed_on_base(store, repo_id, base_sha, track, exclude=exp.id),
         )
     return decide(
         candidate_runs(store, exp),
@@ -165,6 +173,50 @@ def gate_decision(
         sequential=levers.sequential,
         paired_spread=paired_spread_of(comparisons, track) if levers.pooled else None,
     )
+
+
+def closed_on_base(
+    store: Store,
+    repo_id: int,
+    base_sha: str | None,
+    track: str = "default",
+    *,
+    exclude: int | None = None,
+) -> list[ClosedOnBase]:
+    """The closed ideas of a track measured on `base_sha`, oldest decision first: each one's
+    runs of its last head there, with its effect's posterior from its last decision.
+
+    Whoever closed it, the posterior is what the runs said about the idea, so the runs measure
+    the base less that effect (`decide_bayes(closed=)`). Ideas decided before the posterior's
+    variance was recorded, or without the Bayesian gate's numbers, are left out.
+    """
+    rows = store.query(
+        "SELECT e.id AS exp, e.head_sha AS head, d.stats AS stats FROM experiments e "
+        "JOIN decisions d ON d.id = (SELECT MAX(d2.id) FROM decisions d2 "
+        "WHERE d2.experiment_id = e.id) "
+        "WHERE e.repo_id = ? AND e.track = ? AND e.state = 'closed' AND d.verdict = 'close' "
+        "AND e.id IS NOT ? ORDER BY d.id",
+        (repo_id, track, exclude),
+    )
+    out: list[ClosedOnBase] = []
+    for row in rows:
+        stats = json.loads(row["stats"] or "{}")
+        numbers = stats.get("bayes") if isinstance(stats, dict) else None
+        if not isinstance(numbers, dict):
+            continue
+        effect, var = numbers.get("expected_gain"), numbers.get("effect_var")
+        if not (isinstance(effect, int | float) and isinstance(var, int | float)):
+            continue
+        if not _finite(effect, var):
+            continue
+        runs = store.query(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE experiment_id = ? AND kind = 'candidate' "
+            "AND commit_sha IS ? AND base_sha IS ? AND status = 'ok' ORDER BY id",
+            (row["exp"], row["head"], base_sha),
+        )
+        if runs:
+            out.append(ClosedOnBase([SeedRun.coerce(r) for r in runs], float(effect), float(var)))
+    return out
 
 
 @dataclass(frozen=True)

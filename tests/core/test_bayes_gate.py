@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bot.core import bayes
-from bot.core.gate import BudgetSpent, SeedRun, decide_bayes
+from bot.core.gate import BudgetSpent, ClosedOnBase, SeedRun, decide_bayes
 from bot.problem import ProblemError, loads_problem
 
 RANK = {"close": 0, "seed": 1, "merge": 2}
@@ -126,6 +126,38 @@ def test_a_clear_improvement_merges_and_explains_itself() -> None:
     assert stats["delta"] < 0  # the candidate is lower (better) than the base
 
 
+def test_ideas_closed_on_the_base_re_measure_it_for_the_next_candidate() -> None:
+    """A closed idea's runs on seeds the base never ran make a later candidate there better
+    known (higher precision); a likely-harmful one counts less its effect; runs of another
+    hardware class say nothing about this one's base."""
+    base = [SeedRun(s, "ok", 1.0 + 0.01 * (s - 1), gpu_kind="a100") for s in range(3)]
+    cand = [SeedRun(3, "ok", 0.9, gpu_kind="a100"), SeedRun(4, "ok", 0.9, gpu_kind="a100")]
+
+    def precision_and_mean(*closed: ClosedOnBase) -> tuple[float, float]:
+        bayes_numbers = decide_bayes(
+            cand, base, minimize=True, baseline_seeds=3, closed=closed
+        ).stats()["bayes"]
+        return bayes_numbers["precision"], bayes_numbers["mean_improvement"]
+
+    alone = precision_and_mean()
+    null = ClosedOnBase([SeedRun(3, "ok", 1.0), SeedRun(4, "ok", 1.0)], 0.0, 1e-6)
+    with_null = precision_and_mean(null)
+    assert with_null[0] > 1.5 * alone[0]
+    assert abs(with_null[1] - 0.1) < 0.02  # the base there is ~1.0, the candidate 0.9
+    # the same runs from an idea that made things 0.2 worse: they say the base there is 0.8
+    # (the belief weighs that against the base's level, 1.0, known from seeds 0-2)
+    harmful = ClosedOnBase([SeedRun(3, "ok", 1.0), SeedRun(4, "ok", 1.0)], -0.2, 1e-6)
+    assert -0.1 - 1e-9 < precision_and_mean(harmful)[1] < with_null[1] - 0.1
+    unsure = ClosedOnBase([SeedRun(3, "ok", 1.0), SeedRun(4, "ok", 1.0)], 0.0, 1e-4)
+    assert alone[0] < precision_and_mean(unsure)[0] < with_null[0]  # an unsure effect: less
+    # a posterior far vaguer than these runs allow (judged against an older, vaguer belief)
+    # would blur the base: it is left out
+    vague = ClosedOnBase([SeedRun(3, "ok", 1.0), SeedRun(4, "ok", 1.0)], 0.0, 1.0)
+    assert precision_and_mean(vague) == alone
+    other_hw = ClosedOnBase([SeedRun(3, "ok", 1.0, gpu_kind="h100")], 0.0, 1e-6)
+    assert precision_and_mean(other_hw) == alone
+
+
 def test_failures_count_against_the_candidate_and_the_baseline_is_awaited() -> None:
     base = [SeedRun(s, "ok", 1.0 + 0.01 * s) for s in range(5)]
     waiting = decide_bayes([SeedRun(0, "ok", 0.5)], base[:2], minimize=True, baseline_seeds=5)
@@ -156,6 +188,37 @@ def test_the_budget_holds_back_a_merge_that_would_overspend_it() -> None:
     assert (spent.verdict, spent.seeds_needed) == ("confirm", 1)
     assert spent.bayes is not None and spent.bayes["over_budget"]
     assert "this merge would overspend it" in spent.rationale
+
+
+def test_a_closed_candidate_re_measures_the_base_less_its_effect() -> None:
+    """A close is a measurement of the base: exactly a base run when the idea is surely null,
+    shifted by the effect's posterior mean and vaguer by its variance otherwise, never more
+    certain than a base run, and checked against brute force over the effect's posterior."""
+    noise_var = 0.3**2
+    belief = bayes.BaseBelief.fresh(4, 1.0, 0.5, 0.4).observe({1: 1.2}, noise_var)
+    runs = {0: 1.5, 2: 0.7}
+    surely_null = bayes.Posterior(0.0, 1.0, 0.0, 0.0, 1.0)
+    same = belief.closed(runs, noise_var, surely_null, minimize=True)
+    base_runs = belief.observe(runs, noise_var)
+    assert np.allclose(same.mean, base_runs.mean) and np.allclose(same.cov, base_runs.cov)
+    # a harmful idea (metric to minimise: its runs are high): the base is the runs less it
+    prior = known_prior(0.3)
+    mean, precision = bayes.evidence(belief, runs, noise_var, minimize=True)
+    post = bayes.posterior(prior, mean, precision)
+    after = belief.closed(runs, noise_var, post, minimize=True)
+    grid = np.asarray((0.0, *prior.grid))
+    weights = np.asarray((prior.null, *(np.asarray(prior.weights) * (1 - prior.null))))
+    like = weights * np.exp(-0.5 * precision * (mean - grid) ** 2)
+    like /= like.sum()
+    shifted = [belief.observe({s: v + d for s, v in runs.items()}, noise_var) for d in grid]
+    brute_mean = sum(w * b.mean for w, b in zip(like, shifted, strict=True))
+    brute_cov = sum(
+        w * (b.cov + np.outer(b.mean - brute_mean, b.mean - brute_mean))
+        for w, b in zip(like, shifted, strict=True)
+    )
+    assert np.allclose(after.mean, brute_mean) and np.allclose(after.cov, brute_cov)
+    assert all(after.variance(s) >= base_runs.variance(s) - 1e-12 for s in range(4))
+    assert after.variance(3) < belief.variance(3)  # the shared level is better known
 
 
 def test_the_prior_is_learned_from_a_known_mix() -> None:

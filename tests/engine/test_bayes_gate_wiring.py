@@ -15,7 +15,7 @@ from pathlib import Path
 from agents import notebook
 from agents.context import build_context, describe_gate_state
 from bot.core import bayes
-from bot.core.gate import BudgetSpent
+from bot.core.gate import BudgetSpent, decide_bayes
 from bot.engine import evidence
 from bot.engine.evidence import GateState
 from tests.engine.test_gate_levers_wiring import BASELINE, Lab
@@ -72,6 +72,39 @@ def test_a_null_idea_closes_with_its_explanation(tmp_path: Path) -> None:
     stats = lab.last_decision(exp_id)["stats"]
     assert stats["method"] == "bayes" and stats["bayes"]["chance_positive"] < 0.5
     assert "chance that the effect is positive" in _comment(lab)
+
+
+def test_an_idea_closed_on_the_base_re_measures_it_for_the_next(tmp_path: Path) -> None:
+    """The engine hands the gate the ideas closed on the same base: their runs, with the effect's
+    posterior their last decision recorded. The next candidate's evidence on those seeds is
+    more precise than from the baseline's runs alone."""
+    lab = Lab(tmp_path, BAYES)
+    lab.baseline(*BASELINE)
+    same = {s: v + 0.01 for s, v in enumerate(BASELINE)} | {s: 2.0 for s in range(3, 8)}
+    first = lab.experiment(8, same[0])
+    assert _drive(lab, first, same, "8" * 40)[0] == "close"
+    numbers = lab.last_decision(first)["stats"]["bayes"]
+    base_sha = lab.exp(first).base_sha
+    closed = evidence.closed_on_base(lab.store, lab.repo_id, base_sha)
+    assert len(closed) == 1
+    assert closed[0].effect == numbers["expected_gain"]
+    assert closed[0].effect_var == numbers["effect_var"]
+    assert len(closed[0].runs) == numbers["seeds"]
+    # another base: nothing closed there
+    assert evidence.closed_on_base(lab.store, lab.repo_id, "c" * 40) == []
+    second = lab.experiment(9, 1.95)
+    lab.review(second)
+    precision = lab.last_decision(second)["stats"]["bayes"]["precision"]
+    alone = decide_bayes(
+        evidence.candidate_runs(lab.store, lab.exp(second)),
+        evidence.baseline_runs(lab.store, lab.repo_id, base_sha),
+        minimize=True,
+        baseline_seeds=3,
+    ).stats()["bayes"]["precision"]
+    assert precision > alone * 1.05
+    # the idea being decided is not its own re-measure
+    others = evidence.closed_on_base(lab.store, lab.repo_id, base_sha, exclude=first)
+    assert all(r.metric != same[0] for c in others for r in c.runs)
 
 
 def test_the_lab_state_counts_the_budget_spent_by_its_merges(tmp_path: Path) -> None:
