@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import shutil
 import threading
@@ -181,7 +182,8 @@ def _run_in_worktree(
         )
         result.runs.append(run)
         if seed != job.seeds[-1]:  # the last seed's result is the completion itself
-            value = run.metric if run.status == "ok" else None
+            ok = run.status == "ok" and run.metric is not None and math.isfinite(run.metric)
+            value = run.metric if ok else None
             reporter.measured(seed, problem.metric, value)
     return result
 
