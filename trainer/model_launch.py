@@ -37,10 +37,10 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the client half runs with -I -S, where kohai is not importable
-    from trainer.limits import Limits
+from trainer import sandbox
+from trainer.limits import Guard, Limits
+from trainer.process import ExitWatch
 
 CLIENT_FILE = Path(__file__).resolve().with_name("model_client.py")  # the evaluator's half
 MAX_REQUEST = 1 << 20  # the command and environment of one child
@@ -119,10 +119,6 @@ class ModelLauncher:
         number: int,
         conn: socket.socket,
     ) -> int:
-        from trainer import sandbox
-        from trainer.limits import Guard
-        from trainer.process import ExitWatch
-
         work = self.scratch_root / f"model-{number}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
@@ -171,8 +167,6 @@ class ModelLauncher:
 
     def close(self) -> None:
         """Stop listening and end every child still running."""
-        from trainer import sandbox
-
         self.closing.set()
         with contextlib.suppress(OSError):
             self.server.shutdown(socket.SHUT_RDWR)
