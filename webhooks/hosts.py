@@ -338,13 +338,13 @@ async def job_push(
             pass  # the lease ended meanwhile: the refusal still stands for this push
         return _error(422, str(exc))
     except bundles.PushRejected as exc:
+        ctx.github.forget_push_token(token)  # refused with it: the next push mints anew
         return _error(409, str(exc))
     except bundles.BundleRefused as exc:
         return _error(422, str(exc))
     except bundles.PushFailed as exc:
+        ctx.github.forget_push_token(token)
         return _error(502, str(exc))
-    finally:
-        await ctx.github.revoke_token(token)
     try:
         ctx.jobs.accept_push(job_id, job.lease_id or "", pushed.tip, pushed.diff)
     except LeaseConflict as exc:

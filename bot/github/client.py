@@ -426,7 +426,8 @@ class GitHubApp:
         self._job_token_refresh: dict[tuple[int, str], asyncio.Task[Any]] = {}
         # What GitHub last said is left, per (installation or None for the App, resource).
         self._budgets: dict[tuple[int | None, str], Budget] = {}
-        self._push_tokens: dict[str, int] = {}  # push token -> its installation, until revoked
+        # Push tokens kept for reuse, per (installation, repository): (token, expiry).
+        self._push_tokens: dict[tuple[int, str], tuple[str, float]] = {}
         self._in_flight: Counter[tuple[int | None, str]] = Counter()  # sent, not yet answered
 
     def _client(self, auth: Any) -> GitHub[Any]:
@@ -807,10 +808,32 @@ class GitHubApp:
         return token, expires_at
 
     async def push_token(self, installation_id: int, repo_full_name: str) -> str:
-        """A token with contents write on one repository, for one push by the bot itself."""
-        token, _ = await self._repo_token(installation_id, repo_full_name, "write")
-        self._push_tokens[token] = installation_id
+        """A token with contents write on one repository, for the bot's own pushes.
+
+        Kept and handed out again while it has PUSH_TOKEN_MIN_LEFT_S to live, then
+        left to expire: minting is the App's request, but revoking one after every
+        push (`DELETE /installation/token`) spent one of the installation's requests
+        per push and protected nothing. The token never leaves the bot (its git
+        subprocesses get it in their environment); whoever could read it there
+        could read the App's private key, which mints such tokens at will. A push
+        that fails with it drops it (`forget_push_token`), so a token GitHub
+        stopped accepting is not handed out again.
+        """
+        key = (installation_id, repo_full_name)
+        cached = self._push_tokens.get(key)
+        if cached is not None and cached[1] - self._wall_clock() >= PUSH_TOKEN_MIN_LEFT_S:
+            return cached[0]
+        token, expires_at = await self._repo_token(installation_id, repo_full_name, "write")
+        expiry = _parse_expiry(expires_at)
+        if expiry is not None:
+            self._push_tokens[key] = (token, expiry)
         return token
+
+    def forget_push_token(self, token: str) -> None:
+        """Stop handing out `token` (a push with it failed): the next push mints anew."""
+        for key, (kept, _) in list(self._push_tokens.items()):
+            if kept == token:
+                del self._push_tokens[key]
 
     async def _repo_token(
         self, installation_id: int, repo_full_name: str, level: str
@@ -825,16 +848,25 @@ class GitHubApp:
         )
         return str(reply.data["token"]), str(reply.data["expires_at"])
 
-    async def revoke_token(self, token: str) -> None:
+    async def revoke_push_tokens(self) -> int:
+        """Revoke every push token kept (at shutdown: none outlives the bot); how many."""
+        kept = list(self._push_tokens.items())
+        self._push_tokens.clear()
+        for (installation_id, _), (token, expiry) in kept:
+            if expiry > self._wall_clock():
+                await self.revoke_token(token, installation_id)
+        return len(kept)
+
+    async def revoke_token(self, token: str, installation_id: int | None = None) -> None:
         """`DELETE /installation/token`: the token stops working now, not in an hour.
 
         The request spends the installation's budget like any other; while GitHub
         says that budget is spent, the token is left to expire on its own (within
         the hour) rather than earn a 403.
         """
-        installation_id = self._push_tokens.pop(token, None)
+        self.forget_push_token(token)
         if installation_id is not None and self._exhausted_wait(installation_id, "core") > 0:
-            log.info("push token left to expire: the installation's budget is spent")
+            log.info("token left to expire: the installation's budget is spent")
             return
         client = self._client(TokenAuthStrategy(token))
         counted = (installation_id, "core")
@@ -845,10 +877,10 @@ class GitHubApp:
             self._in_flight[counted] -= 1
             if installation_id is not None:
                 self._note_budget(installation_id, exc.response.raw_response.headers)
-            log.warning("could not revoke a push token: %s", exc)
+            log.warning("could not revoke a token: %s", exc)
         except RequestError as exc:
             self._in_flight[counted] -= 1
-            log.warning("could not revoke a push token: %s", exc)
+            log.warning("could not revoke a token: %s", exc)
         else:
             self._in_flight[counted] -= 1
             if installation_id is not None:
@@ -894,6 +926,7 @@ def permission_level(body: Mapping[str, Any]) -> str:
 
 JOB_TOKEN_MIN_LEFT_S = 40 * 60.0  # a host's job may run this long on one token
 JOB_TOKEN_REFRESH_LEFT_S = 50 * 60.0  # below this, the next token is minted ahead
+PUSH_TOKEN_MIN_LEFT_S = 10 * 60.0  # a push (fetch, check, push) finishes well within this
 
 
 def _parse_expiry(expires_at: str) -> float | None:
