@@ -138,8 +138,25 @@ def backoff_s(attempt: int, base_s: float = 1.0, cap_s: float = 30.0) -> float:
     return min(cap_s, base_s * 2 ** (attempt - 1))
 
 
+# GitHub's secondary limits (docs: "Rate limits for the REST API", secondary rate limits):
+# "no more than 80 content-generating requests per minute and no more than 500
+# content-generating requests per hour", and "no more than 900 points per minute" for
+# REST endpoints, where a POST, PATCH, PUT or DELETE costs 5 points: 180 writes a minute.
+CONTENT_PER_MINUTE = 80
+CONTENT_PER_HOUR = 500
+WRITES_PER_MINUTE = 900 // 5
+
+
+def creates_content(method: str) -> bool:
+    """Whether a request counts as content creation unless its caller knows better: a POST
+    makes something new (an issue, a comment, a PR, a commit, a ref, a label, a reaction).
+    Edits (PATCH), label moves, deletions and merges (PUT) change what exists; GitHub's
+    content limit is on what is created, so they are paced only as writes."""
+    return method.upper() == "POST"
+
+
 class Pacer:
-    """At most `limit` content-creating requests in any window of `period_s` seconds.
+    """At most `limit` requests in any window of `period_s` seconds.
 
     A sliding window rather than a refilling bucket, so that GitHub's "80 per
     minute" is never exceeded even across a burst at a window's edge.
@@ -392,20 +409,24 @@ class GitHubApp:
         wall_clock: Clock = time.time,
         max_attempts: int = 5,
         max_wait_s: float = 120.0,
-        writes_per_minute: int | None = 80,
-        writes_per_hour: int | None = 500,
+        content_per_minute: int | None = CONTENT_PER_MINUTE,
+        content_per_hour: int | None = CONTENT_PER_HOUR,
+        writes_per_minute: int | None = WRITES_PER_MINUTE,
         timeout_s: float = 30.0,
         bot_login: str | None = None,
         rate_window_s: float = HOUR_S,
+        minute_s: float = 60.0,
     ) -> None:
         self.app_id = app_id
         self.rate_window_s = rate_window_s  # GitHub's rate-limit window (an hour)
+        self.minute_s = minute_s  # GitHub's minute, for the per-minute pacing (shorter in tests)
         self._bot_login = bot_login
         self.base_url = base_url
         self.max_attempts = max_attempts
         self.max_wait_s = max_wait_s
+        self.content_per_minute = content_per_minute
+        self.content_per_hour = content_per_hour
         self.writes_per_minute = writes_per_minute
-        self.writes_per_hour = writes_per_hour
         self._private_key = private_key_pem
         self._transport = _SharedTransport(
             (lambda: transport)
@@ -418,7 +439,8 @@ class GitHubApp:
         self._timeout_s = timeout_s
         self._app_client = self._client(AppAuthStrategy(app_id, private_key_pem))
         self._installations: dict[int, GitHub[Any]] = {}
-        self._pacers: dict[int, list[Pacer]] = {}
+        # Per installation: (every write's pacers, content creation's pacers).
+        self._pacers: dict[int, tuple[list[Pacer], list[Pacer]]] = {}
         self._installation_ids: dict[str, int] = {}
         self._graphql_url = _graphql_path(base_url)
         # Job tokens minted ahead, per (installation, repository): (token, expires_at, expiry).
@@ -513,16 +535,21 @@ class GitHubApp:
             return 0.0
         return max(0.0, budget.reset - now) + 1.0
 
-    def _pacers_for(self, installation_id: int) -> list[Pacer]:
+    def _pacers_for(self, installation_id: int, creates: bool) -> list[Pacer]:
+        """The pacers a write waits for: every write's, and content creation's when it
+        creates content (`creates_content`)."""
         pacers = self._pacers.get(installation_id)
         if pacers is None:
-            pacers = []
+            writes = []
             if self.writes_per_minute:
-                pacers.append(Pacer(self.writes_per_minute, 60.0, self._clock))
-            if self.writes_per_hour:
-                pacers.append(Pacer(self.writes_per_hour, 3600.0, self._clock))
-            self._pacers[installation_id] = pacers
-        return pacers
+                writes.append(Pacer(self.writes_per_minute, self.minute_s, self._clock))
+            content = []
+            if self.content_per_minute:
+                content.append(Pacer(self.content_per_minute, self.minute_s, self._clock))
+            if self.content_per_hour:
+                content.append(Pacer(self.content_per_hour, self.rate_window_s, self._clock))
+            pacers = self._pacers[installation_id] = (writes, content)
+        return pacers[0] + pacers[1] if creates else pacers[0]
 
     # -- requests --------------------------------------------------------
 
@@ -536,6 +563,7 @@ class GitHubApp:
         params: Mapping[str, Any] | None = None,
         idempotent: bool | None = None,
         resource: str = "core",
+        creates: bool | None = None,
     ) -> Reply:
         """One raw GitHub call, for what githubkit has no typed method for (GraphQL,
         a `Link: rel="next"` URL, the App's own endpoints read loosely).
@@ -549,6 +577,7 @@ class GitHubApp:
             method=method,
             idempotent=idempotent,
             resource=resource,
+            creates=creates,
         )
         raw = response.raw_response
         return Reply(
@@ -566,15 +595,18 @@ class GitHubApp:
         method: str,
         idempotent: bool | None = None,
         resource: str = "core",
+        creates: bool | None = None,
     ) -> R:
         """Run one of githubkit's typed REST calls as the installation (or as the App
         when `installation_id` is None): `fn` is given the client and makes one request,
         e.g. `lambda gh: gh.rest.issues.async_create_comment(owner, repo, n, body=b)`.
 
         `method` is that request's HTTP method: it decides whether the call is
-        paced (content-creating calls are, per installation) and, unless
-        `idempotent` says otherwise, whether a failure that may have happened
-        on GitHub's side is sent again (everything but POST).
+        paced (writes are, per installation) and, unless `idempotent` says
+        otherwise, whether a failure that may have happened on GitHub's side is
+        sent again (everything but POST). `creates` says whether the request
+        creates content, which GitHub limits apart (`creates_content`; by
+        default a POST does, a caller that only attaches or flips says False).
 
         Retries what GitHub says may be retried, waits out rate limits up to
         `max_wait_s`, makes new credentials once when GitHub refuses a token
@@ -591,6 +623,7 @@ class GitHubApp:
             idempotent = method != "POST"
         client = self._app_client if installation_id is None else self.installation(installation_id)
         paced = installation_id is not None and method in WRITE_METHODS
+        creates = creates_content(method) if creates is None else creates
         attempt = 0
         renewed = False
         while True:
@@ -603,7 +636,7 @@ class GitHubApp:
             if exhausted > 0:
                 await self._sleep(exhausted)
             if paced:
-                await acquire(self._pacers_for(installation_id or 0), self._sleep)
+                await acquire(self._pacers_for(installation_id or 0, creates), self._sleep)
             self._in_flight[(installation_id, resource)] += 1
             try:
                 answer = await fn(client)
@@ -717,6 +750,7 @@ class GitHubApp:
             json=body,
             idempotent=True,
             resource="graphql",
+            creates=False,  # the bot's mutations flip a PR's draft state
         )
         data = reply.data if isinstance(reply.data, dict) else {}
         errors = data.get("errors") or []

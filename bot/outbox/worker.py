@@ -117,6 +117,7 @@ class Calls(Protocol):
         *,
         method: str,
         idempotent: bool | None = None,
+        creates: bool | None = None,
     ) -> R: ...
 
 
@@ -594,6 +595,7 @@ async def add_labels(
         ),
         method="POST",
         idempotent=True,  # adding a label twice leaves one label
+        creates=False,  # attaches labels that exist: GitHub's content limit is not spent
     )
     return {}
 

@@ -157,6 +157,51 @@ async def test_a_small_budget_is_never_exceeded_and_every_experiment_finishes(
     assert len(comment_writes) < sticky_rows + experiments
 
 
+async def test_content_creation_is_paced_at_the_secondary_limit_so_it_is_never_refused(
+    box: SandboxServer, control: SandboxControl, store: Store
+) -> None:
+    """GitHub limits content-generating requests (80 a minute, 500 an hour), not every
+    write: the client paces what creates content at the sandbox's secondary limit and
+    never meets its 403, while edits, label moves and closes are not held to it."""
+    minute_s, per_minute = 2.0, 3
+    control.set_limits(budget=None, secondary_per_minute=per_minute, minute_s=minute_s, reset=True)
+    app = GitHubApp(
+        box.app_id,
+        box.private_key_pem,
+        box.url,
+        content_per_minute=per_minute,
+        minute_s=minute_s,
+    )
+    worker = OutboxWorker(store, app)
+    issues = [control.open_issue(REPO, f"idea {i}")["number"] for i in range(3)]
+    control.clear_requests()
+    add(store, box, w.EnsureLabels(labels=LABELS))  # creates four labels: content
+    for i, number in enumerate(issues):
+        add(store, box, w.Comment(number=number, kind="result", key=f"{i}-0", body="2.0"))
+        add(store, box, w.AddLabels(number=number, labels=["student:fern"]))
+        add(store, box, w.Close(number=number))
+    started = time.monotonic()
+    while pending(store) and time.monotonic() < started + 60:
+        await worker.run_once()
+        await asyncio.sleep(0.05)
+    await app.aclose()
+    assert not pending(store) and not failed_writes(store)
+    assert refused(control) == []
+    record = [r for r in control.requests() if r["who"].startswith("installation:")]
+    content = [r["at"] for r in record if r["content"]]
+    assert len(content) == 4 + len(issues)  # the labels and the comments
+    for at in content:  # never more than the limit inside any of the sandbox's minutes
+        assert sum(1 for t in content if at <= t < at + minute_s) <= per_minute
+    others = [r for r in record if r["write"] and not r["content"]]
+    assert {r["route"] for r in others} == {
+        "POST /repos/{owner}/{repo}/issues/{n}/labels",
+        "PATCH /repos/{owner}/{repo}/issues/{n}",
+    }
+    for number in issues:
+        assert control.labels_of(REPO, number) == ["student:fern"]
+        assert len(control.comments(REPO, number)) == 1
+
+
 async def test_deferred_writes_are_made_once_the_budget_resets(
     box: SandboxServer, control: SandboxControl, store: Store
 ) -> None:
