@@ -243,6 +243,41 @@ async def test_deferred_writes_are_made_once_the_budget_resets(
     assert refused(control) == []
 
 
+async def test_a_decided_prs_last_writes_go_while_progress_elsewhere_waits(
+    box: SandboxServer, control: SandboxControl, store: Store
+) -> None:
+    """Behind pace, progress waits; but once a PR's close is written, its sticky status
+    and status label are its final state, not progress: they go at once. Otherwise a lab
+    spending its whole budget on new experiments would leave decided PRs without them."""
+    window_s = 60.0
+    control.set_limits(budget=10, window_s=window_s, reset=True)
+    app = app_for(box, window_s)
+    installation = box.installation_id(REPO)
+    worker = OutboxWorker(store, app)
+    decided = control.open_issue(REPO, "decided", labels=["status:wip"])["number"]
+    running = control.open_issue(REPO, "still running")["number"]
+    for path in ("", "/labels"):  # two requests at the window's start: ahead of pace
+        await app.request(installation, "GET", f"/repos/{REPO}{path}")
+    assert not app.on_pace(installation)
+    progress = add(
+        store, box, w.StatusComment(number=running, kind="status", key=running, body="wip")
+    )
+    add(store, box, w.StatusComment(number=decided, kind="status", key=decided, body="closed"))
+    add(store, box, w.RemoveLabel(number=decided, label="status:wip"))
+    add(store, box, w.Close(number=decided))
+    await worker.run_once()
+    assert control.issue(REPO, decided)["state"] == "closed"
+    assert control.labels_of(REPO, decided) == []
+    assert [c["body"] for c in control.comments(REPO, decided)] == [
+        w.with_marker("closed", "status", decided)
+    ]
+    assert store.one("SELECT state FROM outbox WHERE id = ?", (progress,)) == {"state": "pending"}
+    [shown] = [b for b in budget_status(app, store) if b["installation_id"] == installation]
+    assert shown["deferred_by_op"] == {"sticky": 1}
+    await app.aclose()
+    assert refused(control) == []
+
+
 # -- the decisions, pinned ------------------------------------------------------------
 
 
@@ -288,6 +323,12 @@ def test_hold_back_stops_everything_when_spent_and_progress_when_ahead() -> None
     assert hold_back(False, budget(4400, now + 3600), now) is None
     assert hold_back(False, budget(0, now + 60), now) == "budget spent"
     assert hold_back(True, budget(0, now - 1), now) is None  # reset: all of it is back
+
+
+def test_progress_on_a_decided_pr_is_its_final_state() -> None:
+    assert not low_value("sticky", {"number": 7, "body": "closed"}, frozenset({7}))
+    assert not low_value("remove_label", {"number": 7, "label": "status:wip"}, frozenset({7}))
+    assert low_value("sticky", {"number": 8, "body": "wip"}, frozenset({7}))
 
 
 def test_progress_writes_are_the_low_value_ones() -> None:
