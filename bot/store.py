@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from bot.protocol import RunResult
     from bot.records import R
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 # Each entry upgrades the schema from version i to i + 1. Never edit a released
 # step; append a new one.
@@ -237,6 +237,11 @@ MIGRATIONS: list[str | Callable[[sqlite_utils.Database], None]] = [
     -- The outbox recalls what it wrote by marker and by kind (bot/outbox/recall.py).
     CREATE INDEX outbox_marker ON outbox(repo, marker) WHERE marker IS NOT NULL;
     CREATE INDEX outbox_op ON outbox(repo, op, state);
+    """,
+    # 10: every host request names its student by token: found by index, not by a scan
+    # of every student (one per request, a thousand hosts each every few seconds).
+    """
+    CREATE INDEX students_token ON students(token_hash);
     """,
 ]
 
