@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from bot.protocol import RunResult
     from bot.records import R
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 # Each entry upgrades the schema from version i to i + 1. Never edit a released
 # step; append a new one.
@@ -241,6 +241,11 @@ MIGRATIONS: list[str | Callable[[sqlite_utils.Database], None]] = [
     # 10: the seeds a host reported finished while its job runs (the PR's results show
     # them as they come; the completion replaces them).
     "ALTER TABLE jobs ADD COLUMN measured TEXT;",
+    # 11: every host request names its student by token: found by index, not by a scan
+    # of every student (one per request, a thousand hosts each every few seconds).
+    """
+    CREATE INDEX students_token ON students(token_hash);
+    """,
 ]
 
 

@@ -98,7 +98,7 @@ def _api(
     try:
         principal = world.authenticate(headers.get("authorization"))
         who = who_of(principal)
-        world.limits.admit(who, resource, method)
+        world.limits.admit(who, resource, method, route)
         fault = world.apply_fault()
         if fault is not None:
             raise fault

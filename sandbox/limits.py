@@ -13,9 +13,16 @@ What GitHub documents, and the sandbox does:
 - **Conditional requests**: a GET answer carries an `ETag`; the same GET sent
   with `If-None-Match` answers 304 with no body while nothing changed, and a
   304 to an authorised request does not count against the budget.
-- **Secondary limit on content creation**: at most N content-creating
-  requests (POST, PATCH, PUT, DELETE) a minute and M an hour per caller;
-  past it, 403 "You have exceeded a secondary rate limit" with `retry-after`.
+- **Secondary limit on content creation**: at most N content-generating
+  requests a minute and M an hour per caller (GitHub: "in general, no more
+  than 80 content-generating requests per minute and no more than 500
+  content-generating requests per hour"); past it, 403 "You have exceeded a
+  secondary rate limit" with `retry-after`. What generates content is a POST
+  that makes something new: an issue, a comment, a pull request, a commit, a
+  ref, a label, a reaction, a check run (`creates_content`). Edits, label
+  changes on an issue, deletions, merges, draft flips and token requests
+  change what exists and are not counted here (they spend the primary
+  budget like every request).
 
 Every API request is recorded (method, route template, who, status, whether
 it counted) so that benchmarks and tests can count what a client spent. The
@@ -44,6 +51,23 @@ from typing import Any
 from sandbox.errors import ApiError
 
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+# POST routes that act on what exists instead of making something new.
+NOT_CONTENT = frozenset(
+    {
+        "POST /repos/{owner}/{repo}/issues/{n}/labels",  # attaches existing labels
+        "POST /graphql",  # the sandbox's mutations flip a PR's draft state
+        "POST /app/installations/{n}/access_tokens",  # credentials, not content
+        "POST /app/hook/deliveries/{n}/attempts",  # a redelivery
+    }
+)
+
+
+def creates_content(method: str, route: str) -> bool:
+    """Whether a request counts against the content-creation limit: a POST that makes
+    something new (`route` is its template, e.g. `POST /repos/{owner}/{repo}/pulls`)."""
+    return method == "POST" and route not in NOT_CONTENT
+
+
 DEFAULT_BUDGET = 5000
 HOUR_S = 3600.0
 MAX_RECORD = 500_000  # requests kept (a benchmark's worth); the oldest go first
@@ -102,7 +126,8 @@ class Entry:
     resource: str  # core or graphql
     status: int
     counted: bool  # against the primary budget (a 304 is not, nor a request refused for it)
-    write: bool  # content-creating (POST, PATCH, PUT, DELETE)
+    write: bool  # a write (POST, PATCH, PUT, DELETE)
+    content: bool = False  # content-creating (`creates_content`): the secondary limit's count
 
 
 def etag_of(content: Any, extra: str = "") -> str:
@@ -167,8 +192,11 @@ class Limits:
             "x-ratelimit-resource": resource,
         }
 
-    def admit(self, who: str, resource: str, method: str) -> None:
-        """Raise GitHub's refusal if `who` may not make this request now; counts nothing."""
+    def admit(self, who: str, resource: str, method: str, route: str = "") -> None:
+        """Raise GitHub's refusal if `who` may not make this request now; counts nothing.
+
+        `route` is the request's template: it decides whether the request creates
+        content (`creates_content`); without one, every POST does."""
         if who == "anonymous":
             return
         with self.lock:
@@ -181,7 +209,7 @@ class Limits:
                 raise ApiError(
                     403, PRIMARY_MESSAGE.format(who=who.replace(":", " ID ")), headers=headers
                 )
-            if method in WRITE_METHODS:
+            if creates_content(method, route):
                 wait = self._secondary_wait(who, now)
                 if wait > 0:
                     headers = self._headers(who, resource, now)
@@ -238,6 +266,7 @@ class Limits:
                     status=status,
                     counted=counted,
                     write=method in WRITE_METHODS,
+                    content=creates_content(method, route),
                 )
             )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -183,6 +184,8 @@ def create_app(ctx: BotContext, *, run_workers: bool = True) -> Litestar:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):  # GitHub away: they expire within the hour
+                await asyncio.wait_for(ctx.github.revoke_push_tokens(), timeout=5)
 
     # The dashboard's links go to the repositories' own GitHub host; each lab's
     # problem (metric, direction) is read from the store per page.

@@ -20,7 +20,7 @@ from litestar.params import FromPath, FromQuery
 from bot import records
 from bot.core import diffcheck
 from bot.engine.evidence import lab_seed_correlation
-from bot.engine.jobs import LeaseConflict, Leased, hash_token
+from bot.engine.jobs import LeaseConflict, Leased, check_lease, hash_token
 from bot.github import bundles
 from bot.protocol import Implement, Job, JobEvent, JobResult
 from webhooks.bodies import PUSH_MAX_BODY_BYTES, BodyTooLarge, read_capped, read_json
@@ -179,16 +179,20 @@ async def lease(
 
 def _authorize_job(
     ctx: Any, request: Request, job_id: int
-) -> tuple[str | None, Response[Any] | None]:
+) -> tuple[str | None, Response[Any] | None, dict[str, Any]]:
+    """(student, error, the job's lease columns). Hosts call this with every heartbeat, so
+    it reads the four columns a lease check needs, not the job's whole row (its diff)."""
     student = _student_for_token(ctx, _bearer(request))
     if student is None:
-        return None, _error(401, "missing or invalid host token")
-    job = ctx.store.get(records.Job, job_id)
+        return None, _error(401, "missing or invalid host token"), {}
+    job = ctx.store.one(
+        "SELECT leased_by, state, lease_id, cancel FROM jobs WHERE id = ?", (job_id,)
+    )
     if job is None:
-        return None, _error(404, f"no job {job_id}")
-    if job.leased_by not in (None, student):
-        return None, _error(403, f"job {job_id} is leased by another student")
-    return student, None
+        return None, _error(404, f"no job {job_id}"), {}
+    if job["leased_by"] not in (None, student):
+        return None, _error(403, f"job {job_id} is leased by another student"), job
+    return student, None, job
 
 
 async def _json_body(request: Request) -> dict[str, Any] | None:
@@ -201,7 +205,7 @@ async def _json_body(request: Request) -> dict[str, Any] | None:
 async def job_events(job_id: FromPath[int], request: Request, state: State) -> Response[Any]:
     """Extends the lease the event names; 409 when that lease is not the job's current one."""
     ctx = state.kohai
-    student, error = _authorize_job(ctx, request, job_id)
+    student, error, job = _authorize_job(ctx, request, job_id)
     if error:
         return error
     data = await _json_body(request)
@@ -216,16 +220,17 @@ async def job_events(job_id: FromPath[int], request: Request, state: State) -> R
         return _error(400, "lease_id must be a string")
     heartbeats = ctx.extra.get("heartbeats")
     if event.kind == "heartbeat" and heartbeats is not None:
-        # Checked now, written with the others (webhooks.workers.Heartbeats).
+        # Checked now (on the columns read above), written with the others
+        # (webhooks.workers.Heartbeats).
         try:
-            job = ctx.jobs.current(job_id, event.lease_id)
+            check_lease(job_id, job["lease_id"], event.lease_id)
         except LeaseConflict as exc:
             return _error(409, str(exc))
-        if job.leased_by != student or job.state != "leased":
+        if job["leased_by"] != student or job["state"] != "leased":
             return _error(409, f"job {job_id} is no longer leased to {student}")
         expires = heartbeats.note(job_id, event.lease_id, student, time.time())
         ctx.jobs.engine.bus.publish("progress", job_id=job_id, student=student, kind="heartbeat")
-        return Response({"lease_expires_at": expires, "cancel": job.cancel}, status_code=200)
+        return Response({"lease_expires_at": expires, "cancel": job["cancel"]}, status_code=200)
     try:
         answer = ctx.jobs.record_event(job_id, student, event)
     except LeaseConflict as exc:
@@ -237,7 +242,7 @@ async def job_events(job_id: FromPath[int], request: Request, state: State) -> R
 async def job_complete(job_id: FromPath[int], request: Request, state: State) -> Response[Any]:
     """Stores the result of the lease it names, once; 409 for any other lease, 400 if it does not fit."""
     ctx = state.kohai
-    student, error = _authorize_job(ctx, request, job_id)
+    student, error, job = _authorize_job(ctx, request, job_id)
     if error:
         return error
     data = await _json_body(request)
@@ -265,7 +270,7 @@ async def job_release(
 ) -> Response[Any]:
     """Gives back the lease it names (409 for any other), without counting an attempt."""
     ctx = state.kohai
-    student, error = _authorize_job(ctx, request, job_id)
+    student, error, job = _authorize_job(ctx, request, job_id)
     if error:
         return error
     try:
@@ -345,13 +350,13 @@ async def job_push(
             pass  # the lease ended meanwhile: the refusal still stands for this push
         return _error(422, str(exc))
     except bundles.PushRejected as exc:
+        ctx.github.forget_push_token(token)  # refused with it: the next push mints anew
         return _error(409, str(exc))
     except bundles.BundleRefused as exc:
         return _error(422, str(exc))
     except bundles.PushFailed as exc:
+        ctx.github.forget_push_token(token)
         return _error(502, str(exc))
-    finally:
-        await ctx.github.revoke_token(token)
     try:
         ctx.jobs.accept_push(job_id, job.lease_id or "", pushed.tip, pushed.diff)
     except LeaseConflict as exc:

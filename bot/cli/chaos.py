@@ -405,8 +405,9 @@ def bot_main() -> int:
         settings.app_id,
         settings.private_key,
         settings.github_api_url,
+        content_per_minute=None,
+        content_per_hour=None,
         writes_per_minute=None,
-        writes_per_hour=None,
     )
     ctx = build_context(settings, github=github)
     ctx.jobs.lease_seconds = float(os.environ.get("KOHAI_CHAOS_LEASE_S", "12"))

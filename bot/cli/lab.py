@@ -160,8 +160,9 @@ class LocalLab:
                 self.settings.app_id,
                 self.settings.private_key,
                 self.sandbox.url,
+                content_per_minute=None,
+                content_per_hour=None,
                 writes_per_minute=None,
-                writes_per_hour=None,
             )
         self.ctx = build_context(self.settings, github=github, max_experiments=self.max_experiments)
         self.server = ServerThread(

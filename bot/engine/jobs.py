@@ -68,6 +68,12 @@ class LeaseConflict(Exception):
     """A call that names a lease which is not the job's current one (HTTP 409)."""
 
 
+def check_lease(job_id: int, current: str | None, named: str | None) -> None:
+    """Raise LeaseConflict unless `named` is the job's `current` lease."""
+    if not named or current != named:
+        raise LeaseConflict(f"lease {named or '(none)'} is not the current lease of job {job_id}")
+
+
 class TipConflict(LeaseConflict):
     """A result that names a commit other than the one the bot gave or accepted (HTTP 409)."""
 
@@ -329,10 +335,7 @@ class JobBook:
         job = self.store.get(Job, job_id)
         if job is None:
             raise KeyError(job_id)
-        if not lease_id or job.lease_id != lease_id:
-            raise LeaseConflict(
-                f"lease {lease_id or '(none)'} is not the current lease of job {job_id}"
-            )
+        check_lease(job_id, job.lease_id, lease_id)
         return job
 
     def accept_push(self, job_id: int, lease_id: str, tip: str, diff: str) -> None:

@@ -214,14 +214,10 @@ def all_labs(store: Store) -> list[Lab]:
     ]
 
 
-def _estimate_s(problem_toml: str | None, seeds_json: str | None) -> float:
-    """What a job is expected to take: its seeds times the training budget."""
+def per_seed_s(problem_toml: str | None) -> float:
+    """What one seed of a lab's job is expected to take: its training budget and grace."""
     problem = stored_problem_of(problem_toml)
-    try:
-        seeds = len(json.loads(seeds_json or "[0]")) or 1
-    except ValueError:
-        seeds = 1
-    return seeds * (problem.budget_s + problem.grace_s)
+    return problem.budget_s + problem.grace_s
 
 
 def gpu_usage(
@@ -247,18 +243,25 @@ def gpu_usage(
     ):
         key = lab_key(row["lab"], row["track"])
         usage[key] = usage.get(key, 0.0) + float(row["s"])
+    # Work in flight: each job at the larger of its estimate (seeds x its lab's budget and
+    # grace) and its elapsed time. A lease asks this with every host's job in flight, so a
+    # job's row is a few numbers; each lab's stored kohai.toml is read once, not per job.
+    repos = {
+        row["id"]: (row["full_name"], per_seed_s(row["problem_toml"]))
+        for row in store.query("SELECT id, full_name, problem_toml FROM repos")
+    }
     states = ("leased", "queued") if include_queued else ("leased",)
-    for row in store.query(
-        "SELECT r.full_name AS lab, j.track, r.problem_toml, j.seeds, j.state, j.student, "
-        "j.updated_at "
-        f"FROM jobs j JOIN repos r ON r.id = j.repo_id WHERE j.state IN ({','.join('?' * len(states))})",
+    for repo_id, track, seeds, state, updated_at in store.conn.execute(
+        "SELECT repo_id, track, CASE WHEN json_valid(seeds) THEN json_array_length(seeds) END,"
+        " state, updated_at FROM jobs"
+        f" WHERE state IN ({','.join('?' * len(states))})"
+        " AND NOT (state = 'queued' AND student IS NULL)",
         states,
     ):
-        if row["state"] == "queued" and row["student"] is None:
-            continue
-        estimate = _estimate_s(row["problem_toml"], row["seeds"])
-        elapsed = max(0.0, t - (row["updated_at"] or t)) if row["state"] == "leased" else 0.0
-        key = lab_key(row["lab"], row["track"])
+        lab, per_seed = repos.get(repo_id, ("", 0.0))
+        estimate = (seeds or 1) * per_seed
+        elapsed = max(0.0, t - (updated_at or t)) if state == "leased" else 0.0
+        key = lab_key(lab, track)
         usage[key] = usage.get(key, 0.0) + max(estimate, elapsed)
     return usage
 

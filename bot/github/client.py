@@ -138,8 +138,25 @@ def backoff_s(attempt: int, base_s: float = 1.0, cap_s: float = 30.0) -> float:
     return min(cap_s, base_s * 2 ** (attempt - 1))
 
 
+# GitHub's secondary limits (docs: "Rate limits for the REST API", secondary rate limits):
+# "no more than 80 content-generating requests per minute and no more than 500
+# content-generating requests per hour", and "no more than 900 points per minute" for
+# REST endpoints, where a POST, PATCH, PUT or DELETE costs 5 points: 180 writes a minute.
+CONTENT_PER_MINUTE = 80
+CONTENT_PER_HOUR = 500
+WRITES_PER_MINUTE = 900 // 5
+
+
+def creates_content(method: str) -> bool:
+    """Whether a request counts as content creation unless its caller knows better: a POST
+    makes something new (an issue, a comment, a PR, a commit, a ref, a label, a reaction).
+    Edits (PATCH), label moves, deletions and merges (PUT) change what exists; GitHub's
+    content limit is on what is created, so they are paced only as writes."""
+    return method.upper() == "POST"
+
+
 class Pacer:
-    """At most `limit` content-creating requests in any window of `period_s` seconds.
+    """At most `limit` requests in any window of `period_s` seconds.
 
     A sliding window rather than a refilling bucket, so that GitHub's "80 per
     minute" is never exceeded even across a burst at a window's edge.
@@ -392,20 +409,24 @@ class GitHubApp:
         wall_clock: Clock = time.time,
         max_attempts: int = 5,
         max_wait_s: float = 120.0,
-        writes_per_minute: int | None = 80,
-        writes_per_hour: int | None = 500,
+        content_per_minute: int | None = CONTENT_PER_MINUTE,
+        content_per_hour: int | None = CONTENT_PER_HOUR,
+        writes_per_minute: int | None = WRITES_PER_MINUTE,
         timeout_s: float = 30.0,
         bot_login: str | None = None,
         rate_window_s: float = HOUR_S,
+        minute_s: float = 60.0,
     ) -> None:
         self.app_id = app_id
         self.rate_window_s = rate_window_s  # GitHub's rate-limit window (an hour)
+        self.minute_s = minute_s  # GitHub's minute, for the per-minute pacing (shorter in tests)
         self._bot_login = bot_login
         self.base_url = base_url
         self.max_attempts = max_attempts
         self.max_wait_s = max_wait_s
+        self.content_per_minute = content_per_minute
+        self.content_per_hour = content_per_hour
         self.writes_per_minute = writes_per_minute
-        self.writes_per_hour = writes_per_hour
         self._private_key = private_key_pem
         self._transport = _SharedTransport(
             (lambda: transport)
@@ -418,7 +439,8 @@ class GitHubApp:
         self._timeout_s = timeout_s
         self._app_client = self._client(AppAuthStrategy(app_id, private_key_pem))
         self._installations: dict[int, GitHub[Any]] = {}
-        self._pacers: dict[int, list[Pacer]] = {}
+        # Per installation: (every write's pacers, content creation's pacers).
+        self._pacers: dict[int, tuple[list[Pacer], list[Pacer]]] = {}
         self._installation_ids: dict[str, int] = {}
         self._graphql_url = _graphql_path(base_url)
         # Job tokens minted ahead, per (installation, repository): (token, expires_at, expiry).
@@ -426,7 +448,8 @@ class GitHubApp:
         self._job_token_refresh: dict[tuple[int, str], asyncio.Task[Any]] = {}
         # What GitHub last said is left, per (installation or None for the App, resource).
         self._budgets: dict[tuple[int | None, str], Budget] = {}
-        self._push_tokens: dict[str, int] = {}  # push token -> its installation, until revoked
+        # Push tokens kept for reuse, per (installation, repository): (token, expiry).
+        self._push_tokens: dict[tuple[int, str], tuple[str, float]] = {}
         self._in_flight: Counter[tuple[int | None, str]] = Counter()  # sent, not yet answered
 
     def _client(self, auth: Any) -> GitHub[Any]:
@@ -512,16 +535,21 @@ class GitHubApp:
             return 0.0
         return max(0.0, budget.reset - now) + 1.0
 
-    def _pacers_for(self, installation_id: int) -> list[Pacer]:
+    def _pacers_for(self, installation_id: int, creates: bool) -> list[Pacer]:
+        """The pacers a write waits for: every write's, and content creation's when it
+        creates content (`creates_content`)."""
         pacers = self._pacers.get(installation_id)
         if pacers is None:
-            pacers = []
+            writes = []
             if self.writes_per_minute:
-                pacers.append(Pacer(self.writes_per_minute, 60.0, self._clock))
-            if self.writes_per_hour:
-                pacers.append(Pacer(self.writes_per_hour, 3600.0, self._clock))
-            self._pacers[installation_id] = pacers
-        return pacers
+                writes.append(Pacer(self.writes_per_minute, self.minute_s, self._clock))
+            content = []
+            if self.content_per_minute:
+                content.append(Pacer(self.content_per_minute, self.minute_s, self._clock))
+            if self.content_per_hour:
+                content.append(Pacer(self.content_per_hour, self.rate_window_s, self._clock))
+            pacers = self._pacers[installation_id] = (writes, content)
+        return pacers[0] + pacers[1] if creates else pacers[0]
 
     # -- requests --------------------------------------------------------
 
@@ -535,6 +563,7 @@ class GitHubApp:
         params: Mapping[str, Any] | None = None,
         idempotent: bool | None = None,
         resource: str = "core",
+        creates: bool | None = None,
     ) -> Reply:
         """One raw GitHub call, for what githubkit has no typed method for (GraphQL,
         a `Link: rel="next"` URL, the App's own endpoints read loosely).
@@ -548,6 +577,7 @@ class GitHubApp:
             method=method,
             idempotent=idempotent,
             resource=resource,
+            creates=creates,
         )
         raw = response.raw_response
         return Reply(
@@ -565,15 +595,18 @@ class GitHubApp:
         method: str,
         idempotent: bool | None = None,
         resource: str = "core",
+        creates: bool | None = None,
     ) -> R:
         """Run one of githubkit's typed REST calls as the installation (or as the App
         when `installation_id` is None): `fn` is given the client and makes one request,
         e.g. `lambda gh: gh.rest.issues.async_create_comment(owner, repo, n, body=b)`.
 
         `method` is that request's HTTP method: it decides whether the call is
-        paced (content-creating calls are, per installation) and, unless
-        `idempotent` says otherwise, whether a failure that may have happened
-        on GitHub's side is sent again (everything but POST).
+        paced (writes are, per installation) and, unless `idempotent` says
+        otherwise, whether a failure that may have happened on GitHub's side is
+        sent again (everything but POST). `creates` says whether the request
+        creates content, which GitHub limits apart (`creates_content`; by
+        default a POST does, a caller that only attaches or flips says False).
 
         Retries what GitHub says may be retried, waits out rate limits up to
         `max_wait_s`, makes new credentials once when GitHub refuses a token
@@ -590,6 +623,7 @@ class GitHubApp:
             idempotent = method != "POST"
         client = self._app_client if installation_id is None else self.installation(installation_id)
         paced = installation_id is not None and method in WRITE_METHODS
+        creates = creates_content(method) if creates is None else creates
         attempt = 0
         renewed = False
         while True:
@@ -602,7 +636,7 @@ class GitHubApp:
             if exhausted > 0:
                 await self._sleep(exhausted)
             if paced:
-                await acquire(self._pacers_for(installation_id or 0), self._sleep)
+                await acquire(self._pacers_for(installation_id or 0, creates), self._sleep)
             self._in_flight[(installation_id, resource)] += 1
             try:
                 answer = await fn(client)
@@ -716,6 +750,7 @@ class GitHubApp:
             json=body,
             idempotent=True,
             resource="graphql",
+            creates=False,  # the bot's mutations flip a PR's draft state
         )
         data = reply.data if isinstance(reply.data, dict) else {}
         errors = data.get("errors") or []
@@ -807,10 +842,32 @@ class GitHubApp:
         return token, expires_at
 
     async def push_token(self, installation_id: int, repo_full_name: str) -> str:
-        """A token with contents write on one repository, for one push by the bot itself."""
-        token, _ = await self._repo_token(installation_id, repo_full_name, "write")
-        self._push_tokens[token] = installation_id
+        """A token with contents write on one repository, for the bot's own pushes.
+
+        Kept and handed out again while it has PUSH_TOKEN_MIN_LEFT_S to live, then
+        left to expire: minting is the App's request, but revoking one after every
+        push (`DELETE /installation/token`) spent one of the installation's requests
+        per push and protected nothing. The token never leaves the bot (its git
+        subprocesses get it in their environment); whoever could read it there
+        could read the App's private key, which mints such tokens at will. A push
+        that fails with it drops it (`forget_push_token`), so a token GitHub
+        stopped accepting is not handed out again.
+        """
+        key = (installation_id, repo_full_name)
+        cached = self._push_tokens.get(key)
+        if cached is not None and cached[1] - self._wall_clock() >= PUSH_TOKEN_MIN_LEFT_S:
+            return cached[0]
+        token, expires_at = await self._repo_token(installation_id, repo_full_name, "write")
+        expiry = _parse_expiry(expires_at)
+        if expiry is not None:
+            self._push_tokens[key] = (token, expiry)
         return token
+
+    def forget_push_token(self, token: str) -> None:
+        """Stop handing out `token` (a push with it failed): the next push mints anew."""
+        for key, (kept, _) in list(self._push_tokens.items()):
+            if kept == token:
+                del self._push_tokens[key]
 
     async def _repo_token(
         self, installation_id: int, repo_full_name: str, level: str
@@ -825,16 +882,25 @@ class GitHubApp:
         )
         return str(reply.data["token"]), str(reply.data["expires_at"])
 
-    async def revoke_token(self, token: str) -> None:
+    async def revoke_push_tokens(self) -> int:
+        """Revoke every push token kept (at shutdown: none outlives the bot); how many."""
+        kept = list(self._push_tokens.items())
+        self._push_tokens.clear()
+        for (installation_id, _), (token, expiry) in kept:
+            if expiry > self._wall_clock():
+                await self.revoke_token(token, installation_id)
+        return len(kept)
+
+    async def revoke_token(self, token: str, installation_id: int | None = None) -> None:
         """`DELETE /installation/token`: the token stops working now, not in an hour.
 
         The request spends the installation's budget like any other; while GitHub
         says that budget is spent, the token is left to expire on its own (within
         the hour) rather than earn a 403.
         """
-        installation_id = self._push_tokens.pop(token, None)
+        self.forget_push_token(token)
         if installation_id is not None and self._exhausted_wait(installation_id, "core") > 0:
-            log.info("push token left to expire: the installation's budget is spent")
+            log.info("token left to expire: the installation's budget is spent")
             return
         client = self._client(TokenAuthStrategy(token))
         counted = (installation_id, "core")
@@ -845,10 +911,10 @@ class GitHubApp:
             self._in_flight[counted] -= 1
             if installation_id is not None:
                 self._note_budget(installation_id, exc.response.raw_response.headers)
-            log.warning("could not revoke a push token: %s", exc)
+            log.warning("could not revoke a token: %s", exc)
         except RequestError as exc:
             self._in_flight[counted] -= 1
-            log.warning("could not revoke a push token: %s", exc)
+            log.warning("could not revoke a token: %s", exc)
         else:
             self._in_flight[counted] -= 1
             if installation_id is not None:
@@ -894,6 +960,7 @@ def permission_level(body: Mapping[str, Any]) -> str:
 
 JOB_TOKEN_MIN_LEFT_S = 40 * 60.0  # a host's job may run this long on one token
 JOB_TOKEN_REFRESH_LEFT_S = 50 * 60.0  # below this, the next token is minted ahead
+PUSH_TOKEN_MIN_LEFT_S = 10 * 60.0  # a push (fetch, check, push) finishes well within this
 
 
 def _parse_expiry(expires_at: str) -> float | None:

@@ -133,8 +133,9 @@ async def preflight(
         base,
         max_attempts=1,
         timeout_s=timeout,
+        content_per_minute=None,
+        content_per_hour=None,
         writes_per_minute=None,
-        writes_per_hour=None,
     )
     try:
         if not key_check.ok:

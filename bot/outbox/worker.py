@@ -117,6 +117,7 @@ class Calls(Protocol):
         *,
         method: str,
         idempotent: bool | None = None,
+        creates: bool | None = None,
     ) -> R: ...
 
 
@@ -594,6 +595,7 @@ async def add_labels(
         ),
         method="POST",
         idempotent=True,  # adding a label twice leaves one label
+        creates=False,  # attaches labels that exist: GitHub's content limit is not spent
     )
     return {}
 
@@ -918,14 +920,22 @@ LABEL_OPS = frozenset({w.AddLabels.op, w.RemoveLabel.op})
 STATUS_LABELS = frozenset(lab.STATUS_LABELS.values())
 
 
-def low_value(op: str, args: Mapping[str, Any] | str) -> bool:
-    """Writes that only show progress: the sticky status's edits and status-label moves.
+def low_value(
+    op: str, args: Mapping[str, Any] | str, decided: frozenset[int] = frozenset()
+) -> bool:
+    """Writes that only show progress: the sticky comments' edits and status-label moves.
 
     They wait while an installation spends faster than its budget allows
     (meanwhile a newer sticky body replaces an older one, and label moves
-    on one PR collapse to their net effect); merges, closes, results, PRs
-    and branches never wait for them.
+    on one PR collapse to their net effect); merges, closes, decisions, PRs
+    and branches never wait for them. Once a PR's close or merge is written
+    (its number in `decided`), what is left on it is its final state, not
+    progress: it goes like any other write, so a lab that spends its whole
+    budget on new experiments cannot leave its decided PRs without their
+    status and results.
     """
+    if isinstance(args, Mapping) and args.get("number") in decided:
+        return False
     if op == w.StatusComment.op:
         return True
     if op not in LABEL_OPS or not isinstance(args, Mapping):
@@ -997,9 +1007,10 @@ def budget_status(
     window_s = float(getattr(github, "rate_window_s", HOUR_S))
     now_epoch = time.time() if now_epoch is None else now_epoch
     pending = store.query(
-        "SELECT installation_id, op, args FROM outbox WHERE state = 'pending'"
+        "SELECT installation_id, repo, op, args FROM outbox WHERE state = 'pending'"
         " AND installation_id IS NOT NULL"
     )
+    decided = decided_numbers(store)
     shown = []
     for (installation_id, resource), budget in sorted(
         budgets.items(), key=lambda kv: (kv[0][0] is None, kv[0][0] or 0, kv[0][1])
@@ -1013,7 +1024,8 @@ def budget_status(
                     args = json.loads(row["args"])
                 except ValueError:
                     continue
-                if hold_back(low_value(row["op"], args), budget, now_epoch, window_s):
+                final = decided.get(row["repo"], frozenset())
+                if hold_back(low_value(row["op"], args, final), budget, now_epoch, window_s):
                     waiting[row["op"]] += 1
         shown.append(
             {
@@ -1029,6 +1041,19 @@ def budget_status(
             }
         )
     return shown
+
+
+def decided_numbers(store: Store) -> dict[str, frozenset[int]]:
+    """Per repository, the PRs whose close or merge the outbox has written."""
+    found: dict[str, set[int]] = {}
+    for row in store.query(
+        "SELECT DISTINCT repo, json_extract(args, '$.number') AS number FROM outbox"
+        " WHERE op IN (?, ?) AND state = 'done'",
+        (w.Close.op, w.Merge.op),
+    ):
+        if isinstance(row["number"], int):
+            found.setdefault(row["repo"], set()).add(row["number"])
+    return {repo: frozenset(numbers) for repo, numbers in found.items()}
 
 
 # -- the worker ----------------------------------------------------------------
@@ -1071,6 +1096,7 @@ class OutboxWorker:
         self.idle_s = idle_s
         self.last_run_at: float | None = None
         self.completed = 0  # rows done since start (label writes on one issue count each)
+        self._decided: tuple[int, dict[str, frozenset[int]]] | None = None
 
     def due(self) -> list[OutboxEntry]:
         """Pending rows whose time has come: new branches first, then in the order written."""
@@ -1134,8 +1160,18 @@ class OutboxWorker:
             return False
         budget = budget_of(entry.installation_id)
         window_s = float(getattr(self.github, "rate_window_s", HOUR_S))
+        now = self.clock()
         is_low = low_value(entry.op, entry.args)
-        return hold_back(is_low, budget, self.clock(), window_s) is not None
+        if is_low and hold_back(True, budget, now, window_s) == "behind pace":
+            # Only then does it matter whether the PR is decided (a query, kept per write).
+            is_low = low_value(entry.op, entry.args, self.decided().get(entry.repo, frozenset()))
+        return hold_back(is_low, budget, now, window_s) is not None
+
+    def decided(self) -> dict[str, frozenset[int]]:
+        """`decided_numbers`, read again only after this worker completed a write."""
+        if self._decided is None or self._decided[0] != self.completed:
+            self._decided = (self.completed, decided_numbers(self.store))
+        return self._decided[1]
 
     async def _deferred(self, limit_s: float = 2.0) -> bool:
         """Wait (up to `limit_s`) while the lane deferred to is busy; True if it was."""

@@ -124,12 +124,16 @@ def test_a_host_token_cannot_push_and_the_bot_publishes_only_the_experiment_bran
     ref = lab.sandbox.world.repo_path(lab.repo)
     assert git(ref, "rev-parse", f"refs/heads/{exp['branch']}") == tip
     assert git(ref, "rev-parse", "refs/heads/main") == job["base_sha"]
-    # The App's push token was revoked right after the push.
+    # The bot pushed with a write token of its own, kept in the bot for its next push
+    # (docs/trust.md): neither token a host was given can write.
     tokens = lab.sandbox.world.data["tokens"]
-    writers = [t for t in tokens.values() if t.get("permissions", {}).get("contents") == "write"]
-    assert all(t.get("repos") is None for t in writers), (
-        "a repo-scoped write token outlived its push"
-    )
+    writers = {
+        value
+        for value, t in tokens.items()
+        if t.get("permissions", {}).get("contents") == "write" and t.get("repos")
+    }
+    assert writers, "the bot pushed without a repository-scoped write token"
+    assert not writers & {job["token"], baseline["token"]}
     # A bundle that rewrites the branch is refused, and so is garbage.
     git(work, "reset", "--quiet", "--hard", job["base_sha"])
     (work / "train.py").write_text("print('rewritten')\n")

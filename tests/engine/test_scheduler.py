@@ -327,3 +327,59 @@ def test_a_deleted_installation_stops_its_labs_and_cancels_their_queued_jobs(
     assert reason == "the App was removed from octocat/Hello-World"
     assert [j["state"] for j in jobs.values() if j["repo_id"] == kept] == ["queued"]
     assert [lab.full_name for lab in labs.active_labs(store)] == ["lab/kept"]
+
+
+def test_gpu_usage_charges_work_in_flight_at_its_estimate_or_its_elapsed_time(
+    tmp_path: Path,
+) -> None:
+    """Summed by SQLite per lab: a leased job at max(seeds x (budget + grace), elapsed),
+    a queued job bound to a student only when asked, an unbound one never; plus runs."""
+    store = Store(tmp_path / "kohai.db")
+    t = 10_000.0
+    short = '[metric]\nname = "m"\n[train]\ncommand = "x"\nbudget = "60s"\ngrace = "10s"\n'
+    long = '[metric]\nname = "m"\n[train]\ncommand = "x"\nbudget = "5m"\ngrace = "60s"\n'
+    with store.transaction():
+        for repo_id, (name, toml) in enumerate((("lab/a", short), ("lab/b", long)), start=1):
+            store.insert(
+                "repos",
+                {"id": repo_id, "full_name": name, "problem_toml": toml, "created_at": t},
+            )
+
+        def job(repo_id: int, state: str, seeds: str, updated: float, student: str | None) -> None:
+            store.insert(
+                "jobs",
+                {
+                    "kind": "experiment",
+                    "repo_id": repo_id,
+                    "state": state,
+                    "seeds": seeds,
+                    "student": student,
+                    "created_at": updated,
+                    "updated_at": updated,
+                },
+            )
+
+        job(1, "leased", "[0, 1]", t - 30, "fern")  # 2 x 70 s, 30 s elapsed: 140
+        job(1, "leased", "[0]", t - 500, "frieren")  # 70 s estimate, 500 s elapsed: 500
+        job(1, "queued", "[0]", t, "fern")  # bound: 70 with include_queued
+        job(2, "leased", "not json", t - 10, "himmel")  # unreadable seeds count as one: 360
+        job(2, "queued", "[0, 1, 2]", t, None)  # unbound: never charged
+        job(2, "done", "[0]", t - 10, "himmel")
+        store.insert(
+            "runs",
+            {
+                "repo_id": 2,
+                "kind": "candidate",
+                "seed": 0,
+                "status": "ok",
+                "duration_s": 42.0,
+                "created_at": t - 100,
+            },
+        )
+    assert labs.gpu_usage(store, at=t) == {
+        labs.lab_key("lab/a", None): 640.0,
+        labs.lab_key("lab/b", None): 402.0,
+    }
+    with_queued = labs.gpu_usage(store, at=t, include_queued=True)
+    assert with_queued[labs.lab_key("lab/a", None)] == 710.0
+    store.close()

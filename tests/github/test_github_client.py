@@ -11,6 +11,7 @@ import respx
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bot.github.client import (
+    WRITES_PER_MINUTE,
     GitHubApp,
     GitHubWriteError,
     Pacer,
@@ -217,6 +218,60 @@ async def test_pacing_allows_80_writes_a_minute_then_waits(
     fake_time.now += 10
     await github.request(INSTALLATION, "POST", "/repos/lab/charlm/issues/1/labels", json={})
     assert fake_time.sleeps == [50.0]  # until the first write is a minute old
+
+
+async def test_only_content_creation_waits_for_the_content_limit(
+    github: GitHubApp, gh_mock: respx.MockRouter, fake_time: FakeTime
+) -> None:
+    """GitHub's 80 a minute is on content-generating requests: once 80 comments went out,
+    an edit, a label added, a label removed and a close still go at once; a comment waits."""
+    issue = "/repos/lab/charlm/issues/1"
+    gh_mock.post(f"{issue}/comments").respond(201, json={"id": 1})
+    gh_mock.patch("/repos/lab/charlm/issues/comments/1").respond(200, json={"id": 1})
+    gh_mock.post(f"{issue}/labels").respond(200, json=[])
+    gh_mock.delete(f"{issue}/labels/hold").respond(200, json=[])
+    gh_mock.patch(issue).respond(200, json={})
+    for _ in range(80):
+        await github.request(INSTALLATION, "POST", f"{issue}/comments", json={"body": "x"})
+    await github.request(INSTALLATION, "PATCH", "/repos/lab/charlm/issues/comments/1", json={})
+    await github.request(INSTALLATION, "POST", f"{issue}/labels", json={}, creates=False)
+    await github.request(INSTALLATION, "DELETE", f"{issue}/labels/hold")
+    await github.request(INSTALLATION, "PATCH", issue, json={"state": "closed"})
+    assert fake_time.sleeps == []
+    await github.request(INSTALLATION, "POST", f"{issue}/comments", json={"body": "x"})
+    assert fake_time.sleeps == [60.0]
+
+
+async def test_every_write_is_paced_at_githubs_points_a_minute(
+    github: GitHubApp, gh_mock: respx.MockRouter, fake_time: FakeTime
+) -> None:
+    """900 points a minute, 5 a write: the 181st write of a minute waits, content or not."""
+    gh_mock.delete("/repos/lab/charlm/issues/1/labels/hold").respond(200, json=[])
+    for _ in range(WRITES_PER_MINUTE):
+        await github.request(INSTALLATION, "DELETE", "/repos/lab/charlm/issues/1/labels/hold")
+    assert fake_time.sleeps == []
+    await github.request(INSTALLATION, "DELETE", "/repos/lab/charlm/issues/1/labels/hold")
+    assert fake_time.sleeps == [60.0] and WRITES_PER_MINUTE == 180
+
+
+def test_pacing_is_settable_and_off_when_unset(private_pem: str, fake_time: FakeTime) -> None:
+    loose = GitHubApp(
+        42,
+        private_pem,
+        API,
+        clock=fake_time,
+        content_per_minute=None,
+        content_per_hour=None,
+        writes_per_minute=None,
+    )
+    assert loose._pacers_for(INSTALLATION, creates=True) == []
+    tight = GitHubApp(42, private_pem, API, clock=fake_time, content_per_hour=100)
+    assert [(p.limit, p.period_s) for p in tight._pacers_for(INSTALLATION, creates=True)] == [
+        (180, 60.0),
+        (80, 60.0),
+        (100, 3600.0),
+    ]
+    assert [p.limit for p in tight._pacers_for(INSTALLATION, creates=False)] == [180]
 
 
 async def test_pacing_is_per_installation(

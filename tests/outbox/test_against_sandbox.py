@@ -11,6 +11,7 @@ import asyncio
 import json
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -183,15 +184,52 @@ async def test_job_token_can_read_only_its_repo(sandbox: SandboxServer, app: Git
         assert other.status_code in (403, 404)
 
 
-async def test_a_revoked_push_token_stops_working_at_once(
+async def test_a_push_token_is_reused_not_revoked_after_each_push(
+    sandbox: SandboxServer, control: SandboxControl, app: GitHubApp
+) -> None:
+    """Revoking after every push spent one installation request per push: the token is
+    kept (it never leaves the bot) and left to expire; a failed push drops it."""
+    control.clear_requests()
+    first = await app.push_token(installation(sandbox), REPO)
+    assert await app.push_token(installation(sandbox), REPO) == first
+    routes = [r["route"] for r in control.requests()]
+    assert routes.count("POST /app/installations/{n}/access_tokens") == 1
+    assert not any("/installation/token" in route for route in routes)
+    app.forget_push_token(first)  # what the host API does when a push with it fails
+    second = await app.push_token(installation(sandbox), REPO)
+    assert second != first
+    async with httpx.AsyncClient(base_url=sandbox.url) as client:
+        headers = {"authorization": f"token {second}"}
+        assert (await client.get(f"/repos/{REPO}", headers=headers)).status_code == 200
+
+
+async def test_push_tokens_kept_are_revoked_at_shutdown(
     sandbox: SandboxServer, app: GitHubApp
 ) -> None:
     token = await app.push_token(installation(sandbox), REPO)
     async with httpx.AsyncClient(base_url=sandbox.url) as client:
         headers = {"authorization": f"token {token}"}
         assert (await client.get(f"/repos/{REPO}", headers=headers)).status_code == 200
-        await app.revoke_token(token)
+        assert await app.revoke_push_tokens() == 1
         assert (await client.get(f"/repos/{REPO}", headers=headers)).status_code == 401
+    assert await app.push_token(installation(sandbox), REPO) != token
+
+
+async def test_a_push_token_near_its_expiry_is_not_handed_out(
+    sandbox: SandboxServer, fake_time: FakeTime
+) -> None:
+    """A push must not start on a token that could expire under it."""
+    later = {"s": 0.0}
+    app = GitHubApp(
+        sandbox.app_id,
+        sandbox.private_key_pem,
+        sandbox.url,
+        sleep=fake_time.sleep,
+        wall_clock=lambda: time.time() + later["s"],
+    )
+    first = await app.push_token(installation(sandbox), REPO)
+    later["s"] = 55 * 60.0  # five minutes before a GitHub token's hour is up
+    assert await app.push_token(installation(sandbox), REPO) != first
 
 
 async def test_permissions_of_sandbox_users(sandbox: SandboxServer, app: GitHubApp) -> None:

@@ -157,6 +157,51 @@ async def test_a_small_budget_is_never_exceeded_and_every_experiment_finishes(
     assert len(comment_writes) < sticky_rows + experiments
 
 
+async def test_content_creation_is_paced_at_the_secondary_limit_so_it_is_never_refused(
+    box: SandboxServer, control: SandboxControl, store: Store
+) -> None:
+    """GitHub limits content-generating requests (80 a minute, 500 an hour), not every
+    write: the client paces what creates content at the sandbox's secondary limit and
+    never meets its 403, while edits, label moves and closes are not held to it."""
+    minute_s, per_minute = 2.0, 3
+    control.set_limits(budget=None, secondary_per_minute=per_minute, minute_s=minute_s, reset=True)
+    app = GitHubApp(
+        box.app_id,
+        box.private_key_pem,
+        box.url,
+        content_per_minute=per_minute,
+        minute_s=minute_s,
+    )
+    worker = OutboxWorker(store, app)
+    issues = [control.open_issue(REPO, f"idea {i}")["number"] for i in range(3)]
+    control.clear_requests()
+    add(store, box, w.EnsureLabels(labels=LABELS))  # creates four labels: content
+    for i, number in enumerate(issues):
+        add(store, box, w.Comment(number=number, kind="result", key=f"{i}-0", body="2.0"))
+        add(store, box, w.AddLabels(number=number, labels=["student:fern"]))
+        add(store, box, w.Close(number=number))
+    started = time.monotonic()
+    while pending(store) and time.monotonic() < started + 60:
+        await worker.run_once()
+        await asyncio.sleep(0.05)
+    await app.aclose()
+    assert not pending(store) and not failed_writes(store)
+    assert refused(control) == []
+    record = [r for r in control.requests() if r["who"].startswith("installation:")]
+    content = [r["at"] for r in record if r["content"]]
+    assert len(content) == 4 + len(issues)  # the labels and the comments
+    for at in content:  # never more than the limit inside any of the sandbox's minutes
+        assert sum(1 for t in content if at <= t < at + minute_s) <= per_minute
+    others = [r for r in record if r["write"] and not r["content"]]
+    assert {r["route"] for r in others} == {
+        "POST /repos/{owner}/{repo}/issues/{n}/labels",
+        "PATCH /repos/{owner}/{repo}/issues/{n}",
+    }
+    for number in issues:
+        assert control.labels_of(REPO, number) == ["student:fern"]
+        assert len(control.comments(REPO, number)) == 1
+
+
 async def test_deferred_writes_are_made_once_the_budget_resets(
     box: SandboxServer, control: SandboxControl, store: Store
 ) -> None:
@@ -195,6 +240,41 @@ async def test_deferred_writes_are_made_once_the_budget_resets(
     assert firsts == sorted(
         [w.marker("result", "1-0"), w.marker("result", "1-1"), w.marker("status", issue)]
     )
+    assert refused(control) == []
+
+
+async def test_a_decided_prs_last_writes_go_while_progress_elsewhere_waits(
+    box: SandboxServer, control: SandboxControl, store: Store
+) -> None:
+    """Behind pace, progress waits; but once a PR's close is written, its sticky status
+    and status label are its final state, not progress: they go at once. Otherwise a lab
+    spending its whole budget on new experiments would leave decided PRs without them."""
+    window_s = 60.0
+    control.set_limits(budget=10, window_s=window_s, reset=True)
+    app = app_for(box, window_s)
+    installation = box.installation_id(REPO)
+    worker = OutboxWorker(store, app)
+    decided = control.open_issue(REPO, "decided", labels=["status:wip"])["number"]
+    running = control.open_issue(REPO, "still running")["number"]
+    for path in ("", "/labels"):  # two requests at the window's start: ahead of pace
+        await app.request(installation, "GET", f"/repos/{REPO}{path}")
+    assert not app.on_pace(installation)
+    progress = add(
+        store, box, w.StatusComment(number=running, kind="status", key=running, body="wip")
+    )
+    add(store, box, w.StatusComment(number=decided, kind="status", key=decided, body="closed"))
+    add(store, box, w.RemoveLabel(number=decided, label="status:wip"))
+    add(store, box, w.Close(number=decided))
+    await worker.run_once()
+    assert control.issue(REPO, decided)["state"] == "closed"
+    assert control.labels_of(REPO, decided) == []
+    assert [c["body"] for c in control.comments(REPO, decided)] == [
+        w.with_marker("closed", "status", decided)
+    ]
+    assert store.one("SELECT state FROM outbox WHERE id = ?", (progress,)) == {"state": "pending"}
+    [shown] = [b for b in budget_status(app, store) if b["installation_id"] == installation]
+    assert shown["deferred_by_op"] == {"sticky": 1}
+    await app.aclose()
     assert refused(control) == []
 
 
@@ -243,6 +323,12 @@ def test_hold_back_stops_everything_when_spent_and_progress_when_ahead() -> None
     assert hold_back(False, budget(4400, now + 3600), now) is None
     assert hold_back(False, budget(0, now + 60), now) == "budget spent"
     assert hold_back(True, budget(0, now - 1), now) is None  # reset: all of it is back
+
+
+def test_progress_on_a_decided_pr_is_its_final_state() -> None:
+    assert not low_value("sticky", {"number": 7, "body": "closed"}, frozenset({7}))
+    assert not low_value("remove_label", {"number": 7, "label": "status:wip"}, frozenset({7}))
+    assert low_value("sticky", {"number": 8, "body": "wip"}, frozenset({7}))
 
 
 def test_progress_writes_are_the_low_value_ones() -> None:

@@ -156,6 +156,18 @@ def test_the_secondary_limit_holds_back_content_creation_only(
     assert 1 <= int(limited.headers["retry-after"]) <= 60
     assert _api(box, "GET", path, token).status_code == 200  # reads are not held back
     assert len(control.comments(REPO, issue["number"])) == 2
+    # Nor what changes existing things: GitHub's limit is on content generated.
+    number = issue["number"]
+    labelled = _api(box, "POST", f"/repos/{REPO}/issues/{number}/labels", token, json=["bug"])
+    edited = _api(box, "PATCH", f"/repos/{REPO}/issues/{number}", token, json={"title": "b"})
+    assert (labelled.status_code, edited.status_code) == (200, 200)
+    flags = {r["route"]: r["content"] for r in control.requests() if r["status"] < 300}
+    assert flags == {
+        "POST /repos/{owner}/{repo}/issues/{n}/comments": True,
+        "GET /repos/{owner}/{repo}/issues/{n}/comments": False,
+        "POST /repos/{owner}/{repo}/issues/{n}/labels": False,
+        "PATCH /repos/{owner}/{repo}/issues/{n}": False,
+    }
 
 
 def test_graphql_has_a_budget_of_its_own(box: SandboxServer, control: SandboxControl) -> None:
