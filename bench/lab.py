@@ -41,7 +41,9 @@ Policies:
   the base's value on every seed, candidate seeds one at a time, the decision
   table's merge / close / one more seed, the lab's false-merge budget; the prior
   and noise learned online from a vague start (`learned`), with N students, and
-  with the simulation's true prior and noise (`known prior`, a bound).
+  with the simulation's true prior and noise (`known prior`, a bound); `noise by
+  design`: `learned` with a second seed on every idea until the lab's within-idea
+  contrasts (effect-free) give the noise 15 degrees of freedom.
 - **oracle ceiling** (not a policy): knows each idea's true effect after one
   full run and merges exactly the helpful ones. The oracle that knows it at the
   first checkpoint is kept as a labelled curiosity, not a ceiling: no policy can
@@ -89,7 +91,8 @@ SHAPE = 3.0  # height of the common loss curve above its end
 # at x = 0, in final-seed sigmas, fading as (1 - x)**2) has this std.
 LUCK_EXPONENT = 0.39  # fitted: corr(deviation at x, final) ~ x**0.39
 TRANSIENT = 5.6  # the rms of the two measured ideas' transients (2.1 and -7.7 sigma)
-GOAL_RATIO, GOAL_FALSE = 0.75, 0.05  # issue 22: at rho 0.89 (0.65 at rho 0.5)
+GOAL_RATIO, GOAL_FALSE = 0.75, 0.05
+DESIGN_DF = 15  # the design row: a second seed per idea until the contrasts have this many df  # issue 22: at rho 0.89 (0.65 at rho 0.5)
 
 
 @dataclass(frozen=True)
@@ -433,6 +436,11 @@ class BayesConfig:
     seeds: int = 32  # seed numbers a lab uses
     effects: tuple[float, float] = (EFFECT_LOW, EFFECT_HIGH)  # the known prior's, as the labs'
     p_helpful: float = 1 - P_NULL - P_HARMFUL
+    # a second seed on every idea while the lab's effect-free noise contrasts (within one
+    # idea, the difference of its matched-seed differences) have fewer than this many
+    # degrees of freedom: 0 never (bayes.learn_noise)
+    noise_df: int = 0
+    noise_min_df: int = 10  # the pooled contrasts' df before they replace the MAD estimate
 
 
 def true_prior(rho: float, effects: tuple[float, float], p_helpful: float) -> bayes.EffectPrior:
@@ -468,6 +476,7 @@ class _BayesLab:
         self.pairs: list[list[tuple[float, float]]] = []
         self.decided: list[tuple[float, float, float]] = []
         self.spent = 0.0  # the merges' posterior chances of being null or harmful, summed
+        self.noise_df = 0  # degrees of freedom of the pooled within-idea contrasts
         for seed in range(cfg.first_base_seeds):
             self.base_runs[seed] = self.run(None, seed)
         if cfg.known_prior:
@@ -519,7 +528,19 @@ class _BayesLab:
         if choice.action == "merge" and not self.within_budget(choice.posterior.null_or_worse):
             action = "seed" if len(runs) < bayes.MAX_SEEDS else "close"
             choice = bayes.Choice(action, choice.merge_value, choice.seed_value, choice.posterior)
+        if choice.action != "seed" and self.wants_contrast(runs):
+            choice = bayes.Choice("seed", choice.merge_value, choice.seed_value, choice.posterior)
         return choice
+
+    def wants_contrast(self, runs: dict[int, float]) -> bool:
+        """Whether the idea runs a second seed to buy the noise an effect-free contrast."""
+        paired = sum(s in self.base_runs for s in runs)
+        return (
+            not self.cfg.known_prior
+            and paired < 2
+            and len(runs) < 2
+            and self.noise_df < self.cfg.noise_df
+        )
 
     def within_budget(self, chance_false: float) -> bool:
         allowed = bayes.budget_for(self.prior, self.cfg.false_merges) * (self.out.merges + 1)
@@ -538,8 +559,11 @@ class _BayesLab:
         mean, precision = bayes.evidence(old or self.belief, runs, noise_var, minimize=True)
         self.decided.append((mean, precision, self.prior.noise))
         paired = [(v, self.base_runs[s]) for s, v in runs.items() if s in self.base_runs]
+        grew = False
         if paired and old is None:
             self.pairs.append(paired)
+            self.noise_df += len(paired) - 1
+            grew = len(paired) >= 2
         if choice.action == "merge":
             self.out.merges += 1
             self.out.false_merges += idea.effect <= 0
@@ -554,8 +578,14 @@ class _BayesLab:
         if self.cfg.known_prior:
             return
         decided = len(self.decided)
-        if bayes.due_for_learning(decided) or bayes.due_for_noise(decided):
-            noise = bayes.learn_noise(self.pairs)
+        contrast = (
+            grew
+            and self.cfg.noise_df > 0
+            and decided < bayes.LEARN_FROM
+            and self.noise_df >= self.cfg.noise_min_df
+        )
+        if bayes.due_for_learning(decided) or bayes.due_for_noise(decided) or contrast:
+            noise = bayes.learn_noise(self.pairs, min_df=self.cfg.noise_min_df)
             groups = [*self.base_history, list(self.base_runs.values())]
             spread = bayes.learn_seed_spread(groups, noise or self.prior.noise)
             if bayes.due_for_learning(decided):
@@ -571,6 +601,12 @@ class _BayesLab:
 def kohai_bayes(lab: Lab, budget: float, cfg: BayesConfig) -> Result:
     """The Bayesian gate, one idea at a time per student: seeds one by one, least uncertain
     first, until the decision table says merge or close (bot.core.bayes)."""
+    return bayes_lab(lab, budget, cfg).out
+
+
+def bayes_lab(lab: Lab, budget: float, cfg: BayesConfig) -> _BayesLab:
+    """`kohai_bayes`'s run, returning the gate's lab (its learned prior and noise) with the
+    result in `.out`."""
     out = Result()
     state = _BayesLab(lab, budget, cfg, out)
     ideas = iter(lab.ideas)
@@ -592,7 +628,7 @@ def kohai_bayes(lab: Lab, budget: float, cfg: BayesConfig) -> Result:
                     state.settle(idea, runs, choice)
                     break
         out.gain = -state.level
-        return out
+        return state
     # N students: each round every open candidate runs one seed (a new idea fills a free
     # slot); candidates are then judged in order. After a merge, the others' runs were made on
     # the old base: judged against the old base's beliefs, a close stands, anything else
@@ -632,7 +668,7 @@ def kohai_bayes(lab: Lab, budget: float, cfg: BayesConfig) -> Result:
             merged = merged or choice.action == "merge"
         slots = kept
     out.gain = -state.level
-    return out
+    return state
 
 
 def _runs(values: dict[int, float]) -> list[gate.SeedRun]:
@@ -726,6 +762,7 @@ def main(argv: list[str] | None = None) -> int:
         ("kohai bayes, learned", BayesConfig()),
         (f"kohai bayes, learned, {args.students} st.", BayesConfig(students=args.students)),
         ("kohai bayes, known prior (bound)", BayesConfig(known_prior=True)),
+        ("kohai bayes, learned, noise by design", BayesConfig(noise_df=DESIGN_DF)),
     ):
         bcfg.effects, bcfg.p_helpful = (args.effects[0], args.effects[1]), args.p_helpful
         policies.append((name, functools.partial(kohai_bayes, budget=args.gpu_hours, cfg=bcfg)))

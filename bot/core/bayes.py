@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.stats import chi2
 
-from bot.core.stats import pooled_paired_spread
+from bot.core.stats import MIN_POOLED_DF, pooled_paired_spread
 
 MAX_SEEDS = 8  # a candidate's seeds before the gate must decide
 DEFAULT_FALSE_MERGES = 0.05  # the lab's budget: expected false merges per merge
@@ -463,7 +463,9 @@ def decision_table(
 # ------------------------------------------------------------------ learning
 
 
-def learn_noise(groups: Sequence[Sequence[tuple[float, float]]]) -> float | None:
+def learn_noise(
+    groups: Sequence[Sequence[tuple[float, float]]], *, min_df: int = MIN_POOLED_DF
+) -> float | None:
     """Per-run noise std from the lab's paired (candidate, base) runs, at a conservative bound.
 
     Each group holds one decided candidate's runs with the base's run on the same seed and
@@ -474,9 +476,11 @@ def learn_noise(groups: Sequence[Sequence[tuple[float, float]]]) -> float | None
     deviation of their first differences: ideas' effects can only widen it, but from ten
     differences of a lab of null ideas it is a rough point estimate, not a bound (taking its
     upper bound cost power in bench/lab.py's tuning labs). None with fewer than
-    `MIN_NOISE_PAIRS` of either.
+    `MIN_NOISE_PAIRS` of either. `min_df` is the pooled groups' degrees of freedom before
+    they replace the median absolute deviation (bench/lab.py's "noise by design" row buys
+    them with a second seed per idea: a within-idea contrast carries no effect).
     """
-    pooled = pooled_paired_spread(groups)
+    pooled = pooled_paired_spread(groups, min_df=min_df)
     if pooled is not None:
         std, df = pooled
         return std * math.sqrt(df / float(chi2.ppf(NOISE_QUANTILE, df))) / math.sqrt(2)

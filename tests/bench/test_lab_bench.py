@@ -70,6 +70,7 @@ def test_the_table_prints_every_policy(bench, capsys) -> None:
         "kohai bayes, learned",
         "kohai bayes, learned, 4 st.",
         "kohai bayes, known prior (bound)",
+        "kohai bayes, learned, noise by design",
     ):
         assert name in out
 
@@ -155,3 +156,40 @@ def test_the_bayes_gate_merges_clear_wins_and_few_nulls(bench) -> None:
     assert wins.merges >= 3 and wins.false_merges == 0 and wins.gain >= 9.0
     four = bench.kohai_bayes(lab_of(bench, 3.0), 40, bench.BayesConfig(students=4))
     assert four.merges >= 3 and four.false_merges == 0
+
+
+@pytest.mark.parametrize(
+    ("noise_df", "known", "runs", "decision"),
+    [
+        (0, False, 1, "close"),  # no design: a clearly harmful idea closes on one seed
+        (15, False, 1, "seed"),  # the design: a second seed for the contrast
+        (15, False, 2, "close"),  # one contrast an idea, then the table decides
+        (15, True, 1, "close"),  # the known-prior bound knows its noise
+    ],
+)
+def test_the_noise_design_buys_a_second_seed_until_it_has_its_df(
+    bench, noise_df: int, known: bool, runs: int, decision: str
+) -> None:
+    """`BayesConfig.noise_df`: while the lab's within-idea contrasts have fewer degrees of
+    freedom than asked, an idea the table would decide on one seed runs a second one."""
+    lab = lab_of(bench, -6.0)
+    cfg = bench.BayesConfig(noise_df=noise_df, known_prior=known)
+    state = bench._BayesLab(lab, 40, cfg, bench.Result())
+    taken: dict[int, float] = {}
+    for _ in range(runs):
+        seed = state.next_seed(taken)
+        taken[seed] = state.run(lab.ideas[0], seed)
+    assert state.verdict(taken).action == decision
+
+
+def test_the_noise_design_stops_at_its_df_and_learns_the_noise_from_it(bench) -> None:
+    """A lab run with the design: the contrasts reach the asked df, and the noise the gate
+    learned from them is near the simulation's own (rho 0.5: per-run noise 0.71)."""
+    lab = bench.make_lab(3, 0.5, 400)
+    state = bench.bayes_lab(lab, 60, bench.BayesConfig(noise_df=15))
+    plain = bench.bayes_lab(bench.make_lab(3, 0.5, 400), 60, bench.BayesConfig())
+    assert state.out.gpu_hours == plain.out.gpu_hours == 60
+    assert state.out.ideas < plain.out.ideas  # the second seeds are paid for in ideas
+    assert state.noise_df >= 15
+    assert 0.5 * math.sqrt(0.5) < state.prior.noise < 2.0 * math.sqrt(0.5)
+    assert not state.wants_contrast({})

@@ -260,6 +260,35 @@ def test_the_noise_is_learned_at_a_conservative_bound() -> None:
     assert bayes.learn_noise(groups[:2]) is None  # too few pairs to say
 
 
+@pytest.mark.parametrize("effect", [0.0, 1.5, -4.0, 20.0])
+def test_two_seed_contrasts_measure_the_noise_whatever_the_ideas_do(effect: float) -> None:
+    """Within one idea, the difference of its two matched-seed differences carries no effect:
+    the same runs shifted by any effect give the same noise, at its conservative bound (the
+    bench's "noise by design" rows buy these contrasts with a second seed per idea)."""
+    rng = np.random.default_rng(11)
+    noise = 0.3
+    groups = []
+    for _ in range(12):  # twelve ideas of two seeds: 12 degrees of freedom
+        luck = 3.0 * rng.normal(size=2)  # seed luck far above the noise: it must cancel
+        groups.append(
+            [
+                (luck[s] - effect + noise * rng.normal(), luck[s] + noise * rng.normal())
+                for s in range(2)
+            ]
+        )
+    centred = [[(c + effect, b) for c, b in group] for group in groups]
+    learned = bayes.learn_noise(groups)
+    assert learned is not None and learned == pytest.approx(bayes.learn_noise(centred))
+    assert noise * 0.8 < learned < noise * 2.0  # the upper 80 % bound from 12 df
+    # below the pooled minimum the first differences' spread answers instead, unless the
+    # caller accepts fewer degrees of freedom
+    few = groups[:7]
+    assert bayes.learn_noise(few, min_df=7) == pytest.approx(
+        bayes.learn_noise([[(c + effect, b) for c, b in group] for group in few], min_df=7)
+    )
+    assert bayes.learn_noise(few) != bayes.learn_noise(few, min_df=7)
+
+
 @pytest.mark.parametrize(
     ("decided", "due"), [(20, False), (39, False), (40, True), (50, False), (60, True), (80, True)]
 )
