@@ -10,7 +10,10 @@ For each configuration (hosts x labs) the bench starts, on loopback:
   acknowledgements;
 - the hosts, as asyncio tasks in this process over one HTTP connection pool:
   each long-polls for a lease, "trains" for `--job-s` seconds sending a
-  heartbeat every `--heartbeat-s`, then completes with a plausible result;
+  heartbeat every `--heartbeat-s`, then completes with a plausible result.
+  They join over the warm-up and their first jobs end at random, so the
+  measurement sees a running fleet's steady rate of leases, not the herd of a
+  thousand hosts starting in the same few seconds;
 - webhooks at a steady rate (`--webhooks-per-s`), signed as GitHub signs
   them, sent alternately to the bot and the bare endpoint.
 
@@ -229,7 +232,11 @@ async def host(
     """One simulated host: lease, heartbeats while 'training', complete, again."""
     auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     conn = Conn(url)
-    await asyncio.sleep(random.random() * args.heartbeat_s)  # hosts do not start in step
+    # A fleet in its steady state, not a thundering herd: hosts join over the warm-up
+    # and their first jobs end at random, so leases and completions arrive at the rate
+    # a running fleet makes them (hosts / job length) from the start of the measurement.
+    await asyncio.sleep(random.random() * min(args.warmup_s, args.job_s) * 0.8)
+    first = True
     while not stop.is_set():
         start = time.perf_counter()
         try:
@@ -246,7 +253,9 @@ async def host(
         figures.keep(figures.leases, time.perf_counter() - start)
         job = json.loads(raw)
         lease_id = job.get("lease_id", "")
-        ends = time.monotonic() + args.job_s * random.uniform(0.8, 1.2)
+        share = random.uniform(0.05, 1.2) if first else random.uniform(0.8, 1.2)
+        first = False
+        ends = time.monotonic() + args.job_s * share
         while time.monotonic() < ends and not stop.is_set():
             await asyncio.sleep(min(args.heartbeat_s, max(0.0, ends - time.monotonic())))
             start = time.perf_counter()

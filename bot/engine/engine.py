@@ -130,6 +130,7 @@ class Engine:
         self._on_outbox = on_outbox or (lambda: None)
         # Set by the job book: posts results that came back before the PR existed.
         self.on_pr_opened: Callable[[Repo, Experiment], None] | None = None
+        self._students: tuple[tuple[int, int], frozenset[str]] | None = None
 
     # ---------------------------------------------------------------- lookups
 
@@ -188,7 +189,15 @@ class Engine:
         return cancelled
 
     def students(self) -> frozenset[str]:
-        return frozenset(r["name"] for r in self.store.query("SELECT name FROM students"))
+        """Every student's name. Each delivery's routing asks; with a thousand hosts
+        listing them all was most of a delivery's cost, so the names are read again only
+        when a student was added or removed (their count or newest rowid moved)."""
+        row = self.store.one("SELECT COUNT(*) AS n, COALESCE(MAX(rowid), 0) AS last FROM students")
+        key = (int(row["n"]), int(row["last"])) if row else (0, 0)
+        if self._students is None or self._students[0] != key:
+            names = frozenset(r["name"] for r in self.store.query("SELECT name FROM students"))
+            self._students = (key, names)
+        return self._students[1]
 
     def snapshot(
         self, event: Event, permission: str | None = None, author_permission: str | None = None
