@@ -300,17 +300,25 @@ FLOOD = """
 """
 
 
-@pytest.mark.skipif(HOST.pids is None, reason="no writable pids cgroup here")
-def test_the_agents_smoke_run_has_the_jobs_limits_and_a_bounded_output(tmp_path: Path) -> None:
-    """The coding agent's `smoke_run` runs agent code too: the job's limits hold there,
-    and a flood of output is read as a capped tail, not into the daemon's memory."""
-    from agents.claude.smoke import TAIL_CHARS, smoke_run
+@pytest.mark.skipif(
+    HOST.pids is None,
+    reason="no writable pids cgroup here, and RLIMIT_NPROC, the fallback, does not bind root",
+)
+def test_the_agents_smoke_run_has_the_jobs_process_limit(tmp_path: Path) -> None:
+    """The coding agent's `smoke_run` runs agent code too: the job's limits hold there."""
+    from agents.claude.smoke import smoke_run
 
     repo = make_repo(tmp_path / "forks", FORK_400, "processes = 64\n")
     problem = loads_problem((repo / "kohai.toml").read_text())
     result = smoke_run(repo, problem, sandboxed=True)
     assert "kohai: too many processes" in result.tail, result.tail
     assert leftover_cgroups() == []
+
+
+def test_the_agents_smoke_run_reads_a_flood_of_output_as_a_capped_tail(tmp_path: Path) -> None:
+    """Output without end is read line by line into a capped tail, not into the daemon's
+    memory, and the run is stopped at its limit."""
+    from agents.claude.smoke import TAIL_CHARS, smoke_run
 
     repo = make_repo(tmp_path / "flood", FLOOD, "")
     problem = loads_problem((repo / "kohai.toml").read_text())
