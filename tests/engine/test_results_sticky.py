@@ -18,7 +18,8 @@ import pytest
 
 from bot.github.client import GitHubApp
 from bot.outbox.worker import OutboxWorker, failed_writes
-from bot.protocol import JobResult, RunResult
+from bot.protocol import MEASURED_PHASE, JobEvent, JobResult, RunResult
+from bot.records import Job
 from sandbox.control import SandboxControl
 from sandbox.server import SandboxServer
 from tests.support.engine_lab import Lab
@@ -46,11 +47,9 @@ def _result(seeds: list[int], base: float, head: str) -> JobResult:
     return JobResult(status="ok", runs=runs, head_sha=head)
 
 
-async def test_three_jobs_leave_one_results_comment_with_every_seed_and_the_baseline(
-    tmp_path: Path, sandbox: SandboxServer
-) -> None:
+def lab_on(sandbox: SandboxServer, tmp_path: Path) -> tuple[Lab, OutboxWorker, str]:
+    """An engine lab whose repository is the sandbox's, its outbox worker, and main's sha."""
     lab = Lab(tmp_path)
-    inst = sandbox.installation_id(REPO)
     main = subprocess.run(
         ["git", "--git-dir", str(sandbox.repo_path(REPO)), "rev-parse", "main"],
         capture_output=True,
@@ -58,9 +57,25 @@ async def test_three_jobs_leave_one_results_comment_with_every_seed_and_the_base
         check=True,
     ).stdout.strip()
     with lab.store.transaction():  # the engine's lab is the sandbox's repository
+        inst = sandbox.installation_id(REPO)
         lab.store.update("repos", lab.repo_id, {"installation_id": inst, "base_sha": main})
     github = GitHubApp(sandbox.app_id, sandbox.private_key_pem, sandbox.url, sleep=FakeTime().sleep)
-    worker = OutboxWorker(lab.store, github)
+    return lab, OutboxWorker(lab.store, github), main
+
+
+def results_of(control: SandboxControl, number: int, exp_id: int) -> list[str]:
+    """The bodies of the experiment's results comments on its PR."""
+    return [
+        c["body"]
+        for c in control.comments(REPO, number)
+        if c["body"].startswith(f"<!-- kohai:results:{exp_id} -->")
+    ]
+
+
+async def test_three_jobs_leave_one_results_comment_with_every_seed_and_the_baseline(
+    tmp_path: Path, sandbox: SandboxServer
+) -> None:
+    lab, worker, main = lab_on(sandbox, tmp_path)
     with SandboxControl(sandbox.url) as control:
         with lab.store.transaction():
             lab.engine.queue_baseline(lab.repo)
@@ -71,17 +86,10 @@ async def test_three_jobs_leave_one_results_comment_with_every_seed_and_the_base
         assert control.pull(REPO, number)["draft"] is True
         head = str(lab.exp(exp_id).head_sha)
 
-        def results() -> list[str]:
-            return [
-                c["body"]
-                for c in control.comments(REPO, number)
-                if c["body"].startswith(f"<!-- kohai:results:{exp_id} -->")
-            ]
-
         lab.run(_result([0], 1.9, head))
         await worker.run_once()
         assert not failed_writes(lab.store)
-        [first] = results()
+        [first] = results_of(control, number, exp_id)
         assert "| 0 | ok |" in first and "| 1 | ok |" not in first
 
         for seeds in ([1, 2], [0, 1, 2]):  # confirmation seeds, then a rerun of all three
@@ -90,7 +98,9 @@ async def test_three_jobs_leave_one_results_comment_with_every_seed_and_the_base
             lab.run(_result(seeds, 1.9, head))
         await worker.run_once()
         assert not failed_writes(lab.store)
-        [body] = results()  # one comment, edited in place: not one per job
+        [body] = results_of(
+            control, number, exp_id
+        )  # one comment, edited in place: not one per job
         for seed in (0, 1, 2):
             assert f"| {seed} | ok |" in body
         assert "**baseline**:" in body and "(n=2)" in body
@@ -110,21 +120,7 @@ async def test_the_results_comment_shows_each_seed_as_its_host_finishes_it(
     """A three-seed job: after each seed's `measured` event the PR's one results comment lists
     it (the host's report, apart from the table); the completion replaces the list with the
     table. A seed the job does not have is dropped, and the job's phase stays `training`."""
-    from bot.protocol import MEASURED_PHASE, JobEvent
-    from bot.records import Job
-
-    lab = Lab(tmp_path)
-    inst = sandbox.installation_id(REPO)
-    main = subprocess.run(
-        ["git", "--git-dir", str(sandbox.repo_path(REPO)), "rev-parse", "main"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    with lab.store.transaction():
-        lab.store.update("repos", lab.repo_id, {"installation_id": inst, "base_sha": main})
-    github = GitHubApp(sandbox.app_id, sandbox.private_key_pem, sandbox.url, sleep=FakeTime().sleep)
-    worker = OutboxWorker(lab.store, github)
+    lab, worker, _ = lab_on(sandbox, tmp_path)
     with SandboxControl(sandbox.url) as control:
         lab.baseline(2.0, 2.1)
         number = 1
@@ -147,25 +143,18 @@ async def test_the_results_comment_shows_each_seed_as_its_host_finishes_it(
             event.check()
             lab.jobs.record_event(job.id, "fern", event)
 
-        def results() -> list[str]:
-            return [
-                c["body"]
-                for c in control.comments(REPO, number)
-                if c["body"].startswith(f"<!-- kohai:results:{exp_id} -->")
-            ]
-
         measured(0, {"loss": 1.95})
         measured(7, {"loss": 0.1})  # not a seed of this job: nothing shown
         await worker.run_once()
         assert not failed_writes(lab.store)
-        [body] = results()
+        [body] = results_of(control, number, exp_id)
         assert "Training: 1 of 3 seeds finished" in body
         assert "seed 0: 1.95" in body and "still to run: 1, 2" in body
         assert "seed 7" not in body and "| 0 | ok |" not in body
 
         measured(1, {})  # a seed that ended without a metric
         await worker.run_once()
-        [body] = results()
+        [body] = results_of(control, number, exp_id)
         assert "Training: 2 of 3 seeds finished" in body and "seed 1: no metric" in body
         stored = lab.store.get(Job, job.id)
         assert stored is not None and stored.phase == "training"
@@ -179,7 +168,9 @@ async def test_the_results_comment_shows_each_seed_as_its_host_finishes_it(
         )
         lab.jobs.complete(job.id, "fern", result)
         await worker.run_once()
-        [body] = results()  # still one comment: the table replaced the list
+        [body] = results_of(
+            control, number, exp_id
+        )  # still one comment: the table replaced the list
         assert "Training:" not in body
         for seed in (0, 1, 2):
             assert f"| {seed} | ok |" in body
