@@ -20,6 +20,7 @@ from test_claude_student import TOML, cli_env, for_agent, git, result_text, tool
 from agents.claude import guard, relay, student
 from bot.problem import loads_problem
 from bot.protocol import Implement
+from tests.support.listener import Listener
 from trainer import sandbox
 
 pytestmark = pytest.mark.timeout(120)
@@ -48,33 +49,6 @@ def repo(tmp_path: Path) -> Path:
     git(path, "add", "-A")
     git(path, "commit", "-q", "-m", "initial")
     return path
-
-
-class Listener:
-    """A TCP listener on the host's loopback that records any connection."""
-
-    def __init__(self) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.server.settimeout(0.2)
-        self.port = self.server.getsockname()[1]
-        self.accepted = 0
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.done.is_set():
-            try:
-                conn, _ = self.server.accept()
-                self.accepted += 1
-                conn.close()
-            except TimeoutError:
-                pass
-
-    def close(self) -> None:
-        self.done.set()
-        self.thread.join()
-        self.server.close()
 
 
 def hostile_train(port: int, outside: Path) -> str:

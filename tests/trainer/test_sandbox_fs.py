@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import sysconfig
 import textwrap
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from bot.problem import ProblemError, loads_problem
+from tests.support.listener import Listener
 from trainer import model_launch, sandbox
 from trainer.harness import prepare_data
 from trainer.sandbox import Sandbox, allowlisted_env
@@ -169,31 +168,6 @@ def test_a_client_that_dies_takes_its_child_with_it(tmp_path: Path) -> None:
 
 
 HEAD = '[metric]\nname = "score"\ndirection = "minimize"\n[train]\ncommand = "python train.py"\n'
-
-
-class Listener:
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.accepted += 1
-            conn.close()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=2)
-        self.sock.close()
 
 
 @pytest.mark.parametrize("network", [False, True])

@@ -18,17 +18,16 @@ import argparse
 import io
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import pytest
 from trainer_helpers import FakeBot, git, job_dict
 
+from tests.support.listener import Listener
 from trainer import daemon
 from trainer.daemon import check_token_mode, parse_students, read_token_file
 
@@ -99,33 +98,6 @@ command = "python spy.py data"
 command = "python spy.py eval"
 budget = "60s"
 """
-
-
-class Listener:
-    """A TCP listener on loopback that counts the connections it accepts."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.accepted += 1
-            conn.close()
-
-    def close(self) -> None:
-        self.stopping.set()
-        self.thread.join(timeout=2)
-        self.sock.close()
 
 
 def spy_origin(tmp_path: Path, token_file: Path, port: int) -> tuple[Path, str]:
