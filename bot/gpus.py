@@ -1,4 +1,4 @@
-"""`--gpus`: one meaning on every command (`hosts add`, `host run`, `--student NAME:GPUS:TOKEN`).
+"""`--gpus`: one meaning on every command (`hosts add`, `host run`, `--student NAME:GPUS:TOKEN_FILE`).
 
 The value is a list of device ids, `0,1` (what `CUDA_VISIBLE_DEVICES` gets).
 A bare number is a count, as Docker's `--gpus 4` is: the first N devices,

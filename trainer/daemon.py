@@ -71,7 +71,7 @@ def read_token_file(path: str) -> str:
 
 
 def take_token(args: argparse.Namespace) -> str | None:
-    """The host token from --token-file, --token or KOHAI_HOST_TOKEN, in that order.
+    """The host token from --token-file, else KOHAI_HOST_TOKEN.
 
     Whichever it came from, KOHAI_HOST_TOKEN leaves this process's environment
     at once, so nothing the host starts inherits it; the token lives on only
@@ -83,49 +83,50 @@ def take_token(args: argparse.Namespace) -> str | None:
     path = getattr(args, "token_file", None)
     if path:
         return read_token_file(path)
-    return args.token or from_env
+    return from_env
 
 
-def command_line_token_warning(args: argparse.Namespace) -> str | None:
-    """What to say when a token came on the command line (`--token`, `--student ...:TOKEN`).
-
-    Any user of the machine reads a process's arguments (`ps`, /proc/PID/cmdline)
-    for as long as the daemon runs; a job cannot (its own PID namespace), but a
-    shared GPU box has other users. Accepted, for scripts, and said.
-    """
-    flags = [f for f, given in (("--token", args.token), ("--student", args.student)) if given]
-    if not flags:
-        return None
-    return (
-        f"the host token given with {' and '.join(flags)} is readable by every user of this "
-        "machine in its process list; pass it with --token-file FILE (mode 0600) or "
-        "--token-file - (standard input) instead"
-    )
+COMMAND_LINE_TOKEN = (
+    "a host token is never taken on the command line (every user of this machine reads "
+    "a process's arguments in `ps`): {what}"
+)
 
 
 def parse_students(args: argparse.Namespace) -> list[StudentSpec]:
-    """Students from `--name/--token-file/--gpus` and repeated `--student NAME:GPUS:TOKEN`.
+    """Students from `--name/--token-file/--gpus` and repeated `--student NAME:GPUS:TOKEN_FILE`.
 
     With `--name`, the token comes from --token-file (a 0600 file, or `-`
-    for standard input), --token or KOHAI_HOST_TOKEN.
+    for standard input) or KOHAI_HOST_TOKEN; each `--student` names its own
+    0600 token file. A token itself on the command line is refused.
     """
+    if getattr(args, "token", None):
+        raise ValueError(
+            COMMAND_LINE_TOKEN.format(what="give --token-file FILE (mode 0600) or --token-file -")
+        )
     students: list[StudentSpec] = []
-    token = take_token(args) if args.name or getattr(args, "token_file", None) else args.token
+    token = take_token(args) if args.name or getattr(args, "token_file", None) else None
     if args.name or token:
         if not (args.name and token):
-            raise ValueError(
-                "--name and a token (--token-file, --token or KOHAI_HOST_TOKEN) go together"
-            )
+            raise ValueError("--name and a token (--token-file or KOHAI_HOST_TOKEN) go together")
         students.append(StudentSpec(args.name, token, parse_gpus(args.gpus or "")))
     for entry in args.student or []:
         name, sep, rest = entry.partition(":")
-        gpus, sep2, token = rest.partition(":")
-        if not (name and sep and sep2 and token):
-            raise ValueError(f"--student expects NAME:GPUS:TOKEN, got {entry.split(':')[0]}:...")
-        students.append(StudentSpec(name, token, parse_gpus(gpus)))
+        gpus, sep2, path = rest.partition(":")
+        if not (name and sep and sep2 and path):
+            raise ValueError(
+                f"--student expects NAME:GPUS:TOKEN_FILE, got {entry.split(':')[0]}:..."
+            )
+        if not os.path.lexists(path):
+            raise ValueError(
+                COMMAND_LINE_TOKEN.format(
+                    what=f"--student {name}:{gpus}:... names no file; give NAME:GPUS:TOKEN_FILE, "
+                    "the file mode 0600"
+                )
+            )
+        students.append(StudentSpec(name, read_token_file(path), parse_gpus(gpus)))
     if not students:
         raise ValueError(
-            "give --name and a token (--token-file), or at least one --student NAME:GPUS:TOKEN"
+            "give --name and a token (--token-file), or at least one --student NAME:GPUS:TOKEN_FILE"
         )
     names = [s.name for s in students]
     if len(set(names)) != len(names):
@@ -317,9 +318,6 @@ def main(args: argparse.Namespace) -> int:
         return 2
     finally:
         os.environ.pop(TOKEN_ENV, None)  # however the token came, no child inherits it
-    warning = command_line_token_warning(args)
-    if warning:
-        print(f"kohai host run: {warning}", file=sys.stderr, flush=True)
     unsandboxed = bool(getattr(args, "unsandboxed", False))
     refusal = sandbox_refusal(sandbox.probe(), unsandboxed)
     if refusal is not None:

@@ -286,14 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="read the student's host token from PATH (mode 0600; `-`: standard input)",
     )
-    run.add_argument("--token", help="the student's host token (prefer --token-file)")
+    # Refused with one line naming --token-file: a token is never taken on the command line.
+    run.add_argument("--token", help=argparse.SUPPRESS)
     run.add_argument("--gpus", default="", help=GPUS_HELP + " (for --name)")
     run.add_argument(
         "--student",
         action="append",
         default=[],
-        metavar="NAME:GPUS:TOKEN",
-        help="several students on one host, e.g. fern:0,1:TOKEN (repeatable; GPUS as --gpus)",
+        metavar="NAME:GPUS:TOKEN_FILE",
+        help="several students on one host, e.g. fern:0,1:fern.token, each token in a 0600 file "
+        "(repeatable; GPUS as --gpus)",
     )
     run.add_argument(
         "--bot-url", required=True, help="the bot's URL, e.g. https://kohai.example.com"

@@ -172,15 +172,17 @@ def test_host_run_checks_the_bot_url_at_start(tmp_path: Path, bot) -> None:
     assert "https://kohai.example.com" in done.stderr
 
     # A token the bot does not know, and another student's token: one line each.
+    unknown, others = tmp_path / "unknown.token", tmp_path / "frieren.token"
+    for path, token in ((unknown, "kohai_h_not-a-token"), (others, frieren)):
+        path.write_text(token + "\n")
+        path.chmod(0o600)
     wrong = kohai(
         "host", "run", "--bot-url", server.url, *work,
-        "--student", "fern:0:kohai_h_not-a-token", "--student", f"himmel::{frieren}",
+        "--student", f"fern:0:{unknown}", "--student", f"himmel::{others}",
         cwd=tmp_path, timeout=60,
     )  # fmt: skip
     assert wrong.returncode == 2, wrong.stderr
     lines = wrong.stderr.strip().splitlines()
-    # First the warning that tokens on the command line show in `ps`, then one line each.
-    assert "readable by every user of this machine" in lines.pop(0)
     assert len(lines) == 2 and "Traceback" not in wrong.stderr
     assert "does not accept the token for student fern" in lines[0]
     assert "belongs to another student" in lines[1]

@@ -177,9 +177,13 @@ def test_sigterm_releases_the_running_job(tmp_path: Path, fake_bot: FakeBot) -> 
     bare, base = make_origin(tmp_path, SLOW_SCRIPT, budget="60s")
     fake_bot.jobs.append(job_dict(bare, base))
     env = dict(
-        os.environ, KOHAI_SHUTDOWN_GRACE_S="1", KOHAI_WANDB="disabled", PYTHONPATH=str(REPO_ROOT)
+        os.environ,
+        KOHAI_SHUTDOWN_GRACE_S="1",
+        KOHAI_WANDB="disabled",
+        PYTHONPATH=str(REPO_ROOT),
+        KOHAI_HOST_TOKEN=TOKEN,
     )
-    args = ["host", "run", "--name", "fern", "--token", TOKEN, "--bot-url", fake_bot.url]
+    args = ["host", "run", "--name", "fern", "--bot-url", fake_bot.url]
     args += ["--work-dir", str(tmp_path / "host")]
     launcher = "import sys; from bot.cli import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.Popen(
@@ -221,29 +225,79 @@ def live_processes_under(root: Path) -> list[int]:
     return found
 
 
-def test_students_from_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+def _token_file(directory: Path, name: str, token: str) -> str:
+    path = directory / f"{name}.token"
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return str(path)
+
+
+def test_students_from_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = {n: _token_file(tmp_path, n, f"t-{n}") for n in ("fern", "frieren", "himmel")}
     args = argparse.Namespace(
-        name=None, token=None, gpus="", student=["fern:0,1:t1", "frieren:2,:t2", "himmel::t3"]
+        name=None,
+        token=None,
+        gpus="",
+        student=[
+            f"fern:0,1:{files['fern']}",
+            f"frieren:2,:{files['frieren']}",
+            f"himmel::{files['himmel']}",
+        ],
     )
     students = parse_students(args)
     assert [(s.name, s.gpus, s.token) for s in students] == [
-        ("fern", [0, 1], "t1"),
-        ("frieren", [2], "t2"),
-        ("himmel", [], "t3"),
+        ("fern", [0, 1], "t-fern"),
+        ("frieren", [2], "t-frieren"),
+        ("himmel", [], "t-himmel"),
     ]
-    single = parse_students(argparse.Namespace(name="fern", token="t", gpus="3,", student=[]))
-    assert [(s.name, s.gpus) for s in single] == [("fern", [3])]
-    counted = parse_students(argparse.Namespace(name="fern", token="t", gpus="2", student=[]))
-    assert [(s.name, s.gpus) for s in counted] == [("fern", [0, 1])]  # a bare number: a count
     monkeypatch.setenv("KOHAI_HOST_TOKEN", "from-env")
-    env_token = parse_students(argparse.Namespace(name="fern", token=None, gpus="", student=[]))
-    assert [(s.name, s.token) for s in env_token] == [("fern", "from-env")]
+    single = parse_students(argparse.Namespace(name="fern", token=None, gpus="3,", student=[]))
+    assert [(s.name, s.gpus, s.token) for s in single] == [("fern", [3], "from-env")]
+    monkeypatch.setenv("KOHAI_HOST_TOKEN", "from-env")
+    counted = parse_students(argparse.Namespace(name="fern", token=None, gpus="2", student=[]))
+    assert [(s.name, s.gpus) for s in counted] == [("fern", [0, 1])]  # a bare number: a count
     with pytest.raises(ValueError, match="GPU 1"):
         parse_students(
-            argparse.Namespace(name=None, token=None, gpus="", student=["a:1,:t", "b:1,:u"])
+            argparse.Namespace(
+                name=None,
+                token=None,
+                gpus="",
+                student=[f"a:1,:{files['fern']}", f"b:1,:{files['frieren']}"],
+            )
         )
     with pytest.raises(ValueError):
         parse_students(argparse.Namespace(name=None, token=None, gpus="", student=[]))
+
+
+def test_a_token_on_the_command_line_is_refused(tmp_path: Path) -> None:
+    """DESIGN: the host token is never taken on the command line (every user of a shared GPU
+    box reads `ps`). `--token T` and `--student NAME:GPUS:T` are refused in one line that
+    names the way that works; a token file is taken."""
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root), KOHAI_BOT_WAIT_S="0")
+    env.pop("KOHAI_HOST_TOKEN", None)
+    common = ["--bot-url", "http://127.0.0.1:9", "--work-dir", str(tmp_path), "--unsandboxed"]
+
+    def host_run(*flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "bot.cli", "host", "run", *flags, *common],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    for flags in (
+        ["--name", "fern", "--token", "kohai_h_secret"],
+        ["--student", "fern::kohai_h_secret"],
+    ):
+        done = host_run(*flags)
+        assert done.returncode == 2, done.stderr
+        assert "never taken on the command line" in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+        assert "kohai_h_secret" not in done.stderr  # the refusal does not repeat it
+    done = host_run("--student", f"fern::{_token_file(tmp_path, 'fern', 't')}")
+    assert "cannot reach the bot" in done.stderr, done.stderr  # it got past the token
 
 
 def test_reporter_throttles_progress_and_batches_log_lines(fake_bot: FakeBot) -> None:
@@ -264,34 +318,3 @@ def test_reporter_throttles_progress_and_batches_log_lines(fake_bot: FakeBot) ->
     lines = [line for b in bodies if b["kind"] == "log" for line in b["lines"]]
     assert lines[-1] == f"line {step}"
     assert bodies[0]["kind"] == "heartbeat"
-
-
-def test_a_token_on_the_command_line_is_accepted_with_a_warning(tmp_path: Path) -> None:
-    """Every user of a shared GPU box reads `ps`: the host says so and names the safe way."""
-    root = Path(__file__).resolve().parents[2]
-    env = dict(os.environ, PYTHONPATH=str(root), KOHAI_BOT_WAIT_S="0")
-    env.pop("KOHAI_HOST_TOKEN", None)
-    common = ["--bot-url", "http://127.0.0.1:9", "--work-dir", str(tmp_path), "--unsandboxed"]
-    for flags in (["--name", "fern", "--token", "t"], ["--student", "fern::t"]):
-        done = subprocess.run(
-            [sys.executable, "-m", "bot.cli", "host", "run", *flags, *common],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert "readable by every user of this machine" in done.stderr, done.stderr
-        assert "--token-file" in done.stderr
-    token_file = tmp_path / "fern.token"
-    token_file.write_text("t\n")
-    token_file.chmod(0o600)
-    done = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "host", "run", "--name", "fern"]
-        + ["--token-file", str(token_file), *common],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert "cannot reach the bot" in done.stderr, done.stderr  # it got past the token
-    assert "readable by every user" not in done.stderr, done.stderr
